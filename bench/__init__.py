@@ -1,0 +1,1 @@
+"""`make bench`: bindingd beside the floor (a bare grpc.aio echo) measured in the same run."""

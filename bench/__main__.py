@@ -1,0 +1,130 @@
+"""Run every benchmark in one process tree and print each figure beside its floor.
+
+    python -m bench [--quick]
+
+The floor is a bare grpc.aio echo server in a child process on a unix socket; bindingd runs as
+`bindingd serve` in another child process on a project in a temporary folder. Both are driven
+from this process with the same client loop, so the ratio is bindingd's own cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+from bindingd_client import connect
+
+from bench.echo import METHOD
+from bench.measure import Result, concurrent, sequential
+
+PROJECT = """version: 1
+bindings:
+  CACHE: { type: kv }
+"""
+VALUE = "v" * 100
+
+
+def _start(command: list[str], cwd: Path, ready: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"bench: {' '.join(command)} did not start")
+        time.sleep(0.05)
+    time.sleep(0.3)
+    return proc
+
+
+def _row(result: Result, floor: Result) -> str:
+    return (
+        f"{result.name:<34} p50 {result.p50_ms:6.3f} ms ({result.p50_ms / floor.p50_ms:4.2f}x)  "
+        f"p99 {result.p99_ms:6.3f} ms ({result.p99_ms / floor.p99_ms:4.2f}x)  "
+        f"{result.calls_per_s:8.0f} calls/s ({result.calls_per_s / floor.calls_per_s:4.2f}x)"
+    )
+
+
+async def _kv(echo_socket: Path, bindingd_socket: Path, n: int) -> list[tuple[Result, Result]]:
+    rows: list[tuple[Result, Result]] = []
+    async with grpc.aio.insecure_channel(f"unix://{echo_socket}") as channel:
+        echo = channel.unary_unary(METHOD)
+        payload = b"k" * 120
+
+        def echo_call():  # type: ignore[no-untyped-def]
+            return echo(payload)
+
+        floor_seq = await sequential("echo floor, sequential", echo_call, n)
+        floor_par = await concurrent("echo floor, 64 in flight", echo_call, n * 2)
+    env = await connect(endpoint=f"unix://{bindingd_socket}")
+    try:
+        await env.CACHE.put("bench", VALUE)
+        kv = env.CACHE
+        counter = iter(range(10**9))
+        rows.append((floor_seq, floor_seq))
+        rows.append((await sequential("kv get (local), sequential", lambda: kv.get("bench"), n), floor_seq))
+        rows.append(
+            (
+                await sequential(
+                    "kv put (local), sequential", lambda: kv.put(f"p{next(counter) % 1000}", VALUE), n
+                ),
+                floor_seq,
+            )
+        )
+        rows.append((floor_par, floor_par))
+        rows.append(
+            (await concurrent("kv get (local), 64 in flight", lambda: kv.get("bench"), n * 2), floor_par)
+        )
+        rows.append(
+            (
+                await concurrent(
+                    "kv put (local), 64 in flight", lambda: kv.put(f"p{next(counter) % 1000}", VALUE), n * 2
+                ),
+                floor_par,
+            )
+        )
+    finally:
+        await env.aclose()
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="fewer calls, for a smoke run")
+    args = parser.parse_args()
+    n = 500 if args.quick else 3000
+    with tempfile.TemporaryDirectory(prefix="bindingd-bench-") as tmp:
+        root = Path(tmp)
+        (root / "bindingd.yaml").write_text(PROJECT)
+        echo_socket = root / "echo.sock"
+        bindingd_socket = root / ".bindingd" / "bindingd.sock"
+        echo = _start([sys.executable, "-m", "bench.echo", str(echo_socket)], Path.cwd(), echo_socket)
+        daemon = _start(
+            [sys.executable, "-m", "bindingd", "serve", "--log-level", "warning"],
+            root,
+            root / ".bindingd" / "endpoint",
+        )
+        try:
+            rows = asyncio.run(_kv(echo_socket, bindingd_socket, n))
+        finally:
+            for proc in (echo, daemon):
+                proc.terminate()
+                proc.wait(30)
+    print(
+        f"bindingd bench — {os.cpu_count()} cores, {n} calls per sequential row, {2 * n} per concurrent row"
+    )
+    print(
+        "each figure with its ratio to the echo floor of this run (lower latency, higher calls/s is better)"
+    )
+    for result, floor in rows:
+        print(_row(result, floor))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

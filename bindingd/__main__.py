@@ -1,0 +1,3 @@
+from bindingd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,341 @@
+"""`bindingd serve | check | bindings | call | run`.
+
+Exit codes: 0 success, 1 a failed operation or probe, 2 a config or usage mistake. Errors are
+one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from bindingd import logs
+from bindingd.call import CallUsageError, run_call
+from bindingd.config import Config, ConfigError, find_config, load_config
+from bindingd.runtime import Runtime
+from bindingd.server.app import Daemon, ServeError, ServeOptions
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+READY_TIMEOUT_S = 30.0
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="bindingd.yaml to use (default: search upward from here)")
+    parser.add_argument("--env", help="environment to serve (default: $BINDINGD_ENV, then the file's env:)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bindingd", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the daemon")
+    _config_args(serve)
+    serve.add_argument("--listen", help="also listen on loopback TCP HOST:PORT (requires the bearer token)")
+    serve.add_argument("--socket", type=Path, help="unix socket path (default: .bindingd/bindingd.sock)")
+    serve.add_argument("--allow-writes", action="store_true", help="allow writes in a protected env")
+    serve.add_argument("--grace", type=float, default=10.0, help="seconds to drain calls on SIGTERM")
+    serve.add_argument(
+        "--log-level", default=os.environ.get("BINDINGD_LOG_LEVEL", "info"), choices=logs.LEVELS
+    )
+    serve.add_argument(
+        "--log-format", choices=("console", "json"), help="default: console on a TTY, else json"
+    )
+    serve.add_argument("--no-advertise", action="store_true", help=argparse.SUPPRESS)
+
+    check = sub.add_parser("check", help="validate the config and probe every binding's backend")
+    _config_args(check)
+
+    bindings = sub.add_parser("bindings", help="table of the bindings of the env")
+    _config_args(bindings)
+
+    call = sub.add_parser("call", help="one operation on a binding, e.g. `bindingd call CACHE get user:1`")
+    _config_args(call)
+    call.add_argument("binding")
+    call.add_argument("op", help="kv: get, get-with-metadata, put, delete, list; var/secret: get")
+    call.add_argument(
+        "args", nargs=argparse.REMAINDER, help="the operation's arguments (see --help of each op)"
+    )
+
+    run = sub.add_parser("run", help="start the daemon, run CMD with BINDINGD_ENDPOINT set, stop the daemon")
+    _config_args(run)
+    run.add_argument("--allow-writes", action="store_true")
+    run.add_argument(
+        "--log-level", default=os.environ.get("BINDINGD_LOG_LEVEL", "warning"), choices=logs.LEVELS
+    )
+    run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {
+        "serve": cmd_serve,
+        "check": cmd_check,
+        "bindings": cmd_bindings,
+        "call": cmd_call,
+        "run": cmd_run,
+    }
+    try:
+        return handler[args.command](args)
+    except ConfigError as e:
+        _fail(str(e))
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def _fail(message: str) -> None:
+    print(f"bindingd: {message}", file=sys.stderr)
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(args.config, env=args.env)
+
+
+# --- serve -------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    logs.configure(args.log_level, json=None if args.log_format is None else args.log_format == "json")
+    config = _load(args)
+    options = ServeOptions(
+        socket=args.socket.resolve() if args.socket else None,
+        listen=args.listen,
+        token=os.environ.get("BINDINGD_TOKEN"),
+        allow_writes=args.allow_writes,
+        grace_s=args.grace,
+        advertise=not args.no_advertise,
+    )
+    daemon = Daemon(config, lambda: load_config(config.path, env=args.env), options)
+    try:
+        return asyncio.run(daemon.run())
+    except ServeError as e:
+        _fail(str(e))
+        return EXIT_CONFIG
+
+
+# --- check -------------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    logs.configure("error")
+    config = _load(args)
+    served = asyncio.run(_probe(config))
+    failures = 0
+    print(f"config {config.path} is valid; env {config.env}")
+    for s in served:
+        b = s.binding
+        if s.health == "serving":
+            print(f"ok    {b.name} ({b.type}, {b.backend}): {s.health_detail}")
+        else:
+            failures += 1
+            print(f"FAIL  {b.name} ({b.type}, {b.backend}): {s.health_detail}")
+    return EXIT_FAILED if failures else 0
+
+
+async def _probe(config: Config) -> list:  # type: ignore[type-arg]
+    runtime = Runtime(config)
+    await runtime.start()
+    try:
+        served = await runtime.probe()
+        for s in served:
+            if s.provider is None and s.error is None:
+                s.health_detail = "value set" if s.binding.type in ("var", "secret") else s.health_detail
+        return served
+    finally:
+        await runtime.close()
+
+
+# --- bindings ---------------------------------------------------------------------------------
+
+
+def _daemon_endpoint(args: argparse.Namespace) -> str | None:
+    """The running daemon of this project: $BINDINGD_ENDPOINT, else .bindingd/endpoint beside the config."""
+    if os.environ.get("BINDINGD_ENDPOINT"):
+        return os.environ["BINDINGD_ENDPOINT"]
+    path = find_config(Path.cwd()) if args.config is None else args.config
+    endpoint_file = path.resolve().parent / ".bindingd" / "endpoint"
+    return endpoint_file.read_text().strip() if endpoint_file.exists() else None
+
+
+def _connect(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """A sync client env of the running daemon, or None when none is running."""
+    from bindingd_client import DaemonUnavailable, connect_sync
+
+    endpoint = _daemon_endpoint(args)
+    if endpoint is None:
+        return None
+    try:
+        return connect_sync(endpoint=endpoint)
+    except DaemonUnavailable:
+        return None
+
+
+def cmd_bindings(args: argparse.Namespace) -> int:
+    rows: list[tuple[str, ...]] = []
+    env = _connect(args)
+    if env is None:
+        config = _load(args)
+        for b in config.bindings.values():
+            rows.append(
+                (b.name, b.type, b.env, b.backend, b.access, "daemon not running", _shown(b.type, b.value))
+            )
+    else:
+        with env:
+            for info in env._bindings.values():
+                value = env[info.name] if info.type in ("var", "secret") else None
+                rows.append(
+                    (
+                        info.name,
+                        info.type,
+                        info.env,
+                        info.backend,
+                        info.access,
+                        info.health,
+                        _shown(info.type, value),
+                    )
+                )
+    _table(("BINDING", "TYPE", "ENV", "BACKEND", "ACCESS", "HEALTH", "VALUE"), rows)
+    return 0
+
+
+def _shown(binding_type: str, value: str | None) -> str:
+    if binding_type == "secret":
+        return "••••••"
+    return value if binding_type == "var" and value is not None else ""
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+# --- call --------------------------------------------------------------------------------------
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    from bindingd_client import connect_sync
+
+    env = _connect(args)
+    if env is not None:
+        with env:
+            return _call(env, args)
+    # No daemon running: serve this one call from a short-lived one, as wrangler does.
+    with _ephemeral_daemon(args, log_level="error") as (endpoint, code):
+        if endpoint is None:
+            return code
+        with connect_sync(endpoint=endpoint) as env:
+            return _call(env, args)
+
+
+def _call(env, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    from bindingd_client import BindingError
+
+    try:
+        return run_call(env, args.binding, args.op, args.args)
+    except CallUsageError as e:
+        _fail(str(e))
+        return EXIT_CONFIG
+    except BindingError as e:
+        _fail(f"{e} ({e.reason})")
+        return EXIT_FAILED
+
+
+# --- run ---------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        _fail("nothing to run: bindingd run [--config F] [--env E] -- CMD [ARGS...]")
+        return EXIT_CONFIG
+    with _ephemeral_daemon(args, log_level=args.log_level) as (endpoint, code):
+        if endpoint is None:
+            return code
+        child_env = {**os.environ, "BINDINGD_ENDPOINT": endpoint}
+        try:
+            child = subprocess.Popen(cmd, env=child_env)
+        except OSError as e:
+            _fail(f"cannot run {cmd[0]!r}: {e.strerror}")
+            return 127
+        # Pass a SIGTERM on to the command; Ctrl-C already reaches the whole process group.
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signum))
+        try:
+            while True:
+                try:
+                    returncode = child.wait()
+                    break
+                except KeyboardInterrupt:
+                    continue
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        return returncode if returncode >= 0 else 128 - returncode
+
+
+@contextlib.contextmanager
+def _ephemeral_daemon(args: argparse.Namespace, *, log_level: str) -> Iterator[tuple[str | None, int]]:
+    """A daemon on a private socket for the duration of the block: (endpoint, 0), or
+    (None, exit code) when it did not come up."""
+    folder = Path(tempfile.mkdtemp(prefix="bindingd-run-"))
+    socket_path = folder / "bindingd.sock"
+    command = [sys.executable, "-m", "bindingd", "serve", "--socket", str(socket_path), "--no-advertise"]
+    command += ["--log-level", log_level]
+    if args.config:
+        command += ["--config", str(args.config)]
+    if args.env:
+        command += ["--env", args.env]
+    if getattr(args, "allow_writes", False):
+        command.append("--allow-writes")
+    daemon = subprocess.Popen(command, start_new_session=True)
+    try:
+        endpoint = f"unix://{socket_path}"
+        code = _wait_ready(daemon, endpoint)
+        yield (endpoint if code is None else None, code or 0)
+    finally:
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wait_ready(daemon: subprocess.Popen[bytes], endpoint: str) -> int | None:
+    """None once the daemon answers its health check; its exit code if it died first."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    with grpc.insecure_channel(endpoint) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            code = daemon.poll()
+            if code is not None:
+                return code or EXIT_FAILED
+            try:
+                answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return None
+            except grpc.RpcError:
+                pass
+            time.sleep(0.05)
+    _fail(f"the daemon did not become ready within {READY_TIMEOUT_S:.0f}s")
+    return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

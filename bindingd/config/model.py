@@ -1,0 +1,88 @@
+"""The resolved configuration: what one env of a bindingd.yaml means, after overlay and
+interpolation. Everything downstream (runtime, providers, CLI) reads these types only."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BINDING_TYPES = ("kv", "objects", "sql", "queue", "var", "secret")
+ACCESS_MODES = ("read-write", "read-only")
+LOCAL = "local"
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a value came from, for error messages: file, line and key path."""
+
+    file: Path
+    line: int
+    key_path: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.key_path}"
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How to reach a real resource. `options` may hold credentials: never log or return it."""
+
+    name: str
+    kind: str
+    options: Mapping[str, Any] = field(repr=False)
+    location: Location | None = None
+
+
+@dataclass(frozen=True)
+class Binding:
+    name: str
+    type: str
+    env: str
+    # None means the embedded local provider.
+    connection: Connection | None = None
+    access: str = "read-write"
+    # The value of a var or secret binding; None for every other type.
+    value: str | None = field(default=None, repr=False)
+    # Provider-specific options (prefix, bucket, ...), validated against the provider's schema.
+    options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    location: Location | None = None
+
+    @property
+    def backend(self) -> str:
+        """ "local", or the connection's name."""
+        return self.connection.name if self.connection else LOCAL
+
+    @property
+    def backend_kind(self) -> str:
+        return self.connection.kind if self.connection else LOCAL
+
+    @property
+    def is_secret(self) -> bool:
+        return self.type == "secret"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    env: str
+    # Every binding the env serves, by name, in file order.
+    bindings: Mapping[str, Binding]
+    # Writes are refused unless the daemon runs with --allow-writes.
+    protected: bool = False
+    # Every env the file defines (for messages and `bindingd check`).
+    envs: tuple[str, ...] = ()
+
+    @property
+    def root(self) -> Path:
+        """The folder holding bindingd.yaml: the project root."""
+        return self.path.parent
+
+    @property
+    def runtime_dir(self) -> Path:
+        return self.root / ".bindingd"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.runtime_dir / "state"

@@ -1,0 +1,62 @@
+"""What may be written in a bindingd.yaml: connection kinds and the options of each provider.
+
+One table per concern so that a new backend adds rows, not code paths: a connection kind lists
+the binding types it can serve and its options; a provider's binding options are keyed by
+(binding type, backend kind).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Option:
+    type: type
+    required: bool = False
+    # True when the value may hold a credential: it is never logged or shown.
+    secret: bool = False
+
+
+@dataclass(frozen=True)
+class ConnectionKind:
+    serves: frozenset[str]
+    options: dict[str, Option] = field(default_factory=dict)
+
+
+CONNECTION_KINDS: dict[str, ConnectionKind] = {
+    "postgres": ConnectionKind(
+        frozenset({"sql"}),
+        {"dsn": Option(str, required=True, secret=True), "min_size": Option(int), "max_size": Option(int)},
+    ),
+    "mysql": ConnectionKind(
+        frozenset({"sql"}),
+        {"dsn": Option(str, required=True, secret=True), "min_size": Option(int), "max_size": Option(int)},
+    ),
+    "sqlite": ConnectionKind(frozenset({"sql"}), {"path": Option(str, required=True)}),
+    "s3": ConnectionKind(
+        frozenset({"objects"}),
+        {
+            "endpoint": Option(str),
+            "region": Option(str),
+            "access_key_id": Option(str, secret=True),
+            "secret_access_key": Option(str, secret=True),
+            "path_style": Option(bool),
+            "timeout": Option(float),
+        },
+    ),
+    "redis": ConnectionKind(frozenset({"kv"}), {"url": Option(str, required=True, secret=True)}),
+    "nats": ConnectionKind(frozenset({"queue"}), {"url": Option(str, required=True, secret=True)}),
+    "rabbitmq": ConnectionKind(frozenset({"queue"}), {"url": Option(str, required=True, secret=True)}),
+}
+
+# Keys every binding may have, whatever its provider.
+COMMON_BINDING_KEYS = frozenset({"type", "connection", "access"})
+
+# Options of each provider, by (binding type, backend kind). A (type, kind) pair missing here
+# has no provider in this version of bindingd.
+BINDING_OPTIONS: dict[tuple[str, str], dict[str, Option]] = {
+    ("kv", "local"): {},
+    ("var", "local"): {"value": Option(str, required=True)},
+    ("secret", "local"): {"value": Option(str, required=True, secret=True)},
+}

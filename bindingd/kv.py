@@ -1,0 +1,121 @@
+"""Workers KV rules that hold whatever the backend: limits, expiry and list cursors.
+
+Services call these before a provider sees a request, so every provider behaves the same and
+a broken limit gives INVALID_ARGUMENT with the limit in the message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+from bindingd.errors import invalid_argument
+
+MAX_KEY_BYTES = 512
+MAX_VALUE_BYTES = 25 * 1024 * 1024
+MAX_METADATA_BYTES = 1024
+MIN_TTL_S = 60
+MAX_LIST_LIMIT = 1000
+MAX_BULK_KEYS = 100
+
+
+def check_key(key: str) -> None:
+    if key == "":
+        raise invalid_argument("KV key is empty; keys need at least one character")
+    if key in (".", ".."):
+        raise invalid_argument(f'KV key "{key}" is not allowed; "." and ".." cannot be keys')
+    size = len(key.encode("utf-8", "surrogatepass"))
+    if size > MAX_KEY_BYTES:
+        raise invalid_argument(f"KV key is {size} bytes; the limit is {MAX_KEY_BYTES} bytes")
+
+
+def check_cache_ttl(cache_ttl: int | None) -> None:
+    if cache_ttl is not None and cache_ttl < MIN_TTL_S:
+        raise invalid_argument(f"cache_ttl is {cache_ttl} s; the minimum is {MIN_TTL_S} s")
+
+
+def check_bulk_keys(keys: list[str]) -> None:
+    if len(keys) > MAX_BULK_KEYS:
+        raise invalid_argument(f"bulk get of {len(keys)} keys; the limit is {MAX_BULK_KEYS} keys")
+    for key in keys:
+        check_key(key)
+
+
+def check_put(
+    key: str,
+    value: bytes,
+    *,
+    expiration: int | None,
+    expiration_ttl: int | None,
+    metadata_json: str | None,
+    now: float,
+) -> int | None:
+    """Validate a put; return the absolute expiration to store (None: never expires)."""
+    check_key(key)
+    if len(value) > MAX_VALUE_BYTES:
+        raise invalid_argument(
+            f"KV value is {len(value)} bytes ({_mib(len(value))}); the limit is "
+            f"{MAX_VALUE_BYTES // (1024 * 1024)} MiB ({MAX_VALUE_BYTES} bytes)"
+        )
+    if metadata_json is not None:
+        size = len(metadata_json.encode())
+        if size > MAX_METADATA_BYTES:
+            raise invalid_argument(
+                f"KV metadata is {size} bytes of JSON; the limit is {MAX_METADATA_BYTES} bytes"
+            )
+        try:
+            json.loads(metadata_json)
+        except ValueError as e:
+            raise invalid_argument(f"KV metadata is not valid JSON ({e.msg})") from e
+    # As in Workers KV, expiration_ttl wins when both are given.
+    if expiration_ttl is not None:
+        if expiration_ttl < MIN_TTL_S:
+            raise invalid_argument(f"expiration_ttl is {expiration_ttl} s; the minimum is {MIN_TTL_S} s")
+        return int(now) + expiration_ttl
+    if expiration is not None:
+        ahead = expiration - now
+        if ahead < MIN_TTL_S:
+            raise invalid_argument(
+                f"expiration {expiration} is {ahead:.0f} s from now; it must be at least "
+                f"{MIN_TTL_S} s in the future (seconds since the epoch)"
+            )
+        return expiration
+    return None
+
+
+def check_list_limit(limit: int) -> int:
+    """The page size to use: 0 means the default (1000)."""
+    if limit == 0:
+        return MAX_LIST_LIMIT
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise invalid_argument(f"list limit is {limit}; it must be between 1 and {MAX_LIST_LIMIT}")
+    return limit
+
+
+def encode_cursor(prefix: str, last_key: str) -> str:
+    """An opaque cursor: the last key returned, so the next page starts strictly after it."""
+    raw = json.dumps({"p": prefix, "a": last_key}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, prefix: str) -> str | None:
+    """The key to continue after, or None for the first page."""
+    if not cursor:
+        return None
+    bad = invalid_argument(
+        "KV list cursor is not valid for this list; pass the cursor from the previous list() "
+        "call with the same prefix, or none to start over"
+    )
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+    except (binascii.Error, ValueError):
+        raise bad from None
+    if not isinstance(data, dict) or data.get("p") != prefix or not isinstance(data.get("a"), str):
+        raise bad
+    return data["a"]
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.2f} MiB"

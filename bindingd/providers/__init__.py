@@ -1,0 +1,1 @@
+"""Providers: domain ↔ backend. They know nothing about gRPC; services call them."""

@@ -1,0 +1,65 @@
+"""One Protocol per binding type. A provider implements one of them for one backend.
+
+Providers raise `bindingd.errors.BindingdError` for every failure they can name (the service
+adds the binding and env to the message) and never see gRPC types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Provider(Protocol):
+    async def start(self) -> None:
+        """Open files or pools. Must not wait on a remote backend: readiness never does."""
+
+    async def close(self) -> None:
+        """Release everything; in-flight calls have finished or been cancelled."""
+
+    async def check(self) -> str:
+        """Probe the backend once (reachable, authenticated); return a short detail or raise."""
+
+
+@dataclass(frozen=True)
+class KVRecord:
+    key: str
+    value: bytes
+    # JSON text as given at put time, or None.
+    metadata_json: str | None
+    # Seconds since the epoch, or None for a key that never expires.
+    expiration: int | None
+
+
+@dataclass(frozen=True)
+class KVKeyInfo:
+    name: str
+    expiration: int | None
+    metadata_json: str | None
+
+
+@runtime_checkable
+class KVProvider(Provider, Protocol):
+    """Workers KV storage. Limits are checked by the service before a provider is called.
+
+    `now` is passed in (seconds since the epoch) so that every provider treats a key whose
+    expiration is <= now as absent, whatever its backend's own clock and cleanup do.
+    """
+
+    async def get(self, key: str, now: float) -> KVRecord | None: ...
+
+    async def get_many(self, keys: list[str], now: float) -> list[KVRecord | None]:
+        """The records of `keys`, in the same order; None where absent or expired."""
+
+    async def put(
+        self, key: str, value: bytes, expiration: int | None, metadata_json: str | None
+    ) -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def list(
+        self, prefix: str, after: str | None, limit: int, now: float
+    ) -> tuple[list[KVKeyInfo], bool]:
+        """Up to `limit` live keys starting with `prefix` and sorting after `after` (by UTF-8
+        bytes), in order; the bool says whether more keys follow."""

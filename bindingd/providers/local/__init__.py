@@ -1,0 +1,1 @@
+"""The embedded local backend: SQLite and files under the project's .bindingd/state."""

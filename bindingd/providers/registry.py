@@ -1,0 +1,28 @@
+"""Which class serves a binding, keyed by (binding type, backend kind).
+
+Modules are imported on first use so that the daemon loads only the drivers its config needs.
+The options each provider accepts are in `bindingd.config.schema.BINDING_OPTIONS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from bindingd.config.model import Binding
+from bindingd.providers.base import Provider
+
+PROVIDERS: dict[tuple[str, str], str] = {
+    ("kv", "local"): "bindingd.providers.local.kv:LocalKV",
+}
+
+# Binding types served by the daemon itself, without a provider.
+VALUE_TYPES = frozenset({"var", "secret"})
+
+
+def create_provider(binding: Binding, state_dir: Path) -> Provider:
+    """A new, not yet started provider for `binding`."""
+    target = PROVIDERS[(binding.type, binding.backend_kind)]
+    module_name, class_name = target.split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls.create(binding, state_dir)

@@ -1,0 +1,242 @@
+"""What the daemon serves right now: the resolved bindings of one env and their providers.
+
+Services ask the runtime for a binding by name and type; the runtime answers with the provider
+or with the error of the table. A SIGHUP reload builds the new set beside the old one, keeps
+the providers of unchanged bindings, swaps, and closes the retired ones once their in-flight
+calls are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from bindingd.config.model import Binding, Config
+from bindingd.errors import BindingdError, Reason, permission_denied
+from bindingd.providers.base import Provider
+from bindingd.providers.registry import VALUE_TYPES, create_provider
+
+log = structlog.get_logger("bindingd.runtime")
+
+# How long a retired provider waits for its in-flight calls before it is closed anyway.
+RETIRE_GRACE_S = 30.0
+# How long one health probe of a backend may take.
+PROBE_TIMEOUT_S = 5.0
+
+SERVING = "serving"
+NOT_SERVING = "not_serving"
+UNKNOWN = "unknown"
+
+
+@dataclass
+class Served:
+    """One binding with its provider, its health and its in-flight call count."""
+
+    binding: Binding
+    provider: Provider | None
+    health: str = UNKNOWN
+    health_detail: str = ""
+    # Set when the provider could not start: every call answers it.
+    error: BindingdError | None = None
+    in_flight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+
+def provider_key(binding: Binding) -> tuple[Any, ...]:
+    """What decides whether a binding needs a new provider: not its access, value or line."""
+    connection = binding.connection
+    return (
+        binding.type,
+        binding.backend_kind,
+        connection.name if connection else None,
+        tuple(sorted(connection.options.items())) if connection else (),
+        tuple(sorted(binding.options.items())),
+    )
+
+
+class Runtime:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        allow_writes: bool = False,
+        clock: Callable[[], float] = time.time,
+        on_health: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.allow_writes = allow_writes
+        self.clock = clock
+        self._served: dict[str, Served] = {}
+        self._on_health = on_health or (lambda name, status: None)
+        self._probes: set[asyncio.Task[None]] = set()
+
+    @property
+    def env(self) -> str:
+        return self.config.env
+
+    @property
+    def writes_refused(self) -> bool:
+        return self.config.protected and not self.allow_writes
+
+    def served(self) -> list[Served]:
+        return list(self._served.values())
+
+    async def start(self) -> None:
+        self._served = await self._build(self.config, reuse={})
+        self._spawn_probes()
+
+    async def reload(self, config: Config) -> dict[str, list[str]]:
+        """Serve `config` from now on; return the names added, removed, changed and kept."""
+        old = self._served
+        reuse = {
+            name: s
+            for name, s in old.items()
+            if name in config.bindings and provider_key(config.bindings[name]) == provider_key(s.binding)
+        }
+        new = await self._build(config, reuse=reuse)
+        self.config, self._served = config, new
+        kept_ids = {id(s.provider) for s in new.values() if s.provider is not None}
+        retired = [s for s in old.values() if s.provider is not None and id(s.provider) not in kept_ids]
+        for s in retired:
+            asyncio.get_running_loop().create_task(self._retire(s))
+        for name in set(old) - set(new):
+            self._on_health(name, UNKNOWN)
+        self._spawn_probes()
+        return {
+            "added": sorted(set(new) - set(old)),
+            "removed": sorted(set(old) - set(new)),
+            "changed": sorted(
+                n for n in set(new) & set(old) if n not in reuse or new[n].binding != old[n].binding
+            ),
+        }
+
+    async def close(self) -> None:
+        for task in list(self._probes):
+            task.cancel()
+        served, self._served = self._served, {}
+        await asyncio.gather(*(self._retire(s) for s in served.values()), return_exceptions=True)
+
+    def backend_of(self, name: str) -> str:
+        served = self._served.get(name)
+        return served.binding.backend if served else ""
+
+    def get(self, name: str) -> Served:
+        served = self._served.get(name)
+        if served is None:
+            defined = ", ".join(sorted(self._served)) or "none"
+            raise BindingdError(
+                Reason.BINDING_NOT_FOUND,
+                f'binding "{name}" is not defined in env "{self.env}" (defined: {defined})',
+                binding=name,
+                env=self.env,
+            )
+        return served
+
+    def lookup(self, name: str, *binding_types: str) -> Served:
+        """The binding if it has one of `binding_types` and its provider started."""
+        served = self.get(name)
+        if served.binding.type not in binding_types:
+            raise BindingdError(
+                Reason.WRONG_BINDING_TYPE,
+                f'binding "{name}" is a {served.binding.type} binding, not {" or ".join(binding_types)}',
+                binding=name,
+                env=self.env,
+                backend=served.binding.backend,
+            )
+        if served.error is not None:
+            raise served.error
+        return served
+
+    @asynccontextmanager
+    async def use(self, name: str, binding_type: str, *, write: bool = False) -> AsyncIterator[Served]:
+        """The binding, counted as in flight until the block ends (so reload waits for it)."""
+        served = self.lookup(name, binding_type)
+        if write:
+            self.check_writable(served.binding)
+        served.in_flight += 1
+        served.idle.clear()
+        try:
+            yield served
+        finally:
+            served.in_flight -= 1
+            if served.in_flight == 0:
+                served.idle.set()
+
+    def check_writable(self, binding: Binding) -> None:
+        if self.writes_refused:
+            raise permission_denied(
+                f'env "{self.env}" is protected: writes need serve --allow-writes (binding "{binding.name}")'
+            )
+        if binding.access == "read-only":
+            raise permission_denied(
+                f'binding "{binding.name}" is read-only in env "{self.env}" '
+                f"(access: read-only in {self.config.path.name}); writes are refused"
+            )
+
+    async def _build(self, config: Config, reuse: dict[str, Served]) -> dict[str, Served]:
+        built: dict[str, Served] = {}
+        for name, binding in config.bindings.items():
+            if name in reuse:
+                old = reuse[name]
+                built[name] = Served(binding, old.provider, old.health, old.health_detail, old.error)
+                continue
+            built[name] = await self._start_one(binding, config.state_dir)
+        return built
+
+    async def _start_one(self, binding: Binding, state_dir: Path) -> Served:
+        if binding.type in VALUE_TYPES:
+            self._on_health(binding.name, SERVING)
+            return Served(binding, None, SERVING)
+        provider = create_provider(binding, state_dir)
+        try:
+            await provider.start()
+        except BindingdError as e:
+            log.error("binding failed to start", binding=binding.name, env=binding.env, error=e.message)
+            self._on_health(binding.name, NOT_SERVING)
+            err = e.with_context(binding=binding.name, env=binding.env, backend=binding.backend)
+            return Served(binding, None, NOT_SERVING, e.message, error=err)
+        return Served(binding, provider)
+
+    async def probe(self) -> list[Served]:
+        """Probe every backend once, concurrently; return every binding with its health."""
+        served = self.served()
+        await asyncio.gather(*(self._probe(s) for s in served if s.provider is not None))
+        return served
+
+    def _spawn_probes(self) -> None:
+        """Probe in the background: readiness never waits on a remote backend."""
+        task = asyncio.get_running_loop().create_task(self.probe())
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
+
+    async def _probe(self, served: Served) -> None:
+        assert served.provider is not None
+        started = time.perf_counter()
+        try:
+            detail = await asyncio.wait_for(served.provider.check(), PROBE_TIMEOUT_S)
+        except BindingdError as e:
+            served.health, served.health_detail = NOT_SERVING, e.message
+        except TimeoutError:
+            served.health, served.health_detail = NOT_SERVING, f"no answer within {PROBE_TIMEOUT_S:.0f}s"
+        else:
+            rtt_ms = (time.perf_counter() - started) * 1000
+            served.health, served.health_detail = SERVING, f"{detail}, {rtt_ms:.1f} ms"
+        self._on_health(served.binding.name, served.health)
+
+    async def _retire(self, served: Served) -> None:
+        try:
+            await asyncio.wait_for(served.idle.wait(), RETIRE_GRACE_S)
+        except TimeoutError:
+            log.warning("closing a binding with calls still in flight", binding=served.binding.name)
+        if served.provider is not None:
+            await served.provider.close()

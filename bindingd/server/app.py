@@ -1,0 +1,265 @@
+"""The daemon's lifecycle: listeners, signals, reload and drain.
+
+One grpc.aio server listens on the project's unix socket (0600 in a 0700 folder). With
+`--listen`, a second server on loopback TCP serves the same service objects behind a bearer
+token check. SIGTERM/SIGINT drain in-flight calls within the grace period and exit 0; SIGHUP
+reloads the config and keeps the old one when the new one is bad.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import os
+import secrets
+import signal
+import socket
+import stat
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import structlog
+from bindingd_client.proto import (
+    bindings_pb2,
+    bindings_pb2_grpc,
+    kv_pb2,
+    kv_pb2_grpc,
+    vars_pb2,
+    vars_pb2_grpc,
+)
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from bindingd.config import Config, ConfigError
+from bindingd.runtime import SERVING, UNKNOWN, Runtime
+from bindingd.server.auth import BearerTokenInterceptor
+from bindingd.server.bindings import BindingsService
+from bindingd.server.kv import KVService
+from bindingd.server.vars import VarsService
+
+log = structlog.get_logger("bindingd.server")
+
+# The longest path a unix socket address can hold (sun_path is 108 bytes with its NUL).
+MAX_SOCKET_PATH = 107
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
+SERVICE_NAMES = (
+    kv_pb2.DESCRIPTOR.services_by_name["KV"].full_name,
+    vars_pb2.DESCRIPTOR.services_by_name["Vars"].full_name,
+    bindings_pb2.DESCRIPTOR.services_by_name["Bindings"].full_name,
+    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+    reflection.SERVICE_NAME,
+)
+
+
+class ServeError(Exception):
+    """The daemon cannot start as asked (socket in use, non-loopback address, ...)."""
+
+
+@dataclass
+class ServeOptions:
+    socket: Path | None = None
+    listen: str | None = None
+    token: str | None = None
+    allow_writes: bool = False
+    grace_s: float = 10.0
+    # Write .bindingd/endpoint so clients find this daemon by walking up; `bindingd run` does
+    # not, since it hands the endpoint to its child and must not hide a daemon already serving.
+    advertise: bool = True
+
+
+def default_socket_path(config: Config) -> Path:
+    """`.bindingd/bindingd.sock` beside the config, or a short path when that one is too long."""
+    path = config.runtime_dir / "bindingd.sock"
+    if len(str(path)) <= MAX_SOCKET_PATH:
+        return path
+    digest = hashlib.sha256(str(config.root).encode()).hexdigest()[:16]
+    base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(tempfile.gettempdir(), f"bindingd-{os.getuid()}")
+    return Path(base) / "bindingd" / f"{digest}.sock"
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """Split HOST:PORT and refuse anything but a loopback address (no TLS yet)."""
+    host, sep, port_text = listen.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port_text.isdigit() or not host:
+        raise ServeError(f"--listen {listen!r} is not HOST:PORT (for example 127.0.0.1:7400)")
+    if host != "localhost":
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ServeError(
+                f"refusing to listen on {listen}: without TLS only loopback addresses "
+                "(127.0.0.1, ::1, localhost) are allowed"
+            )
+    return host, int(port_text)
+
+
+def load_or_create_token(runtime_dir: Path, given: str | None) -> str:
+    """The TCP bearer token: the one given (BINDINGD_TOKEN), else .bindingd/token (0600)."""
+    if given:
+        return given
+    path = runtime_dir / "token"
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def _claim_socket(path: Path) -> None:
+    """Remove a stale socket file; refuse if a daemon is still answering on it."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if not stat.S_ISSOCK(path.lstat().st_mode):
+        raise ServeError(f"{path} exists and is not a socket; remove it or pass --socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink()
+        return
+    finally:
+        probe.close()
+    raise ServeError(f"another bindingd is already serving on {path}; stop it first or pass --socket")
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        reload_config: Callable[[], Config],
+        options: ServeOptions,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.options = options
+        self._reload_config = reload_config
+        self.health = health.aio.HealthServicer()
+        self.runtime = Runtime(
+            config, allow_writes=options.allow_writes, clock=clock, on_health=self._set_health
+        )
+        self.socket_path = options.socket or default_socket_path(config)
+        self._servers: list[grpc.aio.Server] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._stop = asyncio.Event()
+        self._endpoint_file = config.runtime_dir / "endpoint"
+
+    def _set_health(self, name: str, status: str) -> None:
+        value = {
+            SERVING: health_pb2.HealthCheckResponse.SERVING,
+            UNKNOWN: health_pb2.HealthCheckResponse.SERVICE_UNKNOWN,
+        }.get(status, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._spawn(self.health.set(name, value))
+
+    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _build_server(self, interceptors: list[grpc.aio.ServerInterceptor]) -> grpc.aio.Server:
+        server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
+        kv_pb2_grpc.add_KVServicer_to_server(KVService(self.runtime), server)
+        vars_pb2_grpc.add_VarsServicer_to_server(VarsService(self.runtime), server)
+        bindings_pb2_grpc.add_BindingsServicer_to_server(BindingsService(self.runtime), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(SERVICE_NAMES, server)
+        return server
+
+    async def start(self) -> None:
+        config = self.runtime.config
+        if self.options.listen:
+            host, port = parse_listen(self.options.listen)
+        _private_dir(config.runtime_dir)
+        _private_dir(self.socket_path.parent)
+        _claim_socket(self.socket_path)
+        await self.runtime.start()
+
+        unix_server = self._build_server([])
+        self._servers.append(unix_server)
+        # A 0o177 umask makes the socket 0600 from its first instant (the folder is 0700 too).
+        old_umask = os.umask(0o177)
+        try:
+            unix_server.add_insecure_port(f"unix://{self.socket_path}")
+            if self.options.listen:
+                token = load_or_create_token(config.runtime_dir, self.options.token)
+                tcp_server = self._build_server([BearerTokenInterceptor(token, self.options.listen)])
+                self._servers.append(tcp_server)
+                try:
+                    tcp_server.add_insecure_port(f"{host}:{port}")
+                except RuntimeError as e:
+                    raise ServeError(f"cannot listen on {self.options.listen}: {e}") from e
+            for server in self._servers:
+                await server.start()
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.socket_path, 0o600)
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        if self.options.advertise:
+            self._endpoint_file.write_text(f"unix://{self.socket_path}\n")
+        log.info(
+            "serving",
+            env=config.env,
+            config=str(config.path),
+            socket=str(self.socket_path),
+            tcp=self.options.listen or "",
+            bindings=len(config.bindings),
+            writes_refused=self.runtime.writes_refused,
+        )
+
+    async def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; return the exit code."""
+        loop = asyncio.get_running_loop()
+        await self.start()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+        await self._stop.wait()
+        await self.shutdown()
+        return 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def reload(self) -> bool:
+        try:
+            config = self._reload_config()
+        except ConfigError as e:
+            log.error("reload failed; still serving the previous config", error=str(e))
+            return False
+        changes = await self.runtime.reload(config)
+        log.info("reloaded", env=config.env, **changes)
+        return True
+
+    async def shutdown(self) -> None:
+        log.info("draining", grace_s=self.options.grace_s)
+        await self.health.enter_graceful_shutdown()
+        await asyncio.gather(*(s.stop(self.options.grace_s) for s in self._servers))
+        await self.runtime.close()
+        with contextlib.suppress(FileNotFoundError):
+            if (
+                self.options.advertise
+                and self._endpoint_file.read_text().strip() == f"unix://{self.socket_path}"
+            ):
+                self._endpoint_file.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        log.info("stopped")

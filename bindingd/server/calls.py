@@ -1,0 +1,92 @@
+"""What every RPC shares: a request id, one log line, and errors turned into gRPC statuses.
+
+A `BindingdError` becomes its table's status code with a google.rpc.ErrorInfo detail (domain
+"bindingd", reason, binding, env, backend). Anything else is a bug: it is logged with a request
+id, and the caller gets INTERNAL with that id and no traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+import grpc
+import structlog
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from bindingd.errors import DOMAIN, BindingdError, Reason
+
+log = structlog.get_logger("bindingd.calls")
+
+REQUEST_ID_HEADER = "x-request-id"
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+class HasRuntime(Protocol):
+    runtime: Any
+
+
+def request_id_of(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_HEADER and isinstance(value, str) and 0 < len(value) <= 64:
+            return value
+    return uuid.uuid4().hex[:16]
+
+
+def status_metadata(err: BindingdError, request_id: str) -> tuple[tuple[str, bytes], ...]:
+    """The `grpc-status-details-bin` trailer carrying the error's google.rpc.ErrorInfo."""
+    info = error_details_pb2.ErrorInfo(
+        reason=err.reason.value,
+        domain=DOMAIN,
+        metadata={"binding": err.binding, "env": err.env, "backend": err.backend, "request_id": request_id},
+    )
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(code=err.code.value[0], message=err.message, details=[detail])
+    return (("grpc-status-details-bin", status.SerializeToString()),)
+
+
+async def abort(context: grpc.aio.ServicerContext, err: BindingdError, request_id: str) -> None:
+    await context.abort(err.code, err.message, trailing_metadata=status_metadata(err, request_id))
+
+
+def rpc(
+    method: Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
+) -> Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
+    """Wrap a unary servicer method of a service that has a `runtime`."""
+    name = method.__qualname__
+
+    @functools.wraps(method)
+    async def wrapper(self: HasRuntime, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+        started = time.perf_counter()
+        binding = getattr(request, "binding", "")
+        try:
+            response = await method(self, request, context)
+        except BindingdError as e:
+            failure = e
+            request_id = request_id_of(context)
+        except Exception:
+            request_id = request_id_of(context)
+            log.exception("unexpected failure", method=name, binding=binding, request_id=request_id)
+            failure = BindingdError(
+                Reason.INTERNAL,
+                f"bindingd failed unexpectedly (request id {request_id}); the daemon's log has the details",
+            )
+        else:
+            log.debug(
+                "call", method=name, binding=binding, ms=round((time.perf_counter() - started) * 1000, 3)
+            )
+            return response
+        runtime = self.runtime
+        err = failure.with_context(binding=binding, env=runtime.env, backend=runtime.backend_of(binding))
+        log.debug("call failed", method=name, binding=binding, reason=err.reason.value, request_id=request_id)
+        await abort(context, err, request_id)
+        raise AssertionError("unreachable: abort raises")
+
+    return wrapper

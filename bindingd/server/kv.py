@@ -1,0 +1,109 @@
+"""KVService: gRPC ↔ the KV rules and provider of the named binding."""
+
+from __future__ import annotations
+
+import grpc
+import structlog
+from bindingd_client.proto import kv_pb2, kv_pb2_grpc
+
+from bindingd import kv
+from bindingd.providers.base import KVProvider, KVRecord
+from bindingd.runtime import Runtime
+from bindingd.server.audit import audit_write
+from bindingd.server.calls import rpc
+
+log = structlog.get_logger("bindingd.kv")
+
+
+def _entry(key: str, record: KVRecord | None) -> kv_pb2.KVEntry:
+    if record is None:
+        return kv_pb2.KVEntry(key=key, found=False)
+    return kv_pb2.KVEntry(
+        key=key,
+        found=True,
+        value=record.value,
+        metadata_json=record.metadata_json,
+        expiration=record.expiration,
+    )
+
+
+def _opt(message: object, field: str) -> int | None:
+    return getattr(message, field) if message.HasField(field) else None  # type: ignore[attr-defined]
+
+
+class KVService(kv_pb2_grpc.KVServicer):
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    @rpc
+    async def Get(
+        self, request: kv_pb2.KVGetRequest, context: grpc.aio.ServicerContext
+    ) -> kv_pb2.KVGetResponse:
+        kv.check_key(request.key)
+        kv.check_cache_ttl(_opt(request, "cache_ttl"))
+        async with self.runtime.use(request.binding, "kv") as served:
+            provider: KVProvider = served.provider  # type: ignore[assignment]
+            record = await provider.get(request.key, self.runtime.clock())
+        return kv_pb2.KVGetResponse(entry=_entry(request.key, record))
+
+    @rpc
+    async def GetBulk(
+        self, request: kv_pb2.KVGetBulkRequest, context: grpc.aio.ServicerContext
+    ) -> kv_pb2.KVGetBulkResponse:
+        keys = list(request.keys)
+        kv.check_bulk_keys(keys)
+        kv.check_cache_ttl(_opt(request, "cache_ttl"))
+        async with self.runtime.use(request.binding, "kv") as served:
+            provider: KVProvider = served.provider  # type: ignore[assignment]
+            records = await provider.get_many(keys, self.runtime.clock()) if keys else []
+        return kv_pb2.KVGetBulkResponse(entries=[_entry(k, r) for k, r in zip(keys, records, strict=True)])
+
+    @rpc
+    async def Put(
+        self, request: kv_pb2.KVPutRequest, context: grpc.aio.ServicerContext
+    ) -> kv_pb2.KVPutResponse:
+        metadata_json = request.metadata_json if request.HasField("metadata_json") else None
+        expiration = kv.check_put(
+            request.key,
+            request.value,
+            expiration=_opt(request, "expiration"),
+            expiration_ttl=_opt(request, "expiration_ttl"),
+            metadata_json=metadata_json,
+            now=self.runtime.clock(),
+        )
+        async with self.runtime.use(request.binding, "kv", write=True) as served:
+            provider: KVProvider = served.provider  # type: ignore[assignment]
+            await provider.put(request.key, request.value, expiration, metadata_json)
+            audit_write(served.binding, "put", request.key, context)
+        return kv_pb2.KVPutResponse()
+
+    @rpc
+    async def Delete(
+        self, request: kv_pb2.KVDeleteRequest, context: grpc.aio.ServicerContext
+    ) -> kv_pb2.KVDeleteResponse:
+        kv.check_key(request.key)
+        async with self.runtime.use(request.binding, "kv", write=True) as served:
+            provider: KVProvider = served.provider  # type: ignore[assignment]
+            await provider.delete(request.key)
+            audit_write(served.binding, "delete", request.key, context)
+        return kv_pb2.KVDeleteResponse()
+
+    @rpc
+    async def List(
+        self, request: kv_pb2.KVListRequest, context: grpc.aio.ServicerContext
+    ) -> kv_pb2.KVListResponse:
+        limit = kv.check_list_limit(request.limit)
+        after = kv.decode_cursor(request.cursor, request.prefix)
+        async with self.runtime.use(request.binding, "kv") as served:
+            provider: KVProvider = served.provider  # type: ignore[assignment]
+            keys, more = await provider.list(request.prefix, after, limit, self.runtime.clock())
+        response = kv_pb2.KVListResponse(
+            keys=[
+                kv_pb2.KVListKey(name=k.name, expiration=k.expiration, metadata_json=k.metadata_json)
+                for k in keys
+            ],
+            list_complete=not more,
+        )
+        if more and keys:
+            response.cursor = kv.encode_cursor(request.prefix, keys[-1].name)
+        return response

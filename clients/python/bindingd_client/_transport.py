@@ -1,0 +1,203 @@
+"""Finding the daemon and talking to it: one interface, an asyncio and a blocking implementation.
+
+Bindings never touch gRPC: they build a :class:`Call` (method name, request, parser) with pure
+functions and hand it to a transport, so each binding API is written once and the sync flavour
+is a thin wrapper. Every ``grpc.RpcError`` is translated here by :func:`error_from_rpc`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import grpc
+import grpc.aio
+
+from ._version import __version__
+from .errors import START_HINT, BindingError, DaemonUnavailable, error_from_rpc
+from .proto import bindings_pb2_grpc, kv_pb2_grpc, vars_pb2_grpc
+
+__all__ = ["AsyncTransport", "Call", "SyncTransport", "resolve_endpoint"]
+
+T = TypeVar("T")
+
+ENDPOINT_ENV = "BINDINGD_ENDPOINT"
+TOKEN_ENV = "BINDINGD_TOKEN"
+STATE_DIR = ".bindingd"
+MAX_MESSAGE = 64 * 1024 * 1024  # KV values are <= 25 MiB; leave room for the envelope.
+
+_STUBS: dict[str, Callable[[Any], Any]] = {
+    "Bindings": bindings_pb2_grpc.BindingsStub,
+    "KV": kv_pb2_grpc.KVStub,
+    "Vars": vars_pb2_grpc.VarsStub,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One unary RPC, described without doing it: ``method`` is ``"Service.Method"``."""
+
+    method: str
+    request: Any
+    parse: Callable[[Any], T]
+
+
+def _find_up(start: Path, name: str) -> Path | None:
+    """The nearest ``.bindingd/<name>`` file in ``start`` or a parent directory."""
+    for directory in (start, *start.parents):
+        candidate = directory / STATE_DIR / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise DaemonUnavailable(f"cannot read {path}: {exc.strerror or exc}; {START_HINT}") from None
+
+
+def normalize_endpoint(endpoint: str) -> tuple[str, bool]:
+    """The gRPC target for an endpoint, and whether it is TCP (which needs the token)."""
+    endpoint = endpoint.strip()
+    if endpoint.startswith("unix://"):
+        path = endpoint[len("unix://") :]
+        return f"unix://{path}", False
+    if endpoint.startswith("unix:"):
+        path = endpoint[len("unix:") :]
+        return (f"unix://{path}" if path.startswith("/") else endpoint), False
+    if endpoint.startswith("/"):
+        return f"unix://{endpoint}", False
+    if endpoint.startswith("unix-abstract:"):
+        return endpoint, False
+    for scheme in ("tcp://", "grpc://", "http://"):
+        if endpoint.startswith(scheme):
+            endpoint = endpoint[len(scheme) :].rstrip("/")
+            break
+    host, sep, port = endpoint.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise DaemonUnavailable(
+            f"bindingd endpoint {endpoint!r} is not valid: expected unix:///abs/path, /abs/path or host:port"
+        )
+    return endpoint, True
+
+
+def resolve_endpoint(
+    endpoint: str | None = None, token: str | None = None, cwd: str | os.PathLike[str] | None = None
+) -> tuple[str, str | None]:
+    """Where the daemon listens, as ``(grpc target, token or None)``.
+
+    Order: the arguments, then ``BINDINGD_ENDPOINT`` / ``BINDINGD_TOKEN``, then the
+    ``.bindingd/endpoint`` (and ``.bindingd/token``) the daemon writes, found by walking up from
+    ``cwd``. The token is only returned for TCP endpoints: a unix socket is protected by its mode.
+    """
+    start = Path(cwd if cwd is not None else os.getcwd()).absolute()
+    endpoint_dir: Path | None = None
+    raw = endpoint or os.environ.get(ENDPOINT_ENV) or None
+    if raw is None:
+        found = _find_up(start, "endpoint")
+        if found is None:
+            raise DaemonUnavailable(
+                f"no bindingd daemon found: {ENDPOINT_ENV} is not set and there is no "
+                f"{STATE_DIR}/endpoint in {start} or its parents; {START_HINT}"
+            )
+        raw = _read(found)
+        if not raw:
+            raise DaemonUnavailable(f"{found} is empty; {START_HINT}")
+        endpoint_dir = found.parent
+    target, is_tcp = normalize_endpoint(raw)
+    if not is_tcp:
+        return target, None
+    tok = token or os.environ.get(TOKEN_ENV) or None
+    if tok is None:
+        # Prefer the token beside the endpoint file that named this daemon.
+        token_file = endpoint_dir / "token" if endpoint_dir is not None else None
+        if token_file is None or not token_file.is_file():
+            token_file = _find_up(start, "token")
+        if token_file is not None:
+            tok = _read(token_file) or None
+    return target, tok
+
+
+def _channel_options() -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_send_message_length", MAX_MESSAGE),
+        ("grpc.max_receive_message_length", MAX_MESSAGE),
+        ("grpc.primary_user_agent", f"bindingd-python/{__version__}"),
+    ]
+
+
+def _closed_error(target: str) -> BindingError:
+    return BindingError(f"this bindingd connection ({target}) is closed", reason="CLIENT_CLOSED")
+
+
+class _TransportBase:
+    """What both transports share: the target, the auth metadata and the method table."""
+
+    def __init__(self, target: str, token: str | None) -> None:
+        self.target = target
+        self._metadata: tuple[tuple[str, str], ...] | None = (
+            (("authorization", f"Bearer {token}"),) if token else None
+        )
+        self._methods: dict[str, Any] = {}
+        self._closed = False
+
+    def _method(self, channel: Any, name: str) -> Any:
+        method = self._methods.get(name)
+        if method is None:
+            service, _, rpc = name.partition(".")
+            method = getattr(_STUBS[service](channel), rpc)
+            self._methods[name] = method
+        return method
+
+
+class AsyncTransport(_TransportBase):
+    """A ``grpc.aio`` channel; create it inside the event loop that will use it."""
+
+    def __init__(self, target: str, token: str | None = None) -> None:
+        super().__init__(target, token)
+        self._channel = grpc.aio.insecure_channel(target, options=_channel_options())
+
+    async def unary(self, method: str, request: Any) -> Any:
+        if self._closed:
+            raise _closed_error(self.target)
+        try:
+            return await self._method(self._channel, method)(request, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, endpoint=self.target) from None
+
+    async def call(self, call: Call[T]) -> T:
+        return call.parse(await self.unary(call.method, call.request))
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._channel.close()
+
+
+class SyncTransport(_TransportBase):
+    """A blocking gRPC channel; safe to share between threads."""
+
+    def __init__(self, target: str, token: str | None = None) -> None:
+        super().__init__(target, token)
+        self._channel = grpc.insecure_channel(target, options=_channel_options())
+
+    def unary(self, method: str, request: Any) -> Any:
+        if self._closed:
+            raise _closed_error(self.target)
+        try:
+            return self._method(self._channel, method)(request, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, endpoint=self.target) from None
+
+    def call(self, call: Call[T]) -> T:
+        return call.parse(self.unary(call.method, call.request))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._channel.close()

@@ -1,0 +1,284 @@
+"""``env``: the bindings of the daemon's current environment as attributes, like a Worker's ``env``.
+
+Binding names are identifiers chosen by the user, so the object's own state and helpers live
+under underscore names (``_env_name``, ``_bindings``) or a few verbs (``refresh``, ``close`` /
+``aclose``); a binding with one of those names is still reachable as ``env["close"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterator
+from types import TracebackType
+from typing import Any, NoReturn
+
+from ._transport import AsyncTransport, Call, SyncTransport, resolve_endpoint
+from .errors import BindingError, BindingNotFound
+from .kv import KVNamespace, KVNamespaceSync
+from .proto import bindings_pb2, vars_pb2
+from .types import BindingInfo
+
+__all__ = ["Env", "SyncEnv", "UnsupportedBinding", "connect", "connect_sync"]
+
+_VALUE_TYPES = ("var", "secret")
+
+
+class UnsupportedBinding:
+    """Stands for a binding type this client version cannot drive yet; any use raises."""
+
+    __slots__ = ("_binding", "_type")
+
+    def __init__(self, binding: str, type: str) -> None:
+        self._binding = binding
+        self._type = type
+
+    def _fail(self) -> NoReturn:
+        raise NotImplementedError(
+            f'binding "{self._binding}": the Python client of this version does not support '
+            f"{self._type} bindings yet"
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        self._fail()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._fail()
+
+    def __repr__(self) -> str:
+        return f"<UnsupportedBinding {self._binding} ({self._type})>"
+
+
+class _VarError:
+    """A var/secret whose value the daemon refused to give; reading the attribute re-raises."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BindingError) -> None:
+        self.error = error
+
+
+def _list_call() -> Call[bindings_pb2.ListBindingsResponse]:
+    return Call("Bindings.List", bindings_pb2.ListBindingsRequest(), lambda r: r)
+
+
+def _vars_call() -> Call[dict[str, str]]:
+    return Call("Vars.GetAll", vars_pb2.VarGetAllRequest(), lambda r: dict(r.values))
+
+
+def _var_call(name: str) -> Call[str]:
+    return Call("Vars.Get", vars_pb2.VarGetRequest(binding=name), lambda r: r.value)
+
+
+def _missing_vars(listing: bindings_pb2.ListBindingsResponse, values: dict[str, Any]) -> list[str]:
+    """Var/secret bindings that GetAll did not answer for; each is then asked for on its own."""
+    return [b.name for b in listing.bindings if b.type in _VALUE_TYPES and b.name not in values]
+
+
+def _info(message: bindings_pb2.BindingInfo) -> BindingInfo:
+    return BindingInfo(
+        name=message.name,
+        type=message.type,
+        env=message.env,
+        backend=message.backend,
+        backend_kind=message.backend_kind,
+        access=message.access,
+        health=message.health,
+        health_detail=message.health_detail,
+    )
+
+
+class _EnvBase:
+    """What the async and sync envs share: attribute access, ``[]``, ``dir``, ``in``, repr."""
+
+    _kv_class: type[KVNamespace] | type[KVNamespaceSync]
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._env_name = ""
+        self._writes_refused = False
+        self._bindings: dict[str, BindingInfo] = {}
+        self._values: dict[str, Any] = {}
+
+    def _apply(self, listing: bindings_pb2.ListBindingsResponse, values: dict[str, Any]) -> None:
+        """Rebuild the binding objects, keeping those whose type did not change (identity stays)."""
+        old_bindings, old_values = self._bindings, self._values
+        self._env_name = listing.env
+        self._writes_refused = listing.writes_refused
+        self._bindings = {b.name: _info(b) for b in sorted(listing.bindings, key=lambda b: b.name)}
+        built: dict[str, Any] = {}
+        for name, info in self._bindings.items():
+            if info.type in _VALUE_TYPES:
+                built[name] = values.get(name)
+            elif name in old_values and old_bindings[name].type == info.type:
+                built[name] = old_values[name]
+            elif info.type == "kv":
+                built[name] = self._kv_class(self._transport, name)
+            else:
+                built[name] = UnsupportedBinding(name, info.type)
+        self._values = built
+
+    def _not_found(self, name: str) -> BindingNotFound:
+        defined = ", ".join(self._bindings) or "none"
+        return BindingNotFound(
+            f'binding "{name}" is not defined in env "{self._env_name}" (defined: {defined})',
+            binding=name,
+            env=self._env_name or None,
+        )
+
+    def __getitem__(self, name: str) -> Any:
+        values = self.__dict__.get("_values")
+        if values is None or name not in values:
+            raise self._not_found(name)
+        value = values[name]
+        if isinstance(value, _VarError):
+            raise value.error
+        return value
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails; dunders (copy, pickle, inspect probes) stay plain.
+        if name.startswith("__") or "_values" not in self.__dict__:
+            raise AttributeError(name)
+        return self[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._bindings
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._bindings)
+
+    def __len__(self) -> int:
+        return len(self._bindings)
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(self._bindings) | set(super().__dir__()))
+
+    def __repr__(self) -> str:
+        # Types only: a secret's value must never end up in a log line.
+        bindings = ", ".join(f"{n} ({b.type})" for n, b in self._bindings.items())
+        return f'<{type(self).__name__} "{self._env_name}" at {self._transport.target}: {bindings}>'
+
+
+class Env(_EnvBase):
+    """The env for asyncio code, from ``await connect()``."""
+
+    _kv_class = KVNamespace
+    _transport: AsyncTransport
+
+    async def refresh(self) -> None:
+        """Re-read the bindings and var values, e.g. after the daemon reloaded its config (SIGHUP)."""
+        listing = await self._transport.call(_list_call())
+        values: dict[str, Any] = await self._transport.call(_vars_call())
+        for name in _missing_vars(listing, values):
+            try:
+                values[name] = await self._transport.call(_var_call(name))
+            except BindingError as exc:
+                values[name] = _VarError(exc)
+        self._apply(listing, values)
+
+    async def aclose(self) -> None:
+        """Close the channel; bindings taken from this env stop working."""
+        await self._transport.close()
+
+    async def __aenter__(self) -> Env:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class SyncEnv(_EnvBase):
+    """The env for blocking code, from ``connect_sync()``."""
+
+    _kv_class = KVNamespaceSync
+    _transport: SyncTransport
+
+    def refresh(self) -> None:
+        """Re-read the bindings and var values, e.g. after the daemon reloaded its config (SIGHUP)."""
+        listing = self._transport.call(_list_call())
+        values: dict[str, Any] = self._transport.call(_vars_call())
+        for name in _missing_vars(listing, values):
+            try:
+                values[name] = self._transport.call(_var_call(name))
+            except BindingError as exc:
+                values[name] = _VarError(exc)
+        self._apply(listing, values)
+
+    def close(self) -> None:
+        """Close the channel; bindings taken from this env stop working."""
+        self._transport.close()
+
+    def __enter__(self) -> SyncEnv:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class _Connecting:
+    """What ``connect()`` returns: await it (``env = await connect()``) or use it as
+    ``async with connect() as env:``, which closes the channel on exit."""
+
+    __slots__ = ("_env", "_factory")
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._env: Env | None = None
+
+    def __await__(self) -> Generator[Any, None, Env]:
+        return self._factory().__await__()
+
+    def __getattr__(self, name: str) -> NoReturn:
+        # The common slip: `env = connect()` without await, then `env.CACHE`.
+        raise AttributeError(
+            f"{name!r}: connect() must be awaited (env = await connect()); blocking code uses connect_sync()"
+        )
+
+    async def __aenter__(self) -> Env:
+        self._env = await self._factory()
+        return self._env
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._env is not None:
+            await self._env.aclose()
+
+
+async def _connect(endpoint: str | None, token: str | None) -> Env:
+    target, tok = resolve_endpoint(endpoint, token)
+    transport = AsyncTransport(target, tok)
+    env = Env(transport)
+    try:
+        await env.refresh()
+    except BaseException:
+        await transport.close()
+        raise
+    return env
+
+
+def connect(endpoint: str | None = None, token: str | None = None) -> _Connecting:
+    """Connect to the daemon and read its bindings: ``env = await connect()``.
+
+    ``endpoint`` / ``token`` default to ``BINDINGD_ENDPOINT`` / ``BINDINGD_TOKEN``, then to the
+    ``.bindingd/endpoint`` file the daemon writes beside its config (searched upwards from the
+    working directory). Raises DaemonUnavailable when there is no daemon to talk to.
+    """
+    return _Connecting(lambda: _connect(endpoint, token))
+
+
+def connect_sync(endpoint: str | None = None, token: str | None = None) -> SyncEnv:
+    """Blocking twin of :func:`connect`, for scripts and sync frameworks."""
+    target, tok = resolve_endpoint(endpoint, token)
+    transport = SyncTransport(target, tok)
+    env = SyncEnv(transport)
+    try:
+        env.refresh()
+    except BaseException:
+        transport.close()
+        raise
+    return env

@@ -1,0 +1,51 @@
+"""The example worker: the same code runs against local state or a remote env.
+
+Run it under the daemon with `make run`, or by hand:
+    bindingd run --config examples/shop/bindingd.yaml -- python examples/shop/worker.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from bindingd_client import connect
+
+
+async def main() -> None:
+    async with await connect() as env:
+        print(f"connected to env {env._env_name!r}: {', '.join(sorted(env._bindings))}")
+        print(f"SITE_NAME = {env.SITE_NAME!r}; API_KEY is set ({len(env.API_KEY)} characters, not printed)")
+
+        # A cart in KV with metadata and a TTL, read back as JSON.
+        await env.CACHE.put("cart:alice", '{"items": ["mug", "tea"]}', expiration_ttl=3600, metadata={"v": 2})
+        cart = await env.CACHE.get_with_metadata("cart:alice", type="json")
+        print(f"cart:alice -> {cart.value} (metadata {cart.metadata})")
+
+        # A visit counter that survives restarts: state lives in .bindingd/state.
+        visits = int(await env.CACHE.get("visits") or 0) + 1
+        await env.CACHE.put("visits", str(visits))
+        print(f"visits -> {visits} (run `make run` again and it grows)")
+
+        # Many products, then list them page by page with the cursor.
+        await asyncio.gather(*(env.CACHE.put(f"product:{i:03}", f"Product {i}") for i in range(25)))
+        pages, cursor, names = 0, None, []
+        while True:
+            page = await env.CACHE.list(prefix="product:", limit=10, cursor=cursor)
+            pages += 1
+            names += [k.name for k in page.keys]
+            if page.list_complete:
+                break
+            cursor = page.cursor
+        print(f"listed {len(names)} products in {pages} pages: {names[0]} .. {names[-1]}")
+
+        # Bulk get: several keys in one call, None for the missing one.
+        bulk = await env.CACHE.get(["product:000", "product:024", "product:999"])
+        print(f"bulk get -> {bulk}")
+
+        await env.SESSIONS.put("session:alice", "token-abc", expiration_ttl=60)
+        await env.SESSIONS.delete("session:alice")
+        print(f"session:alice after delete -> {await env.SESSIONS.get('session:alice')}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

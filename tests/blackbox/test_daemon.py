@@ -1,0 +1,444 @@
+"""Black-box tests: the real `bindingd serve` process, reached over its socket as a worker would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sqlite3
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from bindingd_client import (
+    AuthenticationFailed,
+    BindingNotFound,
+    InvalidArgument,
+    PermissionDenied,
+    WrongBindingType,
+    connect,
+    connect_sync,
+)
+from bindingd_client.errors import error_from_rpc
+from bindingd_client.proto import bindings_pb2, bindings_pb2_grpc, kv_pb2, kv_pb2_grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from support import DaemonProcess, bindingd_cli, health_status, write_project
+
+SECRET = "s3cr3t-value-never-shown"
+CONFIG = """
+    version: 1
+    env: dev
+    bindings:
+      CACHE:     { type: kv }
+      OTHER:     { type: kv }
+      SITE_NAME: { type: var, value: "Example Shop" }
+      API_KEY:   { type: secret, value: "${env:API_KEY}" }
+    envs:
+      production:
+        protected: true
+      review:
+        bindings:
+          CACHE: { access: read-only }
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    write_project(tmp_path, CONFIG, dev_vars=f"API_KEY={SECRET}\n")
+    return tmp_path
+
+
+@pytest.fixture
+def daemon(project: Path) -> Iterator[DaemonProcess]:
+    d = DaemonProcess(project, "--log-level", "debug").start()
+    yield d
+    d.stop()
+
+
+def status_of(call: grpc.RpcError) -> tuple[grpc.StatusCode, error_details_pb2.ErrorInfo]:
+    status = rpc_status.from_call(call)  # type: ignore[arg-type]
+    assert status is not None, "the error carries no google.rpc.Status"
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    return call.code(), info
+
+
+def test_unknown_binding(daemon: DaemonProcess) -> None:
+    with grpc.insecure_channel(daemon.endpoint) as channel, pytest.raises(grpc.RpcError) as raised:
+        kv_pb2_grpc.KVStub(channel).Get(kv_pb2.KVGetRequest(binding="CACHE2", key="k"))
+    code, info = status_of(raised.value)
+    assert code == grpc.StatusCode.NOT_FOUND
+    assert (info.domain, info.reason) == ("bindingd", "BINDING_NOT_FOUND")
+    assert info.metadata["binding"] == "CACHE2" and info.metadata["env"] == "dev"
+    err = error_from_rpc(raised.value)
+    assert isinstance(err, BindingNotFound)
+    assert (
+        str(err) == 'binding "CACHE2" is not defined in env "dev" (defined: API_KEY, CACHE, OTHER, SITE_NAME)'
+    )
+
+    env = connect_sync(endpoint=daemon.endpoint)
+    with env, pytest.raises(BindingNotFound, match='"CACHE2" is not defined in env "dev"'):
+        env.CACHE2  # noqa: B018
+
+
+def test_wrong_binding_type(daemon: DaemonProcess) -> None:
+    with grpc.insecure_channel(daemon.endpoint) as channel, pytest.raises(grpc.RpcError) as raised:
+        kv_pb2_grpc.KVStub(channel).Put(kv_pb2.KVPutRequest(binding="SITE_NAME", key="k", value=b"v"))
+    code, info = status_of(raised.value)
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert info.reason == "WRONG_BINDING_TYPE"
+    err = error_from_rpc(raised.value)
+    assert isinstance(err, WrongBindingType)
+    assert str(err) == 'binding "SITE_NAME" is a var binding, not kv'
+
+
+def test_vars_and_secrets_are_strings(daemon: DaemonProcess) -> None:
+    with connect_sync(endpoint=daemon.endpoint) as env:
+        assert env.SITE_NAME == "Example Shop"
+        assert env.API_KEY == SECRET
+
+
+def test_oversize_value_stores_nothing(daemon: DaemonProcess) -> None:
+    with connect_sync(endpoint=daemon.endpoint) as env:
+        with pytest.raises(InvalidArgument, match=r"the limit is 25 MiB") as raised:
+            env.CACHE.put("big", b"x" * (25 * 1024 * 1024 + 1))
+        assert raised.value.binding == "CACHE" and raised.value.env == "dev"
+        assert 'binding "CACHE" (env "dev")' in str(raised.value)
+        assert env.CACHE.get("big") is None
+        # Far over the limit too: still a clear InvalidArgument, and the daemon still serves.
+        with pytest.raises(InvalidArgument):
+            env.CACHE.put("bigger", b"x" * (70 * 1024 * 1024))
+        env.CACHE.put("after", "ok")
+        assert env.CACHE.get("after") == "ok"
+
+
+def test_bad_cursor(daemon: DaemonProcess) -> None:
+    with connect_sync(endpoint=daemon.endpoint) as env, pytest.raises(InvalidArgument, match="cursor"):
+        env.CACHE.list(cursor="not-a-cursor")
+
+
+def test_expired_key_is_never_returned(daemon: DaemonProcess, project: Path) -> None:
+    with connect_sync(endpoint=daemon.endpoint) as env:
+        env.CACHE.put("soon", "v", expiration_ttl=60)
+        env.CACHE.put("kept", "v")
+        assert env.CACHE.get("soon") == "v"
+        # Let time pass the way it does while a laptop sleeps: move the stored expiry to the past.
+        db = sqlite3.connect(project / ".bindingd" / "state" / "kv" / "CACHE.sqlite3")
+        with db:
+            db.execute("UPDATE kv SET expiration = ? WHERE key = 'soon'", (int(time.time()) - 1,))
+        db.close()
+        assert env.CACHE.get("soon") is None
+        assert env.CACHE.get(["soon", "kept"]) == {"soon": None, "kept": "v"}
+        assert [k.name for k in env.CACHE.list().keys] == ["kept"]
+
+
+def test_state_survives_a_restart(project: Path) -> None:
+    d = DaemonProcess(project).start()
+    with connect_sync(endpoint=d.endpoint) as env:
+        env.CACHE.put("persisted", "yes", metadata={"m": 1})
+    assert d.stop() == 0
+    d = DaemonProcess(project).start()
+    try:
+        with connect_sync(endpoint=d.endpoint) as env:
+            got = env.CACHE.get_with_metadata("persisted")
+            assert (got.value, got.metadata) == ("yes", {"m": 1})
+    finally:
+        d.stop()
+
+
+def test_socket_permissions(daemon: DaemonProcess, project: Path) -> None:
+    runtime_dir = project / ".bindingd"
+    assert stat.S_IMODE(runtime_dir.stat().st_mode) == 0o700
+    assert stat.S_ISSOCK(daemon.socket_path.stat().st_mode)
+    assert stat.S_IMODE(daemon.socket_path.stat().st_mode) == 0o600
+    assert (runtime_dir / "endpoint").read_text().strip() == daemon.endpoint
+
+
+def test_sighup_reload(daemon: DaemonProcess, project: Path) -> None:
+    with connect_sync(endpoint=daemon.endpoint) as env:
+        env.CACHE.put("survives", "reload")
+    (project / "bindingd.yaml").write_text(
+        CONFIG.replace("OTHER:     { type: kv }", "ADDED:     { type: kv }").replace(
+            "Example Shop", "New Name"
+        )
+    )
+    daemon.signal(signal.SIGHUP)
+    names = _wait_for_bindings(daemon, lambda names: "ADDED" in names)
+    assert "OTHER" not in names
+    with connect_sync(endpoint=daemon.endpoint) as env:
+        assert env.SITE_NAME == "New Name"
+        assert env.CACHE.get("survives") == "reload"
+        env.ADDED.put("k", "v")
+        assert env.ADDED.get("k") == "v"
+
+    # A bad config is reported and the old one kept.
+    (project / "bindingd.yaml").write_text(CONFIG.replace("type: kv", "type: kvv", 1))
+    daemon.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "reload failed" not in daemon.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "reload failed" in daemon.logs()
+    assert "bindingd.yaml:5" in daemon.logs()
+    with connect_sync(endpoint=daemon.endpoint) as env:
+        assert "ADDED" in env._bindings
+        assert env.ADDED.get("k") == "v"
+
+
+def _wait_for_bindings(daemon: DaemonProcess, done, timeout: float = 10.0) -> set[str]:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        with grpc.insecure_channel(daemon.endpoint) as channel:
+            answer = bindings_pb2_grpc.BindingsStub(channel).List(bindings_pb2.ListBindingsRequest())
+        names = {b.name for b in answer.bindings}
+        if done(names) or time.monotonic() > deadline:
+            return names
+        time.sleep(0.05)
+
+
+def test_sigterm_drains_in_flight_calls(daemon: DaemonProcess, project: Path) -> None:
+    with connect_sync(endpoint=daemon.endpoint) as env:
+        env.CACHE.put("warm", "up")
+    # Another process holds the store's write lock, so the next put waits inside the daemon.
+    db = sqlite3.connect(project / ".bindingd" / "state" / "kv" / "CACHE.sqlite3", isolation_level=None)
+    db.execute("BEGIN EXCLUSIVE")
+    outcome: dict[str, object] = {}
+
+    def slow_put() -> None:
+        try:
+            with connect_sync(endpoint=daemon.endpoint) as env:
+                env.CACHE.put("in-flight", "landed")
+            outcome["ok"] = True
+        except Exception as e:  # recorded for the assertion below
+            outcome["error"] = e
+
+    writer = threading.Thread(target=slow_put)
+    writer.start()
+    time.sleep(1.0)
+    daemon.signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert daemon.proc is not None and daemon.proc.poll() is None, "the daemon quit with a call in flight"
+    db.execute("COMMIT")
+    db.close()
+    writer.join(30)
+    assert outcome == {"ok": True}
+    assert daemon.proc.wait(30) == 0
+    check = sqlite3.connect(project / ".bindingd" / "state" / "kv" / "CACHE.sqlite3")
+    assert check.execute("SELECT value FROM kv WHERE key = 'in-flight'").fetchone() == (b"landed",)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tcp_requires_the_token(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    port = _free_port()
+    d = DaemonProcess(project, "--listen", f"127.0.0.1:{port}").start()
+    try:
+        token = (project / ".bindingd" / "token").read_text().strip()
+        assert stat.S_IMODE((project / ".bindingd" / "token").stat().st_mode) == 0o600
+        target = f"127.0.0.1:{port}"
+        with grpc.insecure_channel(target) as channel:
+            stub = kv_pb2_grpc.KVStub(channel)
+            for metadata in ((), (("authorization", "Bearer wrong"),)):
+                with pytest.raises(grpc.RpcError) as raised:
+                    stub.Get(kv_pb2.KVGetRequest(binding="CACHE", key="k"), metadata=metadata)
+                assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                err = error_from_rpc(raised.value)
+                assert isinstance(err, AuthenticationFailed)
+                assert "BINDINGD_TOKEN" in str(err)
+                assert token not in str(err)
+        # Health answers without a token, so orchestrators can probe it.
+        assert health_status(target) == "SERVING"
+        with pytest.raises(AuthenticationFailed):
+            connect_sync(endpoint=target, token="wrong")
+        with connect_sync(endpoint=target, token=token) as env:
+            env.CACHE.put("tcp", "works")
+            assert env.CACHE.get("tcp") == "works"
+        # The token file is found by walking up from the working directory, as the socket is.
+        monkeypatch.chdir(project)
+        with connect_sync(endpoint=target) as env:
+            assert env.CACHE.get("tcp") == "works"
+    finally:
+        d.stop()
+
+
+def test_non_loopback_listen_is_refused(project: Path) -> None:
+    result = bindingd_cli("serve", "--listen", "0.0.0.0:7400", cwd=project)
+    assert result.returncode == 2
+    assert "only loopback addresses" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_second_daemon_on_the_same_socket_is_refused(daemon: DaemonProcess, project: Path) -> None:
+    result = bindingd_cli("serve", cwd=project, timeout=30)
+    assert result.returncode != 0
+    assert "already serving" in result.stderr
+    assert health_status(daemon.endpoint) == "SERVING"
+
+
+def test_long_project_path_falls_back_to_a_short_socket(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    write_project(deep, CONFIG, dev_vars=f"API_KEY={SECRET}\n")
+    runtime = tmp_path / "xdg"
+    runtime.mkdir(mode=0o700)
+    d = DaemonProcess(deep, env={"XDG_RUNTIME_DIR": str(runtime)})
+    d.start(wait=False)
+    try:
+        endpoint_file = deep / ".bindingd" / "endpoint"
+        deadline = time.monotonic() + 30
+        while not endpoint_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        endpoint = endpoint_file.read_text().strip()
+        assert endpoint.startswith(f"unix://{runtime}/")
+        assert len(endpoint) - len("unix://") <= 107
+        # A client started anywhere below the project finds it by walking up.
+        result = bindingd_cli("call", "SITE_NAME", "get", cwd=deep)
+        assert (result.returncode, result.stdout.strip()) == (0, "Example Shop"), result.stderr
+    finally:
+        d.stop()
+
+
+def test_protected_env_refuses_writes(project: Path) -> None:
+    d = DaemonProcess(project, "--env", "production").start()
+    try:
+        with connect_sync(endpoint=d.endpoint) as env:
+            assert env.CACHE.get("k") is None
+            with pytest.raises(
+                PermissionDenied, match='env "production" is protected: writes need serve --allow-writes'
+            ):
+                env.CACHE.put("k", "v")
+            with pytest.raises(PermissionDenied):
+                env.CACHE.delete("k")
+    finally:
+        d.stop()
+    d = DaemonProcess(project, "--env", "production", "--allow-writes").start()
+    try:
+        with connect_sync(endpoint=d.endpoint) as env:
+            env.CACHE.put("k", "v")
+    finally:
+        d.stop()
+
+
+def test_read_only_binding(project: Path) -> None:
+    d = DaemonProcess(project, env={"BINDINGD_ENV": "review"}).start()
+    try:
+        with connect_sync(endpoint=d.endpoint) as env:
+            with pytest.raises(PermissionDenied, match='"CACHE" is read-only in env "review"'):
+                env.CACHE.put("k", "v")
+            env.OTHER.put("k", "v")
+    finally:
+        d.stop()
+
+
+def test_secrets_never_reach_logs_or_listings(daemon: DaemonProcess, project: Path) -> None:
+    with connect_sync(endpoint=daemon.endpoint) as env:
+        assert env.API_KEY == SECRET
+        env.CACHE.put("k", "v")
+        with pytest.raises(BindingNotFound):
+            env.NOPE  # noqa: B018
+    table = bindingd_cli("bindings", cwd=project)
+    assert table.returncode == 0, table.stderr
+    assert "API_KEY" in table.stdout and "••••••" in table.stdout
+    assert "Example Shop" in table.stdout
+    check = bindingd_cli("check", cwd=project)
+    daemon.signal(signal.SIGHUP)
+    time.sleep(0.5)
+    for text in (daemon.logs(), table.stdout, table.stderr, check.stdout, check.stderr):
+        assert SECRET not in text
+
+
+def test_config_error_exits_2_with_one_line(project: Path) -> None:
+    (project / "bindingd.yaml").write_text(
+        CONFIG.replace("API_KEY:   { type: secret", "API_KEY:   { type: secrett")
+    )
+    for command in (("serve",), ("check",), ("bindings",)):
+        result = bindingd_cli(*command, cwd=project)
+        assert result.returncode == 2, (command, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert "bindingd.yaml:8" in lines[0] and "bindings.API_KEY.type" in lines[0]
+
+
+def test_check_probes_every_binding(project: Path) -> None:
+    result = bindingd_cli("check", cwd=project)
+    assert result.returncode == 0, result.stderr
+    for name in ("CACHE", "OTHER", "SITE_NAME", "API_KEY"):
+        assert f"ok    {name}" in result.stdout
+
+
+def test_call_from_the_shell(project: Path) -> None:
+    # No daemon running: `call` serves the one operation from a short-lived daemon.
+    put = bindingd_cli("call", "CACHE", "put", "user:1", '{"n": 1}', "--metadata", '{"v": 2}', cwd=project)
+    assert put.returncode == 0, put.stderr
+    got = bindingd_cli("call", "CACHE", "get", "user:1", "--type", "json", cwd=project)
+    assert json.loads(got.stdout) == {"n": 1}
+    listed = bindingd_cli("call", "CACHE", "list", "--prefix", "user:", cwd=project)
+    assert json.loads(listed.stdout) == {
+        "keys": [{"name": "user:1", "metadata": {"v": 2}}],
+        "list_complete": True,
+    }
+    missing = bindingd_cli("call", "CACHE", "get", "nope", cwd=project)
+    assert missing.returncode == 1 and "not found" in missing.stderr
+    bad = bindingd_cli("call", "CACHE", "put", "k", "v", "--ttl", "5", cwd=project)
+    assert bad.returncode == 1 and "minimum is 60" in bad.stderr and "Traceback" not in bad.stderr
+    unknown = bindingd_cli("call", "NOPE", "get", "k", cwd=project)
+    assert unknown.returncode == 1 and 'binding "NOPE" is not defined' in unknown.stderr
+    assert bindingd_cli("call", "SITE_NAME", "get", cwd=project).stdout.strip() == "Example Shop"
+
+    # With a daemon running, `call` uses it.
+    d = DaemonProcess(project).start()
+    try:
+        assert bindingd_cli("call", "CACHE", "delete", "user:1", cwd=project).returncode == 0
+        with connect_sync(endpoint=d.endpoint) as env:
+            assert env.CACHE.get("user:1") is None
+    finally:
+        d.stop()
+
+
+def test_run_passes_the_endpoint_and_the_exit_code(project: Path) -> None:
+    script = (
+        "import os, sys\n"
+        "from bindingd_client import connect_sync\n"
+        "assert os.environ['BINDINGD_ENDPOINT'].startswith('unix://')\n"
+        "with connect_sync() as env:\n"
+        "    env.CACHE.put('from-run', env.SITE_NAME)\n"
+        "sys.exit(7)\n"
+    )
+    import sys
+
+    result = bindingd_cli("run", "--", sys.executable, "-c", script, cwd=project)
+    assert result.returncode == 7, result.stderr
+    d = DaemonProcess(project).start()
+    try:
+        with connect_sync(endpoint=d.endpoint) as env:
+            assert env.CACHE.get("from-run") == "Example Shop"
+    finally:
+        d.stop()
+    broken = bindingd_cli("run", "--config", str(project / "missing.yaml"), "--", "true", cwd=project)
+    assert broken.returncode == 2 and "missing.yaml" in broken.stderr
+
+
+async def test_async_client_against_the_process(daemon: DaemonProcess) -> None:
+    env = await connect(endpoint=daemon.endpoint)
+    try:
+        await asyncio.gather(*(env.CACHE.put(f"k{i}", str(i)) for i in range(200)))
+        values = await env.CACHE.get([f"k{i}" for i in range(100)])
+        assert values == {f"k{i}": str(i) for i in range(100)}
+    finally:
+        await env.aclose()
+
+
+def test_unexpected_environment_is_clear(project: Path) -> None:
+    result = bindingd_cli("serve", "--env", "stagin", cwd=project)
+    assert result.returncode == 2
+    assert 'unknown env "stagin"' in result.stderr
+    assert os.linesep.join(result.stderr.strip().splitlines()[:1]) == result.stderr.strip()

@@ -1,0 +1,57 @@
+"""Generate the Python stubs from proto/ into clients/python/bindingd_client/proto/.
+
+protoc writes absolute imports (`from bindingd.v1 import kv_pb2`) that would resolve to the
+daemon package; the stubs live inside the client package, so those imports are rewritten to
+relative ones. The output is built, never edited by hand, and not committed.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from grpc_tools import protoc
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTO_ROOT = ROOT / "proto"
+OUT = ROOT / "clients" / "python" / "bindingd_client" / "proto"
+IMPORT = re.compile(r"^from bindingd\.v1 import (\w+)", re.MULTILINE)
+
+
+def main() -> int:
+    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
+    include = Path(protoc.__file__).parent / "_proto"
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [
+            "protoc",
+            f"-I{PROTO_ROOT}",
+            f"-I{include}",
+            f"--python_out={tmp}",
+            f"--pyi_out={tmp}",
+            f"--grpc_python_out={tmp}",
+            *protos,
+        ]
+        if protoc.main(args) != 0:
+            print("protoc failed", file=sys.stderr)
+            return 1
+        generated = Path(tmp) / "bindingd" / "v1"
+        staging = OUT.with_name("proto.new")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for src in sorted(generated.iterdir()):
+            text = IMPORT.sub(r"from . import \1", src.read_text())
+            (staging / src.name).write_text(text)
+        (staging / "__init__.py").write_text(
+            '"""Generated from proto/bindingd/v1 by tools/gen_proto.py."""\n'
+        )
+        shutil.rmtree(OUT, ignore_errors=True)
+        staging.rename(OUT)
+    print(f"generated {len(protos)} protos into {OUT.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
