@@ -27,7 +27,9 @@ from bindingd_client import (
 )
 from bindingd_client.errors import error_from_rpc
 from bindingd_client.proto import bindings_pb2, bindings_pb2_grpc, kv_pb2, kv_pb2_grpc
+from google.protobuf import descriptor_pool
 from google.rpc import error_details_pb2
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from grpc_status import rpc_status
 from support import DaemonProcess, bindingd_cli, health_status, write_project
 
@@ -442,3 +444,26 @@ def test_unexpected_environment_is_clear(project: Path) -> None:
     assert result.returncode == 2
     assert 'unknown env "stagin"' in result.stderr
     assert os.linesep.join(result.stderr.strip().splitlines()[:1]) == result.stderr.strip()
+
+
+def test_reflection_and_per_binding_health(daemon: DaemonProcess) -> None:
+    # What `grpcurl -plaintext -unix .bindingd/bindingd.sock list` and `describe` rely on.
+    with grpc.insecure_channel(daemon.endpoint) as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        services = set(database.get_services())
+        assert {
+            "bindingd.v1.KV",
+            "bindingd.v1.Vars",
+            "bindingd.v1.Bindings",
+            "grpc.health.v1.Health",
+        } <= services
+        pool = descriptor_pool.DescriptorPool(database)
+        put = pool.FindServiceByName("bindingd.v1.KV").FindMethodByName("Put")
+        assert put.input_type.fields_by_name["expiration_ttl"].number == 5
+    assert health_status(daemon.endpoint) == "SERVING"
+    deadline = time.monotonic() + 10
+    while health_status(daemon.endpoint, "CACHE") != "SERVING" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert health_status(daemon.endpoint, "CACHE") == "SERVING"
+    assert health_status(daemon.endpoint, "SITE_NAME") == "SERVING"
+    assert health_status(daemon.endpoint, "NOPE") == "NOT_FOUND"

@@ -9,7 +9,6 @@ from bindingd_client import (
     Env,
     KVNamespace,
     KVNamespaceSync,
-    PermissionDenied,
     SyncEnv,
     UnsupportedBinding,
 )
@@ -33,20 +32,13 @@ class Daemon:
     def __init__(self):
         self.listing = listing(CACHE="kv", SITE_NAME="var", API_KEY="secret", APP_DB="sql")
         self.values = {"SITE_NAME": "Example Shop", "API_KEY": "k-123"}
-        self.refused: set[str] = set()
         self.closed = False
 
     def answer(self, call):
         if call.method == "Bindings.List":
             return call.parse(self.listing)
         if call.method == "Vars.GetAll":
-            shown = {k: v for k, v in self.values.items() if k not in self.refused}
-            return call.parse(vars_pb2.VarGetAllResponse(values=shown))
-        if call.method == "Vars.Get":
-            name = call.request.binding
-            if name in self.refused:
-                raise PermissionDenied(f"secret {name} is not readable", binding=name)
-            return call.parse(vars_pb2.VarGetResponse(value=self.values[name]))
+            return call.parse(vars_pb2.VarGetAllResponse(values=self.values))
         raise AssertionError(call.method)
 
 
@@ -149,18 +141,6 @@ async def test_refresh_picks_up_changes_and_keeps_unchanged_objects():
     assert isinstance(env.SESSIONS, KVNamespace)
     assert env.SITE_NAME == "Renamed"
     assert getattr(env, "API_KEY", None) is None
-
-
-async def test_var_missing_from_get_all_is_fetched_alone_and_errors_are_deferred():
-    daemon = AsyncDaemon()
-    daemon.refused = {"API_KEY"}
-    env = await make_env(daemon)
-    assert env.SITE_NAME == "Example Shop"
-    with pytest.raises(PermissionDenied, match="not readable"):
-        _ = env.API_KEY
-    daemon.refused = set()
-    await env.refresh()
-    assert env.API_KEY == "k-123"
 
 
 async def test_async_context_manager_closes():

@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import Any, NoReturn
 
 from ._transport import AsyncTransport, Call, SyncTransport, resolve_endpoint
-from .errors import BindingError, BindingNotFound
+from .errors import BindingNotFound
 from .kv import KVNamespace, KVNamespaceSync
 from .proto import bindings_pb2, vars_pb2
 from .types import BindingInfo
@@ -49,30 +49,12 @@ class UnsupportedBinding:
         return f"<UnsupportedBinding {self._binding} ({self._type})>"
 
 
-class _VarError:
-    """A var/secret whose value the daemon refused to give; reading the attribute re-raises."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: BindingError) -> None:
-        self.error = error
-
-
 def _list_call() -> Call[bindings_pb2.ListBindingsResponse]:
     return Call("Bindings.List", bindings_pb2.ListBindingsRequest(), lambda r: r)
 
 
 def _vars_call() -> Call[dict[str, str]]:
     return Call("Vars.GetAll", vars_pb2.VarGetAllRequest(), lambda r: dict(r.values))
-
-
-def _var_call(name: str) -> Call[str]:
-    return Call("Vars.Get", vars_pb2.VarGetRequest(binding=name), lambda r: r.value)
-
-
-def _missing_vars(listing: bindings_pb2.ListBindingsResponse, values: dict[str, Any]) -> list[str]:
-    """Var/secret bindings that GetAll did not answer for; each is then asked for on its own."""
-    return [b.name for b in listing.bindings if b.type in _VALUE_TYPES and b.name not in values]
 
 
 def _info(message: bindings_pb2.BindingInfo) -> BindingInfo:
@@ -130,10 +112,7 @@ class _EnvBase:
         values = self.__dict__.get("_values")
         if values is None or name not in values:
             raise self._not_found(name)
-        value = values[name]
-        if isinstance(value, _VarError):
-            raise value.error
-        return value
+        return values[name]
 
     def __getattr__(self, name: str) -> Any:
         # Only reached when normal lookup fails; dunders (copy, pickle, inspect probes) stay plain.
@@ -169,11 +148,6 @@ class Env(_EnvBase):
         """Re-read the bindings and var values, e.g. after the daemon reloaded its config (SIGHUP)."""
         listing = await self._transport.call(_list_call())
         values: dict[str, Any] = await self._transport.call(_vars_call())
-        for name in _missing_vars(listing, values):
-            try:
-                values[name] = await self._transport.call(_var_call(name))
-            except BindingError as exc:
-                values[name] = _VarError(exc)
         self._apply(listing, values)
 
     async def aclose(self) -> None:
@@ -199,11 +173,6 @@ class SyncEnv(_EnvBase):
         """Re-read the bindings and var values, e.g. after the daemon reloaded its config (SIGHUP)."""
         listing = self._transport.call(_list_call())
         values: dict[str, Any] = self._transport.call(_vars_call())
-        for name in _missing_vars(listing, values):
-            try:
-                values[name] = self._transport.call(_var_call(name))
-            except BindingError as exc:
-                values[name] = _VarError(exc)
         self._apply(listing, values)
 
     def close(self) -> None:
