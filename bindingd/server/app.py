@@ -27,11 +27,8 @@ import grpc
 import structlog
 from bindingd_client.proto import (
     bindings_pb2,
-    bindings_pb2_grpc,
     kv_pb2,
-    kv_pb2_grpc,
     vars_pb2,
-    vars_pb2_grpc,
 )
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -40,6 +37,7 @@ from bindingd.config import Config, ConfigError
 from bindingd.runtime import SERVING, UNKNOWN, Runtime
 from bindingd.server.auth import BearerTokenInterceptor
 from bindingd.server.bindings import BindingsService
+from bindingd.server.calls import add_service
 from bindingd.server.kv import KVService
 from bindingd.server.vars import VarsService
 
@@ -177,9 +175,11 @@ class Daemon:
 
     def _build_server(self, interceptors: list[grpc.aio.ServerInterceptor]) -> grpc.aio.Server:
         server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
-        kv_pb2_grpc.add_KVServicer_to_server(KVService(self.runtime), server)
-        vars_pb2_grpc.add_VarsServicer_to_server(VarsService(self.runtime), server)
-        bindings_pb2_grpc.add_BindingsServicer_to_server(BindingsService(self.runtime), server)
+        add_service(server, KVService(self.runtime), kv_pb2.DESCRIPTOR.services_by_name["KV"])
+        add_service(server, VarsService(self.runtime), vars_pb2.DESCRIPTOR.services_by_name["Vars"])
+        add_service(
+            server, BindingsService(self.runtime), bindings_pb2.DESCRIPTOR.services_by_name["Bindings"]
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(SERVICE_NAMES, server)
         return server

@@ -1,4 +1,4 @@
-"""What every RPC shares: a request id, one log line, and errors turned into gRPC statuses.
+"""What every RPC shares: decoding, a request id, one log line, errors turned into statuses.
 
 A `BindingdError` becomes its table's status code with a google.rpc.ErrorInfo detail (domain
 "bindingd", reason, binding, env, backend). Anything else is a bug: it is logged with a request
@@ -15,10 +15,12 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 import structlog
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, message_factory
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
-from bindingd.errors import DOMAIN, BindingdError, Reason
+from bindingd.errors import DOMAIN, BindingdError, Reason, invalid_argument
 
 log = structlog.get_logger("bindingd.calls")
 
@@ -90,3 +92,38 @@ def rpc(
         raise AssertionError("unreachable: abort raises")
 
     return wrapper
+
+
+def add_service(server: grpc.aio.Server, servicer: object, service: ServiceDescriptor) -> None:
+    """Register `servicer`'s methods for `service`, decoding requests ourselves.
+
+    grpc's own decoding answers a malformed request with UNKNOWN; here it is INVALID_ARGUMENT,
+    like every other mistake of the caller.
+    """
+    handlers = {}
+    for method in service.methods:
+        if method.client_streaming or method.server_streaming:
+            raise NotImplementedError(f"{method.full_name}: streaming methods need their own decoding")
+        request_class = message_factory.GetMessageClass(method.input_type)
+        response_class = message_factory.GetMessageClass(method.output_type)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            _decoding(getattr(servicer, method.name), request_class),
+            response_serializer=response_class.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
+def _decoding(
+    impl: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], request_class: Any
+) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Any]]:
+    async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            request = request_class.FromString(raw)
+        except DecodeError as e:
+            err = invalid_argument(
+                f"the request is not a valid {request_class.DESCRIPTOR.full_name} message: {e}"
+            )
+            await abort(context, err, request_id_of(context))
+        return await impl(request, context)
+
+    return handle

@@ -118,6 +118,23 @@ def test_random_requests_get_clear_answers(
     assert daemon.proc is not None and daemon.proc.poll() is None
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    method=st.sampled_from(
+        ["/bindingd.v1.KV/Get", "/bindingd.v1.KV/Put", "/bindingd.v1.KV/List", "/bindingd.v1.Vars/Get"]
+    ),
+    payload=st.binary(max_size=64)
+    | st.sampled_from([b"\\x0a\\x02\\xff\\xfe", b"\\x12\\x05abc", b"\\xff\\xff\\xff"]),
+)
+def test_malformed_bytes_are_invalid_argument(daemon: DaemonProcess, method: str, payload: bytes) -> None:
+    with grpc.insecure_channel(daemon.endpoint) as channel:
+        try:
+            channel.unary_unary(method)(payload, timeout=30)
+        except grpc.RpcError as e:
+            assert e.code() not in FORBIDDEN, f"{method}({payload!r}) -> {e.code()}: {e.details()}"
+    assert daemon.proc is not None and daemon.proc.poll() is None
+
+
 def test_daemon_still_healthy_after_fuzzing(daemon: DaemonProcess) -> None:
     assert health_status(daemon.endpoint) == "SERVING"
     assert "unexpected failure" not in daemon.logs()
