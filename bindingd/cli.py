@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-format", choices=("console", "json"), help="default: console on a TTY, else json"
     )
-    serve.add_argument("--no-advertise", action="store_true", help=argparse.SUPPRESS)
+    # Used by `bindingd run` and `call`: serve for that process only, and stop when it is gone.
+    serve.add_argument("--child-of", type=int, help=argparse.SUPPRESS)
 
     check = sub.add_parser("check", help="validate the config and probe every binding's backend")
     _config_args(check)
@@ -115,7 +116,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         token=os.environ.get("BINDINGD_TOKEN"),
         allow_writes=args.allow_writes,
         grace_s=args.grace,
-        advertise=not args.no_advertise,
+        parent_pid=args.child_of,
     )
     daemon = Daemon(config, lambda: load_config(config.path, env=args.env), options)
     try:
@@ -290,7 +291,16 @@ def _ephemeral_daemon(args: argparse.Namespace, *, log_level: str) -> Iterator[t
     (None, exit code) when it did not come up."""
     folder = Path(tempfile.mkdtemp(prefix="bindingd-run-"))
     socket_path = folder / "bindingd.sock"
-    command = [sys.executable, "-m", "bindingd", "serve", "--socket", str(socket_path), "--no-advertise"]
+    command = [
+        sys.executable,
+        "-m",
+        "bindingd",
+        "serve",
+        "--socket",
+        str(socket_path),
+        "--child-of",
+        str(os.getpid()),
+    ]
     command += ["--log-level", log_level]
     if args.config:
         command += ["--config", str(args.config)]

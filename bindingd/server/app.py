@@ -70,9 +70,15 @@ class ServeOptions:
     token: str | None = None
     allow_writes: bool = False
     grace_s: float = 10.0
-    # Write .bindingd/endpoint so clients find this daemon by walking up; `bindingd run` does
-    # not, since it hands the endpoint to its child and must not hide a daemon already serving.
-    advertise: bool = True
+    # Set by `bindingd run`: that process hands the endpoint to its command, so this daemon does
+    # not write .bindingd/endpoint (it must not hide a daemon already serving), and it stops
+    # when that process is gone, even if it was killed without a chance to stop it.
+    parent_pid: int | None = None
+
+    @property
+    def advertise(self) -> bool:
+        """Write .bindingd/endpoint, so clients find this daemon by walking up."""
+        return self.parent_pid is None
 
 
 def default_socket_path(config: Config) -> Path:
@@ -232,11 +238,16 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+        if self.options.parent_pid is not None:
+            self._spawn(self._stop_with_parent(self.options.parent_pid))
         await self._stop.wait()
         await self.shutdown()
         return 0
 
-    def stop(self) -> None:
+    async def _stop_with_parent(self, pid: int) -> None:
+        while os.getppid() == pid:
+            await asyncio.sleep(1.0)
+        log.warning("the process that started this daemon is gone; stopping", parent_pid=pid)
         self._stop.set()
 
     async def reload(self) -> bool:

@@ -467,3 +467,30 @@ def test_reflection_and_per_binding_health(daemon: DaemonProcess) -> None:
     assert health_status(daemon.endpoint, "CACHE") == "SERVING"
     assert health_status(daemon.endpoint, "SITE_NAME") == "SERVING"
     assert health_status(daemon.endpoint, "NOPE") == "NOT_FOUND"
+
+
+def test_run_daemon_stops_when_run_is_killed(project: Path) -> None:
+    # The command SIGKILLs `bindingd run` itself: its daemon must not live on as an orphan.
+    script = (
+        "import os, sys, time\n"
+        "print(os.environ['BINDINGD_ENDPOINT'], flush=True)\n"
+        "os.kill(os.getppid(), 9)\n"
+        "time.sleep(3)\n"
+    )
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bindingd", "run", "--", sys.executable, "-c", script],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    endpoint = proc.stdout.readline().strip()
+    proc.wait(30)
+    socket_path = Path(endpoint.removeprefix("unix://"))
+    deadline = time.monotonic() + 20
+    while socket_path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not socket_path.exists(), "the daemon of a killed `bindingd run` is still serving"
