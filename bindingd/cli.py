@@ -22,7 +22,7 @@ from pathlib import Path
 from bindingd import logs
 from bindingd.call import CallUsageError, run_call
 from bindingd.config import Config, ConfigError, find_config, load_config
-from bindingd.runtime import Runtime
+from bindingd.runtime import Runtime, Served
 from bindingd.server.app import Daemon, ServeError, ServeOptions
 
 EXIT_FAILED = 1
@@ -145,15 +145,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failures else 0
 
 
-async def _probe(config: Config) -> list:  # type: ignore[type-arg]
+async def _probe(config: Config) -> list[Served]:
     runtime = Runtime(config)
     await runtime.start()
     try:
-        served = await runtime.probe()
-        for s in served:
-            if s.provider is None and s.error is None:
-                s.health_detail = "value set" if s.binding.type in ("var", "secret") else s.health_detail
-        return served
+        return await runtime.probe()
     finally:
         await runtime.close()
 

@@ -10,14 +10,21 @@ import base64
 import binascii
 import json
 
-from bindingd.errors import invalid_argument
+from bindingd.errors import BindingdError, invalid_argument
 
 MAX_KEY_BYTES = 512
 MAX_VALUE_BYTES = 25 * 1024 * 1024
 MAX_METADATA_BYTES = 1024
 MIN_TTL_S = 60
+# Workers' minimum cacheTtl (its docs lowered it from 60 to 30 seconds).
+MIN_CACHE_TTL_S = 30
+# 9999-12-31T23:59:59Z: later values are almost always milliseconds passed as seconds.
+MAX_EXPIRATION = 253402300799
 MAX_LIST_LIMIT = 1000
 MAX_BULK_KEYS = 100
+# What one bulk answer may carry (a gRPC message is at most 64 MiB); Workers has no such
+# limit, but 100 values of 25 MiB do not fit in one answer of any transport.
+MAX_BULK_BYTES = 60 * 1024 * 1024
 
 
 def check_key(key: str) -> None:
@@ -31,8 +38,8 @@ def check_key(key: str) -> None:
 
 
 def check_cache_ttl(cache_ttl: int | None) -> None:
-    if cache_ttl is not None and cache_ttl < MIN_TTL_S:
-        raise invalid_argument(f"cache_ttl is {cache_ttl} s; the minimum is {MIN_TTL_S} s")
+    if cache_ttl is not None and cache_ttl < MIN_CACHE_TTL_S:
+        raise invalid_argument(f"cache_ttl is {cache_ttl} s; the minimum is {MIN_CACHE_TTL_S} s")
 
 
 def check_bulk_keys(keys: list[str]) -> None:
@@ -67,12 +74,17 @@ def check_put(
         try:
             json.loads(metadata_json)
         except ValueError as e:
-            raise invalid_argument(f"KV metadata is not valid JSON ({e.msg})") from e
+            raise invalid_argument(f"KV metadata is not valid JSON ({e})") from None
+        except RecursionError:
+            raise invalid_argument("KV metadata is not valid JSON (nested too deeply)") from None
     # As in Workers KV, expiration_ttl wins when both are given.
     if expiration_ttl is not None:
         if expiration_ttl < MIN_TTL_S:
             raise invalid_argument(f"expiration_ttl is {expiration_ttl} s; the minimum is {MIN_TTL_S} s")
-        return int(now) + expiration_ttl
+        expiration = int(now) + expiration_ttl
+        if expiration > MAX_EXPIRATION:
+            raise invalid_argument(f"expiration_ttl is {expiration_ttl} s; it must end before the year 10000")
+        return expiration
     if expiration is not None:
         ahead = expiration - now
         if ahead < MIN_TTL_S:
@@ -80,8 +92,21 @@ def check_put(
                 f"expiration {expiration} is {ahead:.0f} s from now; it must be at least "
                 f"{MIN_TTL_S} s in the future (seconds since the epoch)"
             )
+        if expiration > MAX_EXPIRATION:
+            raise invalid_argument(
+                f"expiration {expiration} is after the year 9999; it is in seconds since the epoch, "
+                "not milliseconds"
+            )
         return expiration
     return None
+
+
+def bulk_too_large() -> BindingdError:
+    """What a provider raises when the values of one bulk get add up to over MAX_BULK_BYTES."""
+    return invalid_argument(
+        f"the values of this bulk get add up to more than {MAX_BULK_BYTES // (1024 * 1024)} MiB, "
+        "the most one answer carries; get these keys in smaller groups"
+    )
 
 
 def check_list_limit(limit: int) -> int:

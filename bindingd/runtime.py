@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from bindingd.config.model import Binding, Config
-from bindingd.errors import BindingdError, Reason, permission_denied
+from bindingd.errors import BindingdError, Reason, backend_unavailable, permission_denied
 from bindingd.providers.base import Provider
 from bindingd.providers.registry import VALUE_TYPES, create_provider
 
@@ -36,10 +36,13 @@ UNKNOWN = "unknown"
 
 
 @dataclass
-class Served:
-    """One binding with its provider, its health and its in-flight call count."""
+class ProviderHandle:
+    """A started provider with its health and its in-flight calls.
 
-    binding: Binding
+    A reload that keeps a binding's provider hands the same handle to the new config, so calls
+    that began before any number of reloads are waited for when the provider finally retires.
+    """
+
     provider: Provider | None
     health: str = UNKNOWN
     health_detail: str = ""
@@ -50,6 +53,26 @@ class Served:
 
     def __post_init__(self) -> None:
         self.idle.set()
+
+
+@dataclass(frozen=True)
+class Served:
+    """One binding of the current config and the provider handle that serves it."""
+
+    binding: Binding
+    handle: ProviderHandle
+
+    @property
+    def provider(self) -> Provider | None:
+        return self.handle.provider
+
+    @property
+    def health(self) -> str:
+        return self.handle.health
+
+    @property
+    def health_detail(self) -> str:
+        return self.handle.health_detail
 
 
 def provider_key(binding: Binding) -> tuple[Any, ...]:
@@ -78,7 +101,9 @@ class Runtime:
         self.clock = clock
         self._served: dict[str, Served] = {}
         self._on_health = on_health or (lambda name, status: None)
-        self._probes: set[asyncio.Task[None]] = set()
+        # Probes and retirements running in the background.
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reload_lock = asyncio.Lock()
 
     @property
     def env(self) -> str:
@@ -96,35 +121,45 @@ class Runtime:
         self._spawn_probes()
 
     async def reload(self, config: Config) -> dict[str, list[str]]:
-        """Serve `config` from now on; return the names added, removed, changed and kept."""
-        old = self._served
-        reuse = {
-            name: s
-            for name, s in old.items()
-            if name in config.bindings and provider_key(config.bindings[name]) == provider_key(s.binding)
-        }
-        new = await self._build(config, reuse=reuse)
-        self.config, self._served = config, new
-        kept_ids = {id(s.provider) for s in new.values() if s.provider is not None}
-        retired = [s for s in old.values() if s.provider is not None and id(s.provider) not in kept_ids]
-        for s in retired:
-            asyncio.get_running_loop().create_task(self._retire(s))
-        for name in set(old) - set(new):
-            self._on_health(name, UNKNOWN)
-        self._spawn_probes()
-        return {
-            "added": sorted(set(new) - set(old)),
-            "removed": sorted(set(old) - set(new)),
-            "changed": sorted(
-                n for n in set(new) & set(old) if n not in reuse or new[n].binding != old[n].binding
-            ),
-        }
+        """Serve `config` from now on; return the names added, removed and changed.
+
+        Reloads run one at a time, each against the result of the previous one.
+        """
+        async with self._reload_lock:
+            old = self._served
+            # A binding whose provider failed to start gets a fresh try on every reload.
+            reuse = {
+                name: s.handle
+                for name, s in old.items()
+                if name in config.bindings
+                and s.handle.error is None
+                and provider_key(config.bindings[name]) == provider_key(s.binding)
+            }
+            new = await self._build(config, reuse=reuse)
+            self.config, self._served = config, new
+            kept = {id(s.handle) for s in new.values()}
+            retired = {id(s.handle): s for s in old.values() if id(s.handle) not in kept}
+            for s in retired.values():
+                task = asyncio.get_running_loop().create_task(self._retire(s))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            for name in set(old) - set(new):
+                self._on_health(name, UNKNOWN)
+            self._spawn_probes()
+            return {
+                "added": sorted(set(new) - set(old)),
+                "removed": sorted(set(old) - set(new)),
+                "changed": sorted(
+                    n for n in set(new) & set(old) if n not in reuse or new[n].binding != old[n].binding
+                ),
+            }
 
     async def close(self) -> None:
-        for task in list(self._probes):
+        for task in list(self._tasks):
             task.cancel()
         served, self._served = self._served, {}
-        await asyncio.gather(*(self._retire(s) for s in served.values()), return_exceptions=True)
+        handles = {id(s.handle): s for s in served.values()}
+        await asyncio.gather(*(self._retire(s) for s in handles.values()), return_exceptions=True)
 
     def backend_of(self, name: str) -> str:
         served = self._served.get(name)
@@ -153,8 +188,8 @@ class Runtime:
                 env=self.env,
                 backend=served.binding.backend,
             )
-        if served.error is not None:
-            raise served.error
+        if served.handle.error is not None:
+            raise served.handle.error
         return served
 
     @asynccontextmanager
@@ -163,14 +198,15 @@ class Runtime:
         served = self.lookup(name, binding_type)
         if write:
             self.check_writable(served.binding)
-        served.in_flight += 1
-        served.idle.clear()
+        handle = served.handle
+        handle.in_flight += 1
+        handle.idle.clear()
         try:
             yield served
         finally:
-            served.in_flight -= 1
-            if served.in_flight == 0:
-                served.idle.set()
+            handle.in_flight -= 1
+            if handle.in_flight == 0:
+                handle.idle.set()
 
     def check_writable(self, binding: Binding) -> None:
         if self.writes_refused:
@@ -183,60 +219,66 @@ class Runtime:
                 f"(access: read-only in {self.config.path.name}); writes are refused"
             )
 
-    async def _build(self, config: Config, reuse: dict[str, Served]) -> dict[str, Served]:
+    async def _build(self, config: Config, reuse: dict[str, ProviderHandle]) -> dict[str, Served]:
         built: dict[str, Served] = {}
         for name, binding in config.bindings.items():
-            if name in reuse:
-                old = reuse[name]
-                built[name] = Served(binding, old.provider, old.health, old.health_detail, old.error)
-                continue
-            built[name] = await self._start_one(binding, config.state_dir)
+            handle = reuse.get(name) or await self._start_one(binding, config.state_dir)
+            built[name] = Served(binding, handle)
         return built
 
-    async def _start_one(self, binding: Binding, state_dir: Path) -> Served:
+    async def _start_one(self, binding: Binding, state_dir: Path) -> ProviderHandle:
         if binding.type in VALUE_TYPES:
             self._on_health(binding.name, SERVING)
-            return Served(binding, None, SERVING)
-        provider = create_provider(binding, state_dir)
+            return ProviderHandle(None, SERVING, "value set")
         try:
+            provider = create_provider(binding, state_dir)
             await provider.start()
-        except BindingdError as e:
-            log.error("binding failed to start", binding=binding.name, env=binding.env, error=e.message)
+        except Exception as e:
+            # The daemon goes on serving the other bindings; calls to this one get the reason.
+            if isinstance(e, BindingdError):
+                err = e
+            else:
+                log.exception("binding failed to start", binding=binding.name, env=binding.env)
+                err = backend_unavailable(f"the {binding.backend_kind} provider failed to start: {e}")
+            log.error("binding not serving", binding=binding.name, env=binding.env, error=err.message)
             self._on_health(binding.name, NOT_SERVING)
-            err = e.with_context(binding=binding.name, env=binding.env, backend=binding.backend)
-            return Served(binding, None, NOT_SERVING, e.message, error=err)
-        return Served(binding, provider)
+            err = err.with_context(binding=binding.name, env=binding.env, backend=binding.backend)
+            return ProviderHandle(None, NOT_SERVING, err.message, error=err)
+        return ProviderHandle(provider)
 
     async def probe(self) -> list[Served]:
         """Probe every backend once, concurrently; return every binding with its health."""
         served = self.served()
-        await asyncio.gather(*(self._probe(s) for s in served if s.provider is not None))
+        handles = {id(s.handle): s for s in served if s.provider is not None}
+        await asyncio.gather(*(self._probe(s) for s in handles.values()))
         return served
 
     def _spawn_probes(self) -> None:
         """Probe in the background: readiness never waits on a remote backend."""
         task = asyncio.get_running_loop().create_task(self.probe())
-        self._probes.add(task)
-        task.add_done_callback(self._probes.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _probe(self, served: Served) -> None:
-        assert served.provider is not None
+        handle = served.handle
+        assert handle.provider is not None
         started = time.perf_counter()
         try:
-            detail = await asyncio.wait_for(served.provider.check(), PROBE_TIMEOUT_S)
+            detail = await asyncio.wait_for(handle.provider.check(), PROBE_TIMEOUT_S)
         except BindingdError as e:
-            served.health, served.health_detail = NOT_SERVING, e.message
+            handle.health, handle.health_detail = NOT_SERVING, e.message
         except TimeoutError:
-            served.health, served.health_detail = NOT_SERVING, f"no answer within {PROBE_TIMEOUT_S:.0f}s"
+            handle.health, handle.health_detail = NOT_SERVING, f"no answer within {PROBE_TIMEOUT_S:.0f}s"
         else:
             rtt_ms = (time.perf_counter() - started) * 1000
-            served.health, served.health_detail = SERVING, f"{detail}, {rtt_ms:.1f} ms"
-        self._on_health(served.binding.name, served.health)
+            handle.health, handle.health_detail = SERVING, f"{detail}, {rtt_ms:.1f} ms"
+        self._on_health(served.binding.name, handle.health)
 
     async def _retire(self, served: Served) -> None:
+        handle = served.handle
         try:
-            await asyncio.wait_for(served.idle.wait(), RETIRE_GRACE_S)
+            await asyncio.wait_for(handle.idle.wait(), RETIRE_GRACE_S)
         except TimeoutError:
             log.warning("closing a binding with calls still in flight", binding=served.binding.name)
-        if served.provider is not None:
-            await served.provider.close()
+        if handle.provider is not None:
+            await handle.provider.close()

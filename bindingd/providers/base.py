@@ -49,8 +49,10 @@ class KVProvider(Provider, Protocol):
 
     async def get(self, key: str, now: float) -> KVRecord | None: ...
 
-    async def get_many(self, keys: list[str], now: float) -> list[KVRecord | None]:
-        """The records of `keys`, in the same order; None where absent or expired."""
+    async def get_many(self, keys: list[str], now: float, max_bytes: int) -> list[KVRecord | None]:
+        """The records of `keys`, in the same order; None where absent or expired. When the
+        values add up to more than `max_bytes`, raise `bindingd.kv.bulk_too_large()` without
+        holding them all."""
 
     async def put(
         self, key: str, value: bytes, expiration: int | None, metadata_json: str | None

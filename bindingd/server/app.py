@@ -95,8 +95,10 @@ def parse_listen(listen: str) -> tuple[str, int]:
     """Split HOST:PORT and refuse anything but a loopback address (no TLS yet)."""
     host, sep, port_text = listen.rpartition(":")
     host = host.strip("[]")
-    if not sep or not port_text.isdigit() or not host:
-        raise ServeError(f"--listen {listen!r} is not HOST:PORT (for example 127.0.0.1:7400)")
+    if not sep or not port_text.isdigit() or not host or not 1 <= int(port_text) <= 65535:
+        raise ServeError(
+            f"--listen {listen!r} is not HOST:PORT with a port 1-65535 (for example 127.0.0.1:7400)"
+        )
     if host != "localhost":
         try:
             loopback = ipaddress.ip_address(host).is_loopback
@@ -125,25 +127,46 @@ def load_or_create_token(runtime_dir: Path, given: str | None) -> str:
 
 
 def _private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
+    """A folder of bindingd's own, readable by this user only."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
+    except OSError as e:
+        raise ServeError(f"cannot create the private folder {path}: {e.strerror}") from e
 
 
-def _claim_socket(path: Path) -> None:
-    """Remove a stale socket file; refuse if a daemon is still answering on it."""
-    if not path.exists() and not path.is_symlink():
-        return
-    if not stat.S_ISSOCK(path.lstat().st_mode):
-        raise ServeError(f"{path} exists and is not a socket; remove it or pass --socket")
+def _answers(path: Path) -> bool:
+    """Whether a daemon is accepting connections on the unix socket `path`."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(path))
     except OSError:
-        path.unlink()
-        return
+        return False
     finally:
         probe.close()
-    raise ServeError(f"another bindingd is already serving on {path}; stop it first or pass --socket")
+    return True
+
+
+def _claim_socket(path: Path) -> None:
+    """Remove a stale socket file; refuse if a daemon is still answering on it."""
+    if len(str(path)) > MAX_SOCKET_PATH:
+        raise ServeError(f"the socket path {path} is over the {MAX_SOCKET_PATH}-byte limit of unix sockets")
+    if not path.exists() and not path.is_symlink():
+        return
+    if not stat.S_ISSOCK(path.lstat().st_mode):
+        raise ServeError(f"{path} exists and is not a socket; remove it or pass --socket")
+    if _answers(path):
+        raise ServeError(f"another bindingd is already serving on {path}; stop it first or pass --socket")
+    path.unlink()
+
+
+def _bind(server: grpc.aio.Server, address: str) -> None:
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as e:
+        raise ServeError(f"cannot listen on {address}: {e}") from e
+    if bound == 0:
+        raise ServeError(f"cannot listen on {address}: the address is in use or not available")
 
 
 class Daemon:
@@ -166,6 +189,7 @@ class Daemon:
         self._background: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._endpoint_file = config.runtime_dir / "endpoint"
+        self._advertised = False
 
     def _set_health(self, name: str, status: str) -> None:
         value = {
@@ -195,7 +219,13 @@ class Daemon:
         if self.options.listen:
             host, port = parse_listen(self.options.listen)
         _private_dir(config.runtime_dir)
-        _private_dir(self.socket_path.parent)
+        if self.options.socket is None:
+            _private_dir(self.socket_path.parent)
+        elif not self.socket_path.parent.is_dir():
+            # The user's folder: created if missing, never re-permissioned.
+            raise ServeError(
+                f"--socket {self.socket_path}: the folder {self.socket_path.parent} does not exist"
+            )
         _claim_socket(self.socket_path)
         await self.runtime.start()
 
@@ -204,23 +234,21 @@ class Daemon:
         # A 0o177 umask makes the socket 0600 from its first instant (the folder is 0700 too).
         old_umask = os.umask(0o177)
         try:
-            unix_server.add_insecure_port(f"unix://{self.socket_path}")
+            _bind(unix_server, f"unix://{self.socket_path}")
             if self.options.listen:
                 token = load_or_create_token(config.runtime_dir, self.options.token)
                 tcp_server = self._build_server([BearerTokenInterceptor(token, self.options.listen)])
                 self._servers.append(tcp_server)
-                try:
-                    tcp_server.add_insecure_port(f"{host}:{port}")
-                except RuntimeError as e:
-                    raise ServeError(f"cannot listen on {self.options.listen}: {e}") from e
+                _bind(tcp_server, f"{host}:{port}")
             for server in self._servers:
                 await server.start()
         finally:
             os.umask(old_umask)
         os.chmod(self.socket_path, 0o600)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        if self.options.advertise:
-            self._endpoint_file.write_text(f"unix://{self.socket_path}\n")
+        self._advertised = self.options.advertise and self._may_advertise()
+        if self._advertised:
+            self._endpoint_file.write_text(f"{self._endpoint}\n")
         log.info(
             "serving",
             env=config.env,
@@ -230,6 +258,24 @@ class Daemon:
             bindings=len(config.bindings),
             writes_refused=self.runtime.writes_refused,
         )
+
+    @property
+    def _endpoint(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    def _may_advertise(self) -> bool:
+        """False when .bindingd/endpoint names another daemon that is still serving."""
+        try:
+            current = self._endpoint_file.read_text().strip()
+        except FileNotFoundError:
+            return True
+        other = Path(current.removeprefix("unix://"))
+        if current == self._endpoint or not current.startswith("unix://") or not _answers(other):
+            return True
+        log.warning(
+            "not advertising: another daemon serves this project", endpoint_file=str(self._endpoint_file)
+        )
+        return False
 
     async def run(self) -> int:
         """Serve until SIGTERM/SIGINT; return the exit code."""
@@ -256,7 +302,11 @@ class Daemon:
         except ConfigError as e:
             log.error("reload failed; still serving the previous config", error=str(e))
             return False
-        changes = await self.runtime.reload(config)
+        try:
+            changes = await self.runtime.reload(config)
+        except Exception:
+            log.exception("reload failed; still serving the previous config")
+            return False
         log.info("reloaded", env=config.env, **changes)
         return True
 
@@ -266,10 +316,7 @@ class Daemon:
         await asyncio.gather(*(s.stop(self.options.grace_s) for s in self._servers))
         await self.runtime.close()
         with contextlib.suppress(FileNotFoundError):
-            if (
-                self.options.advertise
-                and self._endpoint_file.read_text().strip() == f"unix://{self.socket_path}"
-            ):
+            if self._advertised and self._endpoint_file.read_text().strip() == self._endpoint:
                 self._endpoint_file.unlink()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()

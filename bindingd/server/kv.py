@@ -50,12 +50,13 @@ class KVService(kv_pb2_grpc.KVServicer):
     async def GetBulk(
         self, request: kv_pb2.KVGetBulkRequest, context: grpc.aio.ServicerContext
     ) -> kv_pb2.KVGetBulkResponse:
-        keys = list(request.keys)
-        kv.check_bulk_keys(keys)
+        # Like the Map Workers returns, each key answers once, however often it was asked for.
+        keys = list(dict.fromkeys(request.keys))
+        kv.check_bulk_keys(list(request.keys))
         kv.check_cache_ttl(_opt(request, "cache_ttl"))
         async with self.runtime.use(request.binding, "kv") as served:
             provider: KVProvider = served.provider  # type: ignore[assignment]
-            records = await provider.get_many(keys, self.runtime.clock()) if keys else []
+            records = await provider.get_many(keys, self.runtime.clock(), kv.MAX_BULK_BYTES) if keys else []
         return kv_pb2.KVGetBulkResponse(entries=[_entry(k, r) for k, r in zip(keys, records, strict=True)])
 
     @rpc

@@ -17,7 +17,7 @@ from bindingd_client.proto import (
     vars_pb2,
     vars_pb2_grpc,
 )
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from support import DaemonProcess, health_status, write_project
 
@@ -106,6 +106,10 @@ def stubs(daemon: DaemonProcess) -> Iterator[dict[str, object]]:
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(request=requests)
+# Requests that once got INTERNAL: an expiry SQLite cannot store, JSON nested past recursion.
+@example(request=("KV", "Put", kv_pb2.KVPutRequest(binding="CACHE", key="k", expiration_ttl=2**63 - 1)))
+@example(request=("KV", "Put", kv_pb2.KVPutRequest(binding="CACHE", key="k", expiration=2**63 - 1)))
+@example(request=("KV", "Put", kv_pb2.KVPutRequest(binding="CACHE", key="k", metadata_json="[" * 1000)))
 def test_random_requests_get_clear_answers(
     daemon: DaemonProcess, stubs: dict[str, object], request: tuple[str, str, object]
 ) -> None:

@@ -114,6 +114,19 @@ async def test_bulk_get_limit(kv: KVNamespace) -> None:
         await kv.get([f"k{i}" for i in range(101)])
 
 
+async def test_bulk_get_answers_each_key_once(kv: KVNamespace) -> None:
+    await kv.put("big", b"x" * (25 * 1024 * 1024))
+    got = await kv.get(["big"] * 100)  # one 25 MiB value, not a hundred
+    assert list(got) == ["big"] and len(got["big"]) == 25 * 1024 * 1024
+
+
+async def test_bulk_get_refuses_an_answer_too_large_to_carry(kv: KVNamespace) -> None:
+    await asyncio.gather(*(kv.put(f"big{i}", b"x" * (25 * 1024 * 1024)) for i in range(3)))
+    assert len(await kv.get(["big0", "big1"])) == 2
+    with pytest.raises(InvalidArgument, match="more than 60 MiB"):
+        await kv.get(["big0", "big1", "big2"])
+
+
 async def test_expiration_ttl(kv: KVNamespace, clock: FakeClock) -> None:
     await kv.put("short", "v", expiration_ttl=60, metadata={"m": 1})
     listed = (await kv.list(prefix="short")).keys
@@ -151,6 +164,9 @@ async def test_put_without_expiration_clears_the_old_one(kv: KVNamespace, clock:
         ({"expiration_ttl": 59}, "minimum is 60"),
         ({"expiration_ttl": 0}, "minimum is 60"),
         ({"expiration": 1}, "at least 60 s in the future"),
+        ({"expiration": 1_700_000_000_000}, "not milliseconds"),
+        ({"expiration": 2**63 - 1}, "not milliseconds"),
+        ({"expiration_ttl": 2**62}, "before the year 10000"),
     ],
 )
 async def test_expiration_limits(kv: KVNamespace, kwargs: dict[str, int], message: str) -> None:
@@ -281,9 +297,11 @@ async def test_bad_cursor(kv: KVNamespace) -> None:
 
 async def test_cache_ttl_is_validated(kv: KVNamespace) -> None:
     await kv.put("k", "v")
-    assert await kv.get("k", cache_ttl=60) == "v"
-    with pytest.raises(InvalidArgument, match="cache_ttl"):
-        await kv.get("k", cache_ttl=10)
+    assert await kv.get("k", cache_ttl=30) == "v"
+    with pytest.raises(InvalidArgument, match="minimum is 30"):
+        await kv.get("k", cache_ttl=29)
+    with pytest.raises(InvalidArgument, match="minimum is 30"):
+        await kv.get(["k"], cache_ttl=10)
 
 
 async def test_unusual_keys(kv: KVNamespace) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bindingd.config.model import Binding
 from bindingd.errors import backend_timeout, backend_unavailable
+from bindingd.kv import bulk_too_large
 from bindingd.providers.base import KVKeyInfo, KVRecord
 
 SCHEMA = """
@@ -57,12 +58,12 @@ class LocalKV:
         return cls(state_dir / "kv" / f"{binding.name}.sqlite3")
 
     async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = await self._in_writer(_open, self.path)
             await self._in_writer(self._writer.executescript, SCHEMA)
             self._reader = _open(self.path)
-        except sqlite3.Error as e:
+        except (OSError, sqlite3.Error) as e:
             raise backend_unavailable(f"cannot open the local KV store {self.path}: {e}") from e
 
     async def close(self) -> None:
@@ -84,8 +85,16 @@ class LocalKV:
         )
         return KVRecord(*rows[0]) if rows else None
 
-    async def get_many(self, keys: list[str], now: float) -> list[KVRecord | None]:
+    async def get_many(self, keys: list[str], now: float, max_bytes: int) -> list[KVRecord | None]:
         marks = ",".join("?" * len(keys))
+        # Sizes first, so an oversized answer is refused without reading the values.
+        total = self._read(
+            f"SELECT coalesce(sum(length(value)), 0) FROM kv WHERE key IN ({marks})"
+            " AND (expiration IS NULL OR expiration > ?)",
+            (*keys, now),
+        )[0][0]
+        if total > max_bytes:
+            raise bulk_too_large()
         rows = self._read(
             f"SELECT key, value, metadata, expiration FROM kv WHERE key IN ({marks})"
             " AND (expiration IS NULL OR expiration > ?)",
