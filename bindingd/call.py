@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -42,12 +43,15 @@ def _kv(binding: Any, name: str, op: str, args: list[str]) -> int:
         p.add_argument("key")
         p.add_argument("--type", choices=("text", "json", "bytes"), default="text")
         a = _parse(p, args)
-        if op == "get":
-            value = binding.get(a.key, type=a.type)
-            metadata = None
-        else:
-            result = binding.get_with_metadata(a.key, type=a.type)
-            value, metadata = result.value, result.metadata
+        try:
+            if op == "get":
+                value = binding.get(a.key, type=a.type)
+                metadata = None
+            else:
+                result = binding.get_with_metadata(a.key, type=a.type)
+                value, metadata = result.value, result.metadata
+        except json.JSONDecodeError:
+            raise CallUsageError(f'the value of "{a.key}" is not JSON; read it with --type text') from None
         if value is None:
             print(f'key "{a.key}" not found in {name}', file=sys.stderr)
             return EXIT_NOT_FOUND
@@ -69,7 +73,8 @@ def _kv(binding: Any, name: str, op: str, args: list[str]) -> int:
         p.add_argument("--expiration", type=int, help="expiry time in seconds since the epoch")
         p.add_argument("--metadata", help="JSON metadata")
         a = _parse(p, args)
-        value: str | bytes = sys.stdin.buffer.read() if a.value == "-" else a.value
+        # The argument's own bytes, so a value that is not UTF-8 is stored as given.
+        value = sys.stdin.buffer.read() if a.value == "-" else os.fsencode(a.value)
         try:
             metadata = json.loads(a.metadata) if a.metadata is not None else None
         except ValueError as e:

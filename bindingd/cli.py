@@ -18,12 +18,16 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from bindingd import logs
 from bindingd.call import CallUsageError, run_call
 from bindingd.config import Config, ConfigError, find_config, load_config
 from bindingd.runtime import Runtime, Served
 from bindingd.server.app import Daemon, ServeError, ServeOptions
+
+if TYPE_CHECKING:
+    from bindingd_client import SyncEnv
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -87,11 +91,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "call": cmd_call,
         "run": cmd_run,
     }
+    from bindingd_client import BindingError
+
     try:
         return handler[args.command](args)
     except ConfigError as e:
         _fail(str(e))
         return EXIT_CONFIG
+    except BindingError as e:
+        _fail(str(e))
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
 
@@ -157,26 +166,39 @@ async def _probe(config: Config) -> list[Served]:
 # --- bindings ---------------------------------------------------------------------------------
 
 
-def _daemon_endpoint(args: argparse.Namespace) -> str | None:
-    """The running daemon of this project: $BINDINGD_ENDPOINT, else .bindingd/endpoint beside the config."""
-    if os.environ.get("BINDINGD_ENDPOINT"):
-        return os.environ["BINDINGD_ENDPOINT"]
-    path = find_config(Path.cwd()) if args.config is None else args.config
-    endpoint_file = path.resolve().parent / ".bindingd" / "endpoint"
-    return endpoint_file.read_text().strip() if endpoint_file.exists() else None
+def _connect(args: argparse.Namespace) -> SyncEnv | None:
+    """The running daemon serving what `args` ask for, or None when there is none.
 
-
-def _connect(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """A sync client env of the running daemon, or None when none is running."""
+    It is $BINDINGD_ENDPOINT, else the one named by .bindingd/endpoint beside the config. A
+    daemon of another env than --env / $BINDINGD_ENV does not count: a write meant for a
+    protected env must never land in dev.
+    """
     from bindingd_client import DaemonUnavailable, connect_sync
 
-    endpoint = _daemon_endpoint(args)
+    explicit = os.environ.get("BINDINGD_ENDPOINT")
+    endpoint = explicit
+    if endpoint is None:
+        path = find_config(Path.cwd()) if args.config is None else args.config
+        endpoint_file = path.resolve().parent / ".bindingd" / "endpoint"
+        endpoint = endpoint_file.read_text().strip() if endpoint_file.exists() else None
     if endpoint is None:
         return None
     try:
-        return connect_sync(endpoint=endpoint)
+        env = connect_sync(endpoint=endpoint)
     except DaemonUnavailable:
+        if explicit:
+            raise  # the user named this daemon: say it is not there rather than start another
+        return None  # a stale endpoint file
+    wanted = args.env or os.environ.get("BINDINGD_ENV")
+    if wanted and wanted != env._env_name:
+        env.close()
+        if explicit:
+            raise DaemonUnavailable(
+                f'the daemon at BINDINGD_ENDPOINT={explicit} serves env "{env._env_name}", not "{wanted}"; '
+                "unset BINDINGD_ENDPOINT to have bindingd start one for that env"
+            )
         return None
+    return env
 
 
 def cmd_bindings(args: argparse.Namespace) -> int:
@@ -185,9 +207,7 @@ def cmd_bindings(args: argparse.Namespace) -> int:
     if env is None:
         config = _load(args)
         for b in config.bindings.values():
-            rows.append(
-                (b.name, b.type, b.env, b.backend, b.access, "daemon not running", _shown(b.type, b.value))
-            )
+            rows.append((b.name, b.type, b.env, b.backend, b.access, "no daemon", _shown(b.type, b.value)))
     else:
         with env:
             for info in env._bindings.values():
@@ -242,12 +262,13 @@ def _call(env, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
 
     try:
         return run_call(env, args.binding, args.op, args.args)
-    except CallUsageError as e:
-        _fail(str(e))
-        return EXIT_CONFIG
     except BindingError as e:
         _fail(f"{e} ({e.reason})")
         return EXIT_FAILED
+    except (CallUsageError, ValueError, TypeError) as e:
+        # A key or value that cannot be sent (not UTF-8, a number out of range, ...).
+        _fail(f"call {args.binding} {args.op}: {e}")
+        return EXIT_CONFIG
 
 
 # --- run ---------------------------------------------------------------------------------------
@@ -258,27 +279,54 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not cmd:
         _fail("nothing to run: bindingd run [--config F] [--env E] -- CMD [ARGS...]")
         return EXIT_CONFIG
-    with _ephemeral_daemon(args, log_level=args.log_level) as (endpoint, code):
+    with _CommandSignals() as signals, _ephemeral_daemon(args, log_level=args.log_level) as (endpoint, code):
         if endpoint is None:
             return code
-        child_env = {**os.environ, "BINDINGD_ENDPOINT": endpoint}
         try:
-            child = subprocess.Popen(cmd, env=child_env)
+            child = subprocess.Popen(cmd, env={**os.environ, "BINDINGD_ENDPOINT": endpoint})
         except OSError as e:
             _fail(f"cannot run {cmd[0]!r}: {e.strerror}")
             return 127
-        # Pass a SIGTERM on to the command; Ctrl-C already reaches the whole process group.
-        previous = signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signum))
-        try:
-            while True:
-                try:
-                    returncode = child.wait()
-                    break
-                except KeyboardInterrupt:
-                    continue
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+        signals.child = child
+        returncode = child.wait()
         return returncode if returncode >= 0 else 128 - returncode
+
+
+class _CommandSignals:
+    """While `bindingd run` lives, SIGTERM, SIGHUP and SIGINT go to its command.
+
+    Before the command starts they end `run` itself (its daemon is stopped on the way out).
+    SIGINT and SIGHUP from the terminal already reach the command through its process group,
+    so they are passed on only when `run` is not in the terminal's foreground group.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.child: subprocess.Popen[bytes] | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _CommandSignals:
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.child is None:
+            raise SystemExit(128 + signum)
+        if signum == signal.SIGTERM or not _in_terminal_foreground():
+            self.child.send_signal(signum)
+
+
+def _in_terminal_foreground() -> bool:
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (OSError, ValueError):
+        return False
 
 
 @contextlib.contextmanager
@@ -326,7 +374,14 @@ def _wait_ready(daemon: subprocess.Popen[bytes], endpoint: str) -> int | None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + READY_TIMEOUT_S
-    with grpc.insecure_channel(endpoint) as channel:
+    # Short reconnect backoff: the socket appears within a fraction of a second, and grpc's
+    # default first backoff (1 s) would add most of a second to every `run` and `call`.
+    backoff = [
+        ("grpc.initial_reconnect_backoff_ms", 50),
+        ("grpc.min_reconnect_backoff_ms", 50),
+        ("grpc.max_reconnect_backoff_ms", 100),
+    ]
+    with grpc.insecure_channel(endpoint, options=backoff) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             code = daemon.poll()

@@ -396,12 +396,35 @@ def test_call_from_the_shell(project: Path) -> None:
     assert unknown.returncode == 1 and 'binding "NOPE" is not defined' in unknown.stderr
     assert bindingd_cli("call", "SITE_NAME", "get", cwd=project).stdout.strip() == "Example Shop"
 
-    # With a daemon running, `call` uses it.
+    # Values that are not UTF-8 are stored as given; JSON that is not JSON is a clear error.
+    raw = bindingd_cli("call", "CACHE", "put", "raw", "caf\udce9", cwd=project)
+    assert raw.returncode == 0, raw.stderr
+    notjson = bindingd_cli("call", "CACHE", "get", "raw", "--type", "json", cwd=project)
+    assert notjson.returncode == 2 and "is not JSON" in notjson.stderr and "Traceback" not in notjson.stderr
+    huge = bindingd_cli("call", "CACHE", "list", "--limit", "99999999999", cwd=project)
+    assert huge.returncode == 2 and "Traceback" not in huge.stderr
+
+    # With a daemon running, `call` uses it...
     d = DaemonProcess(project).start()
     try:
         assert bindingd_cli("call", "CACHE", "delete", "user:1", cwd=project).returncode == 0
         with connect_sync(endpoint=d.endpoint) as env:
             assert env.CACHE.get("user:1") is None
+            assert env.CACHE.get("raw", type="bytes") == b"caf\xe9"
+        # ...but not for another env: a write meant for protected production must not land in dev.
+        prod = bindingd_cli("call", "--env", "production", "CACHE", "put", "k", "v", cwd=project)
+        assert prod.returncode == 1 and "protected" in prod.stderr
+        review = bindingd_cli("call", "CACHE", "put", "k", "v", cwd=project, env={"BINDINGD_ENV": "review"})
+        assert review.returncode == 1 and "read-only" in review.stderr
+        with connect_sync(endpoint=d.endpoint) as env:
+            assert env.CACHE.get("k") is None
+        table = bindingd_cli("bindings", "--env", "production", cwd=project)
+        assert " production " in table.stdout and " dev " not in table.stdout
+        # A daemon named explicitly but not there is an error, not a silent stand-in.
+        gone = bindingd_cli(
+            "call", "CACHE", "get", "k", cwd=project, env={"BINDINGD_ENDPOINT": "unix:///nonexistent"}
+        )
+        assert gone.returncode == 1 and "cannot connect" in gone.stderr
     finally:
         d.stop()
 
@@ -467,6 +490,27 @@ def test_reflection_and_per_binding_health(daemon: DaemonProcess) -> None:
     assert health_status(daemon.endpoint, "CACHE") == "SERVING"
     assert health_status(daemon.endpoint, "SITE_NAME") == "SERVING"
     assert health_status(daemon.endpoint, "NOPE") == "NOT_FOUND"
+
+
+def test_run_passes_sigterm_to_the_command(project: Path) -> None:
+    script = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(42))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bindingd", "run", "--", sys.executable, "-c", script],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 42
 
 
 def test_run_daemon_stops_when_run_is_killed(project: Path) -> None:
