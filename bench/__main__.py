@@ -123,7 +123,19 @@ def main() -> int:
     )
     for result, floor in rows:
         print(_row(result, floor))
+    by_name = {result.name: (result, floor) for result, floor in rows}
+    get_seq, floor_seq = by_name["kv get (local), sequential"]
+    get_par, floor_par = by_name["kv get (local), 64 in flight"]
+    _goal(
+        "kv get p50 within 1.5x the echo floor", get_seq.p50_ms / floor_seq.p50_ms, 1.5, lower_is_better=True
+    )
+    _goal("kv get throughput at least 0.7x the floor's", get_par.calls_per_s / floor_par.calls_per_s, 0.7)
     return 0
+
+
+def _goal(what: str, ratio: float, bound: float, *, lower_is_better: bool = False) -> None:
+    met = ratio <= bound if lower_is_better else ratio >= bound
+    print(f"goal: {what}: {ratio:.2f}x, {'met' if met else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ import signal
 import socket
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -438,8 +440,6 @@ def test_run_passes_the_endpoint_and_the_exit_code(project: Path) -> None:
         "    env.CACHE.put('from-run', env.SITE_NAME)\n"
         "sys.exit(7)\n"
     )
-    import sys
-
     result = bindingd_cli("run", "--", sys.executable, "-c", script, cwd=project)
     assert result.returncode == 7, result.stderr
     d = DaemonProcess(project).start()
@@ -492,6 +492,16 @@ def test_reflection_and_per_binding_health(daemon: DaemonProcess) -> None:
     assert health_status(daemon.endpoint, "NOPE") == "NOT_FOUND"
 
 
+def _run_python(project: Path, script: str) -> subprocess.Popen[str]:
+    """`bindingd run -- python -c SCRIPT` in the background, its stdout piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bindingd", "run", "--", sys.executable, "-c", script],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
 def test_run_passes_sigterm_to_the_command(project: Path) -> None:
     script = (
         "import signal, sys, time\n"
@@ -499,15 +509,7 @@ def test_run_passes_sigterm_to_the_command(project: Path) -> None:
         "print('ready', flush=True)\n"
         "time.sleep(30)\n"
     )
-    import subprocess
-    import sys
-
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bindingd", "run", "--", sys.executable, "-c", script],
-        cwd=project,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc = _run_python(project, script)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 42
@@ -521,15 +523,7 @@ def test_run_daemon_stops_when_run_is_killed(project: Path) -> None:
         "os.kill(os.getppid(), 9)\n"
         "time.sleep(3)\n"
     )
-    import subprocess
-    import sys
-
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bindingd", "run", "--", sys.executable, "-c", script],
-        cwd=project,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc = _run_python(project, script)
     assert proc.stdout is not None
     endpoint = proc.stdout.readline().strip()
     proc.wait(30)
