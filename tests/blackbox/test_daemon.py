@@ -20,6 +20,7 @@ import grpc
 import pytest
 from bindingd_client import (
     AuthenticationFailed,
+    BackendUnavailable,
     BindingNotFound,
     InvalidArgument,
     PermissionDenied,
@@ -532,3 +533,34 @@ def test_run_daemon_stops_when_run_is_killed(project: Path) -> None:
     while socket_path.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not socket_path.exists(), "the daemon of a killed `bindingd run` is still serving"
+
+
+def test_a_binding_that_cannot_start_fails_alone(project: Path) -> None:
+    # The state folder is a file: the local KV stores cannot open, everything else still works.
+    (project / ".bindingd").mkdir(mode=0o700)
+    (project / ".bindingd" / "state").write_text("not a folder")
+    check = bindingd_cli("check", cwd=project)
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert "FAIL  CACHE (kv, local): " in check.stdout and "cannot open the local KV store" in check.stdout
+    assert "ok    SITE_NAME" in check.stdout
+    assert "Traceback" not in check.stdout + check.stderr
+
+    d = DaemonProcess(project).start()
+    try:
+        with connect_sync(endpoint=d.endpoint) as env:
+            assert env.SITE_NAME == "Example Shop"
+            with pytest.raises(BackendUnavailable, match=r'binding "CACHE" .*cannot open the local KV store'):
+                env.CACHE.get("k")
+            assert env._bindings["CACHE"].health == "not_serving"
+        # Fixed on disk, a reload brings the binding up without a restart.
+        (project / ".bindingd" / "state").unlink()
+        d.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while health_status(d.endpoint, "CACHE") != "SERVING" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with connect_sync(endpoint=d.endpoint) as env:
+            env.CACHE.put("k", "v")
+            assert env.CACHE.get("k") == "v"
+    finally:
+        d.stop()
+    assert "Traceback" not in d.logs()
