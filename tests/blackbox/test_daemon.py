@@ -225,7 +225,7 @@ def test_sigterm_drains_in_flight_calls(daemon: DaemonProcess, project: Path) ->
 
     writer = threading.Thread(target=slow_put)
     writer.start()
-    time.sleep(1.0)
+    time.sleep(2.0)  # time for the put to reach the daemon and wait on the lock
     daemon.signal(signal.SIGTERM)
     time.sleep(0.5)
     assert daemon.proc is not None and daemon.proc.poll() is None, "the daemon quit with a call in flight"
