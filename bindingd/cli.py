@@ -184,12 +184,15 @@ def _connect(args: argparse.Namespace) -> SyncEnv | None:
     if endpoint is None:
         return None
     try:
+        _answers_health(endpoint)
         env = connect_sync(endpoint=endpoint)
     except DaemonUnavailable:
         if explicit:
             raise  # the user named this daemon: say it is not there rather than start another
         return None  # a stale endpoint file
     wanted = args.env or os.environ.get("BINDINGD_ENV")
+    if not wanted and not explicit:
+        wanted = _load(args).env  # the file's default env, which a daemon of this project may not serve
     if wanted and wanted != env._env_name:
         env.close()
         if explicit:
@@ -199,6 +202,22 @@ def _connect(args: argparse.Namespace) -> SyncEnv | None:
             )
         return None
     return env
+
+
+def _answers_health(endpoint: str, timeout: float = 5.0) -> None:
+    """Raise DaemonUnavailable unless the daemon at `endpoint` answers its health check in time
+    (a client call has no deadline, and a wedged daemon must not hang the command line)."""
+    import grpc
+    from bindingd_client._transport import normalize_endpoint
+    from bindingd_client.errors import daemon_unavailable
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    target, _ = normalize_endpoint(endpoint)
+    with grpc.insecure_channel(target) as channel:
+        try:
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        except grpc.RpcError as e:
+            raise daemon_unavailable(endpoint, f"no answer to a health check: {e.code().name}") from None
 
 
 def cmd_bindings(args: argparse.Namespace) -> int:
@@ -245,6 +264,13 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 def cmd_call(args: argparse.Namespace) -> int:
     from bindingd_client import connect_sync
 
+    # `bindingd call CACHE put k v --env staging` reads as naturally as `call --env staging ...`.
+    late = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    _config_args(late)
+    found, args.args = late.parse_known_args(args.args)
+    args.config = found.config or args.config
+    args.env = found.env or args.env
+
     env = _connect(args)
     if env is not None:
         with env:
@@ -286,7 +312,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             child = subprocess.Popen(cmd, env={**os.environ, "BINDINGD_ENDPOINT": endpoint})
         except OSError as e:
             _fail(f"cannot run {cmd[0]!r}: {e.strerror}")
-            return 127
+            # The shell's codes: 127 not found, 126 found but not executable.
+            return 127 if isinstance(e, FileNotFoundError) else 126
         signals.child = child
         returncode = child.wait()
         return returncode if returncode >= 0 else 128 - returncode

@@ -109,9 +109,9 @@ def bulk_too_large() -> BindingdError:
     )
 
 
-def check_list_limit(limit: int) -> int:
-    """The page size to use: 0 means the default (1000)."""
-    if limit == 0:
+def check_list_limit(limit: int | None) -> int:
+    """The page size to use: None means the default (1000)."""
+    if limit is None:
         return MAX_LIST_LIMIT
     if not 1 <= limit <= MAX_LIST_LIMIT:
         raise invalid_argument(f"list limit is {limit}; it must be between 1 and {MAX_LIST_LIMIT}")

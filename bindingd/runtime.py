@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,9 +101,13 @@ class Runtime:
         self.clock = clock
         self._served: dict[str, Served] = {}
         self._on_health = on_health or (lambda name, status: None)
-        # Probes and retirements running in the background.
-        self._tasks: set[asyncio.Task[Any]] = set()
+        # Background work: probes are cancelled at close, retirements are waited for.
+        self._probes: set[asyncio.Task[Any]] = set()
+        self._retirements: set[asyncio.Task[Any]] = set()
         self._reload_lock = asyncio.Lock()
+        # Calls being served now, and when the last one began: what a drain waits on.
+        self.calls_in_flight = 0
+        self.last_call_at = time.monotonic()
 
     @property
     def env(self) -> str:
@@ -141,8 +145,8 @@ class Runtime:
             retired = {id(s.handle): s for s in old.values() if id(s.handle) not in kept}
             for s in retired.values():
                 task = asyncio.get_running_loop().create_task(self._retire(s))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._retirements.add(task)
+                task.add_done_callback(self._retirements.discard)
             for name in set(old) - set(new):
                 self._on_health(name, UNKNOWN)
             self._spawn_probes()
@@ -155,11 +159,24 @@ class Runtime:
             }
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        served, self._served = self._served, {}
-        handles = {id(s.handle): s for s in served.values()}
-        await asyncio.gather(*(self._retire(s) for s in handles.values()), return_exceptions=True)
+        async with self._reload_lock:  # a reload in progress finishes first
+            for task in list(self._probes):
+                task.cancel()
+            served, self._served = self._served, {}
+            handles = {id(s.handle): s for s in served.values()}
+            await asyncio.gather(
+                *self._retirements, *(self._retire(s) for s in handles.values()), return_exceptions=True
+            )
+
+    @contextmanager
+    def call(self) -> Iterator[None]:
+        """Count one call being served, whatever its binding (see `calls_in_flight`)."""
+        self.calls_in_flight += 1
+        self.last_call_at = time.monotonic()
+        try:
+            yield
+        finally:
+            self.calls_in_flight -= 1
 
     def backend_of(self, name: str) -> str:
         served = self._served.get(name)
@@ -256,8 +273,8 @@ class Runtime:
     def _spawn_probes(self) -> None:
         """Probe in the background: readiness never waits on a remote backend."""
         task = asyncio.get_running_loop().create_task(self.probe())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
 
     async def _probe(self, served: Served) -> None:
         handle = served.handle

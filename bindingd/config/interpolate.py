@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bindingd.config.errors import ConfigError
+from bindingd.config.yaml_source import read_regular_file
 
 SCHEMES = ("env", "file")
 # Read for ${env:…} after the process environment, first match wins.
@@ -129,7 +130,7 @@ class Resolver:
         if name not in self._dotenv:
             path = self._root / name
             try:
-                text = path.read_text(encoding="utf-8")
+                text = read_regular_file(path)
             except FileNotFoundError:
                 text = ""
             except (OSError, UnicodeDecodeError) as exc:
@@ -142,7 +143,7 @@ class Resolver:
         path = self._root / self._expand_home(ref.arg)
         if path not in self._files:
             try:
-                text = path.read_text(encoding="utf-8")
+                text = read_regular_file(path)
             except UnicodeDecodeError as exc:
                 raise TemplateError(f"cannot read {ref.text} ({path}): not UTF-8 text") from exc
             except OSError as exc:

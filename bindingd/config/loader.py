@@ -78,7 +78,11 @@ def load_config(
     if path is None:
         file = find_config(base)
     else:
-        file = (base / Path(path).expanduser()).resolve()
+        file = base / Path(path).expanduser()
+        try:
+            file = file.resolve()
+        except (OSError, RuntimeError) as e:  # a symlink loop
+            raise ConfigError(f"cannot resolve the path: {e}", file=file) from None
         if not file.exists():
             raise ConfigError("config file not found; check the path given with --config", file=file)
     root = read_yaml(file)

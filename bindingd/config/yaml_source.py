@@ -10,6 +10,8 @@ quoted strings mean exactly what they mean in YAML.
 from __future__ import annotations
 
 import datetime
+import errno
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,10 +72,18 @@ def describe(value: Any) -> str:
     return type(value).__name__
 
 
+def read_regular_file(path: Path) -> str:
+    """The UTF-8 text of a regular file. Anything else (a FIFO, a device) is refused before it
+    is opened: reading one could block the daemon, reloads included, forever."""
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return path.read_text(encoding="utf-8")
+
+
 def read_yaml(file: Path) -> Item | None:
     """The file's single document as an `Item` tree, or None when it holds no document."""
     try:
-        text = file.read_text(encoding="utf-8")
+        text = read_regular_file(file)
     except UnicodeDecodeError as exc:
         raise ConfigError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=file) from exc
     except OSError as exc:

@@ -46,6 +46,8 @@ log = structlog.get_logger("bindingd.server")
 # The longest path a unix socket address can hold (sun_path is 108 bytes with its NUL).
 MAX_SOCKET_PATH = 107
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# A drain stops the listeners once no call has started for this long.
+DRAIN_QUIET_S = 0.25
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -87,8 +89,13 @@ def default_socket_path(config: Config) -> Path:
     if len(str(path)) <= MAX_SOCKET_PATH:
         return path
     digest = hashlib.sha256(str(config.root).encode()).hexdigest()[:16]
-    base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(tempfile.gettempdir(), f"bindingd-{os.getuid()}")
-    return Path(base) / "bindingd" / f"{digest}.sock"
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
+    folder = (
+        Path(runtime_dir) / "bindingd"
+        if runtime_dir
+        else Path(tempfile.gettempdir()) / f"bindingd-{os.getuid()}"
+    )
+    return folder / f"{digest}.sock"
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -127,9 +134,13 @@ def load_or_create_token(runtime_dir: Path, given: str | None) -> str:
 
 
 def _private_dir(path: Path) -> None:
-    """A folder of bindingd's own, readable by this user only."""
+    """A folder of bindingd's own, for this user only. One that someone else made (in /tmp, say)
+    or a symlink is refused: whoever controls it could stand in for the daemon."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            raise ServeError(f"{path} is not a folder of this user's; remove it, or pass --socket")
         os.chmod(path, 0o700)
     except OSError as e:
         raise ServeError(f"cannot create the private folder {path}: {e.strerror}") from e
@@ -190,6 +201,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._endpoint_file = config.runtime_dir / "endpoint"
         self._advertised = False
+        self._bound = False
 
     def _set_health(self, name: str, status: str) -> None:
         value = {
@@ -215,6 +227,18 @@ class Daemon:
         return server
 
     async def start(self) -> None:
+        """Bind the listeners and start the providers; on failure, undo what was done."""
+        try:
+            await self._start()
+        except BaseException:
+            await asyncio.gather(*(s.stop(0) for s in self._servers))
+            await self.runtime.close()
+            if self._bound:
+                with contextlib.suppress(FileNotFoundError):
+                    self.socket_path.unlink()
+            raise
+
+    async def _start(self) -> None:
         config = self.runtime.config
         if self.options.listen:
             host, port = parse_listen(self.options.listen)
@@ -235,11 +259,12 @@ class Daemon:
         old_umask = os.umask(0o177)
         try:
             _bind(unix_server, f"unix://{self.socket_path}")
+            self._bound = True
             if self.options.listen:
                 token = load_or_create_token(config.runtime_dir, self.options.token)
                 tcp_server = self._build_server([BearerTokenInterceptor(token, self.options.listen)])
                 self._servers.append(tcp_server)
-                _bind(tcp_server, f"{host}:{port}")
+                _bind(tcp_server, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
             for server in self._servers:
                 await server.start()
         finally:
@@ -283,12 +308,16 @@ class Daemon:
         await self.start()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         if self.options.parent_pid is not None:
             self._spawn(self._stop_with_parent(self.options.parent_pid))
         await self._stop.wait()
         await self.shutdown()
         return 0
+
+    def _on_sighup(self) -> None:
+        if not self._stop.is_set():  # no new providers while shutting down
+            self._spawn(self.reload())
 
     async def _stop_with_parent(self, pid: int) -> None:
         while os.getppid() == pid:
@@ -298,12 +327,12 @@ class Daemon:
 
     async def reload(self) -> bool:
         try:
-            config = self._reload_config()
+            # In a thread: a config on a hung mount must not freeze the calls being served.
+            config = await asyncio.to_thread(self._reload_config)
+            changes = await self.runtime.reload(config)
         except ConfigError as e:
             log.error("reload failed; still serving the previous config", error=str(e))
             return False
-        try:
-            changes = await self.runtime.reload(config)
         except Exception:
             log.exception("reload failed; still serving the previous config")
             return False
@@ -311,13 +340,23 @@ class Daemon:
         return True
 
     async def shutdown(self) -> None:
+        """Drain: stop being found, answer what is on its way, then stop within the grace period."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.grace_s
         log.info("draining", grace_s=self.options.grace_s)
         await self.health.enter_graceful_shutdown()
-        await asyncio.gather(*(s.stop(self.options.grace_s) for s in self._servers))
-        await self.runtime.close()
         with contextlib.suppress(FileNotFoundError):
             if self._advertised and self._endpoint_file.read_text().strip() == self._endpoint:
                 self._endpoint_file.unlink()
+        # grpc's stop() cancels requests that reached the socket but not yet a handler, so keep
+        # serving until calls have stopped arriving for a moment (bounded by the grace period).
+        runtime = self.runtime
+        while loop.time() < deadline and (
+            runtime.calls_in_flight or time.monotonic() - runtime.last_call_at < DRAIN_QUIET_S
+        ):
+            await asyncio.sleep(0.05)
+        await asyncio.gather(*(s.stop(max(0.0, deadline - loop.time())) for s in self._servers))
+        await runtime.close()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         log.info("stopped")

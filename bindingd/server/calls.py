@@ -69,7 +69,8 @@ def rpc(
         started = time.perf_counter()
         binding = getattr(request, "binding", "")
         try:
-            response = await method(self, request, context)
+            with self.runtime.call():
+                response = await method(self, request, context)
         except BindingdError as e:
             failure = e
             request_id = request_id_of(context)

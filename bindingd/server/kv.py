@@ -93,7 +93,7 @@ class KVService(kv_pb2_grpc.KVServicer):
     async def List(
         self, request: kv_pb2.KVListRequest, context: grpc.aio.ServicerContext
     ) -> kv_pb2.KVListResponse:
-        limit = kv.check_list_limit(request.limit)
+        limit = kv.check_list_limit(_opt(request, "limit"))
         after = kv.decode_cursor(request.cursor, request.prefix)
         async with self.runtime.use(request.binding, "kv") as served:
             provider: KVProvider = served.provider  # type: ignore[assignment]

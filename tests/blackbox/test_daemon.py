@@ -417,6 +417,8 @@ def test_call_from_the_shell(project: Path) -> None:
         # ...but not for another env: a write meant for protected production must not land in dev.
         prod = bindingd_cli("call", "--env", "production", "CACHE", "put", "k", "v", cwd=project)
         assert prod.returncode == 1 and "protected" in prod.stderr
+        late = bindingd_cli("call", "CACHE", "put", "k", "v", "--env", "production", cwd=project)
+        assert late.returncode == 1 and "protected" in late.stderr
         review = bindingd_cli("call", "CACHE", "put", "k", "v", cwd=project, env={"BINDINGD_ENV": "review"})
         assert review.returncode == 1 and "read-only" in review.stderr
         with connect_sync(endpoint=d.endpoint) as env:
@@ -451,6 +453,8 @@ def test_run_passes_the_endpoint_and_the_exit_code(project: Path) -> None:
         d.stop()
     broken = bindingd_cli("run", "--config", str(project / "missing.yaml"), "--", "true", cwd=project)
     assert broken.returncode == 2 and "missing.yaml" in broken.stderr
+    assert bindingd_cli("run", "--", "no-such-command-here", cwd=project).returncode == 127
+    assert bindingd_cli("run", "--", str(project / "bindingd.yaml"), cwd=project).returncode == 126
 
 
 async def test_async_client_against_the_process(daemon: DaemonProcess) -> None:
@@ -564,3 +568,67 @@ def test_a_binding_that_cannot_start_fails_alone(project: Path) -> None:
     finally:
         d.stop()
     assert "Traceback" not in d.logs()
+
+
+def test_call_does_not_use_a_daemon_of_another_env(project: Path) -> None:
+    # The project's daemon serves review (CACHE read-only there); a plain `call` means the
+    # file's default env, dev, so it must be served by a dev daemon, where CACHE is writable.
+    d = DaemonProcess(project, "--env", "review").start()
+    try:
+        result = bindingd_cli("call", "CACHE", "put", "meant-for-dev", "v", cwd=project)
+        assert result.returncode == 0, result.stderr
+        through_review = bindingd_cli("call", "--env", "review", "CACHE", "put", "k", "v", cwd=project)
+        assert through_review.returncode == 1 and "read-only" in through_review.stderr
+    finally:
+        d.stop()
+
+
+async def test_sigterm_answers_calls_already_on_their_way(daemon: DaemonProcess, project: Path) -> None:
+    env = await connect(endpoint=daemon.endpoint)
+    try:
+        puts = [asyncio.ensure_future(env.CACHE.put(f"k{i}", "v" * 1024)) for i in range(1000)]
+        await asyncio.wait(puts, return_when=asyncio.FIRST_COMPLETED)
+        daemon.signal(signal.SIGTERM)
+        results = await asyncio.gather(*puts, return_exceptions=True)
+    finally:
+        await env.aclose()
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert failures == [], f"{len(failures)} of 1000 puts failed, first: {failures[:1]}"
+    assert daemon.proc is not None and daemon.proc.wait(30) == 0
+    db = sqlite3.connect(project / ".bindingd" / "state" / "kv" / "CACHE.sqlite3")
+    assert db.execute("SELECT count(*) FROM kv WHERE key LIKE 'k%'").fetchone() == (1000,)
+
+
+def test_listen_on_ipv6_loopback(project: Path) -> None:
+    port = _free_port()
+    d = DaemonProcess(project, "--listen", f"[::1]:{port}").start()
+    try:
+        token = (project / ".bindingd" / "token").read_text().strip()
+        with connect_sync(endpoint=f"[::1]:{port}", token=token) as env:
+            assert env.SITE_NAME == "Example Shop"
+    finally:
+        d.stop()
+
+
+def test_a_failed_start_leaves_nothing_behind(project: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = bindingd_cli("serve", "--listen", f"127.0.0.1:{port}", cwd=project)
+    assert result.returncode == 2 and "cannot listen" in result.stderr
+    assert not (project / ".bindingd" / "bindingd.sock").exists()
+    assert not (project / ".bindingd" / "endpoint").exists()
+
+
+def test_a_config_that_would_block_is_refused_on_reload(daemon: DaemonProcess, project: Path) -> None:
+    config = project / "bindingd.yaml"
+    config.rename(project / "saved.yaml")
+    os.mkfifo(config)
+    daemon.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "reload failed" not in daemon.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "not a regular file" in daemon.logs()
+    with connect_sync(endpoint=daemon.endpoint) as env:
+        assert env.SITE_NAME == "Example Shop"

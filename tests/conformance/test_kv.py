@@ -279,8 +279,9 @@ async def test_list_limit_and_default(kv: KVNamespace) -> None:
     assert [k.name for k in rest.keys] == ["k1000"] and rest.list_complete
     with pytest.raises(InvalidArgument, match="between 1 and 1000"):
         await kv.list(limit=1001)
-    with pytest.raises(InvalidArgument, match="between 1 and 1000"):
-        await kv.list(limit=-1)
+    for bad in (-1, 0):
+        with pytest.raises(InvalidArgument, match="between 1 and 1000"):
+            await kv.list(limit=bad)
 
 
 async def test_bad_cursor(kv: KVNamespace) -> None:

@@ -145,6 +145,8 @@ REASONS: dict[str, type[BindingError]] = {
 # Statuses without an ErrorInfo come from gRPC itself (or a proxy), not from a bindingd service.
 _BY_CODE: dict[str, type[BindingError]] = {
     "UNAVAILABLE": DaemonUnavailable,
+    # The daemon stopped before this call reached a handler.
+    "CANCELLED": DaemonUnavailable,
     "RESOURCE_EXHAUSTED": InvalidArgument,  # a message over the 64 MiB channel limit
     "UNAUTHENTICATED": AuthenticationFailed,
 }

@@ -213,7 +213,7 @@ def build_list(
     binding: str, prefix: str | None = None, limit: Any = None, cursor: str | None = None
 ) -> Call[KVListResult]:
     request = kv_pb2.KVListRequest(
-        binding=binding, prefix=prefix or "", limit=_opt_int("limit", limit) or 0, cursor=cursor or ""
+        binding=binding, prefix=prefix or "", limit=_opt_int("limit", limit), cursor=cursor or ""
     )
     return Call("KV.List", request, parse_list)
 
