@@ -22,7 +22,7 @@ import grpc
 from bindingd_client import connect
 
 from bench.echo import METHOD
-from bench.measure import Result, concurrent, sequential
+from bench.measure import Result, interleaved
 
 PROJECT = """version: 1
 bindings:
@@ -55,41 +55,26 @@ async def _kv(echo_socket: Path, bindingd_socket: Path, n: int) -> list[tuple[Re
     async with grpc.aio.insecure_channel(f"unix://{echo_socket}") as channel:
         echo = channel.unary_unary(METHOD)
         payload = b"k" * 120
-
-        def echo_call():  # type: ignore[no-untyped-def]
-            return echo(payload)
-
-        floor_seq = await sequential("echo floor, sequential", echo_call, n)
-        floor_par = await concurrent("echo floor, 64 in flight", echo_call, n * 2)
-    env = await connect(endpoint=f"unix://{bindingd_socket}")
-    try:
-        await env.CACHE.put("bench", VALUE)
-        kv = env.CACHE
-        counter = iter(range(10**9))
-        rows.append((floor_seq, floor_seq))
-        rows.append((await sequential("kv get (local), sequential", lambda: kv.get("bench"), n), floor_seq))
-        rows.append(
-            (
-                await sequential(
-                    "kv put (local), sequential", lambda: kv.put(f"p{next(counter) % 1000}", VALUE), n
-                ),
-                floor_seq,
-            )
-        )
-        rows.append((floor_par, floor_par))
-        rows.append(
-            (await concurrent("kv get (local), 64 in flight", lambda: kv.get("bench"), n * 2), floor_par)
-        )
-        rows.append(
-            (
-                await concurrent(
-                    "kv put (local), 64 in flight", lambda: kv.put(f"p{next(counter) % 1000}", VALUE), n * 2
-                ),
-                floor_par,
-            )
-        )
-    finally:
-        await env.aclose()
+        env = await connect(endpoint=f"unix://{bindingd_socket}")
+        try:
+            await env.CACHE.put("bench", VALUE)
+            kv = env.CACHE
+            counter = iter(range(10**9))
+            for label, in_flight, calls in (("sequential", 1, n), ("64 in flight", 64, 2 * n)):
+                floor_name = f"echo floor, {label}"
+                results = await interleaved(
+                    {
+                        floor_name: lambda: echo(payload),
+                        f"kv get (local), {label}": lambda: kv.get("bench"),
+                        f"kv put (local), {label}": lambda: kv.put(f"p{next(counter) % 1000}", VALUE),
+                    },
+                    calls,
+                    in_flight=in_flight,
+                )
+                floor = results[floor_name]
+                rows += [(result, floor) for result in results.values()]
+        finally:
+            await env.aclose()
     return rows
 
 

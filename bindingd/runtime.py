@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +72,27 @@ class Served:
     @property
     def health_detail(self) -> str:
         return self.handle.health_detail
+
+
+class InFlight:
+    """The context manager of `Runtime.use` (a class: it is on every call's path)."""
+
+    __slots__ = ("served",)
+
+    def __init__(self, served: Served) -> None:
+        self.served = served
+
+    def __enter__(self) -> Served:
+        handle = self.served.handle
+        handle.in_flight += 1
+        handle.idle.clear()
+        return self.served
+
+    def __exit__(self, *exc: object) -> None:
+        handle = self.served.handle
+        handle.in_flight -= 1
+        if handle.in_flight == 0:
+            handle.idle.set()
 
 
 def provider_key(binding: Binding) -> tuple[Any, ...]:
@@ -168,16 +188,6 @@ class Runtime:
                 *self._retirements, *(self._retire(s) for s in handles.values()), return_exceptions=True
             )
 
-    @contextmanager
-    def call(self) -> Iterator[None]:
-        """Count one call being served, whatever its binding (see `calls_in_flight`)."""
-        self.calls_in_flight += 1
-        self.last_call_at = time.monotonic()
-        try:
-            yield
-        finally:
-            self.calls_in_flight -= 1
-
     def backend_of(self, name: str) -> str:
         served = self._served.get(name)
         return served.binding.backend if served else ""
@@ -209,21 +219,13 @@ class Runtime:
             raise served.handle.error
         return served
 
-    @asynccontextmanager
-    async def use(self, name: str, binding_type: str, *, write: bool = False) -> AsyncIterator[Served]:
-        """The binding, counted as in flight until the block ends (so reload waits for it)."""
+    def use(self, name: str, binding_type: str, *, write: bool = False) -> InFlight:
+        """`with runtime.use(...) as served:` counts the call as in flight until the block ends,
+        so a reload that retires the provider waits for it."""
         served = self.lookup(name, binding_type)
         if write:
             self.check_writable(served.binding)
-        handle = served.handle
-        handle.in_flight += 1
-        handle.idle.clear()
-        try:
-            yield served
-        finally:
-            handle.in_flight -= 1
-            if handle.in_flight == 0:
-                handle.idle.set()
+        return InFlight(served)
 
     def check_writable(self, binding: Binding) -> None:
         if self.writes_refused:

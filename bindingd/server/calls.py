@@ -8,6 +8,7 @@ id, and the caller gets INTERNAL with that id and no traceback.
 from __future__ import annotations
 
 import functools
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -68,9 +69,11 @@ def rpc(
     async def wrapper(self: HasRuntime, request: Req, context: grpc.aio.ServicerContext) -> Resp:
         started = time.perf_counter()
         binding = getattr(request, "binding", "")
+        runtime = self.runtime
+        runtime.calls_in_flight += 1
+        runtime.last_call_at = time.monotonic()
         try:
-            with self.runtime.call():
-                response = await method(self, request, context)
+            response = await method(self, request, context)
         except BindingdError as e:
             failure = e
             request_id = request_id_of(context)
@@ -82,11 +85,13 @@ def rpc(
                 f"bindingd failed unexpectedly (request id {request_id}); the daemon's log has the details",
             )
         else:
-            log.debug(
-                "call", method=name, binding=binding, ms=round((time.perf_counter() - started) * 1000, 3)
-            )
+            if log.is_enabled_for(logging.DEBUG):
+                log.debug(
+                    "call", method=name, binding=binding, ms=round((time.perf_counter() - started) * 1000, 3)
+                )
             return response
-        runtime = self.runtime
+        finally:
+            runtime.calls_in_flight -= 1
         err = failure.with_context(binding=binding, env=runtime.env, backend=runtime.backend_of(binding))
         log.debug("call failed", method=name, binding=binding, reason=err.reason.value, request_id=request_id)
         await abort(context, err, request_id)

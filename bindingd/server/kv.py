@@ -41,7 +41,7 @@ class KVService(kv_pb2_grpc.KVServicer):
     ) -> kv_pb2.KVGetResponse:
         kv.check_key(request.key)
         kv.check_cache_ttl(_opt(request, "cache_ttl"))
-        async with self.runtime.use(request.binding, "kv") as served:
+        with self.runtime.use(request.binding, "kv") as served:
             provider: KVProvider = served.provider  # type: ignore[assignment]
             record = await provider.get(request.key, self.runtime.clock())
         return kv_pb2.KVGetResponse(entry=_entry(request.key, record))
@@ -54,7 +54,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         keys = list(dict.fromkeys(request.keys))
         kv.check_bulk_keys(list(request.keys))
         kv.check_cache_ttl(_opt(request, "cache_ttl"))
-        async with self.runtime.use(request.binding, "kv") as served:
+        with self.runtime.use(request.binding, "kv") as served:
             provider: KVProvider = served.provider  # type: ignore[assignment]
             records = await provider.get_many(keys, self.runtime.clock(), kv.MAX_BULK_BYTES) if keys else []
         return kv_pb2.KVGetBulkResponse(entries=[_entry(k, r) for k, r in zip(keys, records, strict=True)])
@@ -72,7 +72,7 @@ class KVService(kv_pb2_grpc.KVServicer):
             metadata_json=metadata_json,
             now=self.runtime.clock(),
         )
-        async with self.runtime.use(request.binding, "kv", write=True) as served:
+        with self.runtime.use(request.binding, "kv", write=True) as served:
             provider: KVProvider = served.provider  # type: ignore[assignment]
             await provider.put(request.key, request.value, expiration, metadata_json)
             audit_write(served.binding, "put", request.key, context)
@@ -83,7 +83,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         self, request: kv_pb2.KVDeleteRequest, context: grpc.aio.ServicerContext
     ) -> kv_pb2.KVDeleteResponse:
         kv.check_key(request.key)
-        async with self.runtime.use(request.binding, "kv", write=True) as served:
+        with self.runtime.use(request.binding, "kv", write=True) as served:
             provider: KVProvider = served.provider  # type: ignore[assignment]
             await provider.delete(request.key)
             audit_write(served.binding, "delete", request.key, context)
@@ -95,7 +95,7 @@ class KVService(kv_pb2_grpc.KVServicer):
     ) -> kv_pb2.KVListResponse:
         limit = kv.check_list_limit(_opt(request, "limit"))
         after = kv.decode_cursor(request.cursor, request.prefix)
-        async with self.runtime.use(request.binding, "kv") as served:
+        with self.runtime.use(request.binding, "kv") as served:
             provider: KVProvider = served.provider  # type: ignore[assignment]
             keys, more = await provider.list(request.prefix, after, limit, self.runtime.clock())
         response = kv_pb2.KVListResponse(
