@@ -27,6 +27,7 @@ from bindingd.runtime import Runtime, Served
 from bindingd.server.app import Daemon, ServeError, ServeOptions
 
 if TYPE_CHECKING:
+    import grpc
     from bindingd_client import SyncEnv
 
 EXIT_FAILED = 1
@@ -205,19 +206,31 @@ def _connect(args: argparse.Namespace) -> SyncEnv | None:
 
 
 def _answers_health(endpoint: str, timeout: float = 5.0) -> None:
-    """Raise DaemonUnavailable unless the daemon at `endpoint` answers its health check in time
-    (a client call has no deadline, and a wedged daemon must not hang the command line)."""
+    """Raise DaemonUnavailable unless the daemon at `endpoint` is serving, answering in time
+    (a client call has no deadline, and a wedged or draining daemon must not be used)."""
     import grpc
     from bindingd_client._transport import normalize_endpoint
     from bindingd_client.errors import daemon_unavailable
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     target, _ = normalize_endpoint(endpoint)
     with grpc.insecure_channel(target) as channel:
-        try:
-            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
-        except grpc.RpcError as e:
-            raise daemon_unavailable(endpoint, f"no answer to a health check: {e.code().name}") from None
+        problem = _not_serving(channel, timeout)
+    if problem is not None:
+        raise daemon_unavailable(endpoint, f"health check: {problem}")
+
+
+def _not_serving(channel: grpc.Channel, timeout: float) -> str | None:
+    """None when the daemon behind `channel` reports SERVING, else what it said instead."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+    except grpc.RpcError as e:
+        return e.code().name
+    if answer.status == health_pb2.HealthCheckResponse.SERVING:
+        return None
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
 
 
 def cmd_bindings(args: argparse.Namespace) -> int:
@@ -398,7 +411,6 @@ def _ephemeral_daemon(args: argparse.Namespace, *, log_level: str) -> Iterator[t
 def _wait_ready(daemon: subprocess.Popen[bytes], endpoint: str) -> int | None:
     """None once the daemon answers its health check; its exit code if it died first."""
     import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + READY_TIMEOUT_S
     # Short reconnect backoff: the socket appears within a fraction of a second, and grpc's
@@ -409,17 +421,12 @@ def _wait_ready(daemon: subprocess.Popen[bytes], endpoint: str) -> int | None:
         ("grpc.max_reconnect_backoff_ms", 100),
     ]
     with grpc.insecure_channel(endpoint, options=backoff) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             code = daemon.poll()
             if code is not None:
                 return code or EXIT_FAILED
-            try:
-                answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return None
-            except grpc.RpcError:
-                pass
+            if _not_serving(channel, timeout=1.0) is None:
+                return None
             time.sleep(0.05)
     _fail(f"the daemon did not become ready within {READY_TIMEOUT_S:.0f}s")
     return EXIT_FAILED
