@@ -20,6 +20,7 @@ import structlog
 from bindingd.config.model import Binding, Config
 from bindingd.errors import BindingdError, Reason, backend_unavailable, permission_denied
 from bindingd.providers.base import Provider
+from bindingd.providers.connections import ProviderContext, SharedConnections
 from bindingd.providers.registry import VALUE_TYPES, create_provider
 
 log = structlog.get_logger("bindingd.runtime")
@@ -125,6 +126,8 @@ class Runtime:
         self._probes: set[asyncio.Task[Any]] = set()
         self._retirements: set[asyncio.Task[Any]] = set()
         self._reload_lock = asyncio.Lock()
+        # One client per connection entry, shared by the providers of its bindings.
+        self.connections = SharedConnections()
         # Calls being served now, and when the last one began: what a drain waits on.
         self.calls_in_flight = 0
         self.last_call_at = time.monotonic()
@@ -250,7 +253,7 @@ class Runtime:
             self._on_health(binding.name, SERVING)
             return ProviderHandle(None, SERVING, "value set")
         try:
-            provider = create_provider(binding, state_dir)
+            provider = create_provider(binding, ProviderContext(state_dir, self.connections))
             await provider.start()
         except Exception as e:
             # The daemon goes on serving the other bindings; calls to this one get the reason.

@@ -7,10 +7,10 @@ The options each provider accepts are in `bindingd.config.schema.BINDING_OPTIONS
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 
 from bindingd.config.model import Binding
 from bindingd.providers.base import Provider
+from bindingd.providers.connections import ProviderContext
 
 PROVIDERS: dict[tuple[str, str], str] = {
     ("kv", "local"): "bindingd.providers.local.kv:LocalKV",
@@ -20,9 +20,10 @@ PROVIDERS: dict[tuple[str, str], str] = {
 VALUE_TYPES = frozenset({"var", "secret"})
 
 
-def create_provider(binding: Binding, state_dir: Path) -> Provider:
-    """A new, not yet started provider for `binding`."""
+def create_provider(binding: Binding, context: ProviderContext) -> Provider:
+    """A new, not yet started provider for `binding`. Each class has a `create(binding, context)`
+    classmethod; providers of a connection share its client through `context.connections`."""
     target = PROVIDERS[(binding.type, binding.backend_kind)]
     module_name, class_name = target.split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
-    return cls.create(binding, state_dir)
+    return cls.create(binding, context)

@@ -11,8 +11,8 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 import structlog
@@ -59,45 +59,128 @@ async def abort(context: grpc.aio.ServicerContext, err: BindingdError, request_i
     await context.abort(err.code, err.message, trailing_metadata=status_metadata(err, request_id))
 
 
-def rpc(
-    method: Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
-) -> Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
-    """Wrap a unary servicer method of a service that has a `runtime`."""
-    name = method.__qualname__
+def binding_of(request: Any) -> str:
+    """The binding a request names: its own `binding` field, or that of its header message."""
+    binding = getattr(request, "binding", None)
+    if isinstance(binding, str):
+        return binding
+    if hasattr(request, "ListFields"):
+        for field, value in request.ListFields():
+            if field.message_type is not None and isinstance(getattr(value, "binding", None), str):
+                return value.binding
+    return ""
 
-    @functools.wraps(method)
-    async def wrapper(self: HasRuntime, request: Req, context: grpc.aio.ServicerContext) -> Resp:
-        started = time.perf_counter()
-        binding = getattr(request, "binding", "")
-        runtime = self.runtime
+
+class RequestStream:
+    """The decoded messages of a client-streaming call; remembers the binding the first names.
+
+    A message that does not decode ends the call with INVALID_ARGUMENT.
+    """
+
+    def __init__(self, raw: AsyncIterator[bytes], request_class: Any, context: grpc.aio.ServicerContext):
+        self._raw = raw
+        self._request_class = request_class
+        self._context = context
+        self.binding = ""
+        self._first = True
+
+    def __aiter__(self) -> RequestStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        raw = await self._raw.__anext__()
+        request = await _decode(raw, self._request_class, self._context)
+        if self._first:
+            self._first = False
+            self.binding = binding_of(request)
+        return request
+
+
+class _Call:
+    """The bookkeeping of one call: in-flight count, debug line, failure → status."""
+
+    __slots__ = ("name", "runtime", "started")
+
+    def __init__(self, name: str, runtime: Any) -> None:
+        self.name = name
+        self.runtime = runtime
+        self.started = time.perf_counter()
         runtime.calls_in_flight += 1
         runtime.last_call_at = time.monotonic()
-        try:
-            response = await method(self, request, context)
-        except BindingdError as e:
-            failure = e
-            request_id = request_id_of(context)
-        except Exception:
-            request_id = request_id_of(context)
-            log.exception("unexpected failure", method=name, binding=binding, request_id=request_id)
+
+    def finish(self, binding: str) -> None:
+        """Called exactly once, however the call ended (answered, failed, cancelled)."""
+        self.runtime.calls_in_flight -= 1
+        if log.is_enabled_for(logging.DEBUG):
+            ms = round((time.perf_counter() - self.started) * 1000, 3)
+            log.debug("call", method=self.name, binding=binding, ms=ms)
+
+    async def fail(self, exc: Exception, binding: str, context: grpc.aio.ServicerContext) -> NoReturn:
+        request_id = request_id_of(context)
+        if isinstance(exc, BindingdError):
+            failure = exc
+        else:
+            log.exception("unexpected failure", method=self.name, binding=binding, request_id=request_id)
             failure = BindingdError(
                 Reason.INTERNAL,
                 f"bindingd failed unexpectedly (request id {request_id}); the daemon's log has the details",
             )
-        else:
-            if log.is_enabled_for(logging.DEBUG):
-                log.debug(
-                    "call", method=name, binding=binding, ms=round((time.perf_counter() - started) * 1000, 3)
-                )
-            return response
-        finally:
-            runtime.calls_in_flight -= 1
+        runtime = self.runtime
         err = failure.with_context(binding=binding, env=runtime.env, backend=runtime.backend_of(binding))
-        log.debug("call failed", method=name, binding=binding, reason=err.reason.value, request_id=request_id)
+        log.debug(
+            "call failed", method=self.name, binding=binding, reason=err.reason.value, request_id=request_id
+        )
         await abort(context, err, request_id)
         raise AssertionError("unreachable: abort raises")
 
+
+def rpc(
+    method: Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
+) -> Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
+    """Wrap a servicer method that answers once (unary or client-streaming) of a service that
+    has a `runtime`. A client-streaming method receives a `RequestStream`."""
+    name = method.__qualname__
+
+    @functools.wraps(method)
+    async def wrapper(self: HasRuntime, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+        call = _Call(name, self.runtime)
+        try:
+            return await method(self, request, context)
+        except Exception as e:
+            await call.fail(e, _binding(request), context)
+        finally:
+            call.finish(_binding(request))
+
     return wrapper
+
+
+def rpc_stream(
+    method: Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]],
+) -> Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]:
+    """Wrap a servicer method that answers with a stream (an async generator).
+
+    A failure after some messages were sent still ends the stream with the table's status.
+    """
+    name = method.__qualname__
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: HasRuntime, request: Req, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Resp]:
+        call = _Call(name, self.runtime)
+        try:
+            async for response in method(self, request, context):
+                yield response
+        except Exception as e:
+            await call.fail(e, _binding(request), context)
+        finally:
+            call.finish(_binding(request))
+
+    return wrapper
+
+
+def _binding(request: Any) -> str:
+    return request.binding if isinstance(request, RequestStream) else binding_of(request)
 
 
 def add_service(server: grpc.aio.Server, servicer: object, service: ServiceDescriptor) -> None:
@@ -108,28 +191,73 @@ def add_service(server: grpc.aio.Server, servicer: object, service: ServiceDescr
     """
     handlers = {}
     for method in service.methods:
-        if method.client_streaming or method.server_streaming:
-            raise NotImplementedError(f"{method.full_name}: streaming methods need their own decoding")
         request_class = message_factory.GetMessageClass(method.input_type)
         response_class = message_factory.GetMessageClass(method.output_type)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _decoding(getattr(servicer, method.name), request_class),
-            response_serializer=response_class.SerializeToString,
-        )
+        impl = getattr(servicer, method.name)
+        serialize = response_class.SerializeToString
+        if method.client_streaming and method.server_streaming:
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(
+                _decoding_stream_stream(impl, request_class), response_serializer=serialize
+            )
+        elif method.client_streaming:
+            handlers[method.name] = grpc.stream_unary_rpc_method_handler(
+                _decoding_stream(impl, request_class), response_serializer=serialize
+            )
+        elif method.server_streaming:
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                _decoding_unary_stream(impl, request_class), response_serializer=serialize
+            )
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                _decoding(impl, request_class), response_serializer=serialize
+            )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
+async def _decode(raw: bytes, request_class: Any, context: grpc.aio.ServicerContext) -> Any:
+    try:
+        return request_class.FromString(raw)
+    except DecodeError as e:
+        err = invalid_argument(
+            f"the request is not a valid {request_class.DESCRIPTOR.full_name} message: {e}"
+        )
+        await abort(context, err, request_id_of(context))
 
 
 def _decoding(
     impl: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], request_class: Any
 ) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Any]]:
     async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            request = request_class.FromString(raw)
-        except DecodeError as e:
-            err = invalid_argument(
-                f"the request is not a valid {request_class.DESCRIPTOR.full_name} message: {e}"
-            )
-            await abort(context, err, request_id_of(context))
-        return await impl(request, context)
+        return await impl(await _decode(raw, request_class, context), context)
+
+    return handle
+
+
+def _decoding_stream(
+    impl: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], request_class: Any
+) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext], Awaitable[Any]]:
+    async def handle(raw: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> Any:
+        return await impl(RequestStream(raw, request_class, context), context)
+
+    return handle
+
+
+def _decoding_unary_stream(
+    impl: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]], request_class: Any
+) -> Callable[[bytes, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+    async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        request = await _decode(raw, request_class, context)
+        async for response in impl(request, context):
+            yield response
+
+    return handle
+
+
+def _decoding_stream_stream(
+    impl: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]], request_class: Any
+) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext], AsyncIterator[Any]]:
+    async def handle(raw: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async for response in impl(RequestStream(raw, request_class, context), context):
+            yield response
 
     return handle

@@ -19,6 +19,7 @@ from bindingd.config.model import Binding
 from bindingd.errors import backend_timeout, backend_unavailable
 from bindingd.kv import bulk_too_large
 from bindingd.providers.base import KVKeyInfo, KVRecord
+from bindingd.providers.connections import ProviderContext
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -54,8 +55,8 @@ class LocalKV:
         self._puts = 0
 
     @classmethod
-    def create(cls, binding: Binding, state_dir: Path) -> LocalKV:
-        return cls(state_dir / "kv" / f"{binding.name}.sqlite3")
+    def create(cls, binding: Binding, context: ProviderContext) -> LocalKV:
+        return cls(context.state_dir / "kv" / f"{binding.name}.sqlite3")
 
     async def start(self) -> None:
         try:

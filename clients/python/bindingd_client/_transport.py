@@ -8,7 +8,7 @@ is a thin wrapper. Every ``grpc.RpcError`` is translated here by :func:`error_fr
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -173,6 +173,56 @@ class AsyncTransport(_TransportBase):
     async def call(self, call: Call[T]) -> T:
         return call.parse(await self.unary(call.method, call.request))
 
+    async def stream(self, method: str, request: Any) -> AsyncIterator[Any]:
+        """The responses of a server-streaming RPC, as they arrive. Stopping early cancels it."""
+        if self._closed:
+            raise _closed_error(self.target)
+        rpc = self._method(self._channel, method)(request, metadata=self._metadata)
+        try:
+            async for response in rpc:
+                yield response
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, endpoint=self.target) from None
+        finally:
+            rpc.cancel()
+
+    async def upload(self, method: str, requests: AsyncIterable[Any] | Iterable[Any]) -> Any:
+        """Send a client-streaming RPC's messages as `requests` yields them; return the answer.
+
+        If `requests` raises, the call is cancelled (the daemon sees the stream break and keeps
+        nothing) and the exception propagates.
+        """
+        if self._closed:
+            raise _closed_error(self.target)
+        rpc = self._method(self._channel, method)(metadata=self._metadata)
+        try:
+            if isinstance(requests, AsyncIterable):
+                async for request in requests:
+                    await rpc.write(request)
+            else:
+                for request in requests:
+                    await rpc.write(request)
+            await rpc.done_writing()
+            return await rpc
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, endpoint=self.target) from None
+        except BaseException:
+            rpc.cancel()
+            raise
+
+    async def duplex(self, method: str, requests: AsyncIterable[Any]) -> AsyncIterator[Any]:
+        """A bidirectional RPC: `requests` is sent in the background, responses are yielded."""
+        if self._closed:
+            raise _closed_error(self.target)
+        rpc = self._method(self._channel, method)(requests, metadata=self._metadata)
+        try:
+            async for response in rpc:
+                yield response
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, endpoint=self.target) from None
+        finally:
+            rpc.cancel()
+
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -196,6 +246,31 @@ class SyncTransport(_TransportBase):
 
     def call(self, call: Call[T]) -> T:
         return call.parse(self.unary(call.method, call.request))
+
+    def stream(self, method: str, request: Any) -> Iterator[Any]:
+        """The responses of a server-streaming RPC, as they arrive. Stopping early cancels it."""
+        if self._closed:
+            raise _closed_error(self.target)
+        rpc = self._method(self._channel, method)(request, metadata=self._metadata)
+        try:
+            yield from rpc
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, endpoint=self.target) from None
+        finally:
+            rpc.cancel()
+
+    def upload(self, method: str, requests: Iterable[Any]) -> Any:
+        """Send a client-streaming RPC's messages as `requests` yields them; return the answer.
+
+        If `requests` raises, grpc cancels the call (the daemon keeps nothing) and the exception
+        propagates.
+        """
+        if self._closed:
+            raise _closed_error(self.target)
+        try:
+            return self._method(self._channel, method)(iter(requests), metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, endpoint=self.target) from None
 
     def close(self) -> None:
         if not self._closed:
