@@ -73,7 +73,8 @@ def _info(message: bindings_pb2.BindingInfo) -> BindingInfo:
 class _EnvBase:
     """What the async and sync envs share: attribute access, ``[]``, ``dir``, ``in``, repr."""
 
-    _kv_class: type[KVNamespace] | type[KVNamespaceSync]
+    # The class serving each binding type, built as `cls(transport, binding_name)`.
+    _binding_classes: dict[str, Callable[[Any, str], Any]]
 
     def __init__(self, transport: Any) -> None:
         self._transport = transport
@@ -94,8 +95,8 @@ class _EnvBase:
                 built[name] = values.get(name)
             elif name in old_values and old_bindings[name].type == info.type:
                 built[name] = old_values[name]
-            elif info.type == "kv":
-                built[name] = self._kv_class(self._transport, name)
+            elif info.type in self._binding_classes:
+                built[name] = self._binding_classes[info.type](self._transport, name)
             else:
                 built[name] = UnsupportedBinding(name, info.type)
         self._values = built
@@ -141,7 +142,7 @@ class _EnvBase:
 class Env(_EnvBase):
     """The env for asyncio code, from ``await connect()``."""
 
-    _kv_class = KVNamespace
+    _binding_classes = {"kv": KVNamespace}
     _transport: AsyncTransport
 
     async def refresh(self) -> None:
@@ -166,7 +167,7 @@ class Env(_EnvBase):
 class SyncEnv(_EnvBase):
     """The env for blocking code, from ``connect_sync()``."""
 
-    _kv_class = KVNamespaceSync
+    _binding_classes = {"kv": KVNamespaceSync}
     _transport: SyncTransport
 
     def refresh(self) -> None:
