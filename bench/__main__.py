@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -19,14 +20,19 @@ import time
 from pathlib import Path
 
 import grpc
+import redis.asyncio as aioredis
 from bindingd_client import connect
 
 from bench.echo import METHOD
 from bench.measure import Result, interleaved
 
-PROJECT = """version: 1
+REDIS_URL = "redis://127.0.0.1:6379/0"
+PROJECT = f"""version: 1
+connections:
+  bench-redis: {{ kind: redis, url: "{REDIS_URL}" }}
 bindings:
-  CACHE: { type: kv }
+  CACHE: {{ type: kv }}
+  CACHE_REDIS: {{ type: kv, connection: bench-redis, prefix: "bindingd-bench:" }}
 """
 VALUE = "v" * 100
 
@@ -78,6 +84,62 @@ async def _kv(echo_socket: Path, bindingd_socket: Path, n: int) -> list[tuple[Re
     return rows
 
 
+def _redis_up() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+async def _kv_redis(bindingd_socket: Path, n: int) -> list[tuple[Result, Result]]:
+    """KV on Redis through bindingd beside the same calls through redis-py in this process.
+
+    The peer does only what the provider does per call (one HMGET per get; HSET, index ZADD in
+    one MULTI per put), so the ratio is what going through bindingd adds.
+    """
+    rows: list[tuple[Result, Result]] = []
+    direct = aioredis.Redis.from_url(REDIS_URL)
+    env = await connect(endpoint=f"unix://{bindingd_socket}")
+    try:
+        await env.CACHE_REDIS.put("bench", VALUE)
+        await direct.hset(b"bindingd-bench-direct:k:bench", mapping={b"v": VALUE.encode()})
+        kv = env.CACHE_REDIS
+        counter = iter(range(10**9))
+
+        async def direct_put() -> None:
+            key = f"p{next(counter) % 1000}"
+            pipe = direct.pipeline(transaction=True)
+            pipe.delete(f"bindingd-bench-direct:k:{key}")
+            pipe.hset(f"bindingd-bench-direct:k:{key}", mapping={b"v": VALUE.encode()})
+            pipe.zadd("bindingd-bench-direct:index", {key: 0})
+            await pipe.execute()
+
+        for label, in_flight, calls in (("sequential", 1, n), ("64 in flight", 64, 2 * n)):
+            results = await interleaved(
+                {
+                    f"redis-py get, {label}": lambda: direct.hmget(
+                        b"bindingd-bench-direct:k:bench", [b"v", b"m", b"e"]
+                    ),
+                    f"kv get (redis), {label}": lambda: kv.get("bench"),
+                    f"redis-py put, {label}": direct_put,
+                    f"kv put (redis), {label}": lambda: kv.put(f"p{next(counter) % 1000}", VALUE),
+                },
+                calls,
+                in_flight=in_flight,
+            )
+            for op in ("get", "put"):
+                peer = results[f"redis-py {op}, {label}"]
+                rows += [(peer, peer), (results[f"kv {op} (redis), {label}"], peer)]
+    finally:
+        await env.aclose()
+        for pattern in ("bindingd-bench:*", "bindingd-bench-direct:*"):
+            async for name in direct.scan_iter(match=pattern, count=1000):
+                await direct.unlink(name)
+        await direct.aclose()
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="fewer calls, for a smoke run")
@@ -96,6 +158,7 @@ def main() -> int:
         )
         try:
             rows = asyncio.run(_kv(echo_socket, bindingd_socket, n))
+            redis_rows = asyncio.run(_kv_redis(bindingd_socket, n)) if _redis_up() else []
         finally:
             for proc in (echo, daemon):
                 proc.terminate()
@@ -108,6 +171,20 @@ def main() -> int:
     )
     for result, floor in rows:
         print(_row(result, floor))
+    if redis_rows:
+        print("kv on redis: each figure with its ratio to redis-py called directly in this process")
+        for result, peer in redis_rows:
+            print(_row(result, peer))
+        floor = next(f for r, f in rows if r.name == "echo floor, sequential")
+        for result, peer in redis_rows:
+            if result is not peer and result.name.endswith("sequential"):
+                added = result.p50_ms - peer.p50_ms
+                print(
+                    f"{result.name}: bindingd adds {added:.3f} ms per call at p50, "
+                    f"{added / floor.p50_ms:.2f}x the echo floor's whole round trip"
+                )
+    else:
+        print("kv on redis: skipped, no redis on 127.0.0.1:6379 (python tests/services.py redis starts it)")
     by_name = {result.name: (result, floor) for result, floor in rows}
     get_seq, floor_seq = by_name["kv get (local), sequential"]
     get_par, floor_par = by_name["kv get (local), 64 in flight"]

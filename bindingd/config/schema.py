@@ -45,7 +45,9 @@ CONNECTION_KINDS: dict[str, ConnectionKind] = {
             "timeout": Option(float),
         },
     ),
-    "redis": ConnectionKind(frozenset({"kv"}), {"url": Option(str, required=True, secret=True)}),
+    "redis": ConnectionKind(
+        frozenset({"kv"}), {"url": Option(str, required=True, secret=True), "timeout": Option(float)}
+    ),
     "nats": ConnectionKind(frozenset({"queue"}), {"url": Option(str, required=True, secret=True)}),
     "rabbitmq": ConnectionKind(frozenset({"queue"}), {"url": Option(str, required=True, secret=True)}),
 }
@@ -57,6 +59,7 @@ COMMON_BINDING_KEYS = frozenset({"type", "connection", "access"})
 # has no provider in this version of bindingd.
 BINDING_OPTIONS: dict[tuple[str, str], dict[str, Option]] = {
     ("kv", "local"): {},
+    ("kv", "redis"): {"prefix": Option(str)},
     ("var", "local"): {"value": Option(str, required=True)},
     ("secret", "local"): {"value": Option(str, required=True, secret=True)},
 }

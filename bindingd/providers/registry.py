@@ -14,6 +14,7 @@ from bindingd.providers.connections import ProviderContext
 
 PROVIDERS: dict[tuple[str, str], str] = {
     ("kv", "local"): "bindingd.providers.local.kv:LocalKV",
+    ("kv", "redis"): "bindingd.providers.redis_kv:RedisKV",
 }
 
 # Binding types served by the daemon itself, without a provider.

@@ -8,10 +8,13 @@ CACHE to it (and starts its backend if need be).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
+import services
 from bindingd_client import Env, InvalidArgument, KVNamespace, connect
 from support import FakeClock, daemon_in_process, write_project
 
@@ -22,10 +25,43 @@ LOCAL_CONFIG = """
       OTHER: { type: kv }
 """
 
+REDIS_URL = "redis://127.0.0.1:6379/0"
+# Every key a test writes to Redis starts with this; the suite removes them when it ends.
+REDIS_TEST_PREFIX = "bindingd-test:"
+
+
+def redis_project(root: Path) -> Path:
+    """CACHE and OTHER on one Redis connection, each under its own prefix."""
+    services.ensure("redis")
+    run = f"{REDIS_TEST_PREFIX}{uuid.uuid4().hex[:12]}:"
+    return write_project(
+        root,
+        f"""
+        version: 1
+        connections:
+          test-redis: {{ kind: redis, url: "{REDIS_URL}" }}
+        bindings:
+          CACHE: {{ type: kv, connection: test-redis, prefix: "{run}cache:" }}
+          OTHER: {{ type: kv, connection: test-redis, prefix: "{run}other:" }}
+        """,
+    )
+
+
 # provider name -> a function writing the project for it into a folder.
 PROVIDERS: dict[str, Callable[[Path], Path]] = {
     "local": lambda root: write_project(root, LOCAL_CONFIG),
+    "redis": redis_project,
 }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_redis_test_keys() -> Iterator[None]:
+    yield
+    if services.is_up("redis"):
+        client = redis.Redis.from_url(REDIS_URL)
+        for name in client.scan_iter(match=f"{REDIS_TEST_PREFIX}*", count=1000):
+            client.unlink(name)
+        client.close()
 
 
 @pytest.fixture(params=sorted(PROVIDERS))
