@@ -16,7 +16,7 @@ import pytest
 import redis
 import services
 from bindingd_client import AuthenticationFailed, BackendUnavailable, Env, connect
-from support import daemon_in_process, write_project
+from support import bindingd_cli, daemon_in_process, write_project
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -186,3 +186,30 @@ async def test_unreachable_redis_is_backend_unavailable(tmp_path: Path) -> None:
             assert await env.LOCAL.get("x") == "y"
         finally:
             await env.aclose()
+
+
+def test_check_probes_each_redis_binding(tmp_path: Path, prefix: str) -> None:
+    port = free_port()
+    write_project(
+        tmp_path,
+        f"""
+        version: 1
+        connections:
+          up: {{ kind: redis, url: "redis://:pw-in-url@127.0.0.1:6379/0" }}
+          gone: {{ kind: redis, url: "redis://:pw-in-url@127.0.0.1:{port}/0", timeout: 1 }}
+        bindings:
+          CACHE: {{ type: kv, connection: up, prefix: "{prefix}" }}
+          DEAD: {{ type: kv, connection: gone }}
+        """,
+    )
+    result = bindingd_cli("check", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("ok") and "CACHE" in line and "at 127.0.0.1:6379" in line for line in lines), (
+        lines
+    )
+    assert any(
+        line.startswith("FAIL") and "DEAD" in line and f"127.0.0.1:{port}: connection refused" in line
+        for line in lines
+    ), lines
+    assert "pw-in-url" not in result.stdout + result.stderr
