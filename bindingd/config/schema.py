@@ -57,6 +57,9 @@ COMMON_BINDING_KEYS = frozenset({"type", "connection", "access"})
 # has no provider in this version of bindingd.
 BINDING_OPTIONS: dict[tuple[str, str], dict[str, Option]] = {
     ("kv", "local"): {},
+    ("objects", "local"): {},
+    # `prefix` is prepended to every key in the bucket, so several bindings can share one.
+    ("objects", "s3"): {"bucket": Option(str, required=True), "prefix": Option(str)},
     ("var", "local"): {"value": Option(str, required=True)},
     ("secret", "local"): {"value": Option(str, required=True, secret=True)},
 }
