@@ -7,11 +7,14 @@ way for a file on disk and for an S3 object.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from bindingd.errors import BindingdError, invalid_argument
 
@@ -200,6 +203,37 @@ class Digests:
             if actual[name] != expected:
                 raise checksum_mismatch(name, expected, actual[name])
         return actual
+
+
+def _write_chunk(f: BinaryIO, digests: Digests, chunk: bytes) -> None:
+    digests.update(chunk)
+    f.write(chunk)
+
+
+async def write_body(
+    f: BinaryIO, body: AsyncIterator[bytes], digests: Digests, max_bytes: int, too_large: BindingdError
+) -> None:
+    """Hash and write `body` to `f`, one chunk on a thread while the next one arrives.
+
+    At most two chunks are held at a time; the stream is read only as fast as the disk takes it.
+    """
+    pending: asyncio.Future[None] | None = None
+    size = 0
+    try:
+        async for chunk in body:
+            size += len(chunk)
+            if size > max_bytes:
+                raise too_large
+            if pending is not None:
+                await pending
+            pending = asyncio.ensure_future(asyncio.to_thread(_write_chunk, f, digests, chunk))
+        if pending is not None:
+            await pending
+            pending = None
+    finally:
+        if pending is not None and not pending.done():
+            # Let the write in progress finish before the caller closes and removes the file.
+            await asyncio.shield(asyncio.wait([pending]))
 
 
 def multipart_etag(part_etags: list[str]) -> str:

@@ -93,11 +93,6 @@ def _info(row: tuple[Any, ...], *, http: bool = True, custom: bool = True) -> Ob
     )
 
 
-def _write_chunk(f: BinaryIO, digests: Digests, chunk: bytes) -> None:
-    digests.update(chunk)
-    f.write(chunk)
-
-
 def _finish_file(f: BinaryIO) -> None:
     f.flush()
     os.fsync(f.fileno())
@@ -286,11 +281,9 @@ class LocalObjects:
             f = await asyncio.to_thread(open, path, "wb")
         except OSError as e:
             raise backend_unavailable(f"cannot write to the local object store {self.root}: {e}") from e
+        too_large = objects.put_too_large() if part is None else objects.part_too_large(part)
         try:
-            async for chunk in body:
-                if digests.size + len(chunk) > max_bytes:
-                    raise objects.put_too_large() if part is None else objects.part_too_large(part)
-                await asyncio.to_thread(_write_chunk, f, digests, chunk)
+            await objects.write_body(f, body, digests, max_bytes, too_large)
             await asyncio.to_thread(_finish_file, f)
         except BaseException as e:
             f.close()

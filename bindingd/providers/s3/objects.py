@@ -17,7 +17,7 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
@@ -87,11 +87,6 @@ def _version(response: Mapping[str, Any], etag: str, uploaded: int) -> str:
 
 def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode()
-
-
-def _write_chunk(f: BinaryIO, digests: Digests, chunk: bytes) -> None:
-    digests.update(chunk)
-    f.write(chunk)
 
 
 class S3Objects:
@@ -392,11 +387,9 @@ class S3Objects:
             f = await asyncio.to_thread(open, path, "wb")
         except OSError as e:
             raise backend_unavailable(f"cannot write the spool folder {self.spool}: {e}") from e
+        too_large = objects.put_too_large() if part is None else objects.part_too_large(part)
         try:
-            async for chunk in body:
-                if digests.size + len(chunk) > max_bytes:
-                    raise objects.put_too_large() if part is None else objects.part_too_large(part)
-                await asyncio.to_thread(_write_chunk, f, digests, chunk)
+            await objects.write_body(f, body, digests, max_bytes, too_large)
             await asyncio.to_thread(f.close)
             digests.verify()
         except BaseException as e:
