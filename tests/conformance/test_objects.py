@@ -468,10 +468,12 @@ async def test_cancelled_put_leaves_nothing(bucket: R2Bucket, provider: str, tmp
     assert await bucket.head("new") is None
     assert await body_of(await bucket.get("kept")) == b"old"
     assert [o.key for o in (await bucket.list()).objects] == ["kept"]
+    root = tmp_path / ".bindingd" / "state" / "objects" / "ASSETS"
     if provider == "local":
-        root = tmp_path / ".bindingd" / "state" / "objects" / "ASSETS"
         assert list((root / "tmp").iterdir()) == []
         assert len(list((root / "blobs").iterdir())) == 1
+    else:
+        assert list((root / "spool").iterdir()) == []
 
 
 # --- the s3 provider's own failures ------------------------------------------------------------
