@@ -168,17 +168,26 @@ class LocalObjects:
         raise backend_unavailable(f'object "{key}" kept changing while it was being read; try again')
 
     async def _body(self, f: BinaryIO, offset: int, length: int) -> AsyncIterator[bytes]:
+        """The file's bytes in chunks, the next one read on a thread while this one is sent."""
+        pending: asyncio.Future[bytes] | None = None
         try:
             if offset:
                 f.seek(offset)
             left = length
-            while left > 0:
-                chunk = await asyncio.to_thread(_read_chunk, f, min(CHUNK_BYTES, left))
+            if left > 0:
+                pending = asyncio.ensure_future(asyncio.to_thread(_read_chunk, f, min(CHUNK_BYTES, left)))
+            while pending is not None:
+                chunk = await pending
+                pending = None
                 if not chunk:
                     raise backend_unavailable("the object's file is shorter than its recorded size")
                 left -= len(chunk)
+                if left > 0:
+                    pending = asyncio.ensure_future(asyncio.to_thread(_read_chunk, f, min(CHUNK_BYTES, left)))
                 yield chunk
         finally:
+            if pending is not None and not pending.done():
+                await asyncio.shield(asyncio.wait([pending]))
             f.close()
 
     async def list(

@@ -314,7 +314,10 @@ def decode_object(meta: objects_pb2.ObjectMeta) -> R2Object:
     )
 
 
-def _slices(data: bytes | memoryview) -> Iterator[bytes]:
+def _slices(data: bytes | bytearray | memoryview) -> Iterator[bytes]:
+    if isinstance(data, bytes) and len(data) <= CHUNK_BYTES:
+        yield data  # no copy for the common case: a file read of one chunk
+        return
     view = memoryview(data)
     for start in range(0, len(view), CHUNK_BYTES):
         yield bytes(view[start : start + CHUNK_BYTES])
