@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from bindingd_client import (
+    BackendTimeout,
     BackendUnavailable,
     Env,
     InvalidArgument,
@@ -546,3 +547,48 @@ async def test_missing_bucket_is_named(tmp_path: Path, moto_server: MotoServer) 
     assert checked.returncode != 0
     assert "GONE" in checked.stdout + checked.stderr
     assert 'bucket "no-such-bucket-here" does not exist' in checked.stdout + checked.stderr
+
+
+async def test_silent_endpoint_is_backend_timeout(tmp_path: Path) -> None:
+    """A server that accepts connections and never answers: each attempt ends at the timeout."""
+    from objects_support import ACCESS_KEY, SECRET_KEY
+
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = write_project(
+        tmp_path,
+        f"""
+        version: 1
+        connections:
+          silent:
+            kind: s3
+            endpoint: "http://127.0.0.1:{port}"
+            access_key_id: "{ACCESS_KEY}"
+            secret_access_key: "{SECRET_KEY}"
+            path_style: true
+            timeout: 1.5
+        bindings:
+          REMOTE: {{ type: objects, connection: silent, bucket: b }}
+        """,
+    )
+    try:
+        async with daemon_in_process(config) as daemon:
+            env = await connect(endpoint=f"unix://{daemon.socket_path}")
+            try:
+                started = time.monotonic()
+                with pytest.raises(BackendTimeout, match=r"did not answer within 1\.5s") as err:
+                    await env.REMOTE.head("k")
+                # Bounded (two attempts of 1.5 s and a backoff), not hanging; generous for a busy machine.
+                assert time.monotonic() - started < 20
+                assert err.value.binding == "REMOTE"
+            finally:
+                await env.aclose()
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()

@@ -196,7 +196,11 @@ class S3Objects:
             ):
                 return invalid_argument(f"s3 refused the {operation}: {code} ({message})")
             return backend_unavailable(f"s3 at {self.endpoint} failed the {operation}: {code} ({message})")
-        if isinstance(e, ConnectTimeoutError | ReadTimeoutError | asyncio.TimeoutError):
+        if isinstance(e, ConnectTimeoutError):
+            return backend_unavailable(
+                f"cannot reach s3 at {self.endpoint}: no connection within {self.timeout:.1f}s ({operation})"
+            )
+        if isinstance(e, ReadTimeoutError | asyncio.TimeoutError):
             return backend_timeout(
                 f"s3 at {self.endpoint} did not answer within {self.timeout:.1f}s ({operation})"
             )
