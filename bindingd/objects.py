@@ -148,6 +148,26 @@ def check_parts(parts: list[tuple[int, str]]) -> None:
         check_part_number(number)
 
 
+def check_part_sizes(sizes: list[tuple[int, int]]) -> None:
+    """R2's rule for the parts of a complete, (number, size) in number order: every part but
+    the last at least 5 MiB and all of the same size; the last no larger than the others."""
+    if len(sizes) < 2:
+        return
+    for number, size in sizes[:-1]:
+        if size < MIN_PART_BYTES:
+            raise part_too_small(number, size)
+    first_number, part_size = sizes[0]
+    for number, size in sizes[1:]:
+        last = number == sizes[-1][0]
+        if (size > part_size) if last else (size != part_size):
+            rule = "no larger than" if last else "the same size as"
+            raise invalid_argument(
+                f"part {number} is {size} bytes and part {first_number} is {part_size} bytes; "
+                f"every part but the last must be the same size, and the last {rule} the others "
+                f"(part {number} must be {rule} {part_size} bytes)"
+            )
+
+
 def part_too_small(part_number: int, size: int) -> BindingdError:
     return invalid_argument(
         f"part {part_number} is {size} bytes; every part but the last must be at least "

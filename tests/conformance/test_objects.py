@@ -426,6 +426,16 @@ async def test_multipart_rules(bucket: R2Bucket) -> None:
     assert done.size == len(b"too small")
     with pytest.raises(InvalidArgument, match="does not exist"):
         await bucket.resume_multipart_upload("x", "no-such-upload-id").upload_part(1, b"data")
+    # R2: every part but the last of one size, the last no larger.
+    uneven = await bucket.create_multipart_upload("uneven")
+    parts = [await uneven.upload_part(n, b"x" * size) for n, size in ((1, 6 * MIB), (2, 5 * MIB), (3, 1))]
+    with pytest.raises(InvalidArgument, match="must be the same size"):
+        await uneven.complete(parts)
+    larger_last = [parts[1], await uneven.upload_part(3, b"x" * (6 * MIB))]
+    with pytest.raises(InvalidArgument, match="no larger than"):
+        await uneven.complete(larger_last)
+    assert await bucket.head("uneven") is None
+    await uneven.abort()
     with pytest.raises(InvalidArgument, match="between 1 and 10000"):
         await (await bucket.create_multipart_upload("y")).upload_part(0, b"data")
 

@@ -422,9 +422,7 @@ class LocalObjects:
                     f"part {number} with etag {etag} was not uploaded to this multipart upload; "
                     "pass the parts that upload_part() returned"
                 )
-        for number, _ in ordered[:-1]:
-            if stored[number][1] < objects.MIN_PART_BYTES:
-                raise objects.part_too_small(number, stored[number][1])
+        objects.check_part_sizes([(number, stored[number][1]) for number, _ in ordered])
         name = uuid.uuid4().hex
         try:
             await asyncio.to_thread(self._concatenate, name, [stored[n][0] for n, _ in ordered])

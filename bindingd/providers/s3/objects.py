@@ -517,9 +517,7 @@ class S3Objects:
                     f"part {number} with etag {etag} was not uploaded to this multipart upload; "
                     "pass the parts that upload_part() returned"
                 )
-        for number, _ in ordered[:-1]:
-            if stored[number][0] < objects.MIN_PART_BYTES:
-                raise objects.part_too_small(number, stored[number][0])
+        objects.check_part_sizes([(number, stored[number][0]) for number, _ in ordered])
         try:
             await self.s3.complete_multipart_upload(
                 Bucket=self.bucket,
@@ -602,8 +600,9 @@ def _with_checksums(info: ObjectInfo, extra: dict[str, bytes]) -> ObjectInfo:
 
 
 async def _empty() -> AsyncIterator[bytes]:
-    return
-    yield b""
+    """The body of a zero-length range: nothing to ask the store for."""
+    for chunk in ():
+        yield chunk
 
 
 async def _close_client(client: Any) -> None:
