@@ -549,8 +549,9 @@ async def test_missing_bucket_is_named(tmp_path: Path, moto_server: MotoServer) 
             ) as err:
                 await env.GONE.put("k", b"v")
             assert err.value.binding == "GONE"
-            with pytest.raises(BackendUnavailable, match='bucket "no-such-bucket-here" does not exist'):
-                await env.GONE.list()
+            for call in (lambda: env.GONE.list(), lambda: env.GONE.head("k"), lambda: env.GONE.get("k")):
+                with pytest.raises(BackendUnavailable, match='bucket "no-such-bucket-here" does not exist'):
+                    await call()
         finally:
             await env.aclose()
     checked = await asyncio.to_thread(bindingd_cli, "check", cwd=tmp_path)

@@ -102,6 +102,9 @@ class S3Objects:
         self.timeout = float(self.connection.options.get("timeout") or DEFAULT_TIMEOUT_S)
         self.spool = context.state_dir / "objects" / binding.name / "spool"
         self._client: Any = None
+        # A HEAD answers 404 alike for a missing key and a missing bucket: the first miss checks
+        # the bucket once, so a wrong `bucket` is reported by name rather than as "not found".
+        self._bucket_seen = False
 
     @classmethod
     def create(cls, binding: Binding, context: ProviderContext) -> S3Objects:
@@ -258,10 +261,14 @@ class S3Objects:
             )
         except ClientError as e:
             if _code(e) in ("404", "NoSuchKey", "NotFound"):
+                if not self._bucket_seen:
+                    await self.check()
+                    self._bucket_seen = True
                 return None
             raise self._error(e, "head") from e
         except (TimeoutError, BotoCoreError, OSError) as e:
             raise self._error(e, "head") from e
+        self._bucket_seen = True
         return self._info(key, response)
 
     async def get(self, key: str, range: RangeSpec | None, only_if: Conditional | None) -> ObjectRead | None:
