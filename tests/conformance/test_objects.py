@@ -8,6 +8,7 @@ client. The s3 provider runs against `moto_server`, a real S3 protocol server st
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import io
 import os
@@ -162,6 +163,7 @@ async def test_http_and_custom_metadata(bucket: R2Bucket) -> None:
         "content_disposition": 'attachment; filename="b.jpg"',
         "content_encoding": "identity",
         "cache_control": "max-age=3600",
+        "cache_expiry": dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
     }
     custom = {"owner": "ann", "purpose": "test"}
     put = await bucket.put("m", b"x", http_metadata=http, custom_metadata=custom)
