@@ -605,3 +605,30 @@ async def test_silent_endpoint_is_backend_timeout(tmp_path: Path) -> None:
         for writer in accepted:
             writer.close()
         server.close()
+
+
+async def test_sync_client(env: Env) -> None:
+    """connect_sync() drives the same daemon with the same calls (from a thread here)."""
+    from bindingd_client import R2BucketSync, R2ObjectBodySync, connect_sync
+
+    endpoint = env._transport.target
+
+    def run() -> None:
+        with connect_sync(endpoint=endpoint) as sync_env:
+            bucket: R2BucketSync = sync_env.ASSETS
+            data = os.urandom(6 * MIB)
+            put = bucket.put("s/one", io.BytesIO(data), custom_metadata={"via": "sync"})
+            assert put is not None and put.etag == md5(data)
+            got = bucket.get("s/one", range={"suffix": 10})
+            assert isinstance(got, R2ObjectBodySync) and got.bytes() == data[-10:]
+            assert [len(c) for c in bucket.get("s/one")] == [MIB] * 6  # type: ignore[union-attr]
+            upload = bucket.create_multipart_upload("s/multi")
+            parts = [upload.upload_part(1, data[: 5 * MIB]), upload.upload_part(2, data[5 * MIB :])]
+            assert bucket.resume_multipart_upload("s/multi", upload.upload_id).complete(parts).size == len(
+                data
+            )
+            assert [o.key for o in bucket.list(prefix="s/").objects] == ["s/multi", "s/one"]
+            bucket.delete(["s/one", "s/multi"])
+            assert bucket.head("s/one") is None
+
+    await asyncio.to_thread(run)

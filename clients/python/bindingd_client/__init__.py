@@ -33,6 +33,7 @@ from .objects import (
     R2MultipartUpload,
     R2Object,
     R2ObjectBody,
+    R2ObjectBodySync,
     R2Objects,
     R2UploadedPart,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "R2MultipartUpload",
     "R2Object",
     "R2ObjectBody",
+    "R2ObjectBodySync",
     "R2Objects",
     "R2UploadedPart",
     "SqlError",
