@@ -128,6 +128,10 @@ class ObjectsProvider(Provider, Protocol):
     ) -> str:
         """A new upload id."""
 
+    async def check_upload(self, key: str, upload_id: str) -> None:
+        """Raise `objects.no_such_upload` unless `upload_id` is an upload of `key` in progress.
+        Called before a part's body is received, so a stale id fails before any byte flows."""
+
     async def upload_part(
         self, key: str, upload_id: str, part_number: int, body: AsyncIterator[bytes]
     ) -> str:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from bindingd_client._transport import HEADER_ACCEPTED
 from bindingd_client.proto import objects_pb2, objects_pb2_grpc
 
 from bindingd import objects
@@ -103,6 +104,12 @@ async def _chunks(requests: RequestStream, what: str) -> AsyncIterator[bytes]:
             yield message.chunk
 
 
+async def _accept(context: grpc.aio.ServicerContext) -> None:
+    """Tell the client its header passed (see the client's `upload(header_ack=True)`): the body
+    may flow. A refusal before this point reaches the client as its own status."""
+    await context.send_initial_metadata(((HEADER_ACCEPTED, "1"),))
+
+
 class ObjectsService(objects_pb2_grpc.ObjectsServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -164,6 +171,7 @@ class ObjectsService(objects_pb2_grpc.ObjectsServicer):
         )
         with self.runtime.use(header.binding, "objects", write=True) as served:
             provider: ObjectsProvider = served.provider  # type: ignore[assignment]
+            await _accept(context)
             info = await provider.put(header.key, _chunks(requests, "put"), options)
             if info is None:
                 return objects_pb2.ObjectsPutResponse(stored=False)
@@ -232,6 +240,8 @@ class ObjectsService(objects_pb2_grpc.ObjectsServicer):
             raise invalid_argument("upload_part needs the upload id of create_multipart_upload()")
         with self.runtime.use(header.binding, "objects", write=True) as served:
             provider: ObjectsProvider = served.provider  # type: ignore[assignment]
+            await provider.check_upload(header.key, header.upload_id)
+            await _accept(context)
             etag = await provider.upload_part(
                 header.key, header.upload_id, header.part_number, _chunks(requests, "upload part")
             )

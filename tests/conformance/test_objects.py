@@ -318,6 +318,10 @@ async def test_bindings_are_separate(env: Env) -> None:
 
 async def test_read_only_binding_refuses_writes(env: Env) -> None:
     ro: R2Bucket = env.READONLY
+    # Many times: the refusal must never race with the body into a transport error.
+    for _ in range(20):
+        with pytest.raises(PermissionDenied, match="read-only"):
+            await ro.put("x", os.urandom(3 * MIB))
     assert await ro.head("x") is None
     assert (await ro.list()).objects == []
     with pytest.raises(PermissionDenied, match="read-only"):
@@ -630,5 +634,9 @@ async def test_sync_client(env: Env) -> None:
             assert [o.key for o in bucket.list(prefix="s/").objects] == ["s/multi", "s/one"]
             bucket.delete(["s/one", "s/multi"])
             assert bucket.head("s/one") is None
+            # A refusal after the header reaches a streaming put as its own error.
+            for _ in range(20):
+                with pytest.raises(PermissionDenied, match="read-only"):
+                    sync_env.READONLY.put("x", io.BytesIO(data))
 
     await asyncio.to_thread(run)

@@ -367,10 +367,12 @@ class LocalObjects:
             raise objects.no_such_upload(upload_id)
         return rows[0]
 
+    async def check_upload(self, key: str, upload_id: str) -> None:
+        self._upload(key, upload_id)
+
     async def upload_part(
         self, key: str, upload_id: str, part_number: int, body: AsyncIterator[bytes]
     ) -> str:
-        self._upload(key, upload_id)
         blob, digests = await self._receive(body, {}, objects.MAX_PART_BYTES, part_number)
         etag = digests.verify()["md5"].hex()
         try:

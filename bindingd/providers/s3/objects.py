@@ -491,9 +491,6 @@ class S3Objects:
     async def upload_part(
         self, key: str, upload_id: str, part_number: int, body: AsyncIterator[bytes]
     ) -> str:
-        # Fail before receiving the part, with the same answer on every store (some answer a
-        # finished upload's id with a server error).
-        await self._check_upload(key, upload_id)
         path, digests = await self._spool(body, {}, objects.MAX_PART_BYTES, part_number)
         try:
             md5 = digests.verify()["md5"]
@@ -543,7 +540,9 @@ class S3Objects:
             )
         return info
 
-    async def _check_upload(self, key: str, upload_id: str) -> None:
+    async def check_upload(self, key: str, upload_id: str) -> None:
+        """Asked before a part is received, so every store answers a stale id alike (some answer
+        a finished upload's id with a server error)."""
         try:
             await self.s3.list_parts(
                 Bucket=self.bucket, Key=self.prefix + key, UploadId=upload_id, MaxParts=1

@@ -531,7 +531,7 @@ class R2MultipartUpload:
             async for chunk in body_chunks_async(value):
                 yield objects_pb2.ObjectsUploadPartRequest(chunk=chunk)
 
-        response = await self._transport.upload("Objects.UploadPart", requests())
+        response = await self._transport.upload("Objects.UploadPart", requests(), header_ack=True)
         return R2UploadedPart(response.part_number, response.etag)
 
     async def complete(self, parts: Sequence[Any]) -> R2Object:
@@ -592,7 +592,7 @@ class R2Bucket(_BucketBase):
             async for chunk in body_chunks_async(value):
                 yield _chunk_message(chunk)
 
-        return parse_put(await self._transport.upload("Objects.Put", requests()))
+        return parse_put(await self._transport.upload("Objects.Put", requests(), header_ack=True))
 
     async def delete(self, keys: str | Sequence[str]) -> None:
         await self._transport.call(build_delete(self._binding, keys))
