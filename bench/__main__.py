@@ -23,6 +23,7 @@ import grpc
 import redis.asyncio as aioredis
 from bindingd_client import connect
 
+from bench import objects
 from bench.echo import METHOD
 from bench.measure import Result, interleaved
 
@@ -192,6 +193,8 @@ def main() -> int:
         "kv get p50 within 1.5x the echo floor", get_seq.p50_ms / floor_seq.p50_ms, 1.5, lower_is_better=True
     )
     _goal("kv get throughput at least 0.7x the floor's", get_par.calls_per_s / floor_par.calls_per_s, 0.7)
+    print()
+    print("\n".join(objects.report(objects.measure(quick=args.quick))))
     return 0
 
 

@@ -115,6 +115,132 @@ def _kv(binding: Any, name: str, op: str, args: list[str]) -> int:
     raise CallUsageError(f"unknown kv operation {op!r} (kv: get, get-with-metadata, put, delete, list)")
 
 
+def _object_json(obj: Any) -> dict[str, Any]:
+    """An R2Object as JSON: datetimes as ISO text, digests as hex."""
+    checksums = {
+        k: getattr(obj.checksums, k).hex() for k in ("md5", "sha1", "sha256") if getattr(obj.checksums, k)
+    }
+    http = {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in obj.http_metadata.items()}
+    shown = {
+        "key": obj.key,
+        "version": obj.version,
+        "size": obj.size,
+        "etag": obj.etag,
+        "http_etag": obj.http_etag,
+        "uploaded": obj.uploaded.isoformat(),
+        "checksums": checksums,
+        "http_metadata": http,
+        "custom_metadata": obj.custom_metadata,
+        "storage_class": obj.storage_class,
+    }
+    if obj.range is not None:
+        shown["range"] = obj.range
+    return shown
+
+
+def _json_option(prog: str, name: str, text: str | None) -> Any:
+    try:
+        return json.loads(text) if text is not None else None
+    except ValueError as e:
+        raise CallUsageError(f"{prog}: --{name} is not valid JSON ({e})") from None
+
+
+def _objects(binding: Any, name: str, op: str, args: list[str]) -> int:
+    prog = f"bindingd call {name} {op}"
+    if op == "head":
+        p = _parser(prog)
+        p.add_argument("key")
+        a = _parse(p, args)
+        obj = binding.head(a.key)
+        if obj is None:
+            print(f'object "{a.key}" not found in {name}', file=sys.stderr)
+            return EXIT_NOT_FOUND
+        _print_json(_object_json(obj))
+        return 0
+    if op == "get":
+        p = _parser(prog)
+        p.add_argument("key")
+        p.add_argument("-o", "--output", help="write the body to this file (default: stdout)")
+        p.add_argument("--offset", type=int)
+        p.add_argument("--length", type=int)
+        p.add_argument("--suffix", type=int, help="the last N bytes")
+        a = _parse(p, args)
+        ranged = {
+            k: v
+            for k, v in (("offset", a.offset), ("length", a.length), ("suffix", a.suffix))
+            if v is not None
+        }
+        obj = binding.get(a.key, range=ranged or None)
+        if obj is None:
+            print(f'object "{a.key}" not found in {name}', file=sys.stderr)
+            return EXIT_NOT_FOUND
+        if a.output is None:
+            for chunk in obj:
+                sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+        else:
+            with open(a.output, "wb") as f:
+                for chunk in obj:
+                    f.write(chunk)
+            _print_json(_object_json(obj.object))
+        return 0
+    if op == "put":
+        p = _parser(prog)
+        p.add_argument("key")
+        p.add_argument("file", help="the file to upload; - reads stdin")
+        p.add_argument("--content-type")
+        p.add_argument("--custom-metadata", help='JSON object, e.g. \'{"owner": "ann"}\'')
+        p.add_argument("--sha256", help="hex digest to verify")
+        a = _parse(p, args)
+        custom = _json_option(prog, "custom-metadata", a.custom_metadata)
+        http = {"content_type": a.content_type} if a.content_type else None
+        if a.file == "-":
+            obj = binding.put(
+                a.key, sys.stdin.buffer, http_metadata=http, custom_metadata=custom, sha256=a.sha256
+            )
+        else:
+            try:
+                f = open(a.file, "rb")  # noqa: SIM115 - closed below
+            except OSError as e:
+                raise CallUsageError(f"{prog}: cannot read {a.file}: {e.strerror or e}") from None
+            with f:
+                obj = binding.put(a.key, f, http_metadata=http, custom_metadata=custom, sha256=a.sha256)
+        _print_json(_object_json(obj))
+        return 0
+    if op == "delete":
+        p = _parser(prog)
+        p.add_argument("keys", nargs="+")
+        binding.delete(_parse(p, args).keys)
+        return 0
+    if op == "list":
+        p = _parser(prog)
+        p.add_argument("--prefix")
+        p.add_argument("--delimiter")
+        p.add_argument("--cursor")
+        p.add_argument("--start-after")
+        p.add_argument("--limit", type=int)
+        p.add_argument("--include", action="append", choices=("http_metadata", "custom_metadata"))
+        a = _parse(p, args)
+        result = binding.list(
+            prefix=a.prefix,
+            delimiter=a.delimiter,
+            cursor=a.cursor,
+            start_after=a.start_after,
+            limit=a.limit,
+            include=a.include,
+        )
+        shown: dict[str, Any] = {
+            "objects": [_object_json(o) for o in result.objects],
+            "truncated": result.truncated,
+            "delimited_prefixes": result.delimited_prefixes,
+        }
+        if result.cursor:
+            shown["cursor"] = result.cursor
+        _print_json(shown)
+        return 0
+    raise CallUsageError(f"unknown objects operation {op!r} (objects: head, get, put, delete, list)")
+
+
 def _value(binding: Any, name: str, op: str, args: list[str]) -> int:
     if op != "get" or args:
         raise CallUsageError(f"var and secret bindings have one operation: bindingd call {name} get")
@@ -124,6 +250,7 @@ def _value(binding: Any, name: str, op: str, args: list[str]) -> int:
 
 OPERATIONS: dict[str, Callable[[Any, str, str, list[str]], int]] = {
     "kv": _kv,
+    "objects": _objects,
     "var": _value,
     "secret": _value,
 }

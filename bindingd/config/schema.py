@@ -60,6 +60,9 @@ COMMON_BINDING_KEYS = frozenset({"type", "connection", "access"})
 BINDING_OPTIONS: dict[tuple[str, str], dict[str, Option]] = {
     ("kv", "local"): {},
     ("kv", "redis"): {"prefix": Option(str)},
+    ("objects", "local"): {},
+    # `prefix` is prepended to every key in the bucket, so several bindings can share one.
+    ("objects", "s3"): {"bucket": Option(str, required=True), "prefix": Option(str)},
     ("var", "local"): {"value": Option(str, required=True)},
     ("secret", "local"): {"value": Option(str, required=True, secret=True)},
 }

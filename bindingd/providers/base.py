@@ -6,8 +6,11 @@ adds the binding and env to the message) and never see gRPC types.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+from bindingd.objects import Conditional, HttpMetadata, ObjectInfo, PutOptions, RangeSpec
 
 
 @runtime_checkable
@@ -65,3 +68,78 @@ class KVProvider(Provider, Protocol):
     ) -> tuple[list[KVKeyInfo], bool]:
         """Up to `limit` live keys starting with `prefix` and sorting after `after` (by UTF-8
         bytes), in order; the bool says whether more keys follow."""
+
+
+@dataclass(frozen=True)
+class ObjectRead:
+    """An object found by a get: its metadata, the bytes returned, and the body.
+
+    `body` is None when `only_if` was not met (R2 then returns the metadata alone). The body is
+    an async generator of chunks of at most `bindingd.objects.CHUNK_BYTES`; the caller closes it.
+    """
+
+    info: ObjectInfo
+    offset: int
+    length: int
+    body: AsyncIterator[bytes] | None
+
+
+@dataclass(frozen=True)
+class ObjectListing:
+    objects: list[ObjectInfo]
+    delimited_prefixes: list[str]
+    truncated: bool
+    # Set when truncated: what the next list call passes as its cursor.
+    cursor: str
+
+
+@runtime_checkable
+class ObjectsProvider(Provider, Protocol):
+    """An R2 bucket. Keys, limits and ranges are checked by the service and `bindingd.objects`.
+
+    Bodies come and go as async iterators of chunks: a provider never holds a whole object. A
+    put or part whose body iterator fails (the client went away) leaves nothing visible.
+    """
+
+    async def head(self, key: str) -> ObjectInfo | None: ...
+
+    async def get(self, key: str, range: RangeSpec | None, only_if: Conditional | None) -> ObjectRead | None:
+        """None when the key does not exist; ranges are resolved with `objects.resolve_range`."""
+
+    async def put(self, key: str, body: AsyncIterator[bytes], options: PutOptions) -> ObjectInfo | None:
+        """The stored object, or None when `options.only_if` was not met (nothing stored)."""
+
+    async def delete(self, keys: list[str]) -> None: ...
+
+    async def list(
+        self,
+        *,
+        prefix: str,
+        delimiter: str,
+        cursor: str,
+        start_after: str,
+        limit: int,
+        include_http_metadata: bool,
+        include_custom_metadata: bool,
+    ) -> ObjectListing: ...
+
+    async def create_multipart_upload(
+        self, key: str, http_metadata: HttpMetadata, custom_metadata: dict[str, str]
+    ) -> str:
+        """A new upload id."""
+
+    async def check_upload(self, key: str, upload_id: str) -> None:
+        """Raise `objects.no_such_upload` unless `upload_id` is an upload of `key` in progress.
+        Called before a part's body is received, so a stale id fails before any byte flows."""
+
+    async def upload_part(
+        self, key: str, upload_id: str, part_number: int, body: AsyncIterator[bytes]
+    ) -> str:
+        """The part's etag. Uploading a part number again replaces it."""
+
+    async def complete_multipart_upload(
+        self, key: str, upload_id: str, parts: list[tuple[int, str]]
+    ) -> ObjectInfo:
+        """Join `parts` (number, etag) in number order into the object."""
+
+    async def abort_multipart_upload(self, key: str, upload_id: str) -> None: ...

@@ -15,6 +15,8 @@ from bindingd.providers.connections import ProviderContext
 PROVIDERS: dict[tuple[str, str], str] = {
     ("kv", "local"): "bindingd.providers.local.kv:LocalKV",
     ("kv", "redis"): "bindingd.providers.redis_kv:RedisKV",
+    ("objects", "local"): "bindingd.providers.local.objects:LocalObjects",
+    ("objects", "s3"): "bindingd.providers.s3.objects:S3Objects",
 }
 
 # Binding types served by the daemon itself, without a provider.

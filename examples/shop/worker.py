@@ -42,6 +42,17 @@ async def main() -> None:
         bulk = await env.CACHE.get(["product:000", "product:024", "product:999"])
         print(f"bulk get -> {bulk}")
 
+        # An R2-style bucket: put with metadata, read a range back, list by "folder".
+        logo = await env.ASSETS_BUCKET.put(
+            "img/logo.svg", "<svg>shop</svg>", http_metadata={"content_type": "image/svg+xml"}
+        )
+        part = await env.ASSETS_BUCKET.get("img/logo.svg", range={"offset": 1, "length": 3})
+        folders = await env.ASSETS_BUCKET.list(delimiter="/")
+        print(
+            f"img/logo.svg etag {logo.etag}, bytes 1-3 {await part.text()!r}, "
+            f"folders {folders.delimited_prefixes}"
+        )
+
         await env.SESSIONS.put("session:alice", "token-abc", expiration_ttl=60)
         await env.SESSIONS.delete("session:alice")
         print(f"session:alice after delete -> {await env.SESSIONS.get('session:alice')}")

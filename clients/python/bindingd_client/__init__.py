@@ -26,6 +26,17 @@ from .errors import (
     WrongBindingType,
 )
 from .kv import KVNamespace, KVNamespaceSync
+from .objects import (
+    R2Bucket,
+    R2BucketSync,
+    R2Checksums,
+    R2MultipartUpload,
+    R2Object,
+    R2ObjectBody,
+    R2ObjectBodySync,
+    R2Objects,
+    R2UploadedPart,
+)
 from .types import BindingInfo, KVKey, KVListResult, KVValueWithMetadata
 
 __all__ = [
@@ -47,6 +58,15 @@ __all__ = [
     "KVValueWithMetadata",
     "PermissionDenied",
     "PreconditionFailed",
+    "R2Bucket",
+    "R2BucketSync",
+    "R2Checksums",
+    "R2MultipartUpload",
+    "R2Object",
+    "R2ObjectBody",
+    "R2ObjectBodySync",
+    "R2Objects",
+    "R2UploadedPart",
     "SqlError",
     "SyncEnv",
     "UnsupportedBinding",

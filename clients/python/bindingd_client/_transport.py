@@ -7,6 +7,7 @@ is a thin wrapper. Every ``grpc.RpcError`` is translated here by :func:`error_fr
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import grpc.aio
 
 from ._version import __version__
 from .errors import START_HINT, BindingError, DaemonUnavailable, error_from_rpc
-from .proto import bindings_pb2_grpc, kv_pb2_grpc, vars_pb2_grpc
+from .proto import bindings_pb2_grpc, kv_pb2_grpc, objects_pb2_grpc, vars_pb2_grpc
 
 __all__ = ["AsyncTransport", "Call", "SyncTransport", "resolve_endpoint"]
 
@@ -27,11 +28,14 @@ T = TypeVar("T")
 ENDPOINT_ENV = "BINDINGD_ENDPOINT"
 TOKEN_ENV = "BINDINGD_TOKEN"
 STATE_DIR = ".bindingd"
+# Initial metadata by which the daemon accepts the header of a client stream (see `upload`).
+HEADER_ACCEPTED = "x-bindingd-header-accepted"
 MAX_MESSAGE = 64 * 1024 * 1024  # KV values are <= 25 MiB; leave room for the envelope.
 
 _STUBS: dict[str, Callable[[Any], Any]] = {
     "Bindings": bindings_pb2_grpc.BindingsStub,
     "KV": kv_pb2_grpc.KVStub,
+    "Objects": objects_pb2_grpc.ObjectsStub,
     "Vars": vars_pb2_grpc.VarsStub,
 }
 
@@ -186,23 +190,32 @@ class AsyncTransport(_TransportBase):
         finally:
             rpc.cancel()
 
-    async def upload(self, method: str, requests: AsyncIterable[Any] | Iterable[Any]) -> Any:
+    async def upload(
+        self, method: str, requests: AsyncIterable[Any] | Iterable[Any], *, header_ack: bool = False
+    ) -> Any:
         """Send a client-streaming RPC's messages as `requests` yields them; return the answer.
 
         If `requests` raises, the call is cancelled (the daemon sees the stream break and keeps
-        nothing) and the exception propagates.
+        nothing) and the exception propagates. With `header_ack`, the rest of the stream waits
+        until the daemon has accepted the first message (a header) by sending initial metadata
+        with HEADER_ACCEPTED: a refusal then arrives as its own status rather than racing with
+        the body (grpc reports a write into a call the server has ended as INTERNAL).
         """
         if self._closed:
             raise _closed_error(self.target)
         rpc = self._method(self._channel, method)(metadata=self._metadata)
         try:
-            if isinstance(requests, AsyncIterable):
-                async for request in requests:
+            waiting = header_ack
+            try:
+                async for request in _aiter(requests):
                     await rpc.write(request)
-            else:
-                for request in requests:
-                    await rpc.write(request)
-            await rpc.done_writing()
+                    if waiting:
+                        waiting = False
+                        if (HEADER_ACCEPTED, "1") not in tuple(await rpc.initial_metadata() or ()):
+                            return await rpc  # refused: raises its status
+                await rpc.done_writing()
+            except asyncio.InvalidStateError:
+                pass  # the daemon answered before the stream ended: its status is the answer
             return await rpc
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, endpoint=self.target) from None
@@ -227,6 +240,15 @@ class AsyncTransport(_TransportBase):
         if not self._closed:
             self._closed = True
             await self._channel.close()
+
+
+async def _aiter(requests: AsyncIterable[Any] | Iterable[Any]) -> AsyncIterator[Any]:
+    if isinstance(requests, AsyncIterable):
+        async for request in requests:
+            yield request
+    else:
+        for request in requests:
+            yield request
 
 
 class SyncTransport(_TransportBase):

@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 from ._transport import AsyncTransport, Call, SyncTransport, resolve_endpoint
 from .errors import BindingNotFound
 from .kv import KVNamespace, KVNamespaceSync
+from .objects import R2Bucket, R2BucketSync
 from .proto import bindings_pb2, vars_pb2
 from .types import BindingInfo
 
@@ -142,7 +143,7 @@ class _EnvBase:
 class Env(_EnvBase):
     """The env for asyncio code, from ``await connect()``."""
 
-    _binding_classes = {"kv": KVNamespace}
+    _binding_classes = {"kv": KVNamespace, "objects": R2Bucket}
     _transport: AsyncTransport
 
     async def refresh(self) -> None:
@@ -167,7 +168,7 @@ class Env(_EnvBase):
 class SyncEnv(_EnvBase):
     """The env for blocking code, from ``connect_sync()``."""
 
-    _binding_classes = {"kv": KVNamespaceSync}
+    _binding_classes = {"kv": KVNamespaceSync, "objects": R2BucketSync}
     _transport: SyncTransport
 
     def refresh(self) -> None:

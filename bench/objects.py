@@ -1,0 +1,175 @@
+"""Object throughput: a 1 GiB put and get through bindingd (local provider) beside a plain copy.
+
+    python -m bench.objects [--quick]
+
+The floor is a plain file copy of the same file, in 1 MiB reads and writes with an fsync at
+the end, which is what a put costs the disk too. Put reads the source file through the client;
+get writes the body to a file. Rounds interleave (copy, put, get) so machine drift hits all
+three alike; each figure is the median. The daemon's RSS is sampled from /proc throughout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+from bindingd_client import R2ObjectBody, connect
+
+MIB = 1024 * 1024
+PROJECT = "version: 1\nbindings:\n  ASSETS: { type: objects }\n"
+
+
+@dataclass(frozen=True)
+class ObjectFigures:
+    size: int
+    copy_mb_s: float
+    put_mb_s: float
+    get_mb_s: float
+    idle_rss: int
+    peak_rss: int
+
+
+class _PeakRss:
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __enter__(self) -> _PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _copy(src: Path, dst: Path) -> None:
+    with src.open("rb") as f, dst.open("wb") as out:
+        while chunk := f.read(MIB):
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _write_source(path: Path, size: int) -> None:
+    block = os.urandom(MIB)
+    with path.open("wb") as f:
+        for _ in range(size // MIB):
+            f.write(block)
+
+
+async def _rounds(
+    endpoint: str, root: Path, size: int, rounds: int
+) -> tuple[list[float], list[float], list[float]]:
+    src, copied, fetched = root / "src.bin", root / "copy.bin", root / "get.bin"
+    copies: list[float] = []
+    puts: list[float] = []
+    gets: list[float] = []
+    env = await connect(endpoint=endpoint)
+    try:
+        bucket = env.ASSETS
+        for _ in range(rounds):
+            started = time.perf_counter()
+            await asyncio.to_thread(_copy, src, copied)
+            copies.append(size / MIB / (time.perf_counter() - started))
+            copied.unlink()
+
+            started = time.perf_counter()
+            with src.open("rb") as f:
+                await bucket.put("bench/1gib", f)
+            puts.append(size / MIB / (time.perf_counter() - started))
+
+            started = time.perf_counter()
+            got = await bucket.get("bench/1gib")
+            assert isinstance(got, R2ObjectBody)
+            with fetched.open("wb") as out:
+                async for chunk in got:
+                    out.write(chunk)
+            gets.append(size / MIB / (time.perf_counter() - started))
+            fetched.unlink()
+    finally:
+        await env.aclose()
+    return copies, puts, gets
+
+
+def measure(*, quick: bool = False) -> ObjectFigures:
+    size = (256 if quick else 1024) * MIB
+    rounds = 1 if quick else 3
+    with tempfile.TemporaryDirectory(prefix="bindingd-bench-objects-") as tmp:
+        root = Path(tmp)
+        (root / "bindingd.yaml").write_text(PROJECT)
+        _write_source(root / "src.bin", size)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "bindingd", "serve", "--log-level", "warning"],
+            cwd=root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not (root / ".bindingd" / "endpoint").exists():
+                if daemon.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("bench: bindingd serve did not start")
+                time.sleep(0.05)
+            time.sleep(0.3)
+            endpoint = f"unix://{root / '.bindingd' / 'bindingd.sock'}"
+            idle = psutil.Process(daemon.pid).memory_info().rss
+            with _PeakRss(daemon.pid) as rss:
+                copies, puts, gets = asyncio.run(_rounds(endpoint, root, size, rounds))
+        finally:
+            daemon.terminate()
+            daemon.wait(30)
+    return ObjectFigures(
+        size=size,
+        copy_mb_s=statistics.median(copies),
+        put_mb_s=statistics.median(puts),
+        get_mb_s=statistics.median(gets),
+        idle_rss=idle,
+        peak_rss=rss.peak,
+    )
+
+
+def report(figures: ObjectFigures) -> list[str]:
+    copy = figures.copy_mb_s
+    return [
+        f"objects, {figures.size // MIB} MiB object (local provider), MiB/s beside a plain file copy",
+        f"{'plain file copy (floor)':<34} {copy:8.0f} MiB/s",
+        f"{'objects put (local)':<34} {figures.put_mb_s:8.0f} MiB/s ({figures.put_mb_s / copy:4.2f}x)",
+        f"{'objects get (local)':<34} {figures.get_mb_s:8.0f} MiB/s ({figures.get_mb_s / copy:4.2f}x)",
+        f"{'daemon RSS idle / peak':<34} {figures.idle_rss / MIB:8.1f} / {figures.peak_rss / MIB:.1f} MiB "
+        f"(+{(figures.peak_rss - figures.idle_rss) / MIB:.1f} MiB)",
+        f"goal: objects put at least 300 MB/s: {figures.put_mb_s * MIB / 1e6:.0f} MB/s, "
+        f"{'met' if figures.put_mb_s * MIB / 1e6 >= 300 else 'NOT met'}",
+        f"goal: objects get at least 300 MB/s: {figures.get_mb_s * MIB / 1e6:.0f} MB/s, "
+        f"{'met' if figures.get_mb_s * MIB / 1e6 >= 300 else 'NOT met'}",
+        f"goal: daemon RSS less than 100 MiB above idle: "
+        f"{'met' if figures.peak_rss - figures.idle_rss < 100 * MIB else 'NOT met'}",
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.objects")
+    parser.add_argument("--quick", action="store_true", help="a 256 MiB object, one round")
+    args = parser.parse_args()
+    print("\n".join(report(measure(quick=args.quick))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,349 @@
+"""R2 rules that hold whatever the backend: limits, ranges, conditions, list cursors.
+
+Services and providers call these so that every provider answers the same: a broken limit is
+INVALID_ARGUMENT with the limit in the message, a range or an `only_if` is resolved the same
+way for a file on disk and for an S3 object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from bindingd.errors import BindingdError, invalid_argument
+
+MAX_KEY_BYTES = 1024
+# R2: the metadata of an object (custom keys and values) is at most 8192 bytes.
+MAX_CUSTOM_METADATA_BYTES = 8192
+# R2: a single put is at most 5 GiB minus 5 MiB; bigger objects need a multipart upload.
+MAX_PUT_BYTES = 5 * 1024**3 - 5 * 1024**2
+MIN_PART_BYTES = 5 * 1024**2
+MAX_PART_BYTES = 5 * 1024**3
+MAX_PART_NUMBER = 10000
+MAX_DELETE_KEYS = 1000
+MAX_LIST_LIMIT = 1000
+# The body travels in gRPC messages of at most this many bytes, in both directions.
+CHUNK_BYTES = 1024 * 1024
+CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256")
+DIGEST_SIZES = {"md5": 16, "sha1": 20, "sha256": 32}
+
+
+@dataclass(frozen=True)
+class HttpMetadata:
+    content_type: str | None = None
+    content_language: str | None = None
+    content_disposition: str | None = None
+    content_encoding: str | None = None
+    cache_control: str | None = None
+    # Milliseconds since the epoch.
+    cache_expiry: int | None = None
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What R2 returns for an object (its R2Object), without a body."""
+
+    key: str
+    version: str
+    size: int
+    etag: str
+    # Milliseconds since the epoch.
+    uploaded: int
+    http_metadata: HttpMetadata = field(default_factory=HttpMetadata)
+    custom_metadata: dict[str, str] = field(default_factory=dict)
+    # Raw digests by algorithm name ("md5", "sha1", "sha256").
+    checksums: dict[str, bytes] = field(default_factory=dict)
+    storage_class: str = "Standard"
+
+
+@dataclass(frozen=True)
+class Conditional:
+    etag_matches: str | None = None
+    etag_does_not_match: str | None = None
+    uploaded_before: int | None = None
+    uploaded_after: int | None = None
+
+
+@dataclass(frozen=True)
+class RangeSpec:
+    """An R2Range as asked: {offset, length?} | {offset?, length} | {suffix}."""
+
+    offset: int | None = None
+    length: int | None = None
+    suffix: int | None = None
+
+
+@dataclass(frozen=True)
+class PutOptions:
+    http_metadata: HttpMetadata = field(default_factory=HttpMetadata)
+    custom_metadata: dict[str, str] = field(default_factory=dict)
+    only_if: Conditional | None = None
+    # Expected raw digests; the provider verifies them before anything becomes visible.
+    checksums: dict[str, bytes] = field(default_factory=dict)
+
+
+def check_key(key: str) -> None:
+    if key == "":
+        raise invalid_argument("object key is empty; keys need at least one character")
+    size = len(key.encode("utf-8", "surrogatepass"))
+    if size > MAX_KEY_BYTES:
+        raise invalid_argument(f"object key is {size} bytes; the limit is {MAX_KEY_BYTES} bytes")
+
+
+def check_custom_metadata(metadata: dict[str, str]) -> None:
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
+    if size > MAX_CUSTOM_METADATA_BYTES:
+        raise invalid_argument(
+            f"custom metadata is {size} bytes (keys and values); the limit is "
+            f"{MAX_CUSTOM_METADATA_BYTES} bytes"
+        )
+    for name in metadata:
+        if name == "":
+            raise invalid_argument("a custom metadata name is empty")
+
+
+def check_checksums(checksums: dict[str, bytes]) -> None:
+    for name, digest in checksums.items():
+        if len(digest) != DIGEST_SIZES[name]:
+            raise invalid_argument(
+                f"the {name} checksum is {len(digest)} bytes; a {name} digest is {DIGEST_SIZES[name]} bytes "
+                "(pass the raw digest, or its hex string in the client)"
+            )
+
+
+def check_delete_keys(keys: list[str]) -> None:
+    if len(keys) > MAX_DELETE_KEYS:
+        raise invalid_argument(f"delete of {len(keys)} keys; the limit is {MAX_DELETE_KEYS} keys per call")
+    for key in keys:
+        check_key(key)
+
+
+def check_list_limit(limit: int | None) -> int:
+    if limit is None:
+        return MAX_LIST_LIMIT
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise invalid_argument(f"list limit is {limit}; it must be between 1 and {MAX_LIST_LIMIT}")
+    return limit
+
+
+def check_part_number(part_number: int) -> None:
+    if not 1 <= part_number <= MAX_PART_NUMBER:
+        raise invalid_argument(f"part number is {part_number}; it must be between 1 and {MAX_PART_NUMBER}")
+
+
+def check_parts(parts: list[tuple[int, str]]) -> None:
+    """The parts named by a complete call: at least one, each number once."""
+    if not parts:
+        raise invalid_argument("complete() needs at least one uploaded part")
+    numbers = [n for n, _ in parts]
+    if len(set(numbers)) != len(numbers):
+        raise invalid_argument("complete() names a part number more than once")
+    for number in numbers:
+        check_part_number(number)
+
+
+def check_part_sizes(sizes: list[tuple[int, int]]) -> None:
+    """R2's rule for the parts of a complete, (number, size) in number order: every part but
+    the last at least 5 MiB and all of the same size; the last no larger than the others."""
+    if len(sizes) < 2:
+        return
+    for number, size in sizes[:-1]:
+        if size < MIN_PART_BYTES:
+            raise part_too_small(number, size)
+    first_number, part_size = sizes[0]
+    for number, size in sizes[1:]:
+        last = number == sizes[-1][0]
+        if (size > part_size) if last else (size != part_size):
+            rule = "no larger than" if last else "the same size as"
+            raise invalid_argument(
+                f"part {number} is {size} bytes and part {first_number} is {part_size} bytes; "
+                f"every part but the last must be the same size, and the last {rule} the others "
+                f"(part {number} must be {rule} {part_size} bytes)"
+            )
+
+
+def part_too_small(part_number: int, size: int) -> BindingdError:
+    return invalid_argument(
+        f"part {part_number} is {size} bytes; every part but the last must be at least "
+        f"{MIN_PART_BYTES // (1024 * 1024)} MiB ({MIN_PART_BYTES} bytes)"
+    )
+
+
+def no_such_upload(upload_id: str) -> BindingdError:
+    return invalid_argument(
+        f'multipart upload "{upload_id}" does not exist (unknown, completed or aborted); '
+        "create a new one with create_multipart_upload()"
+    )
+
+
+def put_too_large() -> BindingdError:
+    return invalid_argument(
+        f"the object is over {MAX_PUT_BYTES} bytes (5 GiB - 5 MiB), the limit of one put; "
+        "use a multipart upload for bigger objects"
+    )
+
+
+def part_too_large(part_number: int) -> BindingdError:
+    return invalid_argument(f"part {part_number} is over {MAX_PART_BYTES} bytes (5 GiB), the limit of a part")
+
+
+def checksum_mismatch(name: str, expected: bytes, actual: bytes) -> BindingdError:
+    return invalid_argument(
+        f"the {name} checksum given ({expected.hex()}) does not match the bytes received "
+        f"({actual.hex()}); nothing was stored"
+    )
+
+
+class Digests:
+    """The md5 of every body (it is the etag) and the other digests the caller asked to verify."""
+
+    def __init__(self, verify: dict[str, bytes]) -> None:
+        self.expected = verify
+        self.hashes = {"md5": hashlib.md5()}
+        for name in verify:
+            if name != "md5":
+                self.hashes[name] = hashlib.new(name)
+        self.size = 0
+
+    def update(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        for h in self.hashes.values():
+            h.update(chunk)
+
+    def verify(self) -> dict[str, bytes]:
+        """The digests to store: md5 and each verified one. Raises on the first mismatch."""
+        actual = {name: h.digest() for name, h in self.hashes.items()}
+        for name, expected in self.expected.items():
+            if actual[name] != expected:
+                raise checksum_mismatch(name, expected, actual[name])
+        return actual
+
+
+def _write_chunk(f: BinaryIO, digests: Digests, chunk: bytes) -> None:
+    digests.update(chunk)
+    f.write(chunk)
+
+
+async def write_body(
+    f: BinaryIO, body: AsyncIterator[bytes], digests: Digests, max_bytes: int, too_large: BindingdError
+) -> None:
+    """Hash and write `body` to `f`, one chunk on a thread while the next one arrives.
+
+    At most two chunks are held at a time; the stream is read only as fast as the disk takes it.
+    """
+    pending: asyncio.Future[None] | None = None
+    size = 0
+    try:
+        async for chunk in body:
+            size += len(chunk)
+            if size > max_bytes:
+                raise too_large
+            if pending is not None:
+                await pending
+            pending = asyncio.ensure_future(asyncio.to_thread(_write_chunk, f, digests, chunk))
+        if pending is not None:
+            await pending
+            pending = None
+    finally:
+        if pending is not None and not pending.done():
+            # Let the write in progress finish before the caller closes and removes the file.
+            await asyncio.shield(asyncio.wait([pending]))
+
+
+def multipart_etag(part_etags: list[str]) -> str:
+    """S3's and R2's etag of a multipart object: md5 of the parts' md5s, dash, part count."""
+    joined = b"".join(bytes.fromhex(e) for e in part_etags)
+    return f"{hashlib.md5(joined).hexdigest()}-{len(part_etags)}"
+
+
+def resolve_range(spec: RangeSpec | None, size: int) -> tuple[int, int]:
+    """(offset, length) of the bytes a get returns, clamped to the object as R2 does."""
+    if spec is None:
+        return 0, size
+    for name in ("offset", "length", "suffix"):
+        value = getattr(spec, name)
+        if value is not None and value < 0:
+            raise invalid_argument(f"range {name} is {value}; it must not be negative")
+    if spec.suffix is not None:
+        if spec.offset is not None or spec.length is not None:
+            raise invalid_argument("a range has either suffix, or offset and/or length, not both")
+        length = min(spec.suffix, size)
+        return size - length, length
+    if spec.offset is None and spec.length is None:
+        raise invalid_argument("a range needs an offset, a length or a suffix")
+    offset = spec.offset or 0
+    if offset > size:
+        raise invalid_argument(
+            f"range offset {offset} is past the end of the object ({size} bytes); "
+            "the range is not satisfiable"
+        )
+    length = size - offset if spec.length is None else min(spec.length, size - offset)
+    return offset, length
+
+
+def _etags(value: str) -> list[str]:
+    return [e.strip().removeprefix("W/").strip('"') for e in value.split(",") if e.strip()]
+
+
+def _etag_in(value: str, etag: str) -> bool:
+    candidates = _etags(value)
+    return "*" in candidates or etag in candidates
+
+
+def condition_met(cond: Conditional | None, info: ObjectInfo | None) -> bool:
+    """Whether `only_if` allows the operation on `info` (None: the key does not exist).
+
+    HTTP's rules (RFC 9110 13.2.2), which R2 follows: an etag condition takes precedence over
+    the date condition of the same direction.
+    """
+    if cond is None:
+        return True
+    if info is None:
+        return cond.etag_matches is None
+    if cond.etag_matches is not None:
+        if not _etag_in(cond.etag_matches, info.etag):
+            return False
+    elif cond.uploaded_before is not None and not info.uploaded < cond.uploaded_before:
+        return False
+    if cond.etag_does_not_match is not None:
+        if _etag_in(cond.etag_does_not_match, info.etag):
+            return False
+    elif cond.uploaded_after is not None and not info.uploaded > cond.uploaded_after:
+        return False
+    return True
+
+
+def delimited(key: str, prefix: str, delimiter: str) -> str | None:
+    """The delimited prefix `key` rolls up into, or None when it is listed itself."""
+    if not delimiter:
+        return None
+    at = key.find(delimiter, len(prefix))
+    return None if at < 0 else key[: at + len(delimiter)]
+
+
+def encode_cursor(prefix: str, after: str) -> str:
+    """An opaque cursor for local listings: the last key (or delimited prefix) returned."""
+    raw = json.dumps({"p": prefix, "a": after}, separators=(",", ":"), ensure_ascii=False).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, prefix: str) -> str | None:
+    if not cursor:
+        return None
+    bad = invalid_argument(
+        "list cursor is not valid for this list; pass the cursor of the previous list() call "
+        "with the same prefix, or none to start over"
+    )
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError):
+        raise bad from None
+    if not isinstance(data, dict) or data.get("p") != prefix or not isinstance(data.get("a"), str):
+        raise bad
+    return data["a"]

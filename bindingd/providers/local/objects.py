@@ -1,0 +1,541 @@
+"""R2 on local files: `.bindingd/state/objects/<BINDING>/` holds the bodies, SQLite the rest.
+
+Each body is a file named by a generated id under `blobs/`; the key lives only in SQLite, so no
+key (`..`, `/`, unicode, 1024 bytes) can name a path. A put streams into `tmp/`, is fsynced,
+renamed into `blobs/` and recorded in one transaction; until then nothing is visible, and a put
+that fails or is cancelled removes its temp file. Writes to SQLite run on one writer thread (as
+in the local KV), which also makes an `only_if` check and the write that follows one step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+from bindingd import objects
+from bindingd.config.model import Binding
+from bindingd.errors import BindingdError, backend_timeout, backend_unavailable, invalid_argument
+from bindingd.objects import (
+    CHUNK_BYTES,
+    Conditional,
+    Digests,
+    HttpMetadata,
+    ObjectInfo,
+    PutOptions,
+    RangeSpec,
+)
+from bindingd.providers.base import ObjectListing, ObjectRead
+from bindingd.providers.connections import ProviderContext
+from bindingd.providers.local.kv import _prefix_upper_bound
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    key       TEXT PRIMARY KEY,
+    blob      TEXT NOT NULL,
+    version   TEXT NOT NULL,
+    size      INTEGER NOT NULL,
+    etag      TEXT NOT NULL,
+    uploaded  INTEGER NOT NULL,
+    http      TEXT NOT NULL,
+    custom    TEXT NOT NULL,
+    checksums TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS uploads (
+    upload_id TEXT PRIMARY KEY,
+    key       TEXT NOT NULL,
+    http      TEXT NOT NULL,
+    custom    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS parts (
+    upload_id   TEXT NOT NULL,
+    part_number INTEGER NOT NULL,
+    blob        TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    etag        TEXT NOT NULL,
+    PRIMARY KEY (upload_id, part_number)
+);
+"""
+BUSY_TIMEOUT_S = 5.0
+COLUMNS = "key, version, size, etag, uploaded, http, custom, checksums"
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+def _info(row: tuple[Any, ...], *, http: bool = True, custom: bool = True) -> ObjectInfo:
+    key, version, size, etag, uploaded, http_json, custom_json, checksums_json = row
+    return ObjectInfo(
+        key=key,
+        version=version,
+        size=size,
+        etag=etag,
+        uploaded=uploaded,
+        http_metadata=HttpMetadata(**json.loads(http_json)) if http else HttpMetadata(),
+        custom_metadata=json.loads(custom_json) if custom else {},
+        checksums={k: bytes.fromhex(v) for k, v in json.loads(checksums_json).items()},
+    )
+
+
+def _finish_file(f: BinaryIO) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+    f.close()
+
+
+def _read_chunk(f: BinaryIO, size: int) -> bytes:
+    return f.read(size)
+
+
+class LocalObjects:
+    """The local objects provider; one folder and one SQLite file per binding."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs"
+        self.tmp = root / "tmp"
+        self.db_path = root / "objects.sqlite3"
+        self._reader: sqlite3.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"objects-{root.name}")
+
+    @classmethod
+    def create(cls, binding: Binding, context: ProviderContext) -> LocalObjects:
+        return cls(context.state_dir / "objects" / binding.name)
+
+    async def start(self) -> None:
+        try:
+            self.blobs.mkdir(parents=True, exist_ok=True)
+            self.tmp.mkdir(parents=True, exist_ok=True)
+            # Temp files left by a daemon that was killed mid-put are never part of an object.
+            for leftover in self.tmp.iterdir():
+                leftover.unlink(missing_ok=True)
+            self._writer = await self._in_writer(_open, self.db_path)
+            await self._in_writer(self._writer.executescript, SCHEMA)
+            self._reader = _open(self.db_path)
+        except (OSError, sqlite3.Error) as e:
+            raise backend_unavailable(f"cannot open the local object store {self.root}: {e}") from e
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+        if self._writer is not None:
+            await self._in_writer(self._writer.close)
+        self._write_thread.shutdown(wait=True)
+
+    async def check(self) -> str:
+        self._read("SELECT 1")
+        return f"folder {self.root.name}"
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        rows = self._read(f"SELECT {COLUMNS} FROM objects WHERE key = ?", (key,))
+        return _info(rows[0]) if rows else None
+
+    async def get(self, key: str, range: RangeSpec | None, only_if: Conditional | None) -> ObjectRead | None:
+        # An overwrite may remove the blob between the lookup and the open: look again.
+        for _attempt in (1, 2, 3):
+            rows = self._read(f"SELECT blob, {COLUMNS} FROM objects WHERE key = ?", (key,))
+            if not rows:
+                return None
+            blob, *row = rows[0]
+            info = _info(tuple(row))
+            if not objects.condition_met(only_if, info):
+                return ObjectRead(info, 0, info.size, None)
+            offset, length = objects.resolve_range(range, info.size)
+            try:
+                f = open(self.blobs / blob, "rb")  # noqa: SIM115 - closed by the body generator
+            except FileNotFoundError:
+                continue
+            return ObjectRead(info, offset, length, self._body(f, offset, length))
+        raise backend_unavailable(f'object "{key}" kept changing while it was being read; try again')
+
+    async def _body(self, f: BinaryIO, offset: int, length: int) -> AsyncIterator[bytes]:
+        """The file's bytes in chunks, the next one read on a thread while this one is sent."""
+        pending: asyncio.Future[bytes] | None = None
+        try:
+            if offset:
+                f.seek(offset)
+            left = length
+            if left > 0:
+                pending = asyncio.ensure_future(asyncio.to_thread(_read_chunk, f, min(CHUNK_BYTES, left)))
+            while pending is not None:
+                chunk = await pending
+                pending = None
+                if not chunk:
+                    raise backend_unavailable("the object's file is shorter than its recorded size")
+                left -= len(chunk)
+                if left > 0:
+                    pending = asyncio.ensure_future(asyncio.to_thread(_read_chunk, f, min(CHUNK_BYTES, left)))
+                yield chunk
+        finally:
+            if pending is not None and not pending.done():
+                await asyncio.shield(asyncio.wait([pending]))
+            f.close()
+
+    async def list(
+        self,
+        *,
+        prefix: str,
+        delimiter: str,
+        cursor: str,
+        start_after: str,
+        limit: int,
+        include_http_metadata: bool,
+        include_custom_metadata: bool,
+    ) -> ObjectListing:
+        after = objects.decode_cursor(cursor, prefix)
+        if after is None and start_after:
+            after = start_after
+        found: list[ObjectInfo] = []
+        prefixes: list[str] = []
+        last = ""
+        # Where to resume: strictly after a key, or at the first key past a delimited prefix.
+        lower, inclusive = after, False
+        if after is not None and objects.delimited(after, prefix, delimiter) == after:
+            lower, inclusive = _prefix_upper_bound(after), True
+        truncated = False
+        while not truncated:
+            rows = self._page(prefix, lower, inclusive, limit + 1)
+            if not rows:
+                break
+            for row in rows:
+                key = row[0]
+                rolled = objects.delimited(key, prefix, delimiter)
+                if len(found) + len(prefixes) == limit:
+                    truncated = True
+                    break
+                if rolled is None:
+                    found.append(_info(row, http=include_http_metadata, custom=include_custom_metadata))
+                    last, lower, inclusive = key, key, False
+                else:
+                    prefixes.append(rolled)
+                    last, lower, inclusive = rolled, _prefix_upper_bound(rolled), True
+                    break  # skip the rest of this prefix with a new query
+            else:
+                if len(rows) <= limit:
+                    break
+            if lower is None:
+                break
+        return ObjectListing(
+            objects=found,
+            delimited_prefixes=prefixes,
+            truncated=truncated,
+            cursor=objects.encode_cursor(prefix, last) if truncated else "",
+        )
+
+    def _page(self, prefix: str, lower: str | None, inclusive: bool, limit: int) -> list[tuple[Any, ...]]:
+        clauses: list[str] = []
+        params: list[object] = []
+        if prefix:
+            clauses.append("key >= ?")
+            params.append(prefix)
+            upper = _prefix_upper_bound(prefix)
+            if upper is not None:
+                clauses.append("key < ?")
+                params.append(upper)
+        if lower is not None:
+            clauses.append("key >= ?" if inclusive else "key > ?")
+            params.append(lower)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        return self._read(f"SELECT {COLUMNS} FROM objects {where} ORDER BY key LIMIT ?", (*params, limit))
+
+    # --- writes --------------------------------------------------------------------------------
+
+    async def put(self, key: str, body: AsyncIterator[bytes], options: PutOptions) -> ObjectInfo | None:
+        blob, digests = await self._receive(body, options.checksums, objects.MAX_PUT_BYTES, None)
+        try:
+            checksums = digests.verify()
+            info = ObjectInfo(
+                key=key,
+                version=uuid.uuid4().hex,
+                size=digests.size,
+                etag=checksums["md5"].hex(),
+                uploaded=int(time.time() * 1000),
+                http_metadata=options.http_metadata,
+                custom_metadata=options.custom_metadata,
+                checksums=checksums,
+            )
+            stored = await self._in_writer(self._commit_object, blob, info, options.only_if)
+        except BaseException:
+            (self.tmp / blob).unlink(missing_ok=True)
+            raise
+        return info if stored else None
+
+    async def _receive(
+        self, body: AsyncIterator[bytes], verify: dict[str, bytes], max_bytes: int, part: int | None
+    ) -> tuple[str, Digests]:
+        """Stream `body` into a new fsynced temp file; its name and digests. Cleans up on failure."""
+        name = uuid.uuid4().hex
+        path = self.tmp / name
+        digests = Digests(verify)
+        try:
+            f = await asyncio.to_thread(open, path, "wb")
+        except OSError as e:
+            raise backend_unavailable(f"cannot write to the local object store {self.root}: {e}") from e
+        too_large = objects.put_too_large() if part is None else objects.part_too_large(part)
+        try:
+            await objects.write_body(f, body, digests, max_bytes, too_large)
+            await asyncio.to_thread(_finish_file, f)
+        except BaseException as e:
+            f.close()
+            path.unlink(missing_ok=True)
+            if isinstance(e, OSError):
+                raise backend_unavailable(f"cannot write to the local object store {self.root}: {e}") from e
+            raise
+        return name, digests
+
+    def _commit_object(self, blob: str, info: ObjectInfo, only_if: Conditional | None) -> bool:
+        """On the writer thread: check `only_if`, move the body in, record it; False if not met."""
+        conn = self._writer
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            rows = conn.execute(f"SELECT blob, {COLUMNS} FROM objects WHERE key = ?", (info.key,)).fetchall()
+            current = _info(tuple(rows[0][1:])) if rows else None
+            if not objects.condition_met(only_if, current):
+                conn.execute("ROLLBACK")
+                (self.tmp / blob).unlink(missing_ok=True)
+                return False
+            os.replace(self.tmp / blob, self.blobs / blob)
+            conn.execute(
+                f"INSERT OR REPLACE INTO objects (blob, {COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (blob, *_row(info)),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            (self.blobs / blob).unlink(missing_ok=True)
+            raise
+        if rows:
+            (self.blobs / rows[0][0]).unlink(missing_ok=True)
+        return True
+
+    async def delete(self, keys: list[str]) -> None:
+        await self._in_writer(self._delete, keys)
+
+    def _delete(self, keys: list[str]) -> None:
+        conn = self._writer
+        assert conn is not None
+        marks = ",".join("?" * len(keys))
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            blobs = [r[0] for r in conn.execute(f"SELECT blob FROM objects WHERE key IN ({marks})", keys)]
+            conn.execute(f"DELETE FROM objects WHERE key IN ({marks})", keys)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        for blob in blobs:
+            (self.blobs / blob).unlink(missing_ok=True)
+
+    # --- multipart -----------------------------------------------------------------------------
+
+    async def create_multipart_upload(
+        self, key: str, http_metadata: HttpMetadata, custom_metadata: dict[str, str]
+    ) -> str:
+        upload_id = secrets.token_urlsafe(32)
+        await self._write(
+            "INSERT INTO uploads (upload_id, key, http, custom) VALUES (?, ?, ?, ?)",
+            (upload_id, key, json.dumps(asdict(http_metadata)), json.dumps(custom_metadata)),
+        )
+        return upload_id
+
+    def _upload(self, key: str, upload_id: str) -> tuple[str, str]:
+        rows = self._read(
+            "SELECT http, custom FROM uploads WHERE upload_id = ? AND key = ?", (upload_id, key)
+        )
+        if not rows:
+            raise objects.no_such_upload(upload_id)
+        return rows[0]
+
+    async def check_upload(self, key: str, upload_id: str) -> None:
+        self._upload(key, upload_id)
+
+    async def upload_part(
+        self, key: str, upload_id: str, part_number: int, body: AsyncIterator[bytes]
+    ) -> str:
+        blob, digests = await self._receive(body, {}, objects.MAX_PART_BYTES, part_number)
+        etag = digests.verify()["md5"].hex()
+        try:
+            await self._in_writer(self._commit_part, blob, upload_id, part_number, digests.size, etag)
+        except BaseException:
+            (self.tmp / blob).unlink(missing_ok=True)
+            raise
+        return etag
+
+    def _commit_part(self, blob: str, upload_id: str, part_number: int, size: int, etag: str) -> None:
+        conn = self._writer
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if not conn.execute("SELECT 1 FROM uploads WHERE upload_id = ?", (upload_id,)).fetchall():
+                raise objects.no_such_upload(upload_id)
+            old = conn.execute(
+                "SELECT blob FROM parts WHERE upload_id = ? AND part_number = ?", (upload_id, part_number)
+            ).fetchall()
+            os.replace(self.tmp / blob, self.blobs / blob)
+            conn.execute(
+                "INSERT OR REPLACE INTO parts (upload_id, part_number, blob, size, etag)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (upload_id, part_number, blob, size, etag),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            (self.blobs / blob).unlink(missing_ok=True)
+            raise
+        if old:
+            (self.blobs / old[0][0]).unlink(missing_ok=True)
+
+    async def complete_multipart_upload(
+        self, key: str, upload_id: str, parts: list[tuple[int, str]]
+    ) -> ObjectInfo:
+        http_json, custom_json = self._upload(key, upload_id)
+        stored = {
+            number: (blob, size, etag)
+            for number, blob, size, etag in self._read(
+                "SELECT part_number, blob, size, etag FROM parts WHERE upload_id = ?", (upload_id,)
+            )
+        }
+        ordered = sorted(parts)
+        for number, etag in ordered:
+            if number not in stored or stored[number][2] != etag.strip('"'):
+                raise invalid_argument(
+                    f"part {number} with etag {etag} was not uploaded to this multipart upload; "
+                    "pass the parts that upload_part() returned"
+                )
+        objects.check_part_sizes([(number, stored[number][1]) for number, _ in ordered])
+        name = uuid.uuid4().hex
+        try:
+            await asyncio.to_thread(self._concatenate, name, [stored[n][0] for n, _ in ordered])
+            info = ObjectInfo(
+                key=key,
+                version=uuid.uuid4().hex,
+                size=sum(stored[n][1] for n, _ in ordered),
+                etag=objects.multipart_etag([stored[n][2] for n, _ in ordered]),
+                uploaded=int(time.time() * 1000),
+                http_metadata=HttpMetadata(**json.loads(http_json)),
+                custom_metadata=json.loads(custom_json),
+                checksums={},
+            )
+            await self._in_writer(self._commit_multipart, name, info, upload_id)
+        except BaseException:
+            (self.tmp / name).unlink(missing_ok=True)
+            raise
+        return info
+
+    def _concatenate(self, name: str, blobs: list[str]) -> None:
+        with open(self.tmp / name, "wb") as out:
+            for blob in blobs:
+                with open(self.blobs / blob, "rb") as part:
+                    while chunk := part.read(CHUNK_BYTES):
+                        out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+
+    def _commit_multipart(self, blob: str, info: ObjectInfo, upload_id: str) -> None:
+        conn = self._writer
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if not conn.execute("SELECT 1 FROM uploads WHERE upload_id = ?", (upload_id,)).fetchall():
+                raise objects.no_such_upload(upload_id)
+            old = conn.execute("SELECT blob FROM objects WHERE key = ?", (info.key,)).fetchall()
+            part_blobs = [
+                r[0] for r in conn.execute("SELECT blob FROM parts WHERE upload_id = ?", (upload_id,))
+            ]
+            os.replace(self.tmp / blob, self.blobs / blob)
+            conn.execute(
+                f"INSERT OR REPLACE INTO objects (blob, {COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (blob, *_row(info)),
+            )
+            conn.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
+            conn.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            (self.blobs / blob).unlink(missing_ok=True)
+            raise
+        for old_blob in [r[0] for r in old] + part_blobs:
+            (self.blobs / old_blob).unlink(missing_ok=True)
+
+    async def abort_multipart_upload(self, key: str, upload_id: str) -> None:
+        self._upload(key, upload_id)
+        await self._in_writer(self._abort, upload_id)
+
+    def _abort(self, upload_id: str) -> None:
+        conn = self._writer
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            blobs = [r[0] for r in conn.execute("SELECT blob FROM parts WHERE upload_id = ?", (upload_id,))]
+            conn.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
+            conn.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        for blob in blobs:
+            (self.blobs / blob).unlink(missing_ok=True)
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        assert self._reader is not None, "provider not started"
+        try:
+            return self._reader.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as e:
+            raise backend_unavailable(f"cannot read the local object store {self.db_path}: {e}") from e
+
+    async def _write(self, sql: str, params: tuple[object, ...]) -> None:
+        assert self._writer is not None, "provider not started"
+        await self._in_writer(self._writer.execute, sql, params)
+
+    async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._write_thread, fn, *args)
+        except BindingdError:
+            raise
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                raise backend_timeout(
+                    f"the local object store {self.db_path} stayed locked by another process for "
+                    f"{BUSY_TIMEOUT_S:.0f}s; close whatever holds it open"
+                ) from e
+            raise backend_unavailable(f"cannot write the local object store {self.root}: {e}") from e
+        except OSError as e:
+            raise backend_unavailable(f"cannot write the local object store {self.root}: {e}") from e
+
+
+def _row(info: ObjectInfo) -> tuple[object, ...]:
+    return (
+        info.key,
+        info.version,
+        info.size,
+        info.etag,
+        info.uploaded,
+        json.dumps(asdict(info.http_metadata)),
+        json.dumps(info.custom_metadata),
+        json.dumps({k: v.hex() for k, v in info.checksums.items()}),
+    )

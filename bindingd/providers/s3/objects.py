@@ -1,0 +1,617 @@
+"""R2 on any S3-compatible store (R2, AWS S3, MinIO) through aiobotocore.
+
+One client (with its pool of kept-alive connections) per connection entry, shared by every
+binding on it. A put or a part is spooled to a temp file under the binding's state folder while
+its digests are computed: S3 needs the length up front, and a checksum mismatch must store
+nothing, so nothing reaches the bucket before the bytes are known to be right. A get streams the
+response body through in chunks. The binding's `prefix` is prepended to every key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from bindingd import objects
+from bindingd.config.model import Binding, Connection
+from bindingd.errors import (
+    BindingdError,
+    Reason,
+    backend_timeout,
+    backend_unavailable,
+    invalid_argument,
+    permission_denied,
+)
+from bindingd.objects import (
+    CHUNK_BYTES,
+    Conditional,
+    Digests,
+    HttpMetadata,
+    ObjectInfo,
+    PutOptions,
+    RangeSpec,
+)
+from bindingd.providers.base import ObjectListing, ObjectRead
+from bindingd.providers.connections import ProviderContext
+
+DEFAULT_TIMEOUT_S = 30.0
+# What S3 reports as the content type of an object stored without one; R2 reports none.
+S3_DEFAULT_CONTENT_TYPE = "binary/octet-stream"
+# Metadata heads of a list that asked for `include`, run at once.
+LIST_HEADS_IN_FLIGHT = 16
+HTTP_TO_S3 = {
+    "content_type": "ContentType",
+    "content_language": "ContentLanguage",
+    "content_disposition": "ContentDisposition",
+    "content_encoding": "ContentEncoding",
+    "cache_control": "CacheControl",
+}
+AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+DENIED_CODES = {"AccessDenied", "AllAccessDisabled", "Forbidden", "403"}
+
+
+def _ms(when: dt.datetime) -> int:
+    # Whole seconds: HEAD answers carry HTTP dates, so every answer agrees with the others.
+    return int(when.timestamp()) * 1000
+
+
+def _etag(raw: str) -> str:
+    return raw.strip('"')
+
+
+def _version(response: Mapping[str, Any], etag: str, uploaded: int) -> str:
+    """The S3 version id when the bucket keeps versions; otherwise one derived from the write."""
+    version = response.get("VersionId")
+    if version and version != "null":
+        return str(version)
+    return hashlib.md5(f"{etag}:{uploaded}".encode()).hexdigest()
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
+
+
+class S3Objects:
+    """The s3 objects provider: one bucket (and key prefix) per binding."""
+
+    def __init__(self, binding: Binding, context: ProviderContext) -> None:
+        assert binding.connection is not None
+        self.connection: Connection = binding.connection
+        self.context = context
+        self.bucket: str = binding.options["bucket"]
+        self.prefix: str = binding.options.get("prefix") or ""
+        self.endpoint: str = self.connection.options.get("endpoint") or "the default AWS S3 endpoint"
+        self.timeout = float(self.connection.options.get("timeout") or DEFAULT_TIMEOUT_S)
+        self.spool = context.state_dir / "objects" / binding.name / "spool"
+        self._client: Any = None
+        # A HEAD answers 404 alike for a missing key and a missing bucket: the first miss checks
+        # the bucket once, so a wrong `bucket` is reported by name rather than as "not found".
+        self._bucket_seen = False
+
+    @classmethod
+    def create(cls, binding: Binding, context: ProviderContext) -> S3Objects:
+        return cls(binding, context)
+
+    async def start(self) -> None:
+        self.spool.mkdir(parents=True, exist_ok=True)
+        for leftover in self.spool.iterdir():
+            leftover.unlink(missing_ok=True)
+        self._client = await self.context.connections.acquire(self.connection, self._open, _close_client)
+
+    async def _open(self) -> Any:
+        """The connection's client; opening it does not contact the endpoint."""
+        options = self.connection.options
+        config = AioConfig(
+            connect_timeout=self.timeout,
+            read_timeout=self.timeout,
+            retries={"max_attempts": 2, "mode": "standard"},
+            max_pool_connections=32,
+            s3={"addressing_style": "path" if options.get("path_style") else "auto"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        creator = get_session().create_client(
+            "s3",
+            endpoint_url=options.get("endpoint"),
+            region_name=options.get("region") or "us-east-1",
+            aws_access_key_id=options.get("access_key_id"),
+            aws_secret_access_key=options.get("secret_access_key"),
+            config=config,
+        )
+        client = await creator.__aenter__()
+        return (creator, client)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            self._client = None
+            await self.context.connections.release(self.connection)
+
+    @property
+    def s3(self) -> Any:
+        assert self._client is not None, "provider not started"
+        return self._client[1]
+
+    async def check(self) -> str:
+        try:
+            await self.s3.head_bucket(Bucket=self.bucket)
+        except ClientError as e:
+            if _code(e) in ("404", "NoSuchBucket", "NotFound"):
+                raise self._no_bucket() from e
+            raise self._error(e, "probe") from e
+        except (TimeoutError, BotoCoreError, OSError) as e:
+            raise self._error(e, "probe") from e
+        return f"bucket {self.bucket} at {self.endpoint}"
+
+    # --- errors --------------------------------------------------------------------------------
+
+    def _no_bucket(self) -> BindingdError:
+        return backend_unavailable(
+            f'bucket "{self.bucket}" does not exist at {self.endpoint}; create it or fix the binding\'s '
+            "`bucket` in bindingd.yaml"
+        )
+
+    def _error(self, e: BaseException, operation: str) -> BindingdError:
+        """An S3 or network failure as the error table's reason. Never carries credentials."""
+        if isinstance(e, BindingdError):
+            return e
+        if isinstance(e, ClientError):
+            code = _code(e)
+            message = e.response.get("Error", {}).get("Message") or code
+            if code == "NoSuchBucket":
+                return self._no_bucket()
+            if code in AUTH_CODES:
+                return BindingdError(
+                    Reason.AUTH_FAILED,
+                    f'authentication failed for connection "{self.connection.name}" at {self.endpoint}: '
+                    f"{code} ({message}); check its access_key_id and secret_access_key",
+                )
+            if code in DENIED_CODES:
+                return permission_denied(
+                    f'connection "{self.connection.name}" may not {operation} in bucket "{self.bucket}": '
+                    f"{code} ({message})"
+                )
+            if code in ("RequestTimeout", "RequestTimeTooSkewed"):
+                return backend_timeout(f"s3 at {self.endpoint} timed out during {operation}: {message}")
+            if code in (
+                "InvalidRange",
+                "InvalidArgument",
+                "InvalidPart",
+                "InvalidPartOrder",
+                "EntityTooSmall",
+            ):
+                return invalid_argument(f"s3 refused the {operation}: {code} ({message})")
+            return backend_unavailable(f"s3 at {self.endpoint} failed the {operation}: {code} ({message})")
+        if isinstance(e, ConnectTimeoutError):
+            return backend_unavailable(
+                f"cannot reach s3 at {self.endpoint}: no connection within {self.timeout:.1f}s ({operation})"
+            )
+        if isinstance(e, ReadTimeoutError | asyncio.TimeoutError):
+            return backend_timeout(
+                f"s3 at {self.endpoint} did not answer within {self.timeout:.1f}s ({operation})"
+            )
+        if isinstance(e, EndpointConnectionError):
+            return backend_unavailable(f"cannot reach s3 at {self.endpoint}: connection refused or no route")
+        if isinstance(e, NoCredentialsError):
+            return BindingdError(
+                Reason.AUTH_FAILED,
+                f'connection "{self.connection.name}" has no credentials: set access_key_id and '
+                "secret_access_key (by reference)",
+            )
+        return backend_unavailable(
+            f"cannot reach s3 at {self.endpoint} ({operation}): {type(e).__name__}: {e}"
+        )
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def _info(
+        self, key: str, response: Mapping[str, Any], *, http: bool = True, custom: bool = True
+    ) -> ObjectInfo:
+        etag = _etag(response["ETag"])
+        uploaded = _ms(response["LastModified"])
+        checksums: dict[str, bytes] = {}
+        if "-" not in etag:
+            checksums["md5"] = bytes.fromhex(etag)
+        for name, field in (("sha1", "ChecksumSHA1"), ("sha256", "ChecksumSHA256")):
+            value = response.get(field)
+            if value and "-" not in value:
+                checksums[name] = base64.b64decode(value)
+        http_metadata = HttpMetadata()
+        if http:
+            values = {name: response.get(s3_name) for name, s3_name in HTTP_TO_S3.items()}
+            if values["content_type"] == S3_DEFAULT_CONTENT_TYPE:
+                values["content_type"] = None
+            expires = response.get("Expires")
+            http_metadata = HttpMetadata(
+                **values,
+                cache_expiry=int(expires.timestamp() * 1000) if isinstance(expires, dt.datetime) else None,
+            )
+        return ObjectInfo(
+            key=key,
+            version=_version(response, etag, uploaded),
+            size=int(response.get("ContentLength", response.get("Size", 0))),
+            etag=etag,
+            uploaded=uploaded,
+            http_metadata=http_metadata,
+            custom_metadata=dict(response.get("Metadata") or {}) if custom else {},
+            checksums=checksums,
+        )
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        try:
+            response = await self.s3.head_object(
+                Bucket=self.bucket, Key=self.prefix + key, ChecksumMode="ENABLED"
+            )
+        except ClientError as e:
+            if _code(e) in ("404", "NoSuchKey", "NotFound"):
+                if not self._bucket_seen:
+                    await self.check()
+                    self._bucket_seen = True
+                return None
+            raise self._error(e, "head") from e
+        except (TimeoutError, BotoCoreError, OSError) as e:
+            raise self._error(e, "head") from e
+        self._bucket_seen = True
+        return self._info(key, response)
+
+    async def get(self, key: str, range: RangeSpec | None, only_if: Conditional | None) -> ObjectRead | None:
+        for _attempt in (1, 2, 3):
+            info = await self.head(key)
+            if info is None:
+                return None
+            if not objects.condition_met(only_if, info):
+                return ObjectRead(info, 0, info.size, None)
+            offset, length = objects.resolve_range(range, info.size)
+            if length == 0:
+                return ObjectRead(info, offset, 0, _empty())
+            try:
+                response = await self.s3.get_object(
+                    Bucket=self.bucket,
+                    Key=self.prefix + key,
+                    Range=f"bytes={offset}-{offset + length - 1}",
+                    # The bytes of the version just described, not of a put that came between.
+                    IfMatch=f'"{info.etag}"',
+                )
+            except ClientError as e:
+                if _code(e) in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+                    continue
+                raise self._error(e, "get") from e
+            except (TimeoutError, BotoCoreError, OSError) as e:
+                raise self._error(e, "get") from e
+            return ObjectRead(info, offset, length, self._body(response["Body"]))
+        raise backend_unavailable(f'object "{key}" kept changing while it was being read; try again')
+
+    async def _body(self, stream: Any) -> AsyncIterator[bytes]:
+        """The response body in chunks of up to CHUNK_BYTES, read only as fast as they are sent."""
+        try:
+            buffer = bytearray()
+            while True:
+                try:
+                    data = await stream.read(CHUNK_BYTES - len(buffer))
+                except (TimeoutError, BotoCoreError, OSError) as e:
+                    raise self._error(e, "get") from e
+                if not data:
+                    break
+                buffer += data
+                if len(buffer) >= CHUNK_BYTES:
+                    yield bytes(buffer)
+                    buffer.clear()
+            if buffer:
+                yield bytes(buffer)
+        finally:
+            stream.close()
+
+    async def list(
+        self,
+        *,
+        prefix: str,
+        delimiter: str,
+        cursor: str,
+        start_after: str,
+        limit: int,
+        include_http_metadata: bool,
+        include_custom_metadata: bool,
+    ) -> ObjectListing:
+        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix + prefix, "MaxKeys": limit}
+        if delimiter:
+            params["Delimiter"] = delimiter
+        if cursor:
+            params["ContinuationToken"] = cursor
+        elif start_after:
+            params["StartAfter"] = self.prefix + start_after
+        try:
+            response = await self.s3.list_objects_v2(**params)
+        except ClientError as e:
+            if _code(e) == "InvalidArgument" and cursor:
+                raise invalid_argument(
+                    "list cursor is not valid for this list; pass the cursor of the previous list() call, "
+                    "or none to start over"
+                ) from e
+            raise self._error(e, "list") from e
+        except (TimeoutError, BotoCoreError, OSError) as e:
+            raise self._error(e, "list") from e
+        cut = len(self.prefix)
+        entries = response.get("Contents") or []
+        if include_http_metadata or include_custom_metadata:
+            found = await self._heads([entry["Key"][cut:] for entry in entries])
+            infos = [
+                self._strip(info, include_http_metadata, include_custom_metadata) for info in found if info
+            ]
+        else:
+            infos = [self._info(entry["Key"][cut:], entry, http=False, custom=False) for entry in entries]
+        truncated = bool(response.get("IsTruncated"))
+        return ObjectListing(
+            objects=infos,
+            delimited_prefixes=[p["Prefix"][cut:] for p in response.get("CommonPrefixes") or []],
+            truncated=truncated,
+            cursor=response.get("NextContinuationToken", "") if truncated else "",
+        )
+
+    async def _heads(self, keys: list[str]) -> list[ObjectInfo | None]:
+        gate = asyncio.Semaphore(LIST_HEADS_IN_FLIGHT)
+
+        async def one(key: str) -> ObjectInfo | None:
+            async with gate:
+                return await self.head(key)
+
+        return list(await asyncio.gather(*(one(key) for key in keys)))
+
+    @staticmethod
+    def _strip(info: ObjectInfo, http: bool, custom: bool) -> ObjectInfo:
+        return ObjectInfo(
+            key=info.key,
+            version=info.version,
+            size=info.size,
+            etag=info.etag,
+            uploaded=info.uploaded,
+            http_metadata=info.http_metadata if http else HttpMetadata(),
+            custom_metadata=info.custom_metadata if custom else {},
+            checksums=info.checksums,
+        )
+
+    # --- writes --------------------------------------------------------------------------------
+
+    async def _spool(
+        self, body: AsyncIterator[bytes], verify: dict[str, bytes], max_bytes: int, part: int | None
+    ) -> tuple[Path, Digests]:
+        """The body in a temp file with its digests; the file is removed if anything fails."""
+        path = self.spool / uuid.uuid4().hex
+        digests = Digests(verify)
+        try:
+            f = await asyncio.to_thread(open, path, "wb")
+        except OSError as e:
+            raise backend_unavailable(f"cannot write the spool folder {self.spool}: {e}") from e
+        too_large = objects.put_too_large() if part is None else objects.part_too_large(part)
+        try:
+            await objects.write_body(f, body, digests, max_bytes, too_large)
+            await asyncio.to_thread(f.close)
+            digests.verify()
+        except BaseException as e:
+            f.close()
+            path.unlink(missing_ok=True)
+            if isinstance(e, OSError):
+                raise backend_unavailable(f"cannot write the spool folder {self.spool}: {e}") from e
+            raise
+        return path, digests
+
+    async def put(self, key: str, body: AsyncIterator[bytes], options: PutOptions) -> ObjectInfo | None:
+        path, digests = await self._spool(body, options.checksums, objects.MAX_PUT_BYTES, None)
+        try:
+            if options.only_if is not None and not objects.condition_met(
+                options.only_if, await self.head(key)
+            ):
+                return None
+            checksums = digests.verify()
+            params: dict[str, Any] = {
+                "Bucket": self.bucket,
+                "Key": self.prefix + key,
+                "ContentLength": digests.size,
+                "ContentMD5": _b64(checksums["md5"]),
+                "Metadata": options.custom_metadata,
+                **_http_params(options.http_metadata),
+            }
+            # S3 keeps one extra digest per object; sha256 when both are given.
+            if "sha256" in checksums:
+                params["ChecksumAlgorithm"] = "SHA256"
+                params["ChecksumSHA256"] = _b64(checksums["sha256"])
+            elif "sha1" in checksums:
+                params["ChecksumAlgorithm"] = "SHA1"
+                params["ChecksumSHA1"] = _b64(checksums["sha1"])
+            with path.open("rb") as f:
+                try:
+                    await self.s3.put_object(Body=f, **params)
+                except (TimeoutError, ClientError, BotoCoreError, OSError) as e:
+                    raise self._error(e, "put") from e
+        finally:
+            path.unlink(missing_ok=True)
+        info = await self.head(key)
+        if info is None:
+            raise backend_unavailable(
+                f's3 at {self.endpoint} accepted the put of "{key}" but does not show it'
+            )
+        # Digests the store does not keep (only one extra is sent) are still the ones verified.
+        return _with_checksums(info, {k: v for k, v in checksums.items() if k != "md5"})
+
+    async def delete(self, keys: list[str]) -> None:
+        try:
+            response = await self.s3.delete_objects(
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": self.prefix + key} for key in keys], "Quiet": True},
+            )
+        except (TimeoutError, ClientError, BotoCoreError, OSError) as e:
+            raise self._error(e, "delete") from e
+        errors = response.get("Errors") or []
+        if errors:
+            first = errors[0]
+            raise self._error(
+                ClientError(
+                    {"Error": {"Code": first.get("Code"), "Message": first.get("Message")}}, "DeleteObjects"
+                ),
+                "delete",
+            )
+
+    # --- multipart -----------------------------------------------------------------------------
+
+    async def create_multipart_upload(
+        self, key: str, http_metadata: HttpMetadata, custom_metadata: dict[str, str]
+    ) -> str:
+        try:
+            response = await self.s3.create_multipart_upload(
+                Bucket=self.bucket,
+                Key=self.prefix + key,
+                Metadata=custom_metadata,
+                **_http_params(http_metadata),
+            )
+        except (TimeoutError, ClientError, BotoCoreError, OSError) as e:
+            raise self._error(e, "create a multipart upload") from e
+        return str(response["UploadId"])
+
+    def _upload_error(self, e: BaseException, upload_id: str, operation: str) -> BindingdError:
+        if isinstance(e, ClientError) and _code(e) in ("NoSuchUpload", "404"):
+            return objects.no_such_upload(upload_id)
+        return self._error(e, operation)
+
+    async def upload_part(
+        self, key: str, upload_id: str, part_number: int, body: AsyncIterator[bytes]
+    ) -> str:
+        path, digests = await self._spool(body, {}, objects.MAX_PART_BYTES, part_number)
+        try:
+            md5 = digests.verify()["md5"]
+            with path.open("rb") as f:
+                response = await self.s3.upload_part(
+                    Bucket=self.bucket,
+                    Key=self.prefix + key,
+                    UploadId=upload_id,
+                    PartNumber=part_number,
+                    Body=f,
+                    ContentLength=digests.size,
+                    ContentMD5=_b64(md5),
+                )
+        except (TimeoutError, ClientError, BotoCoreError, OSError) as e:
+            raise self._upload_error(e, upload_id, "upload a part") from e
+        finally:
+            path.unlink(missing_ok=True)
+        return _etag(response["ETag"])
+
+    async def complete_multipart_upload(
+        self, key: str, upload_id: str, parts: list[tuple[int, str]]
+    ) -> ObjectInfo:
+        stored = await self._parts(key, upload_id)
+        ordered = sorted(parts)
+        for number, etag in ordered:
+            if number not in stored or stored[number][1] != etag.strip('"'):
+                raise invalid_argument(
+                    f"part {number} with etag {etag} was not uploaded to this multipart upload; "
+                    "pass the parts that upload_part() returned"
+                )
+        objects.check_part_sizes([(number, stored[number][0]) for number, _ in ordered])
+        try:
+            await self.s3.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=self.prefix + key,
+                UploadId=upload_id,
+                MultipartUpload={
+                    "Parts": [{"PartNumber": n, "ETag": f'"{stored[n][1]}"'} for n, _ in ordered]
+                },
+            )
+        except (TimeoutError, ClientError, BotoCoreError, OSError) as e:
+            raise self._upload_error(e, upload_id, "complete a multipart upload") from e
+        info = await self.head(key)
+        if info is None:
+            raise backend_unavailable(
+                f's3 at {self.endpoint} completed the upload of "{key}" but does not show it'
+            )
+        return info
+
+    async def check_upload(self, key: str, upload_id: str) -> None:
+        """Asked before a part is received, so every store answers a stale id alike (some answer
+        a finished upload's id with a server error)."""
+        try:
+            await self.s3.list_parts(
+                Bucket=self.bucket, Key=self.prefix + key, UploadId=upload_id, MaxParts=1
+            )
+        except (TimeoutError, ClientError, BotoCoreError, OSError) as e:
+            raise self._upload_error(e, upload_id, "upload a part") from e
+
+    async def _parts(self, key: str, upload_id: str) -> dict[int, tuple[int, str]]:
+        """Size and etag of each uploaded part, by number."""
+        found: dict[int, tuple[int, str]] = {}
+        marker = 0
+        while True:
+            try:
+                response = await self.s3.list_parts(
+                    Bucket=self.bucket, Key=self.prefix + key, UploadId=upload_id, PartNumberMarker=marker
+                )
+            except (TimeoutError, ClientError, BotoCoreError, OSError) as e:
+                raise self._upload_error(e, upload_id, "list the parts of a multipart upload") from e
+            for part in response.get("Parts") or []:
+                found[part["PartNumber"]] = (part["Size"], _etag(part["ETag"]))
+            if not response.get("IsTruncated"):
+                return found
+            marker = response["NextPartNumberMarker"]
+
+    async def abort_multipart_upload(self, key: str, upload_id: str) -> None:
+        await self._parts(key, upload_id)  # an unknown upload is an error, whatever the store says
+        try:
+            await self.s3.abort_multipart_upload(
+                Bucket=self.bucket, Key=self.prefix + key, UploadId=upload_id
+            )
+        except (TimeoutError, ClientError, BotoCoreError, OSError) as e:
+            raise self._upload_error(e, upload_id, "abort a multipart upload") from e
+
+
+def _code(e: ClientError) -> str:
+    return str(e.response.get("Error", {}).get("Code", ""))
+
+
+def _http_params(http: HttpMetadata) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        s3_name: getattr(http, name)
+        for name, s3_name in HTTP_TO_S3.items()
+        if getattr(http, name) is not None
+    }
+    if http.cache_expiry is not None:
+        params["Expires"] = dt.datetime.fromtimestamp(http.cache_expiry / 1000, tz=dt.UTC)
+    return params
+
+
+def _with_checksums(info: ObjectInfo, extra: dict[str, bytes]) -> ObjectInfo:
+    return ObjectInfo(
+        key=info.key,
+        version=info.version,
+        size=info.size,
+        etag=info.etag,
+        uploaded=info.uploaded,
+        http_metadata=info.http_metadata,
+        custom_metadata=info.custom_metadata,
+        checksums={**info.checksums, **extra},
+    )
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    """The body of a zero-length range: nothing to ask the store for."""
+    for chunk in ():
+        yield chunk
+
+
+async def _close_client(client: Any) -> None:
+    creator, _ = client
+    with contextlib.suppress(Exception):
+        await creator.__aexit__(None, None, None)

@@ -1,0 +1,111 @@
+"""The daemon never holds a whole object: a 2 GiB put and get through a real `bindingd serve`
+process leave its peak RSS less than 100 MiB above its idle RSS, for every objects provider.
+
+RSS is read from /proc (psutil) of the daemon process by a sampling thread while the client in
+this process streams the object in and out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from bindingd_client import R2ObjectBody, connect
+from objects_support import MotoServer, s3_connection
+from support import DaemonProcess, write_project
+
+MIB = 1024 * 1024
+SIZE = 2 * 1024 * MIB
+LIMIT = 100 * MIB
+
+
+@pytest.fixture(scope="module")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    server = MotoServer(tmp_path_factory.mktemp("moto-memory") / "moto.log").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class PeakRss:
+    """The highest RSS of a process, sampled every 20 ms in a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.02)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def _body(block: bytes, size: int) -> AsyncIterator[bytes]:
+    for _ in range(size // len(block)):
+        yield block
+
+
+@pytest.mark.parametrize("provider", ["local", "s3"])
+@pytest.mark.timeout(900)
+async def test_two_gib_put_and_get_keep_daemon_rss_flat(
+    provider: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if provider == "s3":
+        moto: MotoServer = request.getfixturevalue("moto_server")
+        bucket = moto.new_bucket()
+        config = (
+            "version: 1\n"
+            + s3_connection(moto, timeout=120)
+            + (f"bindings:\n  ASSETS: {{ type: objects, connection: moto, bucket: {bucket} }}\n")
+        )
+    else:
+        config = "version: 1\nbindings:\n  ASSETS: { type: objects }\n"
+    write_project(tmp_path, config)
+    daemon = DaemonProcess(tmp_path).start()
+    try:
+        env = await connect(endpoint=daemon.endpoint)
+        assert daemon.proc is not None
+        try:
+            # Warm up: the first calls load modules and open the pools.
+            await env.ASSETS.put("warm", os.urandom(3 * MIB))
+            assert await (await env.ASSETS.get("warm")).bytes()  # type: ignore[union-attr]
+            idle = psutil.Process(daemon.proc.pid).memory_info().rss
+            block = os.urandom(MIB)
+            expected = hashlib.md5()
+            for _ in range(SIZE // MIB):
+                expected.update(block)
+            with PeakRss(daemon.proc.pid) as rss:
+                put = await env.ASSETS.put("big", _body(block, SIZE))
+                assert put is not None and put.size == SIZE and put.etag == expected.hexdigest()
+                got = await env.ASSETS.get("big")
+                assert isinstance(got, R2ObjectBody)
+                received = hashlib.md5()
+                count = 0
+                async for chunk in got:
+                    received.update(chunk)
+                    count += len(chunk)
+                assert count == SIZE and received.hexdigest() == expected.hexdigest()
+            grown = rss.peak - idle
+            print(f"{provider}: idle RSS {idle / MIB:.1f} MiB, peak {rss.peak / MIB:.1f} MiB")
+            assert grown < LIMIT, f"daemon RSS grew by {grown / MIB:.1f} MiB during a 2 GiB put and get"
+        finally:
+            await env.aclose()
+    finally:
+        assert daemon.stop() == 0

@@ -1,0 +1,114 @@
+"""The R2 rules of bindingd/objects.py and the client's pure encoders, without a daemon."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+
+import pytest
+from bindingd_client.objects import body_chunks, encode_checksums, encode_conditional, encode_range
+
+from bindingd import objects
+from bindingd.errors import BindingdError
+from bindingd.objects import Conditional, ObjectInfo, RangeSpec
+
+INFO = ObjectInfo(key="k", version="v", size=10, etag="abc", uploaded=1_000_000)
+
+
+@pytest.mark.parametrize(
+    ("cond", "met"),
+    [
+        (Conditional(etag_matches="abc"), True),
+        (Conditional(etag_matches='"abc"'), True),
+        (Conditional(etag_matches='W/"abc", "def"'), True),
+        (Conditional(etag_matches="*"), True),
+        (Conditional(etag_matches="def"), False),
+        (Conditional(etag_does_not_match="abc"), False),
+        (Conditional(etag_does_not_match="*"), False),
+        (Conditional(etag_does_not_match="def"), True),
+        (Conditional(uploaded_before=1_000_001), True),
+        (Conditional(uploaded_before=1_000_000), False),
+        (Conditional(uploaded_after=999_999), True),
+        (Conditional(uploaded_after=1_000_000), False),
+        # An etag condition takes precedence over the date condition of the same direction.
+        (Conditional(etag_matches="abc", uploaded_before=0), True),
+        (Conditional(etag_does_not_match="def", uploaded_after=2_000_000), True),
+    ],
+)
+def test_condition_met(cond: Conditional, met: bool) -> None:
+    assert objects.condition_met(cond, INFO) is met
+
+
+def test_conditions_on_a_missing_object() -> None:
+    assert objects.condition_met(Conditional(etag_matches="abc"), None) is False
+    assert objects.condition_met(Conditional(etag_does_not_match="*"), None) is True
+    assert objects.condition_met(None, None) is True
+
+
+def test_resolve_range() -> None:
+    assert objects.resolve_range(None, 10) == (0, 10)
+    assert objects.resolve_range(RangeSpec(suffix=100), 10) == (0, 10)
+    assert objects.resolve_range(RangeSpec(offset=10), 10) == (10, 0)
+    assert objects.resolve_range(RangeSpec(length=0), 10) == (0, 0)
+    assert objects.resolve_range(RangeSpec(offset=0), 0) == (0, 0)
+    with pytest.raises(BindingdError, match="past the end"):
+        objects.resolve_range(RangeSpec(offset=11), 10)
+    with pytest.raises(BindingdError, match="needs an offset"):
+        objects.resolve_range(RangeSpec(), 10)
+
+
+def test_delimited_and_cursor() -> None:
+    assert objects.delimited("a/b/c", "", "/") == "a/"
+    assert objects.delimited("a/b/c", "a/", "/") == "a/b/"
+    assert objects.delimited("a/b", "a/", "/") is None
+    assert objects.delimited("a/b", "", "") is None
+    cursor = objects.encode_cursor("p/", "p/ünï")
+    assert objects.decode_cursor(cursor, "p/") == "p/ünï"
+    with pytest.raises(BindingdError, match="not valid for this list"):
+        objects.decode_cursor(cursor, "other/")
+    with pytest.raises(BindingdError, match="not valid for this list"):
+        objects.decode_cursor("!!!", "p/")
+
+
+def test_digests_verify_and_multipart_etag() -> None:
+    digests = objects.Digests({"sha256": hashlib.sha256(b"ab").digest()})
+    digests.update(b"a")
+    digests.update(b"b")
+    assert digests.verify()["md5"] == hashlib.md5(b"ab").digest() and digests.size == 2
+    wrong = objects.Digests({"sha1": hashlib.sha1(b"x").digest()})
+    wrong.update(b"ab")
+    with pytest.raises(BindingdError, match=r"sha1 checksum .* does not match"):
+        wrong.verify()
+    parts = [hashlib.md5(b"1").hexdigest(), hashlib.md5(b"2").hexdigest()]
+    joined = hashlib.md5(hashlib.md5(b"1").digest() + hashlib.md5(b"2").digest()).hexdigest()
+    assert objects.multipart_etag(parts) == f"{joined}-2"
+
+
+def test_client_body_chunks_are_at_most_one_mib() -> None:
+    data = b"x" * (2 * 1024 * 1024 + 1)
+    assert [len(c) for c in body_chunks(data)] == [1024 * 1024, 1024 * 1024, 1]
+    assert b"".join(body_chunks(io.BytesIO(data))) == data
+    assert list(body_chunks("é")) == ["é".encode()]
+    assert list(body_chunks(None)) == []
+    assert b"".join(body_chunks([b"a", bytearray(b"b"), memoryview(b"c")])) == b"abc"
+    with pytest.raises(TypeError, match="an object body must be"):
+        list(body_chunks(42))
+
+
+def test_client_encoders() -> None:
+    digest = hashlib.sha256(b"x").digest()
+    assert encode_checksums(None, None, digest.hex()).sha256 == digest
+    with pytest.raises(ValueError, match="hex string"):
+        encode_checksums("zz", None, None)
+    when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    cond = encode_conditional({"etagMatches": ["a", "b"], "uploaded_before": when})
+    assert (
+        cond is not None
+        and cond.etag_matches == "a,b"
+        and cond.uploaded_before == int(when.timestamp() * 1000)
+    )
+    with pytest.raises(ValueError, match="unknown only_if"):
+        encode_conditional({"etag": "a"})
+    with pytest.raises(ValueError, match="offset, length or suffix"):
+        encode_range({"start": 1})
