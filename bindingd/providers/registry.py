@@ -14,6 +14,10 @@ from bindingd.providers.connections import ProviderContext
 
 PROVIDERS: dict[tuple[str, str], str] = {
     ("kv", "local"): "bindingd.providers.local.kv:LocalKV",
+    ("sql", "local"): "bindingd.providers.local.sql:SQLiteDatabase",
+    ("sql", "sqlite"): "bindingd.providers.local.sql:SQLiteDatabase",
+    ("sql", "postgres"): "bindingd.providers.postgres:PostgresDatabase",
+    ("sql", "mysql"): "bindingd.providers.mysql:MySQLDatabase",
 }
 
 # Binding types served by the daemon itself, without a provider.

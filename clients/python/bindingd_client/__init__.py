@@ -26,6 +26,14 @@ from .errors import (
     WrongBindingType,
 )
 from .kv import KVNamespace, KVNamespaceSync
+from .sql import (
+    D1Database,
+    D1DatabaseSync,
+    D1ExecResult,
+    D1PreparedStatement,
+    D1PreparedStatementSync,
+    D1Result,
+)
 from .types import BindingInfo, KVKey, KVListResult, KVValueWithMetadata
 
 __all__ = [
@@ -36,6 +44,12 @@ __all__ = [
     "BindingError",
     "BindingInfo",
     "BindingNotFound",
+    "D1Database",
+    "D1DatabaseSync",
+    "D1ExecResult",
+    "D1PreparedStatement",
+    "D1PreparedStatementSync",
+    "D1Result",
     "DaemonUnavailable",
     "Env",
     "InternalError",

@@ -1,0 +1,176 @@
+"""DatabaseService: gRPC ↔ the SQL rules and the provider of the named binding.
+
+Writes are not guessed from the SQL: a call on a binding whose writes are refused (access:
+read-only, or a protected env) runs in a read-only transaction, the backend refuses any write,
+and the caller gets PERMISSION_DENIED with the reason the daemon refuses writes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+from bindingd_client.proto import database_pb2, database_pb2_grpc
+
+from bindingd import sql
+from bindingd.errors import BindingdError, Reason, invalid_argument
+from bindingd.providers.base import SqlAccess, SqlMeta, SqlProvider, SqlResult, SqlStatement
+from bindingd.runtime import Runtime, Served
+from bindingd.server.audit import audit_write
+from bindingd.server.calls import rpc, rpc_stream
+
+
+def encode_value(value: object) -> database_pb2.SqlValue:
+    if value is None:
+        return database_pb2.SqlValue(null=True)
+    if isinstance(value, bool):
+        return database_pb2.SqlValue(boolean=value)
+    if isinstance(value, int):
+        return database_pb2.SqlValue(integer=value)
+    if isinstance(value, float):
+        return database_pb2.SqlValue(real=value)
+    if isinstance(value, str):
+        return database_pb2.SqlValue(text=value)
+    if isinstance(value, bytes):
+        return database_pb2.SqlValue(blob=value)
+    return encode_value(sql.normalize(value))
+
+
+def decode_value(message: database_pb2.SqlValue) -> object:
+    kind = message.WhichOneof("kind")
+    if kind is None or kind == "null":
+        return None
+    return getattr(message, kind)
+
+
+def _row(values: tuple[object, ...]) -> database_pb2.SqlRow:
+    return database_pb2.SqlRow(values=[encode_value(v) for v in values])
+
+
+def _row_bytes(values: tuple[object, ...]) -> int:
+    return sum(len(v) if isinstance(v, str | bytes) else 9 for v in values) + 4
+
+
+def _meta(meta: SqlMeta) -> database_pb2.SqlMeta:
+    return database_pb2.SqlMeta(
+        duration=meta.duration,
+        changes=meta.changes,
+        last_row_id=meta.last_row_id,
+        changed_db=meta.changed_db,
+        rows_read=meta.rows_read,
+        rows_written=meta.rows_written,
+        size_after=meta.size_after,
+    )
+
+
+def _result(result: SqlResult) -> database_pb2.SqlResult:
+    return database_pb2.SqlResult(
+        columns=result.columns, rows=[_row(r) for r in result.rows], meta=_meta(result.meta)
+    )
+
+
+def _statement(message: database_pb2.SqlStatement) -> SqlStatement:
+    sql.check_statement(message.sql)
+    return SqlStatement(message.sql, [decode_value(v) for v in message.params])
+
+
+class DatabaseService(database_pb2_grpc.DatabaseServicer):
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def _access(self, served: Served) -> tuple[SqlAccess, BindingdError | None]:
+        """The access of a call, and the reason writes are refused (None when they are not)."""
+        try:
+            self.runtime.check_writable(served.binding)
+            refusal = None
+        except BindingdError as e:
+            refusal = e
+        timeout = served.binding.options.get("timeout", sql.DEFAULT_TIMEOUT_S)
+        if timeout <= 0:
+            raise invalid_argument(f"the sql binding's timeout is {timeout}; give a number of seconds > 0")
+        return SqlAccess(read_only=refusal is not None, timeout=float(timeout)), refusal
+
+    @staticmethod
+    def _refused(err: BindingdError, refusal: BindingdError | None) -> BindingdError:
+        """A backend's refusal of a write, explained by why the daemon made the call read-only."""
+        if err.reason is Reason.PERMISSION_DENIED and refusal is not None:
+            return BindingdError(Reason.PERMISSION_DENIED, f"{refusal.message} ({err.message})")
+        return err
+
+    @rpc_stream
+    async def Query(
+        self, request: database_pb2.SqlQueryRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[database_pb2.SqlQueryResponse]:
+        statement = _statement(request.statement)
+        with self.runtime.use(request.binding, "sql") as served:
+            provider: SqlProvider = served.provider  # type: ignore[assignment]
+            access, refusal = self._access(served)
+            parts = provider.query(statement, access)
+            try:
+                columns = await anext(parts)
+                yield database_pb2.SqlQueryResponse(header=database_pb2.SqlHeader(columns=columns))
+                async for part in parts:
+                    if isinstance(part, SqlMeta):
+                        if part.changed_db:
+                            audit_write(served.binding, "query", statement.sql[:200], context)
+                        yield database_pb2.SqlQueryResponse(meta=_meta(part))
+                        continue
+                    page: list[database_pb2.SqlRow] = []
+                    size = 0
+                    for values in part:  # type: ignore[attr-defined]
+                        page.append(_row(values))
+                        size += _row_bytes(values)
+                        if size >= sql.PAGE_BYTES:
+                            yield database_pb2.SqlQueryResponse(page=database_pb2.SqlRowPage(rows=page))
+                            page, size = [], 0
+                    if page:
+                        yield database_pb2.SqlQueryResponse(page=database_pb2.SqlRowPage(rows=page))
+            except BindingdError as e:
+                raise self._refused(e, refusal) from e
+            finally:
+                await parts.aclose()  # type: ignore[attr-defined]
+
+    @rpc
+    async def Batch(
+        self, request: database_pb2.SqlBatchRequest, context: grpc.aio.ServicerContext
+    ) -> database_pb2.SqlBatchResponse:
+        statements = [_statement(s) for s in request.statements]
+        with self.runtime.use(request.binding, "sql") as served:
+            provider: SqlProvider = served.provider  # type: ignore[assignment]
+            access, refusal = self._access(served)
+            if not statements:
+                return database_pb2.SqlBatchResponse()
+            try:
+                results = await provider.batch(statements, access)
+            except BindingdError as e:
+                raise self._refused(e, refusal) from e
+            if any(r.meta.changed_db for r in results):
+                audit_write(served.binding, "batch", f"{len(statements)} statements", context)
+        return database_pb2.SqlBatchResponse(results=[_result(r) for r in results])
+
+    @rpc
+    async def Exec(
+        self, request: database_pb2.SqlExecRequest, context: grpc.aio.ServicerContext
+    ) -> database_pb2.SqlExecResponse:
+        with self.runtime.use(request.binding, "sql") as served:
+            provider: SqlProvider = served.provider  # type: ignore[assignment]
+            access, refusal = self._access(served)
+            dialect = _dialect(served)
+            statements = sql.split_script(request.sql, dialect)
+            if not statements:
+                raise invalid_argument("the script holds no SQL statement")
+            started = time.perf_counter()
+            try:
+                await provider.exec(statements, access)
+            except BindingdError as e:
+                raise self._refused(e, refusal) from e
+            audit_write(served.binding, "exec", f"{len(statements)} statements", context)
+        return database_pb2.SqlExecResponse(
+            count=len(statements), duration=(time.perf_counter() - started) * 1000
+        )
+
+
+def _dialect(served: Served) -> sql.Dialect:
+    kind = served.binding.backend_kind
+    return kind if kind in ("postgres", "mysql") else "sqlite"  # type: ignore[return-value]
