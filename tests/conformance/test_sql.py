@@ -322,11 +322,11 @@ async def test_other_column_types_map_as_documented(db: D1Database, backend: Bac
 async def test_placeholders_inside_literals_and_comments(db: D1Database, backend: Backend) -> None:
     quote = "`" if dialect(backend) == "mysql" else '"'
     sql = (
-        f"SELECT 'it''s ?' AS a, ? AS b, ?1 AS c, {quote}?{quote} AS d /* ? ?2 */, ?2 AS e -- ? here\n"
+        f"SELECT 'it''s ?' AS a, ? AS b, ?1 AS c, 'd' AS {quote}?d{quote} /* ? ?2 */, ?2 AS e -- ? here\n"
         f", '?3 -- /*' AS f"
     )
     row = await db.prepare(sql).bind("x", "y").first()
-    assert row == {"a": "it's ?", "b": "x", "c": "x", "d": "?", "e": "y", "f": "?3 -- /*"}
+    assert row == {"a": "it's ?", "b": "x", "c": "x", "?d": "d", "e": "y", "f": "?3 -- /*"}
     with pytest.raises(SqlError, match="parameter"):
         await db.prepare("SELECT ? AS a, ? AS b").bind("only one").all()
 
@@ -392,7 +392,7 @@ async def test_constraint_violation_and_syntax_error_are_sql_errors(db: D1Databa
         await db.prepare("INSERT INTO items (id, name) VALUES (2, 'a')").run()
     assert failed.value.reason == "SQL_ERROR"
     assert any(w in str(failed.value).lower() for w in ("unique", "duplicate")), str(failed.value)
-    with pytest.raises(SqlError, match="(?i)syntax"):
+    with pytest.raises(SqlError, match=r"(?i)syntax"):
         await db.prepare("SELEC nonsense").all()
     # The daemon is unharmed and the binding keeps serving.
     assert await db.prepare("SELECT count(*) AS n FROM items").first("n") == 1
