@@ -21,6 +21,7 @@ from pathlib import Path
 import grpc
 from bindingd_client import connect
 
+from bench import sql as sql_bench
 from bench.echo import METHOD
 from bench.measure import Result, interleaved
 
@@ -96,6 +97,7 @@ def main() -> int:
         )
         try:
             rows = asyncio.run(_kv(echo_socket, bindingd_socket, n))
+            sql_results = sql_bench.run(echo_socket, n)
         finally:
             for proc in (echo, daemon):
                 proc.terminate()
@@ -115,6 +117,9 @@ def main() -> int:
         "kv get p50 within 1.5x the echo floor", get_seq.p50_ms / floor_seq.p50_ms, 1.5, lower_is_better=True
     )
     _goal("kv get throughput at least 0.7x the floor's", get_par.calls_per_s / floor_par.calls_per_s, 0.7)
+    print("sql: SELECT 1 through bindingd beside the driver in this process and the echo floor")
+    for line in sql_bench.report(sql_results):
+        print(line)
     return 0
 
 

@@ -108,24 +108,29 @@ class DatabaseService(database_pb2_grpc.DatabaseServicer):
             access, refusal = self._access(served)
             parts = provider.query(statement, access)
             try:
-                columns = await anext(parts)
-                yield database_pb2.SqlQueryResponse(header=database_pb2.SqlHeader(columns=columns))
+                # Rows ride with the columns and the meta when they fit: a small result is one
+                # message. A full page goes out at once, so a large result streams.
+                pending = database_pb2.SqlQueryResponse(columns=await anext(parts))
+                size = 0
                 async for part in parts:
                     if isinstance(part, SqlMeta):
                         if part.changed_db:
                             audit_write(served.binding, "query", statement.sql[:200], context)
-                        yield database_pb2.SqlQueryResponse(meta=_meta(part))
-                        continue
-                    page: list[database_pb2.SqlRow] = []
-                    size = 0
+                        pending.meta.CopyFrom(_meta(part))
+                        break
+                    rows = []
                     for values in part:  # type: ignore[attr-defined]
-                        page.append(_row(values))
+                        rows.append(_row(values))
                         size += _row_bytes(values)
                         if size >= sql.PAGE_BYTES:
-                            yield database_pb2.SqlQueryResponse(page=database_pb2.SqlRowPage(rows=page))
-                            page, size = [], 0
-                    if page:
-                        yield database_pb2.SqlQueryResponse(page=database_pb2.SqlRowPage(rows=page))
+                            pending.rows.extend(rows)
+                            yield pending
+                            pending, rows, size = database_pb2.SqlQueryResponse(), [], 0
+                    pending.rows.extend(rows)
+                    if len(part) >= sql.PAGE_ROWS:  # type: ignore[arg-type]
+                        yield pending
+                        pending, size = database_pb2.SqlQueryResponse(), 0
+                yield pending
             except BindingdError as e:
                 raise self._refused(e, refusal) from e
             finally:

@@ -203,7 +203,10 @@ class SQLiteDatabase:
             columns = [d[0] for d in cursor.description] if cursor.description else []
             if not columns:  # done already: its meta before another call's statement runs
                 return cursor, before, columns, [], self._meta(conn, cursor, before, 0, started)
-            return cursor, before, columns, cursor.fetchmany(PAGE_ROWS), None
+            rows = cursor.fetchmany(PAGE_ROWS)
+            if len(rows) < PAGE_ROWS:  # the whole result: one trip to the thread
+                return cursor, before, columns, rows, self._meta(conn, cursor, before, len(rows), started)
+            return cursor, before, columns, rows, None
 
         cursor, before, columns, rows, meta = await connection.run(first, timeout)
         try:

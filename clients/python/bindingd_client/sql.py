@@ -127,12 +127,10 @@ class _Collect:
         self.meta: dict[str, Any] = {}
 
     def add(self, part: database_pb2.SqlQueryResponse) -> None:
-        which = part.WhichOneof("part")
-        if which == "header":
-            self.columns = list(part.header.columns)
-        elif which == "page":
-            self.rows.extend(_tuples(part.page.rows))
-        elif which == "meta":
+        if part.columns:
+            self.columns = list(part.columns)
+        self.rows.extend(_tuples(part.rows))
+        if part.HasField("meta"):
             self.meta = _meta(part.meta)
 
     def result(self) -> D1Result:
@@ -193,12 +191,9 @@ class D1PreparedStatement:
         for results too large for ``all()``)."""
         columns: list[str] = []
         async for part in self._stream():
-            which = part.WhichOneof("part")
-            if which == "header":
-                columns = list(part.header.columns)
-            elif which == "page":
-                for row in _tuples(part.page.rows):
-                    yield dict(zip(columns, row, strict=True))
+            columns = list(part.columns) or columns
+            for row in _tuples(part.rows):
+                yield dict(zip(columns, row, strict=True))
 
     async def first(self, column: str | None = None) -> Any:
         """The first row as a dict (or one of its values), None when there is none; the rest of
@@ -208,11 +203,9 @@ class D1PreparedStatement:
         stream = self._stream()
         try:
             async for part in stream:
-                which = part.WhichOneof("part")
-                if which == "header":
-                    columns = list(part.header.columns)
-                elif which == "page" and part.page.rows:
-                    row = next(_tuples(part.page.rows[:1]))
+                columns = list(part.columns) or columns
+                if part.rows:
+                    row = next(_tuples(part.rows[:1]))
                     break
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
@@ -295,12 +288,9 @@ class D1PreparedStatementSync:
     def rows(self) -> Iterator[dict[str, Any]]:
         columns: list[str] = []
         for part in self._stream():
-            which = part.WhichOneof("part")
-            if which == "header":
-                columns = list(part.header.columns)
-            elif which == "page":
-                for row in _tuples(part.page.rows):
-                    yield dict(zip(columns, row, strict=True))
+            columns = list(part.columns) or columns
+            for row in _tuples(part.rows):
+                yield dict(zip(columns, row, strict=True))
 
     def first(self, column: str | None = None) -> Any:
         columns: list[str] = []
@@ -308,11 +298,9 @@ class D1PreparedStatementSync:
         stream = self._stream()
         try:
             for part in stream:
-                which = part.WhichOneof("part")
-                if which == "header":
-                    columns = list(part.header.columns)
-                elif which == "page" and part.page.rows:
-                    row = next(_tuples(part.page.rows[:1]))
+                columns = list(part.columns) or columns
+                if part.rows:
+                    row = next(_tuples(part.rows[:1]))
                     break
         finally:
             stream.close()  # type: ignore[attr-defined]
