@@ -7,8 +7,11 @@ and the caller gets PERMISSION_DENIED with the reason the daemon refuses writes.
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 
 import grpc
 from bindingd_client.proto import database_pb2, database_pb2_grpc
@@ -19,6 +22,9 @@ from bindingd.providers.base import SqlAccess, SqlMeta, SqlProvider, SqlResult, 
 from bindingd.runtime import Runtime, Served
 from bindingd.server.audit import audit_write
 from bindingd.server.calls import rpc, rpc_stream
+
+# How long the rest of a large result waits for its Fetch.
+CURSOR_TTL_S = 30.0
 
 
 def encode_value(value: object) -> database_pb2.SqlValue:
@@ -75,9 +81,20 @@ def _statement(message: database_pb2.SqlStatement) -> SqlStatement:
     return SqlStatement(message.sql, [decode_value(v) for v in message.params])
 
 
+@dataclass
+class _Parked:
+    """The rest of a Query answer, waiting for its Fetch."""
+
+    binding: str
+    messages: AsyncGenerator[database_pb2.SqlQueryResponse, None]
+    expiry: asyncio.TimerHandle | None = None
+
+
 class DatabaseService(database_pb2_grpc.DatabaseServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self._parked: dict[str, _Parked] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     def _access(self, served: Served) -> tuple[SqlAccess, BindingdError | None]:
         """The access of a call, and the reason writes are refused (None when they are not)."""
@@ -98,43 +115,108 @@ class DatabaseService(database_pb2_grpc.DatabaseServicer):
             return BindingdError(Reason.PERMISSION_DENIED, f"{refusal.message} ({err.message})")
         return err
 
-    @rpc_stream
+    async def _messages(
+        self,
+        parts: AsyncIterator[object],
+        served: Served,
+        statement: SqlStatement,
+        refusal: BindingdError | None,
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncGenerator[database_pb2.SqlQueryResponse, None]:
+        """The provider's parts as messages: the columns ride with the first page, the meta
+        with the last, so a small result is one message; a full page goes out at once."""
+        try:
+            pending = database_pb2.SqlQueryResponse(columns=await anext(parts))  # type: ignore[arg-type]
+            size = 0
+            async for part in parts:
+                if isinstance(part, SqlMeta):
+                    if part.changed_db:
+                        audit_write(served.binding, "query", statement.sql[:200], context)
+                    pending.meta.CopyFrom(_meta(part))
+                    break
+                rows = []
+                for values in part:  # type: ignore[attr-defined]
+                    rows.append(_row(values))
+                    size += _row_bytes(values)
+                    if size >= sql.PAGE_BYTES:
+                        pending.rows.extend(rows)
+                        yield pending
+                        pending, rows, size = database_pb2.SqlQueryResponse(), [], 0
+                pending.rows.extend(rows)
+                if len(part) >= sql.PAGE_ROWS:  # type: ignore[arg-type]
+                    yield pending
+                    pending, size = database_pb2.SqlQueryResponse(), 0
+            yield pending
+        except BindingdError as e:
+            raise self._refused(e, refusal) from e
+        finally:
+            await parts.aclose()  # type: ignore[attr-defined]
+
+    @rpc
     async def Query(
         self, request: database_pb2.SqlQueryRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[database_pb2.SqlQueryResponse]:
+    ) -> database_pb2.SqlQueryResponse:
         statement = _statement(request.statement)
         with self.runtime.use(request.binding, "sql") as served:
             provider: SqlProvider = served.provider  # type: ignore[assignment]
             access, refusal = self._access(served)
-            parts = provider.query(statement, access)
+            messages = self._messages(provider.query(statement, access), served, statement, refusal, context)
+            parked = False
             try:
-                # Rows ride with the columns and the meta when they fit: a small result is one
-                # message. A full page goes out at once, so a large result streams.
-                pending = database_pb2.SqlQueryResponse(columns=await anext(parts))
-                size = 0
-                async for part in parts:
-                    if isinstance(part, SqlMeta):
-                        if part.changed_db:
-                            audit_write(served.binding, "query", statement.sql[:200], context)
-                        pending.meta.CopyFrom(_meta(part))
-                        break
-                    rows = []
-                    for values in part:  # type: ignore[attr-defined]
-                        rows.append(_row(values))
-                        size += _row_bytes(values)
-                        if size >= sql.PAGE_BYTES:
-                            pending.rows.extend(rows)
-                            yield pending
-                            pending, rows, size = database_pb2.SqlQueryResponse(), [], 0
-                    pending.rows.extend(rows)
-                    if len(part) >= sql.PAGE_ROWS:  # type: ignore[arg-type]
-                        yield pending
-                        pending, size = database_pb2.SqlQueryResponse(), 0
-                yield pending
-            except BindingdError as e:
-                raise self._refused(e, refusal) from e
+                first = await anext(messages)
+                if not first.HasField("meta"):
+                    first.cursor = self._park(served.binding.name, messages)
+                    parked = True
+                return first
             finally:
-                await parts.aclose()  # type: ignore[attr-defined]
+                if not parked:
+                    await messages.aclose()
+
+    def _park(self, binding: str, messages: AsyncGenerator[database_pb2.SqlQueryResponse, None]) -> str:
+        cursor = secrets.token_urlsafe(18)
+        parked = _Parked(binding, messages)
+        parked.expiry = asyncio.get_running_loop().call_later(CURSOR_TTL_S, self._expire, cursor)
+        self._parked[cursor] = parked
+        return cursor
+
+    def _take(self, request: database_pb2.SqlCursorRequest) -> _Parked:
+        parked = self._parked.get(request.cursor)
+        if parked is None or parked.binding != request.binding:
+            raise invalid_argument(
+                f"cursor {request.cursor[:8]}… is unknown, used or expired (a cursor lives"
+                f" {CURSOR_TTL_S:.0f} s and is read once); run the query again"
+            )
+        del self._parked[request.cursor]
+        if parked.expiry is not None:
+            parked.expiry.cancel()
+        return parked
+
+    def _expire(self, cursor: str) -> None:
+        parked = self._parked.pop(cursor, None)
+        if parked is not None:
+            task = asyncio.get_running_loop().create_task(parked.messages.aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    @rpc_stream
+    async def Fetch(
+        self, request: database_pb2.SqlCursorRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[database_pb2.SqlQueryResponse]:
+        parked = self._take(request)
+        try:
+            with self.runtime.use(request.binding, "sql"):
+                async for message in parked.messages:
+                    yield message
+        finally:
+            await parked.messages.aclose()
+
+    @rpc
+    async def CloseCursor(
+        self, request: database_pb2.SqlCursorRequest, context: grpc.aio.ServicerContext
+    ) -> database_pb2.SqlCloseCursorResponse:
+        parked = self._take(request)
+        await parked.messages.aclose()
+        return database_pb2.SqlCloseCursorResponse()
 
     @rpc
     async def Batch(

@@ -29,6 +29,10 @@ from bindingd.sql import PAGE_ROWS, batch_error, check_timeout, sql_error, trans
 T = TypeVar("T")
 # How long a write waits for another process holding the file's write lock.
 BUSY_TIMEOUT_S = 5.0
+# A statement that finishes within this runs on the event loop instead of the thread.
+INLINE_BUDGET_S = 0.002
+# SQLite VM steps between two looks at the clock while a statement runs inline.
+PROGRESS_STEPS = 1000
 
 
 def _text(data: bytes) -> str:
@@ -63,6 +67,9 @@ class SqliteConnection:
         self._lock = threading.Lock()
         self._running: object | None = None
         self._dropped: set[object] = set()
+        # Jobs submitted to the thread and not finished: the loop may use the connection
+        # itself only when there are none.
+        self._queued = 0
 
     async def open(self) -> None:
         self.conn = await asyncio.get_running_loop().run_in_executor(self._thread, self._connect)
@@ -74,7 +81,60 @@ class SqliteConnection:
 
     def submit(self, fn: Callable[[], Any]) -> None:
         """Run `fn` on the thread without waiting (cleanup after a call has gone)."""
-        self._thread.submit(fn)
+        with self._lock:
+            self._queued += 1
+
+        def job() -> None:
+            try:
+                fn()
+            finally:
+                with self._lock:
+                    self._queued -= 1
+
+        self._thread.submit(job)
+
+    def try_inline(self, fn: Callable[[sqlite3.Connection], T]) -> tuple[bool, T | None]:
+        """`(True, fn(conn))` run right here on the event loop, when the thread is idle and the
+        statement finishes within INLINE_BUDGET_S; `(False, None)` when it must go to the thread.
+
+        A hop to the thread costs more than a small query (`SELECT 1`, a lookup by key). A
+        statement over budget is interrupted by the progress handler, which rolls it back
+        whole, so running it again on the thread is safe; so is one that found the file locked
+        (busy timeout 0 here: the loop never sleeps on a lock). `fn` calls `end_budget` once its
+        statement is done, so that no later step (its meta) can be interrupted.
+        """
+        assert self.conn is not None, "provider not started"
+        with self._lock:
+            if self._queued:
+                return False, None
+        conn = self.conn
+        deadline = time.perf_counter() + INLINE_BUDGET_S
+        over_budget = False
+
+        def progress() -> int:
+            nonlocal over_budget
+            if time.perf_counter() > deadline:
+                over_budget = True
+                return 1
+            return 0
+
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.set_progress_handler(progress, PROGRESS_STEPS)
+        try:
+            return True, fn(conn)
+        except sqlite3.OperationalError as e:
+            if over_budget or "locked" in str(e) or "busy" in str(e):
+                return False, None
+            raise map_error(e, self.path) from e
+        except sqlite3.Error as e:
+            raise map_error(e, self.path) from e
+        finally:
+            conn.set_progress_handler(None, 0)
+            conn.execute(f"PRAGMA busy_timeout = {round(BUSY_TIMEOUT_S * 1000)}")
+
+    def end_budget(self) -> None:
+        assert self.conn is not None
+        self.conn.set_progress_handler(None, 0)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T], timeout: float) -> T:
         """`fn(conn)` on the thread. Past `timeout`, or when the call is cancelled, the
@@ -87,6 +147,7 @@ class SqliteConnection:
             with self._lock:
                 if token in self._dropped:
                     self._dropped.discard(token)
+                    self._queued -= 1
                     raise sqlite3.OperationalError("interrupted")
                 self._running = token
             try:
@@ -94,7 +155,10 @@ class SqliteConnection:
             finally:
                 with self._lock:
                     self._running = None
+                    self._queued -= 1
 
+        with self._lock:
+            self._queued += 1
         future = asyncio.get_running_loop().run_in_executor(self._thread, job)
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
@@ -202,13 +266,19 @@ class SQLiteDatabase:
             cursor = conn.execute(statement.sql, statement.params)
             columns = [d[0] for d in cursor.description] if cursor.description else []
             if not columns:  # done already: its meta before another call's statement runs
+                connection.end_budget()
                 return cursor, before, columns, [], self._meta(conn, cursor, before, 0, started)
             rows = cursor.fetchmany(PAGE_ROWS)
+            connection.end_budget()
             if len(rows) < PAGE_ROWS:  # the whole result: one trip to the thread
                 return cursor, before, columns, rows, self._meta(conn, cursor, before, len(rows), started)
             return cursor, before, columns, rows, None
 
-        cursor, before, columns, rows, meta = await connection.run(first, timeout)
+        inline, answer = connection.try_inline(first)
+        if not inline:
+            answer = await connection.run(first, timeout)
+        assert answer is not None
+        cursor, before, columns, rows, meta = answer
         try:
             yield columns
             read = 0

@@ -167,9 +167,25 @@ class D1PreparedStatement:
     def _message(self) -> database_pb2.SqlStatement:
         return statement_message(self.sql, self._params)
 
-    def _stream(self) -> AsyncIterator[database_pb2.SqlQueryResponse]:
-        request = database_pb2.SqlQueryRequest(binding=self._db._binding, statement=self._message())
-        return self._db._transport.stream("Database.Query", request)
+    def _request(self) -> database_pb2.SqlQueryRequest:
+        return database_pb2.SqlQueryRequest(binding=self._db._binding, statement=self._message())
+
+    async def _stream(self) -> AsyncIterator[database_pb2.SqlQueryResponse]:
+        """The answer's messages: the Query answer, then (for a large result) its Fetch stream.
+        Stopping early releases the daemon's cursor."""
+        transport = self._db._transport
+        first = await transport.unary("Database.Query", self._request())
+        cursor = database_pb2.SqlCursorRequest(binding=self._db._binding, cursor=first.cursor)
+        fetching = False
+        try:
+            yield first
+            if first.cursor:
+                fetching = True
+                async for part in transport.stream("Database.Fetch", cursor):
+                    yield part
+        finally:
+            if first.cursor and not fetching:
+                await transport.unary("Database.CloseCursor", cursor)
 
     async def _collect(self) -> _Collect:
         collected = _Collect()
@@ -267,8 +283,19 @@ class D1PreparedStatementSync:
         return statement_message(self.sql, self._params)
 
     def _stream(self) -> Iterator[database_pb2.SqlQueryResponse]:
+        transport = self._db._transport
         request = database_pb2.SqlQueryRequest(binding=self._db._binding, statement=self._message())
-        return self._db._transport.stream("Database.Query", request)
+        first = transport.unary("Database.Query", request)
+        cursor = database_pb2.SqlCursorRequest(binding=self._db._binding, cursor=first.cursor)
+        fetching = False
+        try:
+            yield first
+            if first.cursor:
+                fetching = True
+                yield from transport.stream("Database.Fetch", cursor)
+        finally:
+            if first.cursor and not fetching:
+                transport.unary("Database.CloseCursor", cursor)
 
     def _collect(self) -> _Collect:
         collected = _Collect()
