@@ -155,7 +155,9 @@ class _Pool:
         self.min_size = int(options.get("min_size") or 0)
         max_size = int(options.get("max_size") or 10)
         self.pool = asyncpg.create_pool(
-            str(options["dsn"]), min_size=0, max_size=max(max_size, self.min_size, 1)
+            str(options["dsn"]),
+            min_size=0,
+            max_size=max(max_size, self.min_size, 1),
         )
         self._ready: asyncio.Task[Any] | None = None
 
@@ -263,6 +265,9 @@ class PostgresDatabase:
     async def _prepare(
         self, conn: asyncpg.Connection, statement: SqlStatement, wait: float
     ) -> tuple[Any, list[Any]]:
+        """The prepared statement and its values coerced to the parameter types the server
+        inferred (asyncpg's codecs are strict). Prepared inside the call's transaction, so it
+        always matches the schema it runs on."""
         sql, params = translate(statement.sql, "postgres", statement.params)
         prepared = await conn.prepare(sql, timeout=wait)
         kinds = [t.name for t in prepared.get_parameters()]
@@ -283,17 +288,22 @@ class PostgresDatabase:
                 yield columns
             else:
                 yield columns
-                cursor = await prepared.cursor(*args, timeout=wait)
                 read = 0
-                while True:
-                    rows = await cursor.fetch(PAGE_ROWS, timeout=wait)
-                    read += len(rows)
-                    if rows:
-                        yield [tuple(normalize(v) for v in row) for row in rows]
-                    if len(rows) < PAGE_ROWS:
-                        break
+                page: list[tuple[object, ...]] = []
+                # Bind and the first page in one round trip, then a page per round trip.
+                async for record in prepared.cursor(*args, prefetch=PAGE_ROWS, timeout=wait):
+                    page.append(tuple(normalize(v) for v in record))
+                    if len(page) == PAGE_ROWS:
+                        read += len(page)
+                        yield page
+                        page = []
+                if page:
+                    read += len(page)
+                    yield page
                 tag = prepared.get_statusmsg() or ""
-                meta = _meta(tag if tag.split()[:1] != ["FETCH"] else f"SELECT {read}", read, started)
+                meta = _meta(
+                    tag if tag.split()[:1] not in (["FETCH"], []) else f"SELECT {read}", read, started
+                )
         yield meta
 
     async def batch(self, statements: list[SqlStatement], access: SqlAccess) -> list[SqlResult]:
