@@ -18,7 +18,7 @@ def test_values_round_trip_through_their_encoding() -> None:
 def test_unsupported_values_are_refused_before_sending() -> None:
     with pytest.raises(TypeError, match="D1_TYPE_ERROR"):
         encode_value(2**63)
-    with pytest.raises(TypeError, match="D1_TYPE_ERROR.*dict"):
+    with pytest.raises(TypeError, match=r"D1_TYPE_ERROR.*dict"):
         encode_value({"a": 1})
 
 
