@@ -81,12 +81,12 @@ def map_error(e: BaseException, connection: Connection) -> BindingdError:
         return permission_denied(f"MySQL refused the write: {message}")
     if code in TIMEOUT_CODES:
         return backend_timeout(f"MySQL stopped the statement: {message}")
+    if isinstance(e, TimeoutError):
+        return backend_timeout(f'MySQL at {_where(connection)} did not answer in time (connection "{name}")')
     if code in UNAVAILABLE_CODES or isinstance(e, OSError | pymysql.err.InterfaceError):
         return backend_unavailable(
             f'cannot reach MySQL at {_where(connection)} (connection "{name}"): {message or type(e).__name__}'
         )
-    if isinstance(e, TimeoutError):
-        return backend_timeout(f'MySQL at {_where(connection)} did not answer in time (connection "{name}")')
     if isinstance(e, pymysql.err.MySQLError):
         return sql_error(f"({code}) {message}" if code else message)
     return backend_unavailable(f'MySQL failed (connection "{name}"): {type(e).__name__}: {e}')
@@ -210,7 +210,7 @@ class MySQLDatabase:
                     conn.close()
                     pool.release(conn)
                     conn = None
-                if not _is_connection_error(e) or attempt == BEGIN_TRIES - 1:
+                if not _is_connection_error(e) or isinstance(e, TimeoutError) or attempt == BEGIN_TRIES - 1:
                     raise map_error(e, self.connection) from e
                 await asyncio.sleep(BEGIN_RETRY_DELAY_S * (attempt + 1))
         assert conn is not None

@@ -232,7 +232,7 @@ class PostgresDatabase:
                     conn.terminate()
                     await pool.release(conn)
                     conn = None
-                if attempt == BEGIN_TRIES - 1:
+                if attempt == BEGIN_TRIES - 1 or isinstance(e, TimeoutError):
                     raise map_error(e, self.connection) from e
                 await asyncio.sleep(BEGIN_RETRY_DELAY_S * (attempt + 1))
             except BaseException as e:

@@ -81,6 +81,16 @@ def _statement(message: database_pb2.SqlStatement) -> SqlStatement:
     return SqlStatement(message.sql, [decode_value(v) for v in message.params])
 
 
+class _Peer:
+    """What audit_write reads of a call's context, kept after the call itself has ended."""
+
+    def __init__(self, peer: str) -> None:
+        self._peer = peer
+
+    def peer(self) -> str:
+        return self._peer
+
+
 @dataclass
 class _Parked:
     """The rest of a Query answer, waiting for its Fetch."""
@@ -125,13 +135,15 @@ class DatabaseService(database_pb2_grpc.DatabaseServicer):
     ) -> AsyncGenerator[database_pb2.SqlQueryResponse, None]:
         """The provider's parts as messages: the columns ride with the first page, the meta
         with the last, so a small result is one message; a full page goes out at once."""
+        # The rest of a large result is sent by a later Fetch call: audit with this call's peer.
+        peer = _Peer(context.peer())
         try:
             pending = database_pb2.SqlQueryResponse(columns=await anext(parts))  # type: ignore[arg-type]
             size = 0
             async for part in parts:
                 if isinstance(part, SqlMeta):
                     if part.changed_db:
-                        audit_write(served.binding, "query", statement.sql[:200], context)
+                        audit_write(served.binding, "query", statement.sql[:200], peer)  # type: ignore[arg-type]
                     pending.meta.CopyFrom(_meta(part))
                     break
                 rows = []
