@@ -146,7 +146,8 @@ class MySQLDatabase:
             await self.context.connections.release(self.connection)
 
     async def check(self) -> str:
-        async with self._transaction(SqlAccess(read_only=True, timeout=5.0)) as conn:
+        # One try: a probe reports the backend as it is now.
+        async with self._transaction(SqlAccess(read_only=True, timeout=5.0), tries=1) as conn:
             version = conn.get_server_info()
         return f"mysql {version} at {_where(self.connection)}"
 
@@ -192,12 +193,14 @@ class MySQLDatabase:
         return result
 
     @contextlib.asynccontextmanager
-    async def _transaction(self, access: SqlAccess) -> AsyncIterator[aiomysql.Connection]:
+    async def _transaction(
+        self, access: SqlAccess, tries: int = BEGIN_TRIES
+    ) -> AsyncIterator[aiomysql.Connection]:
         assert self._pool is not None, "provider not started"
         pool = self._pool
         mode = "READ ONLY" if access.read_only else "READ WRITE"
         conn: aiomysql.Connection | None = None
-        for attempt in range(BEGIN_TRIES):
+        for attempt in range(tries):
             try:
                 conn = await asyncio.wait_for(pool.acquire(), access.timeout + CONNECT_TIMEOUT_S)
                 async with conn.cursor() as cursor:
@@ -210,7 +213,7 @@ class MySQLDatabase:
                     conn.close()
                     pool.release(conn)
                     conn = None
-                if not _is_connection_error(e) or isinstance(e, TimeoutError) or attempt == BEGIN_TRIES - 1:
+                if not _is_connection_error(e) or isinstance(e, TimeoutError) or attempt == tries - 1:
                     raise map_error(e, self.connection) from e
                 await asyncio.sleep(BEGIN_RETRY_DELAY_S * (attempt + 1))
         assert conn is not None

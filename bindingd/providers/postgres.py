@@ -208,12 +208,15 @@ class PostgresDatabase:
             await self.context.connections.release(self.connection)
 
     async def check(self) -> str:
-        async with self._transaction(SqlAccess(read_only=True, timeout=5.0)) as conn:
+        # One try: a probe reports the backend as it is now.
+        async with self._transaction(SqlAccess(read_only=True, timeout=5.0), tries=1) as conn:
             version = await conn.fetchval("SHOW server_version", timeout=5.0)
         return f"postgres {version} at {_where(self.connection)}"
 
     @contextlib.asynccontextmanager
-    async def _transaction(self, access: SqlAccess) -> AsyncIterator[asyncpg.Connection]:
+    async def _transaction(
+        self, access: SqlAccess, tries: int = BEGIN_TRIES
+    ) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection inside `BEGIN` with the call's limits; COMMIT when the block ends
         cleanly, ROLLBACK otherwise (the connection is dropped if even that fails)."""
         assert self._pool is not None, "provider not started"
@@ -222,7 +225,7 @@ class PostgresDatabase:
         begin = f"BEGIN {mode}; SET LOCAL statement_timeout = {max(1, round(access.timeout * 1000))}"
         wait = access.timeout + CLIENT_GRACE_S
         conn: asyncpg.Connection | None = None
-        for attempt in range(BEGIN_TRIES):
+        for attempt in range(tries):
             try:
                 conn = await pool.acquire(timeout=wait)
                 await conn.execute(begin, timeout=wait)
@@ -232,7 +235,7 @@ class PostgresDatabase:
                     conn.terminate()
                     await pool.release(conn)
                     conn = None
-                if attempt == BEGIN_TRIES - 1 or isinstance(e, TimeoutError):
+                if attempt == tries - 1 or isinstance(e, TimeoutError):
                     raise map_error(e, self.connection) from e
                 await asyncio.sleep(BEGIN_RETRY_DELAY_S * (attempt + 1))
             except BaseException as e:
