@@ -243,11 +243,14 @@ class MySQLDatabase:
             pool.release(conn)
 
     @staticmethod
-    async def _keep_transaction(conn: aiomysql.Connection) -> None:
+    async def _keep_transaction(conn: aiomysql.Connection, access: SqlAccess) -> None:
         """DDL commits implicitly on MySQL (the README says so): the statements after it run in
-        a new transaction, with the session's access mode still in force."""
-        if not conn.server_status & IN_TRANSACTION:
-            async with conn.cursor() as cursor:
+        a new transaction. In a read-only call the session's mode is set again after every
+        statement, so one that set it READ WRITE cannot open the way for the next."""
+        async with conn.cursor() as cursor:
+            if access.read_only:
+                await cursor.execute("SET SESSION TRANSACTION READ ONLY")
+            if not conn.server_status & IN_TRANSACTION:
                 await cursor.execute("START TRANSACTION")
 
     async def query(self, statement: SqlStatement, access: SqlAccess) -> AsyncIterator[object]:
@@ -312,7 +315,7 @@ class MySQLDatabase:
                         columns = [d[0] for d in cursor.description] if cursor.description else []
                         rows = list(await cursor.fetchall()) if columns else []
                         meta = self._meta(cursor, len(rows), started)
-                    await self._keep_transaction(conn)
+                    await self._keep_transaction(conn, access)
                 except _Killed:
                     raise
                 except Exception as e:
@@ -326,7 +329,7 @@ class MySQLDatabase:
                 try:
                     async with conn.cursor() as cursor:
                         await self._bounded(conn, cursor.execute(sql), access.timeout)
-                    await self._keep_transaction(conn)
+                    await self._keep_transaction(conn, access)
                 except _Killed:
                     raise
                 except Exception as e:

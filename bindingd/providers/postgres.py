@@ -146,6 +146,15 @@ def _meta(tag: str, rows: int, started: float) -> SqlMeta:
     )
 
 
+def _check_still_in_transaction(conn: asyncpg.Connection, access: SqlAccess, index: int) -> None:
+    """A read-only call whose statement ended the transaction (COMMIT) runs nothing more: the
+    statements after it would run outside the read-only transaction."""
+    if access.read_only and not conn.is_in_transaction():
+        raise permission_denied(
+            f"statement {index} ended the read-only transaction; the statements after it were not run"
+        )
+
+
 class _Pool:
     """An asyncpg pool created without touching the server (min size 0), warmed up to the
     configured min_size in the background."""
@@ -223,6 +232,9 @@ class PostgresDatabase:
         pool = self._pool.pool
         mode = "READ ONLY" if access.read_only else "READ WRITE"
         begin = f"BEGIN {mode}; SET LOCAL statement_timeout = {max(1, round(access.timeout * 1000))}"
+        if access.read_only:
+            # A first query fixes the mode: `SET TRANSACTION READ WRITE` is refused from here on.
+            begin += "; SELECT 1"
         wait = access.timeout + CLIENT_GRACE_S
         conn: asyncpg.Connection | None = None
         for attempt in range(tries):
@@ -333,6 +345,7 @@ class PostgresDatabase:
                         _meta(prepared.get_statusmsg() or "", len(rows), started),
                     )
                 )
+                _check_still_in_transaction(conn, access, index)
         return results
 
     async def exec(self, statements: list[str], access: SqlAccess) -> None:
@@ -343,3 +356,4 @@ class PostgresDatabase:
                     await conn.execute(sql, timeout=wait)
                 except Exception as e:
                     raise batch_error(index, map_error(e, self.connection)) from e
+                _check_still_in_transaction(conn, access, index)

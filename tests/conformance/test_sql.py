@@ -429,7 +429,30 @@ async def test_read_only_binding_refuses_writes_on_the_backend(sql_env: Env, bac
     hidden = HIDDEN_WRITE.get(backend.name, HIDDEN_WRITE["sqlite"])
     with pytest.raises(PermissionDenied):
         await ro.prepare(hidden).run()
+    # SQL that tries to step out of the read-only transaction runs nothing after the attempt.
+    for script in ESCAPES[dialect(backend)]:
+        with pytest.raises((PermissionDenied, SqlError)):
+            await ro.exec(script)
     assert await sql_env.APP_DB.prepare("SELECT count(*) AS n FROM items").first("n") == 1
+    with pytest.raises(SqlError):
+        await sql_env.APP_DB.prepare("SELECT count(*) AS n FROM sneaky").first("n")
+
+
+ESCAPE_INSERT = "INSERT INTO items (id, name) VALUES (7, 'x')"
+ESCAPES = {
+    "sqlite": [f"COMMIT; {ESCAPE_INSERT}", "COMMIT; CREATE TABLE sneaky (id INTEGER)"],
+    "postgres": [
+        f"COMMIT; {ESCAPE_INSERT}",
+        f"SET TRANSACTION READ WRITE; {ESCAPE_INSERT}",
+        f"SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE; COMMIT; {ESCAPE_INSERT}",
+        "COMMIT; CREATE TABLE sneaky (id INTEGER)",
+    ],
+    "mysql": [
+        f"COMMIT; {ESCAPE_INSERT}",
+        f"SET SESSION TRANSACTION READ WRITE; {ESCAPE_INSERT}",
+        "SET SESSION TRANSACTION READ WRITE; CREATE TABLE sneaky (id INTEGER)",
+    ],
+}
 
 
 async def test_protected_env_refuses_writes(backend: Backend) -> None:

@@ -353,14 +353,20 @@ class SQLiteDatabase:
             try:
                 step()
             except sqlite3.Error as e:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 if str(e) == "interrupted":
                     raise
                 raise batch_error(index, map_error(e, self.path)) from e
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
-        conn.execute("COMMIT")
+        if conn.in_transaction:  # a statement of the caller's own (COMMIT) may have ended it
+            conn.execute("COMMIT")
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 def _size_of(conn: sqlite3.Connection) -> int:
