@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from bindingd_client import connect
 
 from bench import objects
+from bench import sql as sql_bench
 from bench.echo import METHOD
 from bench.measure import Result, interleaved
 
@@ -160,6 +161,7 @@ def main() -> int:
         try:
             rows = asyncio.run(_kv(echo_socket, bindingd_socket, n))
             redis_rows = asyncio.run(_kv_redis(bindingd_socket, n)) if _redis_up() else []
+            sql_results = sql_bench.run(echo_socket, n)
         finally:
             for proc in (echo, daemon):
                 proc.terminate()
@@ -195,6 +197,9 @@ def main() -> int:
     _goal("kv get throughput at least 0.7x the floor's", get_par.calls_per_s / floor_par.calls_per_s, 0.7)
     print()
     print("\n".join(objects.report(objects.measure(quick=args.quick))))
+    print("sql: SELECT 1 through bindingd beside the driver in this process and the echo floor")
+    for line in sql_bench.report(sql_results):
+        print(line)
     return 0
 
 

@@ -241,6 +241,46 @@ def _objects(binding: Any, name: str, op: str, args: list[str]) -> int:
     raise CallUsageError(f"unknown objects operation {op!r} (objects: head, get, put, delete, list)")
 
 
+def _sql_param(text: str) -> Any:
+    """A bound value from the shell: a JSON scalar (42, 1.5, null, true, "quoted") or else text."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if value is None or isinstance(value, bool | int | float | str) else text
+
+
+def _sql_json(value: Any) -> Any:
+    return {"blob_hex": value.hex()} if isinstance(value, bytes) else value
+
+
+def _sql(binding: Any, name: str, op: str, args: list[str]) -> int:
+    prog = f"bindingd call {name} {op}"
+    if op == "query":
+        p = _parser(prog)
+        p.add_argument("sql", help="one statement; - reads it from stdin")
+        p.add_argument("params", nargs="*", help="bound values: JSON scalars (42, null, true) or text")
+        p.add_argument("--raw", action="store_true", help="rows as arrays, the column names first")
+        a = _parse(p, args)
+        statement = binding.prepare(sys.stdin.read() if a.sql == "-" else a.sql)
+        statement = statement.bind(*(_sql_param(v) for v in a.params))
+        if a.raw:
+            _print_json([[_sql_json(v) for v in row] for row in statement.raw(column_names=True)])
+            return 0
+        result = statement.all()
+        rows = [{k: _sql_json(v) for k, v in row.items()} for row in result.results]
+        _print_json({"results": rows, "success": result.success, "meta": result.meta})
+        return 0
+    if op == "exec":
+        p = _parser(prog)
+        p.add_argument("sql", help="a script of statements separated by ; (- reads it from stdin)")
+        a = _parse(p, args)
+        done = binding.exec(sys.stdin.read() if a.sql == "-" else a.sql)
+        _print_json({"count": done.count, "duration": done.duration})
+        return 0
+    raise CallUsageError(f"unknown sql operation {op!r} (sql: query, exec)")
+
+
 def _value(binding: Any, name: str, op: str, args: list[str]) -> int:
     if op != "get" or args:
         raise CallUsageError(f"var and secret bindings have one operation: bindingd call {name} get")
@@ -251,6 +291,7 @@ def _value(binding: Any, name: str, op: str, args: list[str]) -> int:
 OPERATIONS: dict[str, Callable[[Any, str, str, list[str]], int]] = {
     "kv": _kv,
     "objects": _objects,
+    "sql": _sql,
     "var": _value,
     "secret": _value,
 }

@@ -1,4 +1,4 @@
-"""`bindingd serve | check | bindings | call | run`.
+"""`bindingd serve | check | bindings | call | run | migrations`.
 
 Exit codes: 0 success, 1 a failed operation or probe, 2 a config or usage mistake. Errors are
 one line on stderr, never a traceback.
@@ -71,11 +71,25 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument(
         "op",
         help="kv: get, get-with-metadata, put, delete, list; objects: head, get, put, delete, list; "
-        "var/secret: get",
+        "sql: query, exec; var/secret: get",
     )
     call.add_argument(
         "args", nargs=argparse.REMAINDER, help="the operation's arguments (see --help of each op)"
     )
+
+    migrations = sub.add_parser("migrations", help="create, list and apply an sql binding's migrations")
+    msub = migrations.add_subparsers(dest="migrations_command", required=True)
+    create = msub.add_parser("create", help="add migrations/<BINDING>/NNNN_<name>.sql")
+    _config_args(create)
+    create.add_argument("binding")
+    create.add_argument("name")
+    listing = msub.add_parser("list", help="the binding's migrations and whether each is applied")
+    _config_args(listing)
+    listing.add_argument("binding")
+    apply = msub.add_parser("apply", help="apply the pending migrations, each in its own transaction")
+    _config_args(apply)
+    apply.add_argument("binding")
+    apply.add_argument("--allow-writes", action="store_true", help="needed to apply in a protected env")
 
     run = sub.add_parser("run", help="start the daemon, run CMD with BINDINGD_ENDPOINT set, stop the daemon")
     _config_args(run)
@@ -95,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bindings": cmd_bindings,
         "call": cmd_call,
         "run": cmd_run,
+        "migrations": cmd_migrations,
     }
     from bindingd_client import BindingError
 
@@ -138,6 +153,46 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ServeError as e:
         _fail(str(e))
         return EXIT_CONFIG
+
+
+# --- migrations --------------------------------------------------------------------------------
+
+
+def cmd_migrations(args: argparse.Namespace) -> int:
+    from bindingd import migrations
+    from bindingd.errors import BindingdError
+
+    logs.configure("error")
+    config = _load(args)
+    try:
+        if args.migrations_command == "create":
+            path = migrations.create(config, args.binding, args.name)
+            print(f"created {path.relative_to(config.root)}")
+            return 0
+        if args.migrations_command == "list":
+            statuses = asyncio.run(migrations.status(config, args.binding))
+            if not statuses:
+                print(f"no migrations in {migrations.folder(config, args.binding).relative_to(config.root)}")
+            for s in statuses:
+                print(f"{'applied' if s.applied else 'pending'}  {s.migration.name}")
+            pending = sum(not s.applied for s in statuses)
+            print(f"{pending} pending for {args.binding} in env {config.env}")
+            return 0
+
+        def report(migration: migrations.Migration) -> None:
+            print(f"applied  {migration.name}", flush=True)
+
+        count = asyncio.run(
+            migrations.apply(config, args.binding, allow_writes=args.allow_writes, report=report)
+        )
+        print(f"{count} migration{'s' if count != 1 else ''} applied to {args.binding} in env {config.env}")
+        return 0
+    except migrations.MigrationError as e:
+        _fail(str(e))
+        return EXIT_CONFIG
+    except BindingdError as e:
+        _fail(f'binding "{args.binding}" (env "{config.env}"): {e.message}')
+        return EXIT_FAILED
 
 
 # --- check -------------------------------------------------------------------------------------

@@ -65,4 +65,9 @@ BINDING_OPTIONS: dict[tuple[str, str], dict[str, Option]] = {
     ("objects", "s3"): {"bucket": Option(str, required=True), "prefix": Option(str)},
     ("var", "local"): {"value": Option(str, required=True)},
     ("secret", "local"): {"value": Option(str, required=True, secret=True)},
+    # timeout: the statement timeout in seconds (default 30).
+    ("sql", "local"): {"timeout": Option(float)},
+    ("sql", "sqlite"): {"timeout": Option(float)},
+    ("sql", "postgres"): {"timeout": Option(float)},
+    ("sql", "mysql"): {"timeout": Option(float)},
 }

@@ -17,6 +17,10 @@ PROVIDERS: dict[tuple[str, str], str] = {
     ("kv", "redis"): "bindingd.providers.redis_kv:RedisKV",
     ("objects", "local"): "bindingd.providers.local.objects:LocalObjects",
     ("objects", "s3"): "bindingd.providers.s3.objects:S3Objects",
+    ("sql", "local"): "bindingd.providers.local.sql:SQLiteDatabase",
+    ("sql", "sqlite"): "bindingd.providers.local.sql:SQLiteDatabase",
+    ("sql", "postgres"): "bindingd.providers.postgres:PostgresDatabase",
+    ("sql", "mysql"): "bindingd.providers.mysql:MySQLDatabase",
 }
 
 # Binding types served by the daemon itself, without a provider.

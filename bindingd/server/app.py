@@ -27,6 +27,7 @@ import grpc
 import structlog
 from bindingd_client.proto import (
     bindings_pb2,
+    database_pb2,
     kv_pb2,
     objects_pb2,
     vars_pb2,
@@ -39,6 +40,7 @@ from bindingd.runtime import SERVING, UNKNOWN, Runtime
 from bindingd.server.auth import BearerTokenInterceptor
 from bindingd.server.bindings import BindingsService
 from bindingd.server.calls import add_service
+from bindingd.server.database import DatabaseService
 from bindingd.server.kv import KVService
 from bindingd.server.objects import ObjectsService
 from bindingd.server.vars import VarsService
@@ -57,6 +59,7 @@ SERVER_OPTIONS = [
 SERVICE_NAMES = (
     kv_pb2.DESCRIPTOR.services_by_name["KV"].full_name,
     objects_pb2.DESCRIPTOR.services_by_name["Objects"].full_name,
+    database_pb2.DESCRIPTOR.services_by_name["Database"].full_name,
     vars_pb2.DESCRIPTOR.services_by_name["Vars"].full_name,
     bindings_pb2.DESCRIPTOR.services_by_name["Bindings"].full_name,
     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -223,6 +226,9 @@ class Daemon:
         add_service(server, KVService(self.runtime), kv_pb2.DESCRIPTOR.services_by_name["KV"])
         add_service(server, VarsService(self.runtime), vars_pb2.DESCRIPTOR.services_by_name["Vars"])
         add_service(server, ObjectsService(self.runtime), objects_pb2.DESCRIPTOR.services_by_name["Objects"])
+        add_service(
+            server, DatabaseService(self.runtime), database_pb2.DESCRIPTOR.services_by_name["Database"]
+        )
         add_service(
             server, BindingsService(self.runtime), bindings_pb2.DESCRIPTOR.services_by_name["Bindings"]
         )

@@ -7,8 +7,11 @@ Run it under the daemon with `make run`, or by hand:
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
-from bindingd_client import connect
+from bindingd_client import SqlError, connect
+
+MIGRATIONS = Path(__file__).parent / "migrations" / "APP_DB"
 
 
 async def main() -> None:
@@ -56,6 +59,27 @@ async def main() -> None:
         await env.SESSIONS.put("session:alice", "token-abc", expiration_ttl=60)
         await env.SESSIONS.delete("session:alice")
         print(f"session:alice after delete -> {await env.SESSIONS.get('session:alice')}")
+
+        # SQL with D1's API: the schema from the migration, then statements with bound values.
+        db = env.APP_DB
+        for migration in sorted(MIGRATIONS.glob("*.sql")):
+            await db.exec(migration.read_text())
+        insert = db.prepare("INSERT INTO orders (customer, item, qty) VALUES (?, ?, ?)")
+        placed = await insert.bind("alice", "mug", 2).run()
+        print(f"order {placed.meta['last_row_id']} placed ({placed.meta['changes']} row written)")
+        # A batch is one transaction: the bad third statement undoes the first two.
+        try:
+            await db.batch(
+                [insert.bind("bob", "tea", 1), insert.bind("bob", "pot", 1), insert.bind("bob", "cup", 0)]
+            )
+        except SqlError as e:
+            print(f"batch refused, nothing written: {e}")
+        totals = await db.prepare(
+            "SELECT customer, count(*) AS orders, sum(qty) AS items FROM orders GROUP BY customer"
+        ).all()
+        print(f"orders by customer -> {totals.results}")
+        by_customer = db.prepare("SELECT item FROM orders WHERE customer = ?")
+        print(f"alice's first item -> {await by_customer.bind('alice').first('item')}")
 
 
 if __name__ == "__main__":

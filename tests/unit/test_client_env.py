@@ -30,7 +30,7 @@ class Daemon:
     target = "unix:///fake.sock"
 
     def __init__(self):
-        self.listing = listing(CACHE="kv", SITE_NAME="var", API_KEY="secret", APP_DB="sql")
+        self.listing = listing(CACHE="kv", SITE_NAME="var", API_KEY="secret", APP_DB="vectorize")
         self.values = {"SITE_NAME": "Example Shop", "API_KEY": "k-123"}
         self.closed = False
 
@@ -116,7 +116,7 @@ async def test_unsupported_type_is_a_placeholder():
     env = await make_env()
     db = env.APP_DB
     assert isinstance(db, UnsupportedBinding)
-    with pytest.raises(NotImplementedError, match="does not support sql bindings yet"):
+    with pytest.raises(NotImplementedError, match="does not support vectorize bindings yet"):
         db.prepare("SELECT 1")
     with pytest.raises(NotImplementedError):
         db()

@@ -37,6 +37,14 @@ from .objects import (
     R2Objects,
     R2UploadedPart,
 )
+from .sql import (
+    D1Database,
+    D1DatabaseSync,
+    D1ExecResult,
+    D1PreparedStatement,
+    D1PreparedStatementSync,
+    D1Result,
+)
 from .types import BindingInfo, KVKey, KVListResult, KVValueWithMetadata
 
 __all__ = [
@@ -47,6 +55,12 @@ __all__ = [
     "BindingError",
     "BindingInfo",
     "BindingNotFound",
+    "D1Database",
+    "D1DatabaseSync",
+    "D1ExecResult",
+    "D1PreparedStatement",
+    "D1PreparedStatementSync",
+    "D1Result",
     "DaemonUnavailable",
     "Env",
     "InternalError",

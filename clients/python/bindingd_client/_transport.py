@@ -19,7 +19,7 @@ import grpc.aio
 
 from ._version import __version__
 from .errors import START_HINT, BindingError, DaemonUnavailable, error_from_rpc
-from .proto import bindings_pb2_grpc, kv_pb2_grpc, objects_pb2_grpc, vars_pb2_grpc
+from .proto import bindings_pb2_grpc, database_pb2_grpc, kv_pb2_grpc, objects_pb2_grpc, vars_pb2_grpc
 
 __all__ = ["AsyncTransport", "Call", "SyncTransport", "resolve_endpoint"]
 
@@ -34,6 +34,7 @@ MAX_MESSAGE = 64 * 1024 * 1024  # KV values are <= 25 MiB; leave room for the en
 
 _STUBS: dict[str, Callable[[Any], Any]] = {
     "Bindings": bindings_pb2_grpc.BindingsStub,
+    "Database": database_pb2_grpc.DatabaseStub,
     "KV": kv_pb2_grpc.KVStub,
     "Objects": objects_pb2_grpc.ObjectsStub,
     "Vars": vars_pb2_grpc.VarsStub,

@@ -1,0 +1,375 @@
+"""D1 on SQLite: the `local` provider (`.bindingd/state/sql/<BINDING>.sqlite3`, created on
+first start) and the `sqlite` connection kind (an existing file named by path, such as a copy of
+production data). Both are the same class; only where the file comes from differs.
+
+Each connection lives on its own thread (sqlite3 blocks), and every step of a statement runs
+there as one job: a slow step is stopped with `sqlite3_interrupt`, which is how a timeout or a
+cancelled call stops the query rather than abandoning it. Refused writes (read-only bindings,
+protected envs) run on a second connection opened with `mode=ro`: SQLite itself refuses them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bindingd.config.model import Binding
+from bindingd.errors import BindingdError, backend_timeout, backend_unavailable, permission_denied
+from bindingd.providers.base import SqlAccess, SqlMeta, SqlResult, SqlStatement
+from bindingd.providers.connections import ProviderContext
+from bindingd.sql import PAGE_ROWS, batch_error, check_timeout, sql_error, translate
+
+T = TypeVar("T")
+# How long a write waits for another process holding the file's write lock.
+BUSY_TIMEOUT_S = 5.0
+# A statement that finishes within this runs on the event loop instead of the thread.
+INLINE_BUDGET_S = 0.002
+# SQLite VM steps between two looks at the clock while a statement runs inline.
+PROGRESS_STEPS = 1000
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
+def map_error(e: sqlite3.Error, path: Path) -> BindingdError:
+    """A sqlite3 failure as the error table's reason, with SQLite's own message."""
+    message = str(e)
+    if "readonly database" in message or "attempt to write" in message:
+        return permission_denied(f"SQLite refused the write: {message}")
+    if "database is locked" in message or "database table is locked" in message:
+        return backend_timeout(
+            f"the SQLite file {path.name} stayed locked by another process for "
+            f"{BUSY_TIMEOUT_S:.0f}s; close whatever holds it open"
+        )
+    if isinstance(e, sqlite3.OperationalError) and (
+        "unable to open" in message or "disk I/O" in message or "malformed" in message
+    ):
+        return backend_unavailable(f"cannot use the SQLite file {path}: {message}")
+    return sql_error(message)
+
+
+class SqliteConnection:
+    """One sqlite3 connection and the single thread that drives it; jobs can be interrupted."""
+
+    def __init__(self, path: Path, connect: Callable[[], sqlite3.Connection]) -> None:
+        self.path = path
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sql-{path.stem}")
+        self._connect = connect
+        self.conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._running: object | None = None
+        self._dropped: set[object] = set()
+        # Jobs submitted to the thread and not finished: the loop may use the connection
+        # itself only when there are none.
+        self._queued = 0
+
+    async def open(self) -> None:
+        self.conn = await asyncio.get_running_loop().run_in_executor(self._thread, self._connect)
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self.conn.close)
+        self._thread.shutdown(wait=True)
+
+    def submit(self, fn: Callable[[], Any]) -> None:
+        """Run `fn` on the thread without waiting (cleanup after a call has gone)."""
+        with self._lock:
+            self._queued += 1
+
+        def job() -> None:
+            try:
+                fn()
+            finally:
+                with self._lock:
+                    self._queued -= 1
+
+        self._thread.submit(job)
+
+    def try_inline(self, fn: Callable[[sqlite3.Connection], T]) -> tuple[bool, T | None]:
+        """`(True, fn(conn))` run right here on the event loop, when the thread is idle and the
+        statement finishes within INLINE_BUDGET_S; `(False, None)` when it must go to the thread.
+
+        A hop to the thread costs more than a small query (`SELECT 1`, a lookup by key). A
+        statement over budget is interrupted by the progress handler, which rolls it back
+        whole, so running it again on the thread is safe; so is one that found the file locked
+        (busy timeout 0 here: the loop never sleeps on a lock). `fn` calls `end_budget` once its
+        statement is done, so that no later step (its meta) can be interrupted.
+        """
+        assert self.conn is not None, "provider not started"
+        with self._lock:
+            if self._queued:
+                return False, None
+        conn = self.conn
+        deadline = time.perf_counter() + INLINE_BUDGET_S
+        over_budget = False
+
+        def progress() -> int:
+            nonlocal over_budget
+            if time.perf_counter() > deadline:
+                over_budget = True
+                return 1
+            return 0
+
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.set_progress_handler(progress, PROGRESS_STEPS)
+        try:
+            return True, fn(conn)
+        except sqlite3.OperationalError as e:
+            if over_budget or "locked" in str(e) or "busy" in str(e):
+                return False, None
+            raise map_error(e, self.path) from e
+        except sqlite3.Error as e:
+            raise map_error(e, self.path) from e
+        finally:
+            conn.set_progress_handler(None, 0)
+            conn.execute(f"PRAGMA busy_timeout = {round(BUSY_TIMEOUT_S * 1000)}")
+
+    def end_budget(self) -> None:
+        assert self.conn is not None
+        self.conn.set_progress_handler(None, 0)
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T], timeout: float) -> T:
+        """`fn(conn)` on the thread. Past `timeout`, or when the call is cancelled, the
+        statement is interrupted inside SQLite (BACKEND_TIMEOUT / the cancellation)."""
+        assert self.conn is not None, "provider not started"
+        conn = self.conn
+        token = object()
+
+        def job() -> T:
+            with self._lock:
+                if token in self._dropped:
+                    self._dropped.discard(token)
+                    self._queued -= 1
+                    raise sqlite3.OperationalError("interrupted")
+                self._running = token
+            try:
+                return fn(conn)
+            finally:
+                with self._lock:
+                    self._running = None
+                    self._queued -= 1
+
+        with self._lock:
+            self._queued += 1
+        future = asyncio.get_running_loop().run_in_executor(self._thread, job)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            await self._stop(token, future)
+            raise backend_timeout(
+                f"SQLite did not answer within {timeout:g}s; the statement was interrupted"
+            ) from None
+        except asyncio.CancelledError:
+            await self._stop(token, future)
+            raise
+        except sqlite3.Error as e:
+            raise map_error(e, self.path) from e
+
+    async def _stop(self, token: object, future: asyncio.Future[Any]) -> None:
+        with self._lock:
+            if self._running is token:
+                assert self.conn is not None
+                self.conn.interrupt()
+            elif not future.done():
+                self._dropped.add(token)
+        # Wait for the job to leave the connection, so the next one starts clean.
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.shield(future)
+
+
+class SQLiteDatabase:
+    """A D1 database on one SQLite file (WAL, foreign keys on)."""
+
+    def __init__(self, path: Path, *, create: bool) -> None:
+        self.path = path
+        self.create_file = create
+        self.rw = SqliteConnection(path, self._open_rw)
+        self.ro = SqliteConnection(path, self._open_ro)
+        self._size = 0
+
+    @classmethod
+    def create(cls, binding: Binding, context: ProviderContext) -> SQLiteDatabase:
+        if binding.connection is None:
+            return cls(context.state_dir / "sql" / f"{binding.name}.sqlite3", create=True)
+        path = Path(str(binding.connection.options["path"])).expanduser()
+        if not path.is_absolute():
+            # Relative to the project root: state_dir is <root>/.bindingd/state.
+            path = context.state_dir.parent.parent / path
+        return cls(path, create=False)
+
+    def _open_rw(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        conn.text_factory = _text
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    def _open_ro(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            f"{self.path.as_uri()}?mode=ro",
+            uri=True,
+            timeout=BUSY_TIMEOUT_S,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        conn.text_factory = _text
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA query_only=ON")
+        return conn
+
+    async def start(self) -> None:
+        if not self.create_file and not self.path.is_file():
+            raise backend_unavailable(
+                f"the SQLite file {self.path} does not exist; fix the connection's path"
+            )
+        try:
+            if self.create_file:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            await self.rw.open()
+            await self.ro.open()
+            self._size = await self.rw.run(_size_of, 10.0)
+        except (OSError, sqlite3.Error) as e:
+            raise backend_unavailable(f"cannot open the SQLite file {self.path}: {e}") from e
+
+    async def close(self) -> None:
+        await self.ro.close()
+        await self.rw.close()
+
+    async def check(self) -> str:
+        await self.ro.run(lambda c: c.execute("SELECT 1").fetchall(), 5.0)
+        return f"sqlite file {self.path.name}"
+
+    def _connection(self, access: SqlAccess) -> SqliteConnection:
+        return self.ro if access.read_only else self.rw
+
+    async def query(self, statement: SqlStatement, access: SqlAccess) -> AsyncIterator[object]:
+        translate(statement.sql, "sqlite", statement.params)  # same count check as every provider
+        connection = self._connection(access)
+        timeout = check_timeout(access.timeout)
+        started = time.perf_counter()
+
+        def first(
+            conn: sqlite3.Connection,
+        ) -> tuple[sqlite3.Cursor, int, list[str], list[tuple[Any, ...]], SqlMeta | None]:
+            before = conn.total_changes
+            cursor = conn.execute(statement.sql, statement.params)
+            columns = [d[0] for d in cursor.description] if cursor.description else []
+            if not columns:  # done already: its meta before another call's statement runs
+                connection.end_budget()
+                return cursor, before, columns, [], self._meta(conn, cursor, before, 0, started)
+            rows = cursor.fetchmany(PAGE_ROWS)
+            connection.end_budget()
+            if len(rows) < PAGE_ROWS:  # the whole result: one trip to the thread
+                return cursor, before, columns, rows, self._meta(conn, cursor, before, len(rows), started)
+            return cursor, before, columns, rows, None
+
+        inline, answer = connection.try_inline(first)
+        if not inline:
+            answer = await connection.run(first, timeout)
+        assert answer is not None
+        cursor, before, columns, rows, meta = answer
+        try:
+            yield columns
+            read = 0
+            while rows:
+                read += len(rows)
+                yield rows
+                if len(rows) < PAGE_ROWS:
+                    break
+                rows = await connection.run(lambda _: cursor.fetchmany(PAGE_ROWS), timeout)
+            if meta is None:
+                meta = await connection.run(
+                    lambda conn: self._meta(conn, cursor, before, read, started), timeout
+                )
+            yield meta
+        finally:
+            connection.submit(cursor.close)
+
+    def _meta(
+        self, conn: sqlite3.Connection, cursor: sqlite3.Cursor, before: int, read: int, started: float
+    ) -> SqlMeta:
+        written = conn.total_changes - before
+        if written:
+            self._size = _size_of(conn)
+        return SqlMeta(
+            duration=(time.perf_counter() - started) * 1000,
+            changes=max(cursor.rowcount, 0) if written else 0,
+            last_row_id=cursor.lastrowid or 0,
+            changed_db=written > 0,
+            rows_read=read,
+            rows_written=written,
+            size_after=self._size,
+        )
+
+    async def batch(self, statements: list[SqlStatement], access: SqlAccess) -> list[SqlResult]:
+        for index, statement in enumerate(statements):
+            try:
+                translate(statement.sql, "sqlite", statement.params)
+            except BindingdError as e:
+                raise batch_error(index, e) from e
+
+        def run(conn: sqlite3.Connection) -> list[SqlResult]:
+            results: list[SqlResult] = []
+
+            def one(i: int, statement: SqlStatement) -> None:
+                started = time.perf_counter()
+                before = conn.total_changes
+                cursor = conn.execute(statement.sql, statement.params)
+                columns = [d[0] for d in cursor.description] if cursor.description else []
+                rows = cursor.fetchall() if columns else []
+                meta = self._meta(conn, cursor, before, len(rows), started)
+                cursor.close()
+                results.append(SqlResult(columns, rows, meta))
+
+            self._transaction(conn, [(i, lambda i=i, s=s: one(i, s)) for i, s in enumerate(statements)])
+            return results
+
+        return await self._connection(access).run(run, check_timeout(access.timeout) * len(statements))
+
+    async def exec(self, statements: list[str], access: SqlAccess) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            self._transaction(
+                conn, [(i, lambda s=s: conn.execute(s).close()) for i, s in enumerate(statements)]
+            )
+            self._size = _size_of(conn)
+
+        await self._connection(access).run(run, check_timeout(access.timeout) * max(len(statements), 1))
+
+    def _transaction(self, conn: sqlite3.Connection, steps: list[tuple[int, Callable[[], object]]]) -> None:
+        """All steps or none; a failing step raises `batch_error` naming its index."""
+        conn.execute("BEGIN")
+        for index, step in steps:
+            try:
+                step()
+            except sqlite3.Error as e:
+                _rollback(conn)
+                if str(e) == "interrupted":
+                    raise
+                raise batch_error(index, map_error(e, self.path)) from e
+            except BaseException:
+                _rollback(conn)
+                raise
+        if conn.in_transaction:  # a statement of the caller's own (COMMIT) may have ended it
+            conn.execute("COMMIT")
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def _size_of(conn: sqlite3.Connection) -> int:
+    page_count = conn.execute("PRAGMA page_count").fetchone()[0]
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    return int(page_count) * int(page_size)

@@ -1,0 +1,359 @@
+"""D1 on PostgreSQL through an asyncpg pool, one pool per connection entry.
+
+Every call is one transaction opened together with its limits in a single round trip:
+`BEGIN READ ONLY|READ WRITE; SET LOCAL statement_timeout = N`. So a slow statement is cancelled
+by the server itself (BACKEND_TIMEOUT), a refused write is refused by the server (a read-only
+transaction: PERMISSION_DENIED), and rows stream through a portal page by page. A call the
+client abandons is cancelled on the server by asyncpg's cancel request.
+
+After a server restart the pool's connections are dead; a failure to even begin the transaction
+(nothing ran yet) is retried on a fresh connection, so the first calls after a restart succeed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import decimal
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import structlog
+
+from bindingd.config.model import Binding, Connection
+from bindingd.errors import (
+    BindingdError,
+    Reason,
+    backend_timeout,
+    backend_unavailable,
+    permission_denied,
+)
+from bindingd.providers.base import SqlAccess, SqlMeta, SqlResult, SqlStatement
+from bindingd.providers.connections import ProviderContext
+from bindingd.sql import PAGE_ROWS, batch_error, normalize, sql_error, translate
+
+log = structlog.get_logger("bindingd.postgres")
+
+# Beyond the server-side statement timeout, how long the daemon waits for an answer at all.
+CLIENT_GRACE_S = 5.0
+# Tries to begin a transaction while the server restarts or drops pooled connections.
+BEGIN_TRIES = 4
+BEGIN_RETRY_DELAY_S = 0.5
+# Command tags that say the statement left the database as it was.
+READ_TAGS = frozenset({"SELECT", "SHOW", "FETCH", "EXPLAIN", "VALUES", "TABLE", "SET", "RESET"})
+ROW_TAGS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "COPY"})
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+)
+
+
+def _where(connection: Connection) -> str:
+    """host:port/db of a DSN, for messages: never the user or the password."""
+    parts = urlsplit(str(connection.options["dsn"]))
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or ''}"
+
+
+def map_error(e: BaseException, connection: Connection) -> BindingdError:
+    name = connection.name
+    if isinstance(e, BindingdError):
+        return e
+    if isinstance(
+        e,
+        asyncpg.exceptions.InvalidPasswordError | asyncpg.exceptions.InvalidAuthorizationSpecificationError,
+    ):
+        return BindingdError(
+            Reason.AUTH_FAILED, f'authentication failed for connection "{name}": {e.args[0] if e.args else e}'
+        )
+    if isinstance(e, asyncpg.exceptions.ReadOnlySQLTransactionError):
+        return permission_denied(f"PostgreSQL refused the write: {e}")
+    if isinstance(e, asyncpg.exceptions.QueryCanceledError):
+        return backend_timeout(f"PostgreSQL cancelled the statement: {e}")
+    if isinstance(e, asyncpg.exceptions.InvalidCatalogNameError):
+        return backend_unavailable(f'connection "{name}" ({_where(connection)}): {e}')
+    if isinstance(e, TimeoutError):
+        return backend_timeout(
+            f'PostgreSQL at {_where(connection)} did not answer in time (connection "{name}")'
+        )
+    if isinstance(e, _CONNECTION_ERRORS):
+        return backend_unavailable(
+            f'cannot reach PostgreSQL at {_where(connection)} (connection "{name}"): {e or type(e).__name__}'
+        )
+    if isinstance(e, asyncpg.exceptions.PostgresError | asyncpg.exceptions.InterfaceError):
+        return sql_error(str(e))
+    return backend_unavailable(f'PostgreSQL failed (connection "{name}"): {type(e).__name__}: {e}')
+
+
+def _coerce(kind: str, value: Any, index: int) -> Any:
+    """A D1 value as the parameter type PostgreSQL inferred (asyncpg's codecs are strict)."""
+    if value is None:
+        return None
+    try:
+        if kind in ("int2", "int4", "int8", "oid"):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError("not an integer")
+            return int(value)
+        if kind in ("float4", "float8"):
+            return float(value)
+        if kind == "numeric":
+            return decimal.Decimal(str(value))
+        if kind == "bool":
+            return value if isinstance(value, bool) else bool(int(value))
+        if kind == "bytea":
+            return value if isinstance(value, bytes) else str(value).encode()
+        if kind in ("timestamp", "timestamptz"):
+            if isinstance(value, str):
+                parsed = datetime.datetime.fromisoformat(value)
+                if kind == "timestamptz" and parsed.tzinfo is None:
+                    parsed = parsed.replace(tzinfo=datetime.UTC)
+                return parsed
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return datetime.datetime.fromtimestamp(value, datetime.UTC)
+        if kind == "date" and isinstance(value, str):
+            return datetime.date.fromisoformat(value)
+        if kind in ("time", "timetz") and isinstance(value, str):
+            return datetime.time.fromisoformat(value)
+        if isinstance(value, bool):
+            return str(int(value))
+        if isinstance(value, bytes):
+            return value
+        return str(value) if not isinstance(value, str) else value
+    except (ValueError, TypeError) as e:
+        raise sql_error(f"parameter {index}: cannot bind {value!r} as {kind}: {e}") from None
+
+
+def _meta(tag: str, rows: int, started: float) -> SqlMeta:
+    words = tag.split()
+    command = words[0] if words else ""
+    count = int(words[-1]) if words and words[-1].isdigit() else 0
+    changes = count if command in ROW_TAGS else 0
+    changed = changes > 0 if command in ROW_TAGS else bool(command) and command not in READ_TAGS
+    return SqlMeta(
+        duration=(time.perf_counter() - started) * 1000,
+        changes=changes,
+        last_row_id=0,
+        changed_db=changed,
+        rows_read=rows if command in READ_TAGS or not command else count,
+        rows_written=changes,
+    )
+
+
+def _check_still_in_transaction(conn: asyncpg.Connection, access: SqlAccess, index: int) -> None:
+    """A read-only call whose statement ended the transaction (COMMIT) runs nothing more: the
+    statements after it would run outside the read-only transaction."""
+    if access.read_only and not conn.is_in_transaction():
+        raise permission_denied(
+            f"statement {index} ended the read-only transaction; the statements after it were not run"
+        )
+
+
+class _Pool:
+    """An asyncpg pool created without touching the server (min size 0), warmed up to the
+    configured min_size in the background."""
+
+    def __init__(self, connection: Connection) -> None:
+        options = connection.options
+        self.min_size = int(options.get("min_size") or 0)
+        max_size = int(options.get("max_size") or 10)
+        self.pool = asyncpg.create_pool(
+            str(options["dsn"]),
+            min_size=0,
+            max_size=max(max_size, self.min_size, 1),
+        )
+        self._ready: asyncio.Task[Any] | None = None
+
+    async def open(self) -> _Pool:
+        await self.pool  # min_size=0: no connection is made here
+        if self.min_size:
+            self._ready = asyncio.get_running_loop().create_task(self._warm())
+        return self
+
+    async def _warm(self) -> None:
+        with contextlib.suppress(Exception):
+            conns = [await self.pool.acquire() for _ in range(self.min_size)]
+            for conn in conns:
+                await self.pool.release(conn)
+
+    async def close(self) -> None:
+        if self._ready is not None:
+            self._ready.cancel()
+        try:
+            await asyncio.wait_for(self.pool.close(), 10)
+        except (TimeoutError, Exception):
+            self.pool.terminate()
+
+
+class PostgresDatabase:
+    def __init__(self, binding: Binding, context: ProviderContext) -> None:
+        assert binding.connection is not None
+        self.connection = binding.connection
+        self.context = context
+        self._pool: _Pool | None = None
+
+    @classmethod
+    def create(cls, binding: Binding, context: ProviderContext) -> PostgresDatabase:
+        return cls(binding, context)
+
+    async def start(self) -> None:
+        async def open_pool() -> _Pool:
+            return await _Pool(self.connection).open()
+
+        async def close_pool(pool: _Pool) -> None:
+            await pool.close()
+
+        self._pool = await self.context.connections.acquire(self.connection, open_pool, close_pool)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool = None
+            await self.context.connections.release(self.connection)
+
+    async def check(self) -> str:
+        # One try: a probe reports the backend as it is now.
+        async with self._transaction(SqlAccess(read_only=True, timeout=5.0), tries=1) as conn:
+            version = await conn.fetchval("SHOW server_version", timeout=5.0)
+        return f"postgres {version} at {_where(self.connection)}"
+
+    @contextlib.asynccontextmanager
+    async def _transaction(
+        self, access: SqlAccess, tries: int = BEGIN_TRIES
+    ) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection inside `BEGIN` with the call's limits; COMMIT when the block ends
+        cleanly, ROLLBACK otherwise (the connection is dropped if even that fails)."""
+        assert self._pool is not None, "provider not started"
+        pool = self._pool.pool
+        mode = "READ ONLY" if access.read_only else "READ WRITE"
+        begin = f"BEGIN {mode}; SET LOCAL statement_timeout = {max(1, round(access.timeout * 1000))}"
+        if access.read_only:
+            # A first query fixes the mode: `SET TRANSACTION READ WRITE` is refused from here on.
+            begin += "; SELECT 1"
+        wait = access.timeout + CLIENT_GRACE_S
+        conn: asyncpg.Connection | None = None
+        for attempt in range(tries):
+            try:
+                conn = await pool.acquire(timeout=wait)
+                await conn.execute(begin, timeout=wait)
+                break
+            except _CONNECTION_ERRORS as e:
+                if conn is not None:
+                    conn.terminate()
+                    await pool.release(conn)
+                    conn = None
+                if attempt == tries - 1 or isinstance(e, TimeoutError):
+                    raise map_error(e, self.connection) from e
+                await asyncio.sleep(BEGIN_RETRY_DELAY_S * (attempt + 1))
+            except BaseException as e:
+                if conn is not None:
+                    await pool.release(conn)
+                if isinstance(e, Exception):
+                    raise map_error(e, self.connection) from e
+                raise
+        assert conn is not None
+        try:
+            yield conn
+        except BaseException as e:
+            try:
+                if not conn.is_closed():
+                    await asyncio.shield(conn.execute("ROLLBACK", timeout=CLIENT_GRACE_S))
+            except BaseException:
+                conn.terminate()
+            finally:
+                await asyncio.shield(pool.release(conn))
+            if isinstance(e, Exception):
+                raise map_error(e, self.connection) from e
+            raise
+        try:
+            await conn.execute("COMMIT", timeout=wait)
+        except Exception as e:
+            raise map_error(e, self.connection) from e
+        finally:
+            await pool.release(conn)
+
+    async def _prepare(
+        self, conn: asyncpg.Connection, statement: SqlStatement, wait: float
+    ) -> tuple[Any, list[Any]]:
+        """The prepared statement and its values coerced to the parameter types the server
+        inferred (asyncpg's codecs are strict). Prepared inside the call's transaction, so it
+        always matches the schema it runs on."""
+        sql, params = translate(statement.sql, "postgres", statement.params)
+        prepared = await conn.prepare(sql, timeout=wait)
+        kinds = [t.name for t in prepared.get_parameters()]
+        return prepared, [
+            _coerce(kind, v, i + 1) for i, (kind, v) in enumerate(zip(kinds, params, strict=True))
+        ]
+
+    async def query(self, statement: SqlStatement, access: SqlAccess) -> AsyncIterator[object]:
+        translate(statement.sql, "postgres", statement.params)  # a wrong count fails before BEGIN
+        wait = access.timeout + CLIENT_GRACE_S
+        started = time.perf_counter()
+        async with self._transaction(access) as conn:
+            prepared, args = await self._prepare(conn, statement, wait)
+            columns = [a.name for a in prepared.get_attributes()]
+            if not columns:
+                await prepared.fetch(*args, timeout=wait)
+                meta = _meta(prepared.get_statusmsg() or "", 0, started)
+                yield columns
+            else:
+                yield columns
+                read = 0
+                page: list[tuple[object, ...]] = []
+                # Bind and the first page in one round trip, then a page per round trip.
+                async for record in prepared.cursor(*args, prefetch=PAGE_ROWS, timeout=wait):
+                    page.append(tuple(normalize(v) for v in record))
+                    if len(page) == PAGE_ROWS:
+                        read += len(page)
+                        yield page
+                        page = []
+                if page:
+                    read += len(page)
+                    yield page
+                tag = prepared.get_statusmsg() or ""
+                meta = _meta(
+                    tag if tag.split()[:1] not in (["FETCH"], []) else f"SELECT {read}", read, started
+                )
+        yield meta
+
+    async def batch(self, statements: list[SqlStatement], access: SqlAccess) -> list[SqlResult]:
+        for index, statement in enumerate(statements):
+            try:
+                translate(statement.sql, "postgres", statement.params)
+            except BindingdError as e:
+                raise batch_error(index, e) from e
+        wait = access.timeout + CLIENT_GRACE_S
+        results: list[SqlResult] = []
+        async with self._transaction(access) as conn:
+            for index, statement in enumerate(statements):
+                started = time.perf_counter()
+                try:
+                    prepared, args = await self._prepare(conn, statement, wait)
+                    rows = await prepared.fetch(*args, timeout=wait)
+                except Exception as e:
+                    raise batch_error(index, map_error(e, self.connection)) from e
+                columns = [a.name for a in prepared.get_attributes()]
+                results.append(
+                    SqlResult(
+                        columns,
+                        [tuple(normalize(v) for v in row) for row in rows],
+                        _meta(prepared.get_statusmsg() or "", len(rows), started),
+                    )
+                )
+                _check_still_in_transaction(conn, access, index)
+        return results
+
+    async def exec(self, statements: list[str], access: SqlAccess) -> None:
+        wait = access.timeout + CLIENT_GRACE_S
+        async with self._transaction(access) as conn:
+            for index, sql in enumerate(statements):
+                try:
+                    await conn.execute(sql, timeout=wait)
+                except Exception as e:
+                    raise batch_error(index, map_error(e, self.connection)) from e
+                _check_still_in_transaction(conn, access, index)

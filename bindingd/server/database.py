@@ -1,0 +1,275 @@
+"""DatabaseService: gRPC ↔ the SQL rules and the provider of the named binding.
+
+Writes are not guessed from the SQL: a call on a binding whose writes are refused (access:
+read-only, or a protected env) runs in a read-only transaction, the backend refuses any write,
+and the caller gets PERMISSION_DENIED with the reason the daemon refuses writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+from bindingd_client.proto import database_pb2, database_pb2_grpc
+
+from bindingd import sql
+from bindingd.errors import BindingdError, Reason, invalid_argument
+from bindingd.providers.base import SqlAccess, SqlMeta, SqlProvider, SqlResult, SqlStatement
+from bindingd.runtime import Runtime, Served
+from bindingd.server.audit import audit_write
+from bindingd.server.calls import rpc, rpc_stream
+
+# How long the rest of a large result waits for its Fetch.
+CURSOR_TTL_S = 30.0
+
+
+def encode_value(value: object) -> database_pb2.SqlValue:
+    if value is None:
+        return database_pb2.SqlValue(null=True)
+    if isinstance(value, bool):
+        return database_pb2.SqlValue(boolean=value)
+    if isinstance(value, int):
+        return database_pb2.SqlValue(integer=value)
+    if isinstance(value, float):
+        return database_pb2.SqlValue(real=value)
+    if isinstance(value, str):
+        return database_pb2.SqlValue(text=value)
+    if isinstance(value, bytes):
+        return database_pb2.SqlValue(blob=value)
+    return encode_value(sql.normalize(value))
+
+
+def decode_value(message: database_pb2.SqlValue) -> object:
+    kind = message.WhichOneof("kind")
+    if kind is None or kind == "null":
+        return None
+    return getattr(message, kind)
+
+
+def _row(values: tuple[object, ...]) -> database_pb2.SqlRow:
+    return database_pb2.SqlRow(values=[encode_value(v) for v in values])
+
+
+def _row_bytes(values: tuple[object, ...]) -> int:
+    return sum(len(v) if isinstance(v, str | bytes) else 9 for v in values) + 4
+
+
+def _meta(meta: SqlMeta) -> database_pb2.SqlMeta:
+    return database_pb2.SqlMeta(
+        duration=meta.duration,
+        changes=meta.changes,
+        last_row_id=meta.last_row_id,
+        changed_db=meta.changed_db,
+        rows_read=meta.rows_read,
+        rows_written=meta.rows_written,
+        size_after=meta.size_after,
+    )
+
+
+def _result(result: SqlResult) -> database_pb2.SqlResult:
+    return database_pb2.SqlResult(
+        columns=result.columns, rows=[_row(r) for r in result.rows], meta=_meta(result.meta)
+    )
+
+
+def _statement(message: database_pb2.SqlStatement) -> SqlStatement:
+    sql.check_statement(message.sql)
+    return SqlStatement(message.sql, [decode_value(v) for v in message.params])
+
+
+class _Peer:
+    """What audit_write reads of a call's context, kept after the call itself has ended."""
+
+    def __init__(self, peer: str) -> None:
+        self._peer = peer
+
+    def peer(self) -> str:
+        return self._peer
+
+
+@dataclass
+class _Parked:
+    """The rest of a Query answer, waiting for its Fetch."""
+
+    binding: str
+    messages: AsyncGenerator[database_pb2.SqlQueryResponse, None]
+    expiry: asyncio.TimerHandle | None = None
+
+
+class DatabaseService(database_pb2_grpc.DatabaseServicer):
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._parked: dict[str, _Parked] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def _access(self, served: Served) -> tuple[SqlAccess, BindingdError | None]:
+        """The access of a call, and the reason writes are refused (None when they are not)."""
+        try:
+            self.runtime.check_writable(served.binding)
+            refusal = None
+        except BindingdError as e:
+            refusal = e
+        timeout = served.binding.options.get("timeout", sql.DEFAULT_TIMEOUT_S)
+        if timeout <= 0:
+            raise invalid_argument(f"the sql binding's timeout is {timeout}; give a number of seconds > 0")
+        return SqlAccess(read_only=refusal is not None, timeout=float(timeout)), refusal
+
+    @staticmethod
+    def _refused(err: BindingdError, refusal: BindingdError | None) -> BindingdError:
+        """A backend's refusal of a write, explained by why the daemon made the call read-only."""
+        if err.reason is Reason.PERMISSION_DENIED and refusal is not None:
+            return BindingdError(Reason.PERMISSION_DENIED, f"{refusal.message} ({err.message})")
+        return err
+
+    async def _messages(
+        self,
+        parts: AsyncIterator[object],
+        served: Served,
+        statement: SqlStatement,
+        refusal: BindingdError | None,
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncGenerator[database_pb2.SqlQueryResponse, None]:
+        """The provider's parts as messages: the columns ride with the first page, the meta
+        with the last, so a small result is one message; a full page goes out at once."""
+        # The rest of a large result is sent by a later Fetch call: audit with this call's peer.
+        peer = _Peer(context.peer())
+        try:
+            pending = database_pb2.SqlQueryResponse(columns=await anext(parts))  # type: ignore[arg-type]
+            size = 0
+            async for part in parts:
+                if isinstance(part, SqlMeta):
+                    if part.changed_db:
+                        audit_write(served.binding, "query", statement.sql[:200], peer)  # type: ignore[arg-type]
+                    pending.meta.CopyFrom(_meta(part))
+                    break
+                rows = []
+                for values in part:  # type: ignore[attr-defined]
+                    rows.append(_row(values))
+                    size += _row_bytes(values)
+                    if size >= sql.PAGE_BYTES:
+                        pending.rows.extend(rows)
+                        yield pending
+                        pending, rows, size = database_pb2.SqlQueryResponse(), [], 0
+                pending.rows.extend(rows)
+                if len(part) >= sql.PAGE_ROWS:  # type: ignore[arg-type]
+                    yield pending
+                    pending, size = database_pb2.SqlQueryResponse(), 0
+            yield pending
+        except BindingdError as e:
+            raise self._refused(e, refusal) from e
+        finally:
+            await parts.aclose()  # type: ignore[attr-defined]
+
+    @rpc
+    async def Query(
+        self, request: database_pb2.SqlQueryRequest, context: grpc.aio.ServicerContext
+    ) -> database_pb2.SqlQueryResponse:
+        statement = _statement(request.statement)
+        with self.runtime.use(request.binding, "sql") as served:
+            provider: SqlProvider = served.provider  # type: ignore[assignment]
+            access, refusal = self._access(served)
+            messages = self._messages(provider.query(statement, access), served, statement, refusal, context)
+            parked = False
+            try:
+                first = await anext(messages)
+                if not first.HasField("meta"):
+                    first.cursor = self._park(served.binding.name, messages)
+                    parked = True
+                return first
+            finally:
+                if not parked:
+                    await messages.aclose()
+
+    def _park(self, binding: str, messages: AsyncGenerator[database_pb2.SqlQueryResponse, None]) -> str:
+        cursor = secrets.token_urlsafe(18)
+        parked = _Parked(binding, messages)
+        parked.expiry = asyncio.get_running_loop().call_later(CURSOR_TTL_S, self._expire, cursor)
+        self._parked[cursor] = parked
+        return cursor
+
+    def _take(self, request: database_pb2.SqlCursorRequest) -> _Parked:
+        parked = self._parked.get(request.cursor)
+        if parked is None or parked.binding != request.binding:
+            raise invalid_argument(
+                f"cursor {request.cursor[:8]}… is unknown, used or expired (a cursor lives"
+                f" {CURSOR_TTL_S:.0f} s and is read once); run the query again"
+            )
+        del self._parked[request.cursor]
+        if parked.expiry is not None:
+            parked.expiry.cancel()
+        return parked
+
+    def _expire(self, cursor: str) -> None:
+        parked = self._parked.pop(cursor, None)
+        if parked is not None:
+            task = asyncio.get_running_loop().create_task(parked.messages.aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    @rpc_stream
+    async def Fetch(
+        self, request: database_pb2.SqlCursorRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[database_pb2.SqlQueryResponse]:
+        parked = self._take(request)
+        try:
+            with self.runtime.use(request.binding, "sql"):
+                async for message in parked.messages:
+                    yield message
+        finally:
+            await parked.messages.aclose()
+
+    @rpc
+    async def CloseCursor(
+        self, request: database_pb2.SqlCursorRequest, context: grpc.aio.ServicerContext
+    ) -> database_pb2.SqlCloseCursorResponse:
+        parked = self._take(request)
+        await parked.messages.aclose()
+        return database_pb2.SqlCloseCursorResponse()
+
+    @rpc
+    async def Batch(
+        self, request: database_pb2.SqlBatchRequest, context: grpc.aio.ServicerContext
+    ) -> database_pb2.SqlBatchResponse:
+        statements = [_statement(s) for s in request.statements]
+        with self.runtime.use(request.binding, "sql") as served:
+            provider: SqlProvider = served.provider  # type: ignore[assignment]
+            access, refusal = self._access(served)
+            if not statements:
+                return database_pb2.SqlBatchResponse()
+            try:
+                results = await provider.batch(statements, access)
+            except BindingdError as e:
+                raise self._refused(e, refusal) from e
+            if any(r.meta.changed_db for r in results):
+                audit_write(served.binding, "batch", f"{len(statements)} statements", context)
+        return database_pb2.SqlBatchResponse(results=[_result(r) for r in results])
+
+    @rpc
+    async def Exec(
+        self, request: database_pb2.SqlExecRequest, context: grpc.aio.ServicerContext
+    ) -> database_pb2.SqlExecResponse:
+        with self.runtime.use(request.binding, "sql") as served:
+            provider: SqlProvider = served.provider  # type: ignore[assignment]
+            access, refusal = self._access(served)
+            dialect = _dialect(served)
+            statements = sql.split_script(request.sql, dialect)
+            if not statements:
+                raise invalid_argument("the script holds no SQL statement")
+            started = time.perf_counter()
+            try:
+                await provider.exec(statements, access)
+            except BindingdError as e:
+                raise self._refused(e, refusal) from e
+            audit_write(served.binding, "exec", f"{len(statements)} statements", context)
+        return database_pb2.SqlExecResponse(
+            count=len(statements), duration=(time.perf_counter() - started) * 1000
+        )
+
+
+def _dialect(served: Served) -> sql.Dialect:
+    kind = served.binding.backend_kind
+    return kind if kind in ("postgres", "mysql") else "sqlite"  # type: ignore[return-value]

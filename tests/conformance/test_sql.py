@@ -1,0 +1,658 @@
+"""The SQL conformance suite: D1 behaviour, the same for every provider.
+
+Each test talks to the real daemon (in this process, on a real unix socket) through the Python
+client. PostgreSQL and MariaDB are the machine's real servers: each test gets a throwaway
+database, created before and dropped after. Where backends differ by nature (how a PostgreSQL
+boolean or timestamp comes back), the expected values per provider pin the documented mapping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomysql
+import asyncpg
+import pytest
+from bindingd_client import (
+    AuthenticationFailed,
+    BackendTimeout,
+    BackendUnavailable,
+    D1Database,
+    Env,
+    PermissionDenied,
+    SqlError,
+    connect,
+)
+from services import ensure
+from support import DaemonProcess, daemon_in_process, write_project
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@dataclass
+class Backend:
+    """One provider under test: its project folder and how to look at its server directly."""
+
+    name: str
+    root: Path
+    config: Path
+    database: str = ""
+    # Per-dialect SQL of the tests.
+    ddl: dict[str, str] = field(default_factory=dict)
+
+
+DDL = {
+    "sqlite": {
+        "types": "CREATE TABLE types (id INTEGER PRIMARY KEY, i INTEGER, r REAL, s TEXT, b BLOB, n TEXT,"
+        " flag BOOLEAN)",
+        "slow": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000000)"
+        " SELECT max(x) FROM c",
+        "million": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000)"
+        " SELECT x, 'row' AS label FROM c",
+    },
+    "postgres": {
+        "types": "CREATE TABLE types (id BIGSERIAL PRIMARY KEY, i BIGINT, r DOUBLE PRECISION, s TEXT,"
+        " b BYTEA, n TEXT, flag BOOLEAN)",
+        "slow": "SELECT pg_sleep(60)",
+        "million": "SELECT x, 'row' AS label FROM generate_series(1, 1000000) AS x",
+    },
+    "mysql": {
+        "types": "CREATE TABLE types (id BIGINT AUTO_INCREMENT PRIMARY KEY, i BIGINT, r DOUBLE, s TEXT,"
+        " b LONGBLOB, n TEXT, flag BOOLEAN)",
+        "slow": "SELECT SLEEP(60)",
+        # MariaDB's sequence engine (its recursive CTEs stop at 1000 iterations by default).
+        "million": "SELECT seq AS x, 'row' AS label FROM seq_1_to_1000000",
+    },
+}
+# What identifies the slow statement in the server's list of running queries.
+MARKER = {"postgres": "pg_sleep", "mysql": "SLEEP(60)"}
+DIALECT = {"local": "sqlite", "sqlite": "sqlite", "postgres": "postgres", "mysql": "mysql"}
+
+
+def _config(connection: str, extra_connections: str = "") -> str:
+    return f"""
+        version: 1
+        connections:
+          {connection}
+          {extra_connections}
+        bindings:
+          APP_DB: {{ type: sql, connection: db }}
+          RO_DB: {{ type: sql, connection: db, access: read-only }}
+          SLOW_DB: {{ type: sql, connection: db, timeout: 1 }}
+        envs:
+          production:
+            protected: true
+    """
+
+
+@contextlib.asynccontextmanager
+async def local_backend(root: Path) -> AsyncIterator[Backend]:
+    # APP_DB is the local provider; RO_DB and SLOW_DB open the same file as a `sqlite` connection.
+    config = write_project(
+        root,
+        """
+        version: 1
+        connections:
+          db: { kind: sqlite, path: .bindingd/state/sql/APP_DB.sqlite3 }
+        bindings:
+          APP_DB: { type: sql }
+          RO_DB: { type: sql, connection: db, access: read-only }
+          SLOW_DB: { type: sql, connection: db, timeout: 1 }
+        envs:
+          production:
+            protected: true
+        """,
+    )
+    # The sqlite connection opens an existing file: create it the way the local provider does.
+    (root / ".bindingd/state/sql").mkdir(parents=True)
+    import sqlite3
+
+    sqlite3.connect(root / ".bindingd/state/sql/APP_DB.sqlite3").execute("PRAGMA journal_mode=WAL").close()
+    yield Backend("local", root, config)
+
+
+@contextlib.asynccontextmanager
+async def sqlite_backend(root: Path) -> AsyncIterator[Backend]:
+    import sqlite3
+
+    root.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(root / "data.sqlite3")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.close()
+    config = write_project(root, _config("db: { kind: sqlite, path: data.sqlite3 }"))
+    yield Backend("sqlite", root, config)
+
+
+@contextlib.asynccontextmanager
+async def postgres_backend(root: Path) -> AsyncIterator[Backend]:
+    ensure("postgres")
+    name = f"bindingd_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f"CREATE DATABASE {name}")
+    await admin.close()
+    dsn = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    config = write_project(root, _config(f'db: {{ kind: postgres, dsn: "{dsn}", max_size: 8 }}'))
+    try:
+        yield Backend("postgres", root, config, name)
+    finally:
+        ensure("postgres")
+        admin = await asyncpg.connect(PG_ADMIN)
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+
+
+async def mysql_admin(sql: str) -> list[tuple[Any, ...]]:
+    conn = await aiomysql.connect(host="127.0.0.1", port=3306, user="root", autocommit=True)
+    try:
+        async with conn.cursor() as cursor:
+            await cursor.execute(sql)
+            return list(await cursor.fetchall())
+    finally:
+        conn.close()
+
+
+@contextlib.asynccontextmanager
+async def mysql_backend(root: Path) -> AsyncIterator[Backend]:
+    ensure("mysql")
+    name = f"bindingd_test_{uuid.uuid4().hex[:12]}"
+    await mysql_admin(f"CREATE DATABASE {name}")
+    dsn = f"mysql://root@127.0.0.1:3306/{name}"
+    config = write_project(root, _config(f'db: {{ kind: mysql, dsn: "{dsn}", max_size: 8 }}'))
+    try:
+        yield Backend("mysql", root, config, name)
+    finally:
+        ensure("mysql")
+        await mysql_admin(f"DROP DATABASE IF EXISTS {name}")
+
+
+PROVIDERS: dict[str, Callable[[Path], contextlib.AbstractAsyncContextManager[Backend]]] = {
+    "local": local_backend,
+    "sqlite": sqlite_backend,
+    "postgres": postgres_backend,
+    "mysql": mysql_backend,
+}
+
+
+@pytest.fixture(params=sorted(PROVIDERS))
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    async with PROVIDERS[request.param](tmp_path / "project") as backend:
+        yield backend
+
+
+@pytest.fixture(params=["mysql", "postgres"])
+async def remote_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    async with PROVIDERS[request.param](tmp_path / "project") as backend:
+        yield backend
+
+
+@contextlib.asynccontextmanager
+async def serving(backend: Backend, env: str | None = None) -> AsyncIterator[Env]:
+    async with daemon_in_process(backend.config, env=env) as daemon:
+        client = await connect(endpoint=f"unix://{daemon.socket_path}")
+        try:
+            yield client
+        finally:
+            await client.aclose()
+
+
+@pytest.fixture
+async def sql_env(backend: Backend) -> AsyncIterator[Env]:
+    async with serving(backend) as env:
+        yield env
+
+
+@pytest.fixture
+def db(sql_env: Env) -> D1Database:
+    return sql_env.APP_DB
+
+
+def dialect(backend: Backend) -> str:
+    return DIALECT[backend.name]
+
+
+async def make_items(db: D1Database) -> None:
+    await db.exec(
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(100) NOT NULL UNIQUE, qty INTEGER)"
+    )
+
+
+# --- results and meta ---------------------------------------------------------------------------
+
+
+async def test_all_run_first_raw(db: D1Database, backend: Backend) -> None:
+    await make_items(db)
+    run = await db.prepare("INSERT INTO items (id, name, qty) VALUES (?, ?, ?)").bind(1, "apple", 3).run()
+    assert run.success is True
+    assert run.results == []
+    assert run.meta["changes"] == 1
+    assert run.meta["changed_db"] is True
+    assert run.meta["rows_written"] >= 1
+    assert run.meta["duration"] >= 0
+    if dialect(backend) == "sqlite":  # the rowid; MySQL tells generated keys only (below)
+        assert run.meta["last_row_id"] == 1
+    await db.prepare("INSERT INTO items (id, name, qty) VALUES (?, ?, ?)").bind(2, "pear", None).run()
+
+    result = await db.prepare("SELECT id, name, qty FROM items ORDER BY id").all()
+    assert result.success is True
+    assert result.results == [{"id": 1, "name": "apple", "qty": 3}, {"id": 2, "name": "pear", "qty": None}]
+    assert result.meta["changes"] == 0
+    assert result.meta["changed_db"] is False
+    assert result.meta["rows_read"] >= 2
+
+    assert await db.prepare("SELECT name FROM items WHERE id = ?").bind(2).first() == {"name": "pear"}
+    assert await db.prepare("SELECT name FROM items WHERE id = ?").bind(2).first("name") == "pear"
+    assert await db.prepare("SELECT name FROM items WHERE id = ?").bind(9).first() is None
+    assert await db.prepare("SELECT name FROM items WHERE id = ?").bind(9).first("name") is None
+    with pytest.raises(SqlError, match="D1_COLUMN_NOTFOUND"):
+        await db.prepare("SELECT name FROM items").first("nope")
+
+    assert await db.prepare("SELECT id, name FROM items ORDER BY id").raw() == [[1, "apple"], [2, "pear"]]
+    assert await db.prepare("SELECT id, name FROM items ORDER BY id").raw(column_names=True) == [
+        ["id", "name"],
+        [1, "apple"],
+        [2, "pear"],
+    ]
+    update = await db.prepare("UPDATE items SET qty = ? WHERE id > ?").bind(5, 0).run()
+    assert update.meta["changes"] == 2
+
+
+async def test_types_round_trip(db: D1Database, backend: Backend) -> None:
+    await db.exec(DDL[dialect(backend)]["types"])
+    blob = bytes(range(256))
+    values = (2**62, -1.5, "héllo ✓ 'quoted' ?", blob, None, True)
+    first = (
+        await db.prepare("INSERT INTO types (i, r, s, b, n, flag) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(*values)
+        .run()
+    )
+    # The generated key; PostgreSQL has no last row id (README: meta per provider).
+    assert first.meta["last_row_id"] == (0 if backend.name == "postgres" else 1)
+    await (
+        db.prepare("INSERT INTO types (i, r, s, b, n, flag) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(-(2**63), 0.0, "", b"", None, False)
+        .run()
+    )
+    rows = await db.prepare("SELECT i, r, s, b, n, flag FROM types ORDER BY id").raw()
+    # Booleans: SQLite and MySQL store 1/0 (as D1 does); a PostgreSQL boolean answers a bool.
+    true, false = (True, False) if backend.name == "postgres" else (1, 0)
+    assert rows == [
+        [2**62, -1.5, "héllo ✓ 'quoted' ?", blob, None, true],
+        [-(2**63), 0.0, "", b"", None, false],
+    ]
+    assert isinstance(rows[0][3], bytes)
+
+
+OTHER_TYPES = {
+    "sqlite": (
+        "SELECT 12.50 AS num, '2024-01-02 03:04:05' AS ts, json('{\"a\": 1}') AS j",
+        {"num": 12.5, "ts": "2024-01-02 03:04:05", "j": '{"a":1}'},
+    ),
+    "postgres": (
+        "SELECT 12.50::numeric AS num, '2024-01-02 03:04:05'::timestamp AS ts,"
+        " '2024-01-02 03:04:05+00'::timestamptz AS tstz, '2024-01-02'::date AS d,"
+        " '{\"a\": 1}'::jsonb AS j, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid AS u,"
+        " ARRAY[1, 2, 3] AS arr, 9223372036854775808::numeric AS big",
+        {
+            "num": "12.50",
+            "ts": "2024-01-02T03:04:05",
+            "tstz": "2024-01-02T03:04:05+00:00",
+            "d": "2024-01-02",
+            "j": '{"a": 1}',
+            "u": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "arr": "[1,2,3]",
+            "big": "9223372036854775808",
+        },
+    ),
+    "mysql": (
+        "SELECT CAST(12.50 AS DECIMAL(10, 2)) AS num, CAST('2024-01-02 03:04:05' AS DATETIME) AS ts,"
+        " CAST('2024-01-02' AS DATE) AS d, JSON_OBJECT('a', 1) AS j, CAST(1 AS UNSIGNED) AS u",
+        {"num": "12.50", "ts": "2024-01-02T03:04:05", "d": "2024-01-02", "j": '{"a": 1}', "u": 1},
+    ),
+}
+
+
+async def test_other_column_types_map_as_documented(db: D1Database, backend: Backend) -> None:
+    query, expected = OTHER_TYPES[dialect(backend)]
+    assert await db.prepare(query).first() == expected
+
+
+async def test_placeholders_inside_literals_and_comments(db: D1Database, backend: Backend) -> None:
+    quote = "`" if dialect(backend) == "mysql" else '"'
+    sql = (
+        f"SELECT 'it''s ?' AS a, ? AS b, ?1 AS c, 'd' AS {quote}?d{quote} /* ? ?2 */, ?2 AS e -- ? here\n"
+        f", '?3 -- /*' AS f"
+    )
+    row = await db.prepare(sql).bind("x", "y").first()
+    assert row == {"a": "it's ?", "b": "x", "c": "x", "?d": "d", "e": "y", "f": "?3 -- /*"}
+    with pytest.raises(SqlError, match="parameter"):
+        await db.prepare("SELECT ? AS a, ? AS b").bind("only one").all()
+
+
+async def test_postgres_dollar_quoted_strings_keep_their_placeholders(
+    remote_backend: Backend,
+) -> None:
+    if remote_backend.name != "postgres":
+        sql, expected = "SELECT '%s %d %%' AS a, ? AS b", {"a": "%s %d %%", "b": "v"}
+    else:
+        sql, expected = (
+            "SELECT $$it's ? $1$$ AS a, $tag$ ?; $tag$ AS c, ? AS b",
+            {
+                "a": "it's ? $1",
+                "c": " ?; ",
+                "b": "v",
+            },
+        )
+    async with serving(remote_backend) as env:
+        assert await env.APP_DB.prepare(sql).bind("v").first() == expected
+
+
+# --- batch and exec ------------------------------------------------------------------------------
+
+
+async def test_batch_is_atomic_and_names_the_failing_statement(db: D1Database) -> None:
+    await make_items(db)
+    insert = db.prepare("INSERT INTO items (id, name, qty) VALUES (?, ?, ?)")
+    results = await db.batch(
+        [insert.bind(1, "a", 1), insert.bind(2, "b", 2), db.prepare("SELECT count(*) AS n FROM items")]
+    )
+    assert [r.meta["changes"] for r in results[:2]] == [1, 1]
+    assert results[2].results == [{"n": 2}]
+
+    with pytest.raises(SqlError, match="statement 2") as failed:
+        await db.batch([insert.bind(3, "c", 3), insert.bind(4, "d", 4), insert.bind(5, "a", 5)])
+    assert failed.value.binding == "APP_DB"
+    assert await db.prepare("SELECT id FROM items ORDER BY id").raw() == [[1], [2]]
+
+
+async def test_exec_runs_a_script(db: D1Database) -> None:
+    result = await db.exec(
+        """
+        CREATE TABLE notes (id INTEGER PRIMARY KEY, body VARCHAR(100));
+        -- a comment; with a semicolon
+        INSERT INTO notes (id, body) VALUES (1, 'one; still one');
+        /* another ; comment */
+        INSERT INTO notes (id, body) VALUES (2, 'two');
+        """
+    )
+    assert result.count == 3
+    assert result.duration >= 0
+    assert await db.prepare("SELECT body FROM notes ORDER BY id").raw() == [["one; still one"], ["two"]]
+    with pytest.raises(SqlError, match="statement 1"):
+        await db.exec("INSERT INTO notes (id, body) VALUES (3, 'x'); INSERT INTO nowhere VALUES (1)")
+    assert await db.prepare("SELECT count(*) AS n FROM notes").first("n") == 2
+
+
+async def test_constraint_violation_and_syntax_error_are_sql_errors(db: D1Database) -> None:
+    await make_items(db)
+    await db.prepare("INSERT INTO items (id, name) VALUES (1, 'a')").run()
+    with pytest.raises(SqlError) as failed:
+        await db.prepare("INSERT INTO items (id, name) VALUES (2, 'a')").run()
+    assert failed.value.reason == "SQL_ERROR"
+    assert any(w in str(failed.value).lower() for w in ("unique", "duplicate")), str(failed.value)
+    with pytest.raises(SqlError, match=r"(?i)syntax"):
+        await db.prepare("SELEC nonsense").all()
+    # The daemon is unharmed and the binding keeps serving.
+    assert await db.prepare("SELECT count(*) AS n FROM items").first("n") == 1
+
+
+# --- access --------------------------------------------------------------------------------------
+
+
+HIDDEN_WRITE = {
+    "sqlite": "WITH x AS (SELECT 1 AS v) DELETE FROM items WHERE id IN (SELECT v FROM x)",
+    "postgres": "WITH gone AS (DELETE FROM items RETURNING id) SELECT count(*) FROM gone",
+    "mysql": "REPLACE INTO items (id, name) SELECT 1, 'z'",
+}
+
+
+async def test_read_only_binding_refuses_writes_on_the_backend(sql_env: Env, backend: Backend) -> None:
+    await make_items(sql_env.APP_DB)
+    await sql_env.APP_DB.prepare("INSERT INTO items (id, name) VALUES (1, 'a')").run()
+    ro = sql_env.RO_DB
+    assert await ro.prepare("SELECT name FROM items").first("name") == "a"
+    with pytest.raises(PermissionDenied, match="read-only"):
+        await ro.prepare("INSERT INTO items (id, name) VALUES (2, 'b')").run()
+    with pytest.raises(PermissionDenied):
+        await ro.batch([ro.prepare("SELECT 1 AS x"), ro.prepare("DELETE FROM items")])
+    with pytest.raises(PermissionDenied):
+        await ro.exec("UPDATE items SET qty = 1")
+    # A write hidden in a CTE is refused too: the backend decides, not a SQL parser.
+    hidden = HIDDEN_WRITE.get(backend.name, HIDDEN_WRITE["sqlite"])
+    with pytest.raises(PermissionDenied):
+        await ro.prepare(hidden).run()
+    # SQL that tries to step out of the read-only transaction runs nothing after the attempt.
+    for script in ESCAPES[dialect(backend)]:
+        with pytest.raises((PermissionDenied, SqlError)):
+            await ro.exec(script)
+    assert await sql_env.APP_DB.prepare("SELECT count(*) AS n FROM items").first("n") == 1
+    with pytest.raises(SqlError):
+        await sql_env.APP_DB.prepare("SELECT count(*) AS n FROM sneaky").first("n")
+
+
+ESCAPE_INSERT = "INSERT INTO items (id, name) VALUES (7, 'x')"
+ESCAPES = {
+    "sqlite": [f"COMMIT; {ESCAPE_INSERT}", "COMMIT; CREATE TABLE sneaky (id INTEGER)"],
+    "postgres": [
+        f"COMMIT; {ESCAPE_INSERT}",
+        f"SET TRANSACTION READ WRITE; {ESCAPE_INSERT}",
+        f"SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE; COMMIT; {ESCAPE_INSERT}",
+        "COMMIT; CREATE TABLE sneaky (id INTEGER)",
+    ],
+    "mysql": [
+        f"COMMIT; {ESCAPE_INSERT}",
+        f"SET SESSION TRANSACTION READ WRITE; {ESCAPE_INSERT}",
+        "SET SESSION TRANSACTION READ WRITE; CREATE TABLE sneaky (id INTEGER)",
+    ],
+}
+
+
+async def test_protected_env_refuses_writes(backend: Backend) -> None:
+    async with serving(backend) as env:
+        await make_items(env.APP_DB)
+    async with serving(backend, env="production") as env:
+        assert await env.APP_DB.prepare("SELECT count(*) AS n FROM items").first("n") == 0
+        with pytest.raises(PermissionDenied, match="protected"):
+            await env.APP_DB.prepare("INSERT INTO items (id, name) VALUES (1, 'a')").run()
+
+
+# --- timeouts and cancellation ------------------------------------------------------------------
+
+
+async def _server_still_runs(backend: Backend, marker: str) -> bool:
+    """Whether the backend still executes a statement containing `marker`."""
+    if backend.name == "postgres":
+        conn = await asyncpg.connect(PG_ADMIN)
+        try:
+            rows = await conn.fetch(
+                "SELECT query FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1"
+                " AND pid <> pg_backend_pid()",
+                f"%{marker}%",
+            )
+        finally:
+            await conn.close()
+        return bool(rows)
+    if backend.name == "mysql":
+        rows = await mysql_admin(
+            "SELECT info FROM information_schema.processlist WHERE command = 'Query'"
+            f" AND info LIKE '%{marker}%' AND id <> connection_id()"
+        )
+        return bool(rows)
+    return False
+
+
+async def _eventually_stopped(backend: Backend, marker: str) -> None:
+    deadline = time.monotonic() + 10
+    while await _server_still_runs(backend, marker):
+        assert time.monotonic() < deadline, f"the {backend.name} server still runs {marker}"
+        await asyncio.sleep(0.2)
+
+
+async def test_statement_timeout_cancels_on_the_server(sql_env: Env, backend: Backend) -> None:
+    slow = DDL[dialect(backend)]["slow"]
+    started = time.monotonic()
+    with pytest.raises(BackendTimeout, match="SLOW_DB"):
+        await sql_env.SLOW_DB.prepare(slow).all()
+    assert time.monotonic() - started < 30
+    await _eventually_stopped(backend, MARKER.get(backend.name, ""))
+    # The connection is usable at once: nothing is left running in front of the next call.
+    begun = time.monotonic()
+    assert await sql_env.SLOW_DB.prepare("SELECT 7 AS n").first("n") == 7
+    assert time.monotonic() - begun < 5
+
+
+async def test_cancelled_call_cancels_the_query(sql_env: Env, backend: Backend) -> None:
+    slow = DDL[dialect(backend)]["slow"]
+    call = asyncio.ensure_future(sql_env.APP_DB.prepare(slow).all())
+    await asyncio.sleep(1.0)
+    if backend.name in MARKER:
+        assert await _server_still_runs(backend, MARKER[backend.name])
+    call.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await call
+    await _eventually_stopped(backend, MARKER.get(backend.name, ""))
+    begun = time.monotonic()
+    assert await sql_env.APP_DB.prepare("SELECT 7 AS n").first("n") == 7
+    assert time.monotonic() - begun < 5
+
+
+# --- remote servers: auth, availability, restarts -----------------------------------------------
+
+
+async def test_wrong_credentials_are_auth_failed(remote_backend: Backend, tmp_path: Path) -> None:
+    if remote_backend.name == "postgres":
+        # The machine's PostgreSQL trusts every local role, so the refused credential is a role.
+        dsn = f"postgresql://nobody_{uuid.uuid4().hex[:6]}:wrong@127.0.0.1:5432/{remote_backend.database}"
+    else:
+        user = f"bd_{uuid.uuid4().hex[:8]}"
+        await mysql_admin(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'right-password'")
+        await mysql_admin(f"CREATE USER '{user}'@'localhost' IDENTIFIED BY 'right-password'")
+        dsn = f"mysql://{user}:wrong-password@127.0.0.1:3306/{remote_backend.database}"
+    kind = remote_backend.name
+    config = write_project(
+        tmp_path / "auth",
+        f"""
+        version: 1
+        connections:
+          bad: {{ kind: {kind}, dsn: "{dsn}" }}
+        bindings:
+          APP_DB: {{ type: sql, connection: bad }}
+        """,
+    )
+    async with daemon_in_process(config) as daemon:
+        env = await connect(endpoint=f"unix://{daemon.socket_path}")
+        try:
+            with pytest.raises(AuthenticationFailed) as failed:
+                await env.APP_DB.prepare("SELECT 1 AS x").all()
+            assert "wrong" not in str(failed.value)  # the password never leaks
+            assert failed.value.binding == "APP_DB"
+        finally:
+            await env.aclose()
+            if kind == "mysql":
+                await mysql_admin(f"DROP USER '{user}'@'%'")
+                await mysql_admin(f"DROP USER '{user}'@'localhost'")
+
+
+async def test_unreachable_server_is_backend_unavailable(remote_backend: Backend, tmp_path: Path) -> None:
+    scheme = "postgresql" if remote_backend.name == "postgres" else "mysql"
+    config = write_project(
+        tmp_path / "down",
+        f"""
+        version: 1
+        connections:
+          down: {{ kind: {remote_backend.name}, dsn: "{scheme}://root@127.0.0.1:1/x" }}
+        bindings:
+          APP_DB: {{ type: sql, connection: down }}
+        """,
+    )
+    async with daemon_in_process(config) as daemon:
+        env = await connect(endpoint=f"unix://{daemon.socket_path}")
+        try:
+            with pytest.raises(BackendUnavailable, match="APP_DB"):
+                await env.APP_DB.prepare("SELECT 1 AS x").all()
+        finally:
+            await env.aclose()
+
+
+def _restart(name: str) -> None:
+    import subprocess
+
+    if name == "postgres":
+        subprocess.run(
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main restart",
+            shell=True,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+    else:
+        subprocess.run(
+            "start-stop-daemon --stop --oknodo --retry 30 --exec /usr/sbin/mariadbd",
+            shell=True,
+            check=False,
+            capture_output=True,
+            timeout=120,
+        )
+    ensure(name)
+
+
+async def test_calls_succeed_after_the_server_restarts(remote_backend: Backend) -> None:
+    async with serving(remote_backend) as env:
+        db = env.APP_DB
+        await make_items(db)
+        for i in range(4):  # several pooled connections
+            await db.prepare("INSERT INTO items (id, name) VALUES (?, ?)").bind(i, f"n{i}").run()
+        await asyncio.gather(*(db.prepare("SELECT count(*) AS n FROM items").all() for _ in range(4)))
+        await asyncio.to_thread(_restart, remote_backend.name)
+        results = [await db.prepare("SELECT count(*) AS n FROM items").first("n") for _ in range(6)]
+        assert results == [4] * 6
+        await db.prepare("INSERT INTO items (id, name) VALUES (?, ?)").bind(9, "after").run()
+        assert await db.prepare("SELECT name FROM items WHERE id = 9").first("name") == "after"
+
+
+# --- streaming -----------------------------------------------------------------------------------
+
+
+def _rss_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+async def test_million_rows_stream_through_a_daemon_with_flat_memory(backend: Backend) -> None:
+    """A real `bindingd serve` process: its peak RSS stays < 150 MiB above idle."""
+    daemon = DaemonProcess(
+        backend.root, "--log-level", "warning", env={"PYTHONPATH": os.pathsep.join(sys.path)}
+    )
+    daemon.start()
+    try:
+        env = await connect(endpoint=daemon.endpoint)
+        try:
+            db = env.APP_DB
+            assert await db.prepare("SELECT 1 AS x").first("x") == 1
+            idle = _rss_kib(daemon.proc.pid, "VmRSS")  # type: ignore[union-attr]
+            count = total = 0
+            async for row in db.prepare(DDL[dialect(backend)]["million"]).rows():
+                count += 1
+                total += row["x"]
+            assert count == 1_000_000
+            assert total == 1_000_000 * 1_000_001 // 2
+            peak = _rss_kib(daemon.proc.pid, "VmHWM")  # type: ignore[union-attr]
+            print(f"\n{backend.name}: daemon idle {idle / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB")
+            assert peak - idle < 150 * 1024
+            # Stopping early cancels the rest.
+            first = await db.prepare(DDL[dialect(backend)]["million"]).first("x")
+            assert first == 1
+        finally:
+            await env.aclose()
+    finally:
+        assert daemon.stop() == 0

@@ -1,0 +1,119 @@
+"""The SQL rules on their own: placeholder translation, script splitting, value mapping."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import uuid
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bindingd.errors import BindingdError, Reason
+from bindingd.sql import normalize, parameter_numbers, split_script, translate
+
+
+def test_question_marks_number_like_sqlite() -> None:
+    assert parameter_numbers("SELECT ?, ?, ?5, ?, ?1", "sqlite") == [1, 2, 5, 6, 1]
+
+
+def test_postgres_gets_dollar_numbers() -> None:
+    sql, params = translate("SELECT * FROM t WHERE a = ? AND b = ?2 AND c = ?1", "postgres", ["x", "y"])
+    assert sql == "SELECT * FROM t WHERE a = $1 AND b = $2 AND c = $1"
+    assert params == ["x", "y"]
+
+
+def test_mysql_gets_percent_s_with_values_repeated_in_order() -> None:
+    sql, params = translate("SELECT ?2, ?1, ?2, '100%' LIKE ?1", "mysql", ["a", "b"])
+    assert sql == "SELECT %s, %s, %s, '100%%' LIKE %s"
+    assert params == ["b", "a", "b", "a"]
+
+
+@pytest.mark.parametrize("dialect", ["postgres", "mysql"])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT '?' , 'it''s ?'",
+        'SELECT "col?"',
+        "SELECT 1 -- what? ?1\n",
+        "SELECT /* ? */ 1",
+        "SELECT /* ? ; */ 1 /* ?2 */",
+    ],
+)
+def test_placeholders_in_literals_identifiers_and_comments_stay(dialect: str, sql: str) -> None:
+    translated, params = translate(sql, dialect, [])  # type: ignore[arg-type]
+    assert translated.replace("%%", "%") == sql
+    assert params == []
+
+
+def test_postgres_dollar_quotes_and_nested_comments() -> None:
+    sql = "SELECT $$ ? $$, $fn$ it's ?; $fn$, /* outer /* inner ? */ still ? */ ?"
+    translated, params = translate(sql, "postgres", [7])
+    assert translated == "SELECT $$ ? $$, $fn$ it's ?; $fn$, /* outer /* inner ? */ still ? */ $1"
+    assert params == [7]
+    # `$1`-style text and identifiers with a dollar are not dollar quotes.
+    assert translate("SELECT a$b, ?", "postgres", [1])[0] == "SELECT a$b, $1"
+
+
+def test_backslash_escapes_per_dialect() -> None:
+    # MySQL strings take backslash escapes; so do PostgreSQL E'' strings, but not plain ones.
+    assert translate(r"SELECT 'a\'?', ?", "mysql", [1]) == (r"SELECT 'a\'?', %s", [1])
+    assert translate(r"SELECT E'a\'?', ?", "postgres", [1]) == (r"SELECT E'a\'?', $1", [1])
+    assert translate(r"SELECT 'a\', ?", "postgres", [1]) == (r"SELECT 'a\', $1", [1])
+
+
+def test_mysql_hash_comments_and_backticks() -> None:
+    assert translate("SELECT `a?` # ?\n, ?", "mysql", [1]) == ("SELECT `a?` # ?\n, %s", [1])
+
+
+def test_wrong_number_of_values_is_sql_error() -> None:
+    with pytest.raises(BindingdError) as failed:
+        translate("SELECT ?, ?", "postgres", [1])
+    assert failed.value.reason is Reason.SQL_ERROR
+    assert "2 parameters but 1 value was bound" in failed.value.message
+    with pytest.raises(BindingdError, match="out of range"):
+        translate("SELECT ?0", "sqlite", [])
+
+
+def test_split_script_keeps_semicolons_in_literals_and_drops_empty_statements() -> None:
+    script = """
+        CREATE TABLE t (a TEXT); -- trailing; comment
+        INSERT INTO t VALUES ('x; y');;
+        /* only a comment; */
+        INSERT INTO t VALUES ("z;")
+    """
+    assert split_script(script, "sqlite") == [
+        "CREATE TABLE t (a TEXT)",
+        "-- trailing; comment\n        INSERT INTO t VALUES ('x; y')",
+        '/* only a comment; */\n        INSERT INTO t VALUES ("z;")',
+    ]
+    assert split_script("-- nothing\n;  ;", "sqlite") == []
+    assert split_script("DO $$ BEGIN PERFORM 1; END $$; SELECT 1", "postgres") == [
+        "DO $$ BEGIN PERFORM 1; END $$",
+        "SELECT 1",
+    ]
+
+
+def test_normalize_maps_backend_types_to_contract_values() -> None:
+    assert normalize(decimal.Decimal("12.50")) == "12.50"
+    assert normalize(2**70) == str(2**70)
+    assert normalize(datetime.datetime(2024, 1, 2, 3, 4, 5)) == "2024-01-02T03:04:05"
+    assert normalize(datetime.date(2024, 1, 2)) == "2024-01-02"
+    assert normalize(uuid.UUID(int=1)) == "00000000-0000-0000-0000-000000000001"
+    assert normalize([1, None, "a"]) == '[1,null,"a"]'
+    assert normalize({"a": [decimal.Decimal("1.5")]}) == '{"a":["1.5"]}'
+    assert normalize(memoryview(b"ab")) == b"ab"
+    assert normalize({"b", "a"}) == "a,b"
+    for plain in (None, True, 1, 1.5, "x", b"x"):
+        assert normalize(plain) == plain
+
+
+@given(st.text(alphabet="?'\";-/*\n abc$", max_size=40))
+def test_translation_never_breaks_on_arbitrary_text(sql: str) -> None:
+    for dialect in ("postgres", "mysql"):
+        numbers = parameter_numbers(sql, dialect)  # type: ignore[arg-type]
+        values = list(range(max(numbers, default=0)))
+        translated, params = translate(sql, dialect, values)  # type: ignore[arg-type]
+        assert len(params) == (len(numbers) if dialect == "mysql" else len(values))
+        assert translated.count("?") == sql.count("?") - len(numbers)
