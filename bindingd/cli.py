@@ -216,7 +216,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 async def _probe(config: Config) -> list[Served]:
     runtime = Runtime(config)
-    await runtime.start()
+    await runtime.start(background_probes=False)
     try:
         return await runtime.probe()
     finally:

@@ -143,9 +143,12 @@ class Runtime:
     def served(self) -> list[Served]:
         return list(self._served.values())
 
-    async def start(self) -> None:
+    async def start(self, *, background_probes: bool = True) -> None:
+        """Start every provider. `background_probes=False` is for a caller that probes itself
+        (`bindingd check`), so each backend is probed once, not twice at the same time."""
         self._served = await self._build(self.config, reuse={})
-        self._spawn_probes()
+        if background_probes:
+            self._spawn_probes()
 
     async def reload(self, config: Config) -> dict[str, list[str]]:
         """Serve `config` from now on; return the names added, removed and changed.
@@ -291,6 +294,11 @@ class Runtime:
             handle.health, handle.health_detail = NOT_SERVING, e.message
         except TimeoutError:
             handle.health, handle.health_detail = NOT_SERVING, f"no answer within {PROBE_TIMEOUT_S:.0f}s"
+        except Exception as e:
+            # A provider bug must not kill the probe task unseen: the binding says so instead.
+            log.exception("probe failed unexpectedly", binding=served.binding.name)
+            handle.health = NOT_SERVING
+            handle.health_detail = f"the probe failed unexpectedly ({type(e).__name__}); see the daemon's log"
         else:
             rtt_ms = (time.perf_counter() - started) * 1000
             handle.health, handle.health_detail = SERVING, f"{detail}, {rtt_ms:.1f} ms"
