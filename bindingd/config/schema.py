@@ -59,4 +59,19 @@ BINDING_OPTIONS: dict[tuple[str, str], dict[str, Option]] = {
     ("kv", "local"): {},
     ("var", "local"): {"value": Option(str, required=True)},
     ("secret", "local"): {"value": Option(str, required=True, secret=True)},
+    # Queues: `queue` / `stream` name the backend's queue (default: the binding's name);
+    # `dead_letter_queue` names another queue of the same backend.
+    ("queue", "local"): {"queue": Option(str), "max_retries": Option(int), "dead_letter_queue": Option(str)},
+    ("queue", "nats"): {
+        "stream": Option(str),
+        "subject": Option(str),
+        "max_retries": Option(int),
+        "dead_letter_queue": Option(str),
+        "ack_wait": Option(float),
+    },
+    ("queue", "rabbitmq"): {
+        "queue": Option(str),
+        "max_retries": Option(int),
+        "dead_letter_queue": Option(str),
+    },
 }

@@ -14,6 +14,9 @@ from bindingd.providers.connections import ProviderContext
 
 PROVIDERS: dict[tuple[str, str], str] = {
     ("kv", "local"): "bindingd.providers.local.kv:LocalKV",
+    ("queue", "local"): "bindingd.providers.local.queue:LocalQueue",
+    ("queue", "nats"): "bindingd.providers.nats:NatsQueue",
+    ("queue", "rabbitmq"): "bindingd.providers.rabbitmq:RabbitQueue",
 }
 
 # Binding types served by the daemon itself, without a provider.

@@ -28,6 +28,7 @@ import structlog
 from bindingd_client.proto import (
     bindings_pb2,
     kv_pb2,
+    queue_pb2,
     vars_pb2,
 )
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -39,6 +40,7 @@ from bindingd.server.auth import BearerTokenInterceptor
 from bindingd.server.bindings import BindingsService
 from bindingd.server.calls import add_service
 from bindingd.server.kv import KVService
+from bindingd.server.queue import QueueService
 from bindingd.server.vars import VarsService
 
 log = structlog.get_logger("bindingd.server")
@@ -55,6 +57,7 @@ SERVER_OPTIONS = [
 SERVICE_NAMES = (
     kv_pb2.DESCRIPTOR.services_by_name["KV"].full_name,
     vars_pb2.DESCRIPTOR.services_by_name["Vars"].full_name,
+    queue_pb2.DESCRIPTOR.services_by_name["Queue"].full_name,
     bindings_pb2.DESCRIPTOR.services_by_name["Bindings"].full_name,
     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
     reflection.SERVICE_NAME,
@@ -219,6 +222,7 @@ class Daemon:
         server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
         add_service(server, KVService(self.runtime), kv_pb2.DESCRIPTOR.services_by_name["KV"])
         add_service(server, VarsService(self.runtime), vars_pb2.DESCRIPTOR.services_by_name["Vars"])
+        add_service(server, QueueService(self.runtime), queue_pb2.DESCRIPTOR.services_by_name["Queue"])
         add_service(
             server, BindingsService(self.runtime), bindings_pb2.DESCRIPTOR.services_by_name["Bindings"]
         )
@@ -344,6 +348,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.grace_s
         log.info("draining", grace_s=self.options.grace_s)
+        self.runtime.draining = True
         await self.health.enter_graceful_shutdown()
         with contextlib.suppress(FileNotFoundError):
             if self._advertised and self._endpoint_file.read_text().strip() == self._endpoint:

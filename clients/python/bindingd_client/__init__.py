@@ -26,6 +26,7 @@ from .errors import (
     WrongBindingType,
 )
 from .kv import KVNamespace, KVNamespaceSync
+from .queue import Message, MessageBatch, MessageBatchSync, MessageSync, Queue, QueueSync
 from .types import BindingInfo, KVKey, KVListResult, KVValueWithMetadata
 
 __all__ = [
@@ -45,8 +46,14 @@ __all__ = [
     "KVNamespace",
     "KVNamespaceSync",
     "KVValueWithMetadata",
+    "Message",
+    "MessageBatch",
+    "MessageBatchSync",
+    "MessageSync",
     "PermissionDenied",
     "PreconditionFailed",
+    "Queue",
+    "QueueSync",
     "SqlError",
     "SyncEnv",
     "UnsupportedBinding",

@@ -18,7 +18,7 @@ import grpc.aio
 
 from ._version import __version__
 from .errors import START_HINT, BindingError, DaemonUnavailable, error_from_rpc
-from .proto import bindings_pb2_grpc, kv_pb2_grpc, vars_pb2_grpc
+from .proto import bindings_pb2_grpc, kv_pb2_grpc, queue_pb2_grpc, vars_pb2_grpc
 
 __all__ = ["AsyncTransport", "Call", "SyncTransport", "resolve_endpoint"]
 
@@ -32,6 +32,7 @@ MAX_MESSAGE = 64 * 1024 * 1024  # KV values are <= 25 MiB; leave room for the en
 _STUBS: dict[str, Callable[[Any], Any]] = {
     "Bindings": bindings_pb2_grpc.BindingsStub,
     "KV": kv_pb2_grpc.KVStub,
+    "Queue": queue_pb2_grpc.QueueStub,
     "Vars": vars_pb2_grpc.VarsStub,
 }
 
@@ -252,6 +253,18 @@ class SyncTransport(_TransportBase):
         if self._closed:
             raise _closed_error(self.target)
         rpc = self._method(self._channel, method)(request, metadata=self._metadata)
+        try:
+            yield from rpc
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, endpoint=self.target) from None
+        finally:
+            rpc.cancel()
+
+    def duplex(self, method: str, requests: Iterator[Any]) -> Iterator[Any]:
+        """A bidirectional RPC: grpc sends `requests` from its own thread, responses are yielded."""
+        if self._closed:
+            raise _closed_error(self.target)
+        rpc = self._method(self._channel, method)(requests, metadata=self._metadata)
         try:
             yield from rpc
         except grpc.RpcError as exc:

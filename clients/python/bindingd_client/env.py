@@ -15,6 +15,7 @@ from ._transport import AsyncTransport, Call, SyncTransport, resolve_endpoint
 from .errors import BindingNotFound
 from .kv import KVNamespace, KVNamespaceSync
 from .proto import bindings_pb2, vars_pb2
+from .queue import Queue, QueueSync
 from .types import BindingInfo
 
 __all__ = ["Env", "SyncEnv", "UnsupportedBinding", "connect", "connect_sync"]
@@ -142,7 +143,7 @@ class _EnvBase:
 class Env(_EnvBase):
     """The env for asyncio code, from ``await connect()``."""
 
-    _binding_classes = {"kv": KVNamespace}
+    _binding_classes = {"kv": KVNamespace, "queue": Queue}
     _transport: AsyncTransport
 
     async def refresh(self) -> None:
@@ -167,7 +168,7 @@ class Env(_EnvBase):
 class SyncEnv(_EnvBase):
     """The env for blocking code, from ``connect_sync()``."""
 
-    _binding_classes = {"kv": KVNamespaceSync}
+    _binding_classes = {"kv": KVNamespaceSync, "queue": QueueSync}
     _transport: SyncTransport
 
     def refresh(self) -> None:
