@@ -68,7 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     call = sub.add_parser("call", help="one operation on a binding, e.g. `bindingd call CACHE get user:1`")
     _config_args(call)
     call.add_argument("binding")
-    call.add_argument("op", help="kv: get, get-with-metadata, put, delete, list; var/secret: get")
+    call.add_argument(
+        "op",
+        help="kv: get, get-with-metadata, put, delete, list; queue: send, send-batch, consume; "
+        "var/secret: get",
+    )
     call.add_argument(
         "args", nargs=argparse.REMAINDER, help="the operation's arguments (see --help of each op)"
     )

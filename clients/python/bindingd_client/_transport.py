@@ -260,11 +260,12 @@ class SyncTransport(_TransportBase):
         finally:
             rpc.cancel()
 
-    def duplex(self, method: str, requests: Iterator[Any]) -> Iterator[Any]:
-        """A bidirectional RPC: grpc sends `requests` from its own thread, responses are yielded."""
+    def duplex(self, method: str, requests: Iterator[Any], timeout: float | None = None) -> Iterator[Any]:
+        """A bidirectional RPC: grpc sends `requests` from its own thread, responses are yielded.
+        `timeout` ends the whole call (DEADLINE_EXCEEDED) after that many seconds."""
         if self._closed:
             raise _closed_error(self.target)
-        rpc = self._method(self._channel, method)(requests, metadata=self._metadata)
+        rpc = self._method(self._channel, method)(requests, metadata=self._metadata, timeout=timeout)
         try:
             yield from rpc
         except grpc.RpcError as exc:

@@ -286,10 +286,12 @@ class QueueSync(_QueueBase):
         batch_size: int | None = None,
         max_wait: float | None = None,
         visibility_timeout: float | None = None,
+        timeout: float | None = None,
     ) -> Iterator[MessageBatchSync]:
+        """Like ``Queue.consume``; ``timeout`` ends the stream (BackendTimeout) after that many seconds."""
         asks: queue.SimpleQueue[queue_pb2.QueueConsumeRequest | None] = queue.SimpleQueue()
         asks.put(build_consume(self._binding, batch_size, max_wait, visibility_timeout))
-        stream = self._transport.duplex("Queue.Consume", iter(asks.get, None))
+        stream = self._transport.duplex("Queue.Consume", iter(asks.get, None), timeout=timeout)
         try:
             for batch in stream:
                 yield MessageBatchSync(self._transport, self._binding, batch)
