@@ -21,6 +21,7 @@ from pathlib import Path
 import grpc
 from bindingd_client import connect
 
+from bench import queue as queue_bench
 from bench.echo import METHOD
 from bench.measure import Result, interleaved
 
@@ -115,6 +116,9 @@ def main() -> int:
         "kv get p50 within 1.5x the echo floor", get_seq.p50_ms / floor_seq.p50_ms, 1.5, lower_is_better=True
     )
     _goal("kv get throughput at least 0.7x the floor's", get_par.calls_per_s / floor_par.calls_per_s, 0.7)
+    print()
+    for line in queue_bench.run(200 if args.quick else 1000):
+        print(line)
     return 0
 
 
