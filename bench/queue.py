@@ -91,7 +91,8 @@ class SqlitePeer:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute(
-            "CREATE TABLE m (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT, body BLOB, lease TEXT, visible REAL)"
+            "CREATE TABLE m (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT, body BLOB, lease TEXT,"
+            " visible REAL)"
         )
 
     def _insert(self, n: int) -> None:
@@ -233,7 +234,14 @@ async def _measure(
             figures: list[tuple[str, Call, Call, int, int, int]] = [
                 ("send, 1 message", lambda s=sender: s.send(BODY), peer.send, 1, n, 1),
                 ("send, 1 message, 16 in flight", lambda s=sender: s.send(BODY), peer.send, 1, 2 * n, 16),
-                ("send_batch of 100", lambda s=sender: s.send_batch(batch), peer.send_batch, 100, n // 10, 1),
+                (
+                    "send_batch of 100",
+                    lambda s=sender, b=batch: s.send_batch(b),
+                    peer.send_batch,
+                    100,
+                    n // 10,
+                    1,
+                ),
             ]
             for what, ours, theirs, per_call, calls, in_flight in figures:
                 results = await interleaved(
