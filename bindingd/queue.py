@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from bindingd.errors import invalid_argument
 
@@ -118,6 +120,14 @@ def check_consume(
             f"visibility_timeout is {lease} s; it must be between 1 and {MAX_VISIBILITY_S:.0f} s (12 hours)"
         )
     return size, wait, lease
+
+
+def max_retries_of(options: Mapping[str, Any]) -> int:
+    """The binding's `max_retries` option (default 3); a negative one is refused at start."""
+    value = int(options.get("max_retries", DEFAULT_MAX_RETRIES))
+    if value < 0:
+        raise invalid_argument(f"max_retries is {value}; it must be 0 or more (the default is 3)")
+    return value
 
 
 def exhausted(attempts: int, max_retries: int) -> bool:

@@ -37,7 +37,7 @@ from bindingd.config.model import Binding, Connection
 from bindingd.errors import BindingdError, backend_timeout, backend_unavailable
 from bindingd.providers.base import QueueDelivery, QueueSettled
 from bindingd.providers.connections import ProviderContext
-from bindingd.queue import DEFAULT_MAX_RETRIES, OutgoingMessage, Retry, exhausted
+from bindingd.queue import OutgoingMessage, Retry, exhausted, max_retries_of
 
 log = structlog.get_logger("bindingd.queue.nats")
 
@@ -162,7 +162,7 @@ class NatsQueue:
             context.connections,
             stream,
             options.get("subject", default_subject(stream)),
-            options.get("max_retries", DEFAULT_MAX_RETRIES),
+            max_retries_of(options),
             options.get("dead_letter_queue"),
             options.get("ack_wait", DEFAULT_ACK_WAIT_S),
         )

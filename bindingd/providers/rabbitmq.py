@@ -36,7 +36,7 @@ from bindingd.config.model import Binding, Connection
 from bindingd.errors import BindingdError, backend_timeout, backend_unavailable
 from bindingd.providers.base import QueueDelivery, QueueSettled
 from bindingd.providers.connections import ProviderContext
-from bindingd.queue import DEFAULT_MAX_RETRIES, OutgoingMessage, Retry, exhausted
+from bindingd.queue import OutgoingMessage, Retry, exhausted, max_retries_of
 
 log = structlog.get_logger("bindingd.queue.rabbitmq")
 
@@ -135,7 +135,7 @@ class RabbitQueue:
             binding.connection,
             context.connections,
             options.get("queue", binding.name),
-            options.get("max_retries", DEFAULT_MAX_RETRIES),
+            max_retries_of(options),
             options.get("dead_letter_queue"),
         )
 

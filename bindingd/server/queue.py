@@ -81,7 +81,7 @@ class QueueService(queue_pb2_grpc.QueueServicer):
     async def Consume(
         self, requests: RequestStream, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[queue_pb2.QueueBatch]:
-        first: queue_pb2.QueueConsumeRequest | None = await anext(requests, None)
+        first: queue_pb2.QueueConsumeRequest | None = await self._next_request(requests)
         if first is None:
             return
         size, max_wait, visibility = queue.check_consume(
@@ -95,7 +95,7 @@ class QueueService(queue_pb2_grpc.QueueServicer):
             batch = await self._one_batch(binding, size, max_wait, visibility)
             if batch:
                 yield queue_pb2.QueueBatch(messages=[_message(d) for d in batch])
-                if not await self._asked_again(requests):
+                if await self._next_request(requests) is None:
                     return
 
     async def _one_batch(
@@ -123,15 +123,15 @@ class QueueService(queue_pb2_grpc.QueueServicer):
                 return batch
         return batch
 
-    async def _asked_again(self, requests: RequestStream) -> bool:
-        """Wait for the consumer to ask for another batch; False when it closed or on a drain."""
+    async def _next_request(self, requests: RequestStream) -> queue_pb2.QueueConsumeRequest | None:
+        """The consumer's next request (it asks for a batch); None when it closed or on a drain."""
         ask = asyncio.ensure_future(anext(requests, None))
         try:
             while not ask.done():
                 if self.runtime.draining:
-                    return False
+                    return None
                 await asyncio.wait([ask], timeout=POLL_S)
-            return ask.result() is not None
+            return ask.result()  # type: ignore[no-any-return]
         finally:
             ask.cancel()
 

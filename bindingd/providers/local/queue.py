@@ -26,7 +26,7 @@ from bindingd.config.model import Binding
 from bindingd.errors import BindingdError, backend_timeout, backend_unavailable
 from bindingd.providers.base import QueueDelivery, QueueSettled
 from bindingd.providers.connections import ProviderContext
-from bindingd.queue import DEFAULT_MAX_RETRIES, OutgoingMessage, Retry, exhausted
+from bindingd.queue import OutgoingMessage, Retry, exhausted, max_retries_of
 
 log = structlog.get_logger("bindingd.queue.local")
 
@@ -83,7 +83,7 @@ class LocalQueue:
             context.state_dir / "queues" / "queues.sqlite3",
             options.get("queue", binding.name),
             options.get("dead_letter_queue"),
-            options.get("max_retries", DEFAULT_MAX_RETRIES),
+            max_retries_of(options),
         )
 
     async def start(self) -> None:
