@@ -230,8 +230,11 @@ async def test_limits_are_checked_and_a_bad_batch_sends_nothing(jobs: Queue) -> 
     # The largest allowed message and batch go through.
     await jobs.send(b"y" * (128 * 1024), content_type="bytes")
     await jobs.send_batch([{"body": b"z" * (2 * 1024), "content_type": "bytes"}] * 100)
-    got = await take(jobs, 101, batch_size=100)
+    got = await take(jobs, 101, batch_size=100, ack=False)
     assert len(got) == 101
+    with pytest.raises(InvalidArgument, match="43200"):
+        await got[0].retry(delay_seconds=43201)
+    await asyncio.gather(*(m.ack() for m in got))
     assert await nothing_within(jobs, 1.5)
 
 
