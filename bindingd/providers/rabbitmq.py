@@ -164,9 +164,12 @@ class RabbitQueue:
             await self._connections.release(self.connection)
 
     async def check(self) -> str:
+        """Reachable and authenticated; the queue is looked at, never created, by a probe."""
         try:
-            channel = await self._channel("confirm")
-            declared = await channel.declare_queue(self.queue, durable=True)
+            channel = await self._channel("probe")
+            declared = await channel.declare_queue(self.queue, passive=True, timeout=OPERATION_TIMEOUT_S)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return f"rabbitmq at {self._where}, queue {self.queue} not created yet"
         except _FAILURES as e:
             raise self._unavailable(e) from None
         count = declared.declaration_result.message_count

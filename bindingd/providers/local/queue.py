@@ -19,6 +19,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -75,6 +76,9 @@ class LocalQueue:
         self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"queue-{queue}")
         self._sent = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
+        # Sends waiting for the next commit, and the task committing them.
+        self._pending: list[tuple[list[tuple[Any, ...]], asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
     def create(cls, binding: Binding, context: ProviderContext) -> LocalQueue:
@@ -97,6 +101,9 @@ class LocalQueue:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            with contextlib.suppress(Exception):
+                await self._flusher
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -113,19 +120,42 @@ class LocalQueue:
         return f"sqlite file {self.path.name}, queue {self.queue}"
 
     async def send(self, messages: list[OutgoingMessage]) -> None:
+        """Stored once committed. Sends that arrive while a commit is running are committed
+        together in the next one (group commit): one fsync-free WAL commit for many callers."""
         now = time.time()
         rows = [(self.queue, m.id, m.timestamp_ms, m.body, m.content_type, now + m.delay_s) for m in messages]
-
-        def insert(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
-                conn.executemany(
-                    "INSERT INTO messages (queue, id, timestamp_ms, body, content_type, visible_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-
-        await self._write(insert)
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # A caller that went away (cancelled) does not leave an unread failure behind.
+        stored.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._pending.append((rows, stored))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        await asyncio.shield(stored)
         self._sent.set()
+
+    async def _flush(self) -> None:
+        while self._pending:
+            group, self._pending = self._pending, []
+
+            def insert(conn: sqlite3.Connection, group: list[Any] = group) -> None:
+                with _transaction(conn):
+                    for rows, _ in group:
+                        conn.executemany(
+                            "INSERT INTO messages (queue, id, timestamp_ms, body, content_type, visible_at)"
+                            " VALUES (?, ?, ?, ?, ?, ?)",
+                            rows,
+                        )
+
+            try:
+                await self._write(insert)
+            except Exception as e:
+                for _, stored in group:
+                    if not stored.done():
+                        stored.set_exception(e)
+            else:
+                for _, stored in group:
+                    if not stored.done():
+                        stored.set_result(None)
 
     async def receive(self, max_messages: int, visibility_s: float, wait_s: float) -> list[QueueDelivery]:
         deadline = time.monotonic() + wait_s
