@@ -34,7 +34,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from bindingd.config.model import Binding, Connection
-from bindingd.errors import BindingdError, backend_timeout, backend_unavailable
+from bindingd.errors import BindingdError, Reason, backend_timeout, backend_unavailable
 from bindingd.providers.base import QueueDelivery, QueueSettled
 from bindingd.providers.connections import ProviderContext
 from bindingd.queue import OutgoingMessage, Retry, exhausted, max_retries_of
@@ -45,6 +45,7 @@ CONSUMER = "bindingd"
 DELAYED_CONSUMER = "bindingd-delayed"
 DEFAULT_ACK_WAIT_S = 30.0
 CONNECT_TIMEOUT_S = 2.0
+FIRST_CONNECT_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 5.0
 # How often leases are checked (expired ones naked, long ones kept alive).
 LEASE_TICK_S = 0.25
@@ -75,19 +76,35 @@ class NatsClient:
     async def jetstream(self) -> JetStreamContext:
         async with self._lock:
             if self._nc is None or self._nc.is_closed:
+                # Once connected the client reconnects forever; the first connect is bounded
+                # here (nats-py would retry it forever too), so a call fails instead of hanging.
+                nc = NatsConnection()
                 try:
-                    self._nc = await nats.connect(
-                        self.url,
-                        connect_timeout=CONNECT_TIMEOUT_S,
-                        allow_reconnect=True,
-                        max_reconnect_attempts=-1,
-                        reconnect_time_wait=0.5,
-                        error_cb=self._quiet,
-                        disconnected_cb=self._disconnected,
-                        reconnected_cb=self._reconnected,
+                    await asyncio.wait_for(
+                        nc.connect(
+                            self.url,
+                            connect_timeout=CONNECT_TIMEOUT_S,
+                            allow_reconnect=True,
+                            max_reconnect_attempts=-1,
+                            reconnect_time_wait=0.5,
+                            error_cb=self._quiet,
+                            disconnected_cb=self._disconnected,
+                            reconnected_cb=self._reconnected,
+                        ),
+                        FIRST_CONNECT_TIMEOUT_S,
                     )
                 except Exception as e:
+                    with contextlib.suppress(Exception):
+                        await nc.close()
+                    if isinstance(e, nats.errors.AuthorizationError):
+                        raise BindingdError(
+                            Reason.AUTH_FAILED,
+                            f"nats at {self.where} refused the credentials: {_describe(e)}",
+                        ) from None
+                    if isinstance(e, asyncio.TimeoutError):
+                        e = TimeoutError(f"no connection within {FIRST_CONNECT_TIMEOUT_S:.0f}s")
                     raise backend_unavailable(f"cannot reach nats at {self.where}: {_describe(e)}") from None
+                self._nc = nc
             return self._nc.jetstream(timeout=REQUEST_TIMEOUT_S)
 
     @property

@@ -33,7 +33,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from bindingd.config.model import Binding, Connection
-from bindingd.errors import BindingdError, backend_timeout, backend_unavailable
+from bindingd.errors import BindingdError, Reason, backend_timeout, backend_unavailable
 from bindingd.providers.base import QueueDelivery, QueueSettled
 from bindingd.providers.connections import ProviderContext
 from bindingd.queue import OutgoingMessage, Retry, exhausted, max_retries_of
@@ -78,6 +78,11 @@ class RabbitClient:
                     self._connection = await aio_pika.connect_robust(
                         self.url, timeout=CONNECT_TIMEOUT_S, reconnect_interval=0.5
                     )
+                except aio_pika.exceptions.ProbableAuthenticationError as e:
+                    raise BindingdError(
+                        Reason.AUTH_FAILED,
+                        f"rabbitmq at {self.where} refused the credentials: {_describe(e)}",
+                    ) from None
                 except Exception as e:
                     raise backend_unavailable(
                         f"cannot reach rabbitmq at {self.where}: {_describe(e)}"

@@ -30,7 +30,7 @@ from bindingd_client import (
     connect,
 )
 from services import ensure, is_up
-from support import DaemonProcess, daemon_in_process, write_project
+from support import DaemonProcess, bindingd_cli, daemon_in_process, write_project
 
 NATS_URL = "nats://127.0.0.1:4222"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -472,3 +472,42 @@ async def _send_until_accepted(queue: Queue, batch: list[dict[str, object]]) -> 
         except (BackendUnavailable, BackendTimeout):
             await asyncio.sleep(1.0)
     return False
+
+
+def test_check_probes_every_queue_binding(project: Project) -> None:
+    result = bindingd_cli("check", cwd=project.config.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "JOBS" in result.stdout and "JOBS_DLQ" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("kind", "url"),
+    [
+        ("nats", "nats://app:pw-never-shown@127.0.0.1:1"),
+        ("rabbitmq", "amqp://app:pw-never-shown@127.0.0.1:1/"),
+    ],
+)
+async def test_unreachable_backend_is_backend_unavailable(kind: str, url: str, tmp_path: Path) -> None:
+    config = write_project(
+        tmp_path,
+        f"""
+        version: 1
+        connections:
+          down: {{ kind: {kind}, url: "{url}" }}
+        bindings:
+          JOBS: {{ type: queue, connection: down }}
+        """,
+    )
+    # The daemon starts and serves at once: readiness never waits on a remote backend.
+    async with daemon_in_process(config) as daemon:
+        client = await connect(endpoint=f"unix://{daemon.socket_path}")
+        try:
+            with pytest.raises(BackendUnavailable) as sent:
+                await client.JOBS.send(1)
+            with pytest.raises(BackendUnavailable) as consumed:
+                await take(client.JOBS, 1, timeout=30)
+        finally:
+            await client.aclose()
+    for error in (sent.value, consumed.value):
+        assert "JOBS" in str(error) and "127.0.0.1:1" in str(error)
+        assert "pw-never-shown" not in str(error)
