@@ -71,9 +71,12 @@ class NatsClient:
         # For messages: never the credentials the URL may hold.
         self.where = f"{parts.hostname or '127.0.0.1'}:{parts.port or 4222}"
         self._nc: NatsConnection | None = None
+        self._js: JetStreamContext | None = None
         self._lock = asyncio.Lock()
 
     async def jetstream(self) -> JetStreamContext:
+        if self._js is not None and self._nc is not None and not self._nc.is_closed:
+            return self._js  # the hot path: connected (or reconnecting by itself)
         async with self._lock:
             if self._nc is None or self._nc.is_closed:
                 # Once connected the client reconnects forever; the first connect is bounded
@@ -105,11 +108,8 @@ class NatsClient:
                         e = TimeoutError(f"no connection within {FIRST_CONNECT_TIMEOUT_S:.0f}s")
                     raise backend_unavailable(f"cannot reach nats at {self.where}: {_describe(e)}") from None
                 self._nc = nc
-            return self._nc.jetstream(timeout=REQUEST_TIMEOUT_S)
-
-    @property
-    def connected(self) -> bool:
-        return self._nc is not None and self._nc.is_connected
+            self._js = self._nc.jetstream(timeout=REQUEST_TIMEOUT_S)
+            return self._js
 
     async def _quiet(self, e: Exception) -> None:
         log.debug("nats client error", error=_describe(e), server=self.where)
@@ -311,6 +311,7 @@ class NatsQueue:
             except (TimeoutError, nats.errors.TimeoutError):
                 return []
             except _FAILURES as e:
+                self._psub = None  # bound again on the next call, to a new connection if need be
                 raise self._unavailable(e) from None
         now = time.monotonic()
         out: list[QueueDelivery] = []
@@ -451,6 +452,7 @@ class NatsQueue:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
+                psub = None
                 log.debug("delayed-message mover waiting for nats", stream=self.stream, error=_describe(e))
                 await asyncio.sleep(1.0)
 
