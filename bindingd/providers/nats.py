@@ -73,6 +73,7 @@ class NatsClient:
         self._nc: NatsConnection | None = None
         self._js: JetStreamContext | None = None
         self._lock = asyncio.Lock()
+        self._closing = False
 
     async def jetstream(self) -> JetStreamContext:
         if self._js is not None and self._nc is not None and not self._nc.is_closed:
@@ -115,12 +116,14 @@ class NatsClient:
         log.debug("nats client error", error=_describe(e), server=self.where)
 
     async def _disconnected(self) -> None:
-        log.warning("nats disconnected; reconnecting", server=self.where)
+        if not self._closing:
+            log.warning("nats disconnected; reconnecting", server=self.where)
 
     async def _reconnected(self) -> None:
         log.info("nats reconnected", server=self.where)
 
     async def close(self) -> None:
+        self._closing = True
         if self._nc is not None and not self._nc.is_closed:
             with contextlib.suppress(Exception):
                 await self._nc.close()
