@@ -85,8 +85,9 @@ def check_message(body: bytes, content_type: str, delay: int | None, index: int 
     return check_delay(delay)
 
 
-def check_batch(messages: list[tuple[bytes, str, int | None]], default_delay: int | None) -> list[int]:
-    """Validate a whole batch before anything is sent; return each message's delay."""
+def check_batch(messages: list[tuple[bytes, str, int | None]], default_delay: int | None) -> list[int | None]:
+    """Validate a whole batch before anything is sent; return each message's delay (None: the
+    message and the batch set none, so the binding's delivery_delay applies)."""
     if not messages:
         raise invalid_argument("send_batch needs at least one message")
     if len(messages) > MAX_BATCH_MESSAGES:
@@ -98,11 +99,13 @@ def check_batch(messages: list[tuple[bytes, str, int | None]], default_delay: in
         raise invalid_argument(
             f"batch bodies add up to {total} bytes; the limit is 256 KB ({MAX_BATCH_BYTES} bytes) per batch"
         )
-    fallback = check_delay(default_delay)
-    return [
-        check_message(body, content_type, fallback if delay is None else delay, index)
-        for index, (body, content_type, delay) in enumerate(messages)
-    ]
+    check_delay(default_delay)
+    delays: list[int | None] = []
+    for index, (body, content_type, delay) in enumerate(messages):
+        chosen = default_delay if delay is None else delay
+        check_message(body, content_type, chosen, index)
+        delays.append(chosen)
+    return delays
 
 
 def check_consume(
@@ -128,6 +131,11 @@ def max_retries_of(options: Mapping[str, Any]) -> int:
     if value < 0:
         raise invalid_argument(f"max_retries is {value}; it must be 0 or more (the default is 3)")
     return value
+
+
+def binding_delay(options: Mapping[str, Any], name: str) -> int:
+    """The binding's `delivery_delay` or `retry_delay` option (default 0), checked like a delay."""
+    return check_delay(options.get(name), f"the binding's {name} option")
 
 
 def exhausted(attempts: int, max_retries: int) -> bool:

@@ -51,9 +51,13 @@ class QueueService(queue_pb2_grpc.QueueServicer):
         self, request: queue_pb2.QueueSendRequest, context: grpc.aio.ServicerContext
     ) -> queue_pb2.QueueSendResponse:
         m = request.message
-        delay = queue.check_message(m.body, m.content_type, _opt(m, "delay_seconds"))  # type: ignore[arg-type]
+        asked: int | None = _opt(m, "delay_seconds")  # type: ignore[assignment]
+        queue.check_message(m.body, m.content_type, asked)
         with self.runtime.use(request.binding, "queue", write=True) as served:
             provider: QueueProvider = served.provider  # type: ignore[assignment]
+            delay = (
+                asked if asked is not None else queue.binding_delay(served.binding.options, "delivery_delay")
+            )
             message = self._outgoing(m.body, m.content_type, delay)
             await provider.send([message])
             audit_write(served.binding, "send", message.id, context)
@@ -69,8 +73,9 @@ class QueueService(queue_pb2_grpc.QueueServicer):
         )
         with self.runtime.use(request.binding, "queue", write=True) as served:
             provider: QueueProvider = served.provider  # type: ignore[assignment]
+            fallback = queue.binding_delay(served.binding.options, "delivery_delay")
             messages = [
-                self._outgoing(m.body, m.content_type, delay)
+                self._outgoing(m.body, m.content_type, fallback if delay is None else delay)
                 for m, delay in zip(request.messages, delays, strict=True)
             ]
             await provider.send(messages)
@@ -139,12 +144,16 @@ class QueueService(queue_pb2_grpc.QueueServicer):
     async def Ack(
         self, request: queue_pb2.QueueAckRequest, context: grpc.aio.ServicerContext
     ) -> queue_pb2.QueueAckResponse:
-        retries = [
-            Retry(r.lease_id, queue.check_delay(_opt(r, "delay_seconds"), "retry delay_seconds"))  # type: ignore[arg-type]
-            for r in request.retries
-        ]
+        asked: list[int | None] = [_opt(r, "delay_seconds") for r in request.retries]  # type: ignore[misc]
+        for delay in asked:
+            queue.check_delay(delay, "retry delay_seconds")
         with self.runtime.use(request.binding, "queue", write=True) as served:
             provider: QueueProvider = served.provider  # type: ignore[assignment]
+            fallback = queue.binding_delay(served.binding.options, "retry_delay") if None in asked else 0
+            retries = [
+                Retry(r.lease_id, fallback if delay is None else delay)
+                for r, delay in zip(request.retries, asked, strict=True)
+            ]
             settled = await provider.settle(list(request.acks), retries)
         return queue_pb2.QueueAckResponse(
             acked=settled.acked, retried=settled.retried, expired=settled.expired

@@ -116,7 +116,7 @@ class Project:
 
 def _write(root: Path, backend: QueueBackend) -> Project:
     tag = uuid.uuid4().hex[:8]
-    jobs, dlq, plain = f"jobs_{tag}", f"jobs_dlq_{tag}", f"plain_{tag}"
+    jobs, dlq, plain, slow = f"jobs_{tag}", f"jobs_dlq_{tag}", f"plain_{tag}", f"slow_{tag}"
     connections = f"connections:\n      {backend.connection}\n" if backend.connection else ""
     config = f"""
     version: 1
@@ -125,6 +125,7 @@ def _write(root: Path, backend: QueueBackend) -> Project:
       JOBS: {{ type: queue, {backend.names(jobs)}, max_retries: {MAX_RETRIES}, dead_letter_queue: {dlq} }}
       JOBS_DLQ: {{ type: queue, {backend.names(dlq)} }}
       PLAIN: {{ type: queue, {backend.names(plain)}, max_retries: 0 }}
+      SLOW: {{ type: queue, {backend.names(slow)}, delivery_delay: 2, retry_delay: 2 }}
     envs:
       review:
         bindings:
@@ -132,7 +133,7 @@ def _write(root: Path, backend: QueueBackend) -> Project:
       production:
         protected: true
     """
-    return Project(write_project(root, config), backend, [jobs, dlq, plain])
+    return Project(write_project(root, config), backend, [jobs, dlq, plain, slow])
 
 
 @pytest.fixture(params=sorted(BACKENDS))
@@ -256,6 +257,24 @@ async def test_delay(jobs: Queue) -> None:
     later = await take(jobs, 2, timeout=30)
     assert sorted(m.body for m in later) == ["batch-late", "late"]
     assert time.monotonic() - started >= 2.0
+
+
+async def test_binding_delivery_and_retry_delays(env: Env) -> None:
+    # delivery_delay and retry_delay (Cloudflare's producer and consumer settings) apply when a
+    # call gives no delay of its own; an explicit 0 wins.
+    slow = env.SLOW
+    started = time.monotonic()
+    await slow.send("default delay", content_type="text")
+    await slow.send_batch([{"body": "now", "content_type": "text", "delay_seconds": 0}])
+    assert [m.body for m in await take(slow, 1, timeout=1.0)] == ["now"]
+    later = await take(slow, 1, ack=False, timeout=30)
+    assert [m.body for m in later] == ["default delay"]
+    assert time.monotonic() - started >= 1.5
+    retried_at = time.monotonic()
+    await later[0].retry()
+    again = await take(slow, 1, timeout=30)
+    assert [(m.body, m.attempts) for m in again] == [("default delay", 2)]
+    assert time.monotonic() - retried_at >= 1.5
 
 
 async def test_retry_with_delay(jobs: Queue) -> None:

@@ -43,10 +43,11 @@ def test_batch_limits_are_checked_before_anything() -> None:
     assert "100 messages" in refused(queue.check_batch, [(b"1", "json", None)] * 101, None)
     assert "at least one" in refused(queue.check_batch, [], None)
     full = [(b"x" * (queue.MAX_BATCH_BYTES // 4), "bytes", None)] * 4
-    assert queue.check_batch(full, None) == [0] * 4
+    assert queue.check_batch(full, None) == [None] * 4
     assert "256 KB" in refused(queue.check_batch, [*full, (b"x", "bytes", None)], None)
     # A message's own delay wins over the batch's; a bad one anywhere refuses the whole batch.
     assert queue.check_batch([(b"1", "json", 3), (b"2", "json", None)], 9) == [3, 9]
+    assert queue.check_batch([(b"1", "json", None)], None) == [None]  # the binding's delivery_delay
     assert "message 1" in refused(queue.check_batch, [(b"1", "json", None), (b"{", "json", None)], None)
 
 
@@ -70,3 +71,6 @@ def test_retries_count_after_the_first_delivery() -> None:
     assert queue.exhausted(1, 0)
     assert queue.max_retries_of({}) == 3
     assert "0 or more" in refused(queue.max_retries_of, {"max_retries": -1})
+    assert queue.binding_delay({"retry_delay": 30}, "retry_delay") == 30
+    assert queue.binding_delay({}, "delivery_delay") == 0
+    assert "delivery_delay" in refused(queue.binding_delay, {"delivery_delay": 50000}, "delivery_delay")
