@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from bindingd_client import connect
 
 from bench import objects
+from bench import queue as queue_bench
 from bench import sql as sql_bench
 from bench.echo import METHOD
 from bench.measure import Result, interleaved
@@ -199,6 +200,9 @@ def main() -> int:
     print("\n".join(objects.report(objects.measure(quick=args.quick))))
     print("sql: SELECT 1 through bindingd beside the driver in this process and the echo floor")
     for line in sql_bench.report(sql_results):
+        print(line)
+    print()
+    for line in queue_bench.run(200 if args.quick else 1000):
         print(line)
     return 0
 

@@ -281,6 +281,90 @@ def _sql(binding: Any, name: str, op: str, args: list[str]) -> int:
     raise CallUsageError(f"unknown sql operation {op!r} (sql: query, exec)")
 
 
+def _queue(binding: Any, name: str, op: str, args: list[str]) -> int:
+    prog = f"bindingd call {name} {op}"
+    if op == "send":
+        p = _parser(prog)
+        p.add_argument("body", help="the message; JSON unless --content-type says otherwise; - reads stdin")
+        p.add_argument("--content-type", choices=("json", "text", "bytes"), default="json")
+        p.add_argument("--delay", type=int, help="delay_seconds (0-43200)")
+        a = _parse(p, args)
+        raw = sys.stdin.buffer.read() if a.body == "-" else os.fsencode(a.body)
+        body: Any = raw
+        if a.content_type == "json":
+            try:
+                body = json.loads(raw)
+            except ValueError as e:
+                raise CallUsageError(
+                    f"{prog}: the body is not valid JSON ({e}); use --content-type text"
+                ) from None
+        elif a.content_type == "text":
+            body = raw.decode("utf-8", "replace")
+        binding.send(body, content_type=a.content_type, delay_seconds=a.delay)
+        return 0
+    if op == "send-batch":
+        p = _parser(prog)
+        p.add_argument(
+            "messages", help='a JSON array of {"body", "content_type", "delay_seconds"}; - reads stdin'
+        )
+        p.add_argument("--delay", type=int, help="delay_seconds of every message that sets none")
+        a = _parse(p, args)
+        try:
+            items = json.loads(sys.stdin.read() if a.messages == "-" else a.messages)
+        except ValueError as e:
+            raise CallUsageError(f"{prog}: the messages are not valid JSON ({e})") from None
+        if not isinstance(items, list):
+            raise CallUsageError(f'{prog}: expected a JSON array of {{"body": ...}} objects')
+        binding.send_batch(items, delay_seconds=a.delay)
+        return 0
+    if op == "consume":
+        p = _parser(prog)
+        p.add_argument("--max", type=int, default=10, help="stop after this many messages (default 10)")
+        p.add_argument("--wait", type=float, default=5.0, help="stop after this many seconds (default 5)")
+        p.add_argument("--visibility-timeout", type=float, help="seconds each message is leased (default 30)")
+        p.add_argument("--no-ack", action="store_true", help="leave the messages to be delivered again")
+        a = _parse(p, args)
+        if a.max < 1:
+            raise CallUsageError(f"{prog}: --max must be at least 1")
+        return _consume(binding, a)
+    raise CallUsageError(f"unknown queue operation {op!r} (queue: send, send-batch, consume)")
+
+
+def _consume(binding: Any, a: argparse.Namespace) -> int:
+    """Print each message as one JSON line; ack each batch once printed (unless --no-ack)."""
+    from bindingd_client import BindingError
+
+    count = 0
+    stream = binding.consume(
+        batch_size=min(a.max, 100), max_wait=0, visibility_timeout=a.visibility_timeout, timeout=a.wait
+    )
+    try:
+        for batch in stream:
+            for m in batch.messages[: a.max - count]:
+                body = m.body.decode("utf-8", "replace") if isinstance(m.body, bytes) else m.body
+                line = {
+                    "id": m.id,
+                    "timestamp": m.timestamp.isoformat(),
+                    "attempts": m.attempts,
+                    "content_type": m.content_type,
+                    "body": body,
+                }
+                print(json.dumps(line, ensure_ascii=False), flush=True)
+            taken = batch.messages[: a.max - count]
+            if not a.no_ack:
+                for m in taken:
+                    m.ack()
+            count += len(taken)
+            if count >= a.max:
+                break
+    except BindingError as e:
+        if e.code != "DEADLINE_EXCEEDED" or e.binding is not None:  # not the end of --wait
+            raise
+    finally:
+        stream.close()
+    return 0 if count else EXIT_NOT_FOUND
+
+
 def _value(binding: Any, name: str, op: str, args: list[str]) -> int:
     if op != "get" or args:
         raise CallUsageError(f"var and secret bindings have one operation: bindingd call {name} get")
@@ -292,6 +376,7 @@ OPERATIONS: dict[str, Callable[[Any, str, str, list[str]], int]] = {
     "kv": _kv,
     "objects": _objects,
     "sql": _sql,
+    "queue": _queue,
     "var": _value,
     "secret": _value,
 }

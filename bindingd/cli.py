@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument(
         "op",
         help="kv: get, get-with-metadata, put, delete, list; objects: head, get, put, delete, list; "
-        "sql: query, exec; var/secret: get",
+        "sql: query, exec; queue: send, send-batch, consume; var/secret: get",
     )
     call.add_argument(
         "args", nargs=argparse.REMAINDER, help="the operation's arguments (see --help of each op)"

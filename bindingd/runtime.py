@@ -131,6 +131,8 @@ class Runtime:
         # Calls being served now, and when the last one began: what a drain waits on.
         self.calls_in_flight = 0
         self.last_call_at = time.monotonic()
+        # Set when a drain begins: long-lived streams (queue consumers) end at their next poll.
+        self.draining = False
 
     @property
     def env(self) -> str:

@@ -55,6 +55,16 @@ CONNECTION_KINDS: dict[str, ConnectionKind] = {
 # Keys every binding may have, whatever its provider.
 COMMON_BINDING_KEYS = frozenset({"type", "connection", "access"})
 
+# What every queue provider accepts, named as in Cloudflare's queue consumer and producer settings.
+QUEUE_OPTIONS: dict[str, Option] = {
+    "max_retries": Option(int),
+    "dead_letter_queue": Option(str),
+    # Seconds before a retried message comes back when retry() gives no delay.
+    "retry_delay": Option(int),
+    # Seconds before a sent message can be delivered when send() gives no delay.
+    "delivery_delay": Option(int),
+}
+
 # Options of each provider, by (binding type, backend kind). A (type, kind) pair missing here
 # has no provider in this version of bindingd.
 BINDING_OPTIONS: dict[tuple[str, str], dict[str, Option]] = {
@@ -70,4 +80,14 @@ BINDING_OPTIONS: dict[tuple[str, str], dict[str, Option]] = {
     ("sql", "sqlite"): {"timeout": Option(float)},
     ("sql", "postgres"): {"timeout": Option(float)},
     ("sql", "mysql"): {"timeout": Option(float)},
+    # Queues: `queue` / `stream` name the backend's queue (default: the binding's name);
+    # `dead_letter_queue` names another queue of the same backend.
+    ("queue", "local"): {"queue": Option(str), **QUEUE_OPTIONS},
+    ("queue", "nats"): {
+        "stream": Option(str),
+        "subject": Option(str),
+        "ack_wait": Option(float),
+        **QUEUE_OPTIONS,
+    },
+    ("queue", "rabbitmq"): {"queue": Option(str), **QUEUE_OPTIONS},
 }

@@ -21,6 +21,9 @@ PROVIDERS: dict[tuple[str, str], str] = {
     ("sql", "sqlite"): "bindingd.providers.local.sql:SQLiteDatabase",
     ("sql", "postgres"): "bindingd.providers.postgres:PostgresDatabase",
     ("sql", "mysql"): "bindingd.providers.mysql:MySQLDatabase",
+    ("queue", "local"): "bindingd.providers.local.queue:LocalQueue",
+    ("queue", "nats"): "bindingd.providers.nats:NatsQueue",
+    ("queue", "rabbitmq"): "bindingd.providers.rabbitmq:RabbitQueue",
 }
 
 # Binding types served by the daemon itself, without a provider.

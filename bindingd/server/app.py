@@ -30,6 +30,7 @@ from bindingd_client.proto import (
     database_pb2,
     kv_pb2,
     objects_pb2,
+    queue_pb2,
     vars_pb2,
 )
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -43,6 +44,7 @@ from bindingd.server.calls import add_service
 from bindingd.server.database import DatabaseService
 from bindingd.server.kv import KVService
 from bindingd.server.objects import ObjectsService
+from bindingd.server.queue import QueueService
 from bindingd.server.vars import VarsService
 
 log = structlog.get_logger("bindingd.server")
@@ -61,6 +63,7 @@ SERVICE_NAMES = (
     objects_pb2.DESCRIPTOR.services_by_name["Objects"].full_name,
     database_pb2.DESCRIPTOR.services_by_name["Database"].full_name,
     vars_pb2.DESCRIPTOR.services_by_name["Vars"].full_name,
+    queue_pb2.DESCRIPTOR.services_by_name["Queue"].full_name,
     bindings_pb2.DESCRIPTOR.services_by_name["Bindings"].full_name,
     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
     reflection.SERVICE_NAME,
@@ -229,6 +232,7 @@ class Daemon:
         add_service(
             server, DatabaseService(self.runtime), database_pb2.DESCRIPTOR.services_by_name["Database"]
         )
+        add_service(server, QueueService(self.runtime), queue_pb2.DESCRIPTOR.services_by_name["Queue"])
         add_service(
             server, BindingsService(self.runtime), bindings_pb2.DESCRIPTOR.services_by_name["Bindings"]
         )
@@ -354,6 +358,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.grace_s
         log.info("draining", grace_s=self.options.grace_s)
+        self.runtime.draining = True
         await self.health.enter_graceful_shutdown()
         with contextlib.suppress(FileNotFoundError):
             if self._advertised and self._endpoint_file.read_text().strip() == self._endpoint:

@@ -7,6 +7,7 @@ Run it under the daemon with `make run`, or by hand:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 from bindingd_client import SqlError, connect
@@ -80,6 +81,18 @@ async def main() -> None:
         print(f"orders by customer -> {totals.results}")
         by_customer = db.prepare("SELECT item FROM orders WHERE customer = ?")
         print(f"alice's first item -> {await by_customer.bind('alice').first('item')}")
+        # Orders through the JOBS queue: a producer sends, a consumer acks what it handled.
+        await env.JOBS.send({"order": 1, "item": "mug"})
+        await env.JOBS.send_batch([{"body": {"order": n, "item": "tea"}} for n in range(2, 5)])
+        handled = []
+        async with contextlib.aclosing(env.JOBS.consume(batch_size=10, max_wait=0.5)) as batches:
+            async for batch in batches:
+                for message in batch.messages:
+                    handled.append(message.body["order"])
+                    await message.ack()
+                if len(handled) >= 4:
+                    break
+        print(f"JOBS: handled orders {sorted(handled)} (attempts 1 each, acked)")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from .objects import (
     R2Objects,
     R2UploadedPart,
 )
+from .queue import Message, MessageBatch, MessageBatchSync, MessageSync, Queue, QueueSync
 from .sql import (
     D1Database,
     D1DatabaseSync,
@@ -70,8 +71,14 @@ __all__ = [
     "KVNamespace",
     "KVNamespaceSync",
     "KVValueWithMetadata",
+    "Message",
+    "MessageBatch",
+    "MessageBatchSync",
+    "MessageSync",
     "PermissionDenied",
     "PreconditionFailed",
+    "Queue",
+    "QueueSync",
     "R2Bucket",
     "R2BucketSync",
     "R2Checksums",

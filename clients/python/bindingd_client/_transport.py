@@ -19,7 +19,14 @@ import grpc.aio
 
 from ._version import __version__
 from .errors import START_HINT, BindingError, DaemonUnavailable, error_from_rpc
-from .proto import bindings_pb2_grpc, database_pb2_grpc, kv_pb2_grpc, objects_pb2_grpc, vars_pb2_grpc
+from .proto import (
+    bindings_pb2_grpc,
+    database_pb2_grpc,
+    kv_pb2_grpc,
+    objects_pb2_grpc,
+    queue_pb2_grpc,
+    vars_pb2_grpc,
+)
 
 __all__ = ["AsyncTransport", "Call", "SyncTransport", "resolve_endpoint"]
 
@@ -37,6 +44,7 @@ _STUBS: dict[str, Callable[[Any], Any]] = {
     "Database": database_pb2_grpc.DatabaseStub,
     "KV": kv_pb2_grpc.KVStub,
     "Objects": objects_pb2_grpc.ObjectsStub,
+    "Queue": queue_pb2_grpc.QueueStub,
     "Vars": vars_pb2_grpc.VarsStub,
 }
 
@@ -275,6 +283,19 @@ class SyncTransport(_TransportBase):
         if self._closed:
             raise _closed_error(self.target)
         rpc = self._method(self._channel, method)(request, metadata=self._metadata)
+        try:
+            yield from rpc
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, endpoint=self.target) from None
+        finally:
+            rpc.cancel()
+
+    def duplex(self, method: str, requests: Iterator[Any], timeout: float | None = None) -> Iterator[Any]:
+        """A bidirectional RPC: grpc sends `requests` from its own thread, responses are yielded.
+        `timeout` ends the whole call (DEADLINE_EXCEEDED) after that many seconds."""
+        if self._closed:
+            raise _closed_error(self.target)
+        rpc = self._method(self._channel, method)(requests, metadata=self._metadata, timeout=timeout)
         try:
             yield from rpc
         except grpc.RpcError as exc:

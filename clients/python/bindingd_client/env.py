@@ -16,6 +16,7 @@ from .errors import BindingNotFound
 from .kv import KVNamespace, KVNamespaceSync
 from .objects import R2Bucket, R2BucketSync
 from .proto import bindings_pb2, vars_pb2
+from .queue import Queue, QueueSync
 from .sql import D1Database, D1DatabaseSync
 from .types import BindingInfo
 
@@ -144,7 +145,7 @@ class _EnvBase:
 class Env(_EnvBase):
     """The env for asyncio code, from ``await connect()``."""
 
-    _binding_classes = {"kv": KVNamespace, "objects": R2Bucket, "sql": D1Database}
+    _binding_classes = {"kv": KVNamespace, "objects": R2Bucket, "sql": D1Database, "queue": Queue}
     _transport: AsyncTransport
 
     async def refresh(self) -> None:
@@ -169,7 +170,12 @@ class Env(_EnvBase):
 class SyncEnv(_EnvBase):
     """The env for blocking code, from ``connect_sync()``."""
 
-    _binding_classes = {"kv": KVNamespaceSync, "objects": R2BucketSync, "sql": D1DatabaseSync}
+    _binding_classes = {
+        "kv": KVNamespaceSync,
+        "objects": R2BucketSync,
+        "sql": D1DatabaseSync,
+        "queue": QueueSync,
+    }
     _transport: SyncTransport
 
     def refresh(self) -> None:

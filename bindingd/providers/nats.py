@@ -1,0 +1,477 @@
+"""Cloudflare Queues on NATS JetStream (nats-py): one stream per binding, durable pull consumers.
+
+Layout of a binding's stream (work-queue retention, file storage):
+- `<subject>`: deliverable messages, read by the durable pull consumer `bindingd`
+  (explicit ack, `ack_wait` from the binding, unlimited deliveries: bindingd applies
+  max_retries itself, so that a message can go to a dead-letter queue, which NATS does not do);
+- `<subject>.delayed`: messages sent with a delay. JetStream 2.9 cannot hold a message back,
+  so a second durable consumer `bindingd-delayed` naks each one until it is due, then
+  republishes it to `<subject>` (deduplicated by Nats-Msg-Id) and acks it.
+
+Leases: a delivered message is leased for the consumer's visibility timeout, which may be
+shorter or longer than the consumer's ack_wait. The daemon keeps the leases: it naks a message
+whose lease ran out (or dead-letters it after its last retry) and sends in-progress acks to
+hold a longer lease. If the daemon dies, JetStream redelivers after ack_wait. Acks are
+synchronous (AckAck), so a message reported acked is never delivered again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import nats
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client as NatsConnection
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+
+from bindingd.config.model import Binding, Connection
+from bindingd.errors import BindingdError, Reason, backend_timeout, backend_unavailable
+from bindingd.providers.base import QueueDelivery, QueueSettled
+from bindingd.providers.connections import ProviderContext
+from bindingd.queue import OutgoingMessage, Retry, exhausted, max_retries_of
+
+log = structlog.get_logger("bindingd.queue.nats")
+
+CONSUMER = "bindingd"
+DELAYED_CONSUMER = "bindingd-delayed"
+DEFAULT_ACK_WAIT_S = 30.0
+CONNECT_TIMEOUT_S = 2.0
+FIRST_CONNECT_TIMEOUT_S = 5.0
+REQUEST_TIMEOUT_S = 5.0
+# How often leases are checked (expired ones naked, long ones kept alive).
+LEASE_TICK_S = 0.25
+H_ID, H_TIME, H_TYPE, H_DUE = "Bindingd-Id", "Bindingd-Timestamp", "Bindingd-Content-Type", "Bindingd-Due"
+_FAILURES = (
+    nats.errors.Error,
+    nats.js.errors.Error,
+    asyncio.TimeoutError,
+    OSError,
+)
+
+
+def default_subject(stream: str) -> str:
+    return f"bindingd.queue.{stream}"
+
+
+class NatsClient:
+    """One NATS connection per connection entry, opened on first use (readiness never waits)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parts = urlsplit(url)
+        # For messages: never the credentials the URL may hold.
+        self.where = f"{parts.hostname or '127.0.0.1'}:{parts.port or 4222}"
+        self._nc: NatsConnection | None = None
+        self._js: JetStreamContext | None = None
+        self._lock = asyncio.Lock()
+        self._closing = False
+
+    async def jetstream(self) -> JetStreamContext:
+        if self._js is not None and self._nc is not None and not self._nc.is_closed:
+            return self._js  # the hot path: connected (or reconnecting by itself)
+        async with self._lock:
+            if self._nc is None or self._nc.is_closed:
+                # Once connected the client reconnects forever; the first connect is bounded
+                # here (nats-py would retry it forever too), so a call fails instead of hanging.
+                nc = NatsConnection()
+                try:
+                    await asyncio.wait_for(
+                        nc.connect(
+                            self.url,
+                            connect_timeout=CONNECT_TIMEOUT_S,
+                            allow_reconnect=True,
+                            max_reconnect_attempts=-1,
+                            reconnect_time_wait=0.5,
+                            error_cb=self._quiet,
+                            disconnected_cb=self._disconnected,
+                            reconnected_cb=self._reconnected,
+                        ),
+                        FIRST_CONNECT_TIMEOUT_S,
+                    )
+                except Exception as e:
+                    with contextlib.suppress(Exception):
+                        await nc.close()
+                    if isinstance(e, nats.errors.AuthorizationError):
+                        raise BindingdError(
+                            Reason.AUTH_FAILED,
+                            f"nats at {self.where} refused the credentials: {_describe(e)}",
+                        ) from None
+                    if isinstance(e, asyncio.TimeoutError):
+                        e = TimeoutError(f"no connection within {FIRST_CONNECT_TIMEOUT_S:.0f}s")
+                    raise backend_unavailable(f"cannot reach nats at {self.where}: {_describe(e)}") from None
+                self._nc = nc
+            self._js = self._nc.jetstream(timeout=REQUEST_TIMEOUT_S)
+            return self._js
+
+    async def _quiet(self, e: Exception) -> None:
+        log.debug("nats client error", error=_describe(e), server=self.where)
+
+    async def _disconnected(self) -> None:
+        if not self._closing:
+            log.warning("nats disconnected; reconnecting", server=self.where)
+
+    async def _reconnected(self) -> None:
+        log.info("nats reconnected", server=self.where)
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._nc is not None and not self._nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+@dataclass
+class _Lease:
+    msg: Msg
+    attempts: int
+    deadline: float
+    # When JetStream's own ack_wait timer was last reset (delivery or in-progress ack).
+    touched: float
+
+
+class NatsQueue:
+    """The nats queue provider; one per binding, one stream per binding."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        connections: Any,
+        stream: str,
+        subject: str,
+        max_retries: int,
+        dead_letter_queue: str | None,
+        ack_wait: float,
+    ) -> None:
+        self.connection = connection
+        self._connections = connections
+        self.stream = stream
+        self.subject = subject
+        self.max_retries = max_retries
+        self.dead_letter_queue = dead_letter_queue
+        self.ack_wait = ack_wait
+        self._client: NatsClient | None = None
+        self._ready = False
+        self._setup_lock = asyncio.Lock()
+        self._fetch_lock = asyncio.Lock()
+        self._psub: Any = None
+        self._leases: dict[str, _Lease] = {}
+        self._dead_letter_subject: str | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    def create(cls, binding: Binding, context: ProviderContext) -> NatsQueue:
+        assert binding.connection is not None
+        options = binding.options
+        stream = options.get("stream", binding.name)
+        return cls(
+            binding.connection,
+            context.connections,
+            stream,
+            options.get("subject", default_subject(stream)),
+            max_retries_of(options),
+            options.get("dead_letter_queue"),
+            options.get("ack_wait", DEFAULT_ACK_WAIT_S),
+        )
+
+    async def start(self) -> None:
+        url = self.connection.options["url"]
+
+        async def open_client() -> NatsClient:
+            return NatsClient(url)
+
+        async def close_client(client: NatsClient) -> None:
+            await client.close()
+
+        self._client = await self._connections.acquire(self.connection, open_client, close_client)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        # Unsettled leases: JetStream redelivers them after ack_wait; nak them now to be quicker.
+        for lease in self._leases.values():
+            with contextlib.suppress(Exception):
+                await lease.msg.nak()
+        self._leases.clear()
+        if self._client is not None:
+            await self._connections.release(self.connection)
+
+    async def check(self) -> str:
+        js = await self._js()
+        try:
+            info = await js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            return f"nats at {self._where}, stream {self.stream} not created yet"
+        except _FAILURES as e:
+            raise self._unavailable(e) from None
+        return f"nats at {self._where}, stream {self.stream} ({info.state.messages} messages)"
+
+    @property
+    def _where(self) -> str:
+        return self._client.where if self._client else "?"
+
+    def _unavailable(self, e: BaseException) -> BindingdError:
+        if isinstance(e, asyncio.TimeoutError | nats.errors.TimeoutError):
+            return backend_timeout(f"nats at {self._where} did not answer in time: {_describe(e)}")
+        return backend_unavailable(f"nats at {self._where} failed: {_describe(e)}")
+
+    async def _js(self) -> JetStreamContext:
+        assert self._client is not None, "provider not started"
+        return await self._client.jetstream()
+
+    async def _setup(self) -> JetStreamContext:
+        """The stream and its consumers, created on first use (and checked once)."""
+        js = await self._js()
+        if self._ready:
+            return js
+        async with self._setup_lock:
+            if self._ready:
+                return js
+            try:
+                await _ensure_stream(js, self.stream, [self.subject, self.subject + ".delayed"])
+                for durable, subject in (
+                    (CONSUMER, self.subject),
+                    (DELAYED_CONSUMER, self.subject + ".delayed"),
+                ):
+                    try:
+                        await js.consumer_info(self.stream, durable)
+                    except nats.js.errors.NotFoundError:
+                        await js.add_consumer(
+                            self.stream,
+                            api.ConsumerConfig(
+                                durable_name=durable,
+                                filter_subject=subject,
+                                ack_policy=api.AckPolicy.EXPLICIT,
+                                ack_wait=self.ack_wait,
+                                max_deliver=-1,
+                                deliver_policy=api.DeliverPolicy.ALL,
+                                max_ack_pending=-1,
+                            ),
+                        )
+            except nats.js.errors.BadRequestError as e:
+                raise backend_unavailable(
+                    f"nats stream {self.stream} (subject {self.subject}) cannot be used: {e.description}; "
+                    "give the binding a `stream` and `subject` of its own"
+                ) from None
+            except _FAILURES as e:
+                raise self._unavailable(e) from None
+            self._ready = True
+            return js
+
+    def _headers(self, m: OutgoingMessage) -> dict[str, str]:
+        return {H_ID: m.id, H_TIME: str(m.timestamp_ms), H_TYPE: m.content_type, "Nats-Msg-Id": m.id}
+
+    async def send(self, messages: list[OutgoingMessage]) -> None:
+        js = await self._setup()
+        now = time.time()
+
+        async def publish(m: OutgoingMessage) -> None:
+            headers = self._headers(m)
+            subject = self.subject
+            if m.delay_s:
+                headers[H_DUE] = f"{now + m.delay_s:.3f}"
+                subject += ".delayed"
+            await js.publish(subject, m.body, stream=self.stream, headers=headers)
+
+        # Published together; a retry of the same ids inside the 2-minute duplicate window is
+        # stored once, so a send that failed half way can be retried by the caller's next try
+        # only with new ids. JetStream 2.9 has no atomic multi-message publish.
+        results = await asyncio.gather(*(publish(m) for m in messages), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            stored = len(messages) - len(failures)
+            error = self._unavailable(failures[0])
+            if stored and len(messages) > 1:
+                error.message += f" ({stored} of the {len(messages)} messages were stored)"
+            raise error
+        if any(m.delay_s for m in messages):
+            self._start_background()
+
+    async def receive(self, max_messages: int, visibility_s: float, wait_s: float) -> list[QueueDelivery]:
+        js = await self._setup()
+        self._start_background()
+        async with self._fetch_lock:
+            try:
+                if self._psub is None:
+                    self._psub = await js.pull_subscribe_bind(CONSUMER, self.stream)
+                msgs = await self._psub.fetch(max_messages, timeout=max(wait_s, 0.05))
+            except (TimeoutError, nats.errors.TimeoutError):
+                return []
+            except _FAILURES as e:
+                self._psub = None  # bound again on the next call, to a new connection if need be
+                raise self._unavailable(e) from None
+        now = time.monotonic()
+        out: list[QueueDelivery] = []
+        for msg in msgs:
+            attempts = msg.metadata.num_delivered
+            headers = msg.headers or {}
+            if exhausted(attempts - 1, self.max_retries):
+                # Its last lease ran out while no daemon was watching it.
+                await self._dead_letter(msg, attempts - 1)
+                continue
+            lease_id = uuid.uuid4().hex
+            self._leases[lease_id] = _Lease(msg, attempts, now + visibility_s, now)
+            out.append(
+                QueueDelivery(
+                    id=headers.get(H_ID, ""),
+                    timestamp_ms=int(headers.get(H_TIME, "0")),
+                    body=msg.data,
+                    content_type=headers.get(H_TYPE, "bytes"),
+                    attempts=attempts,
+                    lease_id=lease_id,
+                )
+            )
+        return out
+
+    async def settle(self, acks: list[str], retries: list[Retry]) -> QueueSettled:
+        await self._setup()
+        expired: list[str] = []
+        taken: list[tuple[_Lease, Retry | None]] = []
+        for lease_id in acks:
+            lease = self._leases.pop(lease_id, None)
+            if lease is None:
+                expired.append(lease_id)
+            else:
+                taken.append((lease, None))
+        for retry in retries:
+            lease = self._leases.pop(retry.lease_id, None)
+            if lease is None:
+                expired.append(retry.lease_id)
+            else:
+                taken.append((lease, retry))
+
+        async def apply(lease: _Lease, retry: Retry | None) -> None:
+            if retry is None:
+                await lease.msg.ack_sync(timeout=REQUEST_TIMEOUT_S)
+            elif exhausted(lease.attempts, self.max_retries):
+                await self._dead_letter(lease.msg, lease.attempts)
+            else:
+                await lease.msg.nak(delay=retry.delay_s or None)
+
+        results = await asyncio.gather(
+            *(apply(lease, retry) for lease, retry in taken), return_exceptions=True
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            # Not settled: JetStream delivers those messages again after ack_wait.
+            raise self._unavailable(failures[0])
+        return QueueSettled(
+            acked=sum(1 for _, r in taken if r is None),
+            retried=sum(1 for _, r in taken if r is not None),
+            expired=expired,
+        )
+
+    async def _dead_letter(self, msg: Msg, attempts: int) -> None:
+        headers = msg.headers or {}
+        message_id = headers.get(H_ID, "")
+        if self.dead_letter_queue:
+            js = await self._js()
+            if self._dead_letter_subject is None:
+                subject = default_subject(self.dead_letter_queue)
+                self._dead_letter_subject = await _ensure_stream(
+                    js, self.dead_letter_queue, [subject, subject + ".delayed"]
+                )
+            forwarded = {k: v for k, v in headers.items() if k.startswith("Bindingd-") and k != H_DUE}
+            forwarded["Nats-Msg-Id"] = f"{message_id}:dead"
+            await js.publish(
+                self._dead_letter_subject, msg.data, stream=self.dead_letter_queue, headers=forwarded
+            )
+            log.info(
+                "message moved to the dead-letter queue",
+                stream=self.stream,
+                dead_letter_queue=self.dead_letter_queue,
+                id=message_id,
+                attempts=attempts,
+            )
+        else:
+            log.warning(
+                "message dropped after its last retry", stream=self.stream, id=message_id, attempts=attempts
+            )
+        await msg.ack_sync(timeout=REQUEST_TIMEOUT_S)
+
+    def _start_background(self) -> None:
+        if not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._keep_leases()), loop.create_task(self._release_due())]
+
+    async def _keep_leases(self) -> None:
+        """Nak (or dead-letter) leases that ran out; keep longer leases alive in JetStream."""
+        while True:
+            await asyncio.sleep(LEASE_TICK_S)
+            now = time.monotonic()
+            for lease_id, lease in list(self._leases.items()):
+                try:
+                    if now >= lease.deadline:
+                        del self._leases[lease_id]
+                        if exhausted(lease.attempts, self.max_retries):
+                            await self._dead_letter(lease.msg, lease.attempts)
+                        else:
+                            await lease.msg.nak()
+                    elif now - lease.touched >= self.ack_wait / 2:
+                        await lease.msg.in_progress()
+                        lease.touched = now
+                except Exception as e:
+                    # JetStream redelivers it after ack_wait anyway.
+                    log.debug("lease upkeep failed", stream=self.stream, error=_describe(e))
+
+    async def _release_due(self) -> None:
+        """Move delayed messages that are due to the deliverable subject."""
+        psub = None
+        while True:
+            try:
+                js = await self._setup()
+                if psub is None:
+                    psub = await js.pull_subscribe_bind(DELAYED_CONSUMER, self.stream)
+                try:
+                    msgs = await psub.fetch(100, timeout=1.0)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    continue
+                for msg in msgs:
+                    headers = dict(msg.headers or {})
+                    due = float(headers.pop(H_DUE, "0"))
+                    wait = due - time.time()
+                    if wait > 0:
+                        await msg.nak(delay=wait)
+                        continue
+                    headers["Nats-Msg-Id"] = f"{headers.get(H_ID, '')}:due"
+                    await js.publish(self.subject, msg.data, stream=self.stream, headers=headers)
+                    await msg.ack_sync(timeout=REQUEST_TIMEOUT_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                psub = None
+                log.debug("delayed-message mover waiting for nats", stream=self.stream, error=_describe(e))
+                await asyncio.sleep(1.0)
+
+
+async def _ensure_stream(js: JetStreamContext, name: str, subjects: list[str]) -> str:
+    """Create the stream if it is missing; return the subject to publish to."""
+    try:
+        info = await js.stream_info(name)
+    except nats.js.errors.NotFoundError:
+        await js.add_stream(
+            api.StreamConfig(
+                name=name,
+                subjects=subjects,
+                retention=api.RetentionPolicy.WORK_QUEUE,
+                storage=api.StorageType.FILE,
+            )
+        )
+        return subjects[0]
+    return (info.config.subjects or subjects)[0]

@@ -1,0 +1,532 @@
+"""The queue conformance suite: Cloudflare Queues behaviour, the same for every provider.
+
+Each test talks to the real daemon (in this process on a real unix socket, or as a `bindingd
+serve` process where it is killed) through the Python client, against the real backend of
+the machine (started if down). Every test uses queue names of its own and deletes them after.
+A provider joins by adding a QueueBackend to BACKENDS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from bindingd_client import (
+    BackendTimeout,
+    BackendUnavailable,
+    Env,
+    InvalidArgument,
+    Message,
+    PermissionDenied,
+    Queue,
+    connect,
+)
+from services import ensure, is_up
+from support import DaemonProcess, bindingd_cli, daemon_in_process, write_project
+
+NATS_URL = "nats://127.0.0.1:4222"
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+MAX_RETRIES = 2
+
+
+@dataclass(frozen=True)
+class QueueBackend:
+    # The connection entry (YAML) of the backend, or "" for local.
+    connection: str
+    # The options naming a queue `name` on this backend.
+    names: Callable[[str], str]
+    # Deletes the queues of these names from the backend.
+    cleanup: Callable[[list[str]], None]
+    # The service tests/services.py starts, or "".
+    service: str
+    # The command that stops the backend (for the restart test), or "".
+    stop: str
+
+
+def _no_cleanup(names: list[str]) -> None:
+    return None
+
+
+def _nats_cleanup(names: list[str]) -> None:
+    async def delete() -> None:
+        import nats
+        from nats.js.errors import NotFoundError
+
+        nc = await nats.connect(NATS_URL)
+        try:
+            js = nc.jetstream()
+            for name in names:
+                with contextlib.suppress(NotFoundError):
+                    await js.delete_stream(name)
+        finally:
+            await nc.close()
+
+    asyncio.run(delete())
+
+
+def _rabbit_cleanup(names: list[str]) -> None:
+    async def delete() -> None:
+        import aio_pika
+
+        connection = await aio_pika.connect(AMQP_URL)
+        try:
+            channel = await connection.channel()
+            for name in names:
+                for queue in (name, *(f"{name}.delay.{d}" for d in range(0, 6))):
+                    await channel.queue_delete(queue)
+        finally:
+            await connection.close()
+
+    asyncio.run(delete())
+
+
+BACKENDS: dict[str, QueueBackend] = {
+    "local": QueueBackend("", lambda name: f"queue: {name}", _no_cleanup, "", ""),
+    "nats": QueueBackend(
+        f"nats: {{ kind: nats, url: '{NATS_URL}' }}",
+        lambda name: f"connection: nats, stream: {name}, ack_wait: 3",
+        _nats_cleanup,
+        "nats",
+        "pkill -x nats-server",
+    ),
+    "rabbitmq": QueueBackend(
+        f"rabbit: {{ kind: rabbitmq, url: '{AMQP_URL}' }}",
+        lambda name: f"connection: rabbit, queue: {name}",
+        _rabbit_cleanup,
+        "rabbitmq",
+        "rabbitmqctl stop",
+    ),
+}
+
+
+@dataclass
+class Project:
+    config: Path
+    backend: QueueBackend
+    names: list[str]
+
+
+def _write(root: Path, backend: QueueBackend) -> Project:
+    tag = uuid.uuid4().hex[:8]
+    jobs, dlq, plain, slow = f"jobs_{tag}", f"jobs_dlq_{tag}", f"plain_{tag}", f"slow_{tag}"
+    connections = f"connections:\n      {backend.connection}\n" if backend.connection else ""
+    config = f"""
+    version: 1
+    {connections}
+    bindings:
+      JOBS: {{ type: queue, {backend.names(jobs)}, max_retries: {MAX_RETRIES}, dead_letter_queue: {dlq} }}
+      JOBS_DLQ: {{ type: queue, {backend.names(dlq)} }}
+      PLAIN: {{ type: queue, {backend.names(plain)}, max_retries: 0 }}
+      SLOW: {{ type: queue, {backend.names(slow)}, delivery_delay: 2, retry_delay: 2 }}
+    envs:
+      review:
+        bindings:
+          JOBS: {{ access: read-only }}
+      production:
+        protected: true
+    """
+    return Project(write_project(root, config), backend, [jobs, dlq, plain, slow])
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]:
+    backend = BACKENDS[request.param]
+    if backend.service:
+        ensure(backend.service)
+    made = _write(tmp_path, backend)
+    yield made
+    if backend.service:
+        ensure(backend.service)
+    backend.cleanup(made.names)
+
+
+@pytest.fixture
+async def env(project: Project) -> AsyncIterator[Env]:
+    async with daemon_in_process(project.config) as daemon:
+        client = await connect(endpoint=f"unix://{daemon.socket_path}")
+        try:
+            yield client
+        finally:
+            await client.aclose()
+
+
+@pytest.fixture
+def jobs(env: Env) -> Queue:
+    return env.JOBS
+
+
+async def take(
+    queue: Queue,
+    n: int,
+    *,
+    ack: bool = True,
+    timeout: float = 60.0,
+    batch_size: int = 10,
+    visibility_timeout: float | None = None,
+    max_wait: float = 0.0,
+) -> list[Message]:
+    """Consume until `n` messages came (acking each batch unless told not to) or `timeout`."""
+    got: list[Message] = []
+
+    async def run() -> None:
+        stream = queue.consume(
+            batch_size=batch_size, max_wait=max_wait, visibility_timeout=visibility_timeout
+        )
+        async with contextlib.aclosing(stream):
+            async for batch in stream:
+                got.extend(batch.messages)
+                if ack:
+                    await batch.ack_all()
+                if len(got) >= n:
+                    return
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(run(), timeout)
+    return got
+
+
+async def nothing_within(queue: Queue, seconds: float) -> bool:
+    return await take(queue, 1, ack=False, timeout=seconds) == []
+
+
+async def test_send_and_consume_every_content_type(jobs: Queue) -> None:
+    before = time.time()
+    await jobs.send({"n": 1, "s": "é"})
+    await jobs.send("plain text ✓", content_type="text")
+    await jobs.send(bytes(range(256)), content_type="bytes")
+    got = await take(jobs, 3)
+    assert [m.body for m in got] == [{"n": 1, "s": "é"}, "plain text ✓", bytes(range(256))]
+    assert [m.content_type for m in got] == ["json", "text", "bytes"]
+    for m in got:
+        assert len(m.id) == 32 and int(m.id, 16) >= 0
+        assert m.attempts == 1
+        assert before - 1 <= m.timestamp.timestamp() <= time.time() + 1
+    assert len({m.id for m in got}) == 3
+    assert await nothing_within(jobs, 1.5)
+
+
+async def test_limits_are_checked_and_a_bad_batch_sends_nothing(jobs: Queue) -> None:
+    with pytest.raises(InvalidArgument, match="128 KB"):
+        await jobs.send(b"x" * (128 * 1024 + 1), content_type="bytes")
+    with pytest.raises(InvalidArgument, match="100 messages"):
+        await jobs.send_batch([{"body": i} for i in range(101)])
+    with pytest.raises(InvalidArgument, match="256 KB"):
+        await jobs.send_batch([{"body": b"x" * 100_000, "content_type": "bytes"}] * 3)
+    with pytest.raises(InvalidArgument, match="43200"):
+        await jobs.send(1, delay_seconds=43201)
+    with pytest.raises(InvalidArgument, match="43200"):
+        await jobs.send_batch([{"body": 1}, {"body": 2, "delay_seconds": -1}])
+    with pytest.raises(InvalidArgument, match="v8"):
+        await jobs.send({"a": 1}, content_type="v8")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="batch_size"):
+        await take(jobs, 1, batch_size=101)
+    # The largest allowed message and batch go through.
+    await jobs.send(b"y" * (128 * 1024), content_type="bytes")
+    await jobs.send_batch([{"body": b"z" * (2 * 1024), "content_type": "bytes"}] * 100)
+    got = await take(jobs, 101, batch_size=100, ack=False)
+    assert len(got) == 101
+    with pytest.raises(InvalidArgument, match="43200"):
+        await got[0].retry(delay_seconds=43201)
+    await asyncio.gather(*(m.ack() for m in got))
+    assert await nothing_within(jobs, 1.5)
+
+
+async def test_order_within_one_producer(jobs: Queue) -> None:
+    for i in range(30):
+        await jobs.send(i)
+    await jobs.send_batch([{"body": i} for i in range(30, 60)])
+    got = await take(jobs, 60, batch_size=7)
+    assert [m.body for m in got] == list(range(60))
+
+
+async def test_delay(jobs: Queue) -> None:
+    await jobs.send("late", content_type="text", delay_seconds=3)
+    await jobs.send_batch([{"body": "batch-late"}], delay_seconds=3)
+    await jobs.send("now", content_type="text")
+    started = time.monotonic()
+    first = await take(jobs, 1)
+    assert [m.body for m in first] == ["now"]
+    later = await take(jobs, 2, timeout=30)
+    assert sorted(m.body for m in later) == ["batch-late", "late"]
+    assert time.monotonic() - started >= 2.0
+
+
+async def test_binding_delivery_and_retry_delays(env: Env) -> None:
+    # delivery_delay and retry_delay (Cloudflare's producer and consumer settings) apply when a
+    # call gives no delay of its own; an explicit 0 wins.
+    slow = env.SLOW
+    started = time.monotonic()
+    await slow.send("default delay", content_type="text")
+    await slow.send_batch([{"body": "now", "content_type": "text", "delay_seconds": 0}])
+    assert [m.body for m in await take(slow, 1, timeout=1.0)] == ["now"]
+    later = await take(slow, 1, ack=False, timeout=30)
+    assert [m.body for m in later] == ["default delay"]
+    assert time.monotonic() - started >= 1.5
+    retried_at = time.monotonic()
+    await later[0].retry()
+    again = await take(slow, 1, timeout=30)
+    assert [(m.body, m.attempts) for m in again] == [("default delay", 2)]
+    assert time.monotonic() - retried_at >= 1.5
+
+
+async def test_retry_with_delay(jobs: Queue) -> None:
+    await jobs.send({"job": 1})
+    first = await take(jobs, 1, ack=False)
+    assert first[0].attempts == 1
+    retried_at = time.monotonic()
+    await first[0].retry(delay_seconds=3)
+    again = await take(jobs, 1, ack=False, timeout=30)
+    assert time.monotonic() - retried_at >= 2.0
+    assert (again[0].id, again[0].body, again[0].attempts) == (first[0].id, {"job": 1}, 2)
+    await again[0].ack()
+    assert await nothing_within(jobs, 2)
+
+
+async def test_visibility_timeout_redelivers_what_was_not_acked(jobs: Queue) -> None:
+    await jobs.send_batch([{"body": "a"}, {"body": "b"}])
+    first = await take(jobs, 2, ack=False, visibility_timeout=2)
+    assert sorted(m.body for m in first) == ["a", "b"]
+    by_body = {m.body: m for m in first}
+    await by_body["a"].ack()
+    again = await take(jobs, 1, ack=False, timeout=30, visibility_timeout=30)
+    assert [(m.body, m.attempts, m.id) for m in again] == [("b", 2, by_body["b"].id)]
+    await again[0].ack()
+    assert await nothing_within(jobs, 4)
+
+
+async def test_max_retries_then_dead_letter_queue(env: Env) -> None:
+    jobs, dlq = env.JOBS, env.JOBS_DLQ
+    await jobs.send({"poison": True})
+    attempts = []
+    for _ in range(MAX_RETRIES + 1):
+        got = await take(jobs, 1, ack=False, timeout=30)
+        attempts.append(got[0].attempts)
+        await got[0].retry()
+    assert attempts == [1, 2, 3]
+    assert await nothing_within(jobs, 2)
+    dead = await take(dlq, 1, timeout=30)
+    assert [m.body for m in dead] == [{"poison": True}]
+
+
+async def test_expired_leases_count_towards_max_retries(env: Env) -> None:
+    await env.JOBS.send("slow", content_type="text")
+    for attempt in range(1, MAX_RETRIES + 2):
+        got = await take(env.JOBS, 1, ack=False, timeout=30, visibility_timeout=1)
+        assert got[0].attempts == attempt
+    dead = await take(env.JOBS_DLQ, 1, timeout=30)
+    assert [m.body for m in dead] == ["slow"]
+
+
+async def test_without_dead_letter_queue_the_message_is_dropped(env: Env) -> None:
+    await env.PLAIN.send("once", content_type="text")
+    got = await take(env.PLAIN, 1, ack=False)
+    await got[0].retry()  # max_retries 0: that was the last delivery
+    assert await nothing_within(env.PLAIN, 2)
+
+
+async def test_two_consumers_each_message_to_one(jobs: Queue) -> None:
+    total = 400
+    for start in range(0, total, 100):
+        await jobs.send_batch([{"body": i} for i in range(start, start + 100)])
+    seen: list[list[int]] = [[], []]
+
+    async def consumer(into: list[int]) -> None:
+        while sum(map(len, seen)) < total:
+            got = await take(jobs, 1, batch_size=5, timeout=5)
+            into.extend(m.body for m in got)
+
+    await asyncio.wait_for(asyncio.gather(consumer(seen[0]), consumer(seen[1])), 120)
+    assert sorted(seen[0] + seen[1]) == list(range(total))
+    assert not set(seen[0]) & set(seen[1])
+    assert seen[0] and seen[1]
+
+
+async def test_ten_thousand_messages_none_lost_or_duplicated(jobs: Queue) -> None:
+    total = 10_000
+    for start in range(0, total, 100):
+        await jobs.send_batch([{"body": i} for i in range(start, start + 100)])
+    got = await take(jobs, total, batch_size=100, timeout=240)
+    bodies = [m.body for m in got]
+    assert len(bodies) == total
+    assert sorted(bodies) == list(range(total))
+    assert await nothing_within(jobs, 2)
+
+
+@pytest.mark.parametrize("env_name", ["review", "production"])
+async def test_writes_refused_where_writes_are_refused(project: Project, env_name: str) -> None:
+    async with daemon_in_process(project.config, env=env_name) as daemon:
+        client = await connect(endpoint=f"unix://{daemon.socket_path}")
+        try:
+            with pytest.raises(PermissionDenied):
+                await client.JOBS.send(1)
+            with pytest.raises(PermissionDenied):
+                await client.JOBS.send_batch([{"body": 1}])
+            with pytest.raises(PermissionDenied):
+                await take(client.JOBS, 1)
+        finally:
+            await client.aclose()
+
+
+async def test_sigkill_mid_consume_loses_nothing_acked_or_not(project: Project) -> None:
+    total = 300
+    root = project.config.parent
+    daemon = DaemonProcess(root).start()
+    acked: list[int] = []
+    try:
+        client = await connect(endpoint=daemon.endpoint)
+        try:
+            for start in range(0, total, 100):
+                await client.JOBS.send_batch([{"body": i} for i in range(start, start + 100)])
+            stream = client.JOBS.consume(batch_size=20, max_wait=0, visibility_timeout=3)
+            async with contextlib.aclosing(stream):
+                async for batch in stream:
+                    half = batch.messages[: len(batch) // 2]
+                    for m in half:
+                        await m.ack()
+                    acked.extend(m.body for m in half)
+                    if len(acked) >= 50:
+                        # Killed with leases held and a stream open.
+                        daemon.signal(signal.SIGKILL)
+                        break
+        finally:
+            await client.aclose()
+        assert daemon.proc is not None
+        daemon.proc.wait(30)
+        daemon.start()
+        client = await connect(endpoint=daemon.endpoint)
+        try:
+            rest = await take(
+                client.JOBS, total - len(acked), batch_size=50, timeout=120, visibility_timeout=60
+            )
+        finally:
+            await client.aclose()
+    finally:
+        daemon.stop()
+    rest_bodies = [m.body for m in rest]
+    assert not set(acked) & set(rest_bodies), "an acked message was delivered again"
+    assert sorted(acked + rest_bodies) == list(range(total))
+
+
+async def test_consumers_end_promptly_when_the_daemon_drains(project: Project) -> None:
+    daemon = DaemonProcess(project.config.parent).start()
+    client = await connect(endpoint=daemon.endpoint)
+    ended = asyncio.Event()
+
+    async def consume() -> None:
+        with contextlib.suppress(Exception):
+            async for _ in client.JOBS.consume(max_wait=0):
+                pass
+        ended.set()
+
+    task = asyncio.create_task(consume())
+    try:
+        await asyncio.sleep(1.0)
+        started = time.monotonic()
+        daemon.signal(signal.SIGTERM)
+        await asyncio.wait_for(ended.wait(), 8)
+        assert daemon.proc is not None
+        assert await asyncio.to_thread(daemon.proc.wait, 20) == 0
+        # Well inside the 10 s grace period: the stream noticed the drain.
+        assert time.monotonic() - started < 8
+    finally:
+        task.cancel()
+        await client.aclose()
+        daemon.stop()
+
+
+@pytest.mark.parametrize("name", [n for n, b in sorted(BACKENDS.items()) if b.stop])
+async def test_backend_restart_mid_run(name: str, tmp_path: Path) -> None:
+    backend = BACKENDS[name]
+    ensure(backend.service)
+    made = _write(tmp_path, backend)
+    try:
+        async with daemon_in_process(made.config) as daemon:
+            client = await connect(endpoint=f"unix://{daemon.socket_path}")
+            try:
+                await client.JOBS.send_batch([{"body": i} for i in range(50)])
+                first = await take(client.JOBS, 10, batch_size=10)
+                await asyncio.to_thread(
+                    subprocess.run, backend.stop, shell=True, capture_output=True, timeout=120
+                )
+                down_by = time.monotonic() + 60
+                while is_up(backend.service) and time.monotonic() < down_by:
+                    await asyncio.sleep(0.2)
+                assert not is_up(backend.service), f"{backend.stop} did not stop {name}"
+                # Down: sends fail with the table's error, not a hang or an INTERNAL.
+                with pytest.raises((BackendUnavailable, BackendTimeout)):
+                    await client.JOBS.send("while down")
+                await asyncio.to_thread(ensure, backend.service)
+                # The daemon reconnects by itself; sends may fail while it does, none is lost.
+                sent_after = await _send_until_accepted(client.JOBS, [{"body": i} for i in range(50, 80)])
+                assert sent_after
+                rest: list[Message] = []
+                deadline = time.monotonic() + 120
+                # A send that failed while the backend was down may still have been stored.
+                while len({m.body for m in rest} - {"while down"}) < 70 and time.monotonic() < deadline:
+                    rest += await take(client.JOBS, 70, batch_size=20, timeout=10)
+            finally:
+                await client.aclose()
+    finally:
+        await asyncio.to_thread(ensure, backend.service)
+        await asyncio.to_thread(backend.cleanup, made.names)
+    # "while down" may have been stored after all (a timeout is not a refusal): not counted.
+    bodies = {m.body for m in first + rest} - {"while down"}
+    assert sorted(bodies) == list(range(80))
+
+
+async def _send_until_accepted(queue: Queue, batch: list[dict[str, object]]) -> bool:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            await queue.send_batch(batch)
+            return True
+        except (BackendUnavailable, BackendTimeout):
+            await asyncio.sleep(1.0)
+    return False
+
+
+def test_check_probes_every_queue_binding(project: Project) -> None:
+    result = bindingd_cli("check", cwd=project.config.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "JOBS" in result.stdout and "JOBS_DLQ" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("kind", "url"),
+    [
+        ("nats", "nats://app:pw-never-shown@127.0.0.1:1"),
+        ("rabbitmq", "amqp://app:pw-never-shown@127.0.0.1:1/"),
+    ],
+)
+async def test_unreachable_backend_is_backend_unavailable(kind: str, url: str, tmp_path: Path) -> None:
+    config = write_project(
+        tmp_path,
+        f"""
+        version: 1
+        connections:
+          down: {{ kind: {kind}, url: "{url}" }}
+        bindings:
+          JOBS: {{ type: queue, connection: down }}
+        """,
+    )
+    # The daemon starts and serves at once: readiness never waits on a remote backend.
+    async with daemon_in_process(config) as daemon:
+        client = await connect(endpoint=f"unix://{daemon.socket_path}")
+        try:
+            with pytest.raises(BackendUnavailable) as sent:
+                await client.JOBS.send(1)
+            with pytest.raises(BackendUnavailable) as consumed:
+                await take(client.JOBS, 1, timeout=30)
+        finally:
+            await client.aclose()
+    for error in (sent.value, consumed.value):
+        assert "JOBS" in str(error) and "127.0.0.1:1" in str(error)
+        assert "pw-never-shown" not in str(error)
