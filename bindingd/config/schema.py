@@ -46,7 +46,12 @@ CONNECTION_KINDS: dict[str, ConnectionKind] = {
         },
     ),
     "redis": ConnectionKind(
-        frozenset({"kv"}), {"url": Option(str, required=True, secret=True), "timeout": Option(float)}
+        frozenset({"kv"}),
+        {
+            "url": Option(str, required=True, secret=True),
+            "timeout": Option(float),
+            "max_connections": Option(int),
+        },
     ),
     "nats": ConnectionKind(frozenset({"queue"}), {"url": Option(str, required=True, secret=True)}),
     "rabbitmq": ConnectionKind(frozenset({"queue"}), {"url": Option(str, required=True, secret=True)}),

@@ -39,6 +39,7 @@ from bindingd.providers.base import KVKeyInfo, KVRecord
 from bindingd.providers.connections import ProviderContext
 
 DEFAULT_TIMEOUT_S = 5.0
+DEFAULT_MAX_CONNECTIONS = 50
 # Index members read per round trip while listing.
 LIST_SCAN_BATCH = 256
 
@@ -60,10 +61,16 @@ def redis_address(url: str) -> str:
 
 
 async def open_client(connection: Connection) -> aioredis.Redis:
-    """One pooled client per connection entry. It connects on first use, not here."""
+    """One pooled client per connection entry. It connects on first use, not here.
+
+    The pool is bounded (`max_connections`, default 50) and a call waits up to `timeout` for a
+    free connection, so a burst of calls queues instead of failing.
+    """
     timeout = float(connection.options.get("timeout", DEFAULT_TIMEOUT_S))
-    return aioredis.Redis.from_url(
+    pool = aioredis.BlockingConnectionPool.from_url(
         connection.options["url"],
+        max_connections=max(1, int(connection.options.get("max_connections", DEFAULT_MAX_CONNECTIONS))),
+        timeout=timeout,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         # One immediate retry on a fresh connection: after a Redis restart the pooled sockets
@@ -71,6 +78,7 @@ async def open_client(connection: Connection) -> aioredis.Redis:
         retry=Retry(NoBackoff(), 1),
         health_check_interval=30,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 async def close_client(client: aioredis.Redis) -> None:
@@ -238,6 +246,11 @@ class RedisKV:
                 f'(connection "{self.connection.name}")'
             ) from None
         except redis_errors.ConnectionError as e:
+            if str(e).startswith("No connection available"):
+                raise backend_timeout(
+                    f"every pooled connection to redis at {self.address} stayed busy for "
+                    f'{self.timeout:g}s (connection "{self.connection.name}"); raise its max_connections'
+                ) from None
             raise backend_unavailable(f"cannot reach redis at {self.address}: {_reason(e)}") from None
         except redis_errors.ResponseError as e:
             text = str(e)

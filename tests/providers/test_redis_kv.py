@@ -213,3 +213,27 @@ def test_check_probes_each_redis_binding(tmp_path: Path, prefix: str) -> None:
         for line in lines
     ), lines
     assert "pw-in-url" not in result.stdout + result.stderr
+
+
+async def test_a_burst_beyond_the_pool_queues_instead_of_failing(tmp_path: Path, prefix: str) -> None:
+    config = write_project(
+        tmp_path,
+        f"""
+        version: 1
+        connections:
+          small: {{ kind: redis, url: "{REDIS_URL}", max_connections: 2 }}
+        bindings:
+          CACHE: {{ type: kv, connection: small, prefix: "{prefix}" }}
+        """,
+    )
+    async with daemon_in_process(config) as daemon:
+        env = await _env(daemon.socket_path)
+        try:
+            # Values big enough that Redis calls overlap in the daemon: 2 connections for 100 calls.
+            values = [str(i) * 100_000 for i in range(100)]
+            await asyncio.gather(*(env.CACHE.put(f"k{i}", v) for i, v in enumerate(values)))
+            got = await asyncio.gather(*(env.CACHE.get(f"k{i}") for i in range(100)))
+            assert got == values
+            assert len((await env.CACHE.list()).keys) == 100
+        finally:
+            await env.aclose()
