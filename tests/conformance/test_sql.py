@@ -656,3 +656,47 @@ async def test_million_rows_stream_through_a_daemon_with_flat_memory(backend: Ba
             await env.aclose()
     finally:
         assert daemon.stop() == 0
+
+
+# --- connections go back to their pool clean ----------------------------------------------------
+
+
+async def test_a_statement_cannot_leave_a_transaction_open(sql_env: Env) -> None:
+    """`BEGIN` run as a single statement must not leave the binding's connection inside a
+    transaction: later writes would never commit and later batches would fail."""
+    db = sql_env.APP_DB
+    await make_items(db)
+    with contextlib.suppress(SqlError):
+        await db.prepare("BEGIN").run()
+    await db.prepare("INSERT INTO items (id, name) VALUES (1, 'a')").run()
+    # Another connection (the read-only binding's) sees the row: it was committed.
+    assert await sql_env.RO_DB.prepare("SELECT count(*) AS n FROM items").first("n") == 1
+    results = await db.batch([db.prepare("INSERT INTO items (id, name) VALUES (2, 'b')")])
+    assert results[0].meta["changes"] == 1
+    assert await sql_env.RO_DB.prepare("SELECT count(*) AS n FROM items").first("n") == 2
+
+
+async def test_a_cancelled_batch_applies_nothing(sql_env: Env, backend: Backend) -> None:
+    db = sql_env.APP_DB
+    await make_items(db)
+    slow = DDL[dialect(backend)]["slow"]
+    call = asyncio.ensure_future(
+        db.batch([db.prepare("INSERT INTO items (id, name) VALUES (1, 'a')"), db.prepare(slow)])
+    )
+    await asyncio.sleep(1.0)
+    call.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await call
+    await _eventually_stopped(backend, MARKER.get(backend.name, ""))
+    assert await db.prepare("SELECT count(*) AS n FROM items").first("n") == 0
+    await db.prepare("INSERT INTO items (id, name) VALUES (2, 'b')").run()
+    assert await sql_env.RO_DB.prepare("SELECT count(*) AS n FROM items").first("n") == 1
+
+
+async def test_parameter_count_mismatch_is_a_clear_sql_error(db: D1Database) -> None:
+    with pytest.raises(SqlError, match="1 parameter but 2 values were bound"):
+        await db.prepare("SELECT ? AS a").bind(1, 2).all()
+    with pytest.raises(SqlError, match="2 parameters but 1 value was bound"):
+        await db.prepare("SELECT ?2 AS a").bind(1).all()
+    with pytest.raises(SqlError, match="statement 1 failed"):
+        await db.batch([db.prepare("SELECT 1 AS a"), db.prepare("SELECT ? AS a")])
