@@ -700,3 +700,44 @@ async def test_parameter_count_mismatch_is_a_clear_sql_error(db: D1Database) -> 
         await db.prepare("SELECT ?2 AS a").bind(1).all()
     with pytest.raises(SqlError, match="statement 1 failed"):
         await db.batch([db.prepare("SELECT 1 AS a"), db.prepare("SELECT ? AS a")])
+
+
+async def test_a_changed_schema_is_seen_by_the_next_call(db: D1Database) -> None:
+    """Statements may be cached by a provider; a schema change must not make them fail or
+    return the old columns."""
+    await make_items(db)
+    await db.prepare("INSERT INTO items (id, name) VALUES (1, 'a')").run()
+    for _ in range(3):  # every pooled connection has it cached
+        assert await db.prepare("SELECT * FROM items").raw(column_names=True) == [
+            ["id", "name", "qty"],
+            [1, "a", None],
+        ]
+    await db.exec("ALTER TABLE items ADD COLUMN note VARCHAR(20)")
+    for _ in range(3):
+        assert await db.prepare("SELECT * FROM items").raw(column_names=True) == [
+            ["id", "name", "qty", "note"],
+            [1, "a", None, None],
+        ]
+        results = await db.batch([db.prepare("SELECT * FROM items")])
+        assert results[0].results == [{"id": 1, "name": "a", "qty": None, "note": None}]
+
+
+SESSION_LEAK = {
+    "postgres": (
+        "SELECT set_config('application_name', 'leaked', false) AS v",
+        "SELECT current_setting('application_name') AS v",
+    ),
+    "mysql": ("SELECT @leak := 'leaked' AS v", "SELECT @leak AS v"),
+}
+
+
+async def test_session_state_does_not_leak_into_the_next_call(remote_backend: Backend) -> None:
+    """Each call starts on a clean session: what one call SETs is gone for the next (the
+    connection goes back to the pool reset)."""
+    setter, getter = SESSION_LEAK[remote_backend.name]
+    async with serving(remote_backend) as env:
+        for _ in range(4):
+            assert await env.APP_DB.prepare(setter).first("v") == "leaked"
+            assert await env.APP_DB.prepare(getter).first("v") != "leaked"
+            await env.APP_DB.batch([env.APP_DB.prepare(setter)])
+            assert await env.APP_DB.prepare(getter).first("v") != "leaked"
