@@ -741,3 +741,30 @@ async def test_session_state_does_not_leak_into_the_next_call(remote_backend: Ba
             assert await env.APP_DB.prepare(getter).first("v") != "leaked"
             await env.APP_DB.batch([env.APP_DB.prepare(setter)])
             assert await env.APP_DB.prepare(getter).first("v") != "leaked"
+
+
+DEFERRED_FK = {
+    "sqlite": "REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED",
+    "postgres": "REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED",
+}
+
+
+async def test_a_batch_failing_at_its_commit_applies_nothing(sql_env: Env, backend: Backend) -> None:
+    """A deferred constraint fails at COMMIT, after every statement ran: still nothing is
+    applied and the connection serves the next call (MySQL has no deferred constraints)."""
+    reference = DEFERRED_FK.get(dialect(backend), "REFERENCES parents (id)")
+    db = sql_env.APP_DB
+    await db.exec(
+        "CREATE TABLE parents (id INTEGER PRIMARY KEY);"
+        f" CREATE TABLE children (id INTEGER PRIMARY KEY, parent INTEGER {reference})"
+    )
+    with pytest.raises(SqlError):
+        await db.batch(
+            [
+                db.prepare("INSERT INTO parents (id) VALUES (1)"),
+                db.prepare("INSERT INTO children (id, parent) VALUES (1, 99)"),
+            ]
+        )
+    await db.prepare("INSERT INTO parents (id) VALUES (2)").run()
+    assert await sql_env.RO_DB.prepare("SELECT id FROM parents").raw() == [[2]]
+    assert await sql_env.RO_DB.prepare("SELECT count(*) AS n FROM children").first("n") == 0

@@ -362,7 +362,16 @@ class SQLiteDatabase:
                 _rollback(conn)
                 raise
         if conn.in_transaction:  # a statement of the caller's own (COMMIT) may have ended it
-            conn.execute("COMMIT")
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                # A failed COMMIT (a deferred constraint) leaves SQLite's transaction open: the
+                # next call would run inside it and commit this one's statements.
+                _rollback(conn)
+                err = map_error(e, self.path)
+                raise BindingdError(
+                    err.reason, f"the commit failed, nothing was applied: {err.message}"
+                ) from e
 
 
 def _refuse_open_transaction(conn: sqlite3.Connection) -> None:
