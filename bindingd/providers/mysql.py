@@ -30,7 +30,7 @@ from bindingd.errors import (
 )
 from bindingd.providers.base import SqlAccess, SqlMeta, SqlResult, SqlStatement
 from bindingd.providers.connections import ProviderContext
-from bindingd.sql import PAGE_ROWS, batch_error, normalize, sql_error, translate
+from bindingd.sql import PAGE_ROWS, StopReading, batch_error, normalize, sql_error, translate
 
 log = structlog.get_logger("bindingd.mysql")
 T = TypeVar("T")
@@ -241,6 +241,8 @@ class MySQLDatabase:
             finally:
                 await asyncio.shield(_reset_session(conn))
                 pool.release(conn)
+            if isinstance(e, StopReading):
+                raise
             if isinstance(e, _Killed):
                 raise backend_timeout(
                     f"MySQL did not answer within {access.timeout:g}s; the statement was stopped (KILL QUERY)"
@@ -282,15 +284,23 @@ class MySQLDatabase:
                     yield columns
                 else:
                     yield columns
+                    stopped = False
                     while True:
                         rows = await self._bounded(conn, cursor.fetchmany(PAGE_ROWS), access.timeout)
                         read += len(rows)
-                        if rows:
-                            yield [tuple(normalize(v) for v in row) for row in rows]
+                        if rows and not stopped:
+                            try:
+                                yield [tuple(normalize(v) for v in row) for row in rows]
+                            except StopReading:
+                                if access.read_only:
+                                    raise  # nothing to keep: stopped below like an abandoned read
+                                # The statement must end for its writes to commit: the rest
+                                # of its rows are read and dropped.
+                                stopped = True
                         if len(rows) < PAGE_ROWS:
                             break
                     meta = self._meta(cursor, read, started)
-            except GeneratorExit:
+            except (GeneratorExit, StopReading):
                 # Abandoned mid-stream: the unbuffered result would have to be read to its end.
                 await asyncio.shield(self._kill(conn.thread_id()))
                 conn.close()

@@ -40,7 +40,7 @@ from bindingd.errors import (
 )
 from bindingd.providers.base import SqlAccess, SqlMeta, SqlResult, SqlStatement
 from bindingd.providers.connections import ProviderContext
-from bindingd.sql import PAGE_ROWS, batch_error, normalize, sql_error, translate
+from bindingd.sql import PAGE_ROWS, StopReading, batch_error, normalize, sql_error, translate
 
 log = structlog.get_logger("bindingd.postgres")
 
@@ -296,7 +296,7 @@ class PostgresDatabase:
                 conn.terminate()
             finally:
                 await asyncio.shield(pool.release(conn))
-            if isinstance(e, Exception) and not isinstance(e, _StaleStatement):
+            if isinstance(e, Exception) and not isinstance(e, _StaleStatement | StopReading):
                 raise map_error(e, self.connection) from e
             raise
         try:
@@ -334,13 +334,20 @@ class PostgresDatabase:
     async def query(self, statement: SqlStatement, access: SqlAccess) -> AsyncIterator[object]:
         translate(statement.sql, "postgres", statement.params)  # a wrong count fails before BEGIN
         for attempt in range(2):
+            parts = self._query(statement, access)
             try:
-                async for part in self._query(statement, access):
-                    yield part
+                async for part in parts:
+                    try:
+                        yield part
+                    except StopReading:
+                        yield await parts.athrow(StopReading())  # the meta, once committed
+                        return
                 return
             except _StaleStatement as e:
                 if attempt:
                     raise sql_error(f"the statement's plan went stale twice in a row: {e}") from e
+            finally:
+                await parts.aclose()
 
     async def _query(self, statement: SqlStatement, access: SqlAccess) -> AsyncIterator[object]:
         wait = access.timeout + CLIENT_GRACE_S
@@ -362,16 +369,21 @@ class PostgresDatabase:
                 page: list[tuple[object, ...]] = []
                 if first is not None:
                     page.append(tuple(normalize(v) for v in first))
-                async for record in records:
-                    page.append(tuple(normalize(v) for v in record))
-                    if len(page) == PAGE_ROWS:
+                try:
+                    async for record in records:
+                        page.append(tuple(normalize(v) for v in record))
+                        if len(page) == PAGE_ROWS:
+                            read += len(page)
+                            yield page
+                            page = []
+                    if page:
                         read += len(page)
                         yield page
-                        page = []
-                if page:
-                    read += len(page)
-                    yield page
-                tag = prepared.get_statusmsg() or ""
+                    tag = prepared.get_statusmsg() or ""
+                except StopReading:
+                    # The rest of the rows are not wanted; the COMMIT below closes the portal
+                    # and keeps what the statement did (an INSERT ... RETURNING ran whole).
+                    tag = ""
                 meta = _meta(
                     tag if tag.split()[:1] not in (["FETCH"], []) else f"SELECT {read}", read, started
                 )

@@ -768,3 +768,23 @@ async def test_a_batch_failing_at_its_commit_applies_nothing(sql_env: Env, backe
     await db.prepare("INSERT INTO parents (id) VALUES (2)").run()
     assert await sql_env.RO_DB.prepare("SELECT id FROM parents").raw() == [[2]]
     assert await sql_env.RO_DB.prepare("SELECT count(*) AS n FROM children").first("n") == 0
+
+
+INSERT_RETURNING_1000 = {
+    "sqlite": "INSERT INTO items (id, name) WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1"
+    " FROM c WHERE x < 1000) SELECT x, 'n' || x FROM c RETURNING id",
+    "postgres": "INSERT INTO items (id, name) SELECT x, 'n' || x FROM generate_series(1, 1000) AS x"
+    " RETURNING id",
+    "mysql": "INSERT INTO items (id, name) SELECT seq, concat('n', seq) FROM seq_1_to_1000 RETURNING id",
+}
+
+
+async def test_first_keeps_what_a_large_write_did(sql_env: Env, backend: Backend) -> None:
+    """`first()` reads one row of a result larger than a page and drops the rest: the
+    statement still ran whole (D1), so its writes stay."""
+    db = sql_env.APP_DB
+    await make_items(db)
+    assert await db.prepare(INSERT_RETURNING_1000[dialect(backend)]).first("id") == 1
+    assert await sql_env.RO_DB.prepare("SELECT count(*) AS n FROM items").first("n") == 1000
+    # A read-only large result dropped early leaves the binding serving.
+    assert await sql_env.RO_DB.prepare("SELECT id FROM items ORDER BY id").first("id") == 1
