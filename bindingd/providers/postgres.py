@@ -268,7 +268,9 @@ class PostgresDatabase:
         conn: asyncpg.Connection | None = None
         for attempt in range(tries):
             try:
-                conn = await pool.acquire(timeout=wait)
+                # asyncio.timeout rather than acquire(timeout=): no task per call.
+                async with asyncio.timeout(wait):
+                    conn = await pool.acquire()
                 await conn.execute(begin, timeout=wait)
                 break
             except _CONNECTION_ERRORS as e:
