@@ -36,6 +36,13 @@ _IDENT_CHAR = re.compile(r"[A-Za-z0-9_]")
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 
 
+class StopReading(Exception):
+    """Thrown into a provider's query at a page when the caller has read enough (`first()` of
+    a large result): the statement's work is kept (committed), only its other rows are skipped;
+    D1 runs a statement whole whatever part of its result is read. A provider answers with the
+    meta of what it read."""
+
+
 def sql_error(message: str) -> BindingdError:
     return BindingdError(Reason.SQL_ERROR, message)
 

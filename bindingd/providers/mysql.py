@@ -30,7 +30,7 @@ from bindingd.errors import (
 )
 from bindingd.providers.base import SqlAccess, SqlMeta, SqlResult, SqlStatement
 from bindingd.providers.connections import ProviderContext
-from bindingd.sql import PAGE_ROWS, batch_error, normalize, sql_error, translate
+from bindingd.sql import PAGE_ROWS, StopReading, batch_error, normalize, sql_error, translate
 
 log = structlog.get_logger("bindingd.mysql")
 T = TypeVar("T")
@@ -43,6 +43,7 @@ UNAVAILABLE_CODES = frozenset({1040, 1049, 1053, 2002, 2003, 2005, 2006, 2013, 2
 TIMEOUT_CODES = frozenset({1205, 1317, 1969, 3024})
 READ_ONLY_CODES = frozenset({1792, 1290})
 IN_TRANSACTION = 0x0001  # SERVER_STATUS_IN_TRANS
+COM_RESET_CONNECTION = 0x1F  # MySQL 5.7.3+, MariaDB 10.2.4+; PyMySQL has no name for it
 
 
 def connect_options(connection: Connection) -> dict[str, Any]:
@@ -104,6 +105,18 @@ def _is_connection_error(e: BaseException) -> bool:
     if isinstance(e, OSError | pymysql.err.InterfaceError):
         return True
     return isinstance(e, pymysql.err.MySQLError) and bool(e.args) and e.args[0] in UNAVAILABLE_CODES
+
+
+async def _reset_session(conn: aiomysql.Connection) -> None:
+    """Clear what a call left on its session (user variables, SETs, temporary tables, locks)
+    before the pool hands the connection to another call; aiomysql's pool does not."""
+    if conn.closed:
+        return
+    try:
+        await conn._execute_command(COM_RESET_CONNECTION, b"")
+        await conn._read_ok_packet()
+    except Exception:
+        conn.close()
 
 
 class _Killed(Exception):
@@ -226,7 +239,10 @@ class MySQLDatabase:
             except BaseException:
                 conn.close()
             finally:
+                await asyncio.shield(_reset_session(conn))
                 pool.release(conn)
+            if isinstance(e, StopReading):
+                raise
             if isinstance(e, _Killed):
                 raise backend_timeout(
                     f"MySQL did not answer within {access.timeout:g}s; the statement was stopped (KILL QUERY)"
@@ -240,6 +256,7 @@ class MySQLDatabase:
             conn.close()
             raise map_error(e, self.connection) from e
         finally:
+            await asyncio.shield(_reset_session(conn))
             pool.release(conn)
 
     @staticmethod
@@ -267,15 +284,23 @@ class MySQLDatabase:
                     yield columns
                 else:
                     yield columns
+                    stopped = False
                     while True:
                         rows = await self._bounded(conn, cursor.fetchmany(PAGE_ROWS), access.timeout)
                         read += len(rows)
-                        if rows:
-                            yield [tuple(normalize(v) for v in row) for row in rows]
+                        if rows and not stopped:
+                            try:
+                                yield [tuple(normalize(v) for v in row) for row in rows]
+                            except StopReading:
+                                if access.read_only:
+                                    raise  # nothing to keep: stopped below like an abandoned read
+                                # The statement must end for its writes to commit: the rest
+                                # of its rows are read and dropped.
+                                stopped = True
                         if len(rows) < PAGE_ROWS:
                             break
                     meta = self._meta(cursor, read, started)
-            except GeneratorExit:
+            except (GeneratorExit, StopReading):
                 # Abandoned mid-stream: the unbuffered result would have to be read to its end.
                 await asyncio.shield(self._kill(conn.thread_id()))
                 conn.close()

@@ -6,6 +6,12 @@ by the server itself (BACKEND_TIMEOUT), a refused write is refused by the server
 transaction: PERMISSION_DENIED), and rows stream through a portal page by page. A call the
 client abandons is cancelled on the server by asyncpg's cancel request.
 
+A `SELECT 1` costs three round trips: the BEGIN above, bind + first page of a statement from
+the connection's prepared-statement cache, and the COMMIT sent together with the session reset
+(advisory locks, cursors, LISTENs, SETs) that the pool would otherwise send as a fourth. A
+cached statement made stale by a schema change fails before it runs anything: the call rolls
+back and runs once more with the cache dropped.
+
 After a server restart the pool's connections are dead; a failure to even begin the transaction
 (nothing ran yet) is retried on a fresh connection, so the first calls after a restart succeed.
 """
@@ -34,7 +40,7 @@ from bindingd.errors import (
 )
 from bindingd.providers.base import SqlAccess, SqlMeta, SqlResult, SqlStatement
 from bindingd.providers.connections import ProviderContext
-from bindingd.sql import PAGE_ROWS, batch_error, normalize, sql_error, translate
+from bindingd.sql import PAGE_ROWS, StopReading, batch_error, normalize, sql_error, translate
 
 log = structlog.get_logger("bindingd.postgres")
 
@@ -46,6 +52,12 @@ BEGIN_RETRY_DELAY_S = 0.5
 # Command tags that say the statement left the database as it was.
 READ_TAGS = frozenset({"SELECT", "SHOW", "FETCH", "EXPLAIN", "VALUES", "TABLE", "SET", "RESET"})
 ROW_TAGS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "COPY"})
+# A cached prepared statement the schema (or a DEALLOCATE) has made unusable: nothing ran.
+_STALE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.InvalidCachedStatementError,
+    asyncpg.exceptions.OutdatedSchemaCacheError,
+    asyncpg.exceptions.InvalidSQLStatementNameError,
+)
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
@@ -155,6 +167,10 @@ def _check_still_in_transaction(conn: asyncpg.Connection, access: SqlAccess, ind
         )
 
 
+class _StaleStatement(Exception):
+    """A cached statement failed before running anything; the call is run again."""
+
+
 class _Pool:
     """An asyncpg pool created without touching the server (min size 0), warmed up to the
     configured min_size in the background."""
@@ -163,12 +179,24 @@ class _Pool:
         options = connection.options
         self.min_size = int(options.get("min_size") or 0)
         max_size = int(options.get("max_size") or 10)
+        # Server pids of connections whose COMMIT carried the session reset already.
+        self.reset_done: set[int] = set()
         self.pool = asyncpg.create_pool(
             str(options["dsn"]),
             min_size=0,
             max_size=max(max_size, self.min_size, 1),
+            reset=self._reset,
         )
         self._ready: asyncio.Task[Any] | None = None
+
+    async def _reset(self, conn: asyncpg.Connection) -> None:
+        """The pool's reset on release (an open transaction is already rolled back by then):
+        skipped when the call's COMMIT carried it."""
+        pid = conn.get_server_pid()
+        if pid in self.reset_done:
+            self.reset_done.discard(pid)
+            return
+        await conn.execute(conn.get_reset_query())
 
     async def open(self) -> _Pool:
         await self.pool  # min_size=0: no connection is made here
@@ -230,6 +258,7 @@ class PostgresDatabase:
         cleanly, ROLLBACK otherwise (the connection is dropped if even that fails)."""
         assert self._pool is not None, "provider not started"
         pool = self._pool.pool
+        reset_done = self._pool.reset_done
         mode = "READ ONLY" if access.read_only else "READ WRITE"
         begin = f"BEGIN {mode}; SET LOCAL statement_timeout = {max(1, round(access.timeout * 1000))}"
         if access.read_only:
@@ -239,7 +268,9 @@ class PostgresDatabase:
         conn: asyncpg.Connection | None = None
         for attempt in range(tries):
             try:
-                conn = await pool.acquire(timeout=wait)
+                # asyncio.timeout rather than acquire(timeout=): no task per call.
+                async with asyncio.timeout(wait):
+                    conn = await pool.acquire()
                 await conn.execute(begin, timeout=wait)
                 break
             except _CONNECTION_ERRORS as e:
@@ -267,11 +298,13 @@ class PostgresDatabase:
                 conn.terminate()
             finally:
                 await asyncio.shield(pool.release(conn))
-            if isinstance(e, Exception):
+            if isinstance(e, Exception) and not isinstance(e, _StaleStatement | StopReading):
                 raise map_error(e, self.connection) from e
             raise
         try:
-            await conn.execute("COMMIT", timeout=wait)
+            # The pool's reset in the same round trip; skipped if the COMMIT fails.
+            await conn.execute(f"COMMIT;\n{conn.get_reset_query()}", timeout=wait)
+            reset_done.add(conn.get_server_pid())
         except Exception as e:
             raise map_error(e, self.connection) from e
         finally:
@@ -281,41 +314,78 @@ class PostgresDatabase:
         self, conn: asyncpg.Connection, statement: SqlStatement, wait: float
     ) -> tuple[Any, list[Any]]:
         """The prepared statement and its values coerced to the parameter types the server
-        inferred (asyncpg's codecs are strict). Prepared inside the call's transaction, so it
-        always matches the schema it runs on."""
+        inferred (asyncpg's codecs are strict). From the connection's statement cache: a stale
+        one fails when bound, and `_fresh` turns that into a rerun of the call."""
         sql, params = translate(statement.sql, "postgres", statement.params)
-        prepared = await conn.prepare(sql, timeout=wait)
+        prepared = await conn._prepare(sql, timeout=wait, use_cache=True)
         kinds = [t.name for t in prepared.get_parameters()]
         return prepared, [
             _coerce(kind, v, i + 1) for i, (kind, v) in enumerate(zip(kinds, params, strict=True))
         ]
 
+    @staticmethod
+    async def _fresh(conn: asyncpg.Connection, work: Any) -> Any:
+        """Await `work`, the first use of a cached statement; a stale one drops the caches and
+        raises _StaleStatement (nothing ran: the call rolls back and runs again)."""
+        try:
+            return await work
+        except _STALE_ERRORS as e:
+            await conn.reload_schema_state()
+            raise _StaleStatement(str(e)) from e
+
     async def query(self, statement: SqlStatement, access: SqlAccess) -> AsyncIterator[object]:
         translate(statement.sql, "postgres", statement.params)  # a wrong count fails before BEGIN
+        for attempt in range(2):
+            parts = self._query(statement, access)
+            try:
+                async for part in parts:
+                    try:
+                        yield part
+                    except StopReading:
+                        yield await parts.athrow(StopReading())  # the meta, once committed
+                        return
+                return
+            except _StaleStatement as e:
+                if attempt:
+                    raise sql_error(f"the statement's plan went stale twice in a row: {e}") from e
+            finally:
+                await parts.aclose()
+
+    async def _query(self, statement: SqlStatement, access: SqlAccess) -> AsyncIterator[object]:
         wait = access.timeout + CLIENT_GRACE_S
         started = time.perf_counter()
         async with self._transaction(access) as conn:
-            prepared, args = await self._prepare(conn, statement, wait)
+            prepared, args = await self._fresh(conn, self._prepare(conn, statement, wait))
             columns = [a.name for a in prepared.get_attributes()]
             if not columns:
-                await prepared.fetch(*args, timeout=wait)
+                await self._fresh(conn, prepared.fetch(*args, timeout=wait))
                 meta = _meta(prepared.get_statusmsg() or "", 0, started)
                 yield columns
             else:
+                # Bind and the first page in one round trip (where a stale statement fails,
+                # before anything is yielded), then a page per round trip.
+                records = prepared.cursor(*args, prefetch=PAGE_ROWS, timeout=wait).__aiter__()
+                first = await self._fresh(conn, anext(records, None))
                 yield columns
                 read = 0
                 page: list[tuple[object, ...]] = []
-                # Bind and the first page in one round trip, then a page per round trip.
-                async for record in prepared.cursor(*args, prefetch=PAGE_ROWS, timeout=wait):
-                    page.append(tuple(normalize(v) for v in record))
-                    if len(page) == PAGE_ROWS:
+                if first is not None:
+                    page.append(tuple(normalize(v) for v in first))
+                try:
+                    async for record in records:
+                        page.append(tuple(normalize(v) for v in record))
+                        if len(page) == PAGE_ROWS:
+                            read += len(page)
+                            yield page
+                            page = []
+                    if page:
                         read += len(page)
                         yield page
-                        page = []
-                if page:
-                    read += len(page)
-                    yield page
-                tag = prepared.get_statusmsg() or ""
+                    tag = prepared.get_statusmsg() or ""
+                except StopReading:
+                    # The rest of the rows are not wanted; the COMMIT below closes the portal
+                    # and keeps what the statement did (an INSERT ... RETURNING ran whole).
+                    tag = ""
                 meta = _meta(
                     tag if tag.split()[:1] not in (["FETCH"], []) else f"SELECT {read}", read, started
                 )
@@ -327,14 +397,25 @@ class PostgresDatabase:
                 translate(statement.sql, "postgres", statement.params)
             except BindingdError as e:
                 raise batch_error(index, e) from e
+        for attempt in range(2):
+            try:
+                return await self._batch(statements, access)
+            except _StaleStatement as e:
+                if attempt:
+                    raise sql_error(f"a statement's plan went stale twice in a row: {e}") from e
+        raise AssertionError("unreachable")
+
+    async def _batch(self, statements: list[SqlStatement], access: SqlAccess) -> list[SqlResult]:
         wait = access.timeout + CLIENT_GRACE_S
         results: list[SqlResult] = []
         async with self._transaction(access) as conn:
             for index, statement in enumerate(statements):
                 started = time.perf_counter()
                 try:
-                    prepared, args = await self._prepare(conn, statement, wait)
-                    rows = await prepared.fetch(*args, timeout=wait)
+                    prepared, args = await self._fresh(conn, self._prepare(conn, statement, wait))
+                    rows = await self._fresh(conn, prepared.fetch(*args, timeout=wait))
+                except _StaleStatement:
+                    raise
                 except Exception as e:
                     raise batch_error(index, map_error(e, self.connection)) from e
                 columns = [a.name for a in prepared.get_attributes()]

@@ -8,6 +8,7 @@ and the caller gets PERMISSION_DENIED with the reason the daemon refuses writes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -159,6 +160,16 @@ class DatabaseService(database_pb2_grpc.DatabaseServicer):
                     yield pending
                     pending, size = database_pb2.SqlQueryResponse(), 0
             yield pending
+        except sql.StopReading:
+            # CloseCursor: the provider keeps what the statement did and skips the rest.
+            try:
+                meta = await parts.athrow(sql.StopReading())  # type: ignore[attr-defined]
+            except (StopAsyncIteration, sql.StopReading):  # ended, or nothing to keep
+                meta = None
+            except BindingdError as e:
+                raise self._refused(e, refusal) from e
+            if isinstance(meta, SqlMeta) and meta.changed_db:
+                audit_write(served.binding, "query", statement.sql[:200], peer)  # type: ignore[arg-type]
         except BindingdError as e:
             raise self._refused(e, refusal) from e
         finally:
@@ -227,7 +238,13 @@ class DatabaseService(database_pb2_grpc.DatabaseServicer):
         self, request: database_pb2.SqlCursorRequest, context: grpc.aio.ServicerContext
     ) -> database_pb2.SqlCloseCursorResponse:
         parked = self._take(request)
-        await parked.messages.aclose()
+        try:
+            # The caller read enough: the statement's writes are kept (an expired or cancelled
+            # cursor is rolled back instead).
+            with contextlib.suppress(StopAsyncIteration), self.runtime.use(request.binding, "sql"):
+                await parked.messages.athrow(sql.StopReading())
+        finally:
+            await parked.messages.aclose()
         return database_pb2.SqlCloseCursorResponse()
 
     @rpc

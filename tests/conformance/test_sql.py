@@ -656,3 +656,135 @@ async def test_million_rows_stream_through_a_daemon_with_flat_memory(backend: Ba
             await env.aclose()
     finally:
         assert daemon.stop() == 0
+
+
+# --- connections go back to their pool clean ----------------------------------------------------
+
+
+async def test_a_statement_cannot_leave_a_transaction_open(sql_env: Env) -> None:
+    """`BEGIN` run as a single statement must not leave the binding's connection inside a
+    transaction: later writes would never commit and later batches would fail."""
+    db = sql_env.APP_DB
+    await make_items(db)
+    with contextlib.suppress(SqlError):
+        await db.prepare("BEGIN").run()
+    await db.prepare("INSERT INTO items (id, name) VALUES (1, 'a')").run()
+    # Another connection (the read-only binding's) sees the row: it was committed.
+    assert await sql_env.RO_DB.prepare("SELECT count(*) AS n FROM items").first("n") == 1
+    results = await db.batch([db.prepare("INSERT INTO items (id, name) VALUES (2, 'b')")])
+    assert results[0].meta["changes"] == 1
+    assert await sql_env.RO_DB.prepare("SELECT count(*) AS n FROM items").first("n") == 2
+
+
+async def test_a_cancelled_batch_applies_nothing(sql_env: Env, backend: Backend) -> None:
+    db = sql_env.APP_DB
+    await make_items(db)
+    slow = DDL[dialect(backend)]["slow"]
+    call = asyncio.ensure_future(
+        db.batch([db.prepare("INSERT INTO items (id, name) VALUES (1, 'a')"), db.prepare(slow)])
+    )
+    await asyncio.sleep(1.0)
+    call.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await call
+    await _eventually_stopped(backend, MARKER.get(backend.name, ""))
+    assert await db.prepare("SELECT count(*) AS n FROM items").first("n") == 0
+    await db.prepare("INSERT INTO items (id, name) VALUES (2, 'b')").run()
+    assert await sql_env.RO_DB.prepare("SELECT count(*) AS n FROM items").first("n") == 1
+
+
+async def test_parameter_count_mismatch_is_a_clear_sql_error(db: D1Database) -> None:
+    with pytest.raises(SqlError, match="1 parameter but 2 values were bound"):
+        await db.prepare("SELECT ? AS a").bind(1, 2).all()
+    with pytest.raises(SqlError, match="2 parameters but 1 value was bound"):
+        await db.prepare("SELECT ?2 AS a").bind(1).all()
+    with pytest.raises(SqlError, match="statement 1 failed"):
+        await db.batch([db.prepare("SELECT 1 AS a"), db.prepare("SELECT ? AS a")])
+
+
+async def test_a_changed_schema_is_seen_by_the_next_call(db: D1Database) -> None:
+    """Statements may be cached by a provider; a schema change must not make them fail or
+    return the old columns."""
+    await make_items(db)
+    await db.prepare("INSERT INTO items (id, name) VALUES (1, 'a')").run()
+    for _ in range(3):  # every pooled connection has it cached
+        assert await db.prepare("SELECT * FROM items").raw(column_names=True) == [
+            ["id", "name", "qty"],
+            [1, "a", None],
+        ]
+    await db.exec("ALTER TABLE items ADD COLUMN note VARCHAR(20)")
+    for _ in range(3):
+        assert await db.prepare("SELECT * FROM items").raw(column_names=True) == [
+            ["id", "name", "qty", "note"],
+            [1, "a", None, None],
+        ]
+        results = await db.batch([db.prepare("SELECT * FROM items")])
+        assert results[0].results == [{"id": 1, "name": "a", "qty": None, "note": None}]
+
+
+SESSION_LEAK = {
+    "postgres": (
+        "SELECT set_config('application_name', 'leaked', false) AS v",
+        "SELECT current_setting('application_name') AS v",
+    ),
+    "mysql": ("SELECT @leak := 'leaked' AS v", "SELECT @leak AS v"),
+}
+
+
+async def test_session_state_does_not_leak_into_the_next_call(remote_backend: Backend) -> None:
+    """Each call starts on a clean session: what one call SETs is gone for the next (the
+    connection goes back to the pool reset)."""
+    setter, getter = SESSION_LEAK[remote_backend.name]
+    async with serving(remote_backend) as env:
+        for _ in range(4):
+            assert await env.APP_DB.prepare(setter).first("v") == "leaked"
+            assert await env.APP_DB.prepare(getter).first("v") != "leaked"
+            await env.APP_DB.batch([env.APP_DB.prepare(setter)])
+            assert await env.APP_DB.prepare(getter).first("v") != "leaked"
+
+
+DEFERRED_FK = {
+    "sqlite": "REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED",
+    "postgres": "REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED",
+}
+
+
+async def test_a_batch_failing_at_its_commit_applies_nothing(sql_env: Env, backend: Backend) -> None:
+    """A deferred constraint fails at COMMIT, after every statement ran: still nothing is
+    applied and the connection serves the next call (MySQL has no deferred constraints)."""
+    reference = DEFERRED_FK.get(dialect(backend), "REFERENCES parents (id)")
+    db = sql_env.APP_DB
+    await db.exec(
+        "CREATE TABLE parents (id INTEGER PRIMARY KEY);"
+        f" CREATE TABLE children (id INTEGER PRIMARY KEY, parent INTEGER {reference})"
+    )
+    with pytest.raises(SqlError):
+        await db.batch(
+            [
+                db.prepare("INSERT INTO parents (id) VALUES (1)"),
+                db.prepare("INSERT INTO children (id, parent) VALUES (1, 99)"),
+            ]
+        )
+    await db.prepare("INSERT INTO parents (id) VALUES (2)").run()
+    assert await sql_env.RO_DB.prepare("SELECT id FROM parents").raw() == [[2]]
+    assert await sql_env.RO_DB.prepare("SELECT count(*) AS n FROM children").first("n") == 0
+
+
+INSERT_RETURNING_1000 = {
+    "sqlite": "INSERT INTO items (id, name) WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1"
+    " FROM c WHERE x < 1000) SELECT x, 'n' || x FROM c RETURNING id",
+    "postgres": "INSERT INTO items (id, name) SELECT x, 'n' || x FROM generate_series(1, 1000) AS x"
+    " RETURNING id",
+    "mysql": "INSERT INTO items (id, name) SELECT seq, concat('n', seq) FROM seq_1_to_1000 RETURNING id",
+}
+
+
+async def test_first_keeps_what_a_large_write_did(sql_env: Env, backend: Backend) -> None:
+    """`first()` reads one row of a result larger than a page and drops the rest: the
+    statement still ran whole (D1), so its writes stay."""
+    db = sql_env.APP_DB
+    await make_items(db)
+    assert await db.prepare(INSERT_RETURNING_1000[dialect(backend)]).first("id") == 1
+    assert await sql_env.RO_DB.prepare("SELECT count(*) AS n FROM items").first("n") == 1000
+    # A read-only large result dropped early leaves the binding serving.
+    assert await sql_env.RO_DB.prepare("SELECT id FROM items ORDER BY id").first("id") == 1

@@ -267,6 +267,7 @@ class SQLiteDatabase:
             columns = [d[0] for d in cursor.description] if cursor.description else []
             if not columns:  # done already: its meta before another call's statement runs
                 connection.end_budget()
+                _refuse_open_transaction(conn)
                 return cursor, before, columns, [], self._meta(conn, cursor, before, 0, started)
             rows = cursor.fetchmany(PAGE_ROWS)
             connection.end_budget()
@@ -361,7 +362,28 @@ class SQLiteDatabase:
                 _rollback(conn)
                 raise
         if conn.in_transaction:  # a statement of the caller's own (COMMIT) may have ended it
-            conn.execute("COMMIT")
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                # A failed COMMIT (a deferred constraint) leaves SQLite's transaction open: the
+                # next call would run inside it and commit this one's statements.
+                _rollback(conn)
+                err = map_error(e, self.path)
+                raise BindingdError(
+                    err.reason, f"the commit failed, nothing was applied: {err.message}"
+                ) from e
+
+
+def _refuse_open_transaction(conn: sqlite3.Connection) -> None:
+    """A single statement (`BEGIN`, `SAVEPOINT`) must not leave the shared connection inside a
+    transaction: every later call would run in it and nothing would commit. Each call is its own
+    transaction, as on D1; several statements together are what `batch()` is for."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+        raise sql_error(
+            "a statement may not leave a transaction open (each call is its own transaction);"
+            " to run statements together use batch()"
+        )
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
