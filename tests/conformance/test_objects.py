@@ -455,6 +455,29 @@ async def test_multipart_abort(bucket: R2Bucket) -> None:
     assert await bucket.head("ab") is None
 
 
+async def test_multipart_complete_racing_abort(bucket: R2Bucket, provider: str, tmp_path: Path) -> None:
+    """One of the two wins, the other is told the upload is gone; never an internal error."""
+    for round in range(3):
+        upload = await bucket.create_multipart_upload(f"race{round}")
+        parts = [await upload.upload_part(n, os.urandom(5 * MIB)) for n in (1, 2, 3)]
+        completed, aborted = await asyncio.gather(
+            upload.complete(parts), upload.abort(), return_exceptions=True
+        )
+        if isinstance(completed, BaseException):
+            assert isinstance(completed, InvalidArgument) and "does not exist" in str(completed), completed
+            assert aborted is None
+            assert await bucket.head(f"race{round}") is None
+        else:
+            assert isinstance(aborted, InvalidArgument) and "does not exist" in str(aborted), aborted
+            head = await bucket.head(f"race{round}")
+            assert completed.size == 15 * MIB and head is not None and head.etag == completed.etag
+    if provider == "local":
+        root = tmp_path / ".bindingd" / "state" / "objects" / "ASSETS"
+        stored = len((await bucket.list()).objects)
+        assert len(list((root / "blobs").iterdir())) == stored
+        assert list((root / "tmp").iterdir()) == []
+
+
 class ClientGaveUp(Exception):
     pass
 

@@ -427,7 +427,16 @@ class LocalObjects:
         objects.check_part_sizes([(number, stored[number][1]) for number, _ in ordered])
         name = uuid.uuid4().hex
         try:
-            await asyncio.to_thread(self._concatenate, name, [stored[n][0] for n, _ in ordered])
+            try:
+                joined = await asyncio.to_thread(self._concatenate, name, [stored[n][0] for n, _ in ordered])
+            except OSError as e:
+                raise backend_unavailable(f"cannot write to the local object store {self.root}: {e}") from e
+            if not joined:
+                self._upload(key, upload_id)  # gone: aborted or completed meanwhile
+                raise invalid_argument(
+                    f'a part of multipart upload "{upload_id}" was uploaded again while it was being '
+                    "completed; call complete() again with the parts that upload_part() returned"
+                )
             info = ObjectInfo(
                 key=key,
                 version=uuid.uuid4().hex,
@@ -444,14 +453,22 @@ class LocalObjects:
             raise
         return info
 
-    def _concatenate(self, name: str, blobs: list[str]) -> None:
-        with open(self.tmp / name, "wb") as out:
-            for blob in blobs:
-                with open(self.blobs / blob, "rb") as part:
+    def _concatenate(self, name: str, blobs: list[str]) -> bool:
+        """The parts joined into tmp/`name`; False when a part's file is gone (an abort, a complete
+        or a new upload of that part came between). Every part is opened first: once open, its
+        file may be removed by another call without changing what is read here."""
+        with contextlib.ExitStack() as files:
+            try:
+                parts = [files.enter_context(open(self.blobs / blob, "rb")) for blob in blobs]
+            except FileNotFoundError:
+                return False
+            with open(self.tmp / name, "wb") as out:
+                for part in parts:
                     while chunk := part.read(CHUNK_BYTES):
                         out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+                out.flush()
+                os.fsync(out.fileno())
+        return True
 
     def _commit_multipart(self, blob: str, info: ObjectInfo, upload_id: str) -> None:
         conn = self._writer

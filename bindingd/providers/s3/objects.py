@@ -532,6 +532,9 @@ class S3Objects:
                 },
             )
         except (TimeoutError, ClientError, BotoCoreError, OSError) as e:
+            if isinstance(e, ClientError) and _code(e) not in ("NoSuchUpload", "404"):
+                # Some stores answer an upload aborted meanwhile with a server error: ask again.
+                await self.check_upload(key, upload_id)
             raise self._upload_error(e, upload_id, "complete a multipart upload") from e
         info = await self.head(key)
         if info is None:
