@@ -39,6 +39,8 @@ LOCAL_CONFIG = """
       ASSETS: { type: objects }
       OTHER: { type: objects }
       READONLY: { type: objects, access: read-only }
+    envs:
+      production: { protected: true }
 """
 
 # provider name -> a function writing the project for it into a folder.
@@ -332,6 +334,54 @@ async def test_read_only_binding_refuses_writes(env: Env) -> None:
         await ro.create_multipart_upload("x")
     with pytest.raises(PermissionDenied, match="read-only"):
         await ro.resume_multipart_upload("x", "some-id").upload_part(1, b"data")
+    with pytest.raises(PermissionDenied, match="read-only"):
+        await ro.resume_multipart_upload("x", "some-id").complete([{"part_number": 1, "etag": "0" * 32}])
+    with pytest.raises(PermissionDenied, match="read-only"):
+        await ro.resume_multipart_upload("x", "some-id").abort()
+
+
+async def test_protected_env_refuses_every_write(
+    provider: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    moto = request.getfixturevalue("moto_server") if provider == "s3" else None
+    config = PROVIDERS[provider](tmp_path, moto)  # type: ignore[arg-type]
+    async with daemon_in_process(config) as daemon:
+        env = await connect(endpoint=f"unix://{daemon.socket_path}")
+        try:
+            await env.ASSETS.put("kept", b"old")
+            upload = await env.ASSETS.create_multipart_upload("multi")
+            part = await upload.upload_part(1, b"part")
+        finally:
+            await env.aclose()
+    async with daemon_in_process(config, env="production") as daemon:
+        env = await connect(endpoint=f"unix://{daemon.socket_path}")
+        try:
+            bucket: R2Bucket = env.ASSETS
+            resumed = bucket.resume_multipart_upload("multi", upload.upload_id)
+            refused = "protected: writes need serve --allow-writes"
+            for attempt in (
+                lambda: bucket.put("kept", os.urandom(3 * MIB)),
+                lambda: bucket.put("new", b"x"),
+                lambda: bucket.delete(["kept"]),
+                lambda: bucket.create_multipart_upload("other"),
+                lambda: resumed.upload_part(2, b"more"),
+                lambda: resumed.complete([part]),
+                lambda: resumed.abort(),
+            ):
+                with pytest.raises(PermissionDenied, match=refused):
+                    await attempt()
+        finally:
+            await env.aclose()
+    async with daemon_in_process(config) as daemon:
+        env = await connect(endpoint=f"unix://{daemon.socket_path}")
+        try:
+            assert await body_of(await env.ASSETS.get("kept")) == b"old"
+            assert await env.ASSETS.head("new") is None
+            assert (
+                await env.ASSETS.resume_multipart_upload("multi", upload.upload_id).complete([part])
+            ).size == 4
+        finally:
+            await env.aclose()
 
 
 async def test_list_prefix_metadata_and_start_after(bucket: R2Bucket) -> None:
