@@ -108,6 +108,16 @@ def check_custom_metadata(metadata: dict[str, str]) -> None:
             raise invalid_argument("a custom metadata name is empty")
 
 
+def check_http_metadata(http: HttpMetadata) -> None:
+    """R2's http metadata are HTTP header values: no line breaks or NUL, whatever the provider."""
+    for name, value in vars(http).items():
+        if isinstance(value, str) and any(ch in value for ch in "\r\n\0"):
+            raise invalid_argument(
+                f"http metadata {name} {value!r} holds a line break or NUL, which an HTTP header "
+                "cannot hold; remove it"
+            )
+
+
 def check_checksums(checksums: dict[str, bytes]) -> None:
     for name, digest in checksums.items():
         if len(digest) != DIGEST_SIZES[name]:

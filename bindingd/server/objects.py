@@ -163,14 +163,17 @@ class ObjectsService(objects_pb2_grpc.ObjectsServicer):
         objects.check_key(header.key)
         custom = dict(header.custom_metadata)
         objects.check_custom_metadata(custom)
+        http = http_from_pb(header.http_metadata)
+        objects.check_http_metadata(http)
         options = PutOptions(
-            http_metadata=http_from_pb(header.http_metadata),
+            http_metadata=http,
             custom_metadata=custom,
             only_if=conditional_from_pb(header),
             checksums=checksums_from_pb(header.checksums),
         )
         with self.runtime.use(header.binding, "objects", write=True) as served:
             provider: ObjectsProvider = served.provider  # type: ignore[assignment]
+            await provider.check_put(options)
             await _accept(context)
             info = await provider.put(header.key, _chunks(requests, "put"), options)
             if info is None:
@@ -221,11 +224,11 @@ class ObjectsService(objects_pb2_grpc.ObjectsServicer):
         objects.check_key(request.key)
         custom = dict(request.custom_metadata)
         objects.check_custom_metadata(custom)
+        http = http_from_pb(request.http_metadata)
+        objects.check_http_metadata(http)
         with self.runtime.use(request.binding, "objects", write=True) as served:
             provider: ObjectsProvider = served.provider  # type: ignore[assignment]
-            upload_id = await provider.create_multipart_upload(
-                request.key, http_from_pb(request.http_metadata), custom
-            )
+            upload_id = await provider.create_multipart_upload(request.key, http, custom)
             audit_write(served.binding, "create_multipart_upload", request.key, context)
         return objects_pb2.ObjectsCreateMultipartResponse(key=request.key, upload_id=upload_id)
 

@@ -180,6 +180,29 @@ async def test_http_and_custom_metadata(bucket: R2Bucket) -> None:
     assert head is not None and head.http_metadata == {} and head.custom_metadata == {}
 
 
+async def test_metadata_a_header_cannot_hold_is_the_callers_mistake(bucket: R2Bucket, provider: str) -> None:
+    """Never a transport error: a line break in http metadata is refused by every provider, and
+    non-ASCII custom metadata is stored locally and refused by s3 (HTTP headers carry it)."""
+    for call in (
+        lambda: bucket.put("h", b"x", http_metadata={"content_type": "text/plain\r\nX-Evil: 1"}),
+        lambda: bucket.create_multipart_upload("h", http_metadata={"cache_control": "a\nb"}),
+    ):
+        with pytest.raises(InvalidArgument, match="line break"):
+            await call()
+    for custom in ({"owner": "ünï ✓"}, {"ké": "v"}, {"k": "a\nb"}):
+        if provider == "s3":
+            with pytest.raises(InvalidArgument, match="printable ASCII"):
+                await bucket.put("h", os.urandom(2 * MIB), custom_metadata=custom)
+            with pytest.raises(InvalidArgument, match="printable ASCII"):
+                await bucket.create_multipart_upload("h", custom_metadata=custom)
+        else:
+            await bucket.put("h", b"x", custom_metadata=custom)
+            head = await bucket.head("h")
+            assert head is not None and head.custom_metadata == custom
+    if provider == "s3":
+        assert await bucket.head("h") is None
+
+
 async def test_overwrite_changes_etag_and_version(bucket: R2Bucket) -> None:
     one = await bucket.put("k", b"one")
     two = await bucket.put("k", b"two")

@@ -259,6 +259,9 @@ class LocalObjects:
 
     # --- writes --------------------------------------------------------------------------------
 
+    async def check_put(self, options: PutOptions) -> None:
+        """Files and SQLite hold any metadata the rules allow."""
+
     async def put(self, key: str, body: AsyncIterator[bytes], options: PutOptions) -> ObjectInfo | None:
         blob, digests = await self._receive(body, options.checksums, objects.MAX_PUT_BYTES, None)
         try:

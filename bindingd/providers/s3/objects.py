@@ -411,6 +411,9 @@ class S3Objects:
             raise
         return path, digests
 
+    async def check_put(self, options: PutOptions) -> None:
+        _check_headers(options.custom_metadata)
+
     async def put(self, key: str, body: AsyncIterator[bytes], options: PutOptions) -> ObjectInfo | None:
         path, digests = await self._spool(body, options.checksums, objects.MAX_PUT_BYTES, None)
         try:
@@ -472,6 +475,7 @@ class S3Objects:
     async def create_multipart_upload(
         self, key: str, http_metadata: HttpMetadata, custom_metadata: dict[str, str]
     ) -> str:
+        _check_headers(custom_metadata)
         try:
             response = await self.s3.create_multipart_upload(
                 Bucket=self.bucket,
@@ -582,6 +586,19 @@ class S3Objects:
 
 def _code(e: ClientError) -> str:
     return str(e.response.get("Error", {}).get("Code", ""))
+
+
+def _check_headers(custom: dict[str, str]) -> None:
+    """S3 carries metadata in HTTP headers: refuse what a header cannot hold as the caller's
+    mistake, before any byte is sent (botocore would fail it as a transport error)."""
+    for name, value in custom.items():
+        for what, text in (("name", name), ("value", value)):
+            if not (text.isascii() and text.isprintable()):
+                raise invalid_argument(
+                    f"custom metadata {what} {text!r} is not printable ASCII; the s3 provider sends "
+                    "custom metadata as HTTP headers, which hold only printable ASCII (encode the "
+                    "value, e.g. percent-encoding, before the put)"
+                )
 
 
 def _http_params(http: HttpMetadata) -> dict[str, Any]:
