@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from bindingd.errors import BindingdError, invalid_argument
 
@@ -235,35 +235,36 @@ class Digests:
         return actual
 
 
-def _write_chunk(f: BinaryIO, digests: Digests, chunk: bytes) -> None:
-    digests.update(chunk)
-    f.write(chunk)
-
-
 async def write_body(
     f: BinaryIO, body: AsyncIterator[bytes], digests: Digests, max_bytes: int, too_large: BindingdError
 ) -> None:
-    """Hash and write `body` to `f`, one chunk on a thread while the next one arrives.
+    """Hash and write `body` to `f`: a chunk is hashed on one thread and written on another
+    while the next one arrives (hashlib and file writes release the GIL for large buffers).
 
-    At most two chunks are held at a time; the stream is read only as fast as the disk takes it.
+    At most two chunks are held at a time; the stream is read only as fast as the disk and the
+    hashing take it. The md5 of every byte (the etag) is the bound of a put.
     """
-    pending: asyncio.Future[None] | None = None
+    pending: list[asyncio.Future[Any]] = []
     size = 0
     try:
         async for chunk in body:
             size += len(chunk)
             if size > max_bytes:
                 raise too_large
-            if pending is not None:
-                await pending
-            pending = asyncio.ensure_future(asyncio.to_thread(_write_chunk, f, digests, chunk))
-        if pending is not None:
-            await pending
-            pending = None
+            for step in pending:
+                await step
+            pending = [
+                asyncio.ensure_future(asyncio.to_thread(digests.update, chunk)),
+                asyncio.ensure_future(asyncio.to_thread(f.write, chunk)),
+            ]
+        for step in pending:
+            await step
+        pending = []
     finally:
-        if pending is not None and not pending.done():
+        running = [step for step in pending if not step.done()]
+        if running:
             # Let the write in progress finish before the caller closes and removes the file.
-            await asyncio.shield(asyncio.wait([pending]))
+            await asyncio.shield(asyncio.wait(running))
 
 
 def multipart_etag(part_etags: list[str]) -> str:

@@ -100,8 +100,9 @@ async def _chunks(requests: RequestStream, what: str) -> AsyncIterator[bytes]:
     async for message in requests:
         if message.WhichOneof("part") != "chunk":
             raise invalid_argument(f"a {what} stream has one header, first; later messages are body chunks")
-        if message.chunk:
-            yield message.chunk
+        chunk = message.chunk  # each read of a bytes field is a copy of it
+        if chunk:
+            yield chunk
 
 
 async def _accept(context: grpc.aio.ServicerContext) -> None:
