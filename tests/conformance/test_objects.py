@@ -551,6 +551,29 @@ async def test_multipart_complete_racing_abort(bucket: R2Bucket, provider: str, 
         assert list((root / "tmp").iterdir()) == []
 
 
+async def test_refusal_while_the_body_flows_is_its_own_error(
+    bucket: R2Bucket, provider: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body over the limit is refused mid-stream: the caller must see why (grpc reports a write
+    into a call the daemon has ended as INTERNAL unless the daemon reads the rest first)."""
+    from bindingd import objects
+
+    monkeypatch.setattr(objects, "MAX_PUT_BYTES", 4 * MIB)
+    monkeypatch.setattr(objects, "MAX_PART_BYTES", 4 * MIB)
+    body = os.urandom(24 * MIB)
+    for _ in range(8):
+        with pytest.raises(InvalidArgument, match="limit of one put; use a multipart upload"):
+            await bucket.put("big", body)
+    upload = await bucket.create_multipart_upload("big")
+    for _ in range(4):
+        with pytest.raises(InvalidArgument, match="the limit of a part"):
+            await upload.upload_part(1, body)
+    await upload.abort()
+    assert await bucket.head("big") is None
+    root = tmp_path / ".bindingd" / "state" / "objects" / "ASSETS"
+    assert list((root / ("tmp" if provider == "local" else "spool")).iterdir()) == []
+
+
 class ClientGaveUp(Exception):
     pass
 
