@@ -10,10 +10,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import fcntl
 import hashlib
 import json
+import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from bindingd.errors import BindingdError, invalid_argument
@@ -30,6 +34,8 @@ MAX_DELETE_KEYS = 1000
 MAX_LIST_LIMIT = 1000
 # The body travels in gRPC messages of at most this many bytes, in both directions.
 CHUNK_BYTES = 1024 * 1024
+# A temp file written to this recently may belong to a put in progress in another daemon.
+LEFTOVER_AGE_S = 60.0
 CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256")
 DIGEST_SIZES = {"md5": 16, "sha1": 20, "sha256": 32}
 
@@ -265,6 +271,31 @@ async def write_body(
         if running:
             # Let the write in progress finish before the caller closes and removes the file.
             await asyncio.shield(asyncio.wait(running))
+
+
+def hold_temp_file(f: BinaryIO) -> None:
+    """Mark a temp file as in use by this process (released when it is closed or the process
+    dies), so that another daemon starting on the same folder leaves it alone."""
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Remove the temp files of a daemon killed mid-put: never part of an object. Another daemon
+    may be serving this folder at the same time (`bindingd call` for another env starts one), so
+    a file that is held (see hold_temp_file) or was written in the last LEFTOVER_AGE_S stays."""
+    now = time.time()
+    for path in folder.iterdir():
+        try:
+            with path.open("rb") as f:
+                if now - os.fstat(f.fileno()).st_mtime < LEFTOVER_AGE_S:
+                    continue
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                path.unlink(missing_ok=True)
+        except FileNotFoundError:
+            continue
 
 
 def multipart_etag(part_etags: list[str]) -> str:

@@ -612,6 +612,41 @@ async def test_cancelled_put_leaves_nothing(bucket: R2Bucket, provider: str, tmp
         assert list((root / "spool").iterdir()) == []
 
 
+async def test_another_daemon_starting_leaves_a_put_in_flight_alone(
+    bucket: R2Bucket, provider: str, tmp_path: Path
+) -> None:
+    """`bindingd call` for another env starts a short-lived daemon on the same state folder: it
+    removes what a killed daemon left behind, never the temp file of a put still being written."""
+    folder = (
+        tmp_path / ".bindingd" / "state" / "objects" / "ASSETS" / ("tmp" if provider == "local" else "spool")
+    )
+    leftover = folder / "left-by-a-killed-daemon"
+    leftover.write_bytes(b"partial")
+    os.utime(leftover, (time.time() - 3600, time.time() - 3600))
+    data = os.urandom(2 * MIB)
+    started = asyncio.Event()
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield data[:MIB]
+        started.set()
+        await asyncio.sleep(3)
+        yield data[MIB:]
+
+    put = asyncio.create_task(bucket.put("inflight", slow()))
+    await started.wait()
+    await asyncio.sleep(0.5)
+    config = tmp_path / "bindingd.yaml"
+    other = await asyncio.to_thread(
+        bindingd_cli, "call", "ASSETS", "head", "absent", "--env", "production", cwd=config.parent
+    )
+    assert other.returncode == 1 and "not found" in other.stderr, other.stderr
+    stored = await put
+    assert stored is not None and stored.size == len(data)
+    assert await body_of(await bucket.get("inflight")) == data
+    assert not leftover.exists()
+    assert list(folder.iterdir()) == []
+
+
 # --- the s3 provider's own failures ------------------------------------------------------------
 
 

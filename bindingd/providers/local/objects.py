@@ -123,9 +123,7 @@ class LocalObjects:
         try:
             self.blobs.mkdir(parents=True, exist_ok=True)
             self.tmp.mkdir(parents=True, exist_ok=True)
-            # Temp files left by a daemon that was killed mid-put are never part of an object.
-            for leftover in self.tmp.iterdir():
-                leftover.unlink(missing_ok=True)
+            objects.remove_leftovers(self.tmp)
             self._writer = await self._in_writer(_open, self.db_path)
             await self._in_writer(self._writer.executescript, SCHEMA)
             self._reader = _open(self.db_path)
@@ -295,6 +293,7 @@ class LocalObjects:
             raise backend_unavailable(f"cannot write to the local object store {self.root}: {e}") from e
         too_large = objects.put_too_large() if part is None else objects.part_too_large(part)
         try:
+            objects.hold_temp_file(f)
             await objects.write_body(f, body, digests, max_bytes, too_large)
             await asyncio.to_thread(_finish_file, f)
         except BaseException as e:

@@ -112,8 +112,7 @@ class S3Objects:
 
     async def start(self) -> None:
         self.spool.mkdir(parents=True, exist_ok=True)
-        for leftover in self.spool.iterdir():
-            leftover.unlink(missing_ok=True)
+        objects.remove_leftovers(self.spool)
         self._client = await self.context.connections.acquire(self.connection, self._open, _close_client)
 
     async def _open(self) -> Any:
@@ -400,6 +399,7 @@ class S3Objects:
             raise backend_unavailable(f"cannot write the spool folder {self.spool}: {e}") from e
         too_large = objects.put_too_large() if part is None else objects.part_too_large(part)
         try:
+            objects.hold_temp_file(f)
             await objects.write_body(f, body, digests, max_bytes, too_large)
             await asyncio.to_thread(f.close)
             digests.verify()
