@@ -10,11 +10,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import fcntl
 import hashlib
 import json
+import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from bindingd.errors import BindingdError, invalid_argument
 
@@ -30,6 +34,8 @@ MAX_DELETE_KEYS = 1000
 MAX_LIST_LIMIT = 1000
 # The body travels in gRPC messages of at most this many bytes, in both directions.
 CHUNK_BYTES = 1024 * 1024
+# A temp file written to this recently may belong to a put in progress in another daemon.
+LEFTOVER_AGE_S = 60.0
 CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256")
 DIGEST_SIZES = {"md5": 16, "sha1": 20, "sha256": 32}
 
@@ -106,6 +112,16 @@ def check_custom_metadata(metadata: dict[str, str]) -> None:
     for name in metadata:
         if name == "":
             raise invalid_argument("a custom metadata name is empty")
+
+
+def check_http_metadata(http: HttpMetadata) -> None:
+    """R2's http metadata are HTTP header values: no line breaks or NUL, whatever the provider."""
+    for name, value in vars(http).items():
+        if isinstance(value, str) and any(ch in value for ch in "\r\n\0"):
+            raise invalid_argument(
+                f"http metadata {name} {value!r} holds a line break or NUL, which an HTTP header "
+                "cannot hold; remove it"
+            )
 
 
 def check_checksums(checksums: dict[str, bytes]) -> None:
@@ -225,35 +241,61 @@ class Digests:
         return actual
 
 
-def _write_chunk(f: BinaryIO, digests: Digests, chunk: bytes) -> None:
-    digests.update(chunk)
-    f.write(chunk)
-
-
 async def write_body(
     f: BinaryIO, body: AsyncIterator[bytes], digests: Digests, max_bytes: int, too_large: BindingdError
 ) -> None:
-    """Hash and write `body` to `f`, one chunk on a thread while the next one arrives.
+    """Hash and write `body` to `f`: a chunk is hashed on one thread and written on another
+    while the next one arrives (hashlib and file writes release the GIL for large buffers).
 
-    At most two chunks are held at a time; the stream is read only as fast as the disk takes it.
+    At most two chunks are held at a time; the stream is read only as fast as the disk and the
+    hashing take it. The md5 of every byte (the etag) is the bound of a put.
     """
-    pending: asyncio.Future[None] | None = None
+    pending: list[asyncio.Future[Any]] = []
     size = 0
     try:
         async for chunk in body:
             size += len(chunk)
             if size > max_bytes:
                 raise too_large
-            if pending is not None:
-                await pending
-            pending = asyncio.ensure_future(asyncio.to_thread(_write_chunk, f, digests, chunk))
-        if pending is not None:
-            await pending
-            pending = None
+            for step in pending:
+                await step
+            pending = [
+                asyncio.ensure_future(asyncio.to_thread(digests.update, chunk)),
+                asyncio.ensure_future(asyncio.to_thread(f.write, chunk)),
+            ]
+        for step in pending:
+            await step
+        pending = []
     finally:
-        if pending is not None and not pending.done():
+        running = [step for step in pending if not step.done()]
+        if running:
             # Let the write in progress finish before the caller closes and removes the file.
-            await asyncio.shield(asyncio.wait([pending]))
+            await asyncio.shield(asyncio.wait(running))
+
+
+def hold_temp_file(f: BinaryIO) -> None:
+    """Mark a temp file as in use by this process (released when it is closed or the process
+    dies), so that another daemon starting on the same folder leaves it alone."""
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Remove the temp files of a daemon killed mid-put: never part of an object. Another daemon
+    may be serving this folder at the same time (`bindingd call` for another env starts one), so
+    a file that is held (see hold_temp_file) or was written in the last LEFTOVER_AGE_S stays."""
+    now = time.time()
+    for path in folder.iterdir():
+        try:
+            with path.open("rb") as f:
+                if now - os.fstat(f.fileno()).st_mtime < LEFTOVER_AGE_S:
+                    continue
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                path.unlink(missing_ok=True)
+        except FileNotFoundError:
+            continue
 
 
 def multipart_etag(part_etags: list[str]) -> str:

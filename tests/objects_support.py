@@ -98,6 +98,8 @@ def s3_project(root: Path, moto: MotoServer) -> Path:
               OTHER: {{ type: objects, connection: moto, bucket: {shared}, prefix: "other/" }}
               READONLY:
                 {{ type: objects, connection: moto, bucket: {shared}, prefix: "ro/", access: read-only }}
+            envs:
+              production: {{ protected: true }}
             """
         )
     )

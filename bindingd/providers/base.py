@@ -129,6 +129,10 @@ class ObjectsProvider(Provider, Protocol):
     ) -> str:
         """A new upload id."""
 
+    async def check_put(self, options: PutOptions) -> None:
+        """Raise INVALID_ARGUMENT for metadata this backend cannot store. Called before a put's
+        body is received: a refusal while the body flows would reach the client as INTERNAL."""
+
     async def check_upload(self, key: str, upload_id: str) -> None:
         """Raise `objects.no_such_upload` unless `upload_id` is an upload of `key` in progress.
         Called before a part's body is received, so a stale id fails before any byte flows."""

@@ -7,22 +7,25 @@ the provider's chunks one by one, so the daemon's memory does not grow with the 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from bindingd_client._transport import HEADER_ACCEPTED
 from bindingd_client.proto import objects_pb2, objects_pb2_grpc
 
 from bindingd import objects
-from bindingd.errors import invalid_argument
+from bindingd.errors import BindingdError, invalid_argument
 from bindingd.objects import Conditional, HttpMetadata, ObjectInfo, PutOptions, RangeSpec
 from bindingd.providers.base import ObjectsProvider
 from bindingd.runtime import Runtime
 from bindingd.server.audit import audit_write
 from bindingd.server.calls import RequestStream, rpc, rpc_stream
 
+# How long a refused put or part keeps reading the body it will not store (see below).
+DRAIN_S = 10.0
 HTTP_FIELDS = (
     "content_type",
     "content_language",
@@ -100,8 +103,20 @@ async def _chunks(requests: RequestStream, what: str) -> AsyncIterator[bytes]:
     async for message in requests:
         if message.WhichOneof("part") != "chunk":
             raise invalid_argument(f"a {what} stream has one header, first; later messages are body chunks")
-        if message.chunk:
-            yield message.chunk
+        chunk = message.chunk  # each read of a bytes field is a copy of it
+        if chunk:
+            yield chunk
+
+
+async def _refuse_after_draining(requests: RequestStream, error: BindingdError) -> NoReturn:
+    """Read (and drop) the rest of the body before answering with `error`: grpc fails a client's
+    write into a call the daemon has ended as INTERNAL, hiding the refusal (a put over the size
+    limit, a failing disk). Bounded: a client still sending after DRAIN_S gets that INTERNAL."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(DRAIN_S):
+            async for _ in requests:
+                pass
+    raise error
 
 
 async def _accept(context: grpc.aio.ServicerContext) -> None:
@@ -163,16 +178,22 @@ class ObjectsService(objects_pb2_grpc.ObjectsServicer):
         objects.check_key(header.key)
         custom = dict(header.custom_metadata)
         objects.check_custom_metadata(custom)
+        http = http_from_pb(header.http_metadata)
+        objects.check_http_metadata(http)
         options = PutOptions(
-            http_metadata=http_from_pb(header.http_metadata),
+            http_metadata=http,
             custom_metadata=custom,
             only_if=conditional_from_pb(header),
             checksums=checksums_from_pb(header.checksums),
         )
         with self.runtime.use(header.binding, "objects", write=True) as served:
             provider: ObjectsProvider = served.provider  # type: ignore[assignment]
+            await provider.check_put(options)
             await _accept(context)
-            info = await provider.put(header.key, _chunks(requests, "put"), options)
+            try:
+                info = await provider.put(header.key, _chunks(requests, "put"), options)
+            except BindingdError as e:
+                await _refuse_after_draining(requests, e)
             if info is None:
                 return objects_pb2.ObjectsPutResponse(stored=False)
             audit_write(served.binding, "put", header.key, context)
@@ -221,11 +242,11 @@ class ObjectsService(objects_pb2_grpc.ObjectsServicer):
         objects.check_key(request.key)
         custom = dict(request.custom_metadata)
         objects.check_custom_metadata(custom)
+        http = http_from_pb(request.http_metadata)
+        objects.check_http_metadata(http)
         with self.runtime.use(request.binding, "objects", write=True) as served:
             provider: ObjectsProvider = served.provider  # type: ignore[assignment]
-            upload_id = await provider.create_multipart_upload(
-                request.key, http_from_pb(request.http_metadata), custom
-            )
+            upload_id = await provider.create_multipart_upload(request.key, http, custom)
             audit_write(served.binding, "create_multipart_upload", request.key, context)
         return objects_pb2.ObjectsCreateMultipartResponse(key=request.key, upload_id=upload_id)
 
@@ -242,9 +263,12 @@ class ObjectsService(objects_pb2_grpc.ObjectsServicer):
             provider: ObjectsProvider = served.provider  # type: ignore[assignment]
             await provider.check_upload(header.key, header.upload_id)
             await _accept(context)
-            etag = await provider.upload_part(
-                header.key, header.upload_id, header.part_number, _chunks(requests, "upload part")
-            )
+            try:
+                etag = await provider.upload_part(
+                    header.key, header.upload_id, header.part_number, _chunks(requests, "upload part")
+                )
+            except BindingdError as e:
+                await _refuse_after_draining(requests, e)
         return objects_pb2.ObjectsUploadPartResponse(part_number=header.part_number, etag=etag)
 
     @rpc

@@ -39,6 +39,8 @@ LOCAL_CONFIG = """
       ASSETS: { type: objects }
       OTHER: { type: objects }
       READONLY: { type: objects, access: read-only }
+    envs:
+      production: { protected: true }
 """
 
 # provider name -> a function writing the project for it into a folder.
@@ -176,6 +178,29 @@ async def test_http_and_custom_metadata(bucket: R2Bucket) -> None:
     await bucket.put("m", b"y")
     head = await bucket.head("m")
     assert head is not None and head.http_metadata == {} and head.custom_metadata == {}
+
+
+async def test_metadata_a_header_cannot_hold_is_the_callers_mistake(bucket: R2Bucket, provider: str) -> None:
+    """Never a transport error: a line break in http metadata is refused by every provider, and
+    non-ASCII custom metadata is stored locally and refused by s3 (HTTP headers carry it)."""
+    for call in (
+        lambda: bucket.put("h", b"x", http_metadata={"content_type": "text/plain\r\nX-Evil: 1"}),
+        lambda: bucket.create_multipart_upload("h", http_metadata={"cache_control": "a\nb"}),
+    ):
+        with pytest.raises(InvalidArgument, match="line break"):
+            await call()
+    for custom in ({"owner": "ünï ✓"}, {"ké": "v"}, {"k": "a\nb"}):
+        if provider == "s3":
+            with pytest.raises(InvalidArgument, match="printable ASCII"):
+                await bucket.put("h", os.urandom(2 * MIB), custom_metadata=custom)
+            with pytest.raises(InvalidArgument, match="printable ASCII"):
+                await bucket.create_multipart_upload("h", custom_metadata=custom)
+        else:
+            await bucket.put("h", b"x", custom_metadata=custom)
+            head = await bucket.head("h")
+            assert head is not None and head.custom_metadata == custom
+    if provider == "s3":
+        assert await bucket.head("h") is None
 
 
 async def test_overwrite_changes_etag_and_version(bucket: R2Bucket) -> None:
@@ -332,6 +357,54 @@ async def test_read_only_binding_refuses_writes(env: Env) -> None:
         await ro.create_multipart_upload("x")
     with pytest.raises(PermissionDenied, match="read-only"):
         await ro.resume_multipart_upload("x", "some-id").upload_part(1, b"data")
+    with pytest.raises(PermissionDenied, match="read-only"):
+        await ro.resume_multipart_upload("x", "some-id").complete([{"part_number": 1, "etag": "0" * 32}])
+    with pytest.raises(PermissionDenied, match="read-only"):
+        await ro.resume_multipart_upload("x", "some-id").abort()
+
+
+async def test_protected_env_refuses_every_write(
+    provider: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    moto = request.getfixturevalue("moto_server") if provider == "s3" else None
+    config = PROVIDERS[provider](tmp_path, moto)  # type: ignore[arg-type]
+    async with daemon_in_process(config) as daemon:
+        env = await connect(endpoint=f"unix://{daemon.socket_path}")
+        try:
+            await env.ASSETS.put("kept", b"old")
+            upload = await env.ASSETS.create_multipart_upload("multi")
+            part = await upload.upload_part(1, b"part")
+        finally:
+            await env.aclose()
+    async with daemon_in_process(config, env="production") as daemon:
+        env = await connect(endpoint=f"unix://{daemon.socket_path}")
+        try:
+            bucket: R2Bucket = env.ASSETS
+            resumed = bucket.resume_multipart_upload("multi", upload.upload_id)
+            refused = "protected: writes need serve --allow-writes"
+            for attempt in (
+                lambda: bucket.put("kept", os.urandom(3 * MIB)),
+                lambda: bucket.put("new", b"x"),
+                lambda: bucket.delete(["kept"]),
+                lambda: bucket.create_multipart_upload("other"),
+                lambda: resumed.upload_part(2, b"more"),
+                lambda: resumed.complete([part]),
+                lambda: resumed.abort(),
+            ):
+                with pytest.raises(PermissionDenied, match=refused):
+                    await attempt()
+        finally:
+            await env.aclose()
+    async with daemon_in_process(config) as daemon:
+        env = await connect(endpoint=f"unix://{daemon.socket_path}")
+        try:
+            assert await body_of(await env.ASSETS.get("kept")) == b"old"
+            assert await env.ASSETS.head("new") is None
+            assert (
+                await env.ASSETS.resume_multipart_upload("multi", upload.upload_id).complete([part])
+            ).size == 4
+        finally:
+            await env.aclose()
 
 
 async def test_list_prefix_metadata_and_start_after(bucket: R2Bucket) -> None:
@@ -455,6 +528,52 @@ async def test_multipart_abort(bucket: R2Bucket) -> None:
     assert await bucket.head("ab") is None
 
 
+async def test_multipart_complete_racing_abort(bucket: R2Bucket, provider: str, tmp_path: Path) -> None:
+    """One of the two wins, the other is told the upload is gone; never an internal error."""
+    for round in range(3):
+        upload = await bucket.create_multipart_upload(f"race{round}")
+        parts = [await upload.upload_part(n, os.urandom(5 * MIB)) for n in (1, 2, 3)]
+        completed, aborted = await asyncio.gather(
+            upload.complete(parts), upload.abort(), return_exceptions=True
+        )
+        if isinstance(completed, BaseException):
+            assert isinstance(completed, InvalidArgument) and "does not exist" in str(completed), completed
+            assert aborted is None
+            assert await bucket.head(f"race{round}") is None
+        else:
+            assert isinstance(aborted, InvalidArgument) and "does not exist" in str(aborted), aborted
+            head = await bucket.head(f"race{round}")
+            assert completed.size == 15 * MIB and head is not None and head.etag == completed.etag
+    if provider == "local":
+        root = tmp_path / ".bindingd" / "state" / "objects" / "ASSETS"
+        stored = len((await bucket.list()).objects)
+        assert len(list((root / "blobs").iterdir())) == stored
+        assert list((root / "tmp").iterdir()) == []
+
+
+async def test_refusal_while_the_body_flows_is_its_own_error(
+    bucket: R2Bucket, provider: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body over the limit is refused mid-stream: the caller must see why (grpc reports a write
+    into a call the daemon has ended as INTERNAL unless the daemon reads the rest first)."""
+    from bindingd import objects
+
+    monkeypatch.setattr(objects, "MAX_PUT_BYTES", 4 * MIB)
+    monkeypatch.setattr(objects, "MAX_PART_BYTES", 4 * MIB)
+    body = os.urandom(24 * MIB)
+    for _ in range(8):
+        with pytest.raises(InvalidArgument, match="limit of one put; use a multipart upload"):
+            await bucket.put("big", body)
+    upload = await bucket.create_multipart_upload("big")
+    for _ in range(4):
+        with pytest.raises(InvalidArgument, match="the limit of a part"):
+            await upload.upload_part(1, body)
+    await upload.abort()
+    assert await bucket.head("big") is None
+    root = tmp_path / ".bindingd" / "state" / "objects" / "ASSETS"
+    assert list((root / ("tmp" if provider == "local" else "spool")).iterdir()) == []
+
+
 class ClientGaveUp(Exception):
     pass
 
@@ -491,6 +610,41 @@ async def test_cancelled_put_leaves_nothing(bucket: R2Bucket, provider: str, tmp
         assert len(list((root / "blobs").iterdir())) == 1
     else:
         assert list((root / "spool").iterdir()) == []
+
+
+async def test_another_daemon_starting_leaves_a_put_in_flight_alone(
+    bucket: R2Bucket, provider: str, tmp_path: Path
+) -> None:
+    """`bindingd call` for another env starts a short-lived daemon on the same state folder: it
+    removes what a killed daemon left behind, never the temp file of a put still being written."""
+    folder = (
+        tmp_path / ".bindingd" / "state" / "objects" / "ASSETS" / ("tmp" if provider == "local" else "spool")
+    )
+    leftover = folder / "left-by-a-killed-daemon"
+    leftover.write_bytes(b"partial")
+    os.utime(leftover, (time.time() - 3600, time.time() - 3600))
+    data = os.urandom(2 * MIB)
+    started = asyncio.Event()
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield data[:MIB]
+        started.set()
+        await asyncio.sleep(3)
+        yield data[MIB:]
+
+    put = asyncio.create_task(bucket.put("inflight", slow()))
+    await started.wait()
+    await asyncio.sleep(0.5)
+    config = tmp_path / "bindingd.yaml"
+    other = await asyncio.to_thread(
+        bindingd_cli, "call", "ASSETS", "head", "absent", "--env", "production", cwd=config.parent
+    )
+    assert other.returncode == 1 and "not found" in other.stderr, other.stderr
+    stored = await put
+    assert stored is not None and stored.size == len(data)
+    assert await body_of(await bucket.get("inflight")) == data
+    assert not leftover.exists()
+    assert list(folder.iterdir()) == []
 
 
 # --- the s3 provider's own failures ------------------------------------------------------------

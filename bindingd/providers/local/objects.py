@@ -123,9 +123,7 @@ class LocalObjects:
         try:
             self.blobs.mkdir(parents=True, exist_ok=True)
             self.tmp.mkdir(parents=True, exist_ok=True)
-            # Temp files left by a daemon that was killed mid-put are never part of an object.
-            for leftover in self.tmp.iterdir():
-                leftover.unlink(missing_ok=True)
+            objects.remove_leftovers(self.tmp)
             self._writer = await self._in_writer(_open, self.db_path)
             await self._in_writer(self._writer.executescript, SCHEMA)
             self._reader = _open(self.db_path)
@@ -259,6 +257,9 @@ class LocalObjects:
 
     # --- writes --------------------------------------------------------------------------------
 
+    async def check_put(self, options: PutOptions) -> None:
+        """Files and SQLite hold any metadata the rules allow."""
+
     async def put(self, key: str, body: AsyncIterator[bytes], options: PutOptions) -> ObjectInfo | None:
         blob, digests = await self._receive(body, options.checksums, objects.MAX_PUT_BYTES, None)
         try:
@@ -292,6 +293,7 @@ class LocalObjects:
             raise backend_unavailable(f"cannot write to the local object store {self.root}: {e}") from e
         too_large = objects.put_too_large() if part is None else objects.part_too_large(part)
         try:
+            objects.hold_temp_file(f)
             await objects.write_body(f, body, digests, max_bytes, too_large)
             await asyncio.to_thread(_finish_file, f)
         except BaseException as e:
@@ -427,7 +429,16 @@ class LocalObjects:
         objects.check_part_sizes([(number, stored[number][1]) for number, _ in ordered])
         name = uuid.uuid4().hex
         try:
-            await asyncio.to_thread(self._concatenate, name, [stored[n][0] for n, _ in ordered])
+            try:
+                joined = await asyncio.to_thread(self._concatenate, name, [stored[n][0] for n, _ in ordered])
+            except OSError as e:
+                raise backend_unavailable(f"cannot write to the local object store {self.root}: {e}") from e
+            if not joined:
+                self._upload(key, upload_id)  # gone: aborted or completed meanwhile
+                raise invalid_argument(
+                    f'a part of multipart upload "{upload_id}" was uploaded again while it was being '
+                    "completed; call complete() again with the parts that upload_part() returned"
+                )
             info = ObjectInfo(
                 key=key,
                 version=uuid.uuid4().hex,
@@ -444,14 +455,22 @@ class LocalObjects:
             raise
         return info
 
-    def _concatenate(self, name: str, blobs: list[str]) -> None:
-        with open(self.tmp / name, "wb") as out:
-            for blob in blobs:
-                with open(self.blobs / blob, "rb") as part:
+    def _concatenate(self, name: str, blobs: list[str]) -> bool:
+        """The parts joined into tmp/`name`; False when a part's file is gone (an abort, a complete
+        or a new upload of that part came between). Every part is opened first: once open, its
+        file may be removed by another call without changing what is read here."""
+        with contextlib.ExitStack() as files:
+            try:
+                parts = [files.enter_context(open(self.blobs / blob, "rb")) for blob in blobs]
+            except FileNotFoundError:
+                return False
+            with open(self.tmp / name, "wb") as out:
+                for part in parts:
                     while chunk := part.read(CHUNK_BYTES):
                         out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+                out.flush()
+                os.fsync(out.fileno())
+        return True
 
     def _commit_multipart(self, blob: str, info: ObjectInfo, upload_id: str) -> None:
         conn = self._writer

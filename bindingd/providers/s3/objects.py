@@ -112,8 +112,7 @@ class S3Objects:
 
     async def start(self) -> None:
         self.spool.mkdir(parents=True, exist_ok=True)
-        for leftover in self.spool.iterdir():
-            leftover.unlink(missing_ok=True)
+        objects.remove_leftovers(self.spool)
         self._client = await self.context.connections.acquire(self.connection, self._open, _close_client)
 
     async def _open(self) -> Any:
@@ -400,6 +399,7 @@ class S3Objects:
             raise backend_unavailable(f"cannot write the spool folder {self.spool}: {e}") from e
         too_large = objects.put_too_large() if part is None else objects.part_too_large(part)
         try:
+            objects.hold_temp_file(f)
             await objects.write_body(f, body, digests, max_bytes, too_large)
             await asyncio.to_thread(f.close)
             digests.verify()
@@ -410,6 +410,9 @@ class S3Objects:
                 raise backend_unavailable(f"cannot write the spool folder {self.spool}: {e}") from e
             raise
         return path, digests
+
+    async def check_put(self, options: PutOptions) -> None:
+        _check_headers(options.custom_metadata)
 
     async def put(self, key: str, body: AsyncIterator[bytes], options: PutOptions) -> ObjectInfo | None:
         path, digests = await self._spool(body, options.checksums, objects.MAX_PUT_BYTES, None)
@@ -472,6 +475,7 @@ class S3Objects:
     async def create_multipart_upload(
         self, key: str, http_metadata: HttpMetadata, custom_metadata: dict[str, str]
     ) -> str:
+        _check_headers(custom_metadata)
         try:
             response = await self.s3.create_multipart_upload(
                 Bucket=self.bucket,
@@ -532,6 +536,9 @@ class S3Objects:
                 },
             )
         except (TimeoutError, ClientError, BotoCoreError, OSError) as e:
+            if isinstance(e, ClientError) and _code(e) not in ("NoSuchUpload", "404"):
+                # Some stores answer an upload aborted meanwhile with a server error: ask again.
+                await self.check_upload(key, upload_id)
             raise self._upload_error(e, upload_id, "complete a multipart upload") from e
         info = await self.head(key)
         if info is None:
@@ -579,6 +586,19 @@ class S3Objects:
 
 def _code(e: ClientError) -> str:
     return str(e.response.get("Error", {}).get("Code", ""))
+
+
+def _check_headers(custom: dict[str, str]) -> None:
+    """S3 carries metadata in HTTP headers: refuse what a header cannot hold as the caller's
+    mistake, before any byte is sent (botocore would fail it as a transport error)."""
+    for name, value in custom.items():
+        for what, text in (("name", name), ("value", value)):
+            if not (text.isascii() and text.isprintable()):
+                raise invalid_argument(
+                    f"custom metadata {what} {text!r} is not printable ASCII; the s3 provider sends "
+                    "custom metadata as HTTP headers, which hold only printable ASCII (encode the "
+                    "value, e.g. percent-encoding, before the put)"
+                )
 
 
 def _http_params(http: HttpMetadata) -> dict[str, Any]:
