@@ -20,6 +20,7 @@ from bindingd.errors import backend_timeout, backend_unavailable
 from bindingd.kv import bulk_too_large
 from bindingd.providers.base import KVKeyInfo, KVRecord
 from bindingd.providers.connections import ProviderContext
+from bindingd.providers.local.sqlite import BUSY_TIMEOUT_S, open_store
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -30,18 +31,8 @@ CREATE TABLE IF NOT EXISTS kv (
 );
 CREATE INDEX IF NOT EXISTS kv_expiration ON kv (expiration) WHERE expiration IS NOT NULL;
 """
-# How long a write waits for another process holding the file's write lock.
-BUSY_TIMEOUT_S = 5.0
 # Expired rows are invisible at once; they are deleted in the background every this many puts.
 PURGE_EVERY_PUTS = 1000
-
-
-def _open(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    # NORMAL in WAL mode survives a crash of the daemon; only a power cut can lose the last writes.
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
 
 
 class LocalKV:
@@ -61,9 +52,9 @@ class LocalKV:
     async def start(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = await self._in_writer(_open, self.path)
+            self._writer = await self._in_writer(open_store, self.path)
             await self._in_writer(self._writer.executescript, SCHEMA)
-            self._reader = _open(self.path)
+            self._reader = open_store(self.path)
         except (OSError, sqlite3.Error) as e:
             raise backend_unavailable(f"cannot open the local KV store {self.path}: {e}") from e
 

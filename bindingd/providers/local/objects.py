@@ -38,6 +38,7 @@ from bindingd.objects import (
 from bindingd.providers.base import ObjectListing, ObjectRead
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.local.kv import _prefix_upper_bound
+from bindingd.providers.local.sqlite import BUSY_TIMEOUT_S, open_store
 
 T = TypeVar("T")
 
@@ -68,15 +69,7 @@ CREATE TABLE IF NOT EXISTS parts (
     PRIMARY KEY (upload_id, part_number)
 );
 """
-BUSY_TIMEOUT_S = 5.0
 COLUMNS = "key, version, size, etag, uploaded, http, custom, checksums"
-
-
-def _open(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
 
 
 def _info(row: tuple[Any, ...], *, http: bool = True, custom: bool = True) -> ObjectInfo:
@@ -124,9 +117,9 @@ class LocalObjects:
             self.blobs.mkdir(parents=True, exist_ok=True)
             self.tmp.mkdir(parents=True, exist_ok=True)
             objects.remove_leftovers(self.tmp)
-            self._writer = await self._in_writer(_open, self.db_path)
+            self._writer = await self._in_writer(open_store, self.db_path)
             await self._in_writer(self._writer.executescript, SCHEMA)
-            self._reader = _open(self.db_path)
+            self._reader = open_store(self.db_path)
         except (OSError, sqlite3.Error) as e:
             raise backend_unavailable(f"cannot open the local object store {self.root}: {e}") from e
 
