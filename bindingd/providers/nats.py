@@ -34,10 +34,10 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from bindingd.config.model import Binding, Connection
-from bindingd.errors import BindingdError, Reason, backend_timeout, backend_unavailable
+from bindingd.errors import BindingdError, Reason, backend_timeout, backend_unavailable, invalid_argument
 from bindingd.providers.base import QueueDelivery, QueueSettled
 from bindingd.providers.connections import ProviderContext
-from bindingd.queue import OutgoingMessage, Retry, exhausted, max_retries_of
+from bindingd.queue import OutgoingMessage, Retry, dead_letter_queue_of, exhausted, max_retries_of
 
 log = structlog.get_logger("bindingd.queue.nats")
 
@@ -50,6 +50,8 @@ REQUEST_TIMEOUT_S = 5.0
 # How often leases are checked (expired ones naked, long ones kept alive).
 LEASE_TICK_S = 0.25
 H_ID, H_TIME, H_TYPE, H_DUE = "Bindingd-Id", "Bindingd-Timestamp", "Bindingd-Content-Type", "Bindingd-Due"
+# Characters JetStream refuses in a stream name (as nats.go's validateStreamName).
+STREAM_NAME_FORBIDDEN = ">*. /\\\t\r\n"
 _FAILURES = (
     nats.errors.Error,
     nats.js.errors.Error,
@@ -129,6 +131,16 @@ class NatsClient:
                 await self._nc.close()
 
 
+def _stream_name(name: str, option: str) -> str:
+    """A JetStream stream name, checked at start: NATS refuses these characters in one."""
+    if not name or any(c in STREAM_NAME_FORBIDDEN for c in name):
+        raise invalid_argument(
+            f"{option} {name!r} is not a valid NATS stream name; use letters, digits, '-' and '_' "
+            "(no '.', '*', '>', '/', '\\' or whitespace)"
+        )
+    return name
+
+
 def _describe(e: BaseException) -> str:
     text = str(e).strip()
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
@@ -176,15 +188,21 @@ class NatsQueue:
     def create(cls, binding: Binding, context: ProviderContext) -> NatsQueue:
         assert binding.connection is not None
         options = binding.options
-        stream = options.get("stream", binding.name)
+        stream = _stream_name(options.get("stream", binding.name), "stream")
+        dead_letter_queue = dead_letter_queue_of(options, stream)
+        if dead_letter_queue is not None:
+            _stream_name(dead_letter_queue, "dead_letter_queue")
+        ack_wait = float(options.get("ack_wait", DEFAULT_ACK_WAIT_S))
+        if not ack_wait > 0:
+            raise invalid_argument(f"ack_wait is {ack_wait} s; it must be more than 0 (the default is 30)")
         return cls(
             binding.connection,
             context.connections,
             stream,
             options.get("subject", default_subject(stream)),
             max_retries_of(options),
-            options.get("dead_letter_queue"),
-            options.get("ack_wait", DEFAULT_ACK_WAIT_S),
+            dead_letter_queue,
+            ack_wait,
         )
 
     async def start(self) -> None:

@@ -36,7 +36,7 @@ from bindingd.config.model import Binding, Connection
 from bindingd.errors import BindingdError, Reason, backend_timeout, backend_unavailable
 from bindingd.providers.base import QueueDelivery, QueueSettled
 from bindingd.providers.connections import ProviderContext
-from bindingd.queue import OutgoingMessage, Retry, exhausted, max_retries_of
+from bindingd.queue import OutgoingMessage, Retry, dead_letter_queue_of, exhausted, max_retries_of
 
 log = structlog.get_logger("bindingd.queue.rabbitmq")
 
@@ -136,12 +136,13 @@ class RabbitQueue:
     def create(cls, binding: Binding, context: ProviderContext) -> RabbitQueue:
         assert binding.connection is not None
         options = binding.options
+        queue = options.get("queue", binding.name)
         return cls(
             binding.connection,
             context.connections,
-            options.get("queue", binding.name),
+            queue,
             max_retries_of(options),
-            options.get("dead_letter_queue"),
+            dead_letter_queue_of(options, queue),
         )
 
     async def start(self) -> None:
