@@ -114,6 +114,12 @@ class NatsClient:
             self._js = self._nc.jetstream(timeout=REQUEST_TIMEOUT_S)
             return self._js
 
+    @property
+    def connected(self) -> bool:
+        """False while the client reconnects (nats-py then holds publishes and fetches until
+        they time out), or before the first connect."""
+        return self._nc is not None and self._nc.is_connected
+
     async def _quiet(self, e: Exception) -> None:
         log.debug("nats client error", error=_describe(e), server=self.where)
 
@@ -249,6 +255,16 @@ class NatsQueue:
             return backend_timeout(f"nats at {self._where} did not answer in time: {_describe(e)}")
         return backend_unavailable(f"nats at {self._where} failed: {_describe(e)}")
 
+    def _require_connected(self) -> None:
+        """Fail at once while the connection is down: a send is then not held back to be
+        stored later after all, and a consumer hears of the outage instead of seeing an empty
+        queue."""
+        assert self._client is not None, "provider not started"
+        if not self._client.connected:
+            raise backend_unavailable(
+                f"the connection to nats at {self._where} is down; bindingd is reconnecting, try again shortly"
+            )
+
     async def _js(self) -> JetStreamContext:
         assert self._client is not None, "provider not started"
         return await self._client.jetstream()
@@ -297,6 +313,7 @@ class NatsQueue:
 
     async def send(self, messages: list[OutgoingMessage]) -> None:
         js = await self._setup()
+        self._require_connected()
         now = time.time()
 
         async def publish(m: OutgoingMessage) -> None:
@@ -324,12 +341,14 @@ class NatsQueue:
     async def receive(self, max_messages: int, visibility_s: float, wait_s: float) -> list[QueueDelivery]:
         js = await self._setup()
         self._start_background()
+        self._require_connected()
         async with self._fetch_lock:
             try:
                 if self._psub is None:
                     self._psub = await js.pull_subscribe_bind(CONSUMER, self.stream)
                 msgs = await self._psub.fetch(max_messages, timeout=max(wait_s, 0.05))
             except (TimeoutError, nats.errors.TimeoutError):
+                self._require_connected()  # no message came because the connection dropped
                 return []
             except _FAILURES as e:
                 self._psub = None  # bound again on the next call, to a new connection if need be
@@ -359,6 +378,7 @@ class NatsQueue:
 
     async def settle(self, acks: list[str], retries: list[Retry]) -> QueueSettled:
         await self._setup()
+        self._require_connected()  # before the leases are taken: they stay to be settled later
         expired: list[str] = []
         taken: list[tuple[_Lease, Retry | None]] = []
         for lease_id in acks:

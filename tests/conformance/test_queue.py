@@ -464,6 +464,9 @@ async def test_backend_restart_mid_run(name: str, tmp_path: Path) -> None:
                 # Down: sends fail with the table's error, not a hang or an INTERNAL.
                 with pytest.raises((BackendUnavailable, BackendTimeout)):
                     await client.JOBS.send("while down")
+                # A consumer is told too, rather than waiting as on an empty queue.
+                with pytest.raises((BackendUnavailable, BackendTimeout)):
+                    await take(client.JOBS, 1, timeout=30)
                 await asyncio.to_thread(ensure, backend.service)
                 # The daemon reconnects by itself; sends may fail while it does, none is lost.
                 sent_after = await _send_until_accepted(client.JOBS, [{"body": i} for i in range(50, 80)])
