@@ -262,7 +262,7 @@ class NatsQueue:
         assert self._client is not None, "provider not started"
         if not self._client.connected:
             raise backend_unavailable(
-                f"the connection to nats at {self._where} is down; bindingd is reconnecting, try again shortly"
+                f"the connection to nats at {self._where} is down; bindingd is reconnecting, retry shortly"
             )
 
     async def _js(self) -> JetStreamContext:
