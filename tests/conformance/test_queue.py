@@ -650,3 +650,38 @@ async def test_nats_names_and_ack_wait_nats_refuses_are_invalid_argument(
         finally:
             await client.aclose()
     assert "JOBS" in str(refused.value)
+
+
+async def test_rabbitmq_receives_cancelled_mid_fetch_leave_other_leases_alone() -> None:
+    """A consumer that goes away cancels its receive; on RabbitMQ that must not close the
+    channel holding every other consumer's unacked messages (their acks would be lost and the
+    messages delivered again). Driven on the provider itself: through a socket, hitting the
+    moment of the fetch is left to chance."""
+    from bindingd.config.model import Connection
+    from bindingd.providers.connections import SharedConnections
+    from bindingd.providers.rabbitmq import RabbitQueue
+    from bindingd.queue import OutgoingMessage
+
+    ensure("rabbitmq")
+    name = f"cancel_{uuid.uuid4().hex[:8]}"
+    provider = RabbitQueue(
+        Connection("rabbit", "rabbitmq", {"url": AMQP_URL}), SharedConnections(), name, 100, None
+    )
+    await provider.start()
+    try:
+        batch = [OutgoingMessage(uuid.uuid4().hex, 0, str(i).encode(), "text", 0) for i in range(100)]
+        await provider.send(batch)
+        held = await provider.receive(5, 60, 1)
+        assert len(held) == 5
+        for i in range(200):
+            fetch = asyncio.ensure_future(provider.receive(10, 1, 0))
+            await asyncio.sleep((i % 20) * 0.0002)
+            fetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetch
+        settled = await provider.settle([d.lease_id for d in held], [])
+        assert (settled.acked, settled.expired) == (5, [])
+        assert await provider.receive(100, 60, 0) is not None  # the consumer can go on
+    finally:
+        await provider.close()
+        await asyncio.to_thread(_rabbit_cleanup, [name])
