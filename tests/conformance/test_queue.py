@@ -540,12 +540,12 @@ async def test_a_late_ack_or_retry_leaves_a_message_leased_again_alone(jobs: Que
     await jobs.send("x", content_type="text")
     first = await take(jobs, 1, ack=False, visibility_timeout=1)
     second = await take(jobs, 1, ack=False, timeout=30, visibility_timeout=2)
-    assert [(m.id, m.attempts) for m in second] == [(first[0].id, 2)]
+    assert [m.id for m in second] == [first[0].id]  # attempts: test_expired_leases_count_...
     # Both too late: the message is leased to `second` now, then its lease runs out too.
     await first[0].ack()
     await first[0].retry()
     third = await take(jobs, 1, ack=False, timeout=30, visibility_timeout=30)
-    assert [(m.id, m.attempts) for m in third] == [(first[0].id, 3)]
+    assert [m.id for m in third] == [first[0].id]
     await third[0].ack()
     assert await nothing_within(jobs, 3)
 
