@@ -133,6 +133,17 @@ def max_retries_of(options: Mapping[str, Any]) -> int:
     return value
 
 
+def dead_letter_queue_of(options: Mapping[str, Any], queue: str) -> str | None:
+    """The binding's `dead_letter_queue` option; its own queue is refused at start, since a
+    message dead-lettered into the queue it failed in would loop there forever."""
+    name: str | None = options.get("dead_letter_queue")
+    if name is not None and name == queue:
+        raise invalid_argument(
+            f"dead_letter_queue is {name!r}, the binding's own queue; name another queue (or none)"
+        )
+    return name
+
+
 def binding_delay(options: Mapping[str, Any], name: str) -> int:
     """The binding's `delivery_delay` or `retry_delay` option (default 0), checked like a delay."""
     return check_delay(options.get(name), f"the binding's {name} option")

@@ -34,10 +34,10 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from bindingd.config.model import Binding, Connection
-from bindingd.errors import BindingdError, Reason, backend_timeout, backend_unavailable
+from bindingd.errors import BindingdError, Reason, backend_timeout, backend_unavailable, invalid_argument
 from bindingd.providers.base import QueueDelivery, QueueSettled
 from bindingd.providers.connections import ProviderContext
-from bindingd.queue import OutgoingMessage, Retry, exhausted, max_retries_of
+from bindingd.queue import OutgoingMessage, Retry, dead_letter_queue_of, exhausted, max_retries_of
 
 log = structlog.get_logger("bindingd.queue.nats")
 
@@ -50,6 +50,8 @@ REQUEST_TIMEOUT_S = 5.0
 # How often leases are checked (expired ones naked, long ones kept alive).
 LEASE_TICK_S = 0.25
 H_ID, H_TIME, H_TYPE, H_DUE = "Bindingd-Id", "Bindingd-Timestamp", "Bindingd-Content-Type", "Bindingd-Due"
+# Characters JetStream refuses in a stream name (as nats.go's validateStreamName).
+STREAM_NAME_FORBIDDEN = ">*. /\\\t\r\n"
 _FAILURES = (
     nats.errors.Error,
     nats.js.errors.Error,
@@ -112,6 +114,12 @@ class NatsClient:
             self._js = self._nc.jetstream(timeout=REQUEST_TIMEOUT_S)
             return self._js
 
+    @property
+    def connected(self) -> bool:
+        """False while the client reconnects (nats-py then holds publishes and fetches until
+        they time out), or before the first connect."""
+        return self._nc is not None and self._nc.is_connected
+
     async def _quiet(self, e: Exception) -> None:
         log.debug("nats client error", error=_describe(e), server=self.where)
 
@@ -127,6 +135,16 @@ class NatsClient:
         if self._nc is not None and not self._nc.is_closed:
             with contextlib.suppress(Exception):
                 await self._nc.close()
+
+
+def _stream_name(name: str, option: str) -> str:
+    """A JetStream stream name, checked at start: NATS refuses these characters in one."""
+    if not name or any(c in STREAM_NAME_FORBIDDEN for c in name):
+        raise invalid_argument(
+            f"{option} {name!r} is not a valid NATS stream name; use letters, digits, '-' and '_' "
+            "(no '.', '*', '>', '/', '\\' or whitespace)"
+        )
+    return name
 
 
 def _describe(e: BaseException) -> str:
@@ -176,15 +194,21 @@ class NatsQueue:
     def create(cls, binding: Binding, context: ProviderContext) -> NatsQueue:
         assert binding.connection is not None
         options = binding.options
-        stream = options.get("stream", binding.name)
+        stream = _stream_name(options.get("stream", binding.name), "stream")
+        dead_letter_queue = dead_letter_queue_of(options, stream)
+        if dead_letter_queue is not None:
+            _stream_name(dead_letter_queue, "dead_letter_queue")
+        ack_wait = float(options.get("ack_wait", DEFAULT_ACK_WAIT_S))
+        if not ack_wait > 0:
+            raise invalid_argument(f"ack_wait is {ack_wait} s; it must be more than 0 (the default is 30)")
         return cls(
             binding.connection,
             context.connections,
             stream,
             options.get("subject", default_subject(stream)),
             max_retries_of(options),
-            options.get("dead_letter_queue"),
-            options.get("ack_wait", DEFAULT_ACK_WAIT_S),
+            dead_letter_queue,
+            ack_wait,
         )
 
     async def start(self) -> None:
@@ -230,6 +254,16 @@ class NatsQueue:
         if isinstance(e, asyncio.TimeoutError | nats.errors.TimeoutError):
             return backend_timeout(f"nats at {self._where} did not answer in time: {_describe(e)}")
         return backend_unavailable(f"nats at {self._where} failed: {_describe(e)}")
+
+    def _require_connected(self) -> None:
+        """Fail at once while the connection is down: a send is then not held back to be
+        stored later after all, and a consumer hears of the outage instead of seeing an empty
+        queue."""
+        assert self._client is not None, "provider not started"
+        if not self._client.connected:
+            raise backend_unavailable(
+                f"the connection to nats at {self._where} is down; bindingd is reconnecting, retry shortly"
+            )
 
     async def _js(self) -> JetStreamContext:
         assert self._client is not None, "provider not started"
@@ -279,6 +313,7 @@ class NatsQueue:
 
     async def send(self, messages: list[OutgoingMessage]) -> None:
         js = await self._setup()
+        self._require_connected()
         now = time.time()
 
         async def publish(m: OutgoingMessage) -> None:
@@ -306,12 +341,14 @@ class NatsQueue:
     async def receive(self, max_messages: int, visibility_s: float, wait_s: float) -> list[QueueDelivery]:
         js = await self._setup()
         self._start_background()
+        self._require_connected()
         async with self._fetch_lock:
             try:
                 if self._psub is None:
                     self._psub = await js.pull_subscribe_bind(CONSUMER, self.stream)
                 msgs = await self._psub.fetch(max_messages, timeout=max(wait_s, 0.05))
             except (TimeoutError, nats.errors.TimeoutError):
+                self._require_connected()  # no message came because the connection dropped
                 return []
             except _FAILURES as e:
                 self._psub = None  # bound again on the next call, to a new connection if need be
@@ -341,6 +378,7 @@ class NatsQueue:
 
     async def settle(self, acks: list[str], retries: list[Retry]) -> QueueSettled:
         await self._setup()
+        self._require_connected()  # before the leases are taken: they stay to be settled later
         expired: list[str] = []
         taken: list[tuple[_Lease, Retry | None]] = []
         for lease_id in acks:

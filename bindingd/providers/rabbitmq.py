@@ -22,8 +22,9 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aio_pika
@@ -36,9 +37,10 @@ from bindingd.config.model import Binding, Connection
 from bindingd.errors import BindingdError, Reason, backend_timeout, backend_unavailable
 from bindingd.providers.base import QueueDelivery, QueueSettled
 from bindingd.providers.connections import ProviderContext
-from bindingd.queue import OutgoingMessage, Retry, exhausted, max_retries_of
+from bindingd.queue import OutgoingMessage, Retry, dead_letter_queue_of, exhausted, max_retries_of
 
 log = structlog.get_logger("bindingd.queue.rabbitmq")
+T = TypeVar("T")
 
 CONNECT_TIMEOUT_S = 3.0
 OPERATION_TIMEOUT_S = 10.0
@@ -136,12 +138,13 @@ class RabbitQueue:
     def create(cls, binding: Binding, context: ProviderContext) -> RabbitQueue:
         assert binding.connection is not None
         options = binding.options
+        queue = options.get("queue", binding.name)
         return cls(
             binding.connection,
             context.connections,
-            options.get("queue", binding.name),
+            queue,
             max_retries_of(options),
-            options.get("dead_letter_queue"),
+            dead_letter_queue_of(options, queue),
         )
 
     async def start(self) -> None:
@@ -254,6 +257,9 @@ class RabbitQueue:
         )
 
     async def send(self, messages: list[OutgoingMessage]) -> None:
+        await _uncancelled(self._send(messages))
+
+    async def _send(self, messages: list[OutgoingMessage]) -> None:
         try:
             if len(messages) == 1:
                 m = messages[0]
@@ -281,28 +287,33 @@ class RabbitQueue:
             self._keeper = asyncio.get_running_loop().create_task(self._keep_leases())
         deadline = time.monotonic() + wait_s
         pause = POLL_MIN_S
+        while True:
+            out = await _uncancelled(self._fetch(max_messages, visibility_s))
+            if out or time.monotonic() >= deadline:
+                return out
+            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, POLL_MAX_S)
+
+    async def _fetch(self, max_messages: int, visibility_s: float) -> list[QueueDelivery]:
+        """Lease up to `max_messages` that are in the queue now (basic.get, no waiting)."""
         out: list[QueueDelivery] = []
         try:
             channel = await self._channel("get")
             await self._declare(channel, self.queue)
             queue = await channel.get_queue(self.queue, ensure=False)
-            while True:
-                async with self._get_lock:
-                    while len(out) < max_messages:
-                        message = await queue.get(no_ack=False, fail=False, timeout=OPERATION_TIMEOUT_S)
-                        if message is None:
-                            break
-                        delivery = await self._lease(message, visibility_s)
-                        if delivery is not None:
-                            out.append(delivery)
-                if out or time.monotonic() >= deadline:
-                    return out
-                await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-                pause = min(pause * 2, POLL_MAX_S)
+            async with self._get_lock:
+                while len(out) < max_messages:
+                    message = await queue.get(no_ack=False, fail=False, timeout=OPERATION_TIMEOUT_S)
+                    if message is None:
+                        break
+                    delivery = await self._lease(message, visibility_s)
+                    if delivery is not None:
+                        out.append(delivery)
         except _FAILURES as e:
             if out:
                 return out  # leased already: hand them out; the error shows on the next call
             raise self._unavailable(e) from None
+        return out
 
     async def _lease(self, message: AbstractIncomingMessage, visibility_s: float) -> QueueDelivery | None:
         headers = message.headers or {}
@@ -322,6 +333,9 @@ class RabbitQueue:
         )
 
     async def settle(self, acks: list[str], retries: list[Retry]) -> QueueSettled:
+        return await _uncancelled(self._settle(acks, retries))
+
+    async def _settle(self, acks: list[str], retries: list[Retry]) -> QueueSettled:
         expired: list[str] = []
         acked = retried = 0
         try:
@@ -417,6 +431,19 @@ class RabbitQueue:
                 except Exception as e:
                     # Unacked: RabbitMQ requeues it when the channel closes.
                     log.debug("lease expiry failed", queue=self.queue, error=_describe(e))
+
+
+async def _uncancelled(work: Coroutine[Any, Any, T]) -> T:
+    """Run `work` to its end even if the caller is cancelled (a consumer went away, a client
+    gave up): aiormq closes a channel whose RPC is cancelled, and the shared channels hold
+    every consumer's unacked messages and every sender's pending confirms. What it leased is
+    then handed back by the lease keeper when the lease runs out, like any unacked lease."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        raise
 
 
 def _channel_open(message: AbstractIncomingMessage) -> bool:

@@ -27,7 +27,7 @@ from bindingd.config.model import Binding
 from bindingd.errors import BindingdError, backend_timeout, backend_unavailable
 from bindingd.providers.base import QueueDelivery, QueueSettled
 from bindingd.providers.connections import ProviderContext
-from bindingd.queue import OutgoingMessage, Retry, exhausted, max_retries_of
+from bindingd.queue import OutgoingMessage, Retry, dead_letter_queue_of, exhausted, max_retries_of
 
 log = structlog.get_logger("bindingd.queue.local")
 
@@ -83,10 +83,11 @@ class LocalQueue:
     @classmethod
     def create(cls, binding: Binding, context: ProviderContext) -> LocalQueue:
         options = binding.options
+        queue = options.get("queue", binding.name)
         return cls(
             context.state_dir / "queues" / "queues.sqlite3",
-            options.get("queue", binding.name),
-            options.get("dead_letter_queue"),
+            queue,
+            dead_letter_queue_of(options, queue),
             max_retries_of(options),
         )
 
