@@ -27,6 +27,7 @@ from bindingd.config.model import Binding
 from bindingd.errors import BindingdError, backend_timeout, backend_unavailable
 from bindingd.providers.base import QueueDelivery, QueueSettled
 from bindingd.providers.connections import ProviderContext
+from bindingd.providers.local.sqlite import BUSY_TIMEOUT_S, open_store
 from bindingd.queue import OutgoingMessage, Retry, dead_letter_queue_of, exhausted, max_retries_of
 
 log = structlog.get_logger("bindingd.queue.local")
@@ -49,18 +50,10 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_queue ON messages (queue, seq);
 CREATE INDEX IF NOT EXISTS messages_lease ON messages (lease_id) WHERE lease_id IS NOT NULL;
 """
-BUSY_TIMEOUT_S = 5.0
 # How often an idle consumer looks for a visible message (sends in this daemon wake it at once).
 POLL_S = 0.02
 # How often messages whose last lease ran out are dead-lettered without waiting for a consumer.
 SWEEP_S = 1.0
-
-
-def _open(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
 
 
 class LocalQueue:
@@ -94,9 +87,9 @@ class LocalQueue:
     async def start(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = await self._in_writer(_open, self.path)
+            self._writer = await self._in_writer(open_store, self.path)
             await self._in_writer(self._writer.executescript, SCHEMA)
-            self._reader = _open(self.path)
+            self._reader = open_store(self.path)
         except (OSError, sqlite3.Error) as e:
             raise backend_unavailable(f"cannot open the local queue store {self.path}: {e}") from e
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
