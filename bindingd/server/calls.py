@@ -146,6 +146,8 @@ def rpc(
         call = _Call(name, self.runtime)
         try:
             return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise  # already answered (a malformed message in a request stream)
         except Exception as e:
             await call.fail(e, _binding(request), context)
         finally:
@@ -171,6 +173,8 @@ def rpc_stream(
         try:
             async for response in method(self, request, context):
                 yield response
+        except grpc.aio.AbortError:
+            raise  # already answered (a malformed message in a request stream)
         except Exception as e:
             await call.fail(e, _binding(request), context)
         finally:
