@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bindingd.config.model import Binding
-from bindingd.errors import backend_timeout, backend_unavailable
+from bindingd.errors import backend_unavailable
 from bindingd.kv import bulk_too_large
 from bindingd.providers.base import KVKeyInfo, KVRecord
 from bindingd.providers.connections import ProviderContext
-from bindingd.providers.local.sqlite import BUSY_TIMEOUT_S, open_store
+from bindingd.providers.local.sqlite import open_store, write_failure
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -147,12 +147,7 @@ class LocalKV:
         try:
             await self._in_writer(self._writer.execute, sql, params)
         except sqlite3.OperationalError as e:
-            if "locked" in str(e) or "busy" in str(e):
-                raise backend_timeout(
-                    f"the local KV store {self.path} stayed locked by another process for "
-                    f"{BUSY_TIMEOUT_S:.0f}s; close whatever holds it open"
-                ) from e
-            raise backend_unavailable(f"cannot write the local KV store {self.path}: {e}") from e
+            raise write_failure(e, "KV store", self.path) from e
 
     async def _in_writer(self, fn, *args):  # type: ignore[no-untyped-def]
         return await asyncio.get_running_loop().run_in_executor(self._write_thread, fn, *args)

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from bindingd import objects
 from bindingd.config.model import Binding
-from bindingd.errors import BindingdError, backend_timeout, backend_unavailable, invalid_argument
+from bindingd.errors import BindingdError, backend_unavailable, invalid_argument
 from bindingd.objects import (
     CHUNK_BYTES,
     Conditional,
@@ -38,7 +38,7 @@ from bindingd.objects import (
 from bindingd.providers.base import ObjectListing, ObjectRead
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.local.kv import _prefix_upper_bound
-from bindingd.providers.local.sqlite import BUSY_TIMEOUT_S, open_store
+from bindingd.providers.local.sqlite import open_store, write_failure
 
 T = TypeVar("T")
 
@@ -530,12 +530,7 @@ class LocalObjects:
         except BindingdError:
             raise
         except sqlite3.OperationalError as e:
-            if "locked" in str(e) or "busy" in str(e):
-                raise backend_timeout(
-                    f"the local object store {self.db_path} stayed locked by another process for "
-                    f"{BUSY_TIMEOUT_S:.0f}s; close whatever holds it open"
-                ) from e
-            raise backend_unavailable(f"cannot write the local object store {self.root}: {e}") from e
+            raise write_failure(e, "object store", self.root, locked=self.db_path) from e
         except OSError as e:
             raise backend_unavailable(f"cannot write the local object store {self.root}: {e}") from e
 

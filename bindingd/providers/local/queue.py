@@ -24,10 +24,10 @@ from typing import Any
 import structlog
 
 from bindingd.config.model import Binding
-from bindingd.errors import BindingdError, backend_timeout, backend_unavailable
+from bindingd.errors import BindingdError, backend_unavailable
 from bindingd.providers.base import QueueDelivery, QueueSettled
 from bindingd.providers.connections import ProviderContext
-from bindingd.providers.local.sqlite import BUSY_TIMEOUT_S, open_store
+from bindingd.providers.local.sqlite import open_store, write_failure
 from bindingd.queue import OutgoingMessage, Retry, dead_letter_queue_of, exhausted, max_retries_of
 
 log = structlog.get_logger("bindingd.queue.local")
@@ -313,12 +313,7 @@ class LocalQueue:
         try:
             return await self._in_writer(fn, self._writer)
         except sqlite3.OperationalError as e:
-            if "locked" in str(e) or "busy" in str(e):
-                raise backend_timeout(
-                    f"the local queue store {self.path} stayed locked by another process for "
-                    f"{BUSY_TIMEOUT_S:.0f}s; close whatever holds it open"
-                ) from e
-            raise backend_unavailable(f"cannot write the local queue store {self.path}: {e}") from e
+            raise write_failure(e, "queue store", self.path) from e
 
     async def _in_writer(self, fn, *args):  # type: ignore[no-untyped-def]
         return await asyncio.get_running_loop().run_in_executor(self._write_thread, fn, *args)
