@@ -1,8 +1,12 @@
-"""Generate the Python stubs from proto/ into clients/python/bindingd_client/proto/.
+"""Generate the client stubs from proto/: Python by default, TypeScript with ``--node``.
 
-protoc writes absolute imports (`from bindingd.v1 import kv_pb2`) that would resolve to the
-daemon package; the stubs live inside the client package, so those imports are rewritten to
-relative ones. The output is built, never edited by hand, and not committed.
+Python goes into clients/python/bindingd_client/proto/. protoc writes absolute imports
+(`from bindingd.v1 import kv_pb2`) that would resolve to the daemon package; the stubs live
+inside the client package, so those imports are rewritten to relative ones.
+
+TypeScript goes into clients/node/src/gen/ through ts-proto (installed by npm in clients/node),
+as plain interfaces plus grpc-js service definitions. The output is built, never edited by
+hand, and not committed.
 """
 
 from __future__ import annotations
@@ -18,11 +22,56 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 OUT = ROOT / "clients" / "python" / "bindingd_client" / "proto"
+NODE = ROOT / "clients" / "node"
+NODE_OUT = NODE / "src" / "gen"
+TS_PROTO_OPTIONS = ",".join(
+    (
+        "outputServices=grpc-js",
+        "esModuleInterop=true",
+        "importSuffix=.js",
+        "forceLong=bigint",  # int64 stays exact; the bindings convert to numbers where Workers does
+        "oneof=unions",
+        "outputJsonMethods=false",
+        "outputPartialMethods=true",
+    )
+)
 IMPORT = re.compile(r"^from bindingd\.v1 import (\w+)", re.MULTILINE)
 
 
+def _protos() -> list[str]:
+    return sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
+
+
+def generate_node() -> int:
+    plugin = NODE / "node_modules" / ".bin" / "protoc-gen-ts_proto"
+    if not plugin.exists():
+        print(f"{plugin} is missing: run npm ci in {NODE}", file=sys.stderr)
+        return 1
+    protos = _protos()
+    staging = NODE_OUT.with_name("gen.new")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    args = [
+        "protoc",
+        f"-I{PROTO_ROOT}",
+        f"--plugin=protoc-gen-ts_proto={plugin}",
+        f"--ts_proto_out={staging}",
+        f"--ts_proto_opt={TS_PROTO_OPTIONS}",
+        *protos,
+    ]
+    if protoc.main(args) != 0:
+        print("protoc failed", file=sys.stderr)
+        return 1
+    shutil.rmtree(NODE_OUT, ignore_errors=True)
+    staging.rename(NODE_OUT)
+    print(f"generated {len(protos)} protos into {NODE_OUT.relative_to(ROOT)}")
+    return 0
+
+
 def main() -> int:
-    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
+    if sys.argv[1:] == ["--node"]:
+        return generate_node()
+    protos = _protos()
     include = Path(protoc.__file__).parent / "_proto"
     with tempfile.TemporaryDirectory() as tmp:
         args = [
