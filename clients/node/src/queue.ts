@@ -10,6 +10,9 @@
  *
  * The daemon keeps no backlog counts: `send`/`sendBatch` answer zero metrics, as Miniflare
  * does, and `metrics()` throws rather than report a backlog it cannot know.
+ *
+ * Known difference: workerd's default content type is "v8" (structured clone: a Date or Map
+ * arrives as one); here it is "json", so such a body arrives as JSON.stringify left it.
  */
 import {
   type QueueBatch,
@@ -114,6 +117,18 @@ function optionalNumber(name: string, value: unknown, scale = 1): number | undef
   if (value === undefined || value === null) return undefined;
   if (typeof value !== "number" || !Number.isFinite(value)) throw new TypeError(`${name} must be a number`);
   return value / scale;
+}
+
+/** A batch size as the int32 the wire carries; the daemon checks the range it allows. */
+function batchSizeOf(value: unknown, binding: string): number | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "number" || !Number.isInteger(value)) {
+    throw new TypeError(`batchSize must be a whole number of messages, not ${String(value)}`);
+  }
+  if (Math.abs(value) > INT32_MAX) {
+    throw new InvalidArgument(`batch_size is ${value}; it must be between 1 and 100`, { binding });
+  }
+  return value;
 }
 
 // --- consuming -------------------------------------------------------------------------------
@@ -297,7 +312,7 @@ export class Queue<Body = unknown> implements Workers.Queue<Body> {
     const { signal } = options;
     const settings: QueueConsumeRequest = {
       binding: this.binding,
-      batchSize: optionalNumber("batchSize", options.batchSize),
+      batchSize: batchSizeOf(options.batchSize, this.binding),
       maxWaitSeconds: optionalNumber("maxWaitMs", options.maxWaitMs, 1000),
       visibilityTimeoutSeconds: optionalNumber("visibilityTimeoutMs", options.visibilityTimeoutMs, 1000),
     };

@@ -252,7 +252,7 @@ test("a 100,000-row SELECT streams through the daemon's pages and arrives whole"
   const raw = await select.raw({ columnNames: true });
   assert.equal(raw.length, count + 1);
   assert.deepEqual(raw[count], [count, `row ${count}`, [0, 255]]);
-  // first() reads one page and drops the cursor; the connection serves the next call at once.
+  // first() reads one page and closes the cursor instead of fetching the rest.
   assert.deepEqual(await select.first(), { n: 1, label: "row 1", b: [0, 255] });
   assert.equal(await env.DB.prepare("SELECT 1 AS one").first("one"), 1);
 });

@@ -164,6 +164,9 @@ test("limits are the daemon's: InvalidArgument naming the limit, and a failing b
   await assert.rejects(env.LIMITS.send(1, { delaySeconds: 43_201 }), invalid(/43200/));
   await assert.rejects(env.LIMITS.send(1, { delaySeconds: 2 ** 40 }), invalid(/43200/));
   await assert.rejects(env.LIMITS.send({ a: 1 }, { contentType: "v8" }), invalid(/"v8" needs a V8 isolate/));
+  await assert.rejects(env.LIMITS.consume({ batchSize: 101 }).next(), invalid(/batch_size is 101.*100/));
+  await assert.rejects(env.LIMITS.consume({ batchSize: 2 ** 40 }).next(), invalid(/batch_size/));
+  await assert.rejects(env.LIMITS.consume({ batchSize: 2.5 }).next(), TypeError);
   assert.deepEqual(await drain(env.LIMITS, 800), [], "nothing of a refused batch was sent");
 });
 
