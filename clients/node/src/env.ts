@@ -6,6 +6,7 @@
 import { BindingsService, type ListBindingsResponse } from "./gen/bindingd/v1/bindings.js";
 import { VarsService } from "./gen/bindingd/v1/vars.js";
 import { KVNamespace } from "./kv.js";
+import { R2Bucket } from "./r2.js";
 import { type ConnectOptions, Transport, resolveEndpoint } from "./transport.js";
 
 /** Builds the object serving one binding type: `new cls(transport, bindingName)`. */
@@ -13,6 +14,7 @@ type BindingFactory = (transport: Transport, binding: string) => unknown;
 
 const BINDING_CLASSES: Record<string, BindingFactory> = {
   kv: (transport, binding) => new KVNamespace(transport, binding),
+  objects: (transport, binding) => new R2Bucket(transport, binding),
 };
 
 const VALUE_TYPES = new Set(["var", "secret"]);
