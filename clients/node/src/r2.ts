@@ -184,6 +184,15 @@ export class R2Object implements Workers.R2Object {
 
 type GetStream = AsyncGenerator<ObjectsGetResponse, void, undefined>;
 
+/**
+ * Ends the daemon's stream of a body that was neither read to the end nor cancelled, once its
+ * ReadableStream can no longer be reached (`const o = await b.get(k); return o.etag`): else
+ * the call would stay open, gRPC holding up to 16 MiB read ahead, the daemon a file open.
+ */
+const abandonedBodies = new FinalizationRegistry<GetStream>((responses) => {
+  responses.return(undefined).catch(() => undefined);
+});
+
 /** An object with its body, streamed from the daemon as it is read; readable once. */
 export class R2ObjectBody extends R2Object implements Workers.R2ObjectBody {
   readonly #stream: ReadableStream<Uint8Array>;
@@ -224,6 +233,7 @@ export class R2ObjectBody extends R2Object implements Workers.R2ObjectBody {
       },
     };
     this.#stream = new ReadableStream(source) as ReadableStream<Uint8Array>;
+    abandonedBodies.register(this.#stream, responses);
   }
 
   get body(): Workers.ReadableStream {
