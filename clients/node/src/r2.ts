@@ -203,8 +203,8 @@ export class R2ObjectBody extends R2Object implements Workers.R2ObjectBody {
     const markRead = (): void => {
       this.#disturbed = true;
     };
-    // A byte stream that asks the daemon's stream for one chunk per read: nothing is fetched
-    // ahead of the reader but what gRPC's own flow control lets in.
+    // A byte stream that takes one chunk from the daemon's stream per read: what is fetched
+    // ahead of the reader is only gRPC's own read-ahead (16 messages of at most 1 MiB).
     const source: UnderlyingByteSource = {
       type: "bytes",
       async pull(controller: ReadableByteStreamController): Promise<void> {
@@ -403,7 +403,8 @@ function encodeConditional(onlyIf: R2Conditional | AnyHeaders | undefined): Obje
 function rangeNumber(name: string, value: unknown): bigint {
   if (typeof value !== "number" || !Number.isFinite(value)) throw new TypeError(`range ${name} must be a number`);
   if (value < 0) {
-    throw new RangeError(`Invalid range. ${name === "offset" ? "Starting offset" : `The ${name}`} (${value}) must be greater than or equal to 0.`);
+    const what = name === "offset" ? "Starting offset" : `The ${name}`;
+    throw new RangeError(`Invalid range. ${what} (${value}) must be greater than or equal to 0.`);
   }
   return BigInt(Math.trunc(value));
 }
@@ -449,7 +450,9 @@ function encodeChecksums(options: R2PutOptions | undefined): { name: ChecksumNam
     const { label, bytes } = CHECKSUMS[name];
     let digest: Uint8Array;
     if (typeof value === "string") {
-      if (value.length !== bytes * 2) throw new TypeError(`${label} is ${bytes * 2} hex characters, not ${value.length}`);
+      if (value.length !== bytes * 2) {
+        throw new TypeError(`${label} is ${bytes * 2} hex characters, not ${value.length}`);
+      }
       if (!/^[0-9a-f]*$/i.test(value)) throw new TypeError(`${label} must be hex characters`);
       digest = new Uint8Array(Buffer.from(value, "hex"));
     } else {
@@ -498,7 +501,9 @@ async function* rechunk(chunks: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8
 function checkValue(value: unknown, what: string): void {
   if (value === null || value === undefined || typeof value === "string") return;
   if (value instanceof ArrayBuffer || ArrayBuffer.isView(value) || isReadableStream(value) || isBlob(value)) return;
-  throw new TypeError(`${what}: the value must be a ReadableStream, ArrayBuffer, ArrayBufferView, string, Blob or null`);
+  throw new TypeError(
+    `${what}: the value must be a ReadableStream, ArrayBuffer, ArrayBufferView, string, Blob or null`,
+  );
 }
 
 /** A put value as chunks of at most MAX_CHUNK, read from a stream or blob only as sent. */
@@ -602,7 +607,10 @@ export class R2Bucket implements Workers.R2Bucket {
     return new R2Object(response.object, { offset: 0, length: Number(response.object.size) });
   }
 
-  get(key: string, options: R2GetOptions & { onlyIf: R2Conditional | AnyHeaders }): Promise<R2ObjectBody | R2Object | null>;
+  get(
+    key: string,
+    options: R2GetOptions & { onlyIf: R2Conditional | AnyHeaders },
+  ): Promise<R2ObjectBody | R2Object | null>;
   get(key: string, options?: R2GetOptions): Promise<R2ObjectBody | null>;
   /** null if absent; the object without a body when onlyIf failed; else with its body. */
   async get(key: string, options?: R2GetOptions): Promise<R2ObjectBody | R2Object | null> {

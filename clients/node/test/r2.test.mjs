@@ -79,7 +79,11 @@ test("every value kind round-trips; results have the R2Object fields", async () 
     ["kind/view", bytes.subarray(2, 6), bytes.subarray(2, 6)],
     ["kind/dataview", new DataView(bytes.buffer, 3, 4), bytes.subarray(3, 7)],
     ["kind/blob", new Blob(["ab", new Uint8Array([0, 255]), "cd"]), new Uint8Array([97, 98, 0, 255, 99, 100])],
-    ["kind/stream", streamOf(new Uint8Array([1, 2]), new Uint8Array(0), new Uint8Array([3])), new Uint8Array([1, 2, 3])],
+    [
+      "kind/stream",
+      streamOf(new Uint8Array([1, 2]), new Uint8Array(0), new Uint8Array([3])),
+      new Uint8Array([1, 2, 3]),
+    ],
     ["kind/null", null, new Uint8Array(0)],
   ];
   for (const [key, value, expected] of cases) {
@@ -225,7 +229,8 @@ const report = JSON.stringify({
 process.stdout.write(report + "\\n", () => process.exit(0));
 `;
 
-test("64 MiB streams both ways without being held in memory; a dropped body is released", { timeout: 300_000 }, async (t) => {
+const ROUND_TRIP_TEST = "64 MiB streams both ways without being held in memory; a dropped body is released";
+test(ROUND_TRIP_TEST, { timeout: 300_000 }, async (t) => {
   const child = spawn(process.execPath, ["--expose-gc", "--input-type=module", "-e", ROUND_TRIP_64M], {
     env: { ...process.env, BINDINGD_ENDPOINT: daemon.endpoint },
     stdio: ["ignore", "pipe", "pipe"],
@@ -257,6 +262,23 @@ test("64 MiB streams both ways without being held in memory; a dropped body is r
   // after a collection, and ranged from +25 to +50 MiB on this machine, too close to assert.
   const line = (name, m) => `${name} held ${m.live.toFixed(1)} MiB, RSS +${m.rss.toFixed(1)} MiB`;
   console.log(`# 64 MiB round trip: ${line("put", seen.put)}; ${line("get", seen.get)}`);
+});
+
+test("a put whose stream fails stores nothing and rejects with the stream's error", async () => {
+  let sent = 0;
+  const failing = new ReadableStream({
+    pull(controller) {
+      if (sent === 3) return controller.error(new RangeError("the source broke"));
+      sent += 1;
+      controller.enqueue(new Uint8Array(MiB));
+    },
+  });
+  await assert.rejects(env.ASSETS_BUCKET.put("broken/stream", failing), { name: "RangeError", message: "the source broke" });
+  assert.equal(await env.ASSETS_BUCKET.head("broken/stream"), null);
+  await env.ASSETS_BUCKET.put("broken/stream", "old");
+  const again = new ReadableStream({ pull: (controller) => controller.error(new Error("gone")) });
+  await assert.rejects(env.ASSETS_BUCKET.put("broken/stream", again), /gone/);
+  assert.equal(await (await env.ASSETS_BUCKET.get("broken/stream")).text(), "old");
 });
 
 test("a body read in part and cancelled frees the call", async () => {

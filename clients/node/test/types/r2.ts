@@ -49,7 +49,9 @@ export async function main(): Promise<void> {
     const json: { a: number } = await asWorkersBody.json<{ a: number }>();
     void [text, json];
   }
-  const conditional: R2ObjectBody | R2Object | null = await env.ASSETS_BUCKET.get("a", { onlyIf: { etagMatches: "e" } });
+  const conditional: R2ObjectBody | R2Object | null = await env.ASSETS_BUCKET.get("a", {
+    onlyIf: { etagMatches: "e" },
+  });
   const nullable: R2Object | null = await env.ASSETS_BUCKET.put("a", new Blob(["x"]), { onlyIf: new Headers() });
   const listing: Workers.R2Objects = await env.ASSETS_BUCKET.list({ prefix: "a", include: ["customMetadata"] });
   if (listing.truncated) {
