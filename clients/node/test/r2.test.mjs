@@ -273,7 +273,10 @@ test("a put whose stream fails stores nothing and rejects with the stream's erro
       controller.enqueue(new Uint8Array(MiB));
     },
   });
-  await assert.rejects(env.ASSETS_BUCKET.put("broken/stream", failing), { name: "RangeError", message: "the source broke" });
+  await assert.rejects(env.ASSETS_BUCKET.put("broken/stream", failing), {
+    name: "RangeError",
+    message: "the source broke",
+  });
   assert.equal(await env.ASSETS_BUCKET.head("broken/stream"), null);
   await env.ASSETS_BUCKET.put("broken/stream", "old");
   const again = new ReadableStream({ pull: (controller) => controller.error(new Error("gone")) });
