@@ -284,6 +284,25 @@ test("a put whose stream fails stores nothing and rejects with the stream's erro
   assert.equal(await (await env.ASSETS_BUCKET.get("broken/stream")).text(), "old");
 });
 
+test("the body is a byte stream: a BYOB reader fills its own buffer", async () => {
+  const data = new Uint8Array(2 * MiB + 7).map((_, i) => i % 251);
+  await env.ASSETS_BUCKET.put("byob/x", data);
+  const reader = (await env.ASSETS_BUCKET.get("byob/x")).body.getReader({ mode: "byob" });
+  const out = new Uint8Array(data.byteLength);
+  let buffer = new ArrayBuffer(100_000);
+  let filled = 0;
+  for (;;) {
+    const { done, value } = await reader.read(new Uint8Array(buffer));
+    if (done) break;
+    assert.ok(value.byteLength <= 100_000);
+    out.set(value, filled);
+    filled += value.byteLength;
+    buffer = value.buffer;
+  }
+  assert.equal(filled, data.byteLength);
+  assert.deepEqual(out, data);
+});
+
 test("a body read in part and cancelled frees the call", async () => {
   const bucket = env.ASSETS_BUCKET;
   await bucket.put("big/8m", generated(8, MiB).stream);
