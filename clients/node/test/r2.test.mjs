@@ -264,6 +264,38 @@ test(ROUND_TRIP_TEST, { timeout: 300_000 }, async (t) => {
   console.log(`# 64 MiB round trip: ${line("put", seen.put)}; ${line("get", seen.get)}`);
 });
 
+const CLOSE_WITH_UNREAD_BODY = `
+import { connect } from ${JSON.stringify(new URL("../dist/index.js", import.meta.url).href)};
+const env = await connect({ endpoint: process.env.BINDINGD_ENDPOINT });
+await env.ASSETS_BUCKET.put("close/8m", new Uint8Array(8 * 1024 * 1024));
+const body = await env.ASSETS_BUCKET.get("close/8m");
+globalThis.kept = body; // held, never read: only close() can end its call
+env.close();
+try {
+  await body.arrayBuffer();
+  console.log("read after close");
+} catch (error) {
+  console.log(error.reason);
+}
+`;
+
+test("close() ends a call whose body was never read, so the process exits", async (t) => {
+  const child = spawn(process.execPath, ["--input-type=module", "-e", CLOSE_WITH_UNREAD_BODY], {
+    env: { ...process.env, BINDINGD_ENDPOINT: daemon.endpoint },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const killer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+  t.after(() => clearTimeout(killer));
+  let out = "";
+  let err = "";
+  child.stdout.on("data", (chunk) => (out += chunk));
+  child.stderr.on("data", (chunk) => (err += chunk));
+  const [code, signal] = await once(child, "exit");
+  assert.equal(signal, null, "the process did not exit by itself after env.close()");
+  assert.equal(code, 0, err);
+  assert.equal(out.trim(), "CLIENT_CLOSED");
+});
+
 test("a put whose stream fails stores nothing and rejects with the stream's error", async () => {
   let sent = 0;
   const failing = new ReadableStream({
