@@ -270,18 +270,24 @@ class _Pools:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self._pools: dict[tuple[bool, int], asyncio.Task[_Pool]] = {}
+        self._open: dict[tuple[bool, int], _Pool] = {}
 
     async def get(self, read_only: bool, timeout_ms: int) -> _Pool:
         key = (read_only, timeout_ms)
+        pool = self._open.get(key)
+        if pool is not None:
+            return pool
         opening = self._pools.get(key)
         if opening is None:
-            pool = _Pool(self.connection, read_only, timeout_ms)
-            opening = asyncio.get_running_loop().create_task(pool.open())
+            opening = asyncio.get_running_loop().create_task(
+                _Pool(self.connection, read_only, timeout_ms).open()
+            )
             self._pools[key] = opening
-        return await opening
+        pool = self._open[key] = await opening
+        return pool
 
     async def close(self) -> None:
-        pools, self._pools = list(self._pools.values()), {}
+        pools, self._pools, self._open = list(self._pools.values()), {}, {}
         for opening in pools:
             with contextlib.suppress(Exception):
                 await (await opening).close()
