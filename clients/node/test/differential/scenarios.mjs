@@ -88,6 +88,30 @@ function isUploadedPart(value) {
   return keys.length === 2 && keys[0] === "etag" && keys[1] === "partNumber";
 }
 
+function isD1Meta(value) {
+  return "served_by" in value && "duration" in value && "changes" in value;
+}
+
+function isD1ExecResult(value) {
+  const keys = Object.keys(value).sort();
+  return keys.length === 2 && keys[0] === "count" && keys[1] === "duration";
+}
+
+/**
+ * D1's meta, with what each store measures its own way replaced by a marker: duration,
+ * served_by, size_after (file size) and timings. changes, last_row_id, changed_db, rows_read and
+ * rows_written are compared.
+ */
+async function normaliseD1Meta(meta) {
+  const out = {};
+  const own = new Set(["duration", "served_by", "size_after", "timings"]);
+  for (const [k, v] of Object.entries(meta)) {
+    if (v === undefined) continue;
+    out[k] = own.has(k) ? `<${k}>` : await normalise(v);
+  }
+  return out;
+}
+
 const CHECKSUM_NAMES = ["md5", "sha1", "sha256", "sha384", "sha512"];
 
 async function normaliseR2Object(object) {
@@ -151,6 +175,8 @@ export async function normalise(value) {
     return out;
   }
   if (isR2Object(value)) return normaliseR2Object(value);
+  if (isD1Meta(value)) return normaliseD1Meta(value);
+  if (isD1ExecResult(value)) return { count: value.count, duration: typeof value.duration === "number" ? "<duration>" : value.duration };
   if (isUploadedPart(value)) {
     // R2 part etags are opaque (Miniflare's are long random strings): only that there is one.
     return { partNumber: value.partNumber, etag: typeof value.etag === "string" && value.etag.length > 0 ? "<etag>" : value.etag };
@@ -1065,7 +1091,205 @@ export const r2 = {
 // D1
 // ---------------------------------------------------------------------------------------------
 
-export const d1 = {};
+/** Recreate the tables a scenario owns, so it starts from nothing whichever side runs it. */
+async function freshTables(db, ...ddl) {
+  for (const statement of ddl) {
+    const name = /CREATE TABLE (\w+)/.exec(statement)[1];
+    await db.prepare(`DROP TABLE IF EXISTS ${name}`).run();
+    await db.prepare(statement).run();
+  }
+}
+
+/** A value and its JavaScript type, so 1 and true or "1" never look the same. */
+function typed(row) {
+  if (row === null) return null;
+  const out = {};
+  for (const [k, v] of Object.entries(row)) {
+    out[k] = { type: Array.isArray(v) ? "array" : v === null ? "null" : typeof v, value: v };
+  }
+  return out;
+}
+
+export const d1 = {
+  async valueTypes(env) {
+    const db = env.APP_DB;
+    await freshTables(db, "CREATE TABLE d1_types (id INTEGER PRIMARY KEY, v)");
+    const values = {
+      integer: 42,
+      negative: -7,
+      float: 3.25,
+      bigSafe: 2 ** 53 - 1,
+      text: "héllo ☃ 😀",
+      emptyText: "",
+      nul: "a\u0000b",
+      nullValue: null,
+      booleanTrue: true,
+      booleanFalse: false,
+      arrayBuffer: bytesUpTo(5).buffer,
+      uint8Array: new Uint8Array([255, 0, 1]),
+      view: bytesUpTo(10).subarray(2, 4),
+      emptyBlob: new Uint8Array(0),
+      numberArray: [1, 2, 3],
+    };
+    const out = {};
+    let id = 0;
+    for (const [name, value] of Object.entries(values)) {
+      id += 1;
+      const bound = id;
+      out[name] = await attempt(async () => {
+        await db.prepare("INSERT INTO d1_types (id, v) VALUES (?, ?)").bind(bound, value).run();
+        return typed(await db.prepare("SELECT v, typeof(v) AS storage FROM d1_types WHERE id = ?").bind(bound).first());
+      });
+    }
+    const refused = {
+      undefinedValue: undefined,
+      bigint: 10n,
+      object: { a: 1 },
+      date: new Date(0),
+      symbol: Symbol("s"),
+      fn: () => 1,
+      nan: NaN,
+      infinity: Infinity,
+    };
+    for (const [name, value] of Object.entries(refused)) {
+      out[name] = await attempt(async () => {
+        await db.prepare("INSERT INTO d1_types (id, v) VALUES (?, ?)").bind(1000 + Object.keys(out).length, value).run();
+        return typed(await db.prepare("SELECT v, typeof(v) AS storage FROM d1_types ORDER BY id DESC LIMIT 1").first());
+      });
+    }
+    // Integral numbers are bound as REAL in D1, which shows in arithmetic.
+    out.boundDivision = await attempt(() => db.prepare("SELECT ? / 2 AS half, typeof(?) AS storage").bind(5, 5).first());
+    out.literals = await attempt(async () =>
+      typed(
+        await db
+          .prepare(
+            "SELECT 1 AS one, 1.5 AS half, 'x' AS text, NULL AS nil, x'00ff' AS blob, 9007199254740993 AS big," +
+              " -9223372036854775808 AS min64, 1e308 * 10 AS inf, 0.1 + 0.2 AS sum, TRUE AS t, 10 / 4 AS intdiv",
+          )
+          .first(),
+      ),
+    );
+    return out;
+  },
+
+  async firstAllRunRaw(env) {
+    const db = env.APP_DB;
+    await freshTables(db, "CREATE TABLE d1_people (id INTEGER PRIMARY KEY, name TEXT NOT NULL, age INTEGER)");
+    await db.prepare("INSERT INTO d1_people (name, age) VALUES ('ann', 31), ('bob', NULL), ('cy', 7)").run();
+    const select = db.prepare("SELECT id, name, age FROM d1_people ORDER BY id");
+    const none = db.prepare("SELECT id, name FROM d1_people WHERE id < 0");
+    return {
+      first: await attempt(() => select.first()),
+      firstColumn: await attempt(() => select.first("name")),
+      firstNullColumn: await attempt(() => db.prepare("SELECT age FROM d1_people WHERE name = 'bob'").first("age")),
+      firstMissingColumn: await attempt(() => select.first("nope")),
+      firstEmpty: await attempt(() => none.first()),
+      firstEmptyColumn: await attempt(() => none.first("name")),
+      all: await attempt(() => select.all()),
+      allEmpty: await attempt(() => none.all()),
+      run: await attempt(() => select.run()),
+      raw: await attempt(() => select.raw()),
+      rawColumnNames: await attempt(() => select.raw({ columnNames: true })),
+      rawColumnNamesFalse: await attempt(() => select.raw({ columnNames: false })),
+      rawEmpty: await attempt(() => none.raw()),
+      rawEmptyColumnNames: await attempt(() => none.raw({ columnNames: true })),
+      duplicateColumns: await attempt(() => db.prepare("SELECT 1 AS a, 2 AS a, 3 AS b").all()),
+      duplicateColumnsRaw: await attempt(() => db.prepare("SELECT 1 AS a, 2 AS a, 3 AS b").raw({ columnNames: true })),
+      duplicateColumnsFirst: await attempt(() => db.prepare("SELECT 1 AS a, 2 AS a").first()),
+      expressionColumns: await attempt(() => db.prepare("SELECT 1 + 1, upper('x'), count(*) FROM d1_people").first()),
+      reuse: await attempt(async () => {
+        const statement = db.prepare("SELECT name FROM d1_people WHERE id = ?");
+        return [await statement.bind(1).first("name"), await statement.bind(3).first("name"), await statement.bind(1).first("name")];
+      }),
+      rebind: await attempt(async () => {
+        const statement = db.prepare("SELECT ? AS v").bind(1);
+        return [await statement.first("v"), await statement.bind(2).first("v")];
+      }),
+    };
+  },
+
+  async meta(env) {
+    const db = env.APP_DB;
+    await freshTables(db, "CREATE TABLE d1_meta (id INTEGER PRIMARY KEY, v TEXT)");
+    const out = {};
+    out.insert = await attempt(() => db.prepare("INSERT INTO d1_meta (v) VALUES ('a')").run());
+    out.insertMany = await attempt(() => db.prepare("INSERT INTO d1_meta (v) VALUES ('b'), ('c'), ('d')").run());
+    out.insertExplicitId = await attempt(() => db.prepare("INSERT INTO d1_meta (id, v) VALUES (100, 'e')").run());
+    out.select = await attempt(() => db.prepare("SELECT * FROM d1_meta ORDER BY id").all());
+    out.selectRun = await attempt(() => db.prepare("SELECT count(*) AS n FROM d1_meta").run());
+    out.update = await attempt(() => db.prepare("UPDATE d1_meta SET v = v || '!' WHERE id <= 3").run());
+    out.updateNone = await attempt(() => db.prepare("UPDATE d1_meta SET v = 'x' WHERE id < 0").run());
+    out.delete = await attempt(() => db.prepare("DELETE FROM d1_meta WHERE id = 100").run());
+    out.returning = await attempt(() => db.prepare("INSERT INTO d1_meta (v) VALUES ('r') RETURNING id, v").all());
+    out.createTable = await attempt(() => db.prepare("CREATE TABLE IF NOT EXISTS d1_meta_other (x)").run());
+    out.dropTable = await attempt(() => db.prepare("DROP TABLE d1_meta_other").run());
+    out.resultFields = await attempt(async () => Object.keys(await db.prepare("SELECT 1").all()).sort());
+    out.metaFields = await attempt(async () => Object.keys((await db.prepare("SELECT 1").all()).meta).sort());
+    return out;
+  },
+
+  async batch(env) {
+    const db = env.APP_DB;
+    await freshTables(db, "CREATE TABLE d1_batch (id INTEGER PRIMARY KEY, v TEXT UNIQUE)");
+    const insert = db.prepare("INSERT INTO d1_batch (v) VALUES (?)");
+    const count = async () => (await db.prepare("SELECT count(*) AS n FROM d1_batch").first("n"));
+    const out = {};
+    out.ok = await attempt(() =>
+      db.batch([insert.bind("a"), insert.bind("b"), db.prepare("SELECT v FROM d1_batch ORDER BY v"), db.prepare("UPDATE d1_batch SET v = v || '1'")]),
+    );
+    out.countAfterOk = await count();
+    out.rollback = await attempt(() => db.batch([insert.bind("c"), insert.bind("a1"), insert.bind("d")]), [/UNIQUE constraint failed/]);
+    out.countAfterRollback = await count();
+    out.rollbackSyntax = await attempt(() => db.batch([insert.bind("e"), db.prepare("INSER INTO d1_batch VALUES (1)")]), [/syntax error/]);
+    out.countAfterSyntax = await count();
+    out.empty = await attempt(() => db.batch([]));
+    out.notStatements = await attempt(() => db.batch(["SELECT 1"]));
+    out.readOnly = await attempt(() => db.batch([db.prepare("SELECT 1 AS x"), db.prepare("SELECT 2 AS y")]));
+    out.rows = await attempt(() => db.prepare("SELECT id, v FROM d1_batch ORDER BY id").raw());
+    return out;
+  },
+
+  async exec(env) {
+    const db = env.APP_DB;
+    await freshTables(db, "CREATE TABLE d1_exec (v TEXT UNIQUE)", "CREATE TABLE d1_exec_other (v TEXT)");
+    const out = {};
+    out.script = await attempt(() =>
+      db.exec("INSERT INTO d1_exec VALUES ('a');\nINSERT INTO d1_exec VALUES ('b');\n\nSELECT * FROM d1_exec;"),
+    );
+    out.single = await attempt(() => db.exec("INSERT INTO d1_exec VALUES ('c')"));
+    out.trailingSemicolons = await attempt(() => db.exec("INSERT INTO d1_exec_other VALUES ('d');;"));
+    out.empty = await attempt(() => db.exec(""));
+    out.onlyComment = await attempt(() => db.exec("-- nothing"));
+    out.rows = await attempt(() => db.prepare("SELECT v FROM d1_exec ORDER BY v").raw());
+    out.error = await attempt(() => db.exec("INSERT INTO d1_exec VALUES ('x');\nINSERT INTO d1_exec VALUES ('a');"), [/UNIQUE constraint failed/]);
+    out.rowsAfterError = await attempt(() => db.prepare("SELECT v FROM d1_exec ORDER BY v").raw());
+    out.syntaxError = await attempt(() => db.exec("SELEC 1"), [/syntax error/]);
+    return out;
+  },
+
+  async errors(env) {
+    const db = env.APP_DB;
+    await freshTables(db, "CREATE TABLE d1_errors (id INTEGER PRIMARY KEY, v TEXT NOT NULL UNIQUE, n INTEGER CHECK (n > 0))");
+    await db.prepare("INSERT INTO d1_errors (v, n) VALUES ('taken', 1)").run();
+    return {
+      noSuchTable: await attempt(() => db.prepare("SELECT * FROM d1_no_such_table").all(), [/no such table/]),
+      noSuchColumn: await attempt(() => db.prepare("SELECT nope FROM d1_errors").all(), [/no such column/]),
+      syntax: await attempt(() => db.prepare("SELEC 1").all(), [/syntax error/]),
+      unique: await attempt(() => db.prepare("INSERT INTO d1_errors (v, n) VALUES ('taken', 2)").run(), [/UNIQUE constraint failed/]),
+      notNull: await attempt(() => db.prepare("INSERT INTO d1_errors (v) VALUES (NULL)").run(), [/NOT NULL constraint failed/]),
+      check: await attempt(() => db.prepare("INSERT INTO d1_errors (v, n) VALUES ('y', 0)").run(), [/CHECK constraint failed/]),
+      tooFewParameters: await attempt(() => db.prepare("SELECT ?, ?").bind(1).all()),
+      tooManyParameters: await attempt(() => db.prepare("SELECT ?").bind(1, 2).all()),
+      numberedParameters: await attempt(() => db.prepare("SELECT ?2 AS b, ?1 AS a, ?1 AS again").bind("one", "two").first()),
+      namedParameters: await attempt(() => db.prepare("SELECT :name AS v").bind("x").first()),
+      emptyStatement: await attempt(() => db.prepare("").all()),
+      onlyComment: await attempt(() => db.prepare("-- nothing").all()),
+      twoStatements: await attempt(() => db.prepare("SELECT 1; SELECT 2").all()),
+      firstUnknownColumnOnEmpty: await attempt(() => db.prepare("SELECT v FROM d1_errors WHERE id < 0").first("nope")),
+      stillThere: await attempt(() => db.prepare("SELECT v, n FROM d1_errors").all()),
+    };
+  },
+};
 
 export const scenarios = { kv, r2, d1 };
 
