@@ -1267,6 +1267,45 @@ export const d1 = {
     return out;
   },
 
+  async blobs(env) {
+    const db = env.APP_DB;
+    await freshTables(db, "CREATE TABLE d1_blobs (id INTEGER PRIMARY KEY, b BLOB)");
+    const all = bytesUpTo(256);
+    await db.prepare("INSERT INTO d1_blobs (id, b) VALUES (1, ?), (2, ?), (3, ?)").bind(all, new Uint8Array(0), all.subarray(250)).run();
+    return {
+      all: await attempt(() => db.prepare("SELECT id, length(b) AS n, hex(b) AS h FROM d1_blobs ORDER BY id").all()),
+      first: await attempt(async () => (await db.prepare("SELECT b FROM d1_blobs WHERE id = 3").first("b"))),
+      raw: await attempt(() => db.prepare("SELECT id, b FROM d1_blobs WHERE id > 1 ORDER BY id").raw({ columnNames: true })),
+      roundTrip: await attempt(async () => {
+        const back = await db.prepare("SELECT b FROM d1_blobs WHERE id = 1").first("b");
+        await db.prepare("INSERT INTO d1_blobs (id, b) VALUES (4, ?)").bind(new Uint8Array(back)).run();
+        return db.prepare("SELECT b = (SELECT b FROM d1_blobs WHERE id = 1) AS same FROM d1_blobs WHERE id = 4").first("same");
+      }),
+      literal: await attempt(() => db.prepare("SELECT x'' AS empty, zeroblob(3) AS zeros, CAST('é' AS BLOB) AS text").first()),
+    };
+  },
+
+  async sessions(env) {
+    const db = env.APP_DB;
+    const bookmark = (value) => (typeof value === "string" && value.length > 0 ? "<bookmark>" : value);
+    // An insert first, so last_row_id in the metas below is this scenario's own.
+    await freshTables(db, "CREATE TABLE d1_sessions (id INTEGER PRIMARY KEY)");
+    await db.prepare("INSERT INTO d1_sessions (id) VALUES (7)").run();
+    const out = {};
+    const session = db.withSession();
+    out.first = await attempt(() => session.prepare("SELECT 1 AS x").first());
+    out.bookmark = await attempt(() => bookmark(session.getBookmark()));
+    out.all = await attempt(() => session.prepare("SELECT ? AS y").bind("v").all());
+    out.batch = await attempt(() => session.batch([session.prepare("SELECT 3 AS z")]));
+    const primary = db.withSession("first-primary");
+    out.primary = await attempt(() => primary.prepare("SELECT 2 AS x").first());
+    out.primaryBookmark = await attempt(() => bookmark(primary.getBookmark()));
+    const unconstrained = db.withSession("first-unconstrained");
+    out.unconstrained = await attempt(() => unconstrained.prepare("SELECT 4 AS x").first("x"));
+    out.fromBookmark = await attempt(() => db.withSession(session.getBookmark()).prepare("SELECT 5 AS x").first("x"));
+    return out;
+  },
+
   async errors(env) {
     const db = env.APP_DB;
     await freshTables(db, "CREATE TABLE d1_errors (id INTEGER PRIMARY KEY, v TEXT NOT NULL UNIQUE, n INTEGER CHECK (n > 0))");
