@@ -63,7 +63,7 @@ const INT32_MAX = 2 ** 31 - 1;
  * then refuses), fractions truncate, and a value outside the int32 range is a TypeError.
  */
 function workersInt(value: unknown): number {
-  const number = typeof value === "bigint" ? Number(value) : Number(value);
+  const number = Number(value); // a Symbol is a TypeError here, as in workerd
   if (!Number.isFinite(number)) return 0;
   const integer = Math.trunc(number);
   if (integer < INT32_MIN || integer > INT32_MAX) {
@@ -112,9 +112,8 @@ function checkKey(key: unknown): string {
 
 /** Primitives convert to their string, as workerd's put does; other objects are a TypeError. */
 function valueBytes(value: unknown): Uint8Array | null {
-  if (value === null || value === undefined || typeof value === "number" || typeof value === "boolean" || typeof value === "bigint") {
-    return bytesOf(String(value));
-  }
+  const primitive = value === null || value === undefined || typeof value === "number";
+  if (primitive || typeof value === "boolean" || typeof value === "bigint") return bytesOf(String(value));
   if (typeof value === "symbol") throw new TypeError("Cannot convert a Symbol value to a string");
   return bytesOf(value as string | ArrayBuffer | ArrayBufferView);
 }
