@@ -1306,6 +1306,35 @@ export const d1 = {
     return out;
   },
 
+  async sqliteFeatures(env) {
+    const db = env.APP_DB;
+    await freshTables(
+      db,
+      "CREATE TABLE d1_parent (id INTEGER PRIMARY KEY)",
+      "CREATE TABLE d1_child (id INTEGER PRIMARY KEY, parent INTEGER REFERENCES d1_parent (id))",
+      "CREATE TABLE d1_strict (id INTEGER PRIMARY KEY, n INTEGER) STRICT",
+    );
+    return {
+      foreignKeys: await attempt(() => db.prepare("INSERT INTO d1_child (parent) VALUES (99)").run(), [/FOREIGN KEY constraint failed/]),
+      foreignKeysPragma: await attempt(() => db.prepare("PRAGMA foreign_keys").first()),
+      strict: await attempt(() => db.prepare("INSERT INTO d1_strict (n) VALUES ('text')").run(), [/cannot store TEXT value in INTEGER column/]),
+      jsonArrow: await attempt(() => db.prepare(`SELECT '{"a":[1,2]}' ->> '$.a[1]' AS v`).first("v")),
+      jsonFunctions: await attempt(() => db.prepare(`SELECT json_object('k', ?) AS j, json_array_length(?) AS n`).bind("v", "[1,2,3]").first()),
+      begin: await attempt(() => db.prepare("BEGIN TRANSACTION").run()),
+      savepoint: await attempt(() => db.prepare("SAVEPOINT s1").run()),
+      like: await attempt(() => db.prepare("SELECT 'ABC' LIKE 'abc' AS ci, 'é' LIKE 'É' AS unicode").first()),
+      likeWithEscape: await attempt(() => db.prepare("SELECT 'a%b' LIKE 'a!%b' ESCAPE '!' AS v").first("v")),
+      math: await attempt(() => db.prepare("SELECT 7 / 2 AS i, 7 / 2.0 AS f, 7 % 3 AS m, abs(-3) AS a, round(2.5) AS r").first()),
+      mathFunctions: await attempt(() => db.prepare("SELECT sqrt(16) AS s").first("s")),
+      windowFunction: await attempt(() => db.prepare("SELECT x, sum(x) OVER (ORDER BY x) AS running FROM (SELECT 1 AS x UNION ALL SELECT 2 UNION ALL SELECT 3)").raw()),
+      cte: await attempt(() => db.prepare("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 5) SELECT group_concat(n) AS g FROM c").first("g")),
+      upsert: await attempt(async () => {
+        await db.prepare("INSERT INTO d1_parent (id) VALUES (1) ON CONFLICT (id) DO NOTHING").run();
+        return db.prepare("INSERT INTO d1_parent (id) VALUES (1) ON CONFLICT (id) DO NOTHING").run();
+      }),
+    };
+  },
+
   async errors(env) {
     const db = env.APP_DB;
     await freshTables(db, "CREATE TABLE d1_errors (id INTEGER PRIMARY KEY, v TEXT NOT NULL UNIQUE, n INTEGER CHECK (n > 0))");
