@@ -10,7 +10,7 @@ import {
   KVService,
   type KVListResponse,
 } from "./gen/bindingd/v1/kv.js";
-import { bytesOf, decodeText, isReadableStream, readAll, streamOf, toArrayBuffer } from "./bytes.js";
+import { bytesOf, isReadableStream, readAll, streamOf, toArrayBuffer } from "./bytes.js";
 import { InvalidArgument } from "./errors.js";
 import type { Transport } from "./transport.js";
 import type * as Workers from "@cloudflare/workers-types";
@@ -75,6 +75,16 @@ function workersInt(value: unknown): number {
 /** An optional int option: undefined stays unset; anything else (null too) converts. */
 function optionalInt(value: unknown): bigint | undefined {
   return value === undefined ? undefined : BigInt(workersInt(value));
+}
+
+/**
+ * A value as text the way workerd's KV decodes it: invalid UTF-8 becomes U+FFFD and a leading
+ * byte-order mark stays part of the text (so such a value is not valid JSON either).
+ */
+const valueDecoder = new TextDecoder("utf-8", { ignoreBOM: true });
+
+function decodeText(bytes: Uint8Array): string {
+  return valueDecoder.decode(bytes);
 }
 
 function decodeValue(entry: KVEntry, type: KVValueType): unknown {

@@ -49,6 +49,29 @@ const KNOWN_DIFFERENCES = {
       { threw: "Error" },
     ),
   ],
+  "kv/unusualText": [
+    differs(
+      ["loneSurrogateKey"],
+      "a key with a lone UTF-16 surrogate: workerd sends it as WTF-8, which Miniflare cannot decode (an Error); " +
+        "bindingd stores it with U+FFFD in its place",
+      { threw: "Error" },
+      { ok: ["odd/\ufffdx"] },
+    ),
+    differs(
+      ["loneSurrogateValue"],
+      "a string value with a lone surrogate: workerd stores its WTF-8 bytes (ED B0 80), bindingd U+FFFD (EF BF BD)",
+      { ok: ["a\ufffd\ufffd\ufffdb", { $arrayBuffer: { hex: "61edb08062" } }] },
+      { ok: ["a\ufffdb", { $arrayBuffer: { hex: "61efbfbd62" } }] },
+    ),
+  ],
+  "r2/unusualText": [
+    differs(
+      ["loneSurrogate"],
+      "the same for an R2 string body",
+      { ok: { $arrayBuffer: { hex: "61edb08062" } } },
+      { ok: { $arrayBuffer: { hex: "61efbfbd62" } } },
+    ),
+  ],
   "kv/bulkIntegerLikeKeys": [
     differs(
       ["strings"],

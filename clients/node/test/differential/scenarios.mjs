@@ -569,6 +569,38 @@ export const kv = {
     };
   },
 
+  async unusualText(env) {
+    const kv = env.CACHE;
+    const big = bytesUpTo(1024 * 1024);
+    const chunks = [];
+    for (let at = 0; at < big.byteLength; at += 65536) chunks.push(big.subarray(at, at + 65536));
+    return {
+      loneSurrogateKey: await attempt(async () => {
+        await kv.put("odd/\uD800x", "v");
+        return listNames(kv, { prefix: "odd/" });
+      }),
+      loneSurrogateValue: await attempt(async () => {
+        await kv.put("odd-value/s", "a\uDC00b");
+        return [await kv.get("odd-value/s"), await kv.get("odd-value/s", "arrayBuffer")];
+      }),
+      invalidUtf8AsText: await attempt(async () => {
+        await kv.put("odd-value/bytes", new Uint8Array([0x61, 0xff, 0xfe, 0x62]));
+        return kv.get("odd-value/bytes");
+      }),
+      bomText: await attempt(async () => {
+        await kv.put("odd-value/bom", new Uint8Array([0xef, 0xbb, 0xbf, 0x7b, 0x7d]));
+        return [await kv.get("odd-value/bom"), await attempt(() => kv.get("odd-value/bom", "json"))];
+      }),
+      oneMebibyteStream: await attempt(async () => {
+        await kv.put("odd-value/big", streamOfChunks(...chunks));
+        const back = new Uint8Array(await kv.get("odd-value/big", "arrayBuffer"));
+        let same = back.byteLength === big.byteLength;
+        for (let i = 0; same && i < back.byteLength; i++) same = back[i] === big[i];
+        return { size: back.byteLength, same };
+      }),
+    };
+  },
+
   async cacheTtl(env) {
     const kv = env.CACHE;
     await kv.put("cachettl/k", "v");
@@ -739,6 +771,21 @@ export const r2 = {
     });
     out.listed = await attempt(async () => (await bucket.list({ prefix: "r2-keys/" })).objects.map((o) => o.key));
     return out;
+  },
+
+  async unusualText(env) {
+    const bucket = env.ASSETS_BUCKET;
+    await bucket.put("r2-text/bom", new Uint8Array([0xef, 0xbb, 0xbf, 0x7b, 0x7d]));
+    await bucket.put("r2-text/invalid", new Uint8Array([0x61, 0xff, 0x62]));
+    return {
+      bomText: await attempt(async () => (await bucket.get("r2-text/bom")).text()),
+      bomJson: await attempt(async () => (await bucket.get("r2-text/bom")).json()),
+      invalidUtf8: await attempt(async () => (await bucket.get("r2-text/invalid")).text()),
+      loneSurrogate: await attempt(async () => {
+        await bucket.put("r2-text/surrogate", "a\uDC00b");
+        return (await bucket.get("r2-text/surrogate")).arrayBuffer();
+      }),
+    };
   },
 
   async ranges(env) {
