@@ -388,11 +388,7 @@ after(async () => {
   await mf?.dispose();
 });
 
-/** Node's side of R2 runs once the client has R2Bucket (it lands on main separately). */
-const CLIENT_CLASS = { kv: "KVNamespace", r2: "R2Bucket", d1: "D1Database" };
-
 for (const [binding, group] of Object.entries(scenarios)) {
-  const missing = typeof client[CLIENT_CLASS[binding]] !== "function";
   for (const name of Object.keys(group)) {
     const id = `${binding}/${name}`;
     test(id, async (t) => {
@@ -400,7 +396,6 @@ for (const [binding, group] of Object.entries(scenarios)) {
       const inWorkerd = await response.json();
       // A scenario catches the errors it expects; one that throws in workerd is itself broken.
       assert.equal(inWorkerd.failed, undefined, inWorkerd.messages?.join("\n"));
-      if (missing) return; // until the client class lands, the scenario runs in workerd only
       // Through JSON like the workerd side, so both are plain data compared the same way.
       const inNode = JSON.parse(JSON.stringify(await runScenario(binding, name, env)));
       const workerdResult = { result: inWorkerd.result, failed: inWorkerd.failed };
