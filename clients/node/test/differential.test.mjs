@@ -373,6 +373,8 @@ before(async () => {
     r2Buckets: ["ASSETS_BUCKET"],
     d1Databases: ["APP_DB"],
   });
+  // workerd up first: a runtime that fails to start must fail here, before there is a daemon to leave behind.
+  await mf.ready;
   daemon = await startDaemon(`version: 1
 bindings:
   CACHE: { type: kv }
