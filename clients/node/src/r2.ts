@@ -298,9 +298,20 @@ export class R2ObjectBody extends R2Object implements Workers.R2ObjectBody {
 
 // --- encoding options ----------------------------------------------------------------------------
 
+/** A key as workerd takes it: any value but a Symbol is converted to its string. */
 function checkKey(key: unknown): string {
-  if (typeof key !== "string") throw new TypeError(`an object key must be a string, not ${typeof key}`);
-  return key;
+  if (typeof key === "string") return key;
+  if (typeof key === "symbol") throw new TypeError("Cannot convert a Symbol value to a string");
+  return String(key);
+}
+
+/** An etag of an onlyIf object is bare hex: workerd refuses a quoted one (Headers carry quotes). */
+function bareEtag(name: string, value: unknown): string {
+  const etag = String(value);
+  if (etag.length >= 2 && etag.startsWith('"') && etag.endsWith('"')) {
+    throw new TypeError(`onlyIf.${name}: an etag must not be wrapped in quotes (${etag})`);
+  }
+  return etag;
 }
 
 function isHeaders(value: unknown): value is AnyHeaders {
@@ -388,8 +399,10 @@ function encodeConditional(onlyIf: R2Conditional | AnyHeaders | undefined): Obje
     seconds = true;
   } else {
     if (typeof onlyIf !== "object") throw new TypeError("onlyIf must be an object or a Headers");
-    if (onlyIf.etagMatches !== undefined) message.etagMatches = String(onlyIf.etagMatches);
-    if (onlyIf.etagDoesNotMatch !== undefined) message.etagDoesNotMatch = String(onlyIf.etagDoesNotMatch);
+    if (onlyIf.etagMatches !== undefined) message.etagMatches = bareEtag("etagMatches", onlyIf.etagMatches);
+    if (onlyIf.etagDoesNotMatch !== undefined) {
+      message.etagDoesNotMatch = bareEtag("etagDoesNotMatch", onlyIf.etagDoesNotMatch);
+    }
     if (onlyIf.uploadedAfter !== undefined) after = millis("onlyIf.uploadedAfter", onlyIf.uploadedAfter);
     if (onlyIf.uploadedBefore !== undefined) before = millis("onlyIf.uploadedBefore", onlyIf.uploadedBefore);
     seconds = onlyIf.secondsGranularity === true;
@@ -428,6 +441,7 @@ function encodeRange(range: R2Range | AnyHeaders | undefined): ObjectRangeReques
   if (isHeaders(range)) return rangeFromHeaders(range);
   if (typeof range !== "object") throw new TypeError("range must be an object or a Headers");
   const { offset, length, suffix } = range as { offset?: number; length?: number; suffix?: number };
+  if (offset === undefined && length === undefined && suffix === undefined) return undefined; // {}: the whole object
   const message: ObjectRangeRequest = {};
   if (suffix !== undefined) {
     if (offset !== undefined) throw new TypeError("Suffix is incompatible with offset.");
@@ -550,6 +564,9 @@ export class R2MultipartUpload implements Workers.R2MultipartUpload {
   ): Promise<R2UploadedPart> {
     if (typeof partNumber !== "number" || !Number.isInteger(partNumber)) {
       throw new TypeError("partNumber must be an integer");
+    }
+    if (partNumber < 1 || partNumber > 10000) {
+      throw new TypeError(`Part number must be between 1 and 10000 (inclusive), not ${partNumber}`);
     }
     checkValue(value, "uploadPart");
     unsupportedSsec(this.#binding, options?.ssecKey);
@@ -721,7 +738,7 @@ export class R2Bucket implements Workers.R2Bucket {
     const include = options?.include ?? [];
     for (const name of include) {
       if (name !== "httpMetadata" && name !== "customMetadata") {
-        throw new TypeError(`list include takes "httpMetadata" and "customMetadata", not ${JSON.stringify(name)}`);
+        throw new RangeError(`list include takes "httpMetadata" and "customMetadata", not ${JSON.stringify(name)}`);
       }
     }
     const response = await this.#transport.unary(ObjectsService.list, {
@@ -737,7 +754,8 @@ export class R2Bucket implements Workers.R2Bucket {
     const objects = response.objects.map((meta) => new R2Object(meta));
     const delimitedPrefixes = [...response.delimitedPrefixes];
     if (response.truncated) return { objects, delimitedPrefixes, truncated: true, cursor: response.cursor };
-    return { objects, delimitedPrefixes, truncated: false };
+    // workerd's result has the cursor property even then, as undefined.
+    return { objects, delimitedPrefixes, truncated: false, cursor: undefined } as R2Objects;
   }
 
   /** Start a multipart upload; `storageClass` is accepted and ignored (bindingd stores Standard). */

@@ -101,7 +101,6 @@ const KNOWN_DIFFERENCES = {
         threw: "Error",
       }),
     ),
-    differs(["numberKey"], "a number key: workerd converts it to a string, bindingd's R2Bucket throws a TypeError", { ok: "number key" }, { threw: "TypeError" }),
   ],
   "r2/ranges": [
     ...["offsetAtSize", "zeroLength", "zeroSuffix", "emptyObjectSuffix", "emptyObjectOffset"].map((name) =>
@@ -113,24 +112,8 @@ const KNOWN_DIFFERENCES = {
         "<an empty body>",
       ),
     ),
-    differs(["empty"], "range {}: workerd answers the whole object, bindingd InvalidArgument", "<the whole object>", { threw: "Error" }),
-  ],
-  "r2/conditionalGet": [
-    differs(
-      ["etagMatchesQuoted"],
-      "a quoted etag in onlyIf: workerd throws a TypeError, bindingd accepts it",
-      { threw: "TypeError" },
-      "<the object>",
-    ),
   ],
   "r2/list": [
-    differs(
-      ["fields"],
-      "a list that is not truncated: workerd's result has a cursor property (undefined), bindingd's none",
-      { ok: ["cursor", "delimitedPrefixes", "objects", "truncated"] },
-      { ok: ["delimitedPrefixes", "objects", "truncated"] },
-    ),
-    differs(["includeUnknown"], "an unknown include value: RangeError in workerd, TypeError in bindingd", { threw: "RangeError" }, { threw: "TypeError" }),
     differs(
       ["badCursor"],
       "a cursor the store did not make: Miniflare answers an empty page, bindingd InvalidArgument",
@@ -147,11 +130,6 @@ const KNOWN_DIFFERENCES = {
     ),
   ],
   "r2/multipart": [
-    ...["partNumberZero", "partNumberTooBig"].map((name) =>
-      differs([name], "a part number outside 1-10000: TypeError in workerd, InvalidArgument (an Error) in bindingd", { threw: "TypeError" }, {
-        threw: "Error",
-      }),
-    ),
     differs(
       ["noParts"],
       "complete([]): Miniflare makes an empty object (etag ...-0), bindingd refuses (R2 needs at least one part)",
@@ -174,24 +152,6 @@ const KNOWN_DIFFERENCES = {
       { ok: { half: 2.5, storage: "real" } },
       { ok: { half: 2, storage: "integer" } },
     ),
-    differs(
-      ["numberArray"],
-      "D1 binds an array of numbers as a blob; bindingd's D1Database refuses it (D1_TYPE_ERROR)",
-      { ok: { v: { type: "array", value: [1, 2, 3] }, storage: { type: "string", value: "blob" } } },
-      { threw: "Error" },
-    ),
-    differs(
-      ["symbol"],
-      "binding a Symbol: TypeError in workerd, D1_TYPE_ERROR (an Error) in bindingd",
-      { threw: "TypeError" },
-      { threw: "Error" },
-    ),
-    differs(
-      ["literals", "ok", "inf"],
-      "a non-finite REAL result (1e308 * 10) is null in D1, Infinity in bindingd",
-      { type: "null", value: null },
-      { type: "number", value: { $number: "Infinity" } },
-    ),
   ],
   "d1/meta": [
     differs(
@@ -203,13 +163,6 @@ const KNOWN_DIFFERENCES = {
     differs(["dropTable", "ok", "meta", "changed_db"], "the same for DROP TABLE", true, false),
   ],
   "d1/batch": [
-    differs(["empty"], "batch([]): D1 throws (no SQL statements), bindingd answers []", { threw: "Error" }, { ok: [] }),
-    differs(
-      ["notStatements"],
-      "batch of a non-statement: an Error from D1, a TypeError from bindingd's client",
-      { threw: "Error" },
-      { threw: "TypeError" },
-    ),
   ],
   "d1/exec": [
     differs(
