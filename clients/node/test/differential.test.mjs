@@ -102,17 +102,6 @@ const KNOWN_DIFFERENCES = {
       }),
     ),
   ],
-  "r2/ranges": [
-    ...["offsetAtSize", "zeroLength", "zeroSuffix", "emptyObjectSuffix", "emptyObjectOffset"].map((name) =>
-      differs(
-        [name],
-        "a range of no bytes (offset = size, length 0, suffix 0, any range of an empty object): workerd answers " +
-          "\"range not satisfiable\" (an Error), bindingd an empty body",
-        { threw: "Error" },
-        "<an empty body>",
-      ),
-    ),
-  ],
   "r2/list": [
     differs(
       ["badCursor"],
