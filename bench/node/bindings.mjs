@@ -20,10 +20,14 @@ const requireFromClient = createRequire(new URL("../../clients/node/package.json
 const { Miniflare } = await import(pathToFileURL(requireFromClient.resolve("miniflare")).href);
 
 const QUICK = process.argv.includes("--quick");
-// Miniflare's R2 and D1 calls take 5-20 ms each from Node: these counts keep a full run under a minute.
-const CALLS = QUICK ? 150 : 800; // per target and operation, over all rounds
+// Per target, over all rounds. Miniflare's R2 and D1 calls take 5-20 ms each from Node (its
+// KV about 3 ms): these counts keep a full run under a minute on a loaded 2-core machine.
+const KV_CALLS = QUICK ? 300 : 1500;
+const R2_D1_CALLS = QUICK ? 100 : 400;
 const ROUNDS = 10;
-const WARMUP = QUICK ? 30 : 100;
+// Warm-up per target, in ms of calls: grpc-js and Miniflare's proxy both need a few hundred
+// calls before the JIT settles (the first thousand bindingd calls run about 15% slower).
+const WARMUP_MS = QUICK ? 300 : 1000;
 const GOAL = 1 / 3; // bindingd p50 at most this fraction of Miniflare's
 
 const KEY = "bench";
@@ -61,19 +65,19 @@ class Samples {
   }
 }
 
-/** Each operation's two targets, called `CALLS` times each in `ROUNDS` interleaved rounds. */
+/** Each operation's two targets, called `op.calls` times each in `ROUNDS` interleaved rounds. */
 async function measure(operations) {
   for (const op of operations) {
     for (const call of [op.bindingd, op.miniflare]) {
-      for (let i = 0; i < WARMUP; i++) await call();
+      const until = performance.now() + WARMUP_MS;
+      while (performance.now() < until) await call();
     }
   }
   const samples = operations.map(() => ({ bindingd: new Samples(), miniflare: new Samples() }));
-  const perRound = Math.ceil(CALLS / ROUNDS);
   for (let round = 0; round < ROUNDS; round++) {
     const order = round % 2 === 0 ? ["bindingd", "miniflare"] : ["miniflare", "bindingd"];
     for (const [i, op] of operations.entries()) {
-      for (const side of order) await samples[i][side].run(op[side], perRound);
+      for (const side of order) await samples[i][side].run(op[side], Math.ceil(op.calls / ROUNDS));
     }
   }
   return operations.map((op, i) => ({
@@ -97,7 +101,8 @@ function report(results) {
   const lines = [
     `node client: bindingd beside Miniflare's own bindings, from Node ${process.version} — ` +
       `${cpus().length} cores, load average ${load}`,
-    `${CALLS} sequential calls per row in ${ROUNDS} interleaved rounds; ratios are bindingd / Miniflare`,
+    `${KV_CALLS} (kv) and ${R2_D1_CALLS} (r2, d1) sequential calls per row in ${ROUNDS} interleaved rounds; ` +
+      `ratios are bindingd / Miniflare`,
   ];
   for (const { name, bindingd, miniflare } of results) {
     lines.push(row(`${name}, miniflare`, miniflare));
@@ -117,16 +122,19 @@ function operations(env, mf) {
   const ops = [];
   ops.push({
     name: "kv get text",
+    calls: KV_CALLS,
     bindingd: () => env.CACHE.get(KEY),
     miniflare: () => mf.kv.get(KEY),
   });
   ops.push({
     name: "r2 get 1 KiB + arrayBuffer",
+    calls: R2_D1_CALLS,
     bindingd: has(env.BUCKET) ? async () => (await env.BUCKET.get(KEY)).arrayBuffer() : skip,
     miniflare: async () => (await mf.r2.get(KEY)).arrayBuffer(),
   });
   ops.push({
     name: "d1 SELECT 1 first()",
+    calls: R2_D1_CALLS,
     bindingd: has(env.DB) ? () => env.DB.prepare("SELECT 1").first() : skip,
     miniflare: () => mf.d1.prepare("SELECT 1").first(),
   });
