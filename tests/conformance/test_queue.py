@@ -216,7 +216,7 @@ async def test_send_and_consume_every_content_type(jobs: Queue) -> None:
 
 async def test_limits_are_checked_and_a_bad_batch_sends_nothing(jobs: Queue) -> None:
     with pytest.raises(InvalidArgument, match="128 KB"):
-        await jobs.send(b"x" * (128 * 1024 + 1), content_type="bytes")
+        await jobs.send(b"x" * 128_001, content_type="bytes")
     with pytest.raises(InvalidArgument, match="100 messages"):
         await jobs.send_batch([{"body": i} for i in range(101)])
     with pytest.raises(InvalidArgument, match="256 KB"):
@@ -230,7 +230,7 @@ async def test_limits_are_checked_and_a_bad_batch_sends_nothing(jobs: Queue) -> 
     with pytest.raises(InvalidArgument, match="batch_size"):
         await take(jobs, 1, batch_size=101)
     # The largest allowed message and batch go through.
-    await jobs.send(b"y" * (128 * 1024), content_type="bytes")
+    await jobs.send(b"y" * 128_000, content_type="bytes")
     await jobs.send_batch([{"body": b"z" * (2 * 1024), "content_type": "bytes"}] * 100)
     got = await take(jobs, 101, batch_size=100, ack=False)
     assert len(got) == 101

@@ -5,7 +5,9 @@
  */
 import { BindingsService, type ListBindingsResponse } from "./gen/bindingd/v1/bindings.js";
 import { VarsService } from "./gen/bindingd/v1/vars.js";
+import { D1Database } from "./d1.js";
 import { KVNamespace } from "./kv.js";
+import { Queue } from "./queue.js";
 import { type ConnectOptions, Transport, resolveEndpoint } from "./transport.js";
 
 /** Builds the object serving one binding type: `new cls(transport, bindingName)`. */
@@ -13,6 +15,8 @@ type BindingFactory = (transport: Transport, binding: string) => unknown;
 
 const BINDING_CLASSES: Record<string, BindingFactory> = {
   kv: (transport, binding) => new KVNamespace(transport, binding),
+  sql: (transport, binding) => new D1Database(transport, binding),
+  queue: (transport, binding) => new Queue(transport, binding),
 };
 
 const VALUE_TYPES = new Set(["var", "secret"]);

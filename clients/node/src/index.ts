@@ -29,3 +29,32 @@ export {
   type KVNamespacePutOptions,
   type KVValueType,
 } from "./kv.js";
+export {
+  D1Database,
+  D1DatabaseSession,
+  type D1ExecResult,
+  type D1Meta,
+  D1PreparedStatement,
+  type D1Response,
+  type D1Result,
+  type D1SessionBookmark,
+  type D1SessionConstraint,
+} from "./d1.js";
+export {
+  consume,
+  Message,
+  MessageBatch,
+  type MessageBatchMetadata,
+  type MessageSendRequest,
+  Queue,
+  type QueueConsumeOptions,
+  type QueueConsumerOptions,
+  type QueueContentType,
+  type QueueHandler,
+  type QueueMetrics,
+  type QueueRetryOptions,
+  type QueueSendBatchOptions,
+  type QueueSendBatchResponse,
+  type QueueSendOptions,
+  type QueueSendResponse,
+} from "./queue.js";
