@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import functools
 import json
 import re
 import uuid
@@ -30,6 +31,8 @@ MAX_PARAM_NUMBER = 32766
 # Rows per streamed page: big enough to amortise a message, small enough to keep memory flat.
 PAGE_ROWS = 500
 PAGE_BYTES = 1024 * 1024
+# Statements up to this long have their translation cached.
+TRANSLATED_CACHE_CHARS = 4096
 DEFAULT_TIMEOUT_S = 30.0
 
 _IDENT_CHAR = re.compile(r"[A-Za-z0-9_]")
@@ -171,7 +174,10 @@ def translate(sql: str, dialect: Dialect, params: list[Value]) -> tuple[str, lis
     values are repeated and reordered to match, and every other `%` is doubled because the
     driver formats the statement with Python's `%`.
     """
-    numbers = parameter_numbers(sql, dialect)
+    if len(sql) <= TRANSLATED_CACHE_CHARS:
+        numbers, out = _translated(sql, dialect)
+    else:
+        numbers, out = _translate(sql, dialect)
     needed = max(numbers, default=0)
     if needed != len(params):
         raise sql_error(
@@ -180,22 +186,31 @@ def translate(sql: str, dialect: Dialect, params: list[Value]) -> tuple[str, lis
         )
     if dialect == "sqlite":
         return sql, params
+    if dialect == "postgres":
+        return out, params
+    return out, [params[number - 1] for number in numbers]
+
+
+def _translate(sql: str, dialect: Dialect) -> tuple[tuple[int, ...], str]:
+    """The placeholder numbers of `sql`, in order, and `sql` in the backend's style."""
+    numbers = tuple(parameter_numbers(sql, dialect))
+    if dialect == "sqlite":
+        return numbers, sql
     out: list[str] = []
-    ordered: list[Value] = []
     it = iter(numbers)
     for token in tokens(sql, dialect):
         if token.kind == "param":
-            number = next(it)
-            if dialect == "postgres":
-                out.append(f"${number}")
-            else:
-                out.append("%s")
-                ordered.append(params[number - 1])
+            out.append(f"${next(it)}" if dialect == "postgres" else "%s")
         elif dialect == "mysql":
             out.append(token.text.replace("%", "%%"))
         else:
             out.append(token.text)
-    return "".join(out), (params if dialect == "postgres" else ordered)
+    return numbers, "".join(out)
+
+
+# An app runs the same few statements over and over: their translation is kept (a
+# tokenizer pass costs about as much as a small query's whole trip through a provider).
+_translated = functools.lru_cache(maxsize=1024)(_translate)
 
 
 def split_script(sql: str, dialect: Dialect) -> list[str]:

@@ -1,19 +1,31 @@
-"""D1 on PostgreSQL through an asyncpg pool, one pool per connection entry.
+"""D1 on PostgreSQL through asyncpg pools, shared per connection entry.
 
-Every call is one transaction opened together with its limits in a single round trip:
-`BEGIN READ ONLY|READ WRITE; SET LOCAL statement_timeout = N`. So a slow statement is cancelled
-by the server itself (BACKEND_TIMEOUT), a refused write is refused by the server (a read-only
-transaction: PERMISSION_DENIED), and rows stream through a portal page by page. A call the
+The limits of a call live in the session: each pool is for one access mode and statement
+timeout, its connections opened with `statement_timeout` and `default_transaction_read_only`
+as startup settings (bindings of one connection entry that differ in either get pools of their
+own, so nothing leaks between them; the pool's `RESET ALL` on release goes back to exactly those
+values). So a slow statement is cancelled by the server itself (BACKEND_TIMEOUT), a refused
+write is refused by the server (a read-only transaction: PERMISSION_DENIED), and a call the
 client abandons is cancelled on the server by asyncpg's cancel request.
 
-A `SELECT 1` costs three round trips: the BEGIN above, bind + first page of a statement from
-the connection's prepared-statement cache, and the COMMIT sent together with the session reset
-(advisory locks, cursors, LISTENs, SETs) that the pool would otherwise send as a fourth. A
-cached statement made stale by a schema change fails before it runs anything: the call rolls
-back and runs once more with the cache dropped.
+A query that reads (a read-only binding, or a statement that starts with SELECT, WITH, VALUES,
+TABLE or SHOW) runs first as a single statement on a read-only session: its implicit
+transaction is read-only, and bind, execute and commit are one round trip (the statement from
+the connection's prepared-statement cache; the session reset after it runs once the answer is
+on its way). When that attempt cannot answer — more than a page of rows, or a write the
+read-only transaction refused on a binding that may write — nothing was written, and the call
+runs again the general way; its SQL is remembered to go that way at once next time.
 
-After a server restart the pool's connections are dead; a failure to even begin the transaction
-(nothing ran yet) is retried on a fresh connection, so the first calls after a restart succeed.
+The general way (writes, large results, batches, scripts) is one transaction: `BEGIN READ
+ONLY|READ WRITE` (one round trip), bind + first page, the rest streamed through a portal page
+by page, and `COMMIT` sent together with the session reset (advisory locks, cursors, LISTENs,
+SETs) that the pool would otherwise send as a round trip of its own. A cached statement made
+stale by a schema change fails before it runs anything: the call runs once more with the cache
+dropped.
+
+After a server restart the pool's connections are dead; a failure to even begin (nothing ran
+yet, or only a read) is retried on a fresh connection, so the first calls after a restart
+succeed.
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ import asyncio
 import contextlib
 import datetime
 import decimal
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -40,12 +53,22 @@ from bindingd.errors import (
 )
 from bindingd.providers.base import SqlAccess, SqlMeta, SqlResult, SqlStatement
 from bindingd.providers.connections import ProviderContext
-from bindingd.sql import PAGE_ROWS, StopReading, batch_error, normalize, sql_error, translate
+from bindingd.sql import (
+    DEFAULT_TIMEOUT_S,
+    PAGE_ROWS,
+    StopReading,
+    batch_error,
+    normalize,
+    sql_error,
+    translate,
+)
 
 log = structlog.get_logger("bindingd.postgres")
 
 # Beyond the server-side statement timeout, how long the daemon waits for an answer at all.
 CLIENT_GRACE_S = 5.0
+# How long a health check waits for the server.
+CHECK_S = 5.0
 # Tries to begin a transaction while the server restarts or drops pooled connections.
 BEGIN_TRIES = 4
 BEGIN_RETRY_DELAY_S = 0.5
@@ -172,10 +195,10 @@ class _StaleStatement(Exception):
 
 
 class _Pool:
-    """An asyncpg pool created without touching the server (min size 0), warmed up to the
-    configured min_size in the background."""
+    """An asyncpg pool whose sessions carry one access mode and statement timeout, created
+    without touching the server (min size 0) and warmed up to min_size in the background."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, read_only: bool, timeout_ms: int) -> None:
         options = connection.options
         self.min_size = int(options.get("min_size") or 0)
         max_size = int(options.get("max_size") or 10)
@@ -186,8 +209,14 @@ class _Pool:
             min_size=0,
             max_size=max(max_size, self.min_size, 1),
             reset=self._reset,
+            # Startup settings: what `RESET ALL` returns to after a call SET something else.
+            server_settings={
+                "statement_timeout": str(timeout_ms),
+                "default_transaction_read_only": "on" if read_only else "off",
+            },
         )
         self._ready: asyncio.Task[Any] | None = None
+        self._releasing: set[asyncio.Task[None]] = set()
 
     async def _reset(self, conn: asyncpg.Connection) -> None:
         """The pool's reset on release (an open transaction is already rolled back by then):
@@ -197,6 +226,19 @@ class _Pool:
             self.reset_done.discard(pid)
             return
         await conn.execute(conn.get_reset_query())
+
+    def release_later(self, conn: asyncpg.Connection) -> None:
+        """Give a connection back once its session reset is done, without waiting for it: the
+        call's answer does not depend on it (a failed reset drops the connection)."""
+        task = asyncio.get_running_loop().create_task(self._release_quietly(conn))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+
+    async def _release_quietly(self, conn: asyncpg.Connection) -> None:
+        try:
+            await self.pool.release(conn, timeout=CLIENT_GRACE_S)
+        except Exception as e:  # the connection is terminated; the pool opens another
+            log.debug("postgres session reset failed", error=type(e).__name__)
 
     async def open(self) -> _Pool:
         await self.pool  # min_size=0: no connection is made here
@@ -213,10 +255,60 @@ class _Pool:
     async def close(self) -> None:
         if self._ready is not None:
             self._ready.cancel()
+        if self._releasing:
+            await asyncio.wait(set(self._releasing), timeout=CLIENT_GRACE_S)
         try:
             await asyncio.wait_for(self.pool.close(), 10)
         except (TimeoutError, Exception):
             self.pool.terminate()
+
+
+class _Pools:
+    """The pools of one connection entry, one per access mode and statement timeout in use (so
+    max_size holds per pool), each opened on first use."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self._pools: dict[tuple[bool, int], asyncio.Task[_Pool]] = {}
+        self._open: dict[tuple[bool, int], _Pool] = {}
+
+    async def get(self, read_only: bool, timeout_ms: int) -> _Pool:
+        key = (read_only, timeout_ms)
+        pool = self._open.get(key)
+        if pool is not None:
+            return pool
+        opening = self._pools.get(key)
+        if opening is None:
+            opening = asyncio.get_running_loop().create_task(
+                _Pool(self.connection, read_only, timeout_ms).open()
+            )
+            self._pools[key] = opening
+        pool = self._open[key] = await opening
+        return pool
+
+    async def close(self) -> None:
+        pools, self._pools, self._open = list(self._pools.values()), {}, {}
+        for opening in pools:
+            with contextlib.suppress(Exception):
+                await (await opening).close()
+
+
+def _timeout_ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+# The first word of a statement, past blanks, comments and opening parentheses.
+_FIRST_WORD = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*([A-Za-z]+)", re.DOTALL)
+_READ_WORDS = frozenset({"select", "with", "values", "table", "show"})
+# How many statements a binding remembers as not answerable in one read-only round trip.
+SLOW_PATH_MEMORY = 1000
+
+
+def _looks_like_a_read(sql: str) -> bool:
+    """Whether a statement is worth trying on a read-only session first. Only a guess that
+    picks the fast way: the read-only transaction still refuses any write."""
+    match = _FIRST_WORD.match(sql)
+    return match is not None and match.group(1).lower() in _READ_WORDS
 
 
 class PostgresDatabase:
@@ -224,66 +316,90 @@ class PostgresDatabase:
         assert binding.connection is not None
         self.connection = binding.connection
         self.context = context
-        self._pool: _Pool | None = None
+        self.timeout = float(binding.options.get("timeout", DEFAULT_TIMEOUT_S))
+        self._pools: _Pools | None = None
+        # Statements the one-round-trip read could not answer (a large result, a refused write),
+        # oldest first: they go the general way at once.
+        self._slow_path: dict[str, None] = {}
 
     @classmethod
     def create(cls, binding: Binding, context: ProviderContext) -> PostgresDatabase:
         return cls(binding, context)
 
     async def start(self) -> None:
-        async def open_pool() -> _Pool:
-            return await _Pool(self.connection).open()
+        async def open_pools() -> _Pools:
+            return _Pools(self.connection)
 
-        async def close_pool(pool: _Pool) -> None:
-            await pool.close()
+        async def close_pools(pools: _Pools) -> None:
+            await pools.close()
 
-        self._pool = await self.context.connections.acquire(self.connection, open_pool, close_pool)
+        self._pools = await self.context.connections.acquire(self.connection, open_pools, close_pools)
+        if self.timeout > 0:  # the pool most calls use, warmed up now if min_size says so
+            await self._pool(SqlAccess(read_only=True, timeout=self.timeout))
 
     async def close(self) -> None:
-        if self._pool is not None:
-            self._pool = None
+        if self._pools is not None:
+            self._pools = None
             await self.context.connections.release(self.connection)
 
+    async def _pool(self, access: SqlAccess) -> _Pool:
+        assert self._pools is not None, "provider not started"
+        return await self._pools.get(access.read_only, _timeout_ms(access.timeout))
+
     async def check(self) -> str:
-        # One try: a probe reports the backend as it is now.
-        async with self._transaction(SqlAccess(read_only=True, timeout=5.0), tries=1) as conn:
-            version = await conn.fetchval("SHOW server_version", timeout=5.0)
+        # One try on the pool reads use: a probe reports the backend as it is now.
+        pool = await self._pool(SqlAccess(read_only=True, timeout=max(self.timeout, 0.001)))
+        conn = await self._acquire(pool, CHECK_S, 0, 1)
+        try:
+            version = await conn.fetchval("SHOW server_version", timeout=CHECK_S)
+        except Exception as e:
+            raise map_error(e, self.connection) from e
+        finally:
+            await asyncio.shield(pool.pool.release(conn))
         return f"postgres {version} at {_where(self.connection)}"
+
+    async def _acquire(self, pool: _Pool, wait: float, attempt: int, tries: int) -> asyncpg.Connection:
+        """A pooled connection; a pool that cannot open one within `wait` is BACKEND_TIMEOUT."""
+        try:
+            # asyncio.timeout rather than acquire(timeout=): no task per call.
+            async with asyncio.timeout(wait):
+                return await pool.pool.acquire()
+        except _CONNECTION_ERRORS as e:
+            if attempt == tries - 1 or isinstance(e, TimeoutError):
+                raise map_error(e, self.connection) from e
+            raise
+        except Exception as e:
+            raise map_error(e, self.connection) from e
 
     @contextlib.asynccontextmanager
     async def _transaction(
         self, access: SqlAccess, tries: int = BEGIN_TRIES
     ) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection inside `BEGIN` with the call's limits; COMMIT when the block ends
-        cleanly, ROLLBACK otherwise (the connection is dropped if even that fails)."""
-        assert self._pool is not None, "provider not started"
-        pool = self._pool.pool
-        reset_done = self._pool.reset_done
-        mode = "READ ONLY" if access.read_only else "READ WRITE"
-        begin = f"BEGIN {mode}; SET LOCAL statement_timeout = {max(1, round(access.timeout * 1000))}"
-        if access.read_only:
-            # A first query fixes the mode: `SET TRANSACTION READ WRITE` is refused from here on.
-            begin += "; SELECT 1"
+        """A pooled connection inside `BEGIN` (the session carries the call's timeout); COMMIT
+        when the block ends cleanly, ROLLBACK otherwise (the connection is dropped if even that
+        fails)."""
+        pool = await self._pool(access)
+        reset_done = pool.reset_done
+        # A first query fixes the mode: `SET TRANSACTION READ WRITE` is refused from here on.
+        begin = "BEGIN READ ONLY; SELECT 1" if access.read_only else "BEGIN READ WRITE"
         wait = access.timeout + CLIENT_GRACE_S
         conn: asyncpg.Connection | None = None
         for attempt in range(tries):
             try:
-                # asyncio.timeout rather than acquire(timeout=): no task per call.
-                async with asyncio.timeout(wait):
-                    conn = await pool.acquire()
+                conn = await self._acquire(pool, wait, attempt, tries)
                 await conn.execute(begin, timeout=wait)
                 break
             except _CONNECTION_ERRORS as e:
                 if conn is not None:
                     conn.terminate()
-                    await pool.release(conn)
+                    await pool.pool.release(conn)
                     conn = None
                 if attempt == tries - 1 or isinstance(e, TimeoutError):
                     raise map_error(e, self.connection) from e
                 await asyncio.sleep(BEGIN_RETRY_DELAY_S * (attempt + 1))
             except BaseException as e:
                 if conn is not None:
-                    await pool.release(conn)
+                    await pool.pool.release(conn)
                 if isinstance(e, Exception):
                     raise map_error(e, self.connection) from e
                 raise
@@ -297,7 +413,7 @@ class PostgresDatabase:
             except BaseException:
                 conn.terminate()
             finally:
-                await asyncio.shield(pool.release(conn))
+                await asyncio.shield(pool.pool.release(conn))
             if isinstance(e, Exception) and not isinstance(e, _StaleStatement | StopReading):
                 raise map_error(e, self.connection) from e
             raise
@@ -308,7 +424,61 @@ class PostgresDatabase:
         except Exception as e:
             raise map_error(e, self.connection) from e
         finally:
-            await pool.release(conn)
+            await pool.pool.release(conn)
+
+    async def _read_at_once(
+        self, statement: SqlStatement, access: SqlAccess
+    ) -> tuple[list[str], list[Any], str] | None:
+        """Columns, rows and command tag of a statement run alone on a read-only session: one
+        round trip for bind, execute and commit. None when it cannot answer that way (more than
+        a page of rows, or a binding that may write and a write the session refused): nothing
+        was written, and the statement is remembered to go the general way."""
+        pool = await self._pool(SqlAccess(read_only=True, timeout=access.timeout))
+        wait = access.timeout + CLIENT_GRACE_S
+        for attempt in range(BEGIN_TRIES):
+            try:
+                conn = await self._acquire(pool, wait, attempt, BEGIN_TRIES)
+            except _CONNECTION_ERRORS:  # the server is not there yet: try again
+                await asyncio.sleep(BEGIN_RETRY_DELAY_S * (attempt + 1))
+                continue
+            try:
+                prepared, args = await self._fresh(conn, self._prepare(conn, statement, wait))
+                # One row past a page says whether there is more than a page.
+                rows, status, complete = await self._fresh(
+                    conn, conn._protocol.bind_execute(prepared._state, args, "", PAGE_ROWS + 1, True, wait)
+                )
+            except _CONNECTION_ERRORS as e:
+                # Read-only: running it again is safe, on a fresh connection.
+                conn.terminate()
+                await asyncio.shield(pool.pool.release(conn))
+                if attempt == BEGIN_TRIES - 1 or isinstance(e, TimeoutError):
+                    raise map_error(e, self.connection) from e
+                await asyncio.sleep(BEGIN_RETRY_DELAY_S * (attempt + 1))
+                continue
+            except asyncpg.exceptions.ReadOnlySQLTransactionError as e:
+                await asyncio.shield(pool.pool.release(conn))
+                if access.read_only:
+                    raise map_error(e, self.connection) from e
+                self._remember_slow(statement.sql)
+                return None
+            except BaseException as e:
+                await asyncio.shield(pool.pool.release(conn))
+                if isinstance(e, Exception) and not isinstance(e, _StaleStatement):
+                    raise map_error(e, self.connection) from e
+                raise
+            pool.release_later(conn)
+            if not complete:
+                self._remember_slow(statement.sql)
+                return None
+            columns = [a.name for a in prepared.get_attributes()]
+            tag = status.decode() if isinstance(status, bytes) else str(status or "")
+            return columns, rows, tag
+        raise AssertionError("unreachable")
+
+    def _remember_slow(self, sql: str) -> None:
+        self._slow_path[sql] = None
+        if len(self._slow_path) > SLOW_PATH_MEMORY:
+            del self._slow_path[next(iter(self._slow_path))]
 
     async def _prepare(
         self, conn: asyncpg.Connection, statement: SqlStatement, wait: float
@@ -335,6 +505,19 @@ class PostgresDatabase:
 
     async def query(self, statement: SqlStatement, access: SqlAccess) -> AsyncIterator[object]:
         translate(statement.sql, "postgres", statement.params)  # a wrong count fails before BEGIN
+        started = time.perf_counter()
+        if statement.sql not in self._slow_path and (access.read_only or _looks_like_a_read(statement.sql)):
+            answer = await self._read_at_once_fresh(statement, access)
+            if answer is not None:
+                columns, rows, tag = answer
+                try:
+                    yield columns
+                    for at in range(0, len(rows), PAGE_ROWS):
+                        yield [tuple(normalize(v) for v in row) for row in rows[at : at + PAGE_ROWS]]
+                except StopReading:
+                    pass  # the statement ran whole and committed: only its meta is left
+                yield _meta(tag, len(rows), started)
+                return
         for attempt in range(2):
             parts = self._query(statement, access)
             try:
@@ -350,6 +533,18 @@ class PostgresDatabase:
                     raise sql_error(f"the statement's plan went stale twice in a row: {e}") from e
             finally:
                 await parts.aclose()
+
+    async def _read_at_once_fresh(
+        self, statement: SqlStatement, access: SqlAccess
+    ) -> tuple[list[str], list[Any], str] | None:
+        """`_read_at_once`, run once more if a schema change made its cached statement stale."""
+        for attempt in range(2):
+            try:
+                return await self._read_at_once(statement, access)
+            except _StaleStatement as e:
+                if attempt:
+                    raise sql_error(f"the statement's plan went stale twice in a row: {e}") from e
+        raise AssertionError("unreachable")
 
     async def _query(self, statement: SqlStatement, access: SqlAccess) -> AsyncIterator[object]:
         wait = access.timeout + CLIENT_GRACE_S

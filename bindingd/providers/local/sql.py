@@ -93,6 +93,18 @@ class SqliteConnection:
 
         self._thread.submit(job)
 
+    def finish(self, fn: Callable[[], Any]) -> None:
+        """Run `fn` (a cursor's close) right here when the thread is idle, else on the thread
+        after its jobs: a hop per call would cost more than the close itself, and while it is
+        queued the next small statement cannot run inline."""
+        with self._lock:
+            busy = self._queued > 0
+        if busy:
+            self.submit(fn)
+            return
+        with contextlib.suppress(sqlite3.Error):
+            fn()
+
     def try_inline(self, fn: Callable[[sqlite3.Connection], T]) -> tuple[bool, T | None]:
         """`(True, fn(conn))` run right here on the event loop, when the thread is idle and the
         statement finishes within INLINE_BUDGET_S; `(False, None)` when it must go to the thread.
@@ -295,7 +307,7 @@ class SQLiteDatabase:
                 )
             yield meta
         finally:
-            connection.submit(cursor.close)
+            connection.finish(cursor.close)
 
     def _meta(
         self, conn: sqlite3.Connection, cursor: sqlite3.Cursor, before: int, read: int, started: float

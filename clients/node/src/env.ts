@@ -8,6 +8,7 @@ import { VarsService } from "./gen/bindingd/v1/vars.js";
 import { D1Database } from "./d1.js";
 import { KVNamespace } from "./kv.js";
 import { Queue } from "./queue.js";
+import { R2Bucket } from "./r2.js";
 import { type ConnectOptions, Transport, resolveEndpoint } from "./transport.js";
 
 /** Builds the object serving one binding type: `new cls(transport, bindingName)`. */
@@ -17,6 +18,7 @@ const BINDING_CLASSES: Record<string, BindingFactory> = {
   kv: (transport, binding) => new KVNamespace(transport, binding),
   sql: (transport, binding) => new D1Database(transport, binding),
   queue: (transport, binding) => new Queue(transport, binding),
+  objects: (transport, binding) => new R2Bucket(transport, binding),
 };
 
 const VALUE_TYPES = new Set(["var", "secret"]);

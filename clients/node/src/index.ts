@@ -58,3 +58,22 @@ export {
   type QueueSendOptions,
   type QueueSendResponse,
 } from "./queue.js";
+export {
+  R2Bucket,
+  R2Checksums,
+  R2MultipartUpload,
+  R2Object,
+  R2ObjectBody,
+  type R2Conditional,
+  type R2GetOptions,
+  type R2HTTPMetadata,
+  type R2ListOptions,
+  type R2MultipartOptions,
+  type R2Objects,
+  type R2PutOptions,
+  type R2PutValue,
+  type R2Range,
+  type R2StringChecksums,
+  type R2UploadedPart,
+  type R2UploadPartOptions,
+} from "./r2.js";

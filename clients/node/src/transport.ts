@@ -126,6 +126,8 @@ export class Transport {
   private readonly client: Client;
   private readonly token: string | null;
   private closed = false;
+  /** Streaming calls still open, so that `close()` can end them (a process would not exit). */
+  private readonly open = new Set<{ cancel(): void }>();
 
   constructor(target: string, token: string | null) {
     this.target = target;
@@ -146,14 +148,24 @@ export class Transport {
     return metadata;
   }
 
+  private closedError(): BindingError {
+    return new BindingError(`this bindingd connection (${this.target}) is closed`, { reason: "CLIENT_CLOSED" });
+  }
+
   private checkOpen(): void {
-    if (this.closed) {
-      throw new BindingError(`this bindingd connection (${this.target}) is closed`, { reason: "CLIENT_CLOSED" });
-    }
+    if (this.closed) throw this.closedError();
+  }
+
+  /** Remember a streaming call until it ends. */
+  private track<C extends { cancel(): void; once(event: "status", listener: () => void): unknown }>(call: C): C {
+    this.open.add(call);
+    call.once("status", () => this.open.delete(call));
+    return call;
   }
 
   private translate(error: unknown): unknown {
     if (error instanceof BindingError) return error;
+    if (this.closed) return this.closedError(); // cancelled by close(), not lost by the daemon
     if (error !== null && typeof error === "object" && "code" in error) {
       return errorFromRpc(error as ServiceError, this.target);
     }
@@ -182,12 +194,14 @@ export class Transport {
   /** The responses of a server-streaming RPC as they arrive; leaving the loop early cancels it. */
   async *stream<Req, Res>(method: MethodDefinition<Req, Res>, request: Req): AsyncGenerator<Res, void, undefined> {
     this.checkOpen();
-    const call = this.client.makeServerStreamRequest(
-      method.path,
-      method.requestSerialize,
-      method.responseDeserialize,
-      request,
-      this.metadata(),
+    const call = this.track(
+      this.client.makeServerStreamRequest(
+        method.path,
+        method.requestSerialize,
+        method.responseDeserialize,
+        request,
+        this.metadata(),
+      ),
     );
     let finished = false;
     try {
@@ -220,17 +234,19 @@ export class Transport {
       settle = { resolve: resolvePromise, reject };
     });
     let answered = false;
-    const call = this.client.makeClientStreamRequest(
-      method.path,
-      method.requestSerialize,
-      method.responseDeserialize,
-      this.metadata(),
-      {},
-      (error, response) => {
-        answered = true;
-        if (error) settle.reject(this.translate(error));
-        else settle.resolve(response as Res);
-      },
+    const call = this.track(
+      this.client.makeClientStreamRequest(
+        method.path,
+        method.requestSerialize,
+        method.responseDeserialize,
+        this.metadata(),
+        {},
+        (error, response) => {
+          answered = true;
+          if (error) settle.reject(this.translate(error));
+          else settle.resolve(response as Res);
+        },
+      ),
     );
     const accepted = options.headerAck
       ? new Promise<boolean>((resolveAccepted) => {
@@ -281,18 +297,23 @@ export class Transport {
   /** A bidirectional RPC: the caller writes requests, responses are read as they arrive. */
   duplex<Req, Res>(method: MethodDefinition<Req, Res>): DuplexCall<Req, Res> {
     this.checkOpen();
-    const call = this.client.makeBidiStreamRequest(
-      method.path,
-      method.requestSerialize,
-      method.responseDeserialize,
-      this.metadata(),
+    const call = this.track(
+      this.client.makeBidiStreamRequest(
+        method.path,
+        method.requestSerialize,
+        method.responseDeserialize,
+        this.metadata(),
+      ),
     );
     return new DuplexCall<Req, Res>(call, (error) => this.translate(error));
   }
 
+  /** Close the channel, ending every call still open (their readers get CLIENT_CLOSED). */
   close(): void {
     if (!this.closed) {
       this.closed = true;
+      for (const call of this.open) call.cancel();
+      this.open.clear();
       this.client.close();
     }
   }
