@@ -117,7 +117,7 @@ function report(results) {
   return lines;
 }
 
-/** The operations both sides support; R2 and D1 on bindingd only once the client has them. */
+/** The operations, each as a call through bindingd and the same call through Miniflare. */
 function operations(env, mf) {
   const ops = [];
   ops.push({
@@ -129,29 +129,25 @@ function operations(env, mf) {
   ops.push({
     name: "r2 get 1 KiB + arrayBuffer",
     calls: R2_D1_CALLS,
-    bindingd: has(env.BUCKET) ? async () => (await env.BUCKET.get(KEY)).arrayBuffer() : skip,
+    bindingd: async () => (await env.BUCKET.get(KEY)).arrayBuffer(),
     miniflare: async () => (await mf.r2.get(KEY)).arrayBuffer(),
   });
   ops.push({
     name: "d1 SELECT 1 first()",
     calls: R2_D1_CALLS,
-    bindingd: has(env.DB) ? () => env.DB.prepare("SELECT 1").first() : skip,
+    bindingd: () => env.DB.prepare("SELECT 1").first(),
     miniflare: () => mf.d1.prepare("SELECT 1").first(),
   });
   return ops;
 }
 
-// TEMPORARY until R2Bucket/D1Database land: the client's stand-in for an unsupported type is a function.
-const has = (binding) => typeof binding === "object";
-const skip = async () => {};
-
 async function seed(env, mf) {
   await env.CACHE.put(KEY, VALUE);
   await mf.kv.put(KEY, VALUE);
-  if (has(env.BUCKET)) await env.BUCKET.put(KEY, OBJECT);
+  await env.BUCKET.put(KEY, OBJECT);
   await mf.r2.put(KEY, OBJECT);
   // Both answer SELECT 1 without a table; a query checks that each database is up.
-  for (const db of [env.DB, mf.d1].filter(has)) {
+  for (const db of [env.DB, mf.d1]) {
     const row = await db.prepare("SELECT 1 AS one").first();
     if (row?.one !== 1) throw new Error(`SELECT 1 answered ${JSON.stringify(row)}`);
   }
@@ -164,7 +160,7 @@ async function seed(env, mf) {
   for (const [side, bucket] of [
     ["bindingd", env.BUCKET],
     ["miniflare", mf.r2],
-  ].filter(([, b]) => has(b))) {
+  ]) {
     const body = await (await bucket.get(KEY)).arrayBuffer();
     if (body.byteLength !== OBJECT.length) throw new Error(`${side} r2 get answered ${body.byteLength} bytes`);
   }
