@@ -26,7 +26,7 @@ const KV_CALLS = QUICK ? 300 : 1500;
 const R2_D1_CALLS = QUICK ? 100 : 400;
 const ROUNDS = 10;
 // Warm-up per target, in ms of calls: grpc-js and Miniflare's proxy both need a few hundred
-// calls before the JIT settles (the first thousand bindingd calls run about 15% slower).
+// calls before the JIT settles (the first few thousand bindingd calls ran 15-30% slower).
 const WARMUP_MS = QUICK ? 300 : 1000;
 const GOAL = 1 / 3; // bindingd p50 at most this fraction of Miniflare's
 
