@@ -52,7 +52,8 @@ lint: setup
 	$(BIN)/ruff check bindingd clients/python tests bench tools examples
 	$(BIN)/ruff format --check bindingd clients/python tests bench tools examples
 
-bench: setup
+# The Node part (bench/node) needs node; without it the Python parts run and say it was skipped.
+bench: setup $(if $(shell command -v node),node)
 	$(BIN)/python -m bench
 
 clean:

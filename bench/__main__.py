@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -204,7 +205,27 @@ def main() -> int:
     print()
     for line in queue_bench.run(200 if args.quick else 1000):
         print(line)
-    return 0
+    print()
+    return _node(quick=args.quick)
+
+
+def _node(*, quick: bool) -> int:
+    """The Node client beside Miniflare (bench/node/bindings.mjs), when node and the build are here."""
+    node = shutil.which("node")
+    script = Path(__file__).parent / "node" / "bindings.mjs"
+    built = Path(__file__).parent.parent / "clients" / "node" / "dist" / "index.js"
+    if node is None:
+        print("node client vs miniflare: skipped, no `node` on PATH (install Node >= 20, then make bench)")
+        return 0
+    if not built.exists():
+        print("node client vs miniflare: skipped, the Node client is not built (make node)")
+        return 0
+    sys.stdout.flush()
+    command = [node, str(script), *(["--quick"] if quick else [])]
+    finished = subprocess.run(command, check=False)
+    if finished.returncode != 0:
+        print(f"node client vs miniflare: {' '.join(command)} failed with exit status {finished.returncode}")
+    return finished.returncode
 
 
 def _goal(what: str, ratio: float, bound: float, *, lower_is_better: bool = False) -> None:

@@ -109,6 +109,15 @@ def bulk_too_large() -> BindingdError:
     )
 
 
+def check_list_prefix(prefix: str) -> None:
+    """A prefix is held to the key limit, as in Workers KV (a longer one could match no key)."""
+    size = len(prefix.encode("utf-8", "surrogatepass"))
+    if size > MAX_KEY_BYTES:
+        raise invalid_argument(
+            f"KV list prefix is {size} bytes; the limit is {MAX_KEY_BYTES} bytes, as for keys"
+        )
+
+
 def check_list_limit(limit: int | None) -> int:
     """The page size to use: None means the default (1000)."""
     if limit is None:

@@ -305,7 +305,8 @@ def multipart_etag(part_etags: list[str]) -> str:
 
 
 def resolve_range(spec: RangeSpec | None, size: int) -> tuple[int, int]:
-    """(offset, length) of the bytes a get returns, clamped to the object as R2 does."""
+    """(offset, length) of the bytes a get returns, clamped to the object as R2 does; a range
+    past the end or of no bytes is INVALID_ARGUMENT."""
     if spec is None:
         return 0, size
     for name in ("offset", "length", "suffix"):
@@ -315,7 +316,7 @@ def resolve_range(spec: RangeSpec | None, size: int) -> tuple[int, int]:
     if spec.suffix is not None:
         if spec.offset is not None or spec.length is not None:
             raise invalid_argument("a range has either suffix, or offset and/or length, not both")
-        length = min(spec.suffix, size)
+        length = _some_bytes(min(spec.suffix, size), size)
         return size - length, length
     if spec.offset is None and spec.length is None:
         raise invalid_argument("a range needs an offset, a length or a suffix")
@@ -326,7 +327,17 @@ def resolve_range(spec: RangeSpec | None, size: int) -> tuple[int, int]:
             "the range is not satisfiable"
         )
     length = size - offset if spec.length is None else min(spec.length, size - offset)
-    return offset, length
+    return offset, _some_bytes(length, size)
+
+
+def _some_bytes(length: int, size: int) -> int:
+    """R2 answers a range that selects no byte (offset at the end, length 0, suffix 0, any range
+    of an empty object) with "range not satisfiable", as workerd does."""
+    if length == 0:
+        raise invalid_argument(
+            f"the range selects no bytes of the object ({size} bytes); the range is not satisfiable"
+        )
+    return length
 
 
 def _etags(value: str) -> list[str]:

@@ -93,6 +93,7 @@ class KVService(kv_pb2_grpc.KVServicer):
     async def List(
         self, request: kv_pb2.KVListRequest, context: grpc.aio.ServicerContext
     ) -> kv_pb2.KVListResponse:
+        kv.check_list_prefix(request.prefix)
         limit = kv.check_list_limit(_opt(request, "limit"))
         after = kv.decode_cursor(request.cursor, request.prefix)
         with self.runtime.use(request.binding, "kv") as served:

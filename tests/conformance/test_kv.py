@@ -268,6 +268,15 @@ async def test_list_prefix_is_literal(kv: KVNamespace) -> None:
     assert (await kv.list(prefix="nothing")).keys == []
 
 
+async def test_list_prefix_is_held_to_the_key_limit(kv: KVNamespace) -> None:
+    await kv.put("p" * 512, "v")
+    assert [k.name for k in (await kv.list(prefix="p" * 512)).keys] == ["p" * 512]
+    with pytest.raises(InvalidArgument, match="prefix is 513 bytes; the limit is 512 bytes"):
+        await kv.list(prefix="p" * 513)
+    with pytest.raises(InvalidArgument, match="prefix is 514 bytes"):
+        await kv.list(prefix="é" * 257)
+
+
 async def test_list_pages_through_every_key_once(kv: KVNamespace) -> None:
     names = [f"item:{i:04}" for i in range(53)]
     await asyncio.gather(*(kv.put(n, "v") for n in names))

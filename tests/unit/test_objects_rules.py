@@ -49,9 +49,13 @@ def test_conditions_on_a_missing_object() -> None:
 def test_resolve_range() -> None:
     assert objects.resolve_range(None, 10) == (0, 10)
     assert objects.resolve_range(RangeSpec(suffix=100), 10) == (0, 10)
-    assert objects.resolve_range(RangeSpec(offset=10), 10) == (10, 0)
-    assert objects.resolve_range(RangeSpec(length=0), 10) == (0, 0)
-    assert objects.resolve_range(RangeSpec(offset=0), 0) == (0, 0)
+    assert objects.resolve_range(RangeSpec(offset=9), 10) == (9, 1)
+    assert objects.resolve_range(None, 0) == (0, 0)  # no range: an empty object reads whole
+    for no_bytes in (RangeSpec(offset=10), RangeSpec(length=0), RangeSpec(suffix=0)):
+        with pytest.raises(BindingdError, match="not satisfiable"):
+            objects.resolve_range(no_bytes, 10)
+    with pytest.raises(BindingdError, match="not satisfiable"):
+        objects.resolve_range(RangeSpec(offset=0), 0)
     with pytest.raises(BindingdError, match="past the end"):
         objects.resolve_range(RangeSpec(offset=11), 10)
     with pytest.raises(BindingdError, match="needs an offset"):

@@ -58,8 +58,14 @@ export function encodeValue(value: unknown): SqlValue {
       return { kind: { $case: "real", real: value } };
     case "string":
       return { kind: { $case: "text", text: value } };
+    case "symbol":
+      throw new TypeError("Cannot convert a Symbol value to a string");
     case "object":
       if (value instanceof ArrayBuffer) return { kind: { $case: "blob", blob: new Uint8Array(value) } };
+      // D1 binds an array of numbers as the blob of those bytes.
+      if (Array.isArray(value) && value.every((item) => typeof item === "number")) {
+        return { kind: { $case: "blob", blob: Uint8Array.from(value) } };
+      }
       if (ArrayBuffer.isView(value)) {
         return { kind: { $case: "blob", blob: new Uint8Array(value.buffer, value.byteOffset, value.byteLength) } };
       }
@@ -79,7 +85,7 @@ export function decodeValue(value: SqlValue): unknown {
     case "integer":
       return Number(kind.integer); // D1 answers numbers; beyond 2^53 they round, as in D1
     case "real":
-      return kind.real;
+      return Number.isFinite(kind.real) ? kind.real : null; // D1 answers JSON: no NaN or Infinity
     case "text":
       return kind.text;
     case "blob":
@@ -265,9 +271,11 @@ export class D1PreparedStatement implements Workers.D1PreparedStatement {
 
 function statementsOf(statements: readonly unknown[]): SqlStatement[] {
   if (!Array.isArray(statements)) throw new TypeError("batch() takes an array of prepared statements");
+  // D1's own errors for these are plain Errors.
+  if (statements.length === 0) throw new Error("D1_ERROR: No SQL statements detected.");
   return statements.map((statement, index) => {
     if (!(statement instanceof D1PreparedStatement)) {
-      throw new TypeError(`batch() statement ${index} is not a statement from prepare()`);
+      throw new Error(`D1_ERROR: batch() statement ${index} is not a statement from prepare()`);
     }
     return wireStatement(statement);
   });

@@ -10,7 +10,8 @@ import {
   KVService,
   type KVListResponse,
 } from "./gen/bindingd/v1/kv.js";
-import { bytesOf, decodeText, isReadableStream, readAll, streamOf, toArrayBuffer, toInt64 } from "./bytes.js";
+import { bytesOf, isReadableStream, readAll, streamOf, toArrayBuffer } from "./bytes.js";
+import { InvalidArgument } from "./errors.js";
 import type { Transport } from "./transport.js";
 import type * as Workers from "@cloudflare/workers-types";
 
@@ -29,27 +30,61 @@ type ReadableStream = Workers.ReadableStream;
 
 type TypeArgument = KVValueType | Partial<KVNamespaceGetOptions<KVValueType | undefined>> | undefined | null;
 
-function parseType(typeOrOptions: TypeArgument, bulk: boolean): { type: KVValueType; cacheTtl?: number } {
-  let type: unknown = "text";
-  let cacheTtl: number | undefined;
-  if (typeof typeOrOptions === "string") {
-    type = typeOrOptions;
-  } else if (typeOrOptions !== undefined && typeOrOptions !== null) {
-    if (typeof typeOrOptions !== "object") {
-      throw new TypeError("the second argument to get() must be a type string or an options object");
-    }
-    type = typeOrOptions.type ?? "text";
-    cacheTtl = typeOrOptions.cacheTtl;
-  }
-  if (type !== "text" && type !== "json" && type !== "arrayBuffer" && type !== "stream") {
+const VALUE_TYPES: ReadonlySet<string> = new Set(["text", "json", "arrayBuffer", "stream"]);
+
+/**
+ * The requested type and cacheTtl. The type is checked by the caller: a single get refuses an
+ * unknown type with a TypeError (before the call, also for a missing key, where workerd answers
+ * null), a bulk get as the KV service does in Workers (an Error).
+ */
+function parseType(typeOrOptions: TypeArgument): { type: string; cacheTtl?: number } {
+  if (typeOrOptions === undefined || typeOrOptions === null) return { type: "text" };
+  if (typeof typeOrOptions === "string") return { type: typeOrOptions };
+  if (typeof typeOrOptions !== "object") return { type: String(typeOrOptions) };
+  const cacheTtl = typeOrOptions.cacheTtl === undefined ? undefined : workersInt(typeOrOptions.cacheTtl);
+  return { type: typeOrOptions.type === undefined ? "text" : String(typeOrOptions.type), cacheTtl };
+}
+
+function checkValueType(type: string): KVValueType {
+  if (!VALUE_TYPES.has(type)) {
     throw new TypeError(
       `Unknown response type. Possible types are "text", "arrayBuffer", "json", and "stream".`,
     );
   }
-  if (bulk && type !== "text" && type !== "json") {
-    throw new TypeError(`"${type}" is not a valid type. Use "json" or "text"`);
+  return type as KVValueType;
+}
+
+const INT32_MIN = -(2 ** 31);
+const INT32_MAX = 2 ** 31 - 1;
+
+/**
+ * A number option (expiration, expirationTtl, cacheTtl, limit) read as workerd reads it, a 32-bit
+ * integer: numeric strings and booleans convert, NaN and infinities become 0 (which the service
+ * then refuses), fractions truncate, and a value outside the int32 range is a TypeError.
+ */
+function workersInt(value: unknown): number {
+  const number = Number(value); // a Symbol is a TypeError here, as in workerd
+  if (!Number.isFinite(number)) return 0;
+  const integer = Math.trunc(number);
+  if (integer < INT32_MIN || integer > INT32_MAX) {
+    throw new TypeError(`Value out of range. Must be between ${INT32_MIN} and ${INT32_MAX} (inclusive).`);
   }
-  return { type, cacheTtl };
+  return integer;
+}
+
+/** An optional int option: undefined stays unset; anything else (null too) converts. */
+function optionalInt(value: unknown): bigint | undefined {
+  return value === undefined ? undefined : BigInt(workersInt(value));
+}
+
+/**
+ * A value as text the way workerd's KV decodes it: invalid UTF-8 becomes U+FFFD and a leading
+ * byte-order mark stays part of the text (so such a value is not valid JSON either).
+ */
+const valueDecoder = new TextDecoder("utf-8", { ignoreBOM: true });
+
+function decodeText(bytes: Uint8Array): string {
+  return valueDecoder.decode(bytes);
 }
 
 function decodeValue(entry: KVEntry, type: KVValueType): unknown {
@@ -69,16 +104,41 @@ function decodeMetadata(json: string | undefined): unknown {
   return json === undefined ? null : JSON.parse(json);
 }
 
-function encodeMetadata(metadata: unknown): string | undefined {
-  if (metadata === undefined || metadata === null) return undefined;
-  const json = JSON.stringify(metadata);
-  if (json === undefined) throw new TypeError("KV metadata must be JSON-serializable");
-  return json;
+/** A key as workerd takes it: any value converts to a string (a Symbol is a TypeError). */
+function keyString(key: unknown): string {
+  return `${key as string}`;
 }
 
+/**
+ * A key of a single-key call. workerd refuses an empty key and "." / ".." itself, with a
+ * TypeError, before asking the service (a bulk get leaves those to the service: an Error).
+ */
 function checkKey(key: unknown): string {
-  if (typeof key !== "string") throw new TypeError(`a KV key must be a string, not ${typeof key}`);
-  return key;
+  const name = keyString(key);
+  if (name === "") throw new TypeError("Key name cannot be empty.");
+  if (name === "." || name === "..") throw new TypeError(`"${name}" is not allowed as a key name.`);
+  return name;
+}
+
+/** Primitives convert to their string, as workerd's put does; other objects are a TypeError. */
+function valueBytes(value: unknown): Uint8Array | null {
+  const primitive = value === null || value === undefined || typeof value === "number";
+  if (primitive || typeof value === "boolean" || typeof value === "bigint") return bytesOf(String(value));
+  if (typeof value === "symbol") throw new TypeError("Cannot convert a Symbol value to a string");
+  return bytesOf(value as string | ArrayBuffer | ArrayBufferView);
+}
+
+const encoder = new TextEncoder();
+
+/** workerd accepts string chunks in a value stream (as UTF-8); bytes.readAll takes bytes only. */
+function stringChunksAsBytes(stream: globalThis.ReadableStream<unknown>): globalThis.ReadableStream<unknown> {
+  return stream.pipeThrough(
+    new TransformStream<unknown, unknown>({
+      transform(chunk, controller) {
+        controller.enqueue(typeof chunk === "string" ? encoder.encode(chunk) : chunk);
+      },
+    }),
+  );
 }
 
 /** A Workers KV namespace served by bindingd. */
@@ -174,63 +234,106 @@ export class KVNamespace<Key extends string = string> implements Workers.KVNames
   }
 
   async #get(key: Key | Array<Key>, typeOrOptions: TypeArgument, withMetadata: boolean): Promise<unknown> {
-    const bulk = Array.isArray(key);
-    const { type, cacheTtl } = parseType(typeOrOptions, bulk);
-    const ttl = toInt64("cacheTtl", cacheTtl);
-    const shape = (entry: KVEntry | undefined): unknown => {
-      const found = entry !== undefined && entry.found;
-      const value = found ? decodeValue(entry, type) : null;
-      if (!withMetadata) return value;
-      return { value, metadata: found ? decodeMetadata(entry.metadataJson) : null, cacheStatus: null };
-    };
-    if (!bulk) {
+    const { type, cacheTtl } = parseType(typeOrOptions);
+    const ttl = cacheTtl === undefined ? undefined : BigInt(cacheTtl);
+    if (!Array.isArray(key)) {
+      const valueType = checkValueType(type);
       const response = await this.#transport.unary(KVService.get, {
         binding: this.binding,
         key: checkKey(key),
         cacheTtl: ttl,
       });
-      return shape(response.entry);
+      const entry = response.entry;
+      const found = entry !== undefined && entry.found;
+      const value = found ? decodeValue(entry, valueType) : null;
+      if (!withMetadata) return value;
+      return { value, metadata: found ? decodeMetadata(entry.metadataJson) : null, cacheStatus: null };
     }
-    const keys = key.map(checkKey);
+    // Checked here as the KV service checks a bulk get in Workers (an Error, not a TypeError).
+    if (type !== "text" && type !== "json") {
+      throw new InvalidArgument(`"${type}" is not a valid type. Use "json" or "text"`, { binding: this.binding });
+    }
+    if (key.length === 0) {
+      throw new InvalidArgument("You must request a minimum of 1 key", { binding: this.binding });
+    }
+    const keys = key.map(keyString);
     const response = await this.#transport.unary(KVService.getBulk, { binding: this.binding, keys, cacheTtl: ttl });
     const byKey = new Map(response.entries.map((entry) => [entry.key, entry]));
-    return new Map(keys.map((k) => [k, shape(byKey.get(k))]));
+    const values = new Map<string, unknown>();
+    for (const k of keys) {
+      const entry = byKey.get(k);
+      if (entry === undefined || !entry.found) {
+        // A missing key is null, also with metadata (not { value: null, metadata: null }).
+        values.set(k, null);
+        continue;
+      }
+      let value: unknown;
+      try {
+        value = decodeValue(entry, type);
+      } catch {
+        throw new InvalidArgument(`At least one of the requested keys corresponds to a non-${type} value`, {
+          binding: this.binding,
+        });
+      }
+      values.set(k, withMetadata ? { value, metadata: decodeMetadata(entry.metadataJson) } : value);
+    }
+    return values;
   }
 
   async put(
     key: Key,
     value: string | ArrayBuffer | ArrayBufferView | ReadableStream | globalThis.ReadableStream,
-    options?: KVNamespacePutOptions,
+    options?: KVNamespacePutOptions | null,
   ): Promise<void> {
-    let bytes = bytesOf(value as string | ArrayBuffer | ArrayBufferView);
-    if (bytes === null && isReadableStream(value)) bytes = await readAll(value as globalThis.ReadableStream, "KV put");
+    if (options !== undefined && options !== null && typeof options !== "object") {
+      throw new TypeError("Failed to execute 'put' on 'KvNamespace': parameter 3 is not of type 'PutOptions'.");
+    }
+    const name = checkKey(key);
+    let bytes = valueBytes(value);
+    if (bytes === null && isReadableStream(value)) {
+      bytes = await readAll(stringChunksAsBytes(value as globalThis.ReadableStream<unknown>), "KV put");
+    }
     if (bytes === null) {
-      throw new TypeError("a KV value must be a string, ArrayBuffer, ArrayBufferView or ReadableStream");
+      throw new TypeError("KV put() accepts only strings, ArrayBuffers, ArrayBufferViews, and ReadableStreams as values.");
     }
     await this.#transport.unary(KVService.put, {
       binding: this.binding,
-      key: checkKey(key),
+      key: name,
       value: bytes,
-      expiration: toInt64("expiration", options?.expiration),
-      expirationTtl: toInt64("expirationTtl", options?.expirationTtl),
-      metadataJson: encodeMetadata(options?.metadata),
+      expiration: optionalInt(options?.expiration),
+      expirationTtl: optionalInt(options?.expirationTtl),
+      metadataJson: this.#encodeMetadata(options?.metadata),
     });
+  }
+
+  /** JSON text of put metadata; metadata JSON cannot express is refused as the KV service does. */
+  #encodeMetadata(metadata: unknown): string | undefined {
+    if (metadata === undefined || metadata === null) return undefined;
+    const json = JSON.stringify(metadata);
+    if (json === undefined) {
+      throw new InvalidArgument(`KV metadata must be JSON-serializable, not ${typeof metadata}`, {
+        binding: this.binding,
+      });
+    }
+    return json;
   }
 
   async delete(key: Key): Promise<void> {
     await this.#transport.unary(KVService.delete, { binding: this.binding, key: checkKey(key) });
   }
 
-  async list<Metadata = unknown>(options?: KVNamespaceListOptions): Promise<KVNamespaceListResult<Metadata, Key>> {
-    const limit = options?.limit;
-    if (limit !== undefined && (typeof limit !== "number" || !Number.isFinite(limit))) {
-      throw new TypeError("list limit must be a number");
-    }
+  async list<Metadata = unknown>(
+    options?: KVNamespaceListOptions | null,
+  ): Promise<KVNamespaceListResult<Metadata, Key>> {
+    // As in workerd: a limit of 0 or less (or NaN) means none; prefix and cursor convert to strings.
+    const limit = options?.limit === undefined || options.limit === null ? 0 : workersInt(options.limit);
+    const prefix = options?.prefix ?? null;
+    const cursor = options?.cursor ?? null;
     const response: KVListResponse = await this.#transport.unary(KVService.list, {
       binding: this.binding,
-      prefix: options?.prefix ?? "",
-      limit: limit === undefined ? undefined : Math.trunc(limit),
-      cursor: options?.cursor ?? "",
+      prefix: prefix === null ? "" : keyString(prefix),
+      limit: limit > 0 ? limit : undefined,
+      cursor: cursor === null ? "" : keyString(cursor),
     });
     const keys = response.keys.map((k) => {
       const item: KVNamespaceListKey<Metadata, Key> = { name: k.name as Key };

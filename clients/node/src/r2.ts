@@ -300,9 +300,20 @@ export class R2ObjectBody extends R2Object implements Workers.R2ObjectBody {
 
 // --- encoding options ----------------------------------------------------------------------------
 
+/** A key as workerd takes it: any value but a Symbol is converted to its string. */
 function checkKey(key: unknown): string {
-  if (typeof key !== "string") throw new TypeError(`an object key must be a string, not ${typeof key}`);
-  return key;
+  if (typeof key === "string") return key;
+  if (typeof key === "symbol") throw new TypeError("Cannot convert a Symbol value to a string");
+  return String(key);
+}
+
+/** An etag of an onlyIf object is bare hex: workerd refuses a quoted one (Headers carry quotes). */
+function bareEtag(name: string, value: unknown): string {
+  const etag = String(value);
+  if (etag.length >= 2 && etag.startsWith('"') && etag.endsWith('"')) {
+    throw new TypeError(`onlyIf.${name}: an etag must not be wrapped in quotes (${etag})`);
+  }
+  return etag;
 }
 
 function isHeaders(value: unknown): value is AnyHeaders {
@@ -390,8 +401,10 @@ function encodeConditional(onlyIf: R2Conditional | AnyHeaders | undefined): Obje
     seconds = true;
   } else {
     if (typeof onlyIf !== "object") throw new TypeError("onlyIf must be an object or a Headers");
-    if (onlyIf.etagMatches !== undefined) message.etagMatches = String(onlyIf.etagMatches);
-    if (onlyIf.etagDoesNotMatch !== undefined) message.etagDoesNotMatch = String(onlyIf.etagDoesNotMatch);
+    if (onlyIf.etagMatches !== undefined) message.etagMatches = bareEtag("etagMatches", onlyIf.etagMatches);
+    if (onlyIf.etagDoesNotMatch !== undefined) {
+      message.etagDoesNotMatch = bareEtag("etagDoesNotMatch", onlyIf.etagDoesNotMatch);
+    }
     if (onlyIf.uploadedAfter !== undefined) after = millis("onlyIf.uploadedAfter", onlyIf.uploadedAfter);
     if (onlyIf.uploadedBefore !== undefined) before = millis("onlyIf.uploadedBefore", onlyIf.uploadedBefore);
     seconds = onlyIf.secondsGranularity === true;
@@ -433,6 +446,7 @@ function encodeRange(range: R2Range | AnyHeaders | undefined): ObjectRangeReques
   if (isHeaders(range)) return rangeFromHeaders(range);
   if (typeof range !== "object") throw new TypeError("range must be an object or a Headers");
   const { offset, length, suffix } = range as { offset?: number; length?: number; suffix?: number };
+  if (offset === undefined && length === undefined && suffix === undefined) return undefined; // {}: the whole object
   const message: ObjectRangeRequest = {};
   if (suffix !== undefined) {
     if (offset !== undefined) throw new TypeError("Suffix is incompatible with offset.");
@@ -556,7 +570,9 @@ export class R2MultipartUpload implements Workers.R2MultipartUpload {
     if (typeof partNumber !== "number" || !Number.isInteger(partNumber)) {
       throw new TypeError("partNumber must be an integer");
     }
-    toInt32("part number", partNumber, PART_LIMITS, this.#binding);
+    if (partNumber < 1 || partNumber > 10000) {
+      throw new TypeError(`Part number must be between 1 and 10000 (inclusive), not ${partNumber}`);
+    }
     checkValue(value, "uploadPart");
     unsupportedSsec(this.#binding, options?.ssecKey);
     const header: ObjectsUploadPartRequest = {
@@ -577,7 +593,8 @@ export class R2MultipartUpload implements Workers.R2MultipartUpload {
     if (!Array.isArray(uploadedParts)) throw new TypeError("complete() takes an array of uploaded parts");
     const binding = this.#binding;
     const parts = uploadedParts.map(({ partNumber, etag }) => ({
-      partNumber: typeof partNumber === "number" ? toInt32("part number", partNumber, PART_LIMITS, binding) : partNumber,
+      partNumber:
+        typeof partNumber === "number" ? toInt32("part number", partNumber, PART_LIMITS, binding) : partNumber,
       etag,
     }));
     const response = await this.#transport.unary(ObjectsService.completeMultipartUpload, {
@@ -731,7 +748,7 @@ export class R2Bucket implements Workers.R2Bucket {
     const include = options?.include ?? [];
     for (const name of include) {
       if (name !== "httpMetadata" && name !== "customMetadata") {
-        throw new TypeError(`list include takes "httpMetadata" and "customMetadata", not ${JSON.stringify(name)}`);
+        throw new RangeError(`list include takes "httpMetadata" and "customMetadata", not ${JSON.stringify(name)}`);
       }
     }
     const response = await this.#transport.unary(ObjectsService.list, {
@@ -740,14 +757,16 @@ export class R2Bucket implements Workers.R2Bucket {
       delimiter: options?.delimiter ?? "",
       cursor: options?.cursor ?? "",
       startAfter: options?.startAfter ?? "",
-      limit: limit === undefined ? undefined : toInt32("list limit", limit, "it must be between 1 and 1000", this.binding),
+      limit:
+        limit === undefined ? undefined : toInt32("list limit", limit, "it must be between 1 and 1000", this.binding),
       includeHttpMetadata: include.includes("httpMetadata"),
       includeCustomMetadata: include.includes("customMetadata"),
     });
     const objects = response.objects.map((meta) => new R2Object(meta));
     const delimitedPrefixes = [...response.delimitedPrefixes];
     if (response.truncated) return { objects, delimitedPrefixes, truncated: true, cursor: response.cursor };
-    return { objects, delimitedPrefixes, truncated: false };
+    // workerd's result has the cursor property even then, as undefined.
+    return { objects, delimitedPrefixes, truncated: false, cursor: undefined } as R2Objects;
   }
 
   /** Start a multipart upload; `storageClass` is accepted and ignored (bindingd stores Standard). */

@@ -136,6 +136,9 @@ export class Transport {
       "grpc.max_send_message_length": MAX_MESSAGE,
       "grpc.max_receive_message_length": MAX_MESSAGE,
       "grpc.primary_user_agent": `bindingd-node/${VERSION}`,
+      // Channelz (gRPC's introspection service, which this client never serves) otherwise
+      // records counters and a trace for every call: about 3-5% of the client's CPU per small call.
+      "grpc.enable_channelz": 0,
     });
   }
 

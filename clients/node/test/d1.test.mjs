@@ -213,7 +213,8 @@ test("batch is one transaction: when the third statement fails nothing is applie
   assert.equal(results[0].meta.last_row_id, 20);
   assert.deepEqual(results[1].results, [{ id: 20 }]);
   await env.DB.prepare("DELETE FROM posts WHERE id = 20").run();
-  await assert.rejects(env.DB.batch([{ sql: "SELECT 1" }]), TypeError);
+  await assert.rejects(env.DB.batch([{ sql: "SELECT 1" }]), /D1_ERROR: batch\(\) statement 0 is not a statement/);
+  await assert.rejects(env.DB.batch([]), /D1_ERROR: No SQL statements detected/);
 });
 
 test("exec runs a multi-statement script and counts its statements; a failing script applies nothing", async () => {

@@ -147,7 +147,7 @@ test("every value kind round-trips; results have the R2Object fields", async () 
 test("a value of the wrong kind is a TypeError and nothing is sent", async () => {
   await assert.rejects(env.ASSETS_BUCKET.put("wrong", 42), TypeError);
   await assert.rejects(env.ASSETS_BUCKET.put("wrong", { a: 1 }), TypeError);
-  await assert.rejects(env.ASSETS_BUCKET.put(7, "x"), TypeError);
+  await assert.rejects(env.ASSETS_BUCKET.put(Symbol("key"), "x"), TypeError);
   await assert.rejects(env.ASSETS_BUCKET.put("wrong", streamOf("not bytes")), TypeError);
   assert.equal(await env.ASSETS_BUCKET.head("wrong"), null);
 });
@@ -209,9 +209,12 @@ const get = { ...peak };
 // A body dropped unread: gRPC reads ahead, then the stream is cancelled once it is collected.
 const idle = sample().arrayBuffers;
 const pause = () => new Promise((resolve) => setTimeout(resolve, 50));
-const dropped = (await bucket.get("big/64m")).etag;
-for (let i = 0; i < 200 && process.memoryUsage().arrayBuffers - idle < 12 * MiB; i++) await pause();
+// Held until gRPC has read ahead (a collection before that would end the call early), then dropped.
+let held = await bucket.get("big/64m");
+const dropped = held.etag;
+for (let i = 0; i < 400 && sample().arrayBuffers - idle < 8 * MiB; i++) await pause();
 const readAhead = sample().arrayBuffers - idle;
+held = null;
 let released = readAhead;
 for (let i = 0; i < 200 && released > 2 * MiB; i++) {
   await pause();
@@ -494,7 +497,7 @@ test("list: prefix, delimiter, startAfter and paging with a cursor", async () =>
   assert.deepEqual(rolled.objects.map((o) => o.key), ["list/b", "list/d"]);
   assert.deepEqual(rolled.delimitedPrefixes, ["list/a/", "list/c/"]);
   assert.equal(rolled.truncated, false);
-  assert.equal("cursor" in rolled, false);
+  assert.equal(rolled.cursor, undefined);
 
   const keys = [];
   let cursor;
@@ -517,7 +520,7 @@ test("list: prefix, delimiter, startAfter and paging with a cursor", async () =>
   assert.ok(listed instanceof R2Object);
   assert.equal(listed.size, 1);
   assert.equal(listed.range, undefined);
-  await assert.rejects(bucket.list({ include: ["everything"] }), TypeError);
+  await assert.rejects(bucket.list({ include: ["everything"] }), RangeError);
 });
 
 test("delete one key or many; missing keys are fine", async () => {
