@@ -1,4 +1,5 @@
 /** Turning the values Workers code passes (strings, buffers, views, web streams) into bytes. */
+import { InvalidArgument } from "./errors.js";
 
 const encoder = new TextEncoder();
 
@@ -76,12 +77,29 @@ export function streamOf(bytes: Uint8Array): ReadableStream<Uint8Array> {
   });
 }
 
-/** Seconds (or another count) as the int64 the wire carries; undefined stays unset. */
-export function toInt64(name: string, value: unknown): bigint | undefined {
+export const INT64_MAX = 2n ** 63n - 1n;
+export const INT32_MAX = 2 ** 31 - 1;
+
+/**
+ * Seconds (or another count) as the int64 the wire carries; undefined stays unset. Beyond 64
+ * bits it is the caller's mistake (else gRPC would fail the call as an INTERNAL serialization
+ * failure); in range, the daemon checks the limits of the option.
+ */
+export function toInt64(name: string, value: unknown, binding: string | null = null): bigint | undefined {
   if (value === undefined || value === null) return undefined;
-  if (typeof value === "bigint") return value;
-  if (typeof value !== "number" || !Number.isFinite(value)) {
+  if (typeof value !== "bigint" && (typeof value !== "number" || !Number.isFinite(value))) {
     throw new TypeError(`${name} must be a finite number, not ${String(value)}`);
   }
-  return BigInt(Math.trunc(value));
+  const whole = typeof value === "bigint" ? value : BigInt(Math.trunc(value));
+  if (whole > INT64_MAX || whole < -INT64_MAX - 1n) {
+    throw new InvalidArgument(`${name} is ${String(value)}, beyond the 64-bit integers bindingd accepts`, { binding });
+  }
+  return whole;
+}
+
+/** A count as the int32 the wire carries, refused (InvalidArgument) beyond it; the daemon checks the rest. */
+export function toInt32(name: string, value: number, limits: string, binding: string): number {
+  const whole = Math.trunc(value);
+  if (Math.abs(whole) > INT32_MAX) throw new InvalidArgument(`${name} is ${value}; ${limits}`, { binding });
+  return whole;
 }

@@ -9,7 +9,21 @@ import { D1Database } from "./d1.js";
 import { KVNamespace } from "./kv.js";
 import { Queue } from "./queue.js";
 import { R2Bucket } from "./r2.js";
+import { BindingError, DaemonUnavailable, START_HINT } from "./errors.js";
 import { type ConnectOptions, Transport, resolveEndpoint } from "./transport.js";
+
+/**
+ * How long `connect()` waits for the daemon to answer. A missing socket or a refused port fails
+ * at once; this bounds the cases where something accepts the connection but never answers (a
+ * daemon suspended with Ctrl-Z, a port that is not bindingd), which would otherwise hang forever.
+ */
+const CONNECT_TIMEOUT_MS = 10_000;
+
+/** `connect()`'s options: where the daemon is, and how long to wait for its first answer. */
+export interface EnvConnectOptions extends ConnectOptions {
+  /** Milliseconds to wait for the daemon's list of bindings (default 10000). */
+  timeoutMs?: number;
+}
 
 /** Builds the object serving one binding type: `new cls(transport, bindingName)`. */
 type BindingFactory = (transport: Transport, binding: string) => unknown;
@@ -42,9 +56,10 @@ export interface EnvHandle {
 /** The default shape of `env` when the caller does not describe its bindings. */
 export type Bindings = Record<string, unknown>;
 
-async function buildEnv<E extends object>(transport: Transport): Promise<E & EnvHandle> {
-  const listing: ListBindingsResponse = await transport.unary(BindingsService.list, {});
-  const { values } = await transport.unary(VarsService.getAll, {});
+async function buildEnv<E extends object>(transport: Transport, timeoutMs: number): Promise<E & EnvHandle> {
+  const deadline = Date.now() + timeoutMs;
+  const listing: ListBindingsResponse = await transport.unary(BindingsService.list, {}, { deadline });
+  const { values } = await transport.unary(VarsService.getAll, {}, { deadline });
   const env: Record<string, unknown> = {};
   Object.defineProperty(env, "close", { value: () => transport.close(), enumerable: false, writable: true });
   Object.defineProperty(env, "envName", { value: listing.env, enumerable: false, writable: true });
@@ -66,13 +81,25 @@ async function buildEnv<E extends object>(transport: Transport): Promise<E & Env
  * working directory); a TCP endpoint also needs the token (`BINDINGD_TOKEN` or
  * `.bindingd/token`). Throws DaemonUnavailable when there is no daemon to talk to.
  */
-export async function connect<E extends object = Bindings>(options: ConnectOptions = {}): Promise<E & EnvHandle> {
+export async function connect<E extends object = Bindings>(options: EnvConnectOptions = {}): Promise<E & EnvHandle> {
+  const timeoutMs = options.timeoutMs ?? CONNECT_TIMEOUT_MS;
+  if (typeof timeoutMs !== "number" || !(timeoutMs > 0)) {
+    throw new TypeError(`timeoutMs must be a positive number of milliseconds, not ${String(timeoutMs)}`);
+  }
   const { target, token } = resolveEndpoint(options);
   const transport = new Transport(target, token);
   try {
-    return await buildEnv<E>(transport);
+    return await buildEnv<E>(transport, timeoutMs);
   } catch (error) {
     transport.close();
+    // Only gRPC's own deadline (no ErrorInfo): a daemon's BackendTimeout keeps its class.
+    if (error instanceof BindingError && error.reason === "DEADLINE_EXCEEDED") {
+      throw new DaemonUnavailable(
+        `bindingd at ${target} did not answer within ${timeoutMs} ms: the process may be suspended or ` +
+          `busy, or the endpoint is not a bindingd daemon; ${START_HINT}`,
+        { code: error.code },
+      );
+    }
     throw error;
   }
 }

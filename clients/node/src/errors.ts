@@ -102,7 +102,7 @@ export const REASONS: ReadonlyMap<string, ErrorClass> = new Map(
 // Statuses without an ErrorInfo come from gRPC itself (or a proxy), not from a bindingd service.
 const BY_CODE: ReadonlyMap<number, ErrorClass> = new Map<number, ErrorClass>([
   [status.UNAVAILABLE, DaemonUnavailable],
-  [status.CANCELLED, DaemonUnavailable], // the daemon stopped before the call reached a handler
+  [status.CANCELLED, DaemonUnavailable], // the daemon stopping (or overloaded) cancelled the call
   [status.RESOURCE_EXHAUSTED, InvalidArgument], // a message over the channel's size limit
   [status.UNAUTHENTICATED, AuthenticationFailed],
 ]);
@@ -161,6 +161,15 @@ export function errorFromRpc(error: Partial<ServiceError>, endpoint: string | nu
     });
   }
   const cls = error.code === undefined ? undefined : BY_CODE.get(error.code);
+  if (error.code === status.CANCELLED) {
+    // The daemon answered: it is there, so "cannot connect ... start it" would mislead.
+    const where = endpoint ? ` at ${endpoint}` : "";
+    return new DaemonUnavailable(
+      `bindingd${where} cancelled the call before answering (it is stopping, or has too many calls ` +
+        `in flight); retry it, and if the daemon stopped, ${START_HINT}`,
+      { code: name },
+    );
+  }
   if (cls === DaemonUnavailable) return daemonUnavailable(endpoint, message || undefined);
   if (cls === undefined) return new BindingError(message || name, { reason: name, code: name });
   const text =

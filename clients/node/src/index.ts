@@ -2,7 +2,7 @@
  * @bindingd/client: Workers binding types (KVNamespace, R2Bucket, D1Database, Queue) served by a
  * local bindingd daemon, so a Worker's data-access code runs unchanged in Node.
  */
-export { connect, type Bindings, type EnvHandle } from "./env.js";
+export { connect, type Bindings, type EnvConnectOptions, type EnvHandle } from "./env.js";
 export { type ConnectOptions } from "./transport.js";
 export {
   AuthenticationFailed,

@@ -20,7 +20,7 @@ import {
   type ObjectsUploadPartRequest,
   ObjectsService,
 } from "./gen/bindingd/v1/objects.js";
-import { bytesOf, decodeText, isReadableStream, streamChunks, toArrayBuffer } from "./bytes.js";
+import { INT64_MAX, bytesOf, decodeText, isReadableStream, streamChunks, toArrayBuffer, toInt32 } from "./bytes.js";
 import { InternalError, InvalidArgument } from "./errors.js";
 import type { Transport } from "./transport.js";
 import type * as Workers from "@cloudflare/workers-types";
@@ -72,6 +72,8 @@ export type R2Objects = {
 const MAX_CHUNK = 1024 * 1024;
 /** Smaller chunks from a stream or blob are gathered up to this size before they are sent. */
 const MIN_CHUNK = 256 * 1024;
+/** The daemon's (and R2's) part numbers, for a number that does not even fit the wire. */
+const PART_LIMITS = "it must be between 1 and 10000";
 const BODY_USED = "Body has already been used. It can only be used once. Use tee() first if you need to read it twice.";
 
 /** The algorithms a put may verify: the daemon checks the first three, this client the others. */
@@ -419,7 +421,10 @@ function rangeNumber(name: string, value: unknown): bigint {
     const what = name === "offset" ? "Starting offset" : `The ${name}`;
     throw new RangeError(`Invalid range. ${what} (${value}) must be greater than or equal to 0.`);
   }
-  return BigInt(Math.trunc(value));
+  const whole = BigInt(Math.trunc(value));
+  // Else gRPC fails the call as an INTERNAL serialization error.
+  if (whole > INT64_MAX) throw new RangeError(`Invalid range. The ${name} (${value}) is beyond 64 bits.`);
+  return whole;
 }
 
 /** A `Range: bytes=...` header as an R2Range; like workerd, anything else reads the whole object. */
@@ -586,7 +591,12 @@ export class R2MultipartUpload implements Workers.R2MultipartUpload {
 
   async complete(uploadedParts: R2UploadedPart[]): Promise<R2Object> {
     if (!Array.isArray(uploadedParts)) throw new TypeError("complete() takes an array of uploaded parts");
-    const parts = uploadedParts.map((part) => ({ partNumber: part.partNumber, etag: part.etag }));
+    const binding = this.#binding;
+    const parts = uploadedParts.map(({ partNumber, etag }) => ({
+      partNumber:
+        typeof partNumber === "number" ? toInt32("part number", partNumber, PART_LIMITS, binding) : partNumber,
+      etag,
+    }));
     const response = await this.#transport.unary(ObjectsService.completeMultipartUpload, {
       binding: this.#binding,
       key: this.key,
@@ -747,7 +757,8 @@ export class R2Bucket implements Workers.R2Bucket {
       delimiter: options?.delimiter ?? "",
       cursor: options?.cursor ?? "",
       startAfter: options?.startAfter ?? "",
-      limit: limit === undefined ? undefined : Math.trunc(limit),
+      limit:
+        limit === undefined ? undefined : toInt32("list limit", limit, "it must be between 1 and 1000", this.binding),
       includeHttpMetadata: include.includes("httpMetadata"),
       includeCustomMetadata: include.includes("customMetadata"),
     });
