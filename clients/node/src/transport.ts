@@ -139,6 +139,9 @@ export class Transport {
       // Channelz (gRPC's introspection service, which this client never serves) otherwise
       // records counters and a trace for every call: about 3-5% of the client's CPU per small call.
       "grpc.enable_channelz": 0,
+      // The daemon is always local (a unix socket or loopback TCP): an http(s)_proxy or
+      // grpc_proxy from the environment must not route it, or see its bearer token.
+      "grpc.enable_http_proxy": 0,
     });
   }
 

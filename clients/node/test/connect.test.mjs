@@ -200,7 +200,7 @@ test("a script that never calls close() exits on its own", async () => {
 
 test(
   "a TCP endpoint on loopback is reached directly, never through an HTTP proxy from the environment",
-  { todo: "needs 'grpc.enable_http_proxy': 0 in the Client options of src/transport.ts" },
+  {},
   async (t) => {
     // A proxy that only records who came: with grpc_proxy/http_proxy set and no no_proxy, grpc-js
     // would send the CONNECT (and then the bearer token, in clear) to it.
