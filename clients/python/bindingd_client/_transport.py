@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 import grpc.aio
+from google.protobuf import descriptor_pool, message_factory
 
 from ._version import __version__
 from .errors import START_HINT, BindingError, DaemonUnavailable, error_from_rpc
@@ -23,6 +24,7 @@ from .proto import (
     bindings_pb2_grpc,
     database_pb2_grpc,
     kv_pb2_grpc,
+    objects_pb2,
     objects_pb2_grpc,
     queue_pb2_grpc,
     vars_pb2_grpc,
@@ -47,6 +49,26 @@ _STUBS: dict[str, Callable[[Any], Any]] = {
     "Queue": queue_pb2_grpc.QueueStub,
     "Vars": vars_pb2_grpc.VarsStub,
 }
+
+
+def _serialize(request: Any) -> bytes:
+    """A request message, or one already serialized (an object's body chunk: see objects.py)."""
+    return request if isinstance(request, bytes) else request.SerializeToString()
+
+
+def _upload_callable(channel: Any, name: str) -> Any:
+    """The client-streaming method `name` ("Service.Method") of `channel`, taking its requests
+    as messages or as their serialized bytes."""
+    service, _, rpc = name.partition(".")
+    found = descriptor_pool.Default().FindServiceByName(f"{objects_pb2.DESCRIPTOR.package}.{service}")
+    method = found.methods_by_name[rpc]
+    response_class = message_factory.GetMessageClass(method.output_type)
+    return channel.stream_unary(
+        f"/{found.full_name}/{rpc}",
+        request_serializer=_serialize,
+        response_deserializer=response_class.FromString,
+        _registered_method=True,  # as the generated stubs do
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +179,7 @@ class _TransportBase:
             (("authorization", f"Bearer {token}"),) if token else None
         )
         self._methods: dict[str, Any] = {}
+        self._uploads: dict[str, Any] = {}
         self._closed = False
 
     def _method(self, channel: Any, name: str) -> Any:
@@ -165,6 +188,12 @@ class _TransportBase:
             service, _, rpc = name.partition(".")
             method = getattr(_STUBS[service](channel), rpc)
             self._methods[name] = method
+        return method
+
+    def _upload_method(self, channel: Any, name: str) -> Any:
+        method = self._uploads.get(name)
+        if method is None:
+            method = self._uploads[name] = _upload_callable(channel, name)
         return method
 
 
@@ -203,6 +232,7 @@ class AsyncTransport(_TransportBase):
         self, method: str, requests: AsyncIterable[Any] | Iterable[Any], *, header_ack: bool = False
     ) -> Any:
         """Send a client-streaming RPC's messages as `requests` yields them; return the answer.
+        A request may also be given already serialized, as bytes.
 
         If `requests` raises, the call is cancelled (the daemon sees the stream break and keeps
         nothing) and the exception propagates. With `header_ack`, the rest of the stream waits
@@ -212,7 +242,7 @@ class AsyncTransport(_TransportBase):
         """
         if self._closed:
             raise _closed_error(self.target)
-        rpc = self._method(self._channel, method)(metadata=self._metadata)
+        rpc = self._upload_method(self._channel, method)(metadata=self._metadata)
         try:
             waiting = header_ack
             try:
@@ -305,6 +335,7 @@ class SyncTransport(_TransportBase):
 
     def upload(self, method: str, requests: Iterable[Any]) -> Any:
         """Send a client-streaming RPC's messages as `requests` yields them; return the answer.
+        A request may also be given already serialized, as bytes.
 
         If `requests` raises, grpc cancels the call (the daemon keeps nothing) and the exception
         propagates.
@@ -312,7 +343,7 @@ class SyncTransport(_TransportBase):
         if self._closed:
             raise _closed_error(self.target)
         try:
-            return self._method(self._channel, method)(iter(requests), metadata=self._metadata)
+            return self._upload_method(self._channel, method)(iter(requests), metadata=self._metadata)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, endpoint=self.target) from None
 
