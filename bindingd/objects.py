@@ -34,6 +34,8 @@ MAX_DELETE_KEYS = 1000
 MAX_LIST_LIMIT = 1000
 # The body travels in gRPC messages of at most this many bytes, in both directions.
 CHUNK_BYTES = 1024 * 1024
+# A chunk of a body being put: bytes, or a view into the message it arrived in (not copied).
+BodyChunk = bytes | memoryview
 # A temp file written to this recently may belong to a put in progress in another daemon.
 LEFTOVER_AGE_S = 60.0
 CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256")
@@ -227,7 +229,7 @@ class Digests:
                 self.hashes[name] = hashlib.new(name)
         self.size = 0
 
-    def update(self, chunk: bytes) -> None:
+    def update(self, chunk: BodyChunk) -> None:
         self.size += len(chunk)
         for h in self.hashes.values():
             h.update(chunk)
@@ -242,7 +244,7 @@ class Digests:
 
 
 async def write_body(
-    f: BinaryIO, body: AsyncIterator[bytes], digests: Digests, max_bytes: int, too_large: BindingdError
+    f: BinaryIO, body: AsyncIterator[BodyChunk], digests: Digests, max_bytes: int, too_large: BindingdError
 ) -> None:
     """Hash and write `body` to `f`: a chunk is hashed on one thread and written on another
     while the next one arrives (hashlib and file writes release the GIL for large buffers).
