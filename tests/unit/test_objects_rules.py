@@ -15,6 +15,7 @@ from bindingd_client.objects import (
     encode_checksums,
     encode_conditional,
     encode_range,
+    get_chunk,
 )
 from bindingd_client.proto import objects_pb2
 
@@ -163,3 +164,17 @@ def test_a_plain_chunk_message_is_read_as_a_view() -> None:
     ]:
         assert bytes_field_view(other, 2) is None
     assert bytes_field_view(b"\x12\x83\x00abc", 2) == b"abc"  # an overlong varint is still a varint
+
+
+def test_client_get_chunk_is_what_protobuf_decodes() -> None:
+    header = objects_pb2.ObjectsGetResponse(header=objects_pb2.ObjectsGetHeader(found=True))
+    for raw in [
+        objects_pb2.ObjectsGetResponse(chunk=b"x" * 300).SerializeToString(),  # what the daemon sends
+        objects_pb2.ObjectsGetResponse(chunk=b"").SerializeToString(),
+        b"\x12\x83\x00abc",  # an overlong varint
+        chunk_message(b"abc") + b"\x18\x01",  # another field after it
+        chunk_message(b"lost") + chunk_message(b"kept"),
+        header.SerializeToString(),
+    ]:
+        assert get_chunk(raw) == objects_pb2.ObjectsGetResponse.FromString(raw).chunk
+        assert type(get_chunk(raw)) is bytes

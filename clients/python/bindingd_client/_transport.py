@@ -56,18 +56,28 @@ def _serialize(request: Any) -> bytes:
     return request if isinstance(request, bytes) else request.SerializeToString()
 
 
-def _upload_callable(channel: Any, name: str) -> Any:
-    """The client-streaming method `name` ("Service.Method") of `channel`, taking its requests
-    as messages or as their serialized bytes."""
+def _custom_callable(channel: Any, kind: str, name: str) -> Any:
+    """Method `name` ("Service.Method") of `channel` with its own message handling: "upload" (a
+    client-streaming method) takes requests as messages or as their serialized bytes; "raw" (a
+    server-streaming one) yields its responses as received, for the caller to decode."""
     service, _, rpc = name.partition(".")
     found = descriptor_pool.Default().FindServiceByName(f"{objects_pb2.DESCRIPTOR.package}.{service}")
     method = found.methods_by_name[rpc]
-    response_class = message_factory.GetMessageClass(method.output_type)
-    return channel.stream_unary(
-        f"/{found.full_name}/{rpc}",
-        request_serializer=_serialize,
-        response_deserializer=response_class.FromString,
-        _registered_method=True,  # as the generated stubs do
+    path = f"/{found.full_name}/{rpc}"
+    if kind == "upload":
+        response_class = message_factory.GetMessageClass(method.output_type)
+        return channel.stream_unary(
+            path,
+            request_serializer=_serialize,
+            response_deserializer=response_class.FromString,
+            _registered_method=True,  # as the generated stubs do
+        )
+    request_class = message_factory.GetMessageClass(method.input_type)
+    return channel.unary_stream(
+        path,
+        request_serializer=request_class.SerializeToString,
+        response_deserializer=None,
+        _registered_method=True,
     )
 
 
@@ -179,7 +189,7 @@ class _TransportBase:
             (("authorization", f"Bearer {token}"),) if token else None
         )
         self._methods: dict[str, Any] = {}
-        self._uploads: dict[str, Any] = {}
+        self._custom: dict[tuple[str, str], Any] = {}
         self._closed = False
 
     def _method(self, channel: Any, name: str) -> Any:
@@ -190,10 +200,10 @@ class _TransportBase:
             self._methods[name] = method
         return method
 
-    def _upload_method(self, channel: Any, name: str) -> Any:
-        method = self._uploads.get(name)
+    def _custom_method(self, channel: Any, kind: str, name: str) -> Any:
+        method = self._custom.get((kind, name))
         if method is None:
-            method = self._uploads[name] = _upload_callable(channel, name)
+            method = self._custom[kind, name] = _custom_callable(channel, kind, name)
         return method
 
 
@@ -215,11 +225,15 @@ class AsyncTransport(_TransportBase):
     async def call(self, call: Call[T]) -> T:
         return call.parse(await self.unary(call.method, call.request))
 
-    async def stream(self, method: str, request: Any) -> AsyncIterator[Any]:
-        """The responses of a server-streaming RPC, as they arrive. Stopping early cancels it."""
+    async def stream(self, method: str, request: Any, *, raw: bool = False) -> AsyncIterator[Any]:
+        """The responses of a server-streaming RPC, as they arrive (with `raw`, as serialized
+        bytes). Stopping early cancels it."""
         if self._closed:
             raise _closed_error(self.target)
-        rpc = self._method(self._channel, method)(request, metadata=self._metadata)
+        call = (
+            self._custom_method(self._channel, "raw", method) if raw else self._method(self._channel, method)
+        )
+        rpc = call(request, metadata=self._metadata)
         try:
             async for response in rpc:
                 yield response
@@ -242,7 +256,7 @@ class AsyncTransport(_TransportBase):
         """
         if self._closed:
             raise _closed_error(self.target)
-        rpc = self._upload_method(self._channel, method)(metadata=self._metadata)
+        rpc = self._custom_method(self._channel, "upload", method)(metadata=self._metadata)
         try:
             waiting = header_ack
             try:
@@ -308,11 +322,15 @@ class SyncTransport(_TransportBase):
     def call(self, call: Call[T]) -> T:
         return call.parse(self.unary(call.method, call.request))
 
-    def stream(self, method: str, request: Any) -> Iterator[Any]:
-        """The responses of a server-streaming RPC, as they arrive. Stopping early cancels it."""
+    def stream(self, method: str, request: Any, *, raw: bool = False) -> Iterator[Any]:
+        """The responses of a server-streaming RPC, as they arrive (with `raw`, as serialized
+        bytes). Stopping early cancels it."""
         if self._closed:
             raise _closed_error(self.target)
-        rpc = self._method(self._channel, method)(request, metadata=self._metadata)
+        call = (
+            self._custom_method(self._channel, "raw", method) if raw else self._method(self._channel, method)
+        )
+        rpc = call(request, metadata=self._metadata)
         try:
             yield from rpc
         except grpc.RpcError as exc:
@@ -343,7 +361,9 @@ class SyncTransport(_TransportBase):
         if self._closed:
             raise _closed_error(self.target)
         try:
-            return self._upload_method(self._channel, method)(iter(requests), metadata=self._metadata)
+            return self._custom_method(self._channel, "upload", method)(
+                iter(requests), metadata=self._metadata
+            )
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, endpoint=self.target) from None
 

@@ -137,8 +137,8 @@ class R2ObjectBody(_BodyBase):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         self._use()
         try:
-            async for message in self._stream:
-                yield message.chunk
+            async for raw in self._stream:
+                yield get_chunk(raw)
         finally:
             await self._stream.aclose()  # type: ignore[attr-defined]
 
@@ -174,8 +174,8 @@ class R2ObjectBodySync(_BodyBase):
     def __iter__(self) -> Iterator[bytes]:
         self._use()
         try:
-            for message in self._stream:
-                yield message.chunk
+            for raw in self._stream:
+                yield get_chunk(raw)
         finally:
             self._stream.close()  # type: ignore[attr-defined]
 
@@ -367,8 +367,8 @@ async def body_chunks_async(value: Any) -> AsyncIterator[bytes | memoryview]:
             yield piece
 
 
-# A put or upload-part request holding a body chunk and nothing else is, serialized, this tag
-# (field `chunk` = 2 in both, length-delimited), the chunk's length as a varint, then the chunk.
+# A put, upload-part or get message holding a body chunk and nothing else is, serialized, this
+# tag (field `chunk` = 2 in all three, length-delimited), the chunk's length as a varint, then the chunk.
 # Building those bytes here costs one copy of the chunk; a request message and its serialization
 # cost two.
 _CHUNK_TAG = objects_pb2.ObjectsPutRequest.DESCRIPTOR.fields_by_name["chunk"].number << 3 | 2
@@ -398,6 +398,22 @@ def _file_messages(f: io.BufferedIOBase | io.RawIOBase) -> Iterator[bytes]:
         start = _CHUNK_HEAD_BYTES - len(head)
         buffer[start:_CHUNK_HEAD_BYTES] = head
         yield bytes(buffer[start : _CHUNK_HEAD_BYTES + read])
+
+
+def get_chunk(raw: bytes) -> bytes:
+    """The body chunk of a serialized get response. A plain chunk message (what the daemon
+    sends) is cut out of it: one copy, where decoding and reading the field make two."""
+    if raw[:1] == bytes([_CHUNK_TAG]):
+        length = shift = 0
+        for pos in range(1, min(len(raw), 11)):
+            byte = raw[pos]
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                if pos + 1 + length == len(raw):
+                    return raw[pos + 1 :]
+                break
+            shift += 7
+    return objects_pb2.ObjectsGetResponse.FromString(raw).chunk
 
 
 def body_messages(value: Any) -> Iterator[bytes]:
@@ -603,9 +619,10 @@ class R2Bucket(_BucketBase):
         self, key: str, *, range: Mapping[str, int] | None = None, only_if: Mapping[str, Any] | None = None
     ) -> R2ObjectBody | R2Object | None:
         """None if absent; the object without a body if ``only_if`` failed; else with its body."""
-        stream = self._transport.stream("Objects.Get", get_request(self._binding, key, range, only_if))
+        request = get_request(self._binding, key, range, only_if)
+        stream = self._transport.stream("Objects.Get", request, raw=True)
         try:
-            first = await anext(stream)
+            first = objects_pb2.ObjectsGetResponse.FromString(await anext(stream))
         except BaseException:
             await stream.aclose()
             raise
@@ -720,9 +737,10 @@ class R2BucketSync(_BucketBase):
     def get(
         self, key: str, *, range: Mapping[str, int] | None = None, only_if: Mapping[str, Any] | None = None
     ) -> R2ObjectBodySync | R2Object | None:
-        stream = self._transport.stream("Objects.Get", get_request(self._binding, key, range, only_if))
+        request = get_request(self._binding, key, range, only_if)
+        stream = self._transport.stream("Objects.Get", request, raw=True)
         try:
-            first = next(stream)
+            first = objects_pb2.ObjectsGetResponse.FromString(next(stream))
         except BaseException:
             stream.close()
             raise
