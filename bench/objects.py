@@ -6,6 +6,9 @@ The floor is a plain file copy of the same file, in 1 MiB reads and writes with 
 the end, which is what a put costs the disk too. Put reads the source file through the client;
 get writes the body to a file. Rounds interleave (copy, put, get) so machine drift hits all
 three alike; each figure is the median. The daemon's RSS is sampled from /proc throughout.
+
+Beside MiB/s, the CPU seconds per GiB that the client (this process) and the daemon spent on a
+put and a get: on a shared 2-core machine they move far less with the load than MiB/s does.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ class ObjectFigures:
     get_mb_s: float
     idle_rss: int
     peak_rss: int
+    load: tuple[float, float, float]  # os.getloadavg() at the end
+    # CPU seconds per GiB (user + system, all threads), medians: client and daemon.
+    put_cpu: tuple[float, float]
+    get_cpu: tuple[float, float]
 
 
 class _PeakRss:
@@ -59,6 +66,46 @@ class _PeakRss:
         self._thread.join()
 
 
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+@dataclass
+class _Rounds:
+    copies: list[float]
+    puts: list[float]
+    gets: list[float]
+    # (client, daemon) CPU seconds per GiB of each put and get.
+    put_cpu: list[tuple[float, float]]
+    get_cpu: list[tuple[float, float]]
+
+
+class _Phase:
+    """Wall time and the client's and daemon's CPU time of one put or get."""
+
+    def __init__(self, client: psutil.Process, daemon: psutil.Process) -> None:
+        self.processes = (client, daemon)
+
+    def __enter__(self) -> _Phase:
+        self.cpu = [_cpu_seconds(p) for p in self.processes]
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.started
+        client, daemon = (
+            _cpu_seconds(p) - before for p, before in zip(self.processes, self.cpu, strict=True)
+        )
+        self.cpu_per_gib = (client, daemon)
+
+    def figures(self, size: int) -> tuple[float, tuple[float, float]]:
+        """MiB/s and (client, daemon) CPU seconds per GiB."""
+        gib = size / (1024 * MIB)
+        client, daemon = self.cpu_per_gib
+        return size / MIB / self.seconds, (client / gib, daemon / gib)
+
+
 def _copy(src: Path, dst: Path) -> None:
     with src.open("rb") as f, dst.open("wb") as out:
         while chunk := f.read(MIB):
@@ -74,38 +121,38 @@ def _write_source(path: Path, size: int) -> None:
             f.write(block)
 
 
-async def _rounds(
-    endpoint: str, root: Path, size: int, rounds: int
-) -> tuple[list[float], list[float], list[float]]:
+async def _rounds(endpoint: str, root: Path, size: int, rounds: int, daemon: psutil.Process) -> _Rounds:
     src, copied, fetched = root / "src.bin", root / "copy.bin", root / "get.bin"
-    copies: list[float] = []
-    puts: list[float] = []
-    gets: list[float] = []
+    done = _Rounds([], [], [], [], [])
+    client = psutil.Process()
     env = await connect(endpoint=endpoint)
     try:
         bucket = env.ASSETS
         for _ in range(rounds):
             started = time.perf_counter()
             await asyncio.to_thread(_copy, src, copied)
-            copies.append(size / MIB / (time.perf_counter() - started))
+            done.copies.append(size / MIB / (time.perf_counter() - started))
             copied.unlink()
 
-            started = time.perf_counter()
-            with src.open("rb") as f:
+            with _Phase(client, daemon) as put, src.open("rb") as f:
                 await bucket.put("bench/1gib", f)
-            puts.append(size / MIB / (time.perf_counter() - started))
+            speed, cpu = put.figures(size)
+            done.puts.append(speed)
+            done.put_cpu.append(cpu)
 
-            started = time.perf_counter()
-            got = await bucket.get("bench/1gib")
-            assert isinstance(got, R2ObjectBody)
-            with fetched.open("wb") as out:
-                async for chunk in got:
-                    out.write(chunk)
-            gets.append(size / MIB / (time.perf_counter() - started))
+            with _Phase(client, daemon) as get:
+                got = await bucket.get("bench/1gib")
+                assert isinstance(got, R2ObjectBody)
+                with fetched.open("wb") as out:
+                    async for chunk in got:
+                        out.write(chunk)
+            speed, cpu = get.figures(size)
+            done.gets.append(speed)
+            done.get_cpu.append(cpu)
             fetched.unlink()
     finally:
         await env.aclose()
-    return copies, puts, gets
+    return done
 
 
 def measure(*, quick: bool = False) -> ObjectFigures:
@@ -129,20 +176,28 @@ def measure(*, quick: bool = False) -> ObjectFigures:
                 time.sleep(0.05)
             time.sleep(0.3)
             endpoint = f"unix://{root / '.bindingd' / 'bindingd.sock'}"
-            idle = psutil.Process(daemon.pid).memory_info().rss
+            process = psutil.Process(daemon.pid)
+            idle = process.memory_info().rss
             with _PeakRss(daemon.pid) as rss:
-                copies, puts, gets = asyncio.run(_rounds(endpoint, root, size, rounds))
+                done = asyncio.run(_rounds(endpoint, root, size, rounds, process))
         finally:
             daemon.terminate()
             daemon.wait(30)
     return ObjectFigures(
         size=size,
-        copy_mb_s=statistics.median(copies),
-        put_mb_s=statistics.median(puts),
-        get_mb_s=statistics.median(gets),
+        copy_mb_s=statistics.median(done.copies),
+        put_mb_s=statistics.median(done.puts),
+        get_mb_s=statistics.median(done.gets),
         idle_rss=idle,
         peak_rss=rss.peak,
+        load=os.getloadavg(),
+        put_cpu=_median_pair(done.put_cpu),
+        get_cpu=_median_pair(done.get_cpu),
     )
+
+
+def _median_pair(pairs: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
 
 
 def report(figures: ObjectFigures) -> list[str]:
@@ -150,10 +205,13 @@ def report(figures: ObjectFigures) -> list[str]:
     return [
         f"objects, {figures.size // MIB} MiB object (local provider), MiB/s beside a plain file copy",
         f"{'plain file copy (floor)':<34} {copy:8.0f} MiB/s",
-        f"{'objects put (local)':<34} {figures.put_mb_s:8.0f} MiB/s ({figures.put_mb_s / copy:4.2f}x)",
-        f"{'objects get (local)':<34} {figures.get_mb_s:8.0f} MiB/s ({figures.get_mb_s / copy:4.2f}x)",
+        f"{'objects put (local)':<34} {figures.put_mb_s:8.0f} MiB/s ({figures.put_mb_s / copy:4.2f}x)  "
+        f"CPU s/GiB client {figures.put_cpu[0]:.2f} daemon {figures.put_cpu[1]:.2f}",
+        f"{'objects get (local)':<34} {figures.get_mb_s:8.0f} MiB/s ({figures.get_mb_s / copy:4.2f}x)  "
+        f"CPU s/GiB client {figures.get_cpu[0]:.2f} daemon {figures.get_cpu[1]:.2f}",
         f"{'daemon RSS idle / peak':<34} {figures.idle_rss / MIB:8.1f} / {figures.peak_rss / MIB:.1f} MiB "
         f"(+{(figures.peak_rss - figures.idle_rss) / MIB:.1f} MiB)",
+        f"machine load average (1/5/15 min) at the end: {' / '.join(f'{x:.2f}' for x in figures.load)}",
         f"goal: objects put at least 300 MB/s: {figures.put_mb_s * MIB / 1e6:.0f} MB/s, "
         f"{'met' if figures.put_mb_s * MIB / 1e6 >= 300 else 'NOT met'}",
         f"goal: objects get at least 300 MB/s: {figures.get_mb_s * MIB / 1e6:.0f} MB/s, "

@@ -25,6 +25,7 @@ from bindingd.call import CallUsageError, run_call
 from bindingd.config import Config, ConfigError, find_config, load_config
 from bindingd.runtime import Runtime, Served
 from bindingd.server.app import Daemon, ServeError, ServeOptions
+from bindingd.server.memory import tune_malloc
 
 if TYPE_CHECKING:
     import grpc
@@ -148,6 +149,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         parent_pid=args.child_of,
     )
     daemon = Daemon(config, lambda: load_config(config.path, env=args.env), options)
+    tune_malloc()
     try:
         return asyncio.run(daemon.run())
     except ServeError as e:

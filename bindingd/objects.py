@@ -16,9 +16,10 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from bindingd.errors import BindingdError, invalid_argument
 
@@ -34,6 +35,8 @@ MAX_DELETE_KEYS = 1000
 MAX_LIST_LIMIT = 1000
 # The body travels in gRPC messages of at most this many bytes, in both directions.
 CHUNK_BYTES = 1024 * 1024
+# A chunk of a body being put: bytes, or a view into the message it arrived in (not copied).
+BodyChunk = bytes | memoryview
 # A temp file written to this recently may belong to a put in progress in another daemon.
 LEFTOVER_AGE_S = 60.0
 CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256")
@@ -227,7 +230,7 @@ class Digests:
                 self.hashes[name] = hashlib.new(name)
         self.size = 0
 
-    def update(self, chunk: bytes) -> None:
+    def update(self, chunk: BodyChunk) -> None:
         self.size += len(chunk)
         for h in self.hashes.values():
             h.update(chunk)
@@ -241,36 +244,46 @@ class Digests:
         return actual
 
 
+# Hashes a put's chunks beside the thread that writes them (see write_body).
+_HASHING = ThreadPoolExecutor(thread_name_prefix="bindingd-hash")
+
+
+def _write_and_hash(f: BinaryIO, chunk: BodyChunk, digests: Digests) -> None:
+    """Write `chunk` here while another thread hashes it; return when both are done."""
+    hashing = _HASHING.submit(digests.update, chunk)
+    try:
+        f.write(chunk)
+    finally:
+        hashing.result()
+
+
 async def write_body(
-    f: BinaryIO, body: AsyncIterator[bytes], digests: Digests, max_bytes: int, too_large: BindingdError
+    f: BinaryIO, body: AsyncIterator[BodyChunk], digests: Digests, max_bytes: int, too_large: BindingdError
 ) -> None:
     """Hash and write `body` to `f`: a chunk is hashed on one thread and written on another
     while the next one arrives (hashlib and file writes release the GIL for large buffers).
+    The event loop hands each chunk over once and is woken once when both are done.
 
     At most two chunks are held at a time; the stream is read only as fast as the disk and the
     hashing take it. The md5 of every byte (the etag) is the bound of a put.
     """
-    pending: list[asyncio.Future[Any]] = []
+    pending: asyncio.Future[None] | None = None
     size = 0
     try:
         async for chunk in body:
             size += len(chunk)
             if size > max_bytes:
                 raise too_large
-            for step in pending:
-                await step
-            pending = [
-                asyncio.ensure_future(asyncio.to_thread(digests.update, chunk)),
-                asyncio.ensure_future(asyncio.to_thread(f.write, chunk)),
-            ]
-        for step in pending:
-            await step
-        pending = []
+            if pending is not None:
+                await pending
+            pending = asyncio.ensure_future(asyncio.to_thread(_write_and_hash, f, chunk, digests))
+        if pending is not None:
+            await pending
+        pending = None
     finally:
-        running = [step for step in pending if not step.done()]
-        if running:
+        if pending is not None and not pending.done():
             # Let the write in progress finish before the caller closes and removes the file.
-            await asyncio.shield(asyncio.wait(running))
+            await asyncio.shield(asyncio.wait([pending]))
 
 
 def hold_temp_file(f: BinaryIO) -> None:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from bindingd.objects import Conditional, HttpMetadata, ObjectInfo, PutOptions, RangeSpec
+from bindingd.objects import BodyChunk, Conditional, HttpMetadata, ObjectInfo, PutOptions, RangeSpec
 from bindingd.queue import OutgoingMessage, Retry
 
 
@@ -107,7 +107,7 @@ class ObjectsProvider(Provider, Protocol):
     async def get(self, key: str, range: RangeSpec | None, only_if: Conditional | None) -> ObjectRead | None:
         """None when the key does not exist; ranges are resolved with `objects.resolve_range`."""
 
-    async def put(self, key: str, body: AsyncIterator[bytes], options: PutOptions) -> ObjectInfo | None:
+    async def put(self, key: str, body: AsyncIterator[BodyChunk], options: PutOptions) -> ObjectInfo | None:
         """The stored object, or None when `options.only_if` was not met (nothing stored)."""
 
     async def delete(self, keys: list[str]) -> None: ...
@@ -138,7 +138,7 @@ class ObjectsProvider(Provider, Protocol):
         Called before a part's body is received, so a stale id fails before any byte flows."""
 
     async def upload_part(
-        self, key: str, upload_id: str, part_number: int, body: AsyncIterator[bytes]
+        self, key: str, upload_id: str, part_number: int, body: AsyncIterator[BodyChunk]
     ) -> str:
         """The part's etag. Uploading a part number again replaces it."""
 

@@ -22,7 +22,7 @@ from bindingd.objects import Conditional, HttpMetadata, ObjectInfo, PutOptions, 
 from bindingd.providers.base import ObjectsProvider
 from bindingd.runtime import Runtime
 from bindingd.server.audit import audit_write
-from bindingd.server.calls import RequestStream, rpc, rpc_stream
+from bindingd.server.calls import RequestStream, bytes_field_view, rpc, rpc_stream
 
 # How long a refused put or part keeps reading the body it will not store (see below).
 DRAIN_S = 10.0
@@ -98,12 +98,19 @@ async def _header(requests: RequestStream, what: str) -> Any:
     return first.header
 
 
-async def _chunks(requests: RequestStream, what: str) -> AsyncIterator[bytes]:
-    """The body chunks after the header, read only as fast as the provider consumes them."""
-    async for message in requests:
-        if message.WhichOneof("part") != "chunk":
-            raise invalid_argument(f"a {what} stream has one header, first; later messages are body chunks")
-        chunk = message.chunk  # each read of a bytes field is a copy of it
+async def _chunks(requests: RequestStream, what: str) -> AsyncIterator[bytes | memoryview]:
+    """The body chunks after the header, read only as fast as the provider consumes them; a
+    plain chunk message is passed on as a view into the received bytes (no copy)."""
+    number = requests.request_class.DESCRIPTOR.fields_by_name["chunk"].number
+    async for raw in requests.raw():
+        chunk: bytes | memoryview | None = bytes_field_view(raw, number)
+        if chunk is None:
+            message = await requests.decode(raw)
+            if message.WhichOneof("part") != "chunk":
+                raise invalid_argument(
+                    f"a {what} stream has one header, first; later messages are body chunks"
+                )
+            chunk = message.chunk
         if chunk:
             yield chunk
 
@@ -114,7 +121,7 @@ async def _refuse_after_draining(requests: RequestStream, error: BindingdError) 
     limit, a failing disk). Bounded: a client still sending after DRAIN_S gets that INTERNAL."""
     with contextlib.suppress(Exception):
         async with asyncio.timeout(DRAIN_S):
-            async for _ in requests:
+            async for _ in requests.raw():
                 pass
     raise error
 

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import array
 import datetime as dt
 import hashlib
 import io
 
 import pytest
-from bindingd_client.objects import body_chunks, encode_checksums, encode_conditional, encode_range
+from bindingd_client.objects import (
+    body_chunks,
+    body_messages,
+    chunk_message,
+    encode_checksums,
+    encode_conditional,
+    encode_range,
+    get_chunk,
+)
+from bindingd_client.proto import objects_pb2
 
 from bindingd import objects
 from bindingd.errors import BindingdError
 from bindingd.objects import Conditional, ObjectInfo, RangeSpec
+from bindingd.server.calls import bytes_field_view
 
 INFO = ObjectInfo(key="k", version="v", size=10, etag="abc", uploaded=1_000_000)
 
@@ -116,3 +127,58 @@ def test_client_encoders() -> None:
         encode_conditional({"etag": "a"})
     with pytest.raises(ValueError, match="offset, length or suffix"):
         encode_range({"start": 1})
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 16383, 16384, 1024 * 1024])
+def test_client_chunk_messages_are_the_serialized_requests(size: int) -> None:
+    chunk = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    for request_class in (objects_pb2.ObjectsPutRequest, objects_pb2.ObjectsUploadPartRequest):
+        assert chunk_message(chunk) == request_class(chunk=chunk).SerializeToString()
+        assert chunk_message(memoryview(chunk)) == request_class(chunk=chunk).SerializeToString()
+
+
+def test_client_body_messages_carry_the_body_in_chunks_of_at_most_one_mib() -> None:
+    data = bytes(range(256)) * (3 * 4096) + b"tail"
+    words = array.array("i", range(300_000))
+    for value, body in [
+        (io.BytesIO(data), data),  # read into a reused buffer
+        (data, data),
+        (memoryview(words), words.tobytes()),  # lengths count bytes, not items
+        ([b"a", bytearray(b"b")], b"ab"),
+    ]:
+        messages = list(body_messages(value))
+        chunks = [objects_pb2.ObjectsPutRequest.FromString(m).chunk for m in messages]
+        assert b"".join(chunks) == body
+        assert all(0 < len(c) <= 1024 * 1024 for c in chunks)
+
+
+def test_a_plain_chunk_message_is_read_as_a_view() -> None:
+    for chunk in (b"", b"x", b"y" * 300, b"z" * (1024 * 1024)):
+        view = bytes_field_view(chunk_message(chunk), 2)
+        assert isinstance(view, memoryview) and view == chunk
+    header = objects_pb2.ObjectsPutRequest(header=objects_pb2.ObjectsPutHeader(binding="B", key="k"))
+    for other in [
+        b"",
+        header.SerializeToString(),
+        chunk_message(b"abc") + b"\x18\x01",  # another field after it
+        chunk_message(b"abc")[:-1],  # cut short
+        b"\x12\x80",  # a varint without its end
+        b"\x12" + b"\x80" * 10 + b"\x00",  # a varint longer than 10 bytes
+        chunk_message(b"abc").replace(b"\x12", b"\x0a", 1),  # field 1
+    ]:
+        assert bytes_field_view(other, 2) is None
+    assert bytes_field_view(b"\x12\x83\x00abc", 2) == b"abc"  # an overlong varint is still a varint
+
+
+def test_client_get_chunk_is_what_protobuf_decodes() -> None:
+    header = objects_pb2.ObjectsGetResponse(header=objects_pb2.ObjectsGetHeader(found=True))
+    for raw in [
+        objects_pb2.ObjectsGetResponse(chunk=b"x" * 300).SerializeToString(),  # what the daemon sends
+        objects_pb2.ObjectsGetResponse(chunk=b"").SerializeToString(),
+        b"\x12\x83\x00abc",  # an overlong varint
+        chunk_message(b"abc") + b"\x18\x01",  # another field after it
+        chunk_message(b"lost") + chunk_message(b"kept"),
+        header.SerializeToString(),
+    ]:
+        assert get_chunk(raw) == objects_pb2.ObjectsGetResponse.FromString(raw).chunk
+        assert type(get_chunk(raw)) is bytes

@@ -28,6 +28,7 @@ from bindingd.config.model import Binding
 from bindingd.errors import BindingdError, backend_unavailable, invalid_argument
 from bindingd.objects import (
     CHUNK_BYTES,
+    BodyChunk,
     Conditional,
     Digests,
     HttpMetadata,
@@ -253,7 +254,7 @@ class LocalObjects:
     async def check_put(self, options: PutOptions) -> None:
         """Files and SQLite hold any metadata the rules allow."""
 
-    async def put(self, key: str, body: AsyncIterator[bytes], options: PutOptions) -> ObjectInfo | None:
+    async def put(self, key: str, body: AsyncIterator[BodyChunk], options: PutOptions) -> ObjectInfo | None:
         blob, digests = await self._receive(body, options.checksums, objects.MAX_PUT_BYTES, None)
         try:
             checksums = digests.verify()
@@ -274,7 +275,7 @@ class LocalObjects:
         return info if stored else None
 
     async def _receive(
-        self, body: AsyncIterator[bytes], verify: dict[str, bytes], max_bytes: int, part: int | None
+        self, body: AsyncIterator[BodyChunk], verify: dict[str, bytes], max_bytes: int, part: int | None
     ) -> tuple[str, Digests]:
         """Stream `body` into a new fsynced temp file; its name and digests. Cleans up on failure."""
         name = uuid.uuid4().hex
@@ -366,7 +367,7 @@ class LocalObjects:
         self._upload(key, upload_id)
 
     async def upload_part(
-        self, key: str, upload_id: str, part_number: int, body: AsyncIterator[bytes]
+        self, key: str, upload_id: str, part_number: int, body: AsyncIterator[BodyChunk]
     ) -> str:
         blob, digests = await self._receive(body, {}, objects.MAX_PART_BYTES, part_number)
         etag = digests.verify()["md5"].hex()

@@ -42,6 +42,7 @@ from bindingd.errors import (
 )
 from bindingd.objects import (
     CHUNK_BYTES,
+    BodyChunk,
     Conditional,
     Digests,
     HttpMetadata,
@@ -388,7 +389,7 @@ class S3Objects:
     # --- writes --------------------------------------------------------------------------------
 
     async def _spool(
-        self, body: AsyncIterator[bytes], verify: dict[str, bytes], max_bytes: int, part: int | None
+        self, body: AsyncIterator[BodyChunk], verify: dict[str, bytes], max_bytes: int, part: int | None
     ) -> tuple[Path, Digests]:
         """The body in a temp file with its digests; the file is removed if anything fails."""
         path = self.spool / uuid.uuid4().hex
@@ -414,7 +415,7 @@ class S3Objects:
     async def check_put(self, options: PutOptions) -> None:
         _check_headers(options.custom_metadata)
 
-    async def put(self, key: str, body: AsyncIterator[bytes], options: PutOptions) -> ObjectInfo | None:
+    async def put(self, key: str, body: AsyncIterator[BodyChunk], options: PutOptions) -> ObjectInfo | None:
         path, digests = await self._spool(body, options.checksums, objects.MAX_PUT_BYTES, None)
         try:
             if options.only_if is not None and not objects.condition_met(
@@ -493,7 +494,7 @@ class S3Objects:
         return self._error(e, operation)
 
     async def upload_part(
-        self, key: str, upload_id: str, part_number: int, body: AsyncIterator[bytes]
+        self, key: str, upload_id: str, part_number: int, body: AsyncIterator[BodyChunk]
     ) -> str:
         path, digests = await self._spool(body, {}, objects.MAX_PART_BYTES, part_number)
         try:

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 import grpc.aio
+from google.protobuf import descriptor_pool, message_factory
 
 from ._version import __version__
 from .errors import START_HINT, BindingError, DaemonUnavailable, error_from_rpc
@@ -23,6 +24,7 @@ from .proto import (
     bindings_pb2_grpc,
     database_pb2_grpc,
     kv_pb2_grpc,
+    objects_pb2,
     objects_pb2_grpc,
     queue_pb2_grpc,
     vars_pb2_grpc,
@@ -47,6 +49,36 @@ _STUBS: dict[str, Callable[[Any], Any]] = {
     "Queue": queue_pb2_grpc.QueueStub,
     "Vars": vars_pb2_grpc.VarsStub,
 }
+
+
+def _serialize(request: Any) -> bytes:
+    """A request message, or one already serialized (an object's body chunk: see objects.py)."""
+    return request if isinstance(request, bytes) else request.SerializeToString()
+
+
+def _custom_callable(channel: Any, kind: str, name: str) -> Any:
+    """Method `name` ("Service.Method") of `channel` with its own message handling: "upload" (a
+    client-streaming method) takes requests as messages or as their serialized bytes; "raw" (a
+    server-streaming one) yields its responses as received, for the caller to decode."""
+    service, _, rpc = name.partition(".")
+    found = descriptor_pool.Default().FindServiceByName(f"{objects_pb2.DESCRIPTOR.package}.{service}")
+    method = found.methods_by_name[rpc]
+    path = f"/{found.full_name}/{rpc}"
+    if kind == "upload":
+        response_class = message_factory.GetMessageClass(method.output_type)
+        return channel.stream_unary(
+            path,
+            request_serializer=_serialize,
+            response_deserializer=response_class.FromString,
+            _registered_method=True,  # as the generated stubs do
+        )
+    request_class = message_factory.GetMessageClass(method.input_type)
+    return channel.unary_stream(
+        path,
+        request_serializer=request_class.SerializeToString,
+        response_deserializer=None,
+        _registered_method=True,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +189,7 @@ class _TransportBase:
             (("authorization", f"Bearer {token}"),) if token else None
         )
         self._methods: dict[str, Any] = {}
+        self._custom: dict[tuple[str, str], Any] = {}
         self._closed = False
 
     def _method(self, channel: Any, name: str) -> Any:
@@ -165,6 +198,12 @@ class _TransportBase:
             service, _, rpc = name.partition(".")
             method = getattr(_STUBS[service](channel), rpc)
             self._methods[name] = method
+        return method
+
+    def _custom_method(self, channel: Any, kind: str, name: str) -> Any:
+        method = self._custom.get((kind, name))
+        if method is None:
+            method = self._custom[kind, name] = _custom_callable(channel, kind, name)
         return method
 
 
@@ -186,11 +225,15 @@ class AsyncTransport(_TransportBase):
     async def call(self, call: Call[T]) -> T:
         return call.parse(await self.unary(call.method, call.request))
 
-    async def stream(self, method: str, request: Any) -> AsyncIterator[Any]:
-        """The responses of a server-streaming RPC, as they arrive. Stopping early cancels it."""
+    async def stream(self, method: str, request: Any, *, raw: bool = False) -> AsyncIterator[Any]:
+        """The responses of a server-streaming RPC, as they arrive (with `raw`, as serialized
+        bytes). Stopping early cancels it."""
         if self._closed:
             raise _closed_error(self.target)
-        rpc = self._method(self._channel, method)(request, metadata=self._metadata)
+        call = (
+            self._custom_method(self._channel, "raw", method) if raw else self._method(self._channel, method)
+        )
+        rpc = call(request, metadata=self._metadata)
         try:
             async for response in rpc:
                 yield response
@@ -203,6 +246,7 @@ class AsyncTransport(_TransportBase):
         self, method: str, requests: AsyncIterable[Any] | Iterable[Any], *, header_ack: bool = False
     ) -> Any:
         """Send a client-streaming RPC's messages as `requests` yields them; return the answer.
+        A request may also be given already serialized, as bytes.
 
         If `requests` raises, the call is cancelled (the daemon sees the stream break and keeps
         nothing) and the exception propagates. With `header_ack`, the rest of the stream waits
@@ -212,7 +256,7 @@ class AsyncTransport(_TransportBase):
         """
         if self._closed:
             raise _closed_error(self.target)
-        rpc = self._method(self._channel, method)(metadata=self._metadata)
+        rpc = self._custom_method(self._channel, "upload", method)(metadata=self._metadata)
         try:
             waiting = header_ack
             try:
@@ -278,11 +322,15 @@ class SyncTransport(_TransportBase):
     def call(self, call: Call[T]) -> T:
         return call.parse(self.unary(call.method, call.request))
 
-    def stream(self, method: str, request: Any) -> Iterator[Any]:
-        """The responses of a server-streaming RPC, as they arrive. Stopping early cancels it."""
+    def stream(self, method: str, request: Any, *, raw: bool = False) -> Iterator[Any]:
+        """The responses of a server-streaming RPC, as they arrive (with `raw`, as serialized
+        bytes). Stopping early cancels it."""
         if self._closed:
             raise _closed_error(self.target)
-        rpc = self._method(self._channel, method)(request, metadata=self._metadata)
+        call = (
+            self._custom_method(self._channel, "raw", method) if raw else self._method(self._channel, method)
+        )
+        rpc = call(request, metadata=self._metadata)
         try:
             yield from rpc
         except grpc.RpcError as exc:
@@ -305,6 +353,7 @@ class SyncTransport(_TransportBase):
 
     def upload(self, method: str, requests: Iterable[Any]) -> Any:
         """Send a client-streaming RPC's messages as `requests` yields them; return the answer.
+        A request may also be given already serialized, as bytes.
 
         If `requests` raises, grpc cancels the call (the daemon keeps nothing) and the exception
         propagates.
@@ -312,7 +361,9 @@ class SyncTransport(_TransportBase):
         if self._closed:
             raise _closed_error(self.target)
         try:
-            return self._method(self._channel, method)(iter(requests), metadata=self._metadata)
+            return self._custom_method(self._channel, "upload", method)(
+                iter(requests), metadata=self._metadata
+            )
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, endpoint=self.target) from None
 

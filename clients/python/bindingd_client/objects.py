@@ -10,6 +10,7 @@ their requests with the same pure functions.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -136,8 +137,8 @@ class R2ObjectBody(_BodyBase):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         self._use()
         try:
-            async for message in self._stream:
-                yield message.chunk
+            async for raw in self._stream:
+                yield get_chunk(raw)
         finally:
             await self._stream.aclose()  # type: ignore[attr-defined]
 
@@ -173,8 +174,8 @@ class R2ObjectBodySync(_BodyBase):
     def __iter__(self) -> Iterator[bytes]:
         self._use()
         try:
-            for message in self._stream:
-                yield message.chunk
+            for raw in self._stream:
+                yield get_chunk(raw)
         finally:
             self._stream.close()  # type: ignore[attr-defined]
 
@@ -314,13 +315,16 @@ def decode_object(meta: objects_pb2.ObjectMeta) -> R2Object:
     )
 
 
-def _slices(data: bytes | bytearray | memoryview) -> Iterator[bytes]:
+def _slices(data: bytes | bytearray | memoryview) -> Iterator[bytes | memoryview]:
+    """`data` in pieces of at most CHUNK_BYTES: views into it, not copies."""
     if isinstance(data, bytes) and len(data) <= CHUNK_BYTES:
-        yield data  # no copy for the common case: a file read of one chunk
+        yield data  # the common case: a file read of one chunk
         return
     view = memoryview(data)
+    if view.ndim != 1 or view.format not in ("B", "b", "c"):
+        view = memoryview(view.tobytes())  # lengths below count bytes
     for start in range(0, len(view), CHUNK_BYTES):
-        yield bytes(view[start : start + CHUNK_BYTES])
+        yield view[start : start + CHUNK_BYTES]
 
 
 def _as_bytes(chunk: Any) -> bytes | memoryview:
@@ -331,7 +335,7 @@ def _as_bytes(chunk: Any) -> bytes | memoryview:
     raise TypeError(f"a body chunk must be bytes, not {type(chunk).__name__}")
 
 
-def body_chunks(value: Any) -> Iterator[bytes]:
+def body_chunks(value: Any) -> Iterator[bytes | memoryview]:
     """A sync put value as chunks: None, bytes-like, str, a binary file object, or an iterable of bytes."""
     if value is None:
         return
@@ -352,7 +356,7 @@ def body_chunks(value: Any) -> Iterator[bytes]:
         )
 
 
-async def body_chunks_async(value: Any) -> AsyncIterator[bytes]:
+async def body_chunks_async(value: Any) -> AsyncIterator[bytes | memoryview]:
     """Like :func:`body_chunks`, also reading an async iterator of bytes as it yields."""
     if hasattr(value, "__aiter__"):
         async for chunk in value:
@@ -361,6 +365,74 @@ async def body_chunks_async(value: Any) -> AsyncIterator[bytes]:
     else:
         for piece in body_chunks(value):
             yield piece
+
+
+# A put, upload-part or get message holding a body chunk and nothing else is, serialized, this
+# tag (field `chunk` = 2 in all three, length-delimited), the chunk's length as a varint, then the chunk.
+# Building those bytes here costs one copy of the chunk; a request message and its serialization
+# cost two.
+_CHUNK_TAG = objects_pb2.ObjectsPutRequest.DESCRIPTOR.fields_by_name["chunk"].number << 3 | 2
+_CHUNK_HEAD_BYTES = 4  # the tag and a varint up to 2**21 - 1 > CHUNK_BYTES
+
+
+def _chunk_head(length: int) -> bytes:
+    head = bytearray([_CHUNK_TAG])
+    while length >= 0x80:
+        head.append(length & 0x7F | 0x80)
+        length >>= 7
+    head.append(length)
+    return bytes(head)
+
+
+def chunk_message(chunk: bytes | bytearray | memoryview) -> bytes:
+    """A put or upload-part request holding `chunk` (at most CHUNK_BYTES), serialized."""
+    return b"".join((_chunk_head(len(chunk)), chunk))
+
+
+def _file_messages(f: io.BufferedIOBase | io.RawIOBase) -> Iterator[bytes]:
+    """A binary file's bytes as serialized chunk requests, each read into one reused buffer
+    just after room for its head: the request is then one copy of the file's bytes."""
+    buffer = memoryview(bytearray(_CHUNK_HEAD_BYTES + CHUNK_BYTES))
+    while read := f.readinto(buffer[_CHUNK_HEAD_BYTES:]):
+        head = _chunk_head(read)
+        start = _CHUNK_HEAD_BYTES - len(head)
+        buffer[start:_CHUNK_HEAD_BYTES] = head
+        yield bytes(buffer[start : _CHUNK_HEAD_BYTES + read])
+
+
+def get_chunk(raw: bytes) -> bytes:
+    """The body chunk of a serialized get response. A plain chunk message (what the daemon
+    sends) is cut out of it: one copy, where decoding and reading the field make two."""
+    if raw[:1] == bytes([_CHUNK_TAG]):
+        length = shift = 0
+        for pos in range(1, min(len(raw), 11)):
+            byte = raw[pos]
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                if pos + 1 + length == len(raw):
+                    return raw[pos + 1 :]
+                break
+            shift += 7
+    return objects_pb2.ObjectsGetResponse.FromString(raw).chunk
+
+
+def body_messages(value: Any) -> Iterator[bytes]:
+    """A sync put value (see :func:`body_chunks`) as serialized chunk requests."""
+    if isinstance(value, io.BufferedIOBase | io.RawIOBase):
+        yield from _file_messages(value)
+    else:
+        for chunk in body_chunks(value):
+            yield chunk_message(chunk)
+
+
+async def body_messages_async(value: Any) -> AsyncIterator[bytes]:
+    """Like :func:`body_messages`, also reading an async iterator of bytes as it yields."""
+    if hasattr(value, "__aiter__"):
+        async for chunk in body_chunks_async(value):
+            yield chunk_message(chunk)
+    else:
+        for message in body_messages(value):
+            yield message
 
 
 def put_header(
@@ -498,10 +570,6 @@ def build_abort(binding: str, key: str, upload_id: str) -> Call[None]:
     return Call("Objects.AbortMultipartUpload", request, lambda r: None)
 
 
-def _chunk_message(chunk: bytes) -> objects_pb2.ObjectsPutRequest:
-    return objects_pb2.ObjectsPutRequest(chunk=chunk)
-
-
 # --- the bindings --------------------------------------------------------------------------------
 
 
@@ -526,10 +594,10 @@ class R2MultipartUpload:
     async def upload_part(self, part_number: int, value: Any) -> R2UploadedPart:
         header = part_header(self._binding, self.key, self.upload_id, part_number)
 
-        async def requests() -> AsyncIterator[objects_pb2.ObjectsUploadPartRequest]:
+        async def requests() -> AsyncIterator[objects_pb2.ObjectsUploadPartRequest | bytes]:
             yield header
-            async for chunk in body_chunks_async(value):
-                yield objects_pb2.ObjectsUploadPartRequest(chunk=chunk)
+            async for message in body_messages_async(value):
+                yield message
 
         response = await self._transport.upload("Objects.UploadPart", requests(), header_ack=True)
         return R2UploadedPart(response.part_number, response.etag)
@@ -551,9 +619,10 @@ class R2Bucket(_BucketBase):
         self, key: str, *, range: Mapping[str, int] | None = None, only_if: Mapping[str, Any] | None = None
     ) -> R2ObjectBody | R2Object | None:
         """None if absent; the object without a body if ``only_if`` failed; else with its body."""
-        stream = self._transport.stream("Objects.Get", get_request(self._binding, key, range, only_if))
+        request = get_request(self._binding, key, range, only_if)
+        stream = self._transport.stream("Objects.Get", request, raw=True)
         try:
-            first = await anext(stream)
+            first = objects_pb2.ObjectsGetResponse.FromString(await anext(stream))
         except BaseException:
             await stream.aclose()
             raise
@@ -587,10 +656,10 @@ class R2Bucket(_BucketBase):
             sha256=sha256,
         )
 
-        async def requests() -> AsyncIterator[objects_pb2.ObjectsPutRequest]:
+        async def requests() -> AsyncIterator[objects_pb2.ObjectsPutRequest | bytes]:
             yield header
-            async for chunk in body_chunks_async(value):
-                yield _chunk_message(chunk)
+            async for message in body_messages_async(value):
+                yield message
 
         return parse_put(await self._transport.upload("Objects.Put", requests(), header_ack=True))
 
@@ -645,10 +714,9 @@ class R2MultipartUploadSync:
     def upload_part(self, part_number: int, value: Any) -> R2UploadedPart:
         header = part_header(self._binding, self.key, self.upload_id, part_number)
 
-        def requests() -> Iterator[objects_pb2.ObjectsUploadPartRequest]:
+        def requests() -> Iterator[objects_pb2.ObjectsUploadPartRequest | bytes]:
             yield header
-            for chunk in body_chunks(value):
-                yield objects_pb2.ObjectsUploadPartRequest(chunk=chunk)
+            yield from body_messages(value)
 
         response = self._transport.upload("Objects.UploadPart", requests())
         return R2UploadedPart(response.part_number, response.etag)
@@ -669,9 +737,10 @@ class R2BucketSync(_BucketBase):
     def get(
         self, key: str, *, range: Mapping[str, int] | None = None, only_if: Mapping[str, Any] | None = None
     ) -> R2ObjectBodySync | R2Object | None:
-        stream = self._transport.stream("Objects.Get", get_request(self._binding, key, range, only_if))
+        request = get_request(self._binding, key, range, only_if)
+        stream = self._transport.stream("Objects.Get", request, raw=True)
         try:
-            first = next(stream)
+            first = objects_pb2.ObjectsGetResponse.FromString(next(stream))
         except BaseException:
             stream.close()
             raise
@@ -704,10 +773,9 @@ class R2BucketSync(_BucketBase):
             sha256=sha256,
         )
 
-        def requests() -> Iterator[objects_pb2.ObjectsPutRequest]:
+        def requests() -> Iterator[objects_pb2.ObjectsPutRequest | bytes]:
             yield header
-            for chunk in body_chunks(value):
-                yield _chunk_message(chunk)
+            yield from body_messages(value)
 
         return parse_put(self._transport.upload("Objects.Put", requests()))
 
