@@ -140,6 +140,14 @@ def test_unavailable_without_error_info_is_daemon_unavailable():
     assert '"bindingd serve"' in str(err) and '"bindingd run -- ..."' in str(err)
 
 
+def test_cancelled_without_error_info_says_the_daemon_cancelled_it():
+    err = error_from_rpc(FakeCall(grpc.StatusCode.CANCELLED, "CANCELLED", None), endpoint="unix:///p/d.sock")
+    assert type(err) is bindingd_client.DaemonUnavailable
+    assert err.reason == "DAEMON_UNAVAILABLE" and err.code == "CANCELLED"
+    assert "bindingd at unix:///p/d.sock cancelled the call" in str(err)
+    assert "cannot connect" not in str(err) and '"bindingd serve"' in str(err)
+
+
 def test_resource_exhausted_without_error_info_is_invalid_argument():
     err = error_from_rpc(FakeCall(grpc.StatusCode.RESOURCE_EXHAUSTED, "Received message larger than max", ()))
     assert type(err) is bindingd_client.InvalidArgument

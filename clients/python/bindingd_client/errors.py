@@ -145,7 +145,7 @@ REASONS: dict[str, type[BindingError]] = {
 # Statuses without an ErrorInfo come from gRPC itself (or a proxy), not from a bindingd service.
 _BY_CODE: dict[str, type[BindingError]] = {
     "UNAVAILABLE": DaemonUnavailable,
-    # The daemon stopped before this call reached a handler.
+    # The daemon stopped (or was overloaded) before this call reached a handler.
     "CANCELLED": DaemonUnavailable,
     "RESOURCE_EXHAUSTED": InvalidArgument,  # a message over the 64 MiB channel limit
     "UNAUTHENTICATED": AuthenticationFailed,
@@ -219,6 +219,14 @@ def error_from_rpc(e: Any, *, endpoint: str | None = None) -> BindingError:
             code=code_name,
         )
     cls = _BY_CODE.get(code_name, BindingError)
+    if code_name == "CANCELLED":
+        # The daemon answered: it is there, so "cannot connect ... start it" would mislead.
+        where = f" at {endpoint}" if endpoint else ""
+        return DaemonUnavailable(
+            f"bindingd{where} cancelled the call before answering (it is stopping, or has too many "
+            f"calls in flight); retry it, and if the daemon stopped, {START_HINT}",
+            code=code_name,
+        )
     if cls is DaemonUnavailable:
         return daemon_unavailable(endpoint, message or None)
     if cls is AuthenticationFailed and not message:
