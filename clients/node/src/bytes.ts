@@ -15,15 +15,23 @@ export function isReadableStream(value: unknown): value is ReadableStream<unknow
   return typeof value === "object" && value !== null && typeof (value as ReadableStream).getReader === "function";
 }
 
-/** The chunks of a web stream as bytes; a chunk that is not bytes is a TypeError, as in workerd. */
-export async function* streamChunks(stream: ReadableStream<unknown>, what: string): AsyncGenerator<Uint8Array> {
+/**
+ * The chunks of a web stream as bytes; a chunk that is not bytes is a TypeError, as in workerd.
+ * With `strings`, string chunks count as their UTF-8 (workerd's KV put takes them).
+ */
+export async function* streamChunks(
+  stream: ReadableStream<unknown>,
+  what: string,
+  { strings = false }: { strings?: boolean } = {},
+): AsyncGenerator<Uint8Array> {
   const reader = stream.getReader();
   try {
     for (;;) {
       const { done, value } = await reader.read();
       if (done) return;
-      const chunk =
-        value instanceof ArrayBuffer || ArrayBuffer.isView(value) ? bytesOf(value as ArrayBuffer | ArrayBufferView) : null;
+      const bytesLike =
+        value instanceof ArrayBuffer || ArrayBuffer.isView(value) || (strings && typeof value === "string");
+      const chunk = bytesLike ? bytesOf(value as string | ArrayBuffer | ArrayBufferView) : null;
       if (chunk === null) throw new TypeError(`${what}: a ReadableStream must yield ArrayBuffer or ArrayBufferView chunks`);
       if (chunk.byteLength > 0) yield chunk;
     }
@@ -33,10 +41,14 @@ export async function* streamChunks(stream: ReadableStream<unknown>, what: strin
 }
 
 /** All of a stream's bytes in one buffer (for values that are small by their limits). */
-export async function readAll(stream: ReadableStream<unknown>, what: string): Promise<Uint8Array> {
+export async function readAll(
+  stream: ReadableStream<unknown>,
+  what: string,
+  options: { strings?: boolean } = {},
+): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   let size = 0;
-  for await (const chunk of streamChunks(stream, what)) {
+  for await (const chunk of streamChunks(stream, what, options)) {
     chunks.push(chunk);
     size += chunk.byteLength;
   }
@@ -62,9 +74,15 @@ export function toArrayBuffer(bytes: Uint8Array): ArrayBuffer {
   return out;
 }
 
-/** Invalid UTF-8 becomes U+FFFD, as the Workers runtime's TextDecoder does. */
-export function decodeText(bytes: Uint8Array): string {
-  return new TextDecoder("utf-8").decode(bytes);
+const decoder = new TextDecoder("utf-8");
+const bomKeepingDecoder = new TextDecoder("utf-8", { ignoreBOM: true });
+
+/**
+ * Invalid UTF-8 becomes U+FFFD, as the Workers runtime's TextDecoder does. A leading byte-order
+ * mark is dropped, unless `keepBom` (workerd's KV keeps it as part of the text).
+ */
+export function decodeText(bytes: Uint8Array, keepBom = false): string {
+  return (keepBom ? bomKeepingDecoder : decoder).decode(bytes);
 }
 
 /** A one-chunk web stream of these bytes. */
@@ -79,23 +97,6 @@ export function streamOf(bytes: Uint8Array): ReadableStream<Uint8Array> {
 
 export const INT64_MAX = 2n ** 63n - 1n;
 export const INT32_MAX = 2 ** 31 - 1;
-
-/**
- * Seconds (or another count) as the int64 the wire carries; undefined stays unset. Beyond 64
- * bits it is the caller's mistake (else gRPC would fail the call as an INTERNAL serialization
- * failure); in range, the daemon checks the limits of the option.
- */
-export function toInt64(name: string, value: unknown, binding: string | null = null): bigint | undefined {
-  if (value === undefined || value === null) return undefined;
-  if (typeof value !== "bigint" && (typeof value !== "number" || !Number.isFinite(value))) {
-    throw new TypeError(`${name} must be a finite number, not ${String(value)}`);
-  }
-  const whole = typeof value === "bigint" ? value : BigInt(Math.trunc(value));
-  if (whole > INT64_MAX || whole < -INT64_MAX - 1n) {
-    throw new InvalidArgument(`${name} is ${String(value)}, beyond the 64-bit integers bindingd accepts`, { binding });
-  }
-  return whole;
-}
 
 /** A count as the int32 the wire carries, refused (InvalidArgument) beyond it; the daemon checks the rest. */
 export function toInt32(name: string, value: number, limits: string, binding: string): number {

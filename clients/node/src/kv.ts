@@ -10,7 +10,7 @@ import {
   KVService,
   type KVListResponse,
 } from "./gen/bindingd/v1/kv.js";
-import { bytesOf, isReadableStream, readAll, streamOf, toArrayBuffer } from "./bytes.js";
+import { bytesOf, decodeText, isReadableStream, readAll, streamOf, toArrayBuffer } from "./bytes.js";
 import { InvalidArgument } from "./errors.js";
 import type { Transport } from "./transport.js";
 import type * as Workers from "@cloudflare/workers-types";
@@ -81,18 +81,16 @@ function optionalInt(value: unknown): bigint | undefined {
  * A value as text the way workerd's KV decodes it: invalid UTF-8 becomes U+FFFD and a leading
  * byte-order mark stays part of the text (so such a value is not valid JSON either).
  */
-const valueDecoder = new TextDecoder("utf-8", { ignoreBOM: true });
-
-function decodeText(bytes: Uint8Array): string {
-  return valueDecoder.decode(bytes);
+function valueText(bytes: Uint8Array): string {
+  return decodeText(bytes, true);
 }
 
 function decodeValue(entry: KVEntry, type: KVValueType): unknown {
   switch (type) {
     case "text":
-      return decodeText(entry.value);
+      return valueText(entry.value);
     case "json":
-      return JSON.parse(decodeText(entry.value));
+      return JSON.parse(valueText(entry.value));
     case "arrayBuffer":
       return toArrayBuffer(entry.value);
     case "stream":
@@ -126,19 +124,6 @@ function valueBytes(value: unknown): Uint8Array | null {
   if (primitive || typeof value === "boolean" || typeof value === "bigint") return bytesOf(String(value));
   if (typeof value === "symbol") throw new TypeError("Cannot convert a Symbol value to a string");
   return bytesOf(value as string | ArrayBuffer | ArrayBufferView);
-}
-
-const encoder = new TextEncoder();
-
-/** workerd accepts string chunks in a value stream (as UTF-8); bytes.readAll takes bytes only. */
-function stringChunksAsBytes(stream: globalThis.ReadableStream<unknown>): globalThis.ReadableStream<unknown> {
-  return stream.pipeThrough(
-    new TransformStream<unknown, unknown>({
-      transform(chunk, controller) {
-        controller.enqueue(typeof chunk === "string" ? encoder.encode(chunk) : chunk);
-      },
-    }),
-  );
 }
 
 /** A Workers KV namespace served by bindingd. */
@@ -291,7 +276,8 @@ export class KVNamespace<Key extends string = string> implements Workers.KVNames
     const name = checkKey(key);
     let bytes = valueBytes(value);
     if (bytes === null && isReadableStream(value)) {
-      bytes = await readAll(stringChunksAsBytes(value as globalThis.ReadableStream<unknown>), "KV put");
+      // workerd takes string chunks in a value stream too, as UTF-8.
+      bytes = await readAll(value as globalThis.ReadableStream<unknown>, "KV put", { strings: true });
     }
     if (bytes === null) {
       throw new TypeError("KV put() accepts only strings, ArrayBuffers, ArrayBufferViews, and ReadableStreams as values.");

@@ -206,16 +206,7 @@ export class Transport {
         this.metadata(),
       ),
     );
-    let finished = false;
-    try {
-      for await (const response of call) yield response as Res;
-      finished = true;
-    } catch (error) {
-      finished = true;
-      throw this.translate(error);
-    } finally {
-      if (!finished) call.cancel();
-    }
+    yield* responses<Res>(call, (error) => this.translate(error));
   }
 
   /**
@@ -341,16 +332,27 @@ export class DuplexCall<Req, Res> implements AsyncIterable<Res> {
     this.call.cancel();
   }
 
-  async *[Symbol.asyncIterator](): AsyncGenerator<Res, void, undefined> {
-    let finished = false;
-    try {
-      for await (const response of this.call) yield response as Res;
-      finished = true;
-    } catch (error) {
-      finished = true;
-      throw this.translate(error);
-    } finally {
-      if (!finished) this.call.cancel();
-    }
+  [Symbol.asyncIterator](): AsyncGenerator<Res, void, undefined> {
+    return responses<Res>(this.call, this.translate);
+  }
+}
+
+/**
+ * The responses of a streaming call as they arrive, failures translated; a reader that stops
+ * early (break, return, an exception in its loop) cancels the call.
+ */
+async function* responses<Res>(
+  call: AsyncIterable<unknown> & { cancel(): void },
+  translate: (error: unknown) => unknown,
+): AsyncGenerator<Res, void, undefined> {
+  let finished = false;
+  try {
+    for await (const response of call) yield response as Res;
+    finished = true;
+  } catch (error) {
+    finished = true;
+    throw translate(error);
+  } finally {
+    if (!finished) call.cancel();
   }
 }
