@@ -36,8 +36,8 @@ import datetime
 import decimal
 import re
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -192,6 +192,20 @@ def _check_still_in_transaction(conn: asyncpg.Connection, access: SqlAccess, ind
 
 class _StaleStatement(Exception):
     """A cached statement failed before running anything; the call is run again."""
+
+
+T = TypeVar("T")
+
+
+async def _unless_stale_twice(run: Callable[[], Awaitable[T]], whose: str) -> T:
+    """`run()`, once more if a schema change made a cached statement stale (nothing ran then)."""
+    for attempt in range(2):
+        try:
+            return await run()
+        except _StaleStatement as e:
+            if attempt:
+                raise sql_error(f"{whose} plan went stale twice in a row: {e}") from e
+    raise AssertionError("unreachable")
 
 
 class _Pool:
@@ -507,7 +521,9 @@ class PostgresDatabase:
         translate(statement.sql, "postgres", statement.params)  # a wrong count fails before BEGIN
         started = time.perf_counter()
         if statement.sql not in self._slow_path and (access.read_only or _looks_like_a_read(statement.sql)):
-            answer = await self._read_at_once_fresh(statement, access)
+            answer = await _unless_stale_twice(
+                lambda: self._read_at_once(statement, access), "the statement's"
+            )
             if answer is not None:
                 columns, rows, tag = answer
                 try:
@@ -533,18 +549,6 @@ class PostgresDatabase:
                     raise sql_error(f"the statement's plan went stale twice in a row: {e}") from e
             finally:
                 await parts.aclose()
-
-    async def _read_at_once_fresh(
-        self, statement: SqlStatement, access: SqlAccess
-    ) -> tuple[list[str], list[Any], str] | None:
-        """`_read_at_once`, run once more if a schema change made its cached statement stale."""
-        for attempt in range(2):
-            try:
-                return await self._read_at_once(statement, access)
-            except _StaleStatement as e:
-                if attempt:
-                    raise sql_error(f"the statement's plan went stale twice in a row: {e}") from e
-        raise AssertionError("unreachable")
 
     async def _query(self, statement: SqlStatement, access: SqlAccess) -> AsyncIterator[object]:
         wait = access.timeout + CLIENT_GRACE_S
@@ -592,13 +596,7 @@ class PostgresDatabase:
                 translate(statement.sql, "postgres", statement.params)
             except BindingdError as e:
                 raise batch_error(index, e) from e
-        for attempt in range(2):
-            try:
-                return await self._batch(statements, access)
-            except _StaleStatement as e:
-                if attempt:
-                    raise sql_error(f"a statement's plan went stale twice in a row: {e}") from e
-        raise AssertionError("unreachable")
+        return await _unless_stale_twice(lambda: self._batch(statements, access), "a statement's")
 
     async def _batch(self, statements: list[SqlStatement], access: SqlAccess) -> list[SqlResult]:
         wait = access.timeout + CLIENT_GRACE_S
