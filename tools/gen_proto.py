@@ -42,6 +42,21 @@ def _protos() -> list[str]:
     return sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
 
 
+def _protoc(protos: list[str], *options: str) -> bool:
+    """Run grpc_tools' protoc on `protos` with these include, plugin and output options."""
+    if protoc.main(["protoc", f"-I{PROTO_ROOT}", *options, *protos]) != 0:
+        print("protoc failed", file=sys.stderr)
+        return False
+    return True
+
+
+def _replace(out: Path, staging: Path, count: int) -> None:
+    """Swap the freshly generated `staging` in for `out`, so a failed run leaves the old stubs."""
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    print(f"generated {count} protos into {out.relative_to(ROOT)}")
+
+
 def generate_node() -> int:
     plugin = NODE / "node_modules" / ".bin" / "protoc-gen-ts_proto"
     if not plugin.exists():
@@ -51,20 +66,14 @@ def generate_node() -> int:
     staging = NODE_OUT.with_name("gen.new")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    args = [
-        "protoc",
-        f"-I{PROTO_ROOT}",
+    options = (
         f"--plugin=protoc-gen-ts_proto={plugin}",
         f"--ts_proto_out={staging}",
         f"--ts_proto_opt={TS_PROTO_OPTIONS}",
-        *protos,
-    ]
-    if protoc.main(args) != 0:
-        print("protoc failed", file=sys.stderr)
+    )
+    if not _protoc(protos, *options):
         return 1
-    shutil.rmtree(NODE_OUT, ignore_errors=True)
-    staging.rename(NODE_OUT)
-    print(f"generated {len(protos)} protos into {NODE_OUT.relative_to(ROOT)}")
+    _replace(NODE_OUT, staging, len(protos))
     return 0
 
 
@@ -74,17 +83,8 @@ def main() -> int:
     protos = _protos()
     include = Path(protoc.__file__).parent / "_proto"
     with tempfile.TemporaryDirectory() as tmp:
-        args = [
-            "protoc",
-            f"-I{PROTO_ROOT}",
-            f"-I{include}",
-            f"--python_out={tmp}",
-            f"--pyi_out={tmp}",
-            f"--grpc_python_out={tmp}",
-            *protos,
-        ]
-        if protoc.main(args) != 0:
-            print("protoc failed", file=sys.stderr)
+        options = (f"-I{include}", f"--python_out={tmp}", f"--pyi_out={tmp}", f"--grpc_python_out={tmp}")
+        if not _protoc(protos, *options):
             return 1
         generated = Path(tmp) / "bindingd" / "v1"
         staging = OUT.with_name("proto.new")
@@ -96,9 +96,7 @@ def main() -> int:
         (staging / "__init__.py").write_text(
             '"""Generated from proto/bindingd/v1 by tools/gen_proto.py."""\n'
         )
-        shutil.rmtree(OUT, ignore_errors=True)
-        staging.rename(OUT)
-    print(f"generated {len(protos)} protos into {OUT.relative_to(ROOT)}")
+        _replace(OUT, staging, len(protos))
     return 0
 
 
