@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import grpc
@@ -29,6 +28,7 @@ from bench import queue as queue_bench
 from bench import sql as sql_bench
 from bench.echo import METHOD
 from bench.measure import Result, interleaved
+from bench.processes import start, start_daemon, stop
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PROJECT = f"""version: 1
@@ -39,17 +39,6 @@ bindings:
   CACHE_REDIS: {{ type: kv, connection: bench-redis, prefix: "bindingd-bench:" }}
 """
 VALUE = "v" * 100
-
-
-def _start(command: list[str], cwd: Path, ready: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"bench: {' '.join(command)} did not start")
-        time.sleep(0.05)
-    time.sleep(0.3)
-    return proc
 
 
 def _row(result: Result, floor: Result) -> str:
@@ -154,20 +143,15 @@ def main() -> int:
         (root / "bindingd.yaml").write_text(PROJECT)
         echo_socket = root / "echo.sock"
         bindingd_socket = root / ".bindingd" / "bindingd.sock"
-        echo = _start([sys.executable, "-m", "bench.echo", str(echo_socket)], Path.cwd(), echo_socket)
-        daemon = _start(
-            [sys.executable, "-m", "bindingd", "serve", "--log-level", "warning"],
-            root,
-            root / ".bindingd" / "endpoint",
-        )
+        echo = start([sys.executable, "-m", "bench.echo", str(echo_socket)], Path.cwd(), echo_socket)
+        daemon = start_daemon(root)
         try:
             rows = asyncio.run(_kv(echo_socket, bindingd_socket, n))
             redis_rows = asyncio.run(_kv_redis(bindingd_socket, n)) if _redis_up() else []
             sql_results = sql_bench.run(echo_socket, n)
         finally:
             for proc in (echo, daemon):
-                proc.terminate()
-                proc.wait(30)
+                stop(proc)
     print(
         f"bindingd bench — {os.cpu_count()} cores, {n} calls per sequential row, {2 * n} per concurrent row"
     )

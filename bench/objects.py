@@ -17,8 +17,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,6 +25,8 @@ from pathlib import Path
 
 import psutil
 from bindingd_client import R2ObjectBody, connect
+
+from bench.processes import start_daemon, stop
 
 MIB = 1024 * 1024
 PROJECT = "version: 1\nbindings:\n  ASSETS: { type: objects }\n"
@@ -162,27 +162,15 @@ def measure(*, quick: bool = False) -> ObjectFigures:
         root = Path(tmp)
         (root / "bindingd.yaml").write_text(PROJECT)
         _write_source(root / "src.bin", size)
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "bindingd", "serve", "--log-level", "warning"],
-            cwd=root,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        daemon = start_daemon(root)
         try:
-            deadline = time.monotonic() + 30
-            while not (root / ".bindingd" / "endpoint").exists():
-                if daemon.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("bench: bindingd serve did not start")
-                time.sleep(0.05)
-            time.sleep(0.3)
             endpoint = f"unix://{root / '.bindingd' / 'bindingd.sock'}"
             process = psutil.Process(daemon.pid)
             idle = process.memory_info().rss
             with _PeakRss(daemon.pid) as rss:
                 done = asyncio.run(_rounds(endpoint, root, size, rounds, process))
         finally:
-            daemon.terminate()
-            daemon.wait(30)
+            stop(daemon)
     return ObjectFigures(
         size=size,
         copy_mb_s=statistics.median(done.copies),

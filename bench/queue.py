@@ -15,8 +15,6 @@ import contextlib
 import os
 import socket
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -27,6 +25,7 @@ from typing import Any
 from bindingd_client import connect
 
 from bench.measure import Result, interleaved
+from bench.processes import start_daemon, stop
 
 NATS_URL = "nats://127.0.0.1:4222"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -307,23 +306,12 @@ def run(n: int) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="bindingd-bench-queue-") as tmp:
         root = Path(tmp)
         (root / "bindingd.yaml").write_text(_project(tag, "nats" in providers, "rabbitmq" in providers))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bindingd", "serve", "--log-level", "warning"],
-            cwd=root,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = start_daemon(root)
         try:
-            deadline = time.monotonic() + 30
-            while not (root / ".bindingd" / "endpoint").exists():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("bench: bindingd serve did not start")
-                time.sleep(0.05)
             endpoint = f"unix://{root / '.bindingd' / 'bindingd.sock'}"
             rows = asyncio.run(_measure(endpoint, tag, root, providers, n))
         finally:
-            proc.terminate()
-            proc.wait(30)
+            stop(proc)
             asyncio.run(_cleanup(tag, providers))
     lines.append(f"queue bench — {n} single sends per row, {n // 10} batches of 100, {n // 2} round trips")
     lines.append("each bindingd figure beside the same operation straight through the driver (ratio)")

@@ -11,10 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sqlite3
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import asyncpg
@@ -23,6 +20,7 @@ from bindingd_client import connect
 
 from bench.echo import METHOD
 from bench.measure import Result, interleaved
+from bench.processes import start_daemon, stop
 
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PROJECT = f"""version: 1
@@ -40,17 +38,6 @@ def _postgres_up() -> bool:
             return True
     except OSError:
         return False
-
-
-def _daemon(root: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "bindingd", "serve", "--log-level", "warning"]
-    proc = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while not (root / ".bindingd" / "endpoint").exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("bench: the sql bench's bindingd did not start")
-        time.sleep(0.05)
-    return proc
 
 
 async def _measure(echo_socket: Path, bindingd_socket: Path, state: Path, n: int) -> list[Result]:
@@ -96,14 +83,13 @@ def run(echo_socket: Path, n: int) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="bindingd-bench-sql-") as tmp:
         root = Path(tmp)
         (root / "bindingd.yaml").write_text(PROJECT)
-        daemon = _daemon(root)
+        daemon = start_daemon(root)
         try:
             return asyncio.run(
                 _measure(echo_socket, root / ".bindingd" / "bindingd.sock", root / ".bindingd" / "state", n)
             )
         finally:
-            daemon.terminate()
-            daemon.wait(30)
+            stop(daemon)
 
 
 def report(results: list[Result]) -> list[str]:

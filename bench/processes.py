@@ -1,0 +1,36 @@
+"""The processes a bench part measures: started, and waited for until they serve."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+START_TIMEOUT_S = 30.0
+# After the ready file appears, a moment for the server to settle before it is timed.
+SETTLE_S = 0.3
+
+
+def start(command: list[str], cwd: Path, ready: Path) -> subprocess.Popen[bytes]:
+    """Run `command` in `cwd` and wait until it has made `ready` (its socket or endpoint file)."""
+    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit(f"bench: {' '.join(command)} did not start")
+        time.sleep(0.05)
+    time.sleep(SETTLE_S)
+    return proc
+
+
+def start_daemon(root: Path) -> subprocess.Popen[bytes]:
+    """`bindingd serve` on the bindingd.yaml in `root`, once it has written its endpoint."""
+    command = [sys.executable, "-m", "bindingd", "serve", "--log-level", "warning"]
+    return start(command, root, root / ".bindingd" / "endpoint")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(30)
