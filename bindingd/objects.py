@@ -247,7 +247,7 @@ class Digests:
 
 async def wait_to_the_end(job: asyncio.Future[object]) -> None:
     """Wait until `job` is done (not for its result), even if this wait is cancelled: the
-    cancellation goes on once it is done."""
+    cancellation goes on once it is done, and nobody reads the job's outcome then."""
     cancelled = False
     while not job.done():
         try:
@@ -255,6 +255,8 @@ async def wait_to_the_end(job: asyncio.Future[object]) -> None:
         except asyncio.CancelledError:
             cancelled = True
     if cancelled:
+        if not job.cancelled():
+            job.exception()  # read: a failure of a job whose caller left is no one's to log
         raise asyncio.CancelledError
 
 
@@ -266,23 +268,24 @@ async def to_thread_to_the_end(fn: Callable[..., T], *args: object) -> T:
     return job.result()
 
 
-# How many received chunks a put may hold for its hashing or its disk to catch up: enough to
-# keep receiving while each works through a chunk (a few MiB per put).
-READ_AHEAD_CHUNKS = 4
+# How many received chunks may wait for a put's hashing or disk: the receive goes on while
+# they work. A put holds at most 2 * READ_AHEAD_CHUNKS + 1 chunks (the ones a lane is working
+# on, the ones waiting, the one being received): 5 MiB with the clients' 1 MiB chunks.
+READ_AHEAD_CHUNKS = 2
 
 
 class _Lane:
     """Runs `fn` on each pushed chunk, in order, on a worker thread, while the caller goes on
-    receiving. Up to READ_AHEAD_CHUNKS wait, and the worker takes all that wait at once: when it
-    falls behind, one thread hand-over serves several chunks (hand-overs cost this VM more CPU
-    than copying a chunk). A failure is raised by the next `push` or by `finish`; the chunks
-    still waiting are dropped."""
+    receiving. The worker takes all the chunks waiting at once: when it falls behind, one thread
+    hand-over serves several chunks (hand-overs cost this VM more CPU than copying a chunk).
+    A failure is raised by the next `push` or by `finish`; the chunks still waiting are dropped.
+    """
 
     def __init__(self, fn: Callable[[BodyChunk], object]) -> None:
         self._fn = fn
         self._queue: asyncio.Queue[BodyChunk | None] = asyncio.Queue(READ_AHEAD_CHUNKS)
         self._error: Exception | None = None
-        self._task = asyncio.ensure_future(self._run())
+        self.task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
         finished = False
@@ -311,22 +314,18 @@ class _Lane:
     async def finish(self) -> None:
         """Wait until every chunk is done; raise the lane's failure."""
         await self._queue.put(None)
-        await asyncio.shield(self._task)
+        await asyncio.shield(self.task)
         if self._error is not None:
             raise self._error
-
-    async def stop(self) -> None:
-        """End the lane, waiting for a chunk in progress even if this call is cancelled."""
-        self._task.cancel()
-        await wait_to_the_end(self._task)
 
 
 async def write_body(
     f: BinaryIO, body: AsyncIterator[BodyChunk], digests: Digests, max_bytes: int, too_large: BindingdError
 ) -> None:
-    """Hash and write `body` to `f`. The hashing and the writes run on their own threads, each
-    at its own pace (hashlib and file writes release the GIL for large buffers), while the next
-    chunks are received. The md5 of every byte (the etag) is the bound of a put.
+    """Hash and write `body` to `f` while the next chunks are received: the md5 and the disk
+    writes each run on a lane of their own, at their own pace (hashlib releases the GIL for
+    large buffers, and so does the write system call). The md5 of every byte (the etag) is the
+    bound of a put.
     """
     hashing = _Lane(digests.update)
     writing = _Lane(f.write)
@@ -341,8 +340,10 @@ async def write_body(
         await hashing.finish()
         await writing.finish()
     finally:
-        await hashing.stop()
-        await writing.stop()
+        # Both lanes end before the caller closes the file, even if this call is cancelled.
+        hashing.task.cancel()
+        writing.task.cancel()
+        await wait_to_the_end(asyncio.gather(hashing.task, writing.task, return_exceptions=True))
 
 
 def hold_temp_file(f: BinaryIO) -> None:

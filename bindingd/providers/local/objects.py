@@ -151,14 +151,16 @@ class LocalObjects:
         raise backend_unavailable(f'object "{key}" kept changing while it was being read; try again')
 
     async def _body(self, f: BlobReader, length: int) -> AsyncIterator[bytes]:
-        """The blob's bytes in chunks; the next block is read on a thread while this one is sent."""
+        """The blob's bytes in chunks; the next block is read on a thread while this one is sent.
+        The file is closed once no thread reads it, however the body ends."""
         pending: asyncio.Future[list[bytes]] | None = None
         try:
             left = length
             if left > 0:
                 pending = asyncio.ensure_future(asyncio.to_thread(f.read_block, CHUNK_BYTES))
             while pending is not None:
-                chunks = await pending
+                await objects.wait_to_the_end(pending)
+                chunks = pending.result()
                 pending = None
                 if not chunks:
                     raise backend_unavailable("the object's file is shorter than its recorded size")
@@ -168,13 +170,13 @@ class LocalObjects:
                 for chunk in chunks:
                     yield chunk
         finally:
-            if pending is not None:
-                # The thread reads the file: let it return before the file is closed. What it
-                # read, or its failure, no longer matters.
-                await objects.wait_to_the_end(pending)
-                if not pending.cancelled():
-                    pending.exception()
-            f.close()
+            try:
+                if pending is not None:
+                    await objects.wait_to_the_end(pending)
+                    if not pending.cancelled():
+                        pending.exception()  # read: the body ended, this block is not wanted
+            finally:
+                f.close()
 
     async def list(
         self,
@@ -453,7 +455,7 @@ class LocalObjects:
             except FileNotFoundError:
                 return False
             with BlobWriter(self.tmp / name) as out:
-                for part in parts:
+                for part in parts:  # a part's read buffer is released once it has been read
                     while chunks := part.read_block(CHUNK_BYTES):
                         for chunk in chunks:
                             out.write(chunk)
