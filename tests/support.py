@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -65,10 +66,14 @@ async def daemon_in_process(
 class DaemonProcess:
     """`bindingd serve` as a child process in a project folder, for black-box tests."""
 
-    def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, root: Path, *args: str, env: dict[str, str] | None = None, file_size_limit: int | None = None
+    ) -> None:
         self.root = root
         self.args = args
         self.env = {**os.environ, **(env or {})}
+        # RLIMIT_FSIZE: a write past it fails with EFBIG, a real disk failure on demand.
+        self.file_size_limit = file_size_limit
         self.log_path = root / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -83,7 +88,17 @@ class DaemonProcess:
     def start(self, *, wait: bool = True) -> DaemonProcess:
         log = self.log_path.open("ab")
         command = [sys.executable, "-m", "bindingd", "serve", "--log-format", "json", *self.args]
-        self.proc = subprocess.Popen(command, cwd=self.root, stdout=log, stderr=log, env=self.env)
+        limit = self.file_size_limit
+        self.proc = subprocess.Popen(
+            command,
+            cwd=self.root,
+            stdout=log,
+            stderr=log,
+            env=self.env,
+            preexec_fn=None
+            if limit is None
+            else lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+        )
         log.close()
         if wait:
             self.wait_ready()

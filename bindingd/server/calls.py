@@ -226,7 +226,7 @@ def add_service(server: grpc.aio.Server, servicer: object, service: ServiceDescr
         request_class = message_factory.GetMessageClass(method.input_type)
         response_class = message_factory.GetMessageClass(method.output_type)
         impl = getattr(servicer, method.name)
-        serialize = response_class.SerializeToString
+        serialize = _serializer(response_class)
         if method.client_streaming and method.server_streaming:
             handlers[method.name] = grpc.stream_stream_rpc_method_handler(
                 _decoding_stream_stream(impl, request_class), response_serializer=serialize
@@ -244,6 +244,16 @@ def add_service(server: grpc.aio.Server, servicer: object, service: ServiceDescr
                 _decoding(impl, request_class), response_serializer=serialize
             )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
+def _serializer(response_class: Any) -> Callable[[Any], bytes]:
+    """A response message, or one a method serialized itself (an object's body chunk)."""
+    serialize = response_class.SerializeToString
+
+    def serialized(response: Any) -> bytes:
+        return response if isinstance(response, bytes) else serialize(response)
+
+    return serialized
 
 
 async def _decode(raw: bytes, request_class: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -87,6 +87,21 @@ def checksums_from_pb(message: objects_pb2.ObjectChecksums) -> dict[str, bytes]:
     return found
 
 
+_GET_CHUNK_TAG = objects_pb2.ObjectsGetResponse.DESCRIPTOR.fields_by_name["chunk"].number << 3 | 2
+
+
+def chunk_response(chunk: bytes) -> bytes:
+    """A get response holding `chunk`, serialized: the tag of field `chunk`, the chunk's length as a
+    varint, then the chunk. One copy of the chunk, where a message and its serialization make two."""
+    head = bytearray([_GET_CHUNK_TAG])
+    length = len(chunk)
+    while length >= 0x80:
+        head.append(length & 0x7F | 0x80)
+        length >>= 7
+    head.append(length)
+    return b"".join((head, chunk))
+
+
 async def _header(requests: RequestStream, what: str) -> Any:
     """The header of a client-streaming call: its first message."""
     try:
@@ -175,7 +190,7 @@ class ObjectsService(objects_pb2_grpc.ObjectsServicer):
                     header=objects_pb2.ObjectsGetHeader(found=True, object=meta)
                 )
                 async for chunk in body:
-                    yield objects_pb2.ObjectsGetResponse(chunk=chunk)
+                    yield chunk_response(chunk)  # type: ignore[misc]
 
     @rpc
     async def Put(

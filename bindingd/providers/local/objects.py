@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 
 from bindingd import objects
 from bindingd.config.model import Binding
@@ -38,6 +38,7 @@ from bindingd.objects import (
 )
 from bindingd.providers.base import ObjectListing, ObjectRead
 from bindingd.providers.connections import ProviderContext
+from bindingd.providers.local.blobfile import BlobReader, BlobWriter
 from bindingd.providers.local.kv import _prefix_upper_bound
 from bindingd.providers.local.sqlite import open_store, write_failure
 
@@ -85,16 +86,6 @@ def _info(row: tuple[Any, ...], *, http: bool = True, custom: bool = True) -> Ob
         custom_metadata=json.loads(custom_json) if custom else {},
         checksums={k: bytes.fromhex(v) for k, v in json.loads(checksums_json).items()},
     )
-
-
-def _finish_file(f: BinaryIO) -> None:
-    f.flush()
-    os.fsync(f.fileno())
-    f.close()
-
-
-def _read_chunk(f: BinaryIO, size: int) -> bytes:
-    return f.read(size)
 
 
 class LocalObjects:
@@ -153,34 +144,39 @@ class LocalObjects:
                 return ObjectRead(info, 0, info.size, None)
             offset, length = objects.resolve_range(range, info.size)
             try:
-                f = open(self.blobs / blob, "rb")  # noqa: SIM115 - closed by the body generator
+                f = BlobReader(self.blobs / blob, offset, length)
             except FileNotFoundError:
                 continue
-            return ObjectRead(info, offset, length, self._body(f, offset, length))
+            return ObjectRead(info, offset, length, self._body(f, length))
         raise backend_unavailable(f'object "{key}" kept changing while it was being read; try again')
 
-    async def _body(self, f: BinaryIO, offset: int, length: int) -> AsyncIterator[bytes]:
-        """The file's bytes in chunks, the next one read on a thread while this one is sent."""
-        pending: asyncio.Future[bytes] | None = None
+    async def _body(self, f: BlobReader, length: int) -> AsyncIterator[bytes]:
+        """The blob's bytes in chunks; the next block is read on a thread while this one is sent.
+        The file is closed once no thread reads it, however the body ends."""
+        pending: asyncio.Future[list[bytes]] | None = None
         try:
-            if offset:
-                f.seek(offset)
             left = length
             if left > 0:
-                pending = asyncio.ensure_future(asyncio.to_thread(_read_chunk, f, min(CHUNK_BYTES, left)))
+                pending = asyncio.ensure_future(asyncio.to_thread(f.read_block, CHUNK_BYTES))
             while pending is not None:
-                chunk = await pending
+                await objects.wait_to_the_end(pending)
+                chunks = pending.result()
                 pending = None
-                if not chunk:
+                if not chunks:
                     raise backend_unavailable("the object's file is shorter than its recorded size")
-                left -= len(chunk)
+                left -= sum(len(chunk) for chunk in chunks)
                 if left > 0:
-                    pending = asyncio.ensure_future(asyncio.to_thread(_read_chunk, f, min(CHUNK_BYTES, left)))
-                yield chunk
+                    pending = asyncio.ensure_future(asyncio.to_thread(f.read_block, CHUNK_BYTES))
+                for chunk in chunks:
+                    yield chunk
         finally:
-            if pending is not None and not pending.done():
-                await asyncio.shield(asyncio.wait([pending]))
-            f.close()
+            try:
+                if pending is not None:
+                    await objects.wait_to_the_end(pending)
+                    if not pending.cancelled():
+                        pending.exception()  # read: the body ended, this block is not wanted
+            finally:
+                f.close()
 
     async def list(
         self,
@@ -282,14 +278,14 @@ class LocalObjects:
         path = self.tmp / name
         digests = Digests(verify)
         try:
-            f = await asyncio.to_thread(open, path, "wb")
+            f = await asyncio.to_thread(BlobWriter, path)
         except OSError as e:
             raise backend_unavailable(f"cannot write to the local object store {self.root}: {e}") from e
         too_large = objects.put_too_large() if part is None else objects.part_too_large(part)
         try:
             objects.hold_temp_file(f)
             await objects.write_body(f, body, digests, max_bytes, too_large)
-            await asyncio.to_thread(_finish_file, f)
+            await objects.to_thread_to_the_end(f.finish)
         except BaseException as e:
             f.close()
             path.unlink(missing_ok=True)
@@ -424,7 +420,7 @@ class LocalObjects:
         name = uuid.uuid4().hex
         try:
             try:
-                joined = await asyncio.to_thread(self._concatenate, name, [stored[n][0] for n, _ in ordered])
+                joined = await asyncio.to_thread(self._concatenate, name, [stored[n][:2] for n, _ in ordered])
             except OSError as e:
                 raise backend_unavailable(f"cannot write to the local object store {self.root}: {e}") from e
             if not joined:
@@ -449,21 +445,21 @@ class LocalObjects:
             raise
         return info
 
-    def _concatenate(self, name: str, blobs: list[str]) -> bool:
-        """The parts joined into tmp/`name`; False when a part's file is gone (an abort, a complete
-        or a new upload of that part came between). Every part is opened first: once open, its
-        file may be removed by another call without changing what is read here."""
+    def _concatenate(self, name: str, blobs: list[tuple[str, int]]) -> bool:
+        """The parts (blob, size) joined into tmp/`name`; False when a part's file is gone (an
+        abort, a complete or a new upload of that part came between). Every part is opened first:
+        once open, its file may be removed by another call without changing what is read here."""
         with contextlib.ExitStack() as files:
             try:
-                parts = [files.enter_context(open(self.blobs / blob, "rb")) for blob in blobs]
+                parts = [files.enter_context(BlobReader(self.blobs / blob, 0, size)) for blob, size in blobs]
             except FileNotFoundError:
                 return False
-            with open(self.tmp / name, "wb") as out:
-                for part in parts:
-                    while chunk := part.read(CHUNK_BYTES):
-                        out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
+            with BlobWriter(self.tmp / name) as out:
+                for part in parts:  # a part's read buffer is released once it has been read
+                    while chunks := part.read_block(CHUNK_BYTES):
+                        for chunk in chunks:
+                            out.write(chunk)
+                out.finish()
         return True
 
     def _commit_multipart(self, blob: str, info: ObjectInfo, upload_id: str) -> None:
