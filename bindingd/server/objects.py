@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 import grpc
 from bindingd_client._transport import HEADER_ACCEPTED
+from bindingd_client.objects import chunk_message
 from bindingd_client.proto import objects_pb2, objects_pb2_grpc
 
 from bindingd import objects
@@ -85,21 +86,6 @@ def checksums_from_pb(message: objects_pb2.ObjectChecksums) -> dict[str, bytes]:
     found = {name: value for name, value in checksums.items() if value is not None}
     objects.check_checksums(found)
     return found
-
-
-_GET_CHUNK_TAG = objects_pb2.ObjectsGetResponse.DESCRIPTOR.fields_by_name["chunk"].number << 3 | 2
-
-
-def chunk_response(chunk: bytes) -> bytes:
-    """A get response holding `chunk`, serialized: the tag of field `chunk`, the chunk's length as a
-    varint, then the chunk. One copy of the chunk, where a message and its serialization make two."""
-    head = bytearray([_GET_CHUNK_TAG])
-    length = len(chunk)
-    while length >= 0x80:
-        head.append(length & 0x7F | 0x80)
-        length >>= 7
-    head.append(length)
-    return b"".join((head, chunk))
 
 
 async def _header(requests: RequestStream, what: str) -> Any:
@@ -190,7 +176,7 @@ class ObjectsService(objects_pb2_grpc.ObjectsServicer):
                     header=objects_pb2.ObjectsGetHeader(found=True, object=meta)
                 )
                 async for chunk in body:
-                    yield chunk_response(chunk)  # type: ignore[misc]
+                    yield chunk_message(chunk)  # type: ignore[misc]
 
     @rpc
     async def Put(

@@ -130,9 +130,13 @@ def test_client_encoders() -> None:
 
 
 @pytest.mark.parametrize("size", [0, 1, 127, 128, 16383, 16384, 1024 * 1024])
-def test_client_chunk_messages_are_the_serialized_requests(size: int) -> None:
+def test_chunk_messages_are_the_serialized_requests_and_get_responses(size: int) -> None:
     chunk = bytes(range(256)) * (size // 256) + bytes(size % 256)
-    for request_class in (objects_pb2.ObjectsPutRequest, objects_pb2.ObjectsUploadPartRequest):
+    for request_class in (
+        objects_pb2.ObjectsPutRequest,
+        objects_pb2.ObjectsUploadPartRequest,
+        objects_pb2.ObjectsGetResponse,
+    ):
         assert chunk_message(chunk) == request_class(chunk=chunk).SerializeToString()
         assert chunk_message(memoryview(chunk)) == request_class(chunk=chunk).SerializeToString()
 

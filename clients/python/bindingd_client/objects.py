@@ -385,7 +385,8 @@ def _chunk_head(length: int) -> bytes:
 
 
 def chunk_message(chunk: bytes | bytearray | memoryview) -> bytes:
-    """A put or upload-part request holding `chunk` (at most CHUNK_BYTES), serialized."""
+    """A put or upload-part request, or a get response, holding `chunk` (at most CHUNK_BYTES),
+    serialized. The daemon sends its get chunks this way too."""
     return b"".join((_chunk_head(len(chunk)), chunk))
 
 
