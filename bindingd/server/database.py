@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from bindingd_client.proto import database_pb2, database_pb2_grpc
@@ -28,20 +29,22 @@ from bindingd.server.calls import rpc, rpc_stream
 CURSOR_TTL_S = 30.0
 
 
-def encode_value(value: object) -> database_pb2.SqlValue:
+def set_value(message: database_pb2.SqlValue, value: object) -> None:
+    """`value` into `message` in place: building a value and copying it in costs twice that."""
     if value is None:
-        return database_pb2.SqlValue(null=True)
-    if isinstance(value, bool):
-        return database_pb2.SqlValue(boolean=value)
-    if isinstance(value, int):
-        return database_pb2.SqlValue(integer=value)
-    if isinstance(value, float):
-        return database_pb2.SqlValue(real=value)
-    if isinstance(value, str):
-        return database_pb2.SqlValue(text=value)
-    if isinstance(value, bytes):
-        return database_pb2.SqlValue(blob=value)
-    return encode_value(sql.normalize(value))
+        message.null = True
+    elif isinstance(value, bool):
+        message.boolean = value
+    elif isinstance(value, int):
+        message.integer = value
+    elif isinstance(value, float):
+        message.real = value
+    elif isinstance(value, str):
+        message.text = value
+    elif isinstance(value, bytes):
+        message.blob = value
+    else:
+        set_value(message, sql.normalize(value))
 
 
 def decode_value(message: database_pb2.SqlValue) -> object:
@@ -51,30 +54,37 @@ def decode_value(message: database_pb2.SqlValue) -> object:
     return getattr(message, kind)
 
 
-def _row(values: tuple[object, ...]) -> database_pb2.SqlRow:
-    return database_pb2.SqlRow(values=[encode_value(v) for v in values])
+def _add_row(rows: Any, values: tuple[object, ...]) -> None:
+    """A row appended to a repeated SqlRow field, built in place."""
+    fields = rows.add().values
+    for value in values:
+        set_value(fields.add(), value)
 
 
 def _row_bytes(values: tuple[object, ...]) -> int:
     return sum(len(v) if isinstance(v, str | bytes) else 9 for v in values) + 4
 
 
-def _meta(meta: SqlMeta) -> database_pb2.SqlMeta:
-    return database_pb2.SqlMeta(
-        duration=meta.duration,
-        changes=meta.changes,
-        last_row_id=meta.last_row_id,
-        changed_db=meta.changed_db,
-        rows_read=meta.rows_read,
-        rows_written=meta.rows_written,
-        size_after=meta.size_after,
-    )
+def _set_meta(message: database_pb2.SqlMeta, meta: SqlMeta) -> None:
+    """`meta` into a response's meta field, which is then present even if every value is 0:
+    its presence is what says the answer is complete."""
+    message.SetInParent()
+    message.duration = meta.duration
+    message.changes = meta.changes
+    message.last_row_id = meta.last_row_id
+    message.changed_db = meta.changed_db
+    message.rows_read = meta.rows_read
+    message.rows_written = meta.rows_written
+    if meta.size_after is not None:
+        message.size_after = meta.size_after
 
 
 def _result(result: SqlResult) -> database_pb2.SqlResult:
-    return database_pb2.SqlResult(
-        columns=result.columns, rows=[_row(r) for r in result.rows], meta=_meta(result.meta)
-    )
+    message = database_pb2.SqlResult(columns=result.columns)
+    for values in result.rows:
+        _add_row(message.rows, values)
+    _set_meta(message.meta, result.meta)
+    return message
 
 
 def _statement(message: database_pb2.SqlStatement) -> SqlStatement:
@@ -140,25 +150,25 @@ class DatabaseService(database_pb2_grpc.DatabaseServicer):
         peer = _Peer(context.peer())
         try:
             pending = database_pb2.SqlQueryResponse(columns=await anext(parts))  # type: ignore[arg-type]
+            rows = pending.rows
             size = 0
             async for part in parts:
                 if isinstance(part, SqlMeta):
                     if part.changed_db:
                         audit_write(served.binding, "query", statement.sql[:200], peer)  # type: ignore[arg-type]
-                    pending.meta.CopyFrom(_meta(part))
+                    _set_meta(pending.meta, part)
                     break
-                rows = []
                 for values in part:  # type: ignore[attr-defined]
-                    rows.append(_row(values))
+                    _add_row(rows, values)
                     size += _row_bytes(values)
                     if size >= sql.PAGE_BYTES:
-                        pending.rows.extend(rows)
                         yield pending
-                        pending, rows, size = database_pb2.SqlQueryResponse(), [], 0
-                pending.rows.extend(rows)
+                        pending = database_pb2.SqlQueryResponse()
+                        rows, size = pending.rows, 0
                 if len(part) >= sql.PAGE_ROWS:  # type: ignore[arg-type]
                     yield pending
-                    pending, size = database_pb2.SqlQueryResponse(), 0
+                    pending = database_pb2.SqlQueryResponse()
+                    rows, size = pending.rows, 0
             yield pending
         except sql.StopReading:
             # CloseCursor: the provider keeps what the statement did and skips the rest.

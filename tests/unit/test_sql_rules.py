@@ -7,10 +7,13 @@ import decimal
 import uuid
 
 import pytest
+from bindingd_client.proto import database_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bindingd.errors import BindingdError, Reason
+from bindingd.providers.base import SqlMeta
+from bindingd.server.database import _add_row, _set_meta, decode_value
 from bindingd.sql import normalize, parameter_numbers, split_script, translate
 
 
@@ -117,3 +120,17 @@ def test_translation_never_breaks_on_arbitrary_text(sql: str) -> None:
         translated, params = translate(sql, dialect, values)  # type: ignore[arg-type]
         assert len(params) == (len(numbers) if dialect == "mysql" else len(values))
         assert translated.count("?") == sql.count("?") - len(numbers)
+
+
+def test_rows_and_meta_are_built_in_place_as_the_contract_says() -> None:
+    message = database_pb2.SqlQueryResponse()
+    _add_row(message.rows, (None, True, 7, 1.5, "t", b"b", decimal.Decimal("1.10")))
+    _set_meta(message.meta, SqlMeta())  # every value 0: still present, so the answer is complete
+    values = message.rows[0].values
+    kinds = ["null", "boolean", "integer", "real", "text", "blob", "text"]
+    assert [v.WhichOneof("kind") for v in values] == kinds
+    assert [decode_value(v) for v in values] == [None, True, 7, 1.5, "t", b"b", "1.10"]
+    assert message.HasField("meta")
+    assert not message.meta.HasField("size_after")
+    _set_meta(message.meta, SqlMeta(changes=2, size_after=4096))
+    assert (message.meta.changes, message.meta.size_after) == (2, 4096)

@@ -29,6 +29,7 @@ from bindingd.sql import PAGE_ROWS, batch_error, check_timeout, sql_error, trans
 T = TypeVar("T")
 # How long a write waits for another process holding the file's write lock.
 BUSY_TIMEOUT_S = 5.0
+BUSY_MS = round(BUSY_TIMEOUT_S * 1000)
 # A statement that finishes within this runs on the event loop instead of the thread.
 INLINE_BUDGET_S = 0.002
 # SQLite VM steps between two looks at the clock while a statement runs inline.
@@ -70,6 +71,10 @@ class SqliteConnection:
         # Jobs submitted to the thread and not finished: the loop may use the connection
         # itself only when there are none.
         self._queued = 0
+        # The connection's busy timeout now: 0 while the loop runs statements inline (it never
+        # sleeps on a lock), BUSY_TIMEOUT_S on the thread. Changed only when the other side
+        # takes over, not twice per call.
+        self._busy_ms = BUSY_MS
 
     async def open(self) -> None:
         self.conn = await asyncio.get_running_loop().run_in_executor(self._thread, self._connect)
@@ -130,7 +135,7 @@ class SqliteConnection:
                 return 1
             return 0
 
-        conn.execute("PRAGMA busy_timeout = 0")
+        self._set_busy(conn, 0)
         conn.set_progress_handler(progress, PROGRESS_STEPS)
         try:
             return True, fn(conn)
@@ -142,7 +147,13 @@ class SqliteConnection:
             raise map_error(e, self.path) from e
         finally:
             conn.set_progress_handler(None, 0)
-            conn.execute(f"PRAGMA busy_timeout = {round(BUSY_TIMEOUT_S * 1000)}")
+
+    def _set_busy(self, conn: sqlite3.Connection, ms: int) -> None:
+        """Set the busy timeout, if it is not that already (by whoever owns the connection now:
+        the loop when nothing is queued, else the thread)."""
+        if self._busy_ms != ms:
+            conn.execute(f"PRAGMA busy_timeout = {ms}")
+            self._busy_ms = ms
 
     def end_budget(self) -> None:
         assert self.conn is not None
@@ -163,6 +174,7 @@ class SqliteConnection:
                     raise sqlite3.OperationalError("interrupted")
                 self._running = token
             try:
+                self._set_busy(conn, BUSY_MS)
                 return fn(conn)
             finally:
                 with self._lock:
