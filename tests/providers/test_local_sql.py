@@ -58,6 +58,32 @@ def _hold_write_lock(path: Path) -> threading.Event:
     return taken
 
 
+async def _write_while_locked(env: Env, path: Path, name: str, *, script: bool = False) -> int:
+    """Insert `name` while another connection holds the write lock for HOLD_S (as a statement,
+    tried inline first, or as a script, which goes to the thread at once); how many times the
+    event loop ticked meanwhile."""
+    _hold_write_lock(path)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(TICK_S)
+            ticks += 1
+
+    ticker = asyncio.get_running_loop().create_task(tick())
+    try:
+        if script:
+            await env.APP_DB.exec(f"INSERT INTO items (name) VALUES ('{name}')")
+        else:
+            # Refused inline at once (locked), then waits on the thread until the lock is gone.
+            result = await env.APP_DB.prepare("INSERT INTO items (name) VALUES (?)").bind(name).run()
+            assert result.meta["changes"] == 1
+    finally:
+        ticker.cancel()
+    return ticks
+
+
 async def test_a_write_waits_for_the_lock_on_the_thread_and_the_loop_keeps_serving(
     project: tuple[Env, Path],
 ) -> None:
@@ -65,24 +91,21 @@ async def test_a_write_waits_for_the_lock_on_the_thread_and_the_loop_keeps_servi
     for round_ in range(3):
         # Inline first: the loop's busy timeout is 0 from here.
         assert (await env.APP_DB.prepare("SELECT count(*) AS n FROM items").first("n")) == round_
-        _hold_write_lock(path)
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(TICK_S)
-                ticks += 1
-
-        ticker = asyncio.get_running_loop().create_task(tick())
-        try:
-            # Refused inline at once (locked), then waits on the thread until the lock is gone.
-            result = await env.APP_DB.prepare("INSERT INTO items (name) VALUES (?)").bind(f"r{round_}").run()
-        finally:
-            ticker.cancel()
-        assert result.meta["changes"] == 1
+        ticks = await _write_while_locked(env, path, f"r{round_}")
         # The loop went on while the write waited (it would not tick at all if it slept on the
         # lock itself).
         assert ticks >= 5, f"the event loop ticked {ticks} times while the lock was held"
     rows = await env.APP_DB.prepare("SELECT name FROM items ORDER BY id").raw()
     assert rows == [["r0"], ["r1"], ["r2"]]
+
+
+async def test_a_callers_busy_timeout_pragma_does_not_stick(project: tuple[Env, Path]) -> None:
+    env, path = project
+    # Run inline: left in force, the loop would sleep up to 3 s on the next lock.
+    assert await env.APP_DB.prepare("PRAGMA busy_timeout = 3000").raw() == [[3000]]
+    ticks = await _write_while_locked(env, path, "a")
+    assert ticks >= 5, f"the event loop ticked {ticks} times while the lock was held"
+    # Run on the thread: left in force, the thread's next write would fail at once.
+    await env.APP_DB.exec("PRAGMA busy_timeout = 0")
+    await _write_while_locked(env, path, "b", script=True)
+    assert await env.APP_DB.prepare("SELECT name FROM items ORDER BY id").raw() == [["a"], ["b"]]

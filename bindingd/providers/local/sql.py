@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sqlite3
 import threading
 import time
@@ -30,6 +31,8 @@ T = TypeVar("T")
 # How long a write waits for another process holding the file's write lock.
 BUSY_TIMEOUT_S = 5.0
 BUSY_MS = round(BUSY_TIMEOUT_S * 1000)
+# A caller's statement that may set the busy timeout itself (`PRAGMA busy_timeout`).
+_SETS_BUSY = re.compile("busy_timeout", re.IGNORECASE).search
 # A statement that finishes within this runs on the event loop instead of the thread.
 INLINE_BUDGET_S = 0.002
 # SQLite VM steps between two looks at the clock while a statement runs inline.
@@ -154,6 +157,11 @@ class SqliteConnection:
         if self._busy_ms != ms:
             conn.execute(f"PRAGMA busy_timeout = {ms}")
             self._busy_ms = ms
+
+    def forget_busy(self) -> None:
+        """A caller's statement may have set the busy timeout: set ours again at the next
+        hand-over (a `PRAGMA busy_timeout = 3000` must not make the loop sleep on a lock)."""
+        self._busy_ms = -1
 
     def end_budget(self) -> None:
         assert self.conn is not None
@@ -299,9 +307,13 @@ class SQLiteDatabase:
                 return cursor, before, columns, rows, self._meta(conn, cursor, before, len(rows), started)
             return cursor, before, columns, rows, None
 
-        inline, answer = connection.try_inline(first)
-        if not inline:
-            answer = await connection.run(first, timeout)
+        try:
+            inline, answer = connection.try_inline(first)
+            if not inline:
+                answer = await connection.run(first, timeout)
+        finally:
+            if _SETS_BUSY(statement.sql):
+                connection.forget_busy()
         assert answer is not None
         cursor, before, columns, rows, meta = answer
         try:
@@ -360,7 +372,12 @@ class SQLiteDatabase:
             self._transaction(conn, [(i, lambda i=i, s=s: one(i, s)) for i, s in enumerate(statements)])
             return results
 
-        return await self._connection(access).run(run, check_timeout(access.timeout) * len(statements))
+        connection = self._connection(access)
+        try:
+            return await connection.run(run, check_timeout(access.timeout) * len(statements))
+        finally:
+            if any(_SETS_BUSY(s.sql) for s in statements):
+                connection.forget_busy()
 
     async def exec(self, statements: list[str], access: SqlAccess) -> None:
         def run(conn: sqlite3.Connection) -> None:
@@ -369,7 +386,12 @@ class SQLiteDatabase:
             )
             self._size = _size_of(conn)
 
-        await self._connection(access).run(run, check_timeout(access.timeout) * max(len(statements), 1))
+        connection = self._connection(access)
+        try:
+            await connection.run(run, check_timeout(access.timeout) * max(len(statements), 1))
+        finally:
+            if any(_SETS_BUSY(s) for s in statements):
+                connection.forget_busy()
 
     def _transaction(self, conn: sqlite3.Connection, steps: list[tuple[int, Callable[[], object]]]) -> None:
         """All steps or none; a failing step raises `batch_error` naming its index."""
