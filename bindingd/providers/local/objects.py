@@ -3,8 +3,10 @@
 Each body is a file named by a generated id under `blobs/`; the key lives only in SQLite, so no
 key (`..`, `/`, unicode, 1024 bytes) can name a path. A put streams into `tmp/`, is fsynced,
 renamed into `blobs/` and recorded in one transaction; until then nothing is visible, and a put
-that fails or is cancelled removes its temp file. Writes to SQLite run on one writer thread (as
-in the local KV), which also makes an `only_if` check and the write that follows one step.
+that fails or is cancelled removes its temp file; a start removes what a killed daemon left
+(temp files, and blobs that no object or part names). Writes to SQLite run on one writer
+thread (as in the local KV), which also makes an `only_if` check and the write that follows
+one step.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
+
 from bindingd import objects
 from bindingd.config.model import Binding
 from bindingd.errors import BindingdError, backend_unavailable, invalid_argument
@@ -40,9 +44,10 @@ from bindingd.providers.base import ObjectListing, ObjectRead
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.local.blobfile import BlobReader, BlobWriter
 from bindingd.providers.local.kv import _prefix_upper_bound
-from bindingd.providers.local.sqlite import open_store, write_failure
+from bindingd.providers.local.sqlite import BUSY_TIMEOUT_S, open_store, write_failure
 
 T = TypeVar("T")
+log = structlog.get_logger("bindingd.objects")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -111,9 +116,38 @@ class LocalObjects:
             objects.remove_leftovers(self.tmp)
             self._writer = await self._in_writer(open_store, self.db_path)
             await self._in_writer(self._writer.executescript, SCHEMA)
+            await self._in_writer(self._remove_orphan_blobs)
             self._reader = open_store(self.db_path)
         except (OSError, sqlite3.Error) as e:
             raise backend_unavailable(f"cannot open the local object store {self.root}: {e}") from e
+
+    def _remove_orphan_blobs(self) -> None:
+        """On the writer thread at start: remove the blob files that no object or part names. A
+        daemon killed between moving a blob in and recording it, or between recording a
+        replacement or a delete and removing the old file, leaves one behind. Every blob is moved
+        in and recorded under the store's write lock, so while this holds it, a blob nothing
+        names is garbage, whichever daemon wrote it. Best effort: when another process holds the
+        lock (or the store is read-only) a later start does it, and this one starts at once."""
+        conn = self._writer
+        assert conn is not None
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            log.info("orphan blobs not checked this time", store=str(self.root), reason=str(e))
+            return
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {round(BUSY_TIMEOUT_S * 1000)}")
+        try:
+            rows = conn.execute("SELECT blob FROM objects UNION ALL SELECT blob FROM parts")
+            named = {row[0] for row in rows}
+            with os.scandir(self.blobs) as entries:
+                for entry in entries:
+                    if entry.name not in named and not entry.is_dir(follow_symlinks=False):
+                        with contextlib.suppress(OSError):  # gone already, or not ours to remove
+                            os.unlink(entry.path)
+        finally:
+            conn.execute("ROLLBACK")  # nothing was written: this only lets the lock go
 
     async def close(self) -> None:
         if self._reader is not None:
