@@ -108,4 +108,15 @@ async def test_a_callers_busy_timeout_pragma_does_not_stick(project: tuple[Env, 
     # Run on the thread: left in force, the thread's next write would fail at once.
     await env.APP_DB.exec("PRAGMA busy_timeout = 0")
     await _write_while_locked(env, path, "b", script=True)
-    assert await env.APP_DB.prepare("SELECT name FROM items ORDER BY id").raw() == [["a"], ["b"]]
+    # A job queued on the thread right behind the caller's PRAGMA runs with the daemon's own
+    # value: the first write holds the thread (it waits for the lock) while the others queue.
+    _hold_write_lock(path)
+    db = env.APP_DB
+    _, _, (seen,) = await asyncio.gather(
+        db.batch([db.prepare("INSERT INTO items (name) VALUES ('c')")]),
+        db.exec("PRAGMA busy_timeout = 0"),
+        db.batch([db.prepare("PRAGMA busy_timeout")]),
+    )
+    assert seen.results == [{"timeout": 5000}]
+    rows = await env.APP_DB.prepare("SELECT name FROM items ORDER BY id").raw()
+    assert rows == [["a"], ["b"], ["c"]]

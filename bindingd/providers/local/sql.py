@@ -113,7 +113,9 @@ class SqliteConnection:
         with contextlib.suppress(sqlite3.Error):
             fn()
 
-    def try_inline(self, fn: Callable[[sqlite3.Connection], T]) -> tuple[bool, T | None]:
+    def try_inline(
+        self, fn: Callable[[sqlite3.Connection], T], *, sets_busy: bool = False
+    ) -> tuple[bool, T | None]:
         """`(True, fn(conn))` run right here on the event loop, when the thread is idle and the
         statement finishes within INLINE_BUDGET_S; `(False, None)` when it must go to the thread.
 
@@ -121,7 +123,8 @@ class SqliteConnection:
         statement over budget is interrupted by the progress handler, which rolls it back
         whole, so running it again on the thread is safe; so is one that found the file locked
         (busy timeout 0 here: the loop never sleeps on a lock). `fn` calls `end_budget` once its
-        statement is done, so that no later step (its meta) can be interrupted.
+        statement is done, so that no later step (its meta) can be interrupted. `sets_busy`: the
+        caller's SQL may set the busy timeout itself (see `run`).
         """
         assert self.conn is not None, "provider not started"
         with self._lock:
@@ -150,6 +153,8 @@ class SqliteConnection:
             raise map_error(e, self.path) from e
         finally:
             conn.set_progress_handler(None, 0)
+            if sets_busy:
+                self._busy_ms = -1
 
     def _set_busy(self, conn: sqlite3.Connection, ms: int) -> None:
         """Set the busy timeout, if it is not that already (by whoever owns the connection now:
@@ -158,18 +163,20 @@ class SqliteConnection:
             conn.execute(f"PRAGMA busy_timeout = {ms}")
             self._busy_ms = ms
 
-    def forget_busy(self) -> None:
-        """A caller's statement may have set the busy timeout: set ours again at the next
-        hand-over (a `PRAGMA busy_timeout = 3000` must not make the loop sleep on a lock)."""
-        self._busy_ms = -1
-
     def end_budget(self) -> None:
         assert self.conn is not None
         self.conn.set_progress_handler(None, 0)
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T], timeout: float) -> T:
+    async def run(
+        self, fn: Callable[[sqlite3.Connection], T], timeout: float, *, sets_busy: bool = False
+    ) -> T:
         """`fn(conn)` on the thread. Past `timeout`, or when the call is cancelled, the
-        statement is interrupted inside SQLite (BACKEND_TIMEOUT / the cancellation)."""
+        statement is interrupted inside SQLite (BACKEND_TIMEOUT / the cancellation).
+
+        `sets_busy`: the caller's SQL may set the busy timeout itself (`PRAGMA busy_timeout`).
+        Ours is then set again at the next job or inline statement, before either runs: a
+        caller's 3000 must not make the loop sleep on a lock, nor a 0 make the thread give up.
+        """
         assert self.conn is not None, "provider not started"
         conn = self.conn
         token = object()
@@ -186,6 +193,8 @@ class SqliteConnection:
                 return fn(conn)
             finally:
                 with self._lock:
+                    if sets_busy:
+                        self._busy_ms = -1
                     self._running = None
                     self._queued -= 1
 
@@ -307,13 +316,10 @@ class SQLiteDatabase:
                 return cursor, before, columns, rows, self._meta(conn, cursor, before, len(rows), started)
             return cursor, before, columns, rows, None
 
-        try:
-            inline, answer = connection.try_inline(first)
-            if not inline:
-                answer = await connection.run(first, timeout)
-        finally:
-            if _SETS_BUSY(statement.sql):
-                connection.forget_busy()
+        sets_busy = _SETS_BUSY(statement.sql) is not None
+        inline, answer = connection.try_inline(first, sets_busy=sets_busy)
+        if not inline:
+            answer = await connection.run(first, timeout, sets_busy=sets_busy)
         assert answer is not None
         cursor, before, columns, rows, meta = answer
         try:
@@ -372,12 +378,11 @@ class SQLiteDatabase:
             self._transaction(conn, [(i, lambda i=i, s=s: one(i, s)) for i, s in enumerate(statements)])
             return results
 
-        connection = self._connection(access)
-        try:
-            return await connection.run(run, check_timeout(access.timeout) * len(statements))
-        finally:
-            if any(_SETS_BUSY(s.sql) for s in statements):
-                connection.forget_busy()
+        return await self._connection(access).run(
+            run,
+            check_timeout(access.timeout) * len(statements),
+            sets_busy=any(_SETS_BUSY(s.sql) for s in statements),
+        )
 
     async def exec(self, statements: list[str], access: SqlAccess) -> None:
         def run(conn: sqlite3.Connection) -> None:
@@ -386,12 +391,11 @@ class SQLiteDatabase:
             )
             self._size = _size_of(conn)
 
-        connection = self._connection(access)
-        try:
-            await connection.run(run, check_timeout(access.timeout) * max(len(statements), 1))
-        finally:
-            if any(_SETS_BUSY(s) for s in statements):
-                connection.forget_busy()
+        await self._connection(access).run(
+            run,
+            check_timeout(access.timeout) * max(len(statements), 1),
+            sets_busy=any(_SETS_BUSY(s) for s in statements),
+        )
 
     def _transaction(self, conn: sqlite3.Connection, steps: list[tuple[int, Callable[[], object]]]) -> None:
         """All steps or none; a failing step raises `batch_error` naming its index."""
