@@ -79,6 +79,11 @@ CREATE TABLE IF NOT EXISTS parts (
 COLUMNS = "key, version, size, etag, uploaded, http, custom, checksums"
 
 
+def _named_blobs(conn: sqlite3.Connection) -> set[str]:
+    """The blob files the store's objects and parts name."""
+    return {row[0] for row in conn.execute("SELECT blob FROM objects UNION ALL SELECT blob FROM parts")}
+
+
 def _info(row: tuple[Any, ...], *, http: bool = True, custom: bool = True) -> ObjectInfo:
     key, version, size, etag, uploaded, http_json, custom_json, checksums_json = row
     return ObjectInfo(
@@ -124,30 +129,34 @@ class LocalObjects:
     def _remove_orphan_blobs(self) -> None:
         """On the writer thread at start: remove the blob files that no object or part names. A
         daemon killed between moving a blob in and recording it, or between recording a
-        replacement or a delete and removing the old file, leaves one behind. Every blob is moved
-        in and recorded under the store's write lock, so while this holds it, a blob nothing
-        names is garbage, whichever daemon wrote it. Best effort: when another process holds the
-        lock (or the store is read-only) a later start does it, and this one starts at once."""
+        replacement or a delete and removing the old file, leaves one behind.
+
+        Candidates come from a read and a listing, without a lock. Every blob is moved in and
+        recorded under the store's write lock, so a candidate is checked again under that lock,
+        whichever daemon wrote it. Best effort: when another process holds the lock, the store
+        is read-only or anything fails, a later start does it, and this one goes on at once."""
         conn = self._writer
         assert conn is not None
-        conn.execute("PRAGMA busy_timeout = 0")
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as e:
-            log.info("orphan blobs not checked this time", store=str(self.root), reason=str(e))
-            return
-        finally:
-            conn.execute(f"PRAGMA busy_timeout = {round(BUSY_TIMEOUT_S * 1000)}")
-        try:
-            rows = conn.execute("SELECT blob FROM objects UNION ALL SELECT blob FROM parts")
-            named = {row[0] for row in rows}
             with os.scandir(self.blobs) as entries:
-                for entry in entries:
-                    if entry.name not in named and not entry.is_dir(follow_symlinks=False):
-                        with contextlib.suppress(OSError):  # gone already, or not ours to remove
-                            os.unlink(entry.path)
-        finally:
-            conn.execute("ROLLBACK")  # nothing was written: this only lets the lock go
+                files = {e.name for e in entries if not e.is_dir(follow_symlinks=False)}
+            if not files - _named_blobs(conn):
+                return
+            conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {round(BUSY_TIMEOUT_S * 1000)}")
+            try:
+                for name in files - _named_blobs(conn):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.blobs / name)
+            finally:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")  # nothing was written: this lets the lock go
+        except (sqlite3.Error, OSError) as e:
+            log.warning("orphan blobs not removed this time", store=str(self.root), reason=str(e))
 
     async def close(self) -> None:
         if self._reader is not None:
