@@ -9,14 +9,17 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import pytest
 from bindingd_client import connect
 from support import daemon_in_process, write_project
 
 MIB = 1024 * 1024
 
 
-async def test_a_start_removes_the_blobs_nothing_names_and_keeps_the_rest(tmp_path: Path) -> None:
-    config = write_project(
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """A project with one local objects binding, ASSETS."""
+    return write_project(
         tmp_path / "project",
         """
         version: 1
@@ -24,6 +27,9 @@ async def test_a_start_removes_the_blobs_nothing_names_and_keeps_the_rest(tmp_pa
           ASSETS: { type: objects }
         """,
     )
+
+
+async def test_a_start_removes_the_blobs_nothing_names_and_keeps_the_rest(config: Path) -> None:
     blobs = config.parent / ".bindingd" / "state" / "objects" / "ASSETS" / "blobs"
     body = os.urandom(3 * MIB)
     async with daemon_in_process(config) as daemon:
@@ -57,15 +63,7 @@ async def test_a_start_removes_the_blobs_nothing_names_and_keeps_the_rest(tmp_pa
             await env.aclose()
 
 
-async def test_a_start_while_another_process_writes_skips_the_sweep_and_serves(tmp_path: Path) -> None:
-    config = write_project(
-        tmp_path / "project",
-        """
-        version: 1
-        bindings:
-          ASSETS: { type: objects }
-        """,
-    )
+async def test_a_start_while_another_process_writes_skips_the_sweep_and_serves(config: Path) -> None:
     store = config.parent / ".bindingd" / "state" / "objects" / "ASSETS"
     async with daemon_in_process(config) as daemon:
         env = await connect(endpoint=f"unix://{daemon.socket_path}")
