@@ -223,9 +223,10 @@ def _translate(sql: str, dialect: Dialect) -> tuple[tuple[int, ...], str]:
     return numbers, translated
 
 
-# What PostgreSQL's lexer calls a literal, a quoted identifier or a name: a `?` in one of those
-# is text, anywhere else it is (part of) an operator.
-_PG_TEXT_TOKENS = frozenset({"SCONST", "USCONST", "BCONST", "XCONST", "IDENT", "UIDENT"})
+# What PostgreSQL's lexer calls a literal, a quoted identifier, a name or a comment: a `?` in
+# one of those is text, anywhere else it is (part of) an operator.
+_PG_COMMENTS = frozenset({"SQL_COMMENT", "C_COMMENT"})
+_PG_TEXT_TOKENS = frozenset({"SCONST", "USCONST", "BCONST", "XCONST", "IDENT", "UIDENT", *_PG_COMMENTS})
 
 
 def _check_postgres_reading(translated: str, placed: list[int]) -> None:
@@ -240,9 +241,7 @@ def _check_postgres_reading(translated: str, placed: list[int]) -> None:
         raise sql_error(f"PostgreSQL cannot read the statement: {e}") from None
     found = [t.start for t in scanned if t.name == "PARAM"]
     stray = [
-        t.start
-        for t in scanned
-        if t.name not in _PG_TEXT_TOKENS and "?" in translated[t.start : t.end + 1]
+        t.start for t in scanned if t.name not in _PG_TEXT_TOKENS and "?" in translated[t.start : t.end + 1]
     ]
     if found != placed or stray:
         raise sql_error(
@@ -305,7 +304,7 @@ def _split_postgres(sql: str) -> list[str]:
             if meaningful:
                 statements.append(sql[start : token.start].strip())
             start, meaningful = token.end + 1, False
-        else:
+        elif token.name not in _PG_COMMENTS:
             meaningful = True
     if meaningful:
         statements.append(sql[start:].strip())
