@@ -436,6 +436,16 @@ def _looks_like_a_read(sql: str) -> bool:
 # its read-only transaction and go on writing in a new one. (In the implicit transaction of a
 # lone statement it can, which is why a read-only call never runs without this.)
 BEGIN_READ_ONLY = "BEGIN READ ONLY; SELECT 1"
+# Ends a read-only call. PostgreSQL lets a few writes through a read-only transaction (large
+# objects: lo_from_bytea(), lo_put() on PostgreSQL 15), and any write gives the transaction an
+# id: then the guard fails, the COMMIT after it in the same query is never run, and the call
+# rolls back (its error is a read-only refusal, PERMISSION_DENIED). Any failure of the guard
+# itself also leaves the COMMIT unrun.
+READ_ONLY_COMMIT = (
+    "DO $bindingd$ BEGIN IF pg_catalog.txid_current_if_assigned() IS NOT NULL THEN"
+    " RAISE EXCEPTION USING ERRCODE = '25006', MESSAGE = 'the read-only call wrote to the database"
+    " (a large object?); it was rolled back'; END IF; END $bindingd$;\nCOMMIT"
+)
 
 
 @dataclasses.dataclass
@@ -597,9 +607,14 @@ class PostgresDatabase:
                 released = True
             else:
                 # The pool's reset in the same round trip; skipped if the COMMIT fails.
-                await conn.execute(f"COMMIT;\n{_reset_query(conn)}", timeout=wait)
+                commit = READ_ONLY_COMMIT if access.read_only else "COMMIT"
+                await conn.execute(f"{commit};\n{_reset_query(conn)}", timeout=wait)
                 reset_done.add(conn.get_server_pid())
         except Exception as e:
+            # A failed COMMIT (or its read-only guard) leaves the transaction open: end it.
+            with contextlib.suppress(Exception):
+                if not conn.is_closed() and conn.is_in_transaction():
+                    await conn.execute("ROLLBACK", timeout=CLIENT_GRACE_S)
             raise map_error(e, self.connection) from e
         finally:
             if not released:
@@ -652,7 +667,9 @@ class PostgresDatabase:
                 if isinstance(e, Exception) and not isinstance(e, _StaleStatement):
                     raise map_error(e, self.connection) from e
                 raise
-            pool.release_later(conn, "COMMIT" if in_block else None)
+            # The answer does not wait for the COMMIT: a write the guard finds is rolled back
+            # (the connection dropped) after the rows went out.
+            pool.release_later(conn, READ_ONLY_COMMIT if in_block else None)
             if not complete:
                 self._remember_slow(statement.sql)
                 return None

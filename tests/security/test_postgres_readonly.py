@@ -74,6 +74,7 @@ async def database(root: Path, user: str = "postgres") -> AsyncIterator[Target]:
         conn = await target.admin()
         try:
             await conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)")
+            await conn.execute("CREATE SEQUENCE bindingd_seq")
             await conn.execute(
                 "CREATE PROCEDURE escape() LANGUAGE plpgsql AS $$ BEGIN"
                 " PERFORM set_config('default_transaction_read_only', 'off', false); COMMIT;"
@@ -206,20 +207,37 @@ async def test_a_script_the_splitter_misreads_runs_nothing_it_did_not_see(
     assert await target.rows() == 0
 
 
-async def test_server_side_writes_are_refused_by_the_read_only_transaction(
-    ro: D1Database, target: Target, tmp_path: Path
+async def test_writes_a_read_only_transaction_lets_through_are_rolled_back(
+    ro: D1Database, target: Target
 ) -> None:
-    # Writes that go through the database: refused even for a superuser.
+    # PostgreSQL 15 lets large objects be created and written in a read-only transaction: the
+    # call's COMMIT refuses a transaction that wrote anything. Through the one-statement read
+    # the answer may already be out; what counts is that nothing stays.
     for sql in (
         "SELECT lo_from_bytea(0, 'x')",
-        "SELECT lo_export(lo_from_bytea(0, 'x'), '/tmp/bindingd-lo-export')",
-        "COPY items FROM PROGRAM 'echo 9,x'",
-        "SELECT nextval('items_id_seq')",
+        "SELECT lo_put(lo_create(0), 0, 'x')",
+        "DO $$ BEGIN PERFORM lo_from_bytea(0, 'x'); END $$",
     ):
+        with contextlib.suppress(*REFUSED):
+            await ro.prepare(sql).run()
+        with pytest.raises(PermissionDenied):
+            await ro.batch([ro.prepare(sql)])
+        with pytest.raises(PermissionDenied):
+            await ro.exec(sql)
+    # The cursor path (more than a page of rows).
+    with pytest.raises(PermissionDenied):
+        await ro.prepare("SELECT x, lo_from_bytea(0, 'x') AS o FROM generate_series(1, 900) AS x").all()
+    # Writes the read-only transaction refuses by itself, even to a superuser.
+    for sql in ("COPY items FROM PROGRAM 'echo 9,x'", "SELECT nextval('bindingd_seq')"):
         with pytest.raises(REFUSED):
             await ro.prepare(sql).run()
         with pytest.raises(REFUSED):
             await ro.exec(sql)
+    admin = await target.admin()
+    try:
+        assert await admin.fetchval("SELECT count(*) FROM pg_largeobject_metadata") == 0
+    finally:
+        await admin.close()
     assert await target.rows() == 0
 
 
