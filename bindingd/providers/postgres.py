@@ -9,12 +9,19 @@ write is refused by the server (a read-only transaction: PERMISSION_DENIED), and
 client abandons is cancelled on the server by asyncpg's cancel request.
 
 A query that reads (a read-only binding, or a statement that starts with SELECT, WITH, VALUES,
-TABLE or SHOW) runs first as a single statement on a read-only session: its implicit
-transaction is read-only, and bind, execute and commit are one round trip (the statement from
-the connection's prepared-statement cache; the session reset after it runs once the answer is
-on its way). When that attempt cannot answer — more than a page of rows, or a write the
+TABLE or SHOW) runs first as a single statement on a read-only session: on a binding that may
+write its implicit transaction is read-only, and bind, execute and commit are one round trip
+(the statement from the connection's prepared-statement cache; the session reset after it runs
+once the answer is on its way). A read-only call runs it inside `BEGIN READ ONLY` (one round
+trip more): in the implicit transaction a DO block or procedure could COMMIT, lift the
+session's read-only default and write in the next transaction; in a transaction block it
+cannot. Its COMMIT, behind a guard that rolls back a read-only transaction that wrote anyway
+(large objects), goes with the session reset. When that attempt cannot answer — more than a page of rows, or a write the
 read-only transaction refused on a binding that may write — nothing was written, and the call
 runs again the general way; its SQL is remembered to go that way at once next time.
+
+Scripts (exec) are split by PostgreSQL's own parser (bindingd.sql) and sent statement by
+statement in the extended protocol, which carries one command at most.
 
 The general way (writes, large results, batches, scripts) is one transaction: `BEGIN READ
 ONLY|READ WRITE` (one round trip), bind + first page, the rest streamed through a portal page
