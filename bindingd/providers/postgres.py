@@ -18,7 +18,8 @@ session's read-only default and write in the next transaction; in a transaction 
 cannot. Its COMMIT, behind a guard that rolls back a read-only transaction that wrote anyway
 (large objects), goes with the session reset. When that attempt cannot answer — more than a
 page of rows, or a write the read-only transaction refused on a binding that may write —
-nothing was written, and the call runs again the general way; its SQL is remembered to go that way at once next time.
+nothing was written, and the call runs again the general way; its SQL is remembered to go
+that way at once next time.
 
 Scripts (exec) are split by PostgreSQL's own parser (bindingd.sql) and sent statement by
 statement in the extended protocol, which carries one command at most.
