@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
+from pglast import parser as pg_parser
+
 from bindingd.errors import BindingdError, Reason
 
 Dialect = Literal["sqlite", "postgres", "mysql"]
@@ -87,7 +89,7 @@ def tokens(sql: str, dialect: Dialect) -> Iterator[Token]:
             end = n if newline < 0 else newline + 1
         elif c == "/" and sql.startswith("/*", i):
             end = _block_comment_end(sql, i, nested=dialect == "postgres")
-        elif c == "$" and dialect == "postgres" and not _ident_before(sql, i):
+        elif c == "$" and dialect == "postgres" and not (i > 0 and _pg_ident_char(sql[i - 1])):
             match = _DOLLAR_TAG.match(sql, i)
             if match:
                 close = sql.find(match.group(0), match.end())
@@ -116,6 +118,12 @@ def tokens(sql: str, dialect: Dialect) -> Iterator[Token]:
 
 def _ident_before(sql: str, i: int) -> bool:
     return i > 0 and bool(_IDENT_CHAR.match(sql[i - 1]))
+
+
+def _pg_ident_char(c: str) -> bool:
+    """Whether PostgreSQL's lexer reads `c` as part of an identifier (or `$n`) it continues:
+    `$` is one, so the `$$` in `a$$$` is no dollar quote."""
+    return c.isalnum() or c in "_$" or ord(c) >= 0x80
 
 
 def _quoted_end(sql: str, i: int, quote: str, backslash: bool) -> int:
@@ -198,14 +206,49 @@ def _translate(sql: str, dialect: Dialect) -> tuple[tuple[int, ...], str]:
         return numbers, sql
     out: list[str] = []
     it = iter(numbers)
+    at, placed = 0, []  # where each `$N` starts in the translation (PostgreSQL)
     for token in tokens(sql, dialect):
         if token.kind == "param":
-            out.append(f"${next(it)}" if dialect == "postgres" else "%s")
+            text = f"${next(it)}" if dialect == "postgres" else "%s"
+            placed.append(at)
         elif dialect == "mysql":
-            out.append(token.text.replace("%", "%%"))
+            text = token.text.replace("%", "%%")
         else:
-            out.append(token.text)
-    return numbers, "".join(out)
+            text = token.text
+        out.append(text)
+        at += len(text)
+    translated = "".join(out)
+    if dialect == "postgres":
+        _check_postgres_reading(translated, placed)
+    return numbers, translated
+
+
+# What PostgreSQL's lexer calls a literal, a quoted identifier, a name or a comment: a `?` in
+# one of those is text, anywhere else it is (part of) an operator.
+_PG_COMMENTS = frozenset({"SQL_COMMENT", "C_COMMENT"})
+_PG_TEXT_TOKENS = frozenset({"SCONST", "USCONST", "BCONST", "XCONST", "IDENT", "UIDENT", *_PG_COMMENTS})
+
+
+def _check_postgres_reading(translated: str, placed: list[int]) -> None:
+    """Refuse a translation PostgreSQL would read differently from the hand scanner above: its
+    own lexer (libpg_query, through pglast) must find a parameter exactly where a `$N` was put
+    and nowhere else, and no `?` left outside literals, names and comments. A scanner that
+    misreads a quote (`a$$$` is a name, not a dollar quote) fails closed instead of sending a
+    statement whose placeholders sit elsewhere than the caller meant."""
+    try:
+        scanned = pg_parser.scan(translated)
+    except pg_parser.ParseError as e:
+        raise sql_error(f"PostgreSQL cannot read the statement: {e}") from None
+    found = [t.start for t in scanned if t.name == "PARAM"]
+    stray = [
+        t.start for t in scanned if t.name not in _PG_TEXT_TOKENS and "?" in translated[t.start : t.end + 1]
+    ]
+    if found != placed or stray:
+        raise sql_error(
+            "PostgreSQL reads the statement's quotes, comments or parameters differently from "
+            "bindingd's placeholder scanner, so it was not run: write parameters as ? or ?NNN "
+            "(not $N), and quote names and strings plainly ('...', \"...\", $$...$$)"
+        )
 
 
 # An app runs the same few statements over and over: their translation is kept (a
@@ -216,6 +259,8 @@ _translated = functools.lru_cache(maxsize=1024)(_translate)
 def split_script(sql: str, dialect: Dialect) -> list[str]:
     """The statements of a script, split at `;` outside literals and comments; statements that
     hold nothing but whitespace and comments are dropped."""
+    if dialect == "postgres":
+        return _split_postgres(sql)
     statements: list[str] = []
     current: list[str] = []
     meaningful = False
@@ -234,6 +279,35 @@ def split_script(sql: str, dialect: Dialect) -> list[str]:
             meaningful = True
     if meaningful:
         statements.append("".join(current).strip())
+    return statements
+
+
+def _split_postgres(sql: str) -> list[str]:
+    """A PostgreSQL script split by PostgreSQL's own parser (libpg_query, through pglast): it
+    knows every quote and comment as the server does, and keeps a `BEGIN ATOMIC ... END` body
+    whole. A script the grammar refuses (a newer server's syntax, or a plain mistake the server
+    will name) is split at the `;` tokens of the same lexer. The provider sends each statement
+    on its own in the extended protocol, where the server refuses more than one command, so a
+    wrong split can fail a script but never run something it did not see."""
+    try:
+        return [s for s in pg_parser.split(sql) if s.strip()]
+    except pg_parser.ParseError:
+        pass
+    try:
+        scanned = pg_parser.scan(sql)
+    except pg_parser.ParseError as e:
+        raise sql_error(f"PostgreSQL cannot read the script: {e}") from None
+    statements: list[str] = []
+    start, meaningful = 0, False
+    for token in scanned:
+        if token.name == "ASCII_59":  # `;`
+            if meaningful:
+                statements.append(sql[start : token.start].strip())
+            start, meaningful = token.end + 1, False
+        elif token.name not in _PG_COMMENTS:
+            meaningful = True
+    if meaningful:
+        statements.append(sql[start:].strip())
     return statements
 
 

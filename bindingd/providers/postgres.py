@@ -9,12 +9,20 @@ write is refused by the server (a read-only transaction: PERMISSION_DENIED), and
 client abandons is cancelled on the server by asyncpg's cancel request.
 
 A query that reads (a read-only binding, or a statement that starts with SELECT, WITH, VALUES,
-TABLE or SHOW) runs first as a single statement on a read-only session: its implicit
-transaction is read-only, and bind, execute and commit are one round trip (the statement from
-the connection's prepared-statement cache; the session reset after it runs once the answer is
-on its way). When that attempt cannot answer — more than a page of rows, or a write the
-read-only transaction refused on a binding that may write — nothing was written, and the call
-runs again the general way; its SQL is remembered to go that way at once next time.
+TABLE or SHOW) runs first as a single statement on a read-only session: on a binding that may
+write its implicit transaction is read-only, and bind, execute and commit are one round trip
+(the statement from the connection's prepared-statement cache; the session reset after it runs
+once the answer is on its way). A read-only call runs it inside `BEGIN READ ONLY` (one round
+trip more): in the implicit transaction a DO block or procedure could COMMIT, lift the
+session's read-only default and write in the next transaction; in a transaction block it
+cannot. Its COMMIT, behind a guard that rolls back a read-only transaction that wrote anyway
+(large objects), goes with the session reset. When that attempt cannot answer — more than a
+page of rows, or a write the read-only transaction refused on a binding that may write —
+nothing was written, and the call runs again the general way; its SQL is remembered to go
+that way at once next time.
+
+Scripts (exec) are split by PostgreSQL's own parser (bindingd.sql) and sent statement by
+statement in the extended protocol, which carries one command at most.
 
 The general way (writes, large results, batches, scripts) is one transaction: `BEGIN READ
 ONLY|READ WRITE` (one round trip), bind + first page, the rest streamed through a portal page
@@ -32,8 +40,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import decimal
+import functools
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -42,6 +53,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import structlog
+from pglast import parser as pg_parser
 
 from bindingd.config.model import Binding, Connection
 from bindingd.errors import (
@@ -55,6 +67,8 @@ from bindingd.providers.base import SqlAccess, SqlMeta, SqlResult, SqlStatement
 from bindingd.providers.connections import ProviderContext
 from bindingd.sql import (
     DEFAULT_TIMEOUT_S,
+    INT64_MAX,
+    INT64_MIN,
     PAGE_ROWS,
     StopReading,
     batch_error,
@@ -89,6 +103,12 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
 )
+
+
+def _reset_query(conn: asyncpg.Connection) -> str:
+    """asyncpg's session reset, and `DISCARD SEQUENCES`: `lastval()` then tells only what the
+    next call's own INSERT drew from a sequence (its meta.last_row_id), never an earlier call's."""
+    return f"{conn.get_reset_query()}\nDISCARD SEQUENCES;"
 
 
 def _where(connection: Connection) -> str:
@@ -165,6 +185,75 @@ def _coerce(kind: str, value: Any, index: int) -> Any:
         raise sql_error(f"parameter {index}: cannot bind {value!r} as {kind}: {e}") from None
 
 
+def _number_casts(sql: str, kinds: list[str], params: list[Any]) -> dict[int, str]:
+    """The parameters of a translated statement that PostgreSQL typed as text only because
+    nothing around them says a type (`SELECT $1 AS v`: an unknown-typed parameter becomes text)
+    but that are bound to a number, each with the type to give it. Only where every use of the
+    parameter is a whole output column of a plain SELECT or VALUES, so that the cast changes
+    nothing but the type of that column (`WHERE name = $1` stays text)."""
+    numbers = {
+        i + 1: ("int8" if INT64_MIN <= v <= INT64_MAX else "numeric") if isinstance(v, int) else "float8"
+        for i, (kind, v) in enumerate(zip(kinds, params, strict=True))
+        if kind == "text" and isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    if not numbers:
+        return {}
+    untyped = _output_only_params(sql)
+    return {n: cast for n, cast in numbers.items() if n in untyped}
+
+
+@functools.lru_cache(maxsize=1024)
+def _output_only_params(sql: str) -> frozenset[int]:
+    """Parameter numbers whose every use is a whole output column of a plain top-level SELECT or
+    VALUES, read from PostgreSQL's own parse tree (pglast)."""
+    try:
+        tree = json.loads(pg_parser.parse_sql_json(sql))
+    except pg_parser.ParseError:
+        return frozenset()
+    stmts = tree.get("stmts", [])
+    select = stmts[0].get("stmt", {}).get("SelectStmt") if len(stmts) == 1 else None
+    if not select or select.get("op") != "SETOP_NONE":
+        return frozenset()
+    whole: list[int] = []
+    for target in select.get("targetList", []):
+        value = target.get("ResTarget", {}).get("val", {})
+        if "ParamRef" in value:
+            whole.append(value["ParamRef"].get("number", 0))
+    for row in select.get("valuesLists", []):
+        for item in row.get("List", {}).get("items", []):
+            if "ParamRef" in item:
+                whole.append(item["ParamRef"].get("number", 0))
+    uses: list[int] = []
+    _param_uses(tree, uses)
+    return frozenset(n for n in whole if uses.count(n) == whole.count(n))
+
+
+def _param_uses(node: object, into: list[int]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "ParamRef" and isinstance(value, dict):
+                into.append(value.get("number", 0))
+            else:
+                _param_uses(value, into)
+    elif isinstance(node, list):
+        for item in node:
+            _param_uses(item, into)
+
+
+def _with_casts(sql: str, casts: dict[int, str]) -> str:
+    """`sql` with `::type` after each `$N` of `casts`, found by PostgreSQL's lexer."""
+    out: list[str] = []
+    at = 0
+    for token in pg_parser.scan(sql):
+        if token.name == "PARAM":
+            number = int(sql[token.start + 1 : token.end + 1])
+            if number in casts:
+                out.append(f"{sql[at : token.end + 1]}::{casts[number]}")
+                at = token.end + 1
+    out.append(sql[at:])
+    return "".join(out)
+
+
 def _meta(tag: str, rows: int, started: float) -> SqlMeta:
     words = tag.split()
     command = words[0] if words else ""
@@ -214,6 +303,9 @@ class _Pool:
 
     def __init__(self, connection: Connection, read_only: bool, timeout_ms: int) -> None:
         options = connection.options
+        self.name = connection.name
+        self.read_only = read_only
+        self.warned = False
         self.min_size = int(options.get("min_size") or 0)
         max_size = int(options.get("max_size") or 10)
         # Server pids of connections whose COMMIT carried the session reset already.
@@ -223,6 +315,7 @@ class _Pool:
             min_size=0,
             max_size=max(max_size, self.min_size, 1),
             reset=self._reset,
+            init=self._init,
             # Startup settings: what `RESET ALL` returns to after a call SET something else.
             server_settings={
                 "statement_timeout": str(timeout_ms),
@@ -239,19 +332,39 @@ class _Pool:
         if pid in self.reset_done:
             self.reset_done.discard(pid)
             return
-        await conn.execute(conn.get_reset_query())
+        await conn.execute(_reset_query(conn))
 
-    def release_later(self, conn: asyncpg.Connection) -> None:
+    async def _init(self, conn: asyncpg.Connection) -> None:
+        """A new connection: a read-only pool warns once when it logs in as a superuser, whom
+        no read-only transaction stops from writing files (COPY ... TO, lo_export) or running
+        programs on the server (COPY ... TO PROGRAM)."""
+        if self.read_only and not self.warned and conn.get_settings().is_superuser == "on":
+            self.warned = True
+            log.warning(
+                "postgres read-only calls log in as a superuser: a read-only transaction does not"
+                " stop a superuser's server-side file writes or programs; give the connection a"
+                " role that is not a superuser",
+                connection=self.name,
+            )
+
+    def release_later(self, conn: asyncpg.Connection, end: str | None = None) -> None:
         """Give a connection back once its session reset is done, without waiting for it: the
-        call's answer does not depend on it (a failed reset drops the connection)."""
-        task = asyncio.get_running_loop().create_task(self._release_quietly(conn))
+        call's answer does not depend on it (a failed reset drops the connection). `end` (COMMIT
+        or ROLLBACK) closes a read-only transaction in the same round trip as the reset."""
+        task = asyncio.get_running_loop().create_task(self._release_quietly(conn, end))
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)
 
-    async def _release_quietly(self, conn: asyncpg.Connection) -> None:
+    async def _release_quietly(self, conn: asyncpg.Connection, end: str | None = None) -> None:
         try:
+            if end is not None:
+                await conn.execute(f"{end};\n{_reset_query(conn)}", timeout=CLIENT_GRACE_S)
+                self.reset_done.add(conn.get_server_pid())
             await self.pool.release(conn, timeout=CLIENT_GRACE_S)
         except Exception as e:  # the connection is terminated; the pool opens another
+            conn.terminate()
+            with contextlib.suppress(Exception):
+                await self.pool.release(conn)
             log.debug("postgres session reset failed", error=type(e).__name__)
 
     async def open(self) -> _Pool:
@@ -325,6 +438,69 @@ def _looks_like_a_read(sql: str) -> bool:
     return match is not None and match.group(1).lower() in _READ_WORDS
 
 
+# Opens a read-only call. The SELECT fixes the mode (`SET TRANSACTION READ WRITE` is refused
+# from the first query on), and inside a transaction block PostgreSQL refuses a COMMIT or
+# ROLLBACK from a DO block or procedure ("invalid transaction termination"): a call cannot end
+# its read-only transaction and go on writing in a new one. (In the implicit transaction of a
+# lone statement it can, which is why a read-only call never runs without this.)
+BEGIN_READ_ONLY = "BEGIN READ ONLY; SELECT 1"
+# Ends a read-only call. PostgreSQL lets a few writes through a read-only transaction (large
+# objects: lo_from_bytea(), lo_put() on PostgreSQL 15), and any write gives the transaction an
+# id: then the guard fails, the COMMIT after it in the same query is never run, and the call
+# rolls back (its error is a read-only refusal, PERMISSION_DENIED). Any failure of the guard
+# itself also leaves the COMMIT unrun.
+READ_ONLY_COMMIT = (
+    "DO $bindingd$ BEGIN IF pg_catalog.txid_current_if_assigned() IS NOT NULL THEN"
+    " RAISE EXCEPTION USING ERRCODE = '25006', MESSAGE = 'the read-only call wrote to the database"
+    " (a large object?); it was rolled back'; END IF; END $bindingd$;\nCOMMIT"
+)
+
+
+@dataclasses.dataclass
+class _AfterCommit:
+    """What a call wants from its session once its transaction committed."""
+
+    last_row_id_wanted: bool = False
+    last_row_id: int = 0
+
+
+def _inserted(tag: str) -> bool:
+    """Whether a command tag says an INSERT (or a MERGE) added rows."""
+    words = tag.split()
+    return bool(words) and words[0] in ("INSERT", "MERGE") and words[-1].isdigit() and int(words[-1]) > 0
+
+
+async def _last_row_id_in_block(conn: asyncpg.Connection, wait: float, defined: list[bool]) -> int:
+    """`lastval()` inside a batch's transaction, where its error (no sequence drawn from yet)
+    would abort the batch: under a savepoint until it has answered once in the batch (from then
+    on it cannot fail, unless DDL drops the sequence: the caller forgets `defined` then)."""
+    if defined[0]:
+        return int(await conn.fetchval("SELECT pg_catalog.lastval()", timeout=wait) or 0)
+    await conn.execute("SAVEPOINT bindingd_last_row_id", timeout=wait)
+    try:
+        value = await conn.fetchval("SELECT pg_catalog.lastval()", timeout=wait)
+    except asyncpg.exceptions.ObjectNotInPrerequisiteStateError:
+        await conn.execute(
+            "ROLLBACK TO SAVEPOINT bindingd_last_row_id; RELEASE SAVEPOINT bindingd_last_row_id",
+            timeout=wait,
+        )
+        return 0
+    await conn.execute("RELEASE SAVEPOINT bindingd_last_row_id", timeout=wait)
+    defined[0] = True
+    return int(value or 0)
+
+
+async def _last_row_id(conn: asyncpg.Connection, wait: float) -> int:
+    """`lastval()`: the value the session last drew from any sequence (the new row's serial or
+    identity id; a trigger's nextval() counts too), or 0 when the session drew none since its
+    reset. Outside a transaction block, where its error aborts nothing."""
+    try:
+        value = await conn.fetchval("SELECT pg_catalog.lastval()", timeout=wait)
+    except asyncpg.exceptions.ObjectNotInPrerequisiteStateError:
+        return 0
+    return int(value or 0)
+
+
 class PostgresDatabase:
     def __init__(self, binding: Binding, context: ProviderContext) -> None:
         assert binding.connection is not None
@@ -387,15 +563,14 @@ class PostgresDatabase:
 
     @contextlib.asynccontextmanager
     async def _transaction(
-        self, access: SqlAccess, tries: int = BEGIN_TRIES
+        self, access: SqlAccess, tries: int = BEGIN_TRIES, after: _AfterCommit | None = None
     ) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection inside `BEGIN` (the session carries the call's timeout); COMMIT
         when the block ends cleanly, ROLLBACK otherwise (the connection is dropped if even that
-        fails)."""
+        fails). An `after` the block asked for a last row id reads `lastval()` once committed."""
         pool = await self._pool(access)
         reset_done = pool.reset_done
-        # A first query fixes the mode: `SET TRANSACTION READ WRITE` is refused from here on.
-        begin = "BEGIN READ ONLY; SELECT 1" if access.read_only else "BEGIN READ WRITE"
+        begin = BEGIN_READ_ONLY if access.read_only else "BEGIN READ WRITE"
         wait = access.timeout + CLIENT_GRACE_S
         conn: asyncpg.Connection | None = None
         for attempt in range(tries):
@@ -431,24 +606,42 @@ class PostgresDatabase:
             if isinstance(e, Exception) and not isinstance(e, _StaleStatement | StopReading):
                 raise map_error(e, self.connection) from e
             raise
+        released = False
         try:
-            # The pool's reset in the same round trip; skipped if the COMMIT fails.
-            await conn.execute(f"COMMIT;\n{conn.get_reset_query()}", timeout=wait)
-            reset_done.add(conn.get_server_pid())
+            if after is not None and after.last_row_id_wanted:
+                await conn.execute("COMMIT", timeout=wait)
+                after.last_row_id = await _last_row_id(conn, wait)
+                pool.release_later(conn)  # the session reset once the answer is on its way
+                released = True
+            else:
+                # The pool's reset in the same round trip; skipped if the COMMIT fails.
+                commit = READ_ONLY_COMMIT if access.read_only else "COMMIT"
+                await conn.execute(f"{commit};\n{_reset_query(conn)}", timeout=wait)
+                reset_done.add(conn.get_server_pid())
         except Exception as e:
+            # A failed COMMIT (or its read-only guard) leaves the transaction open: end it.
+            with contextlib.suppress(Exception):
+                if not conn.is_closed() and conn.is_in_transaction():
+                    await conn.execute("ROLLBACK", timeout=CLIENT_GRACE_S)
             raise map_error(e, self.connection) from e
         finally:
-            await pool.pool.release(conn)
+            if not released:
+                await pool.pool.release(conn)
 
     async def _read_at_once(
         self, statement: SqlStatement, access: SqlAccess
     ) -> tuple[list[str], list[Any], str] | None:
-        """Columns, rows and command tag of a statement run alone on a read-only session: one
-        round trip for bind, execute and commit. None when it cannot answer that way (more than
-        a page of rows, or a binding that may write and a write the session refused): nothing
-        was written, and the statement is remembered to go the general way."""
+        """Columns, rows and command tag of a statement run alone on a read-only session. For a
+        binding that may write: one round trip for bind, execute and commit (its implicit
+        transaction is read-only; a DO block that ends it could write, but so may the binding).
+        For a read-only call: inside `BEGIN READ ONLY` first (one round trip more), which no
+        statement can end and go on writing; its COMMIT goes with the session reset once the
+        answer is on its way. None when it cannot answer that way (more than a page of rows, or
+        a binding that may write and a write the session refused): nothing was written, and the
+        statement is remembered to go the general way."""
         pool = await self._pool(SqlAccess(read_only=True, timeout=access.timeout))
         wait = access.timeout + CLIENT_GRACE_S
+        in_block = access.read_only
         for attempt in range(BEGIN_TRIES):
             try:
                 conn = await self._acquire(pool, wait, attempt, BEGIN_TRIES)
@@ -456,6 +649,8 @@ class PostgresDatabase:
                 await asyncio.sleep(BEGIN_RETRY_DELAY_S * (attempt + 1))
                 continue
             try:
+                if in_block:
+                    await conn.execute(BEGIN_READ_ONLY, timeout=wait)
                 prepared, args = await self._fresh(conn, self._prepare(conn, statement, wait))
                 # One row past a page says whether there is more than a page.
                 rows, status, complete = await self._fresh(
@@ -470,17 +665,19 @@ class PostgresDatabase:
                 await asyncio.sleep(BEGIN_RETRY_DELAY_S * (attempt + 1))
                 continue
             except asyncpg.exceptions.ReadOnlySQLTransactionError as e:
-                await asyncio.shield(pool.pool.release(conn))
+                await asyncio.shield(self._give_back(pool, conn, in_block))
                 if access.read_only:
                     raise map_error(e, self.connection) from e
                 self._remember_slow(statement.sql)
                 return None
             except BaseException as e:
-                await asyncio.shield(pool.pool.release(conn))
+                await asyncio.shield(self._give_back(pool, conn, in_block))
                 if isinstance(e, Exception) and not isinstance(e, _StaleStatement):
                     raise map_error(e, self.connection) from e
                 raise
-            pool.release_later(conn)
+            # The answer does not wait for the COMMIT: a write the guard finds is rolled back
+            # (the connection dropped) after the rows went out.
+            pool.release_later(conn, READ_ONLY_COMMIT if in_block else None)
             if not complete:
                 self._remember_slow(statement.sql)
                 return None
@@ -488,6 +685,18 @@ class PostgresDatabase:
             tag = status.decode() if isinstance(status, bytes) else str(status or "")
             return columns, rows, tag
         raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _give_back(pool: _Pool, conn: asyncpg.Connection, in_block: bool) -> None:
+        """Release a connection after a failed call, its transaction block rolled back first (the
+        connection is dropped if even that fails)."""
+        try:
+            if in_block and not conn.is_closed() and conn.is_in_transaction():
+                await conn.execute("ROLLBACK", timeout=CLIENT_GRACE_S)
+        except BaseException:
+            conn.terminate()
+        finally:
+            await pool.pool.release(conn)
 
     def _remember_slow(self, sql: str) -> None:
         self._slow_path[sql] = None
@@ -503,6 +712,10 @@ class PostgresDatabase:
         sql, params = translate(statement.sql, "postgres", statement.params)
         prepared = await conn._prepare(sql, timeout=wait, use_cache=True)
         kinds = [t.name for t in prepared.get_parameters()]
+        casts = _number_casts(sql, kinds, params)
+        if casts:  # `SELECT ? AS v` bound to 5 answers 5, not '5': the number's type is given
+            prepared = await conn._prepare(_with_casts(sql, casts), timeout=wait, use_cache=True)
+            kinds = [t.name for t in prepared.get_parameters()]
         return prepared, [
             _coerce(kind, v, i + 1) for i, (kind, v) in enumerate(zip(kinds, params, strict=True))
         ]
@@ -553,12 +766,16 @@ class PostgresDatabase:
     async def _query(self, statement: SqlStatement, access: SqlAccess) -> AsyncIterator[object]:
         wait = access.timeout + CLIENT_GRACE_S
         started = time.perf_counter()
-        async with self._transaction(access) as conn:
+        after = _AfterCommit()
+        async with self._transaction(access, after=after) as conn:
             prepared, args = await self._fresh(conn, self._prepare(conn, statement, wait))
             columns = [a.name for a in prepared.get_attributes()]
             if not columns:
                 await self._fresh(conn, prepared.fetch(*args, timeout=wait))
-                meta = _meta(prepared.get_statusmsg() or "", 0, started)
+                tag = prepared.get_statusmsg() or ""
+                meta = _meta(tag, 0, started)
+                # D1 code reads meta.last_row_id after an INSERT: read once committed.
+                after.last_row_id_wanted = not access.read_only and _inserted(tag)
                 yield columns
             else:
                 # Bind and the first page in one round trip (where a stale statement fails,
@@ -588,6 +805,9 @@ class PostgresDatabase:
                 meta = _meta(
                     tag if tag.split()[:1] not in (["FETCH"], []) else f"SELECT {read}", read, started
                 )
+                after.last_row_id_wanted = not access.read_only and _inserted(tag)
+        if after.last_row_id:
+            meta = dataclasses.replace(meta, last_row_id=after.last_row_id)
         yield meta
 
     async def batch(self, statements: list[SqlStatement], access: SqlAccess) -> list[SqlResult]:
@@ -601,33 +821,45 @@ class PostgresDatabase:
     async def _batch(self, statements: list[SqlStatement], access: SqlAccess) -> list[SqlResult]:
         wait = access.timeout + CLIENT_GRACE_S
         results: list[SqlResult] = []
+        lastval_defined = [False]
         async with self._transaction(access) as conn:
             for index, statement in enumerate(statements):
                 started = time.perf_counter()
                 try:
                     prepared, args = await self._fresh(conn, self._prepare(conn, statement, wait))
                     rows = await self._fresh(conn, prepared.fetch(*args, timeout=wait))
+                    tag = prepared.get_statusmsg() or ""
+                    meta = _meta(tag, len(rows), started)
+                    if not access.read_only and _inserted(tag) and conn.is_in_transaction():
+                        last = await _last_row_id_in_block(conn, wait, lastval_defined)
+                        meta = dataclasses.replace(meta, last_row_id=last)
+                    elif tag.split()[:1] not in (["UPDATE"], ["DELETE"], ["SELECT"], ["INSERT"]):
+                        # DDL may drop the sequence lastval() would name: ask carefully again.
+                        lastval_defined[0] = False
                 except _StaleStatement:
                     raise
                 except Exception as e:
                     raise batch_error(index, map_error(e, self.connection)) from e
                 columns = [a.name for a in prepared.get_attributes()]
-                results.append(
-                    SqlResult(
-                        columns,
-                        [tuple(normalize(v) for v in row) for row in rows],
-                        _meta(prepared.get_statusmsg() or "", len(rows), started),
-                    )
-                )
+                results.append(SqlResult(columns, [tuple(normalize(v) for v in row) for row in rows], meta))
                 _check_still_in_transaction(conn, access, index)
         return results
 
     async def exec(self, statements: list[str], access: SqlAccess) -> None:
+        """Each statement of the script on its own, in the extended protocol: the server parses
+        one command per statement and refuses more ("cannot insert multiple commands into a
+        prepared statement"), so a script split wrongly fails instead of running statements
+        nobody checked (the simple protocol would run them all, a COMMIT among them ending the
+        read-only transaction). Rows a statement returns are read a page at a time and dropped."""
         wait = access.timeout + CLIENT_GRACE_S
         async with self._transaction(access) as conn:
+            protocol = conn._protocol
             for index, sql in enumerate(statements):
                 try:
-                    await conn.execute(sql, timeout=wait)
+                    state = await conn._get_statement(sql, wait, use_cache=False)
+                    _, _, done = await protocol.bind_execute(state, [], "", PAGE_ROWS, True, wait)
+                    while not done:
+                        _, _, done = await protocol.execute(state, "", PAGE_ROWS, True, wait)
                 except Exception as e:
                     raise batch_error(index, map_error(e, self.connection)) from e
                 _check_still_in_transaction(conn, access, index)

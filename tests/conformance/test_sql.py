@@ -274,8 +274,8 @@ async def test_types_round_trip(db: D1Database, backend: Backend) -> None:
         .bind(*values)
         .run()
     )
-    # The generated key; PostgreSQL has no last row id (README: meta per provider).
-    assert first.meta["last_row_id"] == (0 if backend.name == "postgres" else 1)
+    # The generated key (PostgreSQL: the sequence's value, lastval()).
+    assert first.meta["last_row_id"] == 1
     await (
         db.prepare("INSERT INTO types (i, r, s, b, n, flag) VALUES (?, ?, ?, ?, ?, ?)")
         .bind(-(2**63), 0.0, "", b"", None, False)
@@ -289,6 +289,30 @@ async def test_types_round_trip(db: D1Database, backend: Backend) -> None:
         [-(2**63), 0.0, "", b"", None, false],
     ]
     assert isinstance(rows[0][3], bytes)
+
+
+async def test_last_row_id_is_the_new_rows_id(db: D1Database, backend: Backend) -> None:
+    # D1 code reads meta.last_row_id instead of RETURNING.
+    await db.exec(DDL[dialect(backend)]["types"])
+    insert = db.prepare("INSERT INTO types (s) VALUES (?)")
+    first, second = await insert.bind("a").run(), await insert.bind("b").run()
+    assert (first.meta["last_row_id"], second.meta["last_row_id"]) == (1, 2)
+    results = await db.batch(
+        [insert.bind("c"), db.prepare("SELECT count(*) AS n FROM types"), insert.bind("d")]
+    )
+    assert [results[0].meta["last_row_id"], results[2].meta["last_row_id"]] == [3, 4]
+    assert (await insert.bind("e").all()).meta["last_row_id"] == 5
+
+
+async def test_a_number_bound_where_no_type_is_known_stays_a_number(db: D1Database, backend: Backend) -> None:
+    # PostgreSQL types a parameter nothing around it types as text: a number stays a number.
+    row = await db.prepare("SELECT ? AS i, ? AS r, ? AS s, ?1 AS again").bind(5, 1.5, "t").first()
+    assert row == {"i": 5, "r": 1.5, "s": "t", "again": 5}
+    assert type(row["i"]) is int and type(row["again"]) is int
+    await make_items(db)
+    await db.prepare("INSERT INTO items (id, name) VALUES (?, ?)").bind(1, 42).run()
+    # Where the column says text, the number is text, as before.
+    assert await db.prepare("SELECT name FROM items WHERE name = ?").bind(42).first("name") == "42"
 
 
 OTHER_TYPES = {

@@ -10,6 +10,7 @@ import pytest
 from bindingd_client.proto import database_pb2
 from hypothesis import given
 from hypothesis import strategies as st
+from pglast import parser as pg_parser
 
 from bindingd.errors import BindingdError, Reason
 from bindingd.providers.base import SqlMeta
@@ -117,9 +118,118 @@ def test_translation_never_breaks_on_arbitrary_text(sql: str) -> None:
     for dialect in ("postgres", "mysql"):
         numbers = parameter_numbers(sql, dialect)  # type: ignore[arg-type]
         values = list(range(max(numbers, default=0)))
-        translated, params = translate(sql, dialect, values)  # type: ignore[arg-type]
+        try:
+            translated, params = translate(sql, dialect, values)  # type: ignore[arg-type]
+        except BindingdError as e:
+            # PostgreSQL's lexer reads it otherwise (or not at all): refused, never sent.
+            assert dialect == "postgres" and e.reason is Reason.SQL_ERROR
+            continue
         assert len(params) == (len(numbers) if dialect == "mysql" else len(values))
         assert translated.count("?") == sql.count("?") - len(numbers)
+
+
+# Pieces PostgreSQL's lexer and a hand scanner easily read differently.
+ODD_PIECES = [
+    "$$",
+    "$tag$",
+    "$a$",
+    "a$$$",
+    "a$",
+    "$1",
+    "E'",
+    "e'",
+    "U&'",
+    'U&"',
+    "'",
+    "''",
+    "\\'",
+    '"',
+    '""',
+    "/*",
+    "*/",
+    "--",
+    "\n",
+    ";",
+    "?",
+    "?1",
+    "?12",
+    " ",
+    "x",
+    "é",
+    "E'\\''",
+    "B'",
+    "X'",
+    "1",
+    ".",
+]
+
+
+@given(st.lists(st.sampled_from(ODD_PIECES), max_size=14).map("".join))
+def test_postgres_translation_is_what_postgres_reads_or_refused(sql: str) -> None:
+    """What is sent is what PostgreSQL's own lexer reads: a `$N` exactly where each `?` was,
+    and every `?` that PostgreSQL sees outside literals and comments was translated."""
+    numbers = parameter_numbers(sql, "postgres")
+    try:
+        translated, _ = translate(sql, "postgres", list(range(max(numbers, default=0))))
+    except BindingdError as e:
+        assert e.reason is Reason.SQL_ERROR
+        return
+    scanned = pg_parser.scan(translated)
+    assert [translated[t.start : t.end + 1] for t in scanned if t.name == "PARAM"] == [
+        f"${n}" for n in numbers
+    ]
+    assert not [t for t in scanned if t.name in ("Op", "ASCII_63") and "?" in translated[t.start : t.end + 1]]
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        # `a$$$` is a name (`$` continues identifiers): no dollar quote opens there.
+        ("SELECT 1 AS a$$$, ?", "SELECT 1 AS a$$$, $1"),
+        ("SELECT $$ ? $$, ?", "SELECT $$ ? $$, $1"),
+        ("SELECT $tag$ ?; $x$ ? $tag$, ?", "SELECT $tag$ ?; $x$ ? $tag$, $1"),
+        ("SELECT E'\\'?', ?", "SELECT E'\\'?', $1"),
+        ("SELECT U&'d?' UESCAPE '!', ?", "SELECT U&'d?' UESCAPE '!', $1"),
+        ("SELECT /* /* ? */ ? */ ?", "SELECT /* /* ? */ ? */ $1"),
+        ('SELECT "quoted""?ident", ?', 'SELECT "quoted""?ident", $1'),
+        ("SELECT ? --", "SELECT $1 --"),
+        ("SELECT ? -- ?", "SELECT $1 -- ?"),
+    ],
+)
+def test_postgres_odd_quoting_reads_as_postgres_reads_it(sql: str, expected: str) -> None:
+    assert translate(sql, "postgres", [1])[0] == expected
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT $1",  # PostgreSQL's own parameter syntax: not D1's
+        "SELECT a?",  # `a$1` would be one name to PostgreSQL
+        "SELECT 'unterminated ?",
+        "SELECT $$ ?",
+    ],
+)
+def test_postgres_statements_its_lexer_reads_otherwise_are_refused(sql: str) -> None:
+    values = list(range(max(parameter_numbers(sql, "postgres"), default=0)))
+    with pytest.raises(BindingdError) as refused:
+        translate(sql, "postgres", values)
+    assert refused.value.reason is Reason.SQL_ERROR
+
+
+def test_postgres_scripts_split_where_postgres_splits() -> None:
+    script = "SELECT 1 AS a$$$; SET default_transaction_read_only=off; COMMIT; INSERT INTO t VALUES (1)"
+    assert split_script(script, "postgres") == [
+        "SELECT 1 AS a$$$",
+        "SET default_transaction_read_only=off",
+        "COMMIT",
+        "INSERT INTO t VALUES (1)",
+    ]
+    body = "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END"
+    assert split_script(f"{body}; SELECT 3", "postgres") == [body, "SELECT 3"]
+    # A script the grammar refuses is split at the lexer's `;` (the server names the mistake).
+    assert split_script("FOO BAR; /* x; */ ; SELECT 1 -- c", "postgres") == ["FOO BAR", "SELECT 1 -- c"]
+    with pytest.raises(BindingdError, match="cannot read the script"):
+        split_script("SELECT 'x; SELECT 2", "postgres")
 
 
 def test_rows_and_meta_are_built_in_place_as_the_contract_says() -> None:
