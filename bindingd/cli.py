@@ -383,7 +383,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if endpoint is None:
             return code
         try:
-            child = subprocess.Popen(cmd, env={**os.environ, "BINDINGD_ENDPOINT": endpoint})
+            # The command's clients refuse a daemon of another env than BINDINGD_ENV: with --env,
+            # the variable says the env this daemon serves.
+            served = {"BINDINGD_ENV": args.env} if args.env else {}
+            child = subprocess.Popen(cmd, env={**os.environ, "BINDINGD_ENDPOINT": endpoint, **served})
         except OSError as e:
             _fail(f"cannot run {cmd[0]!r}: {e.strerror}")
             # The shell's codes: 127 not found, 126 found but not executable.

@@ -2,7 +2,8 @@
 
 One grpc.aio server listens on the project's unix socket (0600 in a 0700 folder). With
 `--listen`, a second server on loopback TCP serves the same service objects behind a bearer
-token check. SIGTERM/SIGINT drain in-flight calls within the grace period and exit 0; SIGHUP
+token check, with its own limits on connections (see `tcp_server_options`).
+SIGTERM/SIGINT drain in-flight calls within the grace period and exit 0; SIGHUP
 reloads the config and keeps the old one when the new one is bad.
 """
 
@@ -13,6 +14,7 @@ import contextlib
 import hashlib
 import ipaddress
 import os
+import resource
 import secrets
 import signal
 import socket
@@ -38,7 +40,7 @@ from grpc_reflection.v1alpha import reflection
 
 from bindingd.config import Config, ConfigError
 from bindingd.runtime import SERVING, UNKNOWN, Runtime
-from bindingd.server.auth import BearerTokenInterceptor
+from bindingd.server.auth import BearerTokenInterceptor, check_token
 from bindingd.server.bindings import BindingsService
 from bindingd.server.calls import add_service
 from bindingd.server.database import DatabaseService
@@ -66,6 +68,11 @@ SERVER_OPTIONS = [
     ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
     ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
 ]
+# TCP peers: a connection must send its HTTP/2 settings this soon, and is closed after this long
+# without a call; each may have this many calls open at once (more wait in the client).
+HANDSHAKE_TIMEOUT_MS = 5_000
+TCP_IDLE_MS = 120_000
+TCP_MAX_STREAMS = 1_000
 SERVICE_NAMES = (
     kv_pb2.DESCRIPTOR.services_by_name["KV"].full_name,
     objects_pb2.DESCRIPTOR.services_by_name["Objects"].full_name,
@@ -137,17 +144,80 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 def load_or_create_token(runtime_dir: Path, given: str | None) -> str:
-    """The TCP bearer token: the one given (BINDINGD_TOKEN), else .bindingd/token (0600)."""
-    if given:
-        return given
+    """The TCP bearer token: the one given (BINDINGD_TOKEN), else .bindingd/token, created 0600.
+
+    A blank token is refused (it would let `Bearer ` through), and so is a token file that is
+    not this user's own regular 0600 file: whoever else could write or read it knows the token.
+    """
+    if given:  # an empty variable counts as unset; one of spaces is a mistake
+        try:
+            return check_token(given, "BINDINGD_TOKEN")
+        except ValueError as e:
+            raise ServeError(f"{e}: unset it to use .bindingd/token (generated), or set a real token") from e
     path = runtime_dir / "token"
-    if path.exists():
-        return path.read_text().strip()
-    token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    return token
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        token = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        return token
+    except OSError as e:
+        why = "it is a symlink" if path.is_symlink() else e.strerror
+        raise ServeError(f"cannot use the TCP token {path}: {why}; remove it to have a new one made") from e
+    try:
+        info = os.fstat(fd)
+        problem = (
+            "is not a regular file"
+            if not stat.S_ISREG(info.st_mode)
+            else f"belongs to uid {info.st_uid}, not to this user"
+            if info.st_uid != os.getuid()
+            else f"has mode {stat.S_IMODE(info.st_mode):o}, not 600"
+            if stat.S_IMODE(info.st_mode) != 0o600
+            else None
+        )
+        text = os.read(fd, 4096).decode("utf-8", errors="replace").strip() if problem is None else ""
+    finally:
+        os.close(fd)
+    if problem is None:
+        try:
+            return check_token(text, str(path))
+        except ValueError as e:
+            problem = str(e).removeprefix(f"the TCP token from {path} ")
+    raise ServeError(
+        f"not using the TCP token {path}: it {problem}, so it may be known to others; "
+        "remove it to have a new one made (clients then need the new one)"
+    )
+
+
+def raise_descriptor_limit() -> None:
+    """Lift the soft limit on open files to the hard one: each TCP or unix connection, socket and
+    backend connection takes a descriptor, and at the usual soft 1024 a crowd of idle TCP peers
+    left none for the owner's unix socket."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def tcp_server_options() -> list[tuple[str, int]]:
+    """The TCP listener's limits, so that what its peers do cannot use up the daemon (the unix
+    socket has its own server and stays usable).
+
+    Connections are capped at a quarter of the descriptor limit (bounded to 64-1024), and one
+    that has not sent its HTTP/2 settings within HANDSHAKE_TIMEOUT_MS, or has had no call for
+    TCP_IDLE_MS, is closed (a grpc client reconnects on its next call). Streams per connection
+    are bounded too: each holds a flow-control window of unread bytes until it is answered.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    descriptors = 1 << 20 if soft == resource.RLIM_INFINITY else soft
+    return [
+        ("grpc.max_allowed_incoming_connections", max(64, min(1024, descriptors // 4))),
+        ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
+        ("grpc.max_connection_idle_ms", TCP_IDLE_MS),
+        ("grpc.max_concurrent_streams", TCP_MAX_STREAMS),
+    ]
 
 
 def _private_dir(path: Path) -> None:
@@ -217,6 +287,7 @@ class Daemon:
         self._background: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._endpoint_file = config.runtime_dir / "endpoint"
+        self._listen_file = config.runtime_dir / "listen"
         self._advertised = False
         self._bound = False
 
@@ -232,8 +303,10 @@ class Daemon:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _build_server(self, interceptors: list[grpc.aio.ServerInterceptor]) -> grpc.aio.Server:
-        server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
+    def _build_server(
+        self, interceptors: list[grpc.aio.ServerInterceptor], options: list[tuple[str, int]] | None = None
+    ) -> grpc.aio.Server:
+        server = grpc.aio.server(options=[*SERVER_OPTIONS, *(options or [])], interceptors=interceptors)
         add_service(server, KVService(self.runtime), kv_pb2.DESCRIPTOR.services_by_name["KV"])
         add_service(server, VarsService(self.runtime), vars_pb2.DESCRIPTOR.services_by_name["Vars"])
         add_service(server, ObjectsService(self.runtime), objects_pb2.DESCRIPTOR.services_by_name["Objects"])
@@ -273,6 +346,8 @@ class Daemon:
                 f"--socket {self.socket_path}: the folder {self.socket_path.parent} does not exist"
             )
         _claim_socket(self.socket_path)
+        raise_descriptor_limit()
+        token = load_or_create_token(config.runtime_dir, self.options.token) if self.options.listen else ""
         await self.runtime.start()
 
         unix_server = self._build_server([])
@@ -283,8 +358,9 @@ class Daemon:
             _bind(unix_server, f"unix://{self.socket_path}")
             self._bound = True
             if self.options.listen:
-                token = load_or_create_token(config.runtime_dir, self.options.token)
-                tcp_server = self._build_server([BearerTokenInterceptor(token, self.options.listen)])
+                tcp_server = self._build_server(
+                    [BearerTokenInterceptor(token, self.options.listen)], tcp_server_options()
+                )
                 self._servers.append(tcp_server)
                 _bind(tcp_server, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
             for server in self._servers:
@@ -296,6 +372,13 @@ class Daemon:
         self._advertised = self.options.advertise and self._may_advertise()
         if self._advertised:
             self._endpoint_file.write_text(f"{self._endpoint}\n")
+            # Where this daemon listens on TCP: a client given that address sends the project's
+            # token there, and nowhere else (gone again at shutdown, as the endpoint is).
+            if self.options.listen:
+                self._listen_file.write_text(f"{self.options.listen}\n")
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    self._listen_file.unlink()
         log.info(
             "serving",
             env=config.env,
@@ -371,6 +454,8 @@ class Daemon:
         with contextlib.suppress(FileNotFoundError):
             if self._advertised and self._endpoint_file.read_text().strip() == self._endpoint:
                 self._endpoint_file.unlink()
+                with contextlib.suppress(FileNotFoundError):
+                    self._listen_file.unlink()
         # grpc's stop() cancels requests that reached the socket but not yet a handler, so keep
         # serving until calls have stopped arriving for a moment (bounded by the grace period).
         runtime = self.runtime

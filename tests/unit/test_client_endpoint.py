@@ -95,16 +95,39 @@ def test_tcp_token_from_the_file_beside_the_endpoint(tmp_path):
     assert resolve_endpoint(cwd=nested) == ("127.0.0.1:7000", "s3cret")
 
 
-def test_tcp_endpoint_from_env_finds_the_token_file_walking_up(tmp_path, monkeypatch):
-    write_state(tmp_path, token="walked")
+def test_tcp_endpoint_from_env_gets_the_project_token_where_the_daemon_listens(tmp_path, monkeypatch):
+    state = write_state(tmp_path, token="walked")
+    (state / "listen").write_text("127.0.0.1:7000\n")
     nested = tmp_path / "a"
     nested.mkdir()
     monkeypatch.setenv("BINDINGD_ENDPOINT", "127.0.0.1:7000")
     assert resolve_endpoint(cwd=nested) == ("127.0.0.1:7000", "walked")
+    # Anywhere else, the project's token stays home.
+    monkeypatch.setenv("BINDINGD_ENDPOINT", "127.0.0.1:7001")
+    assert resolve_endpoint(cwd=nested) == ("127.0.0.1:7001", None)
+    (state / "listen").unlink()
+    monkeypatch.setenv("BINDINGD_ENDPOINT", "127.0.0.1:7000")
+    assert resolve_endpoint(cwd=nested) == ("127.0.0.1:7000", None)
+
+
+def test_an_explicit_token_never_goes_to_a_found_endpoint(tmp_path, monkeypatch):
+    write_state(tmp_path, endpoint="127.0.0.1:7000")
+    monkeypatch.setenv("BINDINGD_TOKEN", "env")
+    assert resolve_endpoint(cwd=tmp_path) == ("127.0.0.1:7000", None)
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\n\t "])
+def test_a_blank_token_is_never_sent(tmp_path, monkeypatch, blank):
+    write_state(tmp_path, endpoint="127.0.0.1:7000", token=blank)
+    assert resolve_endpoint(cwd=tmp_path) == ("127.0.0.1:7000", None)
+    monkeypatch.setenv("BINDINGD_TOKEN", blank)
+    assert resolve_endpoint("127.0.0.1:7000", blank, cwd=tmp_path) == ("127.0.0.1:7000", None)
 
 
 def test_tcp_token_env_beats_the_token_file(tmp_path, monkeypatch):
-    write_state(tmp_path, endpoint="127.0.0.1:7000", token="file")
+    state = write_state(tmp_path, token="file")
+    (state / "listen").write_text("127.0.0.1:7000\n")
+    monkeypatch.setenv("BINDINGD_ENDPOINT", "127.0.0.1:7000")
     monkeypatch.setenv("BINDINGD_TOKEN", "env")
     assert resolve_endpoint(cwd=tmp_path) == ("127.0.0.1:7000", "env")
 

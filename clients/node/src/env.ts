@@ -9,8 +9,10 @@ import { D1Database } from "./d1.js";
 import { KVNamespace } from "./kv.js";
 import { Queue } from "./queue.js";
 import { R2Bucket } from "./r2.js";
-import { BindingError, DaemonUnavailable, START_HINT } from "./errors.js";
-import { type ConnectOptions, Transport, resolveEndpoint } from "./transport.js";
+import { BindingError, DaemonUnavailable, START_HINT, WrongEnv } from "./errors.js";
+import { type ConnectOptions, ENDPOINT_ENV, Transport, resolveEndpoint } from "./transport.js";
+
+const ENV_VARIABLE = "BINDINGD_ENV";
 
 /**
  * How long `connect()` waits for the daemon to answer. A missing socket or a refused port fails
@@ -23,6 +25,15 @@ const CONNECT_TIMEOUT_MS = 10_000;
 export interface EnvConnectOptions extends ConnectOptions {
   /** Milliseconds to wait for the daemon's list of bindings (default 10000). */
   timeoutMs?: number;
+  /** The env the daemon must serve (default `BINDINGD_ENV`); another one is a WrongEnv error. */
+  env?: string;
+}
+
+/** The env the caller asked for and where it said so; null when any env will do. */
+function wantedEnv(env: string | undefined): { name: string; askedBy: string } | null {
+  if (env) return { name: env, askedBy: "connect({ env })" };
+  const fromVariable = (process.env[ENV_VARIABLE] ?? "").trim();
+  return fromVariable ? { name: fromVariable, askedBy: ENV_VARIABLE } : null;
 }
 
 /** Builds the object serving one binding type: `new cls(transport, bindingName)`. */
@@ -56,9 +67,22 @@ export interface EnvHandle {
 /** The default shape of `env` when the caller does not describe its bindings. */
 export type Bindings = Record<string, unknown>;
 
-async function buildEnv<E extends object>(transport: Transport, timeoutMs: number): Promise<E & EnvHandle> {
+async function buildEnv<E extends object>(
+  transport: Transport,
+  timeoutMs: number,
+  wanted: { name: string; askedBy: string } | null,
+): Promise<E & EnvHandle> {
   const deadline = Date.now() + timeoutMs;
   const listing: ListBindingsResponse = await transport.unary(BindingsService.list, {}, { deadline });
+  if (wanted !== null && listing.env !== wanted.name) {
+    // Talking to dev while staging was asked for would read and write the wrong data.
+    throw new WrongEnv(
+      `the bindingd daemon at ${transport.target} serves env "${listing.env}", not "${wanted.name}" ` +
+        `(asked for by ${wanted.askedBy}); start one for it (bindingd serve --env ${wanted.name}, or ` +
+        `bindingd run --env ${wanted.name} -- ...) and point ${ENDPOINT_ENV} at it, or ask for "${listing.env}"`,
+      { env: listing.env },
+    );
+  }
   const { values } = await transport.unary(VarsService.getAll, {}, { deadline });
   const env: Record<string, unknown> = {};
   Object.defineProperty(env, "close", { value: () => transport.close(), enumerable: false, writable: true });
@@ -78,18 +102,21 @@ async function buildEnv<E extends object>(transport: Transport, timeoutMs: numbe
  *
  * The endpoint comes from `options.endpoint`, then `BINDINGD_ENDPOINT`, then the
  * `.bindingd/endpoint` file the daemon writes beside its config (searched upwards from the
- * working directory); a TCP endpoint also needs the token (`BINDINGD_TOKEN` or
- * `.bindingd/token`). Throws DaemonUnavailable when there is no daemon to talk to.
+ * working directory up to the project's root); a TCP endpoint also needs the token (see
+ * `resolveEndpoint` for which one goes where). Throws DaemonUnavailable when there is no daemon
+ * to talk to, and its subclass WrongEnv when `options.env` (default `BINDINGD_ENV`) is given and
+ * the daemon serves another env.
  */
 export async function connect<E extends object = Bindings>(options: EnvConnectOptions = {}): Promise<E & EnvHandle> {
   const timeoutMs = options.timeoutMs ?? CONNECT_TIMEOUT_MS;
   if (typeof timeoutMs !== "number" || !(timeoutMs > 0)) {
     throw new TypeError(`timeoutMs must be a positive number of milliseconds, not ${String(timeoutMs)}`);
   }
+  const wanted = wantedEnv(options.env);
   const { target, token } = resolveEndpoint(options);
   const transport = new Transport(target, token);
   try {
-    return await buildEnv<E>(transport, timeoutMs);
+    return await buildEnv<E>(transport, timeoutMs, wanted);
   } catch (error) {
     transport.close();
     // Only gRPC's own deadline (no ErrorInfo): a daemon's BackendTimeout keeps its class.

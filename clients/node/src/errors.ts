@@ -81,6 +81,15 @@ export class DaemonUnavailable extends BindingError {
   static override readonly defaultReason: string = "DAEMON_UNAVAILABLE";
 }
 
+/**
+ * The daemon found serves another env than the one asked for (`connect({ env })` or
+ * `BINDINGD_ENV`). Thrown by the client, never sent by the daemon; a DaemonUnavailable, since
+ * no daemon serving the env asked for could be reached.
+ */
+export class WrongEnv extends DaemonUnavailable {
+  static override readonly defaultReason: string = "WRONG_ENV";
+}
+
 type ErrorClass = typeof BindingError;
 
 export const REASONS: ReadonlyMap<string, ErrorClass> = new Map(

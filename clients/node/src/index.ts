@@ -18,6 +18,7 @@ export {
   PreconditionFailed,
   SqlError,
   WrongBindingType,
+  WrongEnv,
 } from "./errors.js";
 export {
   KVNamespace,

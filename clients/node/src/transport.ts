@@ -3,7 +3,16 @@
  * definition from the generated code (path, serializer, deserializer) and a request to one of
  * the four call shapes here, and every gRPC failure is translated by `errorFromRpc`.
  */
-import { existsSync, readFileSync, statSync } from "node:fs";
+import {
+  type Stats,
+  closeSync,
+  constants as fsConstants,
+  fstatSync,
+  lstatSync,
+  openSync,
+  readFileSync,
+  statSync,
+} from "node:fs";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import {
   type CallOptions,
@@ -18,6 +27,7 @@ import { BindingError, DaemonUnavailable, START_HINT, errorFromRpc } from "./err
 export const ENDPOINT_ENV = "BINDINGD_ENDPOINT";
 export const TOKEN_ENV = "BINDINGD_TOKEN";
 const STATE_DIR = ".bindingd";
+const CONFIG_FILE = "bindingd.yaml";
 /** Initial metadata by which the daemon accepts the header of a client stream (see `upload`). */
 export const HEADER_ACCEPTED = "x-bindingd-header-accepted";
 /** KV values are <= 25 MiB; leave room for the envelope. Same as the Python client. */
@@ -34,29 +44,108 @@ export interface MethodDefinition<Req, Res> {
 export interface ConnectOptions {
   /** `unix:///abs/path`, `/abs/path` or `host:port`; default `BINDINGD_ENDPOINT`, then `.bindingd/endpoint`. */
   endpoint?: string;
-  /** The bearer token for a TCP endpoint; default `BINDINGD_TOKEN`, then `.bindingd/token`. */
+  /** The bearer token for a TCP endpoint given by `endpoint` or `BINDINGD_ENDPOINT`; default
+   * `BINDINGD_TOKEN`, then the project's `.bindingd/token` if its daemon listens there. */
   token?: string;
-  /** Where to start looking for `.bindingd/endpoint`; default the working directory. */
+  /** Where to start looking for `.bindingd/endpoint` (up to the project's root); default the working directory. */
   cwd?: string;
 }
 
-function findUp(start: string, name: string): string | null {
+/** Whether a file or folder is this user's own and others cannot write it. */
+function trusted(info: Stats): boolean {
+  return info.uid === process.getuid!() && (info.mode & 0o022) === 0;
+}
+
+/** Why `path` is not used: someone else could have written it (a planted endpoint would
+ * receive this project's calls, and with them its token). */
+function untrusted(path: string, info: Stats, what: string): DaemonUnavailable {
+  const why =
+    info.uid !== process.getuid!()
+      ? `it belongs to uid ${info.uid}, not to you (uid ${process.getuid!()})`
+      : `others may write to it (mode ${(info.mode & 0o7777).toString(8)})`;
+  return new DaemonUnavailable(
+    `not using ${path}: ${why}, so it may not be your daemon's ${what}; remove it, or set ${ENDPOINT_ENV}; ${START_HINT}`,
+  );
+}
+
+/** `directory/.bindingd` if there is one, after checking that it is this user's own folder. */
+function stateDir(directory: string): string | null {
+  const path = join(directory, STATE_DIR);
+  let info: Stats;
+  try {
+    info = lstatSync(path);
+  } catch {
+    return null;
+  }
+  if (!info.isDirectory()) return null; // a file or symlink named .bindingd is no daemon's
+  if (!trusted(info)) throw untrusted(path, info, "state folder");
+  return path;
+}
+
+/**
+ * The trimmed text of `path`, null if it is missing or not a regular file; throws when it is
+ * someone else's or writable by others. Opened without following a symlink and checked on the
+ * open file, so it cannot be swapped between the check and the read.
+ */
+function readTrusted(path: string, what: string): string | null {
+  let fd: number;
+  try {
+    fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") return null;
+    if (code === "ELOOP") throw new DaemonUnavailable(`not using ${path}: it is a symlink; ${START_HINT}`);
+    throw new DaemonUnavailable(`cannot read ${path}: ${code ?? String(error)}; ${START_HINT}`);
+  }
+  try {
+    const info = fstatSync(fd);
+    if (!info.isFile()) return null;
+    if (!trusted(info)) throw untrusted(path, info, what);
+    return readFileSync(fd, "utf8").trim();
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * The nearest `.bindingd` folder from `start` upwards, not above the project's root (the folder
+ * of `bindingd.yaml`): a folder outside the project is not this project's daemon.
+ */
+function projectState(start: string): string | null {
   let directory = resolve(start);
   for (;;) {
-    const candidate = join(directory, STATE_DIR, name);
-    if (existsSync(candidate) && statSync(candidate).isFile()) return candidate;
+    const state = stateDir(directory);
+    if (state !== null || isFile(join(directory, CONFIG_FILE))) return state;
     const parent = dirname(directory);
     if (parent === directory) return null;
     directory = parent;
   }
 }
 
-function readTrimmed(path: string): string {
+function isFile(path: string): boolean {
   try {
-    return readFileSync(path, "utf8").trim();
+    return statSync(path).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** A token worth sending: a blank one never is (the daemon refuses it anyway). */
+function cleanToken(token: string | null | undefined): string | null {
+  return token?.trim() || null;
+}
+
+/** The project's token, if its daemon says (in `.bindingd/listen`) that it listens at `target`. */
+function projectTokenFor(start: string, target: string): string | null {
+  try {
+    const state = projectState(start);
+    if (state === null) return null;
+    const listen = readTrusted(join(state, "listen"), "TCP address");
+    if (!listen || normalizeEndpoint(listen).target !== target) return null;
+    return cleanToken(readTrusted(join(state, "token"), "token"));
   } catch (error) {
-    const why = (error as NodeJS.ErrnoException).code ?? String(error);
-    throw new DaemonUnavailable(`cannot read ${path}: ${why}; ${START_HINT}`);
+    if (error instanceof DaemonUnavailable) return null; // the daemon's refusal will say what to do
+    throw error;
   }
 }
 
@@ -88,36 +177,37 @@ export function normalizeEndpoint(raw: string): { target: string; tcp: boolean }
 }
 
 /**
- * Where the daemon listens, as a gRPC target and the token (only for TCP: a unix socket is
- * protected by its mode). Order: the options, then the environment variables, then the
- * `.bindingd/endpoint` (and `.bindingd/token`) the daemon writes, found by walking up.
+ * Where the daemon listens, as a gRPC target and the token. The endpoint is `options.endpoint`,
+ * else `BINDINGD_ENDPOINT`, else the `.bindingd/endpoint` the daemon writes beside its config,
+ * found by walking up but not past the project's root, and only from a folder and file of this
+ * user's that others cannot write.
+ *
+ * A token goes only where it belongs, and only to TCP (a unix socket is protected by its mode):
+ * `options.token` or `BINDINGD_TOKEN` to an endpoint given the same way; the project's
+ * `.bindingd/token` to the endpoint in the `.bindingd/endpoint` beside it, or to the address in
+ * `.bindingd/listen` beside it (written by the daemon while it listens there).
  */
 export function resolveEndpoint(options: ConnectOptions = {}): { target: string; token: string | null } {
   const start = resolve(options.cwd ?? process.cwd());
-  let endpointDir: string | null = null;
-  let raw = options.endpoint || process.env[ENDPOINT_ENV] || null;
-  if (raw === null) {
-    const found = findUp(start, "endpoint");
-    if (found === null) {
-      throw new DaemonUnavailable(
-        `no bindingd daemon found: ${ENDPOINT_ENV} is not set and there is no ` +
-          `${STATE_DIR}/endpoint in ${start} or its parents; ${START_HINT}`,
-      );
-    }
-    raw = readTrimmed(found);
-    if (!raw) throw new DaemonUnavailable(`${found} is empty; ${START_HINT}`);
-    endpointDir = dirname(found);
+  const raw = options.endpoint || process.env[ENDPOINT_ENV] || null;
+  if (raw !== null) {
+    const { target, tcp } = normalizeEndpoint(raw);
+    if (!tcp) return { target, token: null };
+    const token = cleanToken(options.token) ?? cleanToken(process.env[TOKEN_ENV]) ?? projectTokenFor(start, target);
+    return { target, token };
   }
-  const { target, tcp } = normalizeEndpoint(raw);
+  const state = projectState(start);
+  const found = state !== null ? readTrusted(join(state, "endpoint"), "endpoint") : null;
+  if (found === null) {
+    const where = state !== null ? `in ${state}` : `in ${start} or its parents (up to the project's root)`;
+    throw new DaemonUnavailable(
+      `no bindingd daemon found: ${ENDPOINT_ENV} is not set and there is no ${STATE_DIR}/endpoint ${where}; ${START_HINT}`,
+    );
+  }
+  if (!found) throw new DaemonUnavailable(`${join(state!, "endpoint")} is empty; ${START_HINT}`);
+  const { target, tcp } = normalizeEndpoint(found);
   if (!tcp) return { target, token: null };
-  let token = options.token || process.env[TOKEN_ENV] || null;
-  if (token === null) {
-    // Prefer the token beside the endpoint file that named this daemon.
-    let tokenFile = endpointDir !== null ? join(endpointDir, "token") : null;
-    if (tokenFile === null || !existsSync(tokenFile)) tokenFile = findUp(start, "token");
-    if (tokenFile !== null) token = readTrimmed(tokenFile) || null;
-  }
-  return { target, token };
+  return { target, token: cleanToken(readTrusted(join(state!, "token"), "token")) };
 }
 
 /** A gRPC channel to the daemon with the four call shapes the bindings use. */

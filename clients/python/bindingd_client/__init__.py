@@ -24,6 +24,7 @@ from .errors import (
     PreconditionFailed,
     SqlError,
     WrongBindingType,
+    WrongEnv,
 )
 from .kv import KVNamespace, KVNamespaceSync
 from .objects import (
@@ -92,6 +93,7 @@ __all__ = [
     "SyncEnv",
     "UnsupportedBinding",
     "WrongBindingType",
+    "WrongEnv",
     "__version__",
     "connect",
     "connect_sync",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ T = TypeVar("T")
 ENDPOINT_ENV = "BINDINGD_ENDPOINT"
 TOKEN_ENV = "BINDINGD_TOKEN"
 STATE_DIR = ".bindingd"
+CONFIG_FILE = "bindingd.yaml"
 # Initial metadata by which the daemon accepts the header of a client stream (see `upload`).
 HEADER_ACCEPTED = "x-bindingd-header-accepted"
 MAX_MESSAGE = 64 * 1024 * 1024  # KV values are <= 25 MiB; leave room for the envelope.
@@ -90,22 +92,6 @@ class Call(Generic[T]):
     parse: Callable[[Any], T]
 
 
-def _find_up(start: Path, name: str) -> Path | None:
-    """The nearest ``.bindingd/<name>`` file in ``start`` or a parent directory."""
-    for directory in (start, *start.parents):
-        candidate = directory / STATE_DIR / name
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise DaemonUnavailable(f"cannot read {path}: {exc.strerror or exc}; {START_HINT}") from None
-
-
 def normalize_endpoint(endpoint: str) -> tuple[str, bool]:
     """The gRPC target for an endpoint, and whether it is TCP (which needs the token)."""
     endpoint = endpoint.strip()
@@ -131,41 +117,132 @@ def normalize_endpoint(endpoint: str) -> tuple[str, bool]:
     return endpoint, True
 
 
+def _untrusted(path: Path, info: os.stat_result, what: str) -> DaemonUnavailable:
+    """Why `path` is not used: someone else could have written it (a planted endpoint would
+    receive this project's calls, and with them its token)."""
+    if info.st_uid != os.getuid():
+        why = f"it belongs to uid {info.st_uid}, not to you (uid {os.getuid()})"
+    else:
+        why = f"others may write to it (mode {stat.S_IMODE(info.st_mode):o})"
+    return DaemonUnavailable(
+        f"not using {path}: {why}, so it may not be your daemon's {what}; remove it, or set "
+        f"{ENDPOINT_ENV}; {START_HINT}"
+    )
+
+
+def _trusted(info: os.stat_result) -> bool:
+    return info.st_uid == os.getuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _state_dir(directory: Path) -> Path | None:
+    """``directory/.bindingd`` if there is one, after checking that it is this user's own folder."""
+    path = directory / STATE_DIR
+    try:
+        info = path.lstat()
+    except OSError:
+        return None
+    if not stat.S_ISDIR(info.st_mode):
+        return None  # a file or symlink named .bindingd is no daemon's
+    if not _trusted(info):
+        raise _untrusted(path, info, "state folder")
+    return path
+
+
+def _read_trusted(path: Path, what: str) -> str | None:
+    """The stripped text of `path`, None if it is missing or not a regular file; raises when it is
+    someone else's or writable by others. Opened without following a symlink, and checked on the
+    open file, so it cannot be swapped between the check and the read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if path.is_symlink():
+            raise DaemonUnavailable(f"not using {path}: it is a symlink; {START_HINT}") from None
+        raise DaemonUnavailable(f"cannot read {path}: {exc.strerror or exc}; {START_HINT}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        if not _trusted(info):
+            raise _untrusted(path, info, what)
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks).decode("utf-8", errors="replace").strip()
+    finally:
+        os.close(fd)
+
+
+def _project_state(start: Path) -> Path | None:
+    """The nearest ``.bindingd`` folder from `start` upwards, not above the project's root (the
+    folder of ``bindingd.yaml``): a folder outside the project is not this project's daemon."""
+    for directory in (start, *start.parents):
+        state = _state_dir(directory)
+        if state is not None or (directory / CONFIG_FILE).is_file():
+            return state
+    return None
+
+
+def _clean_token(token: str | None) -> str | None:
+    """A token worth sending: a blank one never is (the daemon refuses it anyway)."""
+    return (token.strip() or None) if token else None
+
+
+def _project_token_for(start: Path, target: str) -> str | None:
+    """The project's token, if its daemon says (in ``.bindingd/listen``) that it listens at `target`."""
+    try:
+        state = _project_state(start)
+        if state is None:
+            return None
+        listen = _read_trusted(state / "listen", "TCP address")
+        if not listen or normalize_endpoint(listen)[0] != target:
+            return None
+        return _clean_token(_read_trusted(state / "token", "token"))
+    except DaemonUnavailable:
+        return None  # no token of ours to send there: the daemon's refusal will say what to do
+
+
 def resolve_endpoint(
     endpoint: str | None = None, token: str | None = None, cwd: str | os.PathLike[str] | None = None
 ) -> tuple[str, str | None]:
     """Where the daemon listens, as ``(grpc target, token or None)``.
 
-    Order: the arguments, then ``BINDINGD_ENDPOINT`` / ``BINDINGD_TOKEN``, then the
-    ``.bindingd/endpoint`` (and ``.bindingd/token``) the daemon writes, found by walking up from
-    ``cwd``. The token is only returned for TCP endpoints: a unix socket is protected by its mode.
+    The endpoint is the argument, else ``BINDINGD_ENDPOINT``, else the ``.bindingd/endpoint`` the
+    daemon writes beside its config, found by walking up from ``cwd`` but not past the project's
+    root, and only from a folder and file of this user's that others cannot write.
+
+    A token goes only where it belongs, and only to TCP (a unix socket is protected by its mode):
+    the argument or ``BINDINGD_TOKEN`` to an endpoint given the same way (argument or
+    ``BINDINGD_ENDPOINT``); the project's ``.bindingd/token`` to the endpoint in the
+    ``.bindingd/endpoint`` beside it, or to the address in ``.bindingd/listen`` beside it (written
+    by the daemon while it listens there).
     """
     start = Path(cwd if cwd is not None else os.getcwd()).absolute()
-    endpoint_dir: Path | None = None
     raw = endpoint or os.environ.get(ENDPOINT_ENV) or None
-    if raw is None:
-        found = _find_up(start, "endpoint")
-        if found is None:
-            raise DaemonUnavailable(
-                f"no bindingd daemon found: {ENDPOINT_ENV} is not set and there is no "
-                f"{STATE_DIR}/endpoint in {start} or its parents; {START_HINT}"
-            )
-        raw = _read(found)
-        if not raw:
-            raise DaemonUnavailable(f"{found} is empty; {START_HINT}")
-        endpoint_dir = found.parent
-    target, is_tcp = normalize_endpoint(raw)
+    if raw is not None:
+        target, is_tcp = normalize_endpoint(raw)
+        if not is_tcp:
+            return target, None
+        tok = _clean_token(token) or _clean_token(os.environ.get(TOKEN_ENV))
+        if tok is None:
+            tok = _project_token_for(start, target)
+        return target, tok
+    state = _project_state(start)
+    found = _read_trusted(state / "endpoint", "endpoint") if state is not None else None
+    if found is None:
+        where = f"in {state}" if state else f"in {start} or its parents (up to the project's root)"
+        raise DaemonUnavailable(
+            f"no bindingd daemon found: {ENDPOINT_ENV} is not set and there is no "
+            f"{STATE_DIR}/endpoint {where}; {START_HINT}"
+        )
+    if not found:
+        raise DaemonUnavailable(f"{state / 'endpoint'} is empty; {START_HINT}")
+    target, is_tcp = normalize_endpoint(found)
     if not is_tcp:
         return target, None
-    tok = token or os.environ.get(TOKEN_ENV) or None
-    if tok is None:
-        # Prefer the token beside the endpoint file that named this daemon.
-        token_file = endpoint_dir / "token" if endpoint_dir is not None else None
-        if token_file is None or not token_file.is_file():
-            token_file = _find_up(start, "token")
-        if token_file is not None:
-            tok = _read(token_file) or None
-    return target, tok
+    assert state is not None
+    return target, _clean_token(_read_trusted(state / "token", "token"))
 
 
 def _channel_options() -> list[tuple[str, Any]]:

@@ -7,12 +7,14 @@ under underscore names (``_env_name``, ``_bindings``) or a few verbs (``refresh`
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Generator, Iterator
 from types import TracebackType
 from typing import Any, NoReturn
 
+from ._transport import ENDPOINT_ENV as ENDPOINT_VARIABLE
 from ._transport import AsyncTransport, Call, SyncTransport, resolve_endpoint
-from .errors import BindingNotFound
+from .errors import BindingNotFound, WrongEnv
 from .kv import KVNamespace, KVNamespaceSync
 from .objects import R2Bucket, R2BucketSync
 from .proto import bindings_pb2, vars_pb2
@@ -23,6 +25,16 @@ from .types import BindingInfo
 __all__ = ["Env", "SyncEnv", "UnsupportedBinding", "connect", "connect_sync"]
 
 _VALUE_TYPES = ("var", "secret")
+ENV_VARIABLE = "BINDINGD_ENV"
+
+
+def _wanted_env(env: str | None) -> tuple[str, str] | None:
+    """The env the caller asked for and where it said so: the argument, else ``BINDINGD_ENV``;
+    None when it did not ask (any env will do)."""
+    if env:
+        return env, "connect(env=...)"
+    from_variable = os.environ.get(ENV_VARIABLE, "").strip()
+    return (from_variable, ENV_VARIABLE) if from_variable else None
 
 
 class UnsupportedBinding:
@@ -79,8 +91,9 @@ class _EnvBase:
     # The class serving each binding type, built as `cls(transport, binding_name)`.
     _binding_classes: dict[str, Callable[[Any, str], Any]]
 
-    def __init__(self, transport: Any) -> None:
+    def __init__(self, transport: Any, wanted_env: tuple[str, str] | None = None) -> None:
         self._transport = transport
+        self._wanted_env = wanted_env
         self._env_name = ""
         self._writes_refused = False
         self._bindings: dict[str, BindingInfo] = {}
@@ -88,6 +101,16 @@ class _EnvBase:
 
     def _apply(self, listing: bindings_pb2.ListBindingsResponse, values: dict[str, Any]) -> None:
         """Rebuild the binding objects, keeping those whose type did not change (identity stays)."""
+        if self._wanted_env is not None and listing.env != self._wanted_env[0]:
+            # Talking to dev while staging was asked for would read and write the wrong data.
+            wanted, asked_by = self._wanted_env
+            raise WrongEnv(
+                f'the bindingd daemon at {self._transport.target} serves env "{listing.env}", not '
+                f'"{wanted}" (asked for by {asked_by}); start one for it (bindingd serve --env {wanted}, '
+                f"or bindingd run --env {wanted} -- ...) and point {ENDPOINT_VARIABLE} at it, or ask for "
+                f'"{listing.env}"',
+                env=listing.env,
+            )
         old_bindings, old_values = self._bindings, self._values
         self._env_name = listing.env
         self._writes_refused = listing.writes_refused
@@ -103,6 +126,11 @@ class _EnvBase:
             else:
                 built[name] = UnsupportedBinding(name, info.type)
         self._values = built
+
+    @property
+    def env_name(self) -> str:
+        """The env the daemon serves (e.g. "dev"); a binding named ``env_name`` is ``env["env_name"]``."""
+        return self._env_name
 
     def _not_found(self, name: str) -> BindingNotFound:
         defined = ", ".join(self._bindings) or "none"
@@ -227,10 +255,11 @@ class _Connecting:
             await self._env.aclose()
 
 
-async def _connect(endpoint: str | None, token: str | None) -> Env:
+async def _connect(endpoint: str | None, token: str | None, env_name: str | None) -> Env:
+    wanted = _wanted_env(env_name)
     target, tok = resolve_endpoint(endpoint, token)
     transport = AsyncTransport(target, tok)
-    env = Env(transport)
+    env = Env(transport, wanted)
     try:
         await env.refresh()
     except BaseException:
@@ -239,24 +268,27 @@ async def _connect(endpoint: str | None, token: str | None) -> Env:
     return env
 
 
-def connect(endpoint: str | None = None, token: str | None = None) -> _Connecting:
+def connect(endpoint: str | None = None, token: str | None = None, *, env: str | None = None) -> _Connecting:
     """Connect to the daemon and read its bindings: ``env = await connect()``.
 
     ``endpoint`` / ``token`` default to ``BINDINGD_ENDPOINT`` / ``BINDINGD_TOKEN``, then to the
     ``.bindingd/endpoint`` file the daemon writes beside its config (searched upwards from the
-    working directory). Raises DaemonUnavailable when there is no daemon to talk to.
+    working directory to the project's root). Raises DaemonUnavailable when there is no daemon to
+    talk to, and its subclass WrongEnv when ``env`` (default ``BINDINGD_ENV``) is given and the
+    daemon serves another env.
     """
-    return _Connecting(lambda: _connect(endpoint, token))
+    return _Connecting(lambda: _connect(endpoint, token, env))
 
 
-def connect_sync(endpoint: str | None = None, token: str | None = None) -> SyncEnv:
+def connect_sync(endpoint: str | None = None, token: str | None = None, *, env: str | None = None) -> SyncEnv:
     """Blocking twin of :func:`connect`, for scripts and sync frameworks."""
+    wanted = _wanted_env(env)
     target, tok = resolve_endpoint(endpoint, token)
     transport = SyncTransport(target, tok)
-    env = SyncEnv(transport)
+    env_ = SyncEnv(transport, wanted)
     try:
-        env.refresh()
+        env_.refresh()
     except BaseException:
         transport.close()
         raise
-    return env
+    return env_

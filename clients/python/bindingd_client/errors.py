@@ -26,6 +26,7 @@ __all__ = [
     "PreconditionFailed",
     "SqlError",
     "WrongBindingType",
+    "WrongEnv",
     "error_from_rpc",
 ]
 
@@ -123,6 +124,14 @@ class DaemonUnavailable(BindingError):
     """No daemon was found or it cannot be reached (as opposed to a backend behind it)."""
 
     default_reason = "DAEMON_UNAVAILABLE"
+
+
+class WrongEnv(DaemonUnavailable):
+    """The daemon found serves another env than the one asked for (``connect(env=...)`` or
+    ``BINDINGD_ENV``). Raised by the client, never sent by the daemon; a DaemonUnavailable, since
+    no daemon serving the env asked for could be reached."""
+
+    default_reason = "WRONG_ENV"
 
 
 REASONS: dict[str, type[BindingError]] = {
