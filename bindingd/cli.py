@@ -16,8 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from collections.abc import Iterator, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +45,8 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bindingd", description=__doc__.splitlines()[0])
     # The installed distribution's version: pyproject.toml is its one source.
-    parser.add_argument("-V", "--version", action="version", version=f"bindingd {metadata.version('bindingd')}")
+    version = f"bindingd {metadata.version('bindingd')}"
+    parser.add_argument("-V", "--version", action="version", version=version)
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the daemon")

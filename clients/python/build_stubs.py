@@ -18,7 +18,7 @@ INIT = '"""Generated from proto/bindingd/v1 by the package build (clients/python
 
 
 def proto_root() -> Path:
-    """The folder holding bindingd/v1/*.proto: inside an sdist it is ./proto, in the repository ../../proto."""
+    """The folder holding bindingd/v1/*.proto: ./proto inside an sdist, ../../proto in the repository."""
     for candidate in (HERE / "proto", HERE.parent.parent / "proto"):
         if (candidate / "bindingd" / "v1").is_dir():
             return candidate
