@@ -2,16 +2,12 @@
 FROM python:3.11-slim
 
 WORKDIR /opt/bindingd
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY proto proto
-COPY tools tools
 COPY clients/python clients/python
 COPY bindingd bindingd
-# The stubs are generated at build time, never committed; grpcio-tools is not kept.
-RUN pip install --no-cache-dir grpcio-tools==1.85.1 \
- && python tools/gen_proto.py \
- && pip install --no-cache-dir ./clients/python . \
- && pip uninstall --yes grpcio-tools
+# The client's build generates its stubs from proto/ (grpcio-tools only in pip's build environment).
+RUN pip install --no-cache-dir ./clients/python .
 
 WORKDIR /project
 HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import grpc, sys; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; c = grpc.insecure_channel(open('.bindingd/endpoint').read().strip()); sys.exit(0 if g.HealthStub(c).Check(h.HealthCheckRequest(), timeout=2).status == h.HealthCheckResponse.SERVING else 1)"

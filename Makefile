@@ -2,38 +2,47 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
-STUBS := clients/python/bindingd_client/proto/__init__.py
+# Two stamps: `make run` needs only the daemon and the Python client (RUNTIME); `make test`, `lint`
+# and `bench` add the test and lint tools of the dev extras (DEV). Either order works.
+RUNTIME := $(VENV)/.installed-runtime
+DEV := $(VENV)/.installed-dev
+PIP := $(BIN)/pip install -qq
+# The client's build (setup.py, build_stubs.py) generates its gRPC stubs from proto/, so a changed
+# .proto installs it again.
+CLIENT_BUILD := clients/python/pyproject.toml clients/python/setup.py clients/python/build_stubs.py
 PROTOS := $(wildcard proto/bindingd/v1/*.proto)
-# The Node client: npm packages from its lock file, stubs from proto/, TypeScript built to dist/.
+# The Node client: npm packages from its lock file; its build (npm run build, also its `prepare`
+# script) generates the stubs from proto/ with buf and ts-proto and compiles TypeScript to dist/.
 NODE_DIR := clients/node
 NODE_MODULES := $(NODE_DIR)/node_modules/.installed
-NODE_GEN := $(NODE_DIR)/src/gen/bindingd/v1/kv.ts
 NODE_DIST := $(NODE_DIR)/dist/index.js
-NODE_SRC := $(wildcard $(NODE_DIR)/src/*.ts)
+NODE_SRC := $(filter-out $(NODE_DIR)/src/gen/%,$(wildcard $(NODE_DIR)/src/*.ts))
 
 .PHONY: setup run test lint bench clean node node-test
 
-setup: $(STUBS)
+setup: $(DEV)
 
-$(STAMP): pyproject.toml clients/python/pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e clients/python -e '.[dev]'
-	touch $@
+$(RUNTIME): pyproject.toml $(CLIENT_BUILD) $(PROTOS)
+	@test -d $(VENV) || { echo "creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@echo "updating pip"
+	@$(PIP) --upgrade pip
+	@echo "installing bindingd and the Python client into $(VENV) (the client's build generates its gRPC stubs)"
+	@$(PIP) -e clients/python -e .
+	@touch $@
 
-$(STUBS): $(STAMP) $(PROTOS) tools/gen_proto.py
-	$(BIN)/python tools/gen_proto.py
+$(DEV): $(RUNTIME)
+	@echo "installing the test and lint tools (the dev extras)"
+	@$(PIP) -e clients/python -e '.[dev]'
+	@touch $@
 
 $(NODE_MODULES): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@echo "installing the Node client's packages (npm ci; its prepare script builds dist/)"
 	cd $(NODE_DIR) && npm ci --no-audit --no-fund
-	touch $@
+	@touch $@
 
-$(NODE_GEN): $(STAMP) $(NODE_MODULES) $(PROTOS) tools/gen_proto.py
-	$(BIN)/python tools/gen_proto.py --node
-
-$(NODE_DIST): $(NODE_GEN) $(NODE_SRC) $(NODE_DIR)/tsconfig.json
-	cd $(NODE_DIR) && npx tsc -p tsconfig.json
+$(NODE_DIST): $(PROTOS) $(NODE_SRC) $(NODE_DIR)/tsconfig.json $(NODE_DIR)/buf.gen.yaml | $(NODE_MODULES)
+	@echo "building the Node client (stubs, then TypeScript to dist/)"
+	cd $(NODE_DIR) && npm run --silent build
 
 node: setup $(NODE_DIST)
 
@@ -42,8 +51,9 @@ node-test: node
 	cd $(NODE_DIR) && npx tsc -p test/types/tsconfig.json && BINDINGD=$(CURDIR)/$(BIN)/bindingd node --test --test-concurrency=1 test/*.test.mjs
 
 # The main job: the daemon on the example's local config, with the example worker against it.
-run: setup
-	$(BIN)/bindingd run --config examples/shop/bindingd.yaml -- $(BIN)/python examples/shop/worker.py
+run: $(RUNTIME)
+	@echo "starting the daemon on examples/shop/bindingd.yaml and running examples/shop/worker.py under it"
+	@$(BIN)/bindingd run --config examples/shop/bindingd.yaml -- $(BIN)/python examples/shop/worker.py
 
 test: setup lint node-test
 	$(BIN)/python -m pytest
@@ -57,5 +67,5 @@ bench: setup $(if $(shell command -v node),node)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) clients/python/bindingd_client/proto examples/shop/.bindingd
+	rm -rf $(VENV) clients/python/bindingd_client/proto clients/python/build examples/shop/.bindingd
 	rm -rf $(NODE_DIR)/node_modules $(NODE_DIR)/dist $(NODE_DIR)/src/gen
