@@ -632,3 +632,29 @@ def test_a_config_that_would_block_is_refused_on_reload(daemon: DaemonProcess, p
     assert "not a regular file" in daemon.logs()
     with connect_sync(endpoint=daemon.endpoint) as env:
         assert env.SITE_NAME == "Example Shop"
+
+
+def test_connect_is_a_coroutine_for_asyncio_run(daemon: DaemonProcess) -> None:
+    # `asyncio.run(connect())` and `create_task(connect())` need a real coroutine, not just an
+    # awaitable (a first-hour report: "a coroutine was expected, got _Connecting").
+    pending = connect(daemon.endpoint)
+    assert asyncio.iscoroutine(pending)
+    pending.close()
+
+    async def main() -> tuple[str, str | None]:
+        env = await asyncio.create_task(connect(daemon.endpoint))
+        try:
+            await env.CACHE.put("chunks", ["h\u00e9", b"llo"])
+            return env.SITE_NAME, await env.CACHE.get("chunks")
+        finally:
+            await env.aclose()
+
+    assert asyncio.run(main()) == ("Example Shop", "h\u00e9llo")
+    env = asyncio.run(connect(daemon.endpoint))
+    assert (env.env_name, env.SITE_NAME) == ("dev", "Example Shop")
+
+    async def with_block() -> str | None:
+        async with connect(daemon.endpoint) as env:
+            return await env.CACHE.get("chunks")
+
+    assert asyncio.run(with_block()) == "h\u00e9llo"

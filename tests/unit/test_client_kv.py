@@ -112,6 +112,8 @@ def test_keys_must_be_str(key):
         (array.array("B", [1, 2, 3]), b"\x01\x02\x03"),
         ([b"a", b"b", bytearray(b"c")], b"abc"),
         ((chunk for chunk in [b"x", memoryview(b"y")]), b"xy"),
+        (["hé", "llo"], "héllo".encode()),
+        (iter(["a", b"b", "€"]), "ab€".encode()),
         ("", b""),
     ],
 )
@@ -119,7 +121,7 @@ def test_encode_value(value, expected):
     assert kvmod.encode_value(value) == expected
 
 
-@pytest.mark.parametrize("value", [1, 1.5, None, {"a": 1}, ["a", "b"], [1, 2], object()])
+@pytest.mark.parametrize("value", [1, 1.5, None, {"a": 1}, [["a"]], [1, 2], object()])
 def test_encode_value_rejects_other_types(value):
     with pytest.raises(TypeError, match="KV value must be"):
         kvmod.encode_value(value)

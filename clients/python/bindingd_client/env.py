@@ -8,7 +8,7 @@ under underscore names (``_env_name``, ``_bindings``) or a few verbs (``refresh`
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterator
 from types import TracebackType
 from typing import Any, NoReturn
 
@@ -225,18 +225,38 @@ class SyncEnv(_EnvBase):
         self.close()
 
 
-class _Connecting:
-    """What ``connect()`` returns: await it (``env = await connect()``) or use it as
-    ``async with connect() as env:``, which closes the channel on exit."""
+class _Connecting(Coroutine[Any, Any, "Env"]):
+    """What ``connect()`` returns: await it (``env = await connect()``), hand it to
+    ``asyncio.run()`` / ``create_task()`` like any coroutine, or use it as
+    ``async with connect() as env:``, which closes the channel on exit.
 
-    __slots__ = ("_env", "_factory")
+    The connecting coroutine is made on first use, so an ``async with`` (which never awaits this
+    object) leaves no never-awaited coroutine behind."""
 
-    def __init__(self, factory: Callable[[], Any]) -> None:
+    __slots__ = ("_coro", "_env", "_factory")
+
+    def __init__(self, factory: Callable[[], Coroutine[Any, Any, Env]]) -> None:
         self._factory = factory
+        self._coro: Coroutine[Any, Any, Env] | None = None
         self._env: Env | None = None
 
+    def _coroutine(self) -> Coroutine[Any, Any, Env]:
+        if self._coro is None:
+            self._coro = self._factory()
+        return self._coro
+
     def __await__(self) -> Generator[Any, None, Env]:
-        return self._factory().__await__()
+        return self._coroutine().__await__()
+
+    def send(self, value: Any) -> Any:
+        return self._coroutine().send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._coroutine().throw(*args)
+
+    def close(self) -> None:
+        if self._coro is not None:
+            self._coro.close()
 
     def __getattr__(self, name: str) -> NoReturn:
         # The common slip: `env = connect()` without await, then `env.CACHE`.

@@ -73,13 +73,14 @@ def _bytes_like(value: Any) -> bytes | None:
 
 def _value_type_error(value: Any) -> TypeError:
     return TypeError(
-        f"a KV value must be str, bytes-like or an iterable of bytes, not {type(value).__name__}"
+        "a KV value must be str, bytes-like or an iterable of str or bytes chunks,"
+        f" not {type(value).__name__}"
     )
 
 
 def _chunk(chunk: Any, value: Any) -> bytes:
-    if isinstance(chunk, str):
-        raise _value_type_error(value)
+    # A str chunk is UTF-8 like a whole str value: a chunk always holds whole characters, so
+    # encoding chunk by chunk gives the same bytes as encoding the joined text.
     data = _bytes_like(chunk)
     if data is None:
         raise _value_type_error(value)
@@ -87,7 +88,7 @@ def _chunk(chunk: Any, value: Any) -> bytes:
 
 
 def encode_value(value: Any) -> bytes:
-    """A put value as bytes: str (UTF-8), bytes-like, or a sync iterable of bytes chunks."""
+    """A put value as bytes: str (UTF-8), bytes-like, or a sync iterable of str or bytes chunks."""
     data = _bytes_like(value)
     if data is not None:
         return data
@@ -280,7 +281,7 @@ class KVNamespace(_KVBase):
         expiration_ttl: int | None = None,
         metadata: Any = None,
     ) -> None:
-        """Store str (UTF-8), bytes-like, or a (sync or async) iterable of bytes chunks."""
+        """Store str (UTF-8), bytes-like, or a (sync or async) iterable of str or bytes chunks."""
         data = await encode_value_async(value)
         call = build_put(
             self._binding, key, data, expiration=expiration, expiration_ttl=expiration_ttl, metadata=metadata
@@ -353,7 +354,7 @@ class KVNamespaceSync(_KVBase):
         expiration_ttl: int | None = None,
         metadata: Any = None,
     ) -> None:
-        """Store str (UTF-8), bytes-like, or an iterable of bytes chunks."""
+        """Store str (UTF-8), bytes-like, or an iterable of str or bytes chunks."""
         call = build_put(
             self._binding,
             key,
