@@ -109,15 +109,16 @@ async def admin(sql: str, db: str | None = None) -> list[tuple[Any, ...]]:
 
 async def state(db: str) -> dict[str, object]:
     """What an attack could have changed, read by a connection of the test's own."""
+    schema = f"table_schema = '{db}'"
     return {
         "items": await admin("SELECT id, name, qty FROM items ORDER BY id", db),
-        "columns": await admin(f"SELECT column_name FROM information_schema.columns WHERE table_schema = '{db}'"),
-        "tables": await admin(f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{db}'"),
+        "columns": await admin(f"SELECT column_name FROM information_schema.columns WHERE {schema}"),
+        "tables": await admin(f"SELECT table_name FROM information_schema.tables WHERE {schema}"),
         "seq": await admin("SELECT next_not_cached_value FROM seq", db),
         "users": await admin(f"SELECT user FROM mysql.user WHERE user = '{EVIL_USER}'"),
         "root": await admin("SELECT authentication_string FROM mysql.user WHERE user = 'root'"),
         "dbs": await admin("SHOW DATABASES LIKE 'bindingd_sneaky_db'"),
-        "events": await admin(f"SELECT event_name FROM information_schema.events WHERE event_schema = '{db}'"),
+        "events": await admin(f"SELECT event_name FROM information_schema.events WHERE event_{schema}"),
         "outfile": os.path.exists(OUTFILE),
     }
 
