@@ -220,10 +220,17 @@ class _Pool:
         self._used: set[_Connection] = set()
         self._closing = False
 
-    async def acquire(self, slot_wait: float, connect_wait: float) -> _Connection:
+    async def acquire(self, slot_wait: float, connect_wait: float, name: str) -> _Connection:
         if self._closing:
-            raise backend_unavailable("the MySQL pool is closing")
-        await asyncio.wait_for(self._slots.acquire(), slot_wait)
+            raise backend_unavailable(f'the MySQL pool of connection "{name}" is closing')
+        try:
+            async with asyncio.timeout(slot_wait):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise backend_timeout(
+                f'every pooled MySQL connection of "{name}" stayed busy for {slot_wait:g}s '
+                "(raise max_size, or look for slow statements)"
+            ) from None
         try:
             while self._free:
                 conn = self._free.pop()
@@ -399,7 +406,7 @@ class MySQLDatabase:
         conn: _Connection | None = None
         for attempt in range(tries):
             try:
-                conn = await pool.acquire(access.timeout + CONNECT_TIMEOUT_S, wait)
+                conn = await pool.acquire(access.timeout + CONNECT_TIMEOUT_S, wait, self.connection.name)
                 await asyncio.wait_for(self._begin(conn, mode), wait)
                 if access.read_only:
                     conn.read_only_status = conn.server_status & (IN_TRANSACTION | IN_READ_ONLY_TRANSACTION)
