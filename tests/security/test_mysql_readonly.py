@@ -109,11 +109,11 @@ async def admin(sql: str, db: str | None = None) -> list[tuple[Any, ...]]:
 
 async def state(db: str) -> dict[str, object]:
     """What an attack could have changed, read by a connection of the test's own."""
-    schema = f"table_schema = '{db}'"
+    schema = f"schema = '{db}'"
     return {
         "items": await admin("SELECT id, name, qty FROM items ORDER BY id", db),
-        "columns": await admin(f"SELECT column_name FROM information_schema.columns WHERE {schema}"),
-        "tables": await admin(f"SELECT table_name FROM information_schema.tables WHERE {schema}"),
+        "columns": await admin(f"SELECT column_name FROM information_schema.columns WHERE table_{schema}"),
+        "tables": await admin(f"SELECT table_name FROM information_schema.tables WHERE table_{schema}"),
         "seq": await admin("SELECT next_not_cached_value FROM seq", db),
         "users": await admin(f"SELECT user FROM mysql.user WHERE user = '{EVIL_USER}'"),
         "root": await admin("SELECT authentication_string FROM mysql.user WHERE user = 'root'"),
