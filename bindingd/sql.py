@@ -39,6 +39,7 @@ DEFAULT_TIMEOUT_S = 30.0
 
 _IDENT_CHAR = re.compile(r"[A-Za-z0-9_]")
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+_MYSQL_EXECUTABLE_COMMENT = re.compile(r"/\*M?![0-9]*")
 
 
 class StopReading(Exception):
@@ -84,9 +85,16 @@ def tokens(sql: str, dialect: Dialect) -> Iterator[Token]:
         elif c == "[" and dialect == "sqlite":
             close = sql.find("]", i + 1)
             end = n if close < 0 else close + 1
-        elif (c == "-" and sql.startswith("--", i)) or (c == "#" and dialect == "mysql"):
+        elif (c == "-" and _dash_comment(sql, i, dialect)) or (c == "#" and dialect == "mysql"):
             newline = sql.find("\n", i)
             end = n if newline < 0 else newline + 1
+        elif c == "/" and dialect == "mysql" and (match := _MYSQL_EXECUTABLE_COMMENT.match(sql, i)):
+            # `/*! ... */` and `/*M! ... */` are code to MySQL/MariaDB, not comments: what is in
+            # them is scanned like the rest (its `?`, `;` and literals count); the `*/` is code.
+            yield from code_until(i)
+            yield Token("code", match.group(0))
+            i = start = match.end()
+            continue
         elif c == "/" and sql.startswith("/*", i):
             end = _block_comment_end(sql, i, nested=dialect == "postgres")
         elif c == "$" and dialect == "postgres" and not (i > 0 and _pg_ident_char(sql[i - 1])):
@@ -114,6 +122,16 @@ def tokens(sql: str, dialect: Dialect) -> Iterator[Token]:
             continue
         i += 1
     yield from code_until(n)
+
+
+def _dash_comment(sql: str, i: int, dialect: Dialect) -> bool:
+    """Whether a `--` comment starts at `i`. MySQL and MariaDB start one only before a space or
+    control character (or at the end): `1--1` is `1 - -1`, code the server runs."""
+    if not sql.startswith("--", i):
+        return False
+    if dialect != "mysql":
+        return True
+    return i + 2 >= len(sql) or ord(sql[i + 2]) <= 32 or ord(sql[i + 2]) == 127
 
 
 def _ident_before(sql: str, i: int) -> bool:

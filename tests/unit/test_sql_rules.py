@@ -244,3 +244,16 @@ def test_rows_and_meta_are_built_in_place_as_the_contract_says() -> None:
     assert not message.meta.HasField("size_after")
     _set_meta(message.meta, SqlMeta(changes=2, size_after=4096))
     assert (message.meta.changes, message.meta.size_after) == (2, 4096)
+
+
+def test_mysql_comments_as_the_server_reads_them() -> None:
+    # `--` starts a comment only before whitespace: `1--?` is `1 - -?`, a parameter.
+    assert translate("SELECT 1--?", "mysql", [1]) == ("SELECT 1--%s", [1])
+    assert translate("SELECT 1 -- ?\n, ?", "mysql", [1]) == ("SELECT 1 -- ?\n, %s", [1])
+    assert split_script("SELECT 1--1; SELECT 2 --", "mysql") == ["SELECT 1--1", "SELECT 2 --"]
+    # Executable comments are code: their `?` and `;` count.
+    assert translate("SELECT 1 /*! + ? */", "mysql", [1]) == ("SELECT 1 /*! + %s */", [1])
+    assert split_script("/*!50000 SELECT 1; SELECT 2 */", "mysql") == ["/*!50000 SELECT 1", "SELECT 2 */"]
+    assert split_script("/* a; b */ SELECT 1", "mysql") == ["/* a; b */ SELECT 1"]
+    # Other dialects keep `--` a comment wherever it is.
+    assert translate("SELECT 1--?", "postgres", []) == ("SELECT 1--?", [])
