@@ -1311,6 +1311,18 @@ export const d1 = {
     out.error = await attempt(() => db.exec("INSERT INTO d1_exec VALUES ('x');\nINSERT INTO d1_exec VALUES ('a');"), [/UNIQUE constraint failed/]);
     out.rowsAfterError = await attempt(() => db.prepare("SELECT v FROM d1_exec ORDER BY v").raw());
     out.syntaxError = await attempt(() => db.exec("SELEC 1"), [/syntax error/]);
+    // D1 splits a script at line breaks: statements on their own lines need no `;`.
+    out.linesWithoutSemicolons = await attempt(() =>
+      db.exec("INSERT INTO d1_exec_other VALUES ('e')\nINSERT INTO d1_exec_other VALUES ('f')"),
+    );
+    out.twoOnOneLine = await attempt(() =>
+      db.exec("INSERT INTO d1_exec_other VALUES ('g'); INSERT INTO d1_exec_other VALUES ('h')"),
+    );
+    out.crlf = await attempt(() =>
+      db.exec("INSERT INTO d1_exec_other VALUES ('i')\r\nINSERT INTO d1_exec_other VALUES ('j')\r\n"),
+    );
+    out.multiLineStatement = await attempt(() => db.exec("INSERT INTO d1_exec_other\nVALUES ('k')"));
+    out.otherRows = await attempt(() => db.prepare("SELECT v FROM d1_exec_other ORDER BY v").raw());
     return out;
   },
 
