@@ -553,7 +553,8 @@ class LocalObjects:
             known = (upload_id, key)
             if not conn.execute("SELECT 1 FROM uploads WHERE upload_id = ? AND key = ?", known).fetchall():
                 conn.execute("ROLLBACK")
-                if conn.execute("SELECT 1 FROM finished_uploads WHERE upload_id = ? AND key = ?", known).fetchall():
+                finished = "SELECT 1 FROM finished_uploads WHERE upload_id = ? AND key = ?"
+                if conn.execute(finished, known).fetchall():
                     return
                 raise objects.no_such_upload(upload_id)
             blobs = [r[0] for r in conn.execute("SELECT blob FROM parts WHERE upload_id = ?", (upload_id,))]

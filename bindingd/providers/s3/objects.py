@@ -431,15 +431,15 @@ class S3Objects:
             ):
                 return None
             checksums = digests.verify()
+            kept_in_metadata = {
+                field: _b64(checksums[name]) for name, field in DIGEST_METADATA.items() if name in checksums
+            }
             params: dict[str, Any] = {
                 "Bucket": self.bucket,
                 "Key": self.prefix + key,
                 "ContentLength": digests.size,
                 "ContentMD5": _b64(checksums["md5"]),
-                "Metadata": {
-                    **options.custom_metadata,
-                    **{field: _b64(checksums[name]) for name, field in DIGEST_METADATA.items() if name in checksums},
-                },
+                "Metadata": {**options.custom_metadata, **kept_in_metadata},
                 **_http_params(options.http_metadata),
             }
             # S3 keeps one extra digest per object; sha256 when both are given.
