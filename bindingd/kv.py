@@ -22,9 +22,9 @@ MIN_CACHE_TTL_S = 30
 MAX_EXPIRATION = 253402300799
 MAX_LIST_LIMIT = 1000
 MAX_BULK_KEYS = 100
-# What one bulk answer may carry (a gRPC message is at most 64 MiB); Workers has no such
-# limit, but 100 values of 25 MiB do not fit in one answer of any transport.
-MAX_BULK_BYTES = 60 * 1024 * 1024
+# Workers KV refuses a bulk get whose values add up to more than 25 MiB (workerd reports the
+# store's 413), counting a key asked for twice twice.
+MAX_BULK_BYTES = 25 * 1024 * 1024
 
 
 def check_key(key: str) -> None:
@@ -104,8 +104,8 @@ def check_put(
 def bulk_too_large() -> BindingdError:
     """What a provider raises when the values of one bulk get add up to over MAX_BULK_BYTES."""
     return invalid_argument(
-        f"the values of this bulk get add up to more than {MAX_BULK_BYTES // (1024 * 1024)} MiB, "
-        "the most one answer carries; get these keys in smaller groups"
+        f"the values of this bulk get add up to more than {MAX_BULK_BYTES // (1024 * 1024)} MiB "
+        f"({MAX_BULK_BYTES} bytes), Workers KV's limit for one bulk get; get these keys in smaller groups"
     )
 
 

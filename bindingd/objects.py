@@ -40,8 +40,8 @@ CHUNK_BYTES = 1024 * 1024
 BodyChunk = bytes | memoryview
 # A temp file written to this recently may belong to a put in progress in another daemon.
 LEFTOVER_AGE_S = 60.0
-CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256")
-DIGEST_SIZES = {"md5": 16, "sha1": 20, "sha256": 32}
+CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256", "sha384", "sha512")
+DIGEST_SIZES = {"md5": 16, "sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64}
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class ObjectInfo:
     uploaded: int
     http_metadata: HttpMetadata = field(default_factory=HttpMetadata)
     custom_metadata: dict[str, str] = field(default_factory=dict)
-    # Raw digests by algorithm name ("md5", "sha1", "sha256").
+    # Raw digests by algorithm name (see CHECKSUM_ALGORITHMS).
     checksums: dict[str, bytes] = field(default_factory=dict)
     storage_class: str = "Standard"
 
@@ -413,32 +413,39 @@ def _some_bytes(length: int, size: int) -> int:
     return length
 
 
-def _etags(value: str) -> list[str]:
-    return [e.strip().removeprefix("W/").strip('"') for e in value.split(",") if e.strip()]
-
-
-def _etag_in(value: str, etag: str) -> bool:
-    candidates = _etags(value)
-    return "*" in candidates or etag in candidates
+def _etag_in(value: str, etag: str, *, weak: bool) -> bool:
+    """Whether the etag list `value` (HTTP's `*`, `"tag"`, `W/"tag"`, comma separated; R2 also
+    takes a bare tag) names `etag`. If-Match compares strongly, so a weak entry never matches
+    there; If-None-Match compares weakly (RFC 9110 8.8.3.2), as R2 and workerd do."""
+    for entry in value.split(","):
+        entry = entry.strip()
+        if entry == "*":
+            return True
+        is_weak = entry.startswith("W/")
+        if entry.removeprefix("W/").strip('"') == etag and (weak or not is_weak):
+            return True
+    return False
 
 
 def condition_met(cond: Conditional | None, info: ObjectInfo | None) -> bool:
     """Whether `only_if` allows the operation on `info` (None: the key does not exist).
 
     HTTP's rules (RFC 9110 13.2.2), which R2 follows: an etag condition takes precedence over
-    the date condition of the same direction.
+    the date condition of the same direction. A missing key meets no etag match and no
+    uploaded-after (there is no upload to be after), and meets the other two: R2 stores nothing
+    on a put with `etag_matches` or `uploaded_after` for a new key, and creates it otherwise.
     """
     if cond is None:
         return True
     if info is None:
-        return cond.etag_matches is None
+        return cond.etag_matches is None and cond.uploaded_after is None
     if cond.etag_matches is not None:
-        if not _etag_in(cond.etag_matches, info.etag):
+        if not _etag_in(cond.etag_matches, info.etag, weak=False):
             return False
     elif cond.uploaded_before is not None and not info.uploaded < cond.uploaded_before:
         return False
     if cond.etag_does_not_match is not None:
-        if _etag_in(cond.etag_does_not_match, info.etag):
+        if _etag_in(cond.etag_does_not_match, info.etag, weak=True):
             return False
     elif cond.uploaded_after is not None and not info.uploaded > cond.uploaded_after:
         return False

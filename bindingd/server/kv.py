@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import grpc
 import structlog
 from bindingd_client.proto import kv_pb2, kv_pb2_grpc
@@ -57,6 +59,10 @@ class KVService(kv_pb2_grpc.KVServicer):
         with self.runtime.use(request.binding, "kv") as served:
             provider: KVProvider = served.provider  # type: ignore[assignment]
             records = await provider.get_many(keys, self.runtime.clock(), kv.MAX_BULK_BYTES) if keys else []
+        # Workers KV counts a key's value each time the key is asked for, though it answers once.
+        asked = collections.Counter(request.keys)
+        if sum(len(r.value) * asked[k] for k, r in zip(keys, records, strict=True) if r) > kv.MAX_BULK_BYTES:
+            raise kv.bulk_too_large()
         return kv_pb2.KVGetBulkResponse(entries=[_entry(k, r) for k, r in zip(keys, records, strict=True)])
 
     @rpc

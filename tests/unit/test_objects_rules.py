@@ -32,12 +32,20 @@ INFO = ObjectInfo(key="k", version="v", size=10, etag="abc", uploaded=1_000_000)
     [
         (Conditional(etag_matches="abc"), True),
         (Conditional(etag_matches='"abc"'), True),
-        (Conditional(etag_matches='W/"abc", "def"'), True),
+        (Conditional(etag_matches='"def", "abc"'), True),
+        # If-Match compares strongly: a weak etag never matches (RFC 9110 13.1.1, R2, workerd).
+        (Conditional(etag_matches='W/"abc"'), False),
+        (Conditional(etag_matches='W/"abc", "def"'), False),
+        (Conditional(etag_matches='W/"abc", *'), True),
         (Conditional(etag_matches="*"), True),
         (Conditional(etag_matches="def"), False),
         (Conditional(etag_does_not_match="abc"), False),
         (Conditional(etag_does_not_match="*"), False),
         (Conditional(etag_does_not_match="def"), True),
+        # If-None-Match compares weakly: W/"abc" names the object.
+        (Conditional(etag_does_not_match='W/"abc"'), False),
+        (Conditional(etag_does_not_match='"def", W/"abc"'), False),
+        (Conditional(etag_does_not_match='W/"def"'), True),
         (Conditional(uploaded_before=1_000_001), True),
         (Conditional(uploaded_before=1_000_000), False),
         (Conditional(uploaded_after=999_999), True),
@@ -51,10 +59,23 @@ def test_condition_met(cond: Conditional, met: bool) -> None:
     assert objects.condition_met(cond, INFO) is met
 
 
-def test_conditions_on_a_missing_object() -> None:
-    assert objects.condition_met(Conditional(etag_matches="abc"), None) is False
-    assert objects.condition_met(Conditional(etag_does_not_match="*"), None) is True
-    assert objects.condition_met(None, None) is True
+@pytest.mark.parametrize(
+    ("cond", "met"),
+    [
+        (Conditional(etag_matches="abc"), False),
+        (Conditional(etag_matches="*"), False),
+        # Nothing was uploaded, so nothing was uploaded after a date (as R2 and workerd answer).
+        (Conditional(uploaded_after=0), False),
+        (Conditional(etag_does_not_match="def", uploaded_after=0), False),
+        (Conditional(etag_does_not_match="*"), True),
+        (Conditional(etag_does_not_match="abc"), True),
+        (Conditional(uploaded_before=0), True),
+        (Conditional(uploaded_before=2_000_000), True),
+        (None, True),
+    ],
+)
+def test_conditions_on_a_missing_object(cond: Conditional | None, met: bool) -> None:
+    assert objects.condition_met(cond, None) is met
 
 
 def test_resolve_range() -> None:

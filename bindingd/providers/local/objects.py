@@ -67,6 +67,11 @@ CREATE TABLE IF NOT EXISTS uploads (
     http      TEXT NOT NULL,
     custom    TEXT NOT NULL
 );
+-- Uploads completed or aborted: aborting one again succeeds, as in R2; an unknown id fails.
+CREATE TABLE IF NOT EXISTS finished_uploads (
+    upload_id TEXT PRIMARY KEY,
+    key       TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS parts (
     upload_id   TEXT NOT NULL,
     part_number INTEGER NOT NULL,
@@ -523,6 +528,9 @@ class LocalObjects:
             )
             conn.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
             conn.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+            conn.execute(
+                "INSERT OR IGNORE INTO finished_uploads (upload_id, key) VALUES (?, ?)", (upload_id, info.key)
+            )
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -533,20 +541,30 @@ class LocalObjects:
             (self.blobs / old_blob).unlink(missing_ok=True)
 
     async def abort_multipart_upload(self, key: str, upload_id: str) -> None:
-        self._upload(key, upload_id)
-        await self._in_writer(self._abort, upload_id)
+        await self._in_writer(self._abort, key, upload_id)
 
-    def _abort(self, upload_id: str) -> None:
+    def _abort(self, key: str, upload_id: str) -> None:
+        """On the writer thread: abort the upload. One already completed or aborted is left as it
+        is (R2's abort is idempotent, and does not undo a complete); an unknown one is an error."""
         conn = self._writer
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         try:
+            known = (upload_id, key)
+            if not conn.execute("SELECT 1 FROM uploads WHERE upload_id = ? AND key = ?", known).fetchall():
+                conn.execute("ROLLBACK")
+                finished = "SELECT 1 FROM finished_uploads WHERE upload_id = ? AND key = ?"
+                if conn.execute(finished, known).fetchall():
+                    return
+                raise objects.no_such_upload(upload_id)
             blobs = [r[0] for r in conn.execute("SELECT blob FROM parts WHERE upload_id = ?", (upload_id,))]
             conn.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
             conn.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+            conn.execute("INSERT OR IGNORE INTO finished_uploads (upload_id, key) VALUES (?, ?)", known)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         for blob in blobs:
             (self.blobs / blob).unlink(missing_ok=True)

@@ -65,6 +65,9 @@ HTTP_TO_S3 = {
     "content_encoding": "ContentEncoding",
     "cache_control": "CacheControl",
 }
+# S3 keeps no sha384 or sha512 of an object: a verified one is kept in its user metadata under
+# these names (hidden from custom metadata), so head, get and list answer it as R2 does.
+DIGEST_METADATA = {"sha384": "bindingd-sha384", "sha512": "bindingd-sha512"}
 AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
 DENIED_CODES = {"AccessDenied", "AllAccessDisabled", "Forbidden", "403"}
 
@@ -233,6 +236,11 @@ class S3Objects:
             value = response.get(field)
             if value and "-" not in value:
                 checksums[name] = base64.b64decode(value)
+        metadata = dict(response.get("Metadata") or {})
+        for name, field in DIGEST_METADATA.items():
+            value = metadata.pop(field, None)
+            if value:
+                checksums[name] = base64.b64decode(value)
         http_metadata = HttpMetadata()
         if http:
             values = {name: response.get(s3_name) for name, s3_name in HTTP_TO_S3.items()}
@@ -250,7 +258,7 @@ class S3Objects:
             etag=etag,
             uploaded=uploaded,
             http_metadata=http_metadata,
-            custom_metadata=dict(response.get("Metadata") or {}) if custom else {},
+            custom_metadata=metadata if custom else {},
             checksums=checksums,
         )
 
@@ -423,12 +431,15 @@ class S3Objects:
             ):
                 return None
             checksums = digests.verify()
+            kept_in_metadata = {
+                field: _b64(checksums[name]) for name, field in DIGEST_METADATA.items() if name in checksums
+            }
             params: dict[str, Any] = {
                 "Bucket": self.bucket,
                 "Key": self.prefix + key,
                 "ContentLength": digests.size,
                 "ContentMD5": _b64(checksums["md5"]),
-                "Metadata": options.custom_metadata,
+                "Metadata": {**options.custom_metadata, **kept_in_metadata},
                 **_http_params(options.http_metadata),
             }
             # S3 keeps one extra digest per object; sha256 when both are given.
@@ -576,13 +587,16 @@ class S3Objects:
             marker = response["NextPartNumberMarker"]
 
     async def abort_multipart_upload(self, key: str, upload_id: str) -> None:
-        await self._parts(key, upload_id)  # an unknown upload is an error, whatever the store says
+        """R2's abort is idempotent: an upload already completed or aborted aborts without error.
+        S3 forgets a finished upload, so it cannot tell one from an id it never made: both pass."""
         try:
             await self.s3.abort_multipart_upload(
                 Bucket=self.bucket, Key=self.prefix + key, UploadId=upload_id
             )
         except (TimeoutError, ClientError, BotoCoreError, OSError) as e:
-            raise self._upload_error(e, upload_id, "abort a multipart upload") from e
+            if isinstance(e, ClientError) and _code(e) in ("NoSuchUpload", "404"):
+                return
+            raise self._error(e, "abort a multipart upload") from e
 
 
 def _code(e: ClientError) -> str:
@@ -593,6 +607,11 @@ def _check_headers(custom: dict[str, str]) -> None:
     """S3 carries metadata in HTTP headers: refuse what a header cannot hold as the caller's
     mistake, before any byte is sent (botocore would fail it as a transport error)."""
     for name, value in custom.items():
+        if name.lower() in DIGEST_METADATA.values():
+            raise invalid_argument(
+                f"custom metadata name {name!r} is reserved by the s3 provider (it keeps the object's "
+                "sha384/sha512 checksum there); use another name"
+            )
         for what, text in (("name", name), ("value", value)):
             if not (text.isascii() and text.isprintable()):
                 raise invalid_argument(

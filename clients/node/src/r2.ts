@@ -8,7 +8,6 @@
  * that live in the runtime (Headers for onlyIf / range / httpMetadata, one checksum per put,
  * `bodyUsed`) follow workerd, whose types the class implements.
  */
-import { createHash, type Hash } from "node:crypto";
 import type { ReadableByteStreamController, UnderlyingByteSource } from "node:stream/web";
 import {
   type ObjectConditional,
@@ -76,13 +75,13 @@ const MIN_CHUNK = 256 * 1024;
 const PART_LIMITS = "it must be between 1 and 10000";
 const BODY_USED = "Body has already been used. It can only be used once. Use tee() first if you need to read it twice.";
 
-/** The algorithms a put may verify: the daemon checks the first three, this client the others. */
+/** The algorithms a put may verify (the daemon verifies and stores each). */
 const CHECKSUMS = {
-  md5: { label: "MD5", bytes: 16, daemon: true },
-  sha1: { label: "SHA-1", bytes: 20, daemon: true },
-  sha256: { label: "SHA-256", bytes: 32, daemon: true },
-  sha384: { label: "SHA-384", bytes: 48, daemon: false },
-  sha512: { label: "SHA-512", bytes: 64, daemon: false },
+  md5: { label: "MD5", bytes: 16 },
+  sha1: { label: "SHA-1", bytes: 20 },
+  sha256: { label: "SHA-256", bytes: 32 },
+  sha384: { label: "SHA-384", bytes: 48 },
+  sha512: { label: "SHA-512", bytes: 64 },
 } as const;
 type ChecksumName = keyof typeof CHECKSUMS;
 const CHECKSUM_NAMES = Object.keys(CHECKSUMS) as ChecksumName[];
@@ -156,14 +155,20 @@ export class R2Object implements Workers.R2Object {
   readonly ssecKeyMd5?: string;
 
   /** Built from the daemon's answer; `range` overrides the one it carries. */
-  constructor(meta: ObjectMeta, range?: R2Range, extraChecksums?: Partial<Record<ChecksumName, Uint8Array>>) {
+  constructor(meta: ObjectMeta, range?: R2Range) {
     this.key = meta.key;
     this.version = meta.version;
     this.size = Number(meta.size);
     this.etag = meta.etag;
     this.httpEtag = meta.httpEtag;
     const sums = meta.checksums;
-    this.checksums = new R2Checksums({ md5: sums?.md5, sha1: sums?.sha1, sha256: sums?.sha256, ...extraChecksums });
+    this.checksums = new R2Checksums({
+      md5: sums?.md5,
+      sha1: sums?.sha1,
+      sha256: sums?.sha256,
+      sha384: sums?.sha384,
+      sha512: sums?.sha512,
+    });
     this.uploaded = new Date(Number(meta.uploaded));
     this.httpMetadata = decodeHttpMetadata(meta.httpMetadata);
     this.customMetadata = { ...meta.customMetadata };
@@ -308,11 +313,18 @@ function checkKey(key: unknown): string {
 }
 
 /** An etag of an onlyIf object is bare hex: workerd refuses a quoted one (Headers carry quotes). */
+/** An etag that equals no object's etag, in the daemon's If-Match list syntax. */
+const NO_ETAG = '""';
+
 function bareEtag(name: string, value: unknown): string {
   const etag = String(value);
   if (etag.length >= 2 && etag.startsWith('"') && etag.endsWith('"')) {
     throw new TypeError(`onlyIf.${name}: an etag must not be wrapped in quotes (${etag})`);
   }
+  // workerd takes the string as one strong etag, whatever it holds: one with quotes, commas or
+  // spaces (W/"...", a list) equals no object's etag. The daemon reads the field as an If-Match
+  // list (as a Headers onlyIf is sent), so send it one that equals nothing.
+  if (/[",\s]/.test(etag)) return NO_ETAG;
   return etag;
 }
 
@@ -681,20 +693,15 @@ export class R2Bucket implements Workers.R2Bucket {
   put(key: string, value: R2PutValue, options?: R2PutOptions): Promise<R2Object>;
   /**
    * Store the value, streamed; null (nothing stored) when onlyIf is not met. A checksum is
-   * verified against the bytes sent: md5/sha1/sha256 by the daemon, sha384/sha512 here (a
-   * mismatch cancels the upload before it completes, so nothing is stored either way).
+   * verified by the daemon against the bytes received, and stored with the object.
    */
   async put(key: string, value: R2PutValue, options?: R2PutOptions): Promise<R2Object | null> {
     checkKey(key);
     checkValue(value, "put");
     unsupportedSsec(this.binding, options?.ssecKey);
     const expected = encodeChecksums(options);
-    const daemonChecksums: Partial<Record<ChecksumName, Uint8Array>> = {};
-    let clientCheck: { name: ChecksumName; digest: Uint8Array; hash: Hash } | null = null;
-    if (expected !== null) {
-      if (CHECKSUMS[expected.name].daemon) daemonChecksums[expected.name] = expected.digest;
-      else clientCheck = { ...expected, hash: createHash(expected.name) };
-    }
+    const checksums: Partial<Record<ChecksumName, Uint8Array>> = {};
+    if (expected !== null) checksums[expected.name] = expected.digest;
     const header: ObjectsPutRequest = {
       part: {
         $case: "header",
@@ -704,34 +711,19 @@ export class R2Bucket implements Workers.R2Bucket {
           httpMetadata: encodeHttpMetadata(options?.httpMetadata),
           customMetadata: encodeCustomMetadata(options?.customMetadata),
           onlyIf: encodeConditional(options?.onlyIf),
-          checksums: daemonChecksums,
+          checksums,
         },
       },
     };
-    const binding = this.binding;
     async function* requests(): AsyncGenerator<ObjectsPutRequest> {
       yield header;
       for await (const chunk of bodyChunks(value, "put")) {
-        clientCheck?.hash.update(chunk);
         yield { part: { $case: "chunk", chunk } };
-      }
-      if (clientCheck !== null) {
-        const actual = clientCheck.hash.digest();
-        if (!actual.equals(clientCheck.digest)) {
-          // Thrown before the stream ends: the upload is cancelled and the daemon keeps nothing.
-          throw new InvalidArgument(
-            `the ${clientCheck.name} checksum given (${Buffer.from(clientCheck.digest).toString("hex")}) does not ` +
-              `match the bytes sent (${actual.toString("hex")}); nothing was stored`,
-            { binding },
-          );
-        }
-        clientCheck.digest = new Uint8Array(actual);
       }
     }
     const response = await this.#transport.upload(ObjectsService.put, requests(), { headerAck: true });
     if (!response.stored || response.object === undefined) return null;
-    const extra = clientCheck === null ? undefined : { [clientCheck.name]: clientCheck.digest };
-    return new R2Object(response.object, undefined, extra);
+    return new R2Object(response.object);
   }
 
   /** Delete one key or up to 1000; missing keys are not an error. */

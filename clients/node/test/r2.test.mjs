@@ -429,6 +429,11 @@ test("checksums: verified, returned raw and as hex; a mismatch stores nothing", 
   assert.equal(hex((await bucket.head("sum/sha256")).checksums.sha256), digest("sha256").toString("hex"));
   const okSha384 = await bucket.put("sum/sha384", body, { sha384: digest("sha384").toString("hex") });
   assert.equal(okSha384.checksums.toJSON().sha384, digest("sha384").toString("hex"));
+  // Kept with the object, as R2 keeps it (issue 12).
+  assert.equal(hex((await bucket.head("sum/sha384")).checksums.sha384), digest("sha384").toString("hex"));
+  const okSha512 = await bucket.put("sum/sha512", body, { sha512: new Uint8Array(digest("sha512")) });
+  assert.equal(hex((await bucket.get("sum/sha512")).checksums.sha512), digest("sha512").toString("hex"));
+  assert.equal(hex(okSha512.checksums.sha512), digest("sha512").toString("hex"));
 
   // A wrong digest: InvalidArgument, and neither a new key nor an old value is touched.
   await assert.rejects(bucket.put("sum/bad", body, { md5: "0".repeat(32) }), InvalidArgument);

@@ -66,6 +66,8 @@ class R2Checksums:
     md5: bytes | None = None
     sha1: bytes | None = None
     sha256: bytes | None = None
+    sha384: bytes | None = None
+    sha512: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,9 +282,12 @@ def encode_range(range: Mapping[str, int] | None) -> objects_pb2.ObjectRangeRequ
     return objects_pb2.ObjectRangeRequest(**{k: int(v) for k, v in range.items() if v is not None})
 
 
-def encode_checksums(md5: Any, sha1: Any, sha256: Any) -> objects_pb2.ObjectChecksums:
+def encode_checksums(
+    md5: Any, sha1: Any, sha256: Any, sha384: Any = None, sha512: Any = None
+) -> objects_pb2.ObjectChecksums:
     message = objects_pb2.ObjectChecksums()
-    for name, value in (("md5", md5), ("sha1", sha1), ("sha256", sha256)):
+    given = (("md5", md5), ("sha1", sha1), ("sha256", sha256), ("sha384", sha384), ("sha512", sha512))
+    for name, value in given:
         if value is None:
             continue
         if isinstance(value, str):
@@ -307,6 +312,8 @@ def decode_object(meta: objects_pb2.ObjectMeta) -> R2Object:
             md5=checksums.md5 if checksums.HasField("md5") else None,
             sha1=checksums.sha1 if checksums.HasField("sha1") else None,
             sha256=checksums.sha256 if checksums.HasField("sha256") else None,
+            sha384=checksums.sha384 if checksums.HasField("sha384") else None,
+            sha512=checksums.sha512 if checksums.HasField("sha512") else None,
         ),
         http_metadata=decode_http_metadata(meta.http_metadata),
         custom_metadata=dict(meta.custom_metadata),
@@ -446,13 +453,15 @@ def put_header(
     md5: Any,
     sha1: Any,
     sha256: Any,
+    sha384: Any = None,
+    sha512: Any = None,
 ) -> objects_pb2.ObjectsPutRequest:
     header = objects_pb2.ObjectsPutHeader(
         binding=binding,
         key=_check_key(key),
         http_metadata=encode_http_metadata(http_metadata),
         custom_metadata=encode_custom_metadata(custom_metadata),
-        checksums=encode_checksums(md5, sha1, sha256),
+        checksums=encode_checksums(md5, sha1, sha256, sha384, sha512),
     )
     conditional = encode_conditional(only_if)
     if conditional is not None:
@@ -644,6 +653,8 @@ class R2Bucket(_BucketBase):
         md5: Any = None,
         sha1: Any = None,
         sha256: Any = None,
+        sha384: Any = None,
+        sha512: Any = None,
     ) -> R2Object | None:
         """The stored object, or None when ``only_if`` was not met (nothing stored)."""
         header = put_header(
@@ -655,6 +666,8 @@ class R2Bucket(_BucketBase):
             md5=md5,
             sha1=sha1,
             sha256=sha256,
+            sha384=sha384,
+            sha512=sha512,
         )
 
         async def requests() -> AsyncIterator[objects_pb2.ObjectsPutRequest | bytes]:
@@ -762,6 +775,8 @@ class R2BucketSync(_BucketBase):
         md5: Any = None,
         sha1: Any = None,
         sha256: Any = None,
+        sha384: Any = None,
+        sha512: Any = None,
     ) -> R2Object | None:
         header = put_header(
             self._binding,
@@ -772,6 +787,8 @@ class R2BucketSync(_BucketBase):
             md5=md5,
             sha1=sha1,
             sha256=sha256,
+            sha384=sha384,
+            sha512=sha512,
         )
 
         def requests() -> Iterator[objects_pb2.ObjectsPutRequest | bytes]:

@@ -351,6 +351,26 @@ export const kv = {
     };
   },
 
+  // Workers KV refuses a bulk get whose values add up to more than 25 MiB (issue 12).
+  async bulkGetSize(env) {
+    const kv = env.CACHE;
+    const MiB = 1024 * 1024;
+    await kv.put("bulk-size/a", "a".repeat(13 * MiB));
+    await kv.put("bulk-size/b", "b".repeat(12 * MiB));
+    await kv.put("bulk-size/c", "c");
+    const sizes = async (keys, type) => {
+      const map = await kv.get(keys, type);
+      return [...map].map(([key, value]) => [key, value === null ? null : value.length]);
+    };
+    return {
+      exactly25: await attempt(() => sizes(["bulk-size/a", "bulk-size/b"])),
+      over25: await attempt(() => sizes(["bulk-size/a", "bulk-size/b", "bulk-size/c"])),
+      over25Repeated: await attempt(() => sizes(["bulk-size/a", "bulk-size/a"])),
+      over25WithMetadata: await attempt(async () => (await kv.getWithMetadata(["bulk-size/a", "bulk-size/b", "bulk-size/c"])).size),
+      oneKey: await attempt(() => sizes(["bulk-size/a", "bulk-size/c", "missing"])),
+    };
+  },
+
   // A known difference (differential.test.mjs): workerd drops integer-like keys from the Map.
   async bulkIntegerLikeKeys(env) {
     const kv = env.CACHE;
@@ -1129,6 +1149,132 @@ export const r2 = {
     out.noParts = await attempt(async () => {
       const started = await bucket.createMultipartUpload("r2-mp/none");
       return started.complete([]);
+    });
+    return out;
+  },
+
+  // If-Match compares strongly: a weak etag never matches (issue 12). If-None-Match compares weakly.
+  async weakEtags(env) {
+    const bucket = env.ASSETS_BUCKET;
+    const put = await bucket.put("r2-weak/k", "weak etag body");
+    const weak = `W/"${put.etag}"`;
+    const cases = {
+      etagMatchesWeak: { etagMatches: weak },
+      etagMatchesWeakInList: { etagMatches: `"0123456789abcdef0123456789abcdef", ${weak}` },
+      etagMatchesStrongInList: { etagMatches: `"0123456789abcdef0123456789abcdef", "${put.etag}"` },
+      etagDoesNotMatchWeak: { etagDoesNotMatch: weak },
+      etagDoesNotMatchWeakOther: { etagDoesNotMatch: 'W/"0123456789abcdef0123456789abcdef"' },
+      headersIfMatchWeak: new Headers({ "if-match": weak }),
+      headersIfNoneMatchWeak: new Headers({ "if-none-match": weak }),
+    };
+    const out = {};
+    for (const [name, onlyIf] of Object.entries(cases)) {
+      out[name] = await attempt(async () => readBody(await bucket.get("r2-weak/k", { onlyIf })));
+    }
+    out.putIfMatchWeak = await attempt(async () => {
+      const result = await bucket.put("r2-weak/k", "replaced", { onlyIf: { etagMatches: weak } });
+      return { stored: result !== null, now: await (await bucket.get("r2-weak/k")).text() };
+    });
+    out.putIfNoneMatchWeak = await attempt(async () => {
+      const result = await bucket.put("r2-weak/k", "replaced", { onlyIf: { etagDoesNotMatch: weak } });
+      return { stored: result !== null, now: await (await bucket.get("r2-weak/k")).text() };
+    });
+    return out;
+  },
+
+  // A conditional put on a key that does not exist (issue 12): what each condition does.
+  async conditionalPutMissing(env) {
+    const bucket = env.ASSETS_BUCKET;
+    const past = new Date(Date.now() - 24 * 3600_000);
+    const future = new Date(Date.now() + 24 * 3600_000);
+    const cases = {
+      etagMatches: { etagMatches: "0123456789abcdef0123456789abcdef" },
+      etagMatchesStar: { etagMatches: "*" },
+      etagDoesNotMatch: { etagDoesNotMatch: "0123456789abcdef0123456789abcdef" },
+      etagDoesNotMatchStar: { etagDoesNotMatch: "*" },
+      uploadedAfterPast: { uploadedAfter: past },
+      uploadedAfterFuture: { uploadedAfter: future },
+      uploadedBeforePast: { uploadedBefore: past },
+      uploadedBeforeFuture: { uploadedBefore: future },
+      headersIfMatch: new Headers({ "if-match": '"0123456789abcdef0123456789abcdef"' }),
+      headersIfNoneMatch: new Headers({ "if-none-match": '"0123456789abcdef0123456789abcdef"' }),
+      headersIfModifiedSince: new Headers({ "if-modified-since": past.toUTCString() }),
+      headersIfUnmodifiedSince: new Headers({ "if-unmodified-since": future.toUTCString() }),
+    };
+    const out = {};
+    for (const [name, onlyIf] of Object.entries(cases)) {
+      const key = `r2-cput-missing/${name}`;
+      out[name] = await attempt(async () => {
+        const result = await bucket.put(key, "v", { onlyIf });
+        return { result: result === null ? null : result.key, stored: (await bucket.head(key)) !== null };
+      });
+      out[`get_${name}`] = await attempt(async () => readBody(await bucket.get(key, { onlyIf })));
+    }
+    return out;
+  },
+
+  // sha384 and sha512 are verified and stored like the others (issue 12).
+  async checksumsSha2(env) {
+    const bucket = env.ASSETS_BUCKET;
+    const body = "a body with long digests";
+    const out = {};
+    for (const [name, algorithm] of [["sha384", "SHA-384"], ["sha512", "SHA-512"]]) {
+      const digest = await crypto.subtle.digest(algorithm, encoder.encode(body));
+      out[`${name}Right`] = await attempt(async () => {
+        const object = await bucket.put(`r2-sum2/${name}`, body, { [name]: digest });
+        const got = await bucket.get(`r2-sum2/${name}`);
+        await got.text();
+        return {
+          put: object.checksums.toJSON(),
+          head: (await bucket.head(`r2-sum2/${name}`)).checksums.toJSON(),
+          get: got.checksums.toJSON(),
+          listed: (await bucket.list({ prefix: `r2-sum2/${name}` })).objects.map((o) => o.checksums.toJSON()),
+        };
+      });
+      out[`${name}Hex`] = await attempt(async () => {
+        const object = await bucket.put(`r2-sum2/${name}-hex`, body, { [name]: hex(new Uint8Array(digest)) });
+        return object.checksums.toJSON();
+      });
+      out[`${name}Wrong`] = await attempt(() => bucket.put(`r2-sum2/${name}-wrong`, body, { [name]: "00".repeat(digest.byteLength) }));
+      out[`${name}WrongStored`] = (await bucket.head(`r2-sum2/${name}-wrong`)) !== null;
+      out[`${name}BadLength`] = await attempt(() => bucket.put(`r2-sum2/${name}-short`, body, { [name]: "00".repeat(32) }));
+    }
+    out.overwriteDropsDigest = await attempt(async () => {
+      const digest = await crypto.subtle.digest("SHA-512", encoder.encode(body));
+      await bucket.put("r2-sum2/over", body, { sha512: digest });
+      await bucket.put("r2-sum2/over", body);
+      return (await bucket.head("r2-sum2/over")).checksums.toJSON();
+    });
+    return out;
+  },
+
+  // Aborting twice, after a complete, or an unknown upload (issue 12).
+  async abortAgain(env) {
+    const bucket = env.ASSETS_BUCKET;
+    const out = {};
+    out.abortTwice = await attempt(async () => {
+      const started = await bucket.createMultipartUpload("r2-abort/twice");
+      await started.uploadPart(1, "part");
+      await started.abort();
+      return started.abort();
+    });
+    out.abortTwiceNoParts = await attempt(async () => {
+      const started = await bucket.createMultipartUpload("r2-abort/twice-empty");
+      await started.abort();
+      return started.abort();
+    });
+    out.abortAfterComplete = await attempt(async () => {
+      const started = await bucket.createMultipartUpload("r2-abort/completed");
+      const part = await started.uploadPart(1, "part");
+      await started.complete([part]);
+      return started.abort();
+    });
+    out.objectAfterAbortAfterComplete = await attempt(async () => (await bucket.get("r2-abort/completed"))?.text());
+    out.abortUnknown = await attempt(() => bucket.resumeMultipartUpload("r2-abort/unknown", "no-such-upload").abort());
+    out.abortResumedTwice = await attempt(async () => {
+      const started = await bucket.createMultipartUpload("r2-abort/resumed");
+      await bucket.resumeMultipartUpload("r2-abort/resumed", started.uploadId).abort();
+      return bucket.resumeMultipartUpload("r2-abort/resumed", started.uploadId).abort();
     });
     return out;
   },
