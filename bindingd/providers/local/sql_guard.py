@@ -112,6 +112,7 @@ _WRITES = frozenset(
         sqlite3.SQLITE_ANALYZE,
     }
 )
+_SCHEMA_TABLES = frozenset({"sqlite_master", "sqlite_schema", "sqlite_temp_master", "sqlite_temp_schema"})
 _OWN_DATABASE = "a sql binding reaches only its own database"
 
 
@@ -131,13 +132,15 @@ class Guard:
         conn.set_authorizer(self)
 
     def __call__(self, action: int, arg1: str | None, arg2: str | None, db: str | None, _: str | None) -> int:
-        refusal = self._refusal(action, arg1, arg2)
+        refusal = self._refusal(action, arg1, arg2, db)
         if refusal is None:
             return sqlite3.SQLITE_OK
         self.denied = refusal
         return sqlite3.SQLITE_DENY
 
-    def _refusal(self, action: int, arg1: str | None, arg2: str | None) -> BindingdError | None:
+    def _refusal(
+        self, action: int, arg1: str | None, arg2: str | None, db: str | None
+    ) -> BindingdError | None:
         if action == sqlite3.SQLITE_ATTACH:
             # VACUUM attaches "" (a temporary file) and VACUUM INTO its target.
             what = "ATTACH and VACUUM are" if not arg1 else "ATTACH and VACUUM INTO are"
@@ -146,7 +149,7 @@ class Guard:
             return sql_error(f"DETACH is not allowed: {_OWN_DATABASE}")
         if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in _REFUSED_FUNCTIONS:
             return sql_error(f"{arg2}() is not allowed: {_OWN_DATABASE}")
-        if action in _TEMP_OBJECTS:
+        if action in _TEMP_OBJECTS or (db == "temp" and action == sqlite3.SQLITE_INSERT):
             return sql_error(
                 "temporary tables, views, indexes and triggers are not supported: each call"
                 " runs on its own, as each D1 query does"
@@ -154,6 +157,10 @@ class Guard:
         if action == sqlite3.SQLITE_PRAGMA:
             return self._pragma((arg1 or "").lower(), arg2)
         if self.read_only and action in _WRITES:
+            if action == sqlite3.SQLITE_UPDATE and arg1 in _SCHEMA_TABLES:
+                # Asked while SQLite sets up a table-valued PRAGMA (`pragma_table_info(...)`);
+                # the schema itself is written only with writable_schema, which is refused.
+                return None
             return permission_denied("the binding is read-only: SQLite refused the write")
         return None
 
