@@ -329,6 +329,111 @@ def _split_postgres(sql: str) -> list[str]:
     return statements
 
 
+@dataclass(frozen=True)
+class Script:
+    """A script for `exec()`: its statements, in order, and the count D1 reports for it."""
+
+    statements: list[str]
+    count: int
+
+
+# Words a statement starts with: a script whose every line starts with one is read as D1 reads
+# every script, one line at a time. Left out: words that more often go on a statement from the
+# line before (VALUES, SET, DO, END), so that `INSERT INTO t (a)` + newline + `VALUES (1)` keeps
+# working as one statement here (D1 would refuse it).
+_STATEMENT_WORDS = frozenset(
+    [
+        "alter",
+        "analyze",
+        "attach",
+        "begin",
+        "call",
+        "commit",
+        "copy",
+        "create",
+        "delete",
+        "detach",
+        "drop",
+        "explain",
+        "grant",
+        "insert",
+        "lock",
+        "merge",
+        "pragma",
+        "reindex",
+        "release",
+        "replace",
+        "revoke",
+        "rollback",
+        "savepoint",
+        "select",
+        "show",
+        "truncate",
+        "update",
+        "vacuum",
+        "with",
+    ]
+)
+_FIRST_WORD = re.compile(r"\s*(?:/\*.*?\*/\s*)*([A-Za-z]+)", re.DOTALL)
+
+
+def split_exec(sql: str, dialect: Dialect) -> Script:
+    """The statements of an `exec()` script and the count D1 would report.
+
+    D1 runs a script line by line (each line may hold several statements; its count is the
+    number of lines), so statements on their own lines need no `;`. When every line that holds
+    SQL starts with a statement's first word, the script is split that way, with D1's count.
+    Otherwise the script holds statements that span lines, which D1 cannot run: it is split at
+    `;` as a whole (count: the statements), which README lists among the differences. Line
+    breaks inside literals and comments are not line breaks; a script the scanner cannot read
+    is refused (SqlError) by `split_script`, never guessed at."""
+    lines = _script_lines(sql, dialect)
+    if lines is not None:
+        per_line = [split_script(line, dialect) for line in lines]
+        held = [(line, found) for line, found in zip(lines, per_line, strict=True) if found]
+        if len(held) > 1 and all(_starts_a_statement(line) for line, _ in held):
+            return Script([s for _, found in held for s in found], len(held))
+    statements = split_script(sql, dialect)
+    if lines is not None and len(statements) > 1 and sum(1 for line in lines if line.strip()) == 1:
+        return Script(statements, 1)  # several statements on one line: one line to D1
+    return Script(statements, len(statements))
+
+
+def _starts_a_statement(line: str) -> bool:
+    match = _FIRST_WORD.match(line)
+    return match is not None and match.group(1).lower() in _STATEMENT_WORDS
+
+
+def _script_lines(sql: str, dialect: Dialect) -> list[str] | None:
+    """`sql` cut at its line breaks outside literals and block comments (a `--` comment ends at
+    one), or None when the scanner cannot read it."""
+    cuts: list[int] = []
+    if dialect == "postgres":
+        try:
+            scanned = pg_parser.scan(sql)
+        except pg_parser.ParseError:
+            return None
+        at = 0
+        for token in scanned:
+            cuts.extend(i for i in range(at, token.start) if sql[i] == "\n")
+            at = token.end + 1
+        cuts.extend(i for i in range(at, len(sql)) if sql[i] == "\n")
+    else:
+        at = 0
+        for token in tokens(sql, dialect):
+            if token.kind == "code":
+                cuts.extend(at + i for i, c in enumerate(token.text) if c == "\n")
+            elif token.kind == "quoted" and token.text.endswith("\n") and token.text.startswith(("--", "#")):
+                cuts.append(at + len(token.text) - 1)
+            at += len(token.text)
+    lines, start = [], 0
+    for cut in cuts:
+        lines.append(sql[start:cut])
+        start = cut + 1
+    lines.append(sql[start:])
+    return lines
+
+
 def check_statement(sql: str) -> None:
     if not sql.strip():
         raise sql_error("the statement is empty: give one SQL statement")

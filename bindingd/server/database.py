@@ -283,7 +283,8 @@ class DatabaseService(database_pb2_grpc.DatabaseServicer):
             provider: SqlProvider = served.provider  # type: ignore[assignment]
             access, refusal = self._access(served)
             dialect = _dialect(served)
-            statements = sql.split_script(request.sql, dialect)
+            script = sql.split_exec(request.sql, dialect)
+            statements = script.statements
             if not statements:
                 raise invalid_argument("the script holds no SQL statement")
             started = time.perf_counter()
@@ -293,7 +294,7 @@ class DatabaseService(database_pb2_grpc.DatabaseServicer):
                 raise self._refused(e, refusal) from e
             audit_write(served.binding, "exec", f"{len(statements)} statements", context)
         return database_pb2.SqlExecResponse(
-            count=len(statements), duration=(time.perf_counter() - started) * 1000
+            count=script.count, duration=(time.perf_counter() - started) * 1000
         )
 
 

@@ -415,6 +415,21 @@ async def test_exec_runs_a_script(db: D1Database) -> None:
     assert await db.prepare("SELECT count(*) AS n FROM notes").first("n") == 2
 
 
+async def test_exec_reads_a_script_line_by_line_as_d1_does(db: D1Database) -> None:
+    # D1 runs an exec() script one line at a time and counts lines: statements on their own
+    # lines need no `;`, and several statements on one line count once.
+    await db.exec("CREATE TABLE script_lines (id INTEGER PRIMARY KEY, body VARCHAR(100))")
+    insert = "INSERT INTO script_lines (id, body) VALUES"
+    assert (await db.exec(f"{insert} (1, 'a')\n{insert} (2, 'b\nc')")).count == 2
+    update = "UPDATE script_lines SET body ="
+    assert (await db.exec(f"{update} 'x' WHERE id = 1; {update} 'y' WHERE id = 2")).count == 1
+    assert (await db.exec(f"{update} 'p' WHERE id = 1\r\n{update} 'q' WHERE id = 2\r\n")).count == 2
+    assert await db.prepare("SELECT body FROM script_lines ORDER BY id").raw() == [["p"], ["q"]]
+    # A statement across lines (which D1 cannot run) keeps working here (README: differences).
+    assert (await db.exec("INSERT INTO script_lines (id, body)\nVALUES (3, 'r')")).count == 1
+    assert await db.prepare("SELECT count(*) AS n FROM script_lines").first("n") == 3
+
+
 async def test_constraint_violation_and_syntax_error_are_sql_errors(db: D1Database) -> None:
     await make_items(db)
     await db.prepare("INSERT INTO items (id, name) VALUES (1, 'a')").run()

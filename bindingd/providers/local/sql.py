@@ -6,6 +6,9 @@ Each connection lives on its own thread (sqlite3 blocks), and every step of a st
 there as one job: a slow step is stopped with `sqlite3_interrupt`, which is how a timeout or a
 cancelled call stops the query rather than abandoning it. Refused writes (read-only bindings,
 protected envs) run on a second connection opened with `mode=ro`: SQLite itself refuses them.
+Both connections carry a guard (`sql_guard.Guard`, SQLite's authorizer) that keeps a caller's
+SQL inside the binding's own file and settings, and refuses every write on the read-only one
+(`mode=ro` alone covers the main file only: an ATTACH opened read-write).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from bindingd.config.model import Binding
 from bindingd.errors import BindingdError, backend_timeout, backend_unavailable, permission_denied
 from bindingd.providers.base import SqlAccess, SqlMeta, SqlResult, SqlStatement
 from bindingd.providers.connections import ProviderContext
+from bindingd.providers.local.sql_guard import Guard
 from bindingd.sql import PAGE_ROWS, batch_error, check_timeout, sql_error, translate
 
 T = TypeVar("T")
@@ -43,9 +47,21 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
-def map_error(e: sqlite3.Error, path: Path) -> BindingdError:
-    """A sqlite3 failure as the error table's reason, with SQLite's own message."""
+class GuardedConnection(sqlite3.Connection):
+    """A sqlite3 connection that carries its guard, so that an error can say why it was refused."""
+
+    guard: Guard | None = None
+
+
+def map_error(e: sqlite3.Error, path: Path, conn: sqlite3.Connection | None = None) -> BindingdError:
+    """A sqlite3 failure as the error table's reason, with SQLite's own message (or, for a
+    statement the connection's guard refused, the guard's)."""
     message = str(e)
+    guard = getattr(conn, "guard", None)
+    if guard is not None and "not authorized" in message:
+        denied = guard.take_denial()
+        if denied is not None:
+            return denied
     if "readonly database" in message or "attempt to write" in message:
         return permission_denied(f"SQLite refused the write: {message}")
     if "database is locked" in message or "database table is locked" in message:
@@ -148,9 +164,9 @@ class SqliteConnection:
         except sqlite3.OperationalError as e:
             if over_budget or "locked" in str(e) or "busy" in str(e):
                 return False, None
-            raise map_error(e, self.path) from e
+            raise map_error(e, self.path, conn) from e
         except sqlite3.Error as e:
-            raise map_error(e, self.path) from e
+            raise map_error(e, self.path, conn) from e
         finally:
             conn.set_progress_handler(None, 0)
             if sets_busy:
@@ -212,7 +228,7 @@ class SqliteConnection:
             await self._stop(token, future)
             raise
         except sqlite3.Error as e:
-            raise map_error(e, self.path) from e
+            raise map_error(e, self.path, conn) from e
 
     async def _stop(self, token: object, future: asyncio.Future[Any]) -> None:
         with self._lock:
@@ -248,13 +264,17 @@ class SQLiteDatabase:
 
     def _open_rw(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            self.path,
+            timeout=BUSY_TIMEOUT_S,
+            isolation_level=None,
+            check_same_thread=False,
+            factory=GuardedConnection,
         )
         conn.text_factory = _text
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
-        return conn
+        return _guarded(conn, read_only=False)
 
     def _open_ro(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -263,11 +283,12 @@ class SQLiteDatabase:
             timeout=BUSY_TIMEOUT_S,
             isolation_level=None,
             check_same_thread=False,
+            factory=GuardedConnection,
         )
         conn.text_factory = _text
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA query_only=ON")
-        return conn
+        return _guarded(conn, read_only=True)
 
     async def start(self) -> None:
         if not self.create_file and not self.path.is_file():
@@ -305,6 +326,7 @@ class SQLiteDatabase:
         ) -> tuple[sqlite3.Cursor, int, list[str], list[tuple[Any, ...]], SqlMeta | None]:
             before = conn.total_changes
             cursor = conn.execute(statement.sql, statement.params)
+            _reset_settings(conn)
             columns = [d[0] for d in cursor.description] if cursor.description else []
             if not columns:  # done already: its meta before another call's statement runs
                 connection.end_budget()
@@ -405,11 +427,13 @@ class SQLiteDatabase:
                 step()
             except sqlite3.Error as e:
                 _rollback(conn)
+                _reset_settings(conn)
                 if str(e) == "interrupted":
                     raise
-                raise batch_error(index, map_error(e, self.path)) from e
+                raise batch_error(index, map_error(e, self.path, conn)) from e
             except BaseException:
                 _rollback(conn)
+                _reset_settings(conn)
                 raise
         if conn.in_transaction:  # a statement of the caller's own (COMMIT) may have ended it
             try:
@@ -418,10 +442,28 @@ class SQLiteDatabase:
                 # A failed COMMIT (a deferred constraint) leaves SQLite's transaction open: the
                 # next call would run inside it and commit this one's statements.
                 _rollback(conn)
-                err = map_error(e, self.path)
+                _reset_settings(conn)
+                err = map_error(e, self.path, conn)
                 raise BindingdError(
                     err.reason, f"the commit failed, nothing was applied: {err.message}"
                 ) from e
+        _reset_settings(conn)
+
+
+def _guarded(conn: GuardedConnection, *, read_only: bool) -> GuardedConnection:
+    """`conn` with its guard installed: every statement from here on is checked (the daemon's
+    own set-up before this is not, and what it runs later is on the guard's lists)."""
+    conn.guard = Guard(read_only)
+    conn.guard.install(conn)
+    return conn
+
+
+def _reset_settings(conn: sqlite3.Connection) -> None:
+    """Put back what a caller's PRAGMA changed (foreign_keys), so the next call starts from the
+    binding's own settings. Outside a transaction only: inside one SQLite ignores the change."""
+    guard = getattr(conn, "guard", None)
+    if guard is not None and guard.dirty and not conn.in_transaction:
+        guard.reset(conn)
 
 
 def _refuse_open_transaction(conn: sqlite3.Connection) -> None:

@@ -1457,6 +1457,19 @@ export const d1 = {
     out.error = await attempt(() => db.exec("INSERT INTO d1_exec VALUES ('x');\nINSERT INTO d1_exec VALUES ('a');"), [/UNIQUE constraint failed/]);
     out.rowsAfterError = await attempt(() => db.prepare("SELECT v FROM d1_exec ORDER BY v").raw());
     out.syntaxError = await attempt(() => db.exec("SELEC 1"), [/syntax error/]);
+    // D1 splits a script at line breaks: statements on their own lines need no `;`.
+    out.linesWithoutSemicolons = await attempt(() =>
+      db.exec("INSERT INTO d1_exec_other VALUES ('e')\nINSERT INTO d1_exec_other VALUES ('f')"),
+    );
+    out.twoOnOneLine = await attempt(() =>
+      db.exec("INSERT INTO d1_exec_other VALUES ('g'); INSERT INTO d1_exec_other VALUES ('h')"),
+    );
+    out.crlf = await attempt(() =>
+      db.exec("INSERT INTO d1_exec_other VALUES ('i')\r\nINSERT INTO d1_exec_other VALUES ('j')\r\n"),
+    );
+    // ('d' is left out: its trailing ';;' is a known difference above.)
+    out.otherRows = await attempt(() => db.prepare("SELECT v FROM d1_exec_other WHERE v >= 'e' ORDER BY v").raw());
+    out.multiLineStatement = await attempt(() => db.exec("INSERT INTO d1_exec_other\nVALUES ('k')"));
     return out;
   },
 

@@ -1,0 +1,189 @@
+"""What a caller's SQL may do on a local SQLite binding, checked by SQLite itself.
+
+SQLite calls an authorizer for every action a statement would take while it compiles it; a
+denied action fails the statement before it runs. The guard is installed on each of a binding's
+connections once the daemon has set them up, so the daemon's own statements before that are not
+checked, and those after it (the busy timeout, the page count) are on the allow-list.
+
+What it enforces, for every binding (D1 runs each query on its own with fixed settings):
+- a binding reaches its own database file and nothing else: no ATTACH / DETACH (VACUUM and
+  VACUUM INTO attach a file too), no extension loading, no PRAGMA outside the list below
+  (`database_list` tells the file's path; `query_only`, `journal_mode`, `writable_schema`, ...
+  would change the connection for every later call);
+- no temporary tables, views, indexes or triggers: they would outlive the call on the shared
+  connection;
+- on a read-only connection (read-only binding, protected env), no write of any kind, whatever
+  the database: `mode=ro` covers the main file only.
+
+A denied action is remembered (`denied`) so that the provider can answer with a clear error
+instead of SQLite's "not authorized".
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from bindingd.errors import BindingdError, permission_denied
+from bindingd.sql import sql_error
+
+# PRAGMAs a caller may run, reading or with an argument (a table name, a check's limit).
+_QUERY_PRAGMAS = frozenset(
+    {
+        "table_info",
+        "table_xinfo",
+        "table_list",
+        "index_list",
+        "index_info",
+        "index_xinfo",
+        "foreign_key_list",
+        "foreign_key_check",
+        "integrity_check",
+        "quick_check",
+        "function_list",
+        "collation_list",
+        "pragma_list",
+        "module_list",
+        "compile_options",
+        "optimize",
+        "freelist_count",
+        "data_version",
+    }
+)
+# PRAGMAs a caller may read but not set: the connection's settings are the binding's own.
+_READ_ONLY_PRAGMAS = frozenset(
+    {
+        "page_count",
+        "page_size",
+        "max_page_count",
+        "encoding",
+        "journal_mode",
+        "synchronous",
+        "auto_vacuum",
+        "schema_version",
+        "application_id",
+        "cache_size",
+        "query_only",
+        "recursive_triggers",
+        "legacy_alter_table",
+        "case_sensitive_like",
+        "cell_size_check",
+        "secure_delete",
+        "temp_store",
+        "automatic_index",
+        "reverse_unordered_selects",
+        "ignore_check_constraints",
+    }
+)
+# PRAGMAs a caller may set: each is put back after the call (`defer_foreign_keys` resets itself at
+# the end of every transaction; `busy_timeout` is tracked by the connection, see sql.py).
+RESET_AFTER_CALL = {"foreign_keys": "PRAGMA foreign_keys = ON"}
+_SETTABLE_PRAGMAS = frozenset({"foreign_keys", "defer_foreign_keys", "busy_timeout", "user_version"})
+# Functions that reach outside the database (or, fts3_tokenizer with two arguments, memory).
+_REFUSED_FUNCTIONS = frozenset({"load_extension", "fts3_tokenizer", "readfile", "writefile", "edit"})
+_TEMP_OBJECTS = frozenset(
+    {
+        sqlite3.SQLITE_CREATE_TEMP_INDEX,
+        sqlite3.SQLITE_CREATE_TEMP_TABLE,
+        sqlite3.SQLITE_CREATE_TEMP_TRIGGER,
+        sqlite3.SQLITE_CREATE_TEMP_VIEW,
+    }
+)
+_WRITES = frozenset(
+    {
+        sqlite3.SQLITE_INSERT,
+        sqlite3.SQLITE_UPDATE,
+        sqlite3.SQLITE_DELETE,
+        sqlite3.SQLITE_CREATE_INDEX,
+        sqlite3.SQLITE_CREATE_TABLE,
+        sqlite3.SQLITE_CREATE_TRIGGER,
+        sqlite3.SQLITE_CREATE_VIEW,
+        sqlite3.SQLITE_CREATE_VTABLE,
+        sqlite3.SQLITE_DROP_INDEX,
+        sqlite3.SQLITE_DROP_TABLE,
+        sqlite3.SQLITE_DROP_TRIGGER,
+        sqlite3.SQLITE_DROP_VIEW,
+        sqlite3.SQLITE_DROP_VTABLE,
+        sqlite3.SQLITE_DROP_TEMP_INDEX,
+        sqlite3.SQLITE_DROP_TEMP_TABLE,
+        sqlite3.SQLITE_DROP_TEMP_TRIGGER,
+        sqlite3.SQLITE_DROP_TEMP_VIEW,
+        sqlite3.SQLITE_ALTER_TABLE,
+        sqlite3.SQLITE_REINDEX,
+        sqlite3.SQLITE_ANALYZE,
+    }
+)
+_SCHEMA_TABLES = frozenset({"sqlite_master", "sqlite_schema", "sqlite_temp_master", "sqlite_temp_schema"})
+_OWN_DATABASE = "a sql binding reaches only its own database"
+
+
+class Guard:
+    """The authorizer of one connection; `read_only` refuses every write."""
+
+    __slots__ = ("denied", "dirty", "read_only")
+
+    def __init__(self, read_only: bool) -> None:
+        self.read_only = read_only
+        # Why the last statement was refused, until the provider reads it (`take_denial`).
+        self.denied: BindingdError | None = None
+        # Settings a caller changed (RESET_AFTER_CALL keys), to put back after the call.
+        self.dirty: set[str] = set()
+
+    def install(self, conn: sqlite3.Connection) -> None:
+        conn.set_authorizer(self)
+
+    def __call__(self, action: int, arg1: str | None, arg2: str | None, db: str | None, _: str | None) -> int:
+        refusal = self._refusal(action, arg1, arg2, db)
+        if refusal is None:
+            return sqlite3.SQLITE_OK
+        self.denied = refusal
+        return sqlite3.SQLITE_DENY
+
+    def _refusal(
+        self, action: int, arg1: str | None, arg2: str | None, db: str | None
+    ) -> BindingdError | None:
+        if action == sqlite3.SQLITE_ATTACH:
+            # VACUUM attaches "" (a temporary file) and VACUUM INTO its target.
+            what = "ATTACH and VACUUM are" if not arg1 else "ATTACH and VACUUM INTO are"
+            return sql_error(f"{what} not allowed: {_OWN_DATABASE}")
+        if action == sqlite3.SQLITE_DETACH:
+            return sql_error(f"DETACH is not allowed: {_OWN_DATABASE}")
+        if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in _REFUSED_FUNCTIONS:
+            return sql_error(f"{arg2}() is not allowed: {_OWN_DATABASE}")
+        if action in _TEMP_OBJECTS or (db == "temp" and action == sqlite3.SQLITE_INSERT):
+            return sql_error(
+                "temporary tables, views, indexes and triggers are not supported: each call"
+                " runs on its own, as each D1 query does"
+            )
+        if action == sqlite3.SQLITE_PRAGMA:
+            return self._pragma((arg1 or "").lower(), arg2)
+        if self.read_only and action in _WRITES:
+            if action == sqlite3.SQLITE_UPDATE and arg1 in _SCHEMA_TABLES:
+                # Asked while SQLite sets up a table-valued PRAGMA (`pragma_table_info(...)`);
+                # the schema itself is written only with writable_schema, which is refused.
+                return None
+            return permission_denied("the binding is read-only: SQLite refused the write")
+        return None
+
+    def _pragma(self, name: str, value: str | None) -> BindingdError | None:
+        if name in _QUERY_PRAGMAS or (value is None and name in _READ_ONLY_PRAGMAS):
+            return None
+        if name in _SETTABLE_PRAGMAS:
+            if value is not None:
+                if self.read_only and name == "user_version":
+                    return permission_denied("the binding is read-only: PRAGMA user_version is a write")
+                if name in RESET_AFTER_CALL:
+                    self.dirty.add(name)
+            return None
+        if name in _READ_ONLY_PRAGMAS:
+            return sql_error(f"PRAGMA {name} cannot be changed: the binding's settings are fixed")
+        return sql_error(f"PRAGMA {name} is not allowed on a sql binding")
+
+    def take_denial(self) -> BindingdError | None:
+        denied, self.denied = self.denied, None
+        return denied
+
+    def reset(self, conn: sqlite3.Connection) -> None:
+        """Put back the settings a call changed (outside a transaction, where they apply)."""
+        for name in sorted(self.dirty):
+            conn.execute(RESET_AFTER_CALL[name])
+        self.dirty.clear()

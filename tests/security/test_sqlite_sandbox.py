@@ -1,0 +1,302 @@
+"""Attacks on the local SQLite sandbox, through a real `bindingd serve` and the Python client.
+
+A local sql binding must reach its own database file and nothing else, start every call from
+its own settings, and, when read-only (a read-only binding, a protected env), write nothing:
+whatever the SQL text and whichever call carries it (prepare().run/all/first/raw, batch, exec).
+Each attack is followed by a look at the disk: no file created, no file changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from bindingd_client import BindingError, Env, PermissionDenied, SqlError, connect
+from support import DaemonProcess, write_project
+
+CONFIG = """
+    version: 1
+    bindings:
+      APP_DB:   { type: sql }
+      OTHER_DB: { type: sql }
+      RO_DB:    { type: sql, access: read-only }
+      CACHE:    { type: kv, access: read-only }
+    envs:
+      production:
+        protected: true
+"""
+
+Call = Callable[[Env, str, str], Awaitable[object]]
+
+
+async def _run(env: Env, binding: str, sql: str) -> object:
+    return await env[binding].prepare(sql).run()
+
+
+async def _all(env: Env, binding: str, sql: str) -> object:
+    return await env[binding].prepare(sql).all()
+
+
+async def _first(env: Env, binding: str, sql: str) -> object:
+    return await env[binding].prepare(sql).first()
+
+
+async def _raw(env: Env, binding: str, sql: str) -> object:
+    return await env[binding].prepare(sql).raw()
+
+
+async def _batch(env: Env, binding: str, sql: str) -> object:
+    db = env[binding]
+    return await db.batch([db.prepare("SELECT 1"), db.prepare(sql)])
+
+
+async def _exec(env: Env, binding: str, sql: str) -> object:
+    return await env[binding].exec(sql)
+
+
+CALLS: dict[str, Call] = {
+    "run": _run,
+    "all": _all,
+    "first": _first,
+    "raw": _raw,
+    "batch": _batch,
+    "exec": _exec,
+}
+
+
+def _state(root: Path) -> Path:
+    return root / ".bindingd" / "state"
+
+
+def _fingerprint(root: Path) -> dict[str, str]:
+    """Every file under the project (but the daemon's log and socket) and a hash of its bytes,
+    the SQLite files' content as SQLite reads it (the WAL moves pages around by itself)."""
+    seen: dict[str, str] = {}
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or path.name in ("daemon.log",) or path.suffix in (".sock",):
+            continue
+        if path.name.endswith(("-wal", "-shm")):
+            seen[str(path.relative_to(root))] = "present"
+            continue
+        if path.suffix == ".sqlite3":
+            conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+            try:
+                seen[str(path.relative_to(root))] = hashlib.sha256(
+                    "\n".join(conn.iterdump()).encode()
+                ).hexdigest()
+            finally:
+                conn.close()
+            continue
+        seen[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return seen
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Path]:
+    root = tmp_path / "project"
+    write_project(root, CONFIG)
+    # Tables in every database, made by a dev daemon before the attacks start.
+    daemon = DaemonProcess(root).start()
+    try:
+
+        async def seed() -> None:
+            env = await connect(daemon.endpoint)
+            try:
+                for name in ("APP_DB", "OTHER_DB"):
+                    await env[name].exec(
+                        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t (v) VALUES ('kept')"
+                    )
+            finally:
+                await env.aclose()
+
+        asyncio.run(seed())
+    finally:
+        daemon.stop()
+    # RO_DB's file: written here, beside the daemon, as a copy of production data would be.
+    conn = sqlite3.connect(_state(root) / "sql" / "RO_DB.sqlite3", isolation_level=None)
+    conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v TEXT)")
+    conn.execute("INSERT INTO t (v) VALUES ('kept')")
+    conn.close()
+    yield root
+
+
+@pytest.fixture(params=["dev", "production"])
+async def served(request: pytest.FixtureRequest, project: Path) -> AsyncIterator[tuple[Env, Path, str]]:
+    """The daemon in dev (RO_DB read-only) or in the protected production env (all read-only)."""
+    daemon = DaemonProcess(project, "--env", request.param).start()
+    env = await connect(daemon.endpoint)
+    try:
+        yield env, project, request.param
+    finally:
+        await env.aclose()
+        daemon.stop()
+
+
+def _read_only_bindings(env_name: str) -> list[str]:
+    return ["RO_DB", "APP_DB"] if env_name == "production" else ["RO_DB"]
+
+
+ESCAPES = [
+    "PRAGMA database_list",
+    "SELECT file FROM pragma_database_list",
+    "PRAGMA query_only = 0",
+    "PRAGMA query_only = OFF",
+    "PRAGMA writable_schema = 1",
+    "PRAGMA journal_mode = OFF",
+    "PRAGMA synchronous = OFF",
+    "PRAGMA temp_store_directory = '/tmp'",
+    "PRAGMA mmap_size = 1000000",
+    "SELECT load_extension('/nonexistent/evil')",
+    "DETACH DATABASE main",
+    "CREATE TEMP TABLE kept_over (a)",
+    "CREATE TEMP VIEW v AS SELECT 1",
+    "VACUUM",
+]
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
+async def test_attach_own_file_on_a_read_only_binding_writes_nothing(
+    served: tuple[Env, Path, str], call: str
+) -> None:
+    # The reported chain: learn the path, lift query_only, ATTACH the same file read-write.
+    env, root, env_name = served
+    before = _fingerprint(root)
+    for binding in _read_only_bindings(env_name):
+        own = _state(root) / "sql" / f"{binding}.sqlite3"
+        for sql in (
+            f"ATTACH '{own}' AS me",
+            f"ATTACH 'file:{own}?mode=rw' AS me",
+            "ATTACH '' AS scratch",
+            "CREATE TABLE me.x (a)",
+            "DELETE FROM me.t",
+            "DELETE FROM t",
+            "INSERT INTO t (v) VALUES ('written')",
+            "CREATE TABLE x (a)",
+            "PRAGMA user_version = 7",
+        ):
+            with pytest.raises((SqlError, PermissionDenied)):
+                await CALLS[call](env, binding, sql)
+    assert _fingerprint(root) == before
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
+async def test_no_binding_reaches_another_file(served: tuple[Env, Path, str], call: str) -> None:
+    env, root, _ = served
+    other = _state(root) / "sql" / "OTHER_DB.sqlite3"
+    kv_store = next((_state(root) / "kv").glob("CACHE*"))
+    created = root.parent / "created-by-attack.sqlite3"
+    before = _fingerprint(root)
+    for binding in ("APP_DB", "RO_DB"):
+        for sql in (
+            f"ATTACH '{other}' AS other",
+            f"ATTACH '{kv_store}' AS kv",
+            f"ATTACH '{created}' AS fresh",
+            f"VACUUM INTO '{created}'",
+            *ESCAPES,
+        ):
+            with pytest.raises(SqlError) as info:
+                await CALLS[call](env, binding, sql)
+            assert "not authorized" not in str(info.value), sql
+    assert not created.exists()
+    assert _fingerprint(root) == before
+
+
+async def test_refusals_say_why(served: tuple[Env, Path, str]) -> None:
+    env, root, env_name = served
+    db = env.APP_DB
+    expected = {
+        f"ATTACH '{root}/x.sqlite3' AS x": (
+            "ATTACH and VACUUM INTO are not allowed: a sql binding reaches only its own database"
+        ),
+        "PRAGMA database_list": "PRAGMA database_list is not allowed",
+        "PRAGMA query_only = 0": "PRAGMA query_only cannot be changed",
+        "SELECT load_extension('x')": "load_extension() is not allowed",
+        "CREATE TEMP TABLE x (a)": "temporary tables",
+    }
+    for sql, message in expected.items():
+        with pytest.raises(SqlError) as info:
+            await db.prepare(sql).run()
+        assert message in str(info.value)
+        assert info.value.binding == "APP_DB" and info.value.env == env_name
+    if env_name == "production":
+        with pytest.raises(PermissionDenied) as denied:
+            await db.prepare("DELETE FROM t").run()
+        assert "protected" in str(denied.value) or "read-only" in str(denied.value)
+
+
+async def test_a_calls_settings_do_not_reach_the_next_call(project: Path) -> None:
+    daemon = DaemonProcess(project).start()
+    env = await connect(daemon.endpoint)
+    try:
+        db = env.APP_DB
+        await db.exec(
+            "CREATE TABLE parent (id INTEGER PRIMARY KEY);"
+            " CREATE TABLE child (id INTEGER PRIMARY KEY, parent INTEGER REFERENCES parent(id))"
+        )
+        for call in ("run", "all", "raw", "batch", "exec"):
+            await CALLS[call](env, "APP_DB", "PRAGMA foreign_keys = OFF")
+            assert await db.prepare("PRAGMA foreign_keys").first("foreign_keys") == 1, call
+            with pytest.raises(SqlError, match="FOREIGN KEY constraint failed"):
+                await db.prepare("INSERT INTO child (parent) VALUES (42)").run()
+        # D1's way to relax foreign keys for one transaction still works.
+        await db.batch(
+            [
+                db.prepare("PRAGMA defer_foreign_keys = ON"),
+                db.prepare("INSERT INTO child (id, parent) VALUES (1, 7)"),
+                db.prepare("INSERT INTO parent (id) VALUES (7)"),
+            ]
+        )
+        assert await db.prepare("PRAGMA defer_foreign_keys").first("defer_foreign_keys") == 0
+        # A refused temp table left nothing behind for a later call either.
+        with pytest.raises(SqlError):
+            await db.prepare("CREATE TEMP TABLE leak (a)").run()
+        assert await db.prepare("SELECT count(*) AS n FROM sqlite_temp_master").first("n") == 0
+    finally:
+        await env.aclose()
+        daemon.stop()
+
+
+async def test_a_read_write_binding_still_does_everything_d1_does(project: Path) -> None:
+    daemon = DaemonProcess(project).start()
+    env = await connect(daemon.endpoint)
+    try:
+        db = env.APP_DB
+        await db.exec(
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT); CREATE INDEX notes_text ON notes(text)"
+        )
+        result = await db.prepare("INSERT INTO notes (text) VALUES (?)").bind("a").run()
+        assert result.meta["changes"] == 1
+        await db.batch([db.prepare("UPDATE notes SET text = 'b'"), db.prepare("DELETE FROM t")])
+        assert [c["name"] for c in (await db.prepare("PRAGMA table_info(notes)").all()).results] == [
+            "id",
+            "text",
+        ]
+        assert (await db.prepare("PRAGMA integrity_check").first())["integrity_check"] == "ok"
+        assert await db.prepare("PRAGMA foreign_key_check").all() is not None
+        await db.prepare("PRAGMA optimize").run()
+        await db.exec("ALTER TABLE notes ADD COLUMN extra TEXT; DROP INDEX notes_text; DROP TABLE notes")
+        assert await env.RO_DB.prepare("SELECT v FROM t").first("v") == "kept"
+    finally:
+        await env.aclose()
+        daemon.stop()
+
+
+async def test_the_kv_store_of_a_read_only_binding_stays_readable(project: Path) -> None:
+    # The reported damage: SQL wrote into a read-only KV binding's store, whose reads then
+    # answered INTERNAL. With ATTACH refused that cannot happen; the KV binding answers as ever.
+    daemon = DaemonProcess(project).start()
+    env = await connect(daemon.endpoint)
+    try:
+        kv_store = next((_state(project) / "kv").glob("CACHE*"))
+        with pytest.raises(SqlError):
+            await env.APP_DB.exec(f"ATTACH '{kv_store}' AS kv; DROP TABLE kv.kv")
+        assert await env.CACHE.get("absent") is None
+        with pytest.raises(BindingError):
+            await env.CACHE.put("k", "v")
+    finally:
+        await env.aclose()
+        daemon.stop()
