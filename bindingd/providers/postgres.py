@@ -44,6 +44,7 @@ import asyncpg
 import structlog
 
 from bindingd.config.model import Binding, Connection
+from bindingd.config.urls import UNKNOWN_ADDRESS, address
 from bindingd.errors import (
     BindingdError,
     Reason,
@@ -93,8 +94,9 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 
 def _where(connection: Connection) -> str:
     """host:port/db of a DSN, for messages: never the user or the password."""
-    parts = urlsplit(str(connection.options["dsn"]))
-    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or ''}"
+    dsn = str(connection.options["dsn"])
+    where = address("postgres", dsn, "localhost", 5432)
+    return where if where == UNKNOWN_ADDRESS else f"{where}{urlsplit(dsn).path}"
 
 
 def map_error(e: BaseException, connection: Connection) -> BindingdError:
