@@ -369,6 +369,10 @@ def _call(env, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
         # A key or value that cannot be sent (not UTF-8, a number out of range, ...).
         _fail(f"call {args.binding} {args.op}: {e}")
         return EXIT_CONFIG
+    except RecursionError:
+        # json.loads (and json.dumps) recurse once per level of nesting.
+        _fail(f"call {args.binding} {args.op}: a JSON argument is nested too deeply to be read")
+        return EXIT_CONFIG
 
 
 # --- run ---------------------------------------------------------------------------------------

@@ -185,7 +185,13 @@ def _claim_socket(path: Path) -> None:
         raise ServeError(f"{path} exists and is not a socket; remove it or pass --socket")
     if _answers(path):
         raise ServeError(f"another bindingd is already serving on {path}; stop it first or pass --socket")
-    path.unlink()
+    # Another user's socket is theirs to remove (and may not be removable at all).
+    if path.lstat().st_uid != os.getuid():
+        raise ServeError(f"{path} is a socket of another user; have them remove it, or pass another --socket")
+    try:
+        path.unlink()
+    except OSError as e:
+        raise ServeError(f"cannot remove the stale socket {path}: {e.strerror}") from e
 
 
 def _bind(server: grpc.aio.Server, address: str) -> None:

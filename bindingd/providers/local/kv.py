@@ -139,14 +139,14 @@ class LocalKV:
         assert self._reader is not None, "provider not started"
         try:
             return self._reader.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as e:
+        except sqlite3.DatabaseError as e:  # DatabaseError itself: a damaged file
             raise backend_unavailable(f"cannot read the local KV store {self.path}: {e}") from e
 
     async def _write(self, sql: str, params: tuple[object, ...]) -> None:
         assert self._writer is not None, "provider not started"
         try:
             await self._in_writer(self._writer.execute, sql, params)
-        except sqlite3.OperationalError as e:
+        except sqlite3.DatabaseError as e:
             raise write_failure(e, "KV store", self.path) from e
 
     async def _in_writer(self, fn, *args):  # type: ignore[no-untyped-def]

@@ -557,7 +557,7 @@ class LocalObjects:
         assert self._reader is not None, "provider not started"
         try:
             return self._reader.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as e:
+        except sqlite3.DatabaseError as e:  # DatabaseError itself: a damaged file
             raise backend_unavailable(f"cannot read the local object store {self.db_path}: {e}") from e
 
     async def _write(self, sql: str, params: tuple[object, ...]) -> None:
@@ -569,7 +569,7 @@ class LocalObjects:
             return await asyncio.get_running_loop().run_in_executor(self._write_thread, fn, *args)
         except BindingdError:
             raise
-        except sqlite3.OperationalError as e:
+        except sqlite3.DatabaseError as e:
             raise write_failure(e, "object store", self.root, locked=self.db_path) from e
         except OSError as e:
             raise backend_unavailable(f"cannot write the local object store {self.root}: {e}") from e

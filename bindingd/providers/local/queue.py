@@ -230,7 +230,7 @@ class LocalQueue:
                 "SELECT 1 FROM messages WHERE queue = ? AND visible_at <= ? LIMIT 1",
                 (self.queue, time.time()),
             ).fetchone()
-        except sqlite3.OperationalError as e:
+        except sqlite3.DatabaseError as e:  # DatabaseError itself: a damaged file
             raise backend_unavailable(f"cannot read the local queue store {self.path}: {e}") from e
         return row is not None
 
@@ -312,7 +312,7 @@ class LocalQueue:
         assert self._writer is not None, "provider not started"
         try:
             return await self._in_writer(fn, self._writer)
-        except sqlite3.OperationalError as e:
+        except sqlite3.DatabaseError as e:
             raise write_failure(e, "queue store", self.path) from e
 
     async def _in_writer(self, fn, *args):  # type: ignore[no-untyped-def]

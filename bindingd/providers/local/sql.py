@@ -43,6 +43,9 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
+_FILE_FAILURES = ("unable to open", "disk I/O", "image is malformed", "malformed database", "not a database")
+
+
 def map_error(e: sqlite3.Error, path: Path) -> BindingdError:
     """A sqlite3 failure as the error table's reason, with SQLite's own message."""
     message = str(e)
@@ -53,9 +56,9 @@ def map_error(e: sqlite3.Error, path: Path) -> BindingdError:
             f"the SQLite file {path.name} stayed locked by another process for "
             f"{BUSY_TIMEOUT_S:.0f}s; close whatever holds it open"
         )
-    if isinstance(e, sqlite3.OperationalError) and (
-        "unable to open" in message or "disk I/O" in message or "malformed" in message
-    ):
+    # A damaged file raises DatabaseError itself ("database disk image is malformed", "file is
+    # not a database"); "malformed JSON" from a caller's json() is the caller's SQL_ERROR.
+    if any(text in message for text in _FILE_FAILURES):
         return backend_unavailable(f"cannot use the SQLite file {path}: {message}")
     return sql_error(message)
 

@@ -21,7 +21,7 @@ def open_store(path: Path) -> sqlite3.Connection:
 
 
 def write_failure(
-    e: sqlite3.OperationalError, store: str, path: Path, locked: Path | None = None
+    e: sqlite3.DatabaseError, store: str, path: Path, locked: Path | None = None
 ) -> BindingdError:
     """The error of a failed write to the local `store` at `path`: BACKEND_TIMEOUT when another
     process held the file's lock (`locked`, default `path`) too long, else BACKEND_UNAVAILABLE."""
