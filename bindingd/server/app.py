@@ -301,7 +301,11 @@ class Daemon:
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self._advertised = self.options.advertise and self._may_advertise()
         if self._advertised:
-            self._endpoint_file.write_text(f"{self._endpoint}\n")
+            # 0600 like everything in .bindingd/, whatever the umask.
+            fd = os.open(self._endpoint_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{self._endpoint}\n")
         log.info(
             "serving",
             env=config.env,

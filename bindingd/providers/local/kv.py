@@ -20,7 +20,7 @@ from bindingd.errors import backend_unavailable
 from bindingd.kv import bulk_too_large
 from bindingd.providers.base import KVKeyInfo, KVRecord
 from bindingd.providers.connections import ProviderContext
-from bindingd.providers.local.sqlite import open_store, write_failure
+from bindingd.providers.local.sqlite import open_store, private_folder, write_failure
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -51,7 +51,7 @@ class LocalKV:
 
     async def start(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_folder(self.path.parent)
             self._writer = await self._in_writer(open_store, self.path)
             await self._in_writer(self._writer.executescript, SCHEMA)
             self._reader = open_store(self.path)

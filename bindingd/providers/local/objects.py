@@ -44,7 +44,7 @@ from bindingd.providers.base import ObjectListing, ObjectRead
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.local.blobfile import BlobReader, BlobWriter
 from bindingd.providers.local.kv import _prefix_upper_bound
-from bindingd.providers.local.sqlite import BUSY_TIMEOUT_S, open_store, write_failure
+from bindingd.providers.local.sqlite import BUSY_TIMEOUT_S, open_store, private_folder, write_failure
 
 T = TypeVar("T")
 log = structlog.get_logger("bindingd.objects")
@@ -116,8 +116,8 @@ class LocalObjects:
 
     async def start(self) -> None:
         try:
-            self.blobs.mkdir(parents=True, exist_ok=True)
-            self.tmp.mkdir(parents=True, exist_ok=True)
+            private_folder(self.blobs)
+            private_folder(self.tmp)
             objects.remove_leftovers(self.tmp)
             self._writer = await self._in_writer(open_store, self.db_path)
             await self._in_writer(self._writer.executescript, SCHEMA)

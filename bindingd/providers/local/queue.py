@@ -27,7 +27,7 @@ from bindingd.config.model import Binding
 from bindingd.errors import BindingdError, backend_unavailable
 from bindingd.providers.base import QueueDelivery, QueueSettled
 from bindingd.providers.connections import ProviderContext
-from bindingd.providers.local.sqlite import open_store, write_failure
+from bindingd.providers.local.sqlite import open_store, private_folder, write_failure
 from bindingd.queue import OutgoingMessage, Retry, dead_letter_queue_of, exhausted, max_retries_of
 
 log = structlog.get_logger("bindingd.queue.local")
@@ -86,7 +86,7 @@ class LocalQueue:
 
     async def start(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_folder(self.path.parent)
             self._writer = await self._in_writer(open_store, self.path)
             await self._in_writer(self._writer.executescript, SCHEMA)
             self._reader = open_store(self.path)

@@ -25,6 +25,7 @@ from bindingd.config.model import Binding
 from bindingd.errors import BindingdError, backend_timeout, backend_unavailable, permission_denied
 from bindingd.providers.base import SqlAccess, SqlMeta, SqlResult, SqlStatement
 from bindingd.providers.connections import ProviderContext
+from bindingd.providers.local.sqlite import private_file, private_folder
 from bindingd.sql import PAGE_ROWS, batch_error, check_timeout, sql_error, translate
 
 T = TypeVar("T")
@@ -279,7 +280,8 @@ class SQLiteDatabase:
             )
         try:
             if self.create_file:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                private_folder(self.path.parent)
+                private_file(self.path)
             await self.rw.open()
             await self.ro.open()
             self._size = await self.rw.run(_size_of, 10.0)
