@@ -370,8 +370,14 @@ def _call(env, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
         _fail(f"{e} ({e.reason})")
         return EXIT_FAILED
     except (CallUsageError, ValueError, TypeError) as e:
-        # A key or value that cannot be sent (not UTF-8, a number out of range, ...).
-        _fail(f"call {args.binding} {args.op}: {e}")
+        # A key or value that cannot be sent (not UTF-8, a number out of range, ...). Usage
+        # errors already start with "bindingd call BINDING OP: ": do not say it twice.
+        prefix = f"call {args.binding} {args.op}: "
+        _fail(prefix + str(e).removeprefix(f"bindingd {prefix}"))
+        return EXIT_CONFIG
+    except RecursionError:
+        # json.loads (and json.dumps) recurse once per level of nesting.
+        _fail(f"call {args.binding} {args.op}: a JSON argument is nested too deeply to be read")
         return EXIT_CONFIG
 
 

@@ -475,7 +475,7 @@ def decode_cursor(cursor: str, prefix: str) -> str | None:
     )
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):  # RecursionError: JSON nested too deep
         raise bad from None
     if not isinstance(data, dict) or data.get("p") != prefix or not isinstance(data.get("a"), str):
         raise bad

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bindingd import logs
 from bindingd.config import schema
 from bindingd.config.errors import ConfigError
 from bindingd.config.interpolate import Resolver, TemplateError, has_refs, literal_text, parse
@@ -32,6 +33,8 @@ from bindingd.config.model import (
     Location,
 )
 from bindingd.config.schema import Option
+from bindingd.config.urls import RULES as URL_RULES
+from bindingd.config.urls import check_url, secret_parts
 from bindingd.config.yaml_source import Item, describe, read_yaml
 
 CONFIG_FILE = "bindingd.yaml"
@@ -225,6 +228,11 @@ class _Loader:
                 raise self.error(fields["kind"], f'unknown connection kind "{kind}" (allowed: {kinds})')
             options = {key: value for key, value in fields.items() if key != "kind"}
             self.check_options(item, options, schema.CONNECTION_KINDS[kind].options, ("kind",))
+            url = options.get(URL_RULES[kind].option) if kind in URL_RULES else None
+            if url is not None and isinstance(url.value, str) and not has_refs(parse(url.value)):
+                # A URL written out in full is checked in every env; one with references is
+                # checked once resolved, in the selected env only.
+                self.check_url(kind, url, literal_text(parse(url.value)))
             out[name] = _ConnectionSpec(name, kind, item, options)
         return out
 
@@ -438,6 +446,12 @@ class _Loader:
             raise self.error(item, f'expected {expected}, but "{item.value}" does not resolve to one')
         return converted
 
+    def check_url(self, kind: str, item: Item, url: str) -> None:
+        """Refuse a malformed connection URL before any driver parses it (and quotes it)."""
+        problem = check_url(kind, url)
+        if problem is not None:
+            raise self.error(item, problem)
+
     # -- resolution ------------------------------------------------------------------------
 
     def resolve(self, env: str, specs: dict[str, _BindingSpec]) -> dict[str, Binding]:
@@ -472,9 +486,16 @@ class _Loader:
 
     def resolve_connection(self, spec: _ConnectionSpec, resolver: Resolver) -> Connection:
         options = self.resolve_options(spec.options, schema.CONNECTION_KINDS[spec.kind].options, resolver)
+        rule = URL_RULES.get(spec.kind)
+        if rule is not None and rule.option in options:
+            self.check_url(spec.kind, spec.options[rule.option], str(options[rule.option]))
         return Connection(spec.name, spec.kind, options, self.location(spec.item))
 
     def resolve_options(
         self, options: dict[str, Item], table: dict[str, Option], resolver: Resolver
     ) -> dict[str, Any]:
-        return {key: self.option_value(item, table[key], resolver) for key, item in options.items()}
+        resolved = {key: self.option_value(item, table[key], resolver) for key, item in options.items()}
+        for key, value in resolved.items():
+            if table[key].secret and isinstance(value, str):
+                logs.redact(*secret_parts(value))
+        return resolved

@@ -30,6 +30,13 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+# Values an alias may add by repeating what it refers to, all aliases of the file together. A
+# few hundred bytes of nested aliases would otherwise expand to gigabytes (a "billion laughs"
+# alias bomb); a hand-written config repeats far less than this.
+MAX_ALIAS_VALUES = 10_000
+# Nesting deeper than this is refused before Python's recursion limit is reached (a config
+# nests a handful of levels; libyaml itself allows 1000).
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,9 @@ class _Converter:
         self._constructor = SafeConstructor()
         # Nodes being converted, to refuse an alias that contains itself (`&a [*a]`).
         self._active: set[int] = set()
+        # Nodes converted once, and how many values were converted again through an alias.
+        self._seen: set[int] = set()
+        self._repeated = 0
 
     def _error(self, message: str, line: int, path: tuple[str, ...]) -> ConfigError:
         return ConfigError(message, file=self._file, line=line, key_path=".".join(path))
@@ -128,6 +138,18 @@ class _Converter:
     def convert(self, node: Node, path: tuple[str, ...], line: int) -> Item:
         if id(node) in self._active:
             raise self._error("a YAML alias refers to a value that contains it", line, path)
+        if len(path) > MAX_DEPTH:
+            raise self._error(f"values nested more than {MAX_DEPTH} levels deep", line, path[:3])
+        if id(node) in self._seen:
+            self._repeated += 1
+            if self._repeated > MAX_ALIAS_VALUES:
+                raise self._error(
+                    f"YAML aliases repeat more than {MAX_ALIAS_VALUES} values in this file; "
+                    "write the values out or use fewer, smaller aliases",
+                    line,
+                    path,
+                )
+        self._seen.add(id(node))
         self._active.add(id(node))
         try:
             if isinstance(node, MappingNode):

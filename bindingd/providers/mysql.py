@@ -32,6 +32,7 @@ import structlog
 from pymysql.constants import CLIENT
 
 from bindingd.config.model import Binding, Connection
+from bindingd.config.urls import UNKNOWN_ADDRESS, address
 from bindingd.errors import (
     BindingdError,
     Reason,
@@ -89,8 +90,10 @@ def connect_options(connection: Connection) -> dict[str, Any]:
 
 
 def _where(connection: Connection) -> str:
-    options = connect_options(connection)
-    return f"{options['host']}:{options['port']}/{options['db'] or ''}"
+    """host:port/db of a DSN, for messages: never the user or the password."""
+    dsn = str(connection.options["dsn"])
+    where = address("mysql", dsn, "localhost", 3306)
+    return where if where == UNKNOWN_ADDRESS else f"{where}{urlsplit(dsn).path or '/'}"
 
 
 def map_error(e: BaseException, connection: Connection) -> BindingdError:

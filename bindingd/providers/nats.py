@@ -23,7 +23,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import nats
 import nats.errors
@@ -34,6 +33,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from bindingd.config.model import Binding, Connection
+from bindingd.config.urls import address
 from bindingd.errors import BindingdError, Reason, backend_timeout, backend_unavailable, invalid_argument
 from bindingd.providers.base import QueueDelivery, QueueSettled
 from bindingd.providers.connections import ProviderContext
@@ -69,9 +69,8 @@ class NatsClient:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        parts = urlsplit(url)
         # For messages: never the credentials the URL may hold.
-        self.where = f"{parts.hostname or '127.0.0.1'}:{parts.port or 4222}"
+        self.where = address("nats", url, "127.0.0.1", 4222)
         self._nc: NatsConnection | None = None
         self._js: JetStreamContext | None = None
         self._lock = asyncio.Lock()

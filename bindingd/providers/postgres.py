@@ -56,6 +56,7 @@ import structlog
 from pglast import parser as pg_parser
 
 from bindingd.config.model import Binding, Connection
+from bindingd.config.urls import UNKNOWN_ADDRESS, address
 from bindingd.errors import (
     BindingdError,
     Reason,
@@ -113,8 +114,9 @@ def _reset_query(conn: asyncpg.Connection) -> str:
 
 def _where(connection: Connection) -> str:
     """host:port/db of a DSN, for messages: never the user or the password."""
-    parts = urlsplit(str(connection.options["dsn"]))
-    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or ''}"
+    dsn = str(connection.options["dsn"])
+    where = address("postgres", dsn, "localhost", 5432)
+    return where if where == UNKNOWN_ADDRESS else f"{where}{urlsplit(dsn).path}"
 
 
 def map_error(e: BaseException, connection: Connection) -> BindingdError:

@@ -25,7 +25,6 @@ import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import aio_pika
 import aio_pika.exceptions
@@ -34,6 +33,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from bindingd.config.model import Binding, Connection
+from bindingd.config.urls import address
 from bindingd.errors import BindingdError, Reason, backend_timeout, backend_unavailable
 from bindingd.providers.base import QueueDelivery, QueueSettled
 from bindingd.providers.connections import ProviderContext
@@ -67,9 +67,8 @@ class RabbitClient:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        parts = urlsplit(url)
         # For messages: never the credentials the URL may hold.
-        self.where = f"{parts.hostname or '127.0.0.1'}:{parts.port or 5672}"
+        self.where = address("rabbitmq", url, "127.0.0.1", 5672)
         self._connection: AbstractRobustConnection | None = None
         self._lock = asyncio.Lock()
 

@@ -33,6 +33,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from bindingd.config.model import Binding, Connection
+from bindingd.config.urls import address, check_url
 from bindingd.errors import BindingdError, Reason, backend_timeout, backend_unavailable, permission_denied
 from bindingd.kv import bulk_too_large
 from bindingd.providers.base import KVKeyInfo, KVRecord
@@ -54,10 +55,9 @@ return 0
 
 def redis_address(url: str) -> str:
     """host:port (or the socket path) of a redis URL, without its credentials."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return parts.path
-    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+    if url.startswith("unix:") and check_url("redis", url) is None:
+        return urlsplit(url).path
+    return address("redis", url, "localhost", 6379)
 
 
 async def open_client(connection: Connection) -> aioredis.Redis:

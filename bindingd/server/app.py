@@ -255,7 +255,13 @@ def _claim_socket(path: Path) -> None:
         raise ServeError(f"{path} exists and is not a socket; remove it or pass --socket")
     if _answers(path):
         raise ServeError(f"another bindingd is already serving on {path}; stop it first or pass --socket")
-    path.unlink()
+    # Another user's socket is theirs to remove (and may not be removable at all).
+    if path.lstat().st_uid != os.getuid():
+        raise ServeError(f"{path} is a socket of another user; have them remove it, or pass another --socket")
+    try:
+        path.unlink()
+    except OSError as e:
+        raise ServeError(f"cannot remove the stale socket {path}: {e.strerror}") from e
 
 
 def _bind(server: grpc.aio.Server, address: str) -> None:
@@ -371,11 +377,12 @@ class Daemon:
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self._advertised = self.options.advertise and self._may_advertise()
         if self._advertised:
-            self._endpoint_file.write_text(f"{self._endpoint}\n")
+            # 0600 like everything in .bindingd/, whatever the umask.
+            _write_private(self._endpoint_file, f"{self._endpoint}\n")
             # Where this daemon listens on TCP: a client given that address sends the project's
             # token there, and nowhere else (gone again at shutdown, as the endpoint is).
             if self.options.listen:
-                self._listen_file.write_text(f"{self.options.listen}\n")
+                _write_private(self._listen_file, f"{self.options.listen}\n")
             else:
                 with contextlib.suppress(FileNotFoundError):
                     self._listen_file.unlink()
@@ -468,3 +475,11 @@ class Daemon:
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         log.info("stopped")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """`text` into `path`, mode 0600 whatever the umask (a file clients trust only when it is)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)

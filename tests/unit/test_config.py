@@ -663,7 +663,7 @@ ERROR_CASES: list[Any] = [
         """
         version: 1
         connections:
-          staging-pg: { kind: postgres, dsn: x }
+          staging-pg: { kind: postgres, dsn: "postgres://pg/app" }
           staging-r2: { kind: s3 }
         bindings:
           APP_DB: { type: sql }

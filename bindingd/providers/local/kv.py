@@ -20,7 +20,7 @@ from bindingd.errors import backend_unavailable
 from bindingd.kv import bulk_too_large
 from bindingd.providers.base import KVKeyInfo, KVRecord
 from bindingd.providers.connections import ProviderContext
-from bindingd.providers.local.sqlite import open_store, write_failure
+from bindingd.providers.local.sqlite import open_store, private_folder, write_failure
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -51,7 +51,7 @@ class LocalKV:
 
     async def start(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_folder(self.path.parent)
             self._writer = await self._in_writer(open_store, self.path)
             await self._in_writer(self._writer.executescript, SCHEMA)
             self._reader = open_store(self.path)
@@ -139,14 +139,14 @@ class LocalKV:
         assert self._reader is not None, "provider not started"
         try:
             return self._reader.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as e:
+        except sqlite3.DatabaseError as e:  # DatabaseError itself: a damaged file
             raise backend_unavailable(f"cannot read the local KV store {self.path}: {e}") from e
 
     async def _write(self, sql: str, params: tuple[object, ...]) -> None:
         assert self._writer is not None, "provider not started"
         try:
             await self._in_writer(self._writer.execute, sql, params)
-        except sqlite3.OperationalError as e:
+        except sqlite3.DatabaseError as e:
             raise write_failure(e, "KV store", self.path) from e
 
     async def _in_writer(self, fn, *args):  # type: ignore[no-untyped-def]

@@ -44,7 +44,7 @@ from bindingd.providers.base import ObjectListing, ObjectRead
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.local.blobfile import BlobReader, BlobWriter
 from bindingd.providers.local.kv import _prefix_upper_bound
-from bindingd.providers.local.sqlite import BUSY_TIMEOUT_S, open_store, write_failure
+from bindingd.providers.local.sqlite import BUSY_TIMEOUT_S, open_store, private_folder, write_failure
 
 T = TypeVar("T")
 log = structlog.get_logger("bindingd.objects")
@@ -121,8 +121,8 @@ class LocalObjects:
 
     async def start(self) -> None:
         try:
-            self.blobs.mkdir(parents=True, exist_ok=True)
-            self.tmp.mkdir(parents=True, exist_ok=True)
+            private_folder(self.blobs)
+            private_folder(self.tmp)
             objects.remove_leftovers(self.tmp)
             self._writer = await self._in_writer(open_store, self.db_path)
             await self._in_writer(self._writer.executescript, SCHEMA)
@@ -575,7 +575,7 @@ class LocalObjects:
         assert self._reader is not None, "provider not started"
         try:
             return self._reader.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as e:
+        except sqlite3.DatabaseError as e:  # DatabaseError itself: a damaged file
             raise backend_unavailable(f"cannot read the local object store {self.db_path}: {e}") from e
 
     async def _write(self, sql: str, params: tuple[object, ...]) -> None:
@@ -587,7 +587,7 @@ class LocalObjects:
             return await asyncio.get_running_loop().run_in_executor(self._write_thread, fn, *args)
         except BindingdError:
             raise
-        except sqlite3.OperationalError as e:
+        except sqlite3.DatabaseError as e:
             raise write_failure(e, "object store", self.root, locked=self.db_path) from e
         except OSError as e:
             raise backend_unavailable(f"cannot write the local object store {self.root}: {e}") from e

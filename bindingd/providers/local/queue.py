@@ -27,7 +27,7 @@ from bindingd.config.model import Binding
 from bindingd.errors import BindingdError, backend_unavailable
 from bindingd.providers.base import QueueDelivery, QueueSettled
 from bindingd.providers.connections import ProviderContext
-from bindingd.providers.local.sqlite import open_store, write_failure
+from bindingd.providers.local.sqlite import open_store, private_folder, write_failure
 from bindingd.queue import OutgoingMessage, Retry, dead_letter_queue_of, exhausted, max_retries_of
 
 log = structlog.get_logger("bindingd.queue.local")
@@ -86,7 +86,7 @@ class LocalQueue:
 
     async def start(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_folder(self.path.parent)
             self._writer = await self._in_writer(open_store, self.path)
             await self._in_writer(self._writer.executescript, SCHEMA)
             self._reader = open_store(self.path)
@@ -230,7 +230,7 @@ class LocalQueue:
                 "SELECT 1 FROM messages WHERE queue = ? AND visible_at <= ? LIMIT 1",
                 (self.queue, time.time()),
             ).fetchone()
-        except sqlite3.OperationalError as e:
+        except sqlite3.DatabaseError as e:  # DatabaseError itself: a damaged file
             raise backend_unavailable(f"cannot read the local queue store {self.path}: {e}") from e
         return row is not None
 
@@ -312,7 +312,7 @@ class LocalQueue:
         assert self._writer is not None, "provider not started"
         try:
             return await self._in_writer(fn, self._writer)
-        except sqlite3.OperationalError as e:
+        except sqlite3.DatabaseError as e:
             raise write_failure(e, "queue store", self.path) from e
 
     async def _in_writer(self, fn, *args):  # type: ignore[no-untyped-def]

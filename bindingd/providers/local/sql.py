@@ -29,6 +29,7 @@ from bindingd.errors import BindingdError, backend_timeout, backend_unavailable,
 from bindingd.providers.base import SqlAccess, SqlMeta, SqlResult, SqlStatement
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.local.sql_guard import Guard
+from bindingd.providers.local.sqlite import private_file, private_folder
 from bindingd.sql import PAGE_ROWS, batch_error, check_timeout, sql_error, translate
 
 T = TypeVar("T")
@@ -45,6 +46,9 @@ PROGRESS_STEPS = 1000
 
 def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
+
+
+_FILE_FAILURES = ("unable to open", "disk I/O", "image is malformed", "malformed database", "not a database")
 
 
 class GuardedConnection(sqlite3.Connection):
@@ -69,9 +73,9 @@ def map_error(e: sqlite3.Error, path: Path, conn: sqlite3.Connection | None = No
             f"the SQLite file {path.name} stayed locked by another process for "
             f"{BUSY_TIMEOUT_S:.0f}s; close whatever holds it open"
         )
-    if isinstance(e, sqlite3.OperationalError) and (
-        "unable to open" in message or "disk I/O" in message or "malformed" in message
-    ):
+    # A damaged file raises DatabaseError itself ("database disk image is malformed", "file is
+    # not a database"); "malformed JSON" from a caller's json() is the caller's SQL_ERROR.
+    if any(text in message for text in _FILE_FAILURES):
         return backend_unavailable(f"cannot use the SQLite file {path}: {message}")
     return sql_error(message)
 
@@ -297,7 +301,8 @@ class SQLiteDatabase:
             )
         try:
             if self.create_file:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                private_folder(self.path.parent)
+                private_file(self.path)
             await self.rw.open()
             await self.ro.open()
             self._size = await self.rw.run(_size_of, 10.0)

@@ -52,6 +52,7 @@ from bindingd.objects import (
 )
 from bindingd.providers.base import ObjectListing, ObjectRead
 from bindingd.providers.connections import ProviderContext
+from bindingd.providers.local.sqlite import private_folder
 
 DEFAULT_TIMEOUT_S = 30.0
 # What S3 reports as the content type of an object stored without one; R2 reports none.
@@ -115,7 +116,7 @@ class S3Objects:
         return cls(binding, context)
 
     async def start(self) -> None:
-        self.spool.mkdir(parents=True, exist_ok=True)
+        private_folder(self.spool)
         objects.remove_leftovers(self.spool)
         self._client = await self.context.connections.acquire(self.connection, self._open, _close_client)
 
