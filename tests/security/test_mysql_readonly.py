@@ -228,9 +228,9 @@ async def test_one_statement_per_round_trip_on_a_read_write_binding(database: tu
         with pytest.raises(SqlError):
             await db.batch([db.prepare("SELECT 1; INSERT INTO items (id, name) VALUES (12, 'r')")])
         assert await admin("SELECT id FROM items ORDER BY id", name) == [(1,)]
-        # exec() splits its script and still runs every statement, with the same count.
+        # exec() splits its script and still runs every statement; its count is D1's, the lines.
         done = await db.exec(
-            "INSERT INTO items (id, name) VALUES (10, 'p'); INSERT INTO items (id, name) VALUES (11, 'q')"
+            "INSERT INTO items (id, name) VALUES (10, 'p');\nINSERT INTO items (id, name) VALUES (11, 'q')"
         )
         assert done.count == 2
         assert await admin("SELECT id FROM items ORDER BY id", name) == [(1,), (10,), (11,)]
