@@ -14,6 +14,7 @@ import decimal
 import functools
 import json
 import re
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -297,6 +298,24 @@ def split_script(sql: str, dialect: Dialect) -> list[str]:
             meaningful = True
     if meaningful:
         statements.append("".join(current).strip())
+    if dialect == "sqlite":
+        return _whole_sqlite_statements(statements)
+    return statements
+
+
+def _whole_sqlite_statements(pieces: list[str]) -> list[str]:
+    """`pieces` joined again where SQLite's own `complete_statement` says a `;` did not end the
+    statement: those inside a `CREATE TRIGGER ... BEGIN ...; END` body. An unfinished last piece
+    is kept as it is, for SQLite to name what is missing."""
+    statements: list[str] = []
+    pending = ""
+    for piece in pieces:
+        pending = f"{pending};\n{piece}" if pending else piece
+        if sqlite3.complete_statement(f"{pending};"):
+            statements.append(pending)
+            pending = ""
+    if pending:
+        statements.append(pending)
     return statements
 
 

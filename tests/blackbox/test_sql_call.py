@@ -20,7 +20,7 @@ def test_query_and_exec_from_the_shell(tmp_path: Path) -> None:
         cwd=root,
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["count"] == 2
+    assert json.loads(done.stdout)["count"] == 1  # D1's count: the lines that hold SQL
 
     query = bindingd_cli("call", "APP_DB", "query", "SELECT * FROM posts WHERE id = ?", "7", cwd=root)
     assert query.returncode == 0, query.stderr

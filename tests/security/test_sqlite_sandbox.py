@@ -212,6 +212,7 @@ async def test_refusals_say_why(served: tuple[Env, Path, str]) -> None:
         f"ATTACH '{root}/x.sqlite3' AS x": (
             "ATTACH and VACUUM INTO are not allowed: a sql binding reaches only its own database"
         ),
+        f"VACUUM INTO '{root}/y.sqlite3'": "ATTACH and VACUUM INTO are not allowed",
         "PRAGMA database_list": "PRAGMA database_list is not allowed",
         "PRAGMA query_only = 0": "PRAGMA query_only cannot be changed",
         "SELECT load_extension('x')": "load_extension() is not allowed",
@@ -242,6 +243,21 @@ async def test_a_calls_settings_do_not_reach_the_next_call(project: Path) -> Non
             assert await db.prepare("PRAGMA foreign_keys").first("foreign_keys") == 1, call
             with pytest.raises(SqlError, match="FOREIGN KEY constraint failed"):
                 await db.prepare("INSERT INTO child (parent) VALUES (42)").run()
+        # The same text again and again: sqlite3 runs it from its statement cache, where SQLite
+        # does not ask the authorizer again; the settings still go back after every call.
+        for setting, default in (
+            ("recursive_triggers", 0),
+            ("case_sensitive_like", None),
+            ("foreign_keys", 1),
+        ):
+            for _ in range(3):
+                await db.prepare(
+                    f"PRAGMA {setting} = ON" if default == 0 else f"PRAGMA {setting} = OFF"
+                ).run()
+                await db.exec(f"PRAGMA {setting} = ON" if default == 0 else f"PRAGMA {setting} = OFF")
+                if default is not None:
+                    assert await db.prepare(f"PRAGMA {setting}").first(setting) == default, setting
+        assert await db.prepare("SELECT 'a' LIKE 'A' AS same").first("same") == 1  # case_sensitive_like off
         # D1's way to relax foreign keys for one transaction still works.
         await db.batch(
             [
@@ -280,6 +296,15 @@ async def test_a_read_write_binding_still_does_everything_d1_does(project: Path)
         await db.prepare("PRAGMA optimize").run()
         await db.exec("ALTER TABLE notes ADD COLUMN extra TEXT; DROP INDEX notes_text; DROP TABLE notes")
         assert await env.RO_DB.prepare("SELECT v FROM t").first("v") == "kept"
+        # A trigger's body holds `;`s: the script keeps it whole (SQLite's complete_statement).
+        done = await db.exec(
+            "CREATE TABLE src (x INTEGER);\nCREATE TABLE dst (x INTEGER);\n"
+            "CREATE TRIGGER copy AFTER INSERT ON src BEGIN\n"
+            "  INSERT INTO dst VALUES (new.x);\n  INSERT INTO dst VALUES (new.x + 1);\nEND;\n"
+            "INSERT INTO src VALUES (1)"
+        )
+        assert done.count == 4
+        assert await db.prepare("SELECT x FROM dst ORDER BY x").raw() == [[1], [2]]
     finally:
         await env.aclose()
         daemon.stop()

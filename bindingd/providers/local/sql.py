@@ -28,7 +28,7 @@ from bindingd.config.model import Binding
 from bindingd.errors import BindingdError, backend_timeout, backend_unavailable, permission_denied
 from bindingd.providers.base import SqlAccess, SqlMeta, SqlResult, SqlStatement
 from bindingd.providers.connections import ProviderContext
-from bindingd.providers.local.sql_guard import Guard
+from bindingd.providers.local.sql_guard import Guard, names_a_setting, reset_settings
 from bindingd.providers.local.sqlite import private_file, private_folder
 from bindingd.sql import PAGE_ROWS, batch_error, check_timeout, sql_error, translate
 
@@ -62,7 +62,9 @@ def map_error(e: sqlite3.Error, path: Path, conn: sqlite3.Connection | None = No
     statement the connection's guard refused, the guard's)."""
     message = str(e)
     guard = getattr(conn, "guard", None)
-    if guard is not None and "not authorized" in message:
+    # "not authorized" when a statement is compiled; "authorization denied" when it is refused
+    # while it runs (VACUUM INTO attaches its target then).
+    if guard is not None and ("not authorized" in message or "authorization denied" in message):
         denied = guard.take_denial()
         if denied is not None:
             return denied
@@ -325,13 +327,15 @@ class SQLiteDatabase:
         connection = self._connection(access)
         timeout = check_timeout(access.timeout)
         started = time.perf_counter()
+        resets = names_a_setting(statement.sql)
 
         def first(
             conn: sqlite3.Connection,
         ) -> tuple[sqlite3.Cursor, int, list[str], list[tuple[Any, ...]], SqlMeta | None]:
             before = conn.total_changes
             cursor = conn.execute(statement.sql, statement.params)
-            _reset_settings(conn)
+            if resets:
+                _put_back(conn)
             columns = [d[0] for d in cursor.description] if cursor.description else []
             if not columns:  # done already: its meta before another call's statement runs
                 connection.end_budget()
@@ -402,7 +406,11 @@ class SQLiteDatabase:
                 cursor.close()
                 results.append(SqlResult(columns, rows, meta))
 
-            self._transaction(conn, [(i, lambda i=i, s=s: one(i, s)) for i, s in enumerate(statements)])
+            self._transaction(
+                conn,
+                [(i, lambda i=i, s=s: one(i, s)) for i, s in enumerate(statements)],
+                any(names_a_setting(s.sql) for s in statements),
+            )
             return results
 
         return await self._connection(access).run(
@@ -414,7 +422,9 @@ class SQLiteDatabase:
     async def exec(self, statements: list[str], access: SqlAccess) -> None:
         def run(conn: sqlite3.Connection) -> None:
             self._transaction(
-                conn, [(i, lambda s=s: conn.execute(s).close()) for i, s in enumerate(statements)]
+                conn,
+                [(i, lambda s=s: conn.execute(s).close()) for i, s in enumerate(statements)],
+                any(names_a_setting(s) for s in statements),
             )
             self._size = _size_of(conn)
 
@@ -424,21 +434,29 @@ class SQLiteDatabase:
             sets_busy=any(_SETS_BUSY(s) for s in statements),
         )
 
-    def _transaction(self, conn: sqlite3.Connection, steps: list[tuple[int, Callable[[], object]]]) -> None:
-        """All steps or none; a failing step raises `batch_error` naming its index."""
+    def _transaction(
+        self, conn: sqlite3.Connection, steps: list[tuple[int, Callable[[], object]]], resets: bool
+    ) -> None:
+        """All steps or none; a failing step raises `batch_error` naming its index. `resets`:
+        the statements name a setting a caller may change, put back once the transaction ends."""
+        try:
+            self._steps(conn, steps)
+        finally:
+            if resets:
+                _put_back(conn)
+
+    def _steps(self, conn: sqlite3.Connection, steps: list[tuple[int, Callable[[], object]]]) -> None:
         conn.execute("BEGIN")
         for index, step in steps:
             try:
                 step()
             except sqlite3.Error as e:
                 _rollback(conn)
-                _reset_settings(conn)
                 if str(e) == "interrupted":
                     raise
                 raise batch_error(index, map_error(e, self.path, conn)) from e
             except BaseException:
                 _rollback(conn)
-                _reset_settings(conn)
                 raise
         if conn.in_transaction:  # a statement of the caller's own (COMMIT) may have ended it
             try:
@@ -447,12 +465,10 @@ class SQLiteDatabase:
                 # A failed COMMIT (a deferred constraint) leaves SQLite's transaction open: the
                 # next call would run inside it and commit this one's statements.
                 _rollback(conn)
-                _reset_settings(conn)
                 err = map_error(e, self.path, conn)
                 raise BindingdError(
                     err.reason, f"the commit failed, nothing was applied: {err.message}"
                 ) from e
-        _reset_settings(conn)
 
 
 def _guarded(conn: GuardedConnection, *, read_only: bool) -> GuardedConnection:
@@ -463,12 +479,12 @@ def _guarded(conn: GuardedConnection, *, read_only: bool) -> GuardedConnection:
     return conn
 
 
-def _reset_settings(conn: sqlite3.Connection) -> None:
-    """Put back what a caller's PRAGMA changed (foreign_keys), so the next call starts from the
-    binding's own settings. Outside a transaction only: inside one SQLite ignores the change."""
-    guard = getattr(conn, "guard", None)
-    if guard is not None and guard.dirty and not conn.in_transaction:
-        guard.reset(conn)
+def _put_back(conn: sqlite3.Connection) -> None:
+    """Put back the settings a caller may change (foreign_keys, recursive_triggers, ...), so the
+    next call starts from the binding's own. Outside a transaction only: inside one they are
+    SQLite's to keep until it ends (and foreign_keys cannot change there at all)."""
+    if not conn.in_transaction:
+        reset_settings(conn)
 
 
 def _refuse_open_transaction(conn: sqlite3.Connection) -> None:

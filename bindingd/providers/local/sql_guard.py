@@ -21,6 +21,7 @@ instead of SQLite's "not authorized".
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 from bindingd.errors import BindingdError, permission_denied
@@ -63,21 +64,27 @@ _READ_ONLY_PRAGMAS = frozenset(
         "application_id",
         "cache_size",
         "query_only",
-        "recursive_triggers",
-        "legacy_alter_table",
-        "case_sensitive_like",
         "cell_size_check",
         "secure_delete",
         "temp_store",
         "automatic_index",
-        "reverse_unordered_selects",
-        "ignore_check_constraints",
     }
 )
-# PRAGMAs a caller may set: each is put back after the call (`defer_foreign_keys` resets itself at
-# the end of every transaction; `busy_timeout` is tracked by the connection, see sql.py).
-RESET_AFTER_CALL = {"foreign_keys": "PRAGMA foreign_keys = ON"}
-_SETTABLE_PRAGMAS = frozenset({"foreign_keys", "defer_foreign_keys", "busy_timeout", "user_version"})
+# PRAGMAs a caller may set (those D1 lets a query set), each put back to the binding's own value
+# after any call whose SQL names it (`busy_timeout` is tracked by the connection, see sql.py).
+# By the statement's text, not by what this guard saw: sqlite3 reuses a compiled statement from
+# its cache without asking the authorizer again.
+RESET_AFTER_CALL = {
+    "foreign_keys": "PRAGMA foreign_keys = ON",
+    "defer_foreign_keys": "PRAGMA defer_foreign_keys = OFF",
+    "case_sensitive_like": "PRAGMA case_sensitive_like = OFF",
+    "ignore_check_constraints": "PRAGMA ignore_check_constraints = OFF",
+    "legacy_alter_table": "PRAGMA legacy_alter_table = OFF",
+    "recursive_triggers": "PRAGMA recursive_triggers = OFF",
+    "reverse_unordered_selects": "PRAGMA reverse_unordered_selects = OFF",
+}
+_NAMES_A_SETTING = re.compile("|".join(RESET_AFTER_CALL), re.IGNORECASE)
+_SETTABLE_PRAGMAS = frozenset({*RESET_AFTER_CALL, "busy_timeout", "user_version"})
 # Functions that reach outside the database (or, fts3_tokenizer with two arguments, memory).
 _REFUSED_FUNCTIONS = frozenset({"load_extension", "fts3_tokenizer", "readfile", "writefile", "edit"})
 _TEMP_OBJECTS = frozenset(
@@ -119,14 +126,12 @@ _OWN_DATABASE = "a sql binding reaches only its own database"
 class Guard:
     """The authorizer of one connection; `read_only` refuses every write."""
 
-    __slots__ = ("denied", "dirty", "read_only")
+    __slots__ = ("denied", "read_only")
 
     def __init__(self, read_only: bool) -> None:
         self.read_only = read_only
         # Why the last statement was refused, until the provider reads it (`take_denial`).
         self.denied: BindingdError | None = None
-        # Settings a caller changed (RESET_AFTER_CALL keys), to put back after the call.
-        self.dirty: set[str] = set()
 
     def install(self, conn: sqlite3.Connection) -> None:
         conn.set_authorizer(self)
@@ -168,11 +173,8 @@ class Guard:
         if name in _QUERY_PRAGMAS or (value is None and name in _READ_ONLY_PRAGMAS):
             return None
         if name in _SETTABLE_PRAGMAS:
-            if value is not None:
-                if self.read_only and name == "user_version":
-                    return permission_denied("the binding is read-only: PRAGMA user_version is a write")
-                if name in RESET_AFTER_CALL:
-                    self.dirty.add(name)
+            if value is not None and self.read_only and name == "user_version":
+                return permission_denied("the binding is read-only: PRAGMA user_version is a write")
             return None
         if name in _READ_ONLY_PRAGMAS:
             return sql_error(f"PRAGMA {name} cannot be changed: the binding's settings are fixed")
@@ -182,8 +184,13 @@ class Guard:
         denied, self.denied = self.denied, None
         return denied
 
-    def reset(self, conn: sqlite3.Connection) -> None:
-        """Put back the settings a call changed (outside a transaction, where they apply)."""
-        for name in sorted(self.dirty):
-            conn.execute(RESET_AFTER_CALL[name])
-        self.dirty.clear()
+
+def names_a_setting(sql: str) -> bool:
+    """Whether `sql` may change a setting that `reset_settings` puts back."""
+    return _NAMES_A_SETTING.search(sql) is not None
+
+
+def reset_settings(conn: sqlite3.Connection) -> None:
+    """Put back every setting a caller may change (outside a transaction, where they apply)."""
+    for statement in RESET_AFTER_CALL.values():
+        conn.execute(statement)
