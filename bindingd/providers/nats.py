@@ -23,7 +23,10 @@ pull then hands out the message at the cursor as a first delivery (`num_delivere
 that ran out came back as attempt 1, and when several messages are in flight the one handed out
 is another message that is still leased. So the daemon remembers the attempts of each message
 it naked (by stream sequence and message id) and counts on from there, and never hands out a
-message it holds a live lease on; such a duplicate only refreshes the lease's handle.
+message it holds a live lease on; such a duplicate only refreshes the lease's handle. Left as
+is: the message whose redelivery was lost in that second case comes back after ack_wait, and
+JetStream then counts it one too high (it counted the lost delivery); the daemon takes the
+higher count, since another daemon sharing the consumer may have leased it meanwhile.
 """
 
 from __future__ import annotations
