@@ -13,6 +13,20 @@ shorter or longer than the consumer's ack_wait. The daemon keeps the leases: it 
 whose lease ran out (or dead-letters it after its last retry) and sends in-progress acks to
 hold a longer lease. If the daemon dies, JetStream redelivers after ack_wait. Acks are
 synchronous (AckAck), so a message reported acked is never delivered again.
+
+Attempts: JetStream's delivery count (`num_delivered`), raised to what the daemon itself
+counted. nats-server before 2.10.14 (this machine runs 2.9.10) loses a redelivery when the only
+pull requests waiting on the consumer are invalid (expired but not yet swept, or from a consumer
+that went away): it takes the message off its redelivery queue, counts the delivery, and then
+rewinds its stream cursor instead of putting the message back (nats-server #5305). The next
+pull then hands out the message at the cursor as a first delivery (`num_delivered` 1): a lease
+that ran out came back as attempt 1, and when several messages are in flight the one handed out
+is another message that is still leased. So the daemon remembers the attempts of each message
+it naked (by stream sequence and message id) and counts on from there, and never hands out a
+message it holds a live lease on; such a duplicate only refreshes the lease's handle. Left as
+is: the message whose redelivery was lost in that second case comes back after ack_wait, and
+JetStream then counts it one too high (it counted the lost delivery); the daemon takes the
+higher count, since another daemon sharing the consumer may have leased it meanwhile.
 """
 
 from __future__ import annotations
@@ -21,6 +35,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +64,10 @@ FIRST_CONNECT_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 5.0
 # How often leases are checked (expired ones naked, long ones kept alive).
 LEASE_TICK_S = 0.25
+# Attempts remembered for messages the daemon naked; beyond this the oldest are forgotten (only
+# a message acked by another daemon sharing the consumer is never removed otherwise), and a
+# forgotten one falls back to JetStream's count.
+REMEMBERED_ATTEMPTS = 100_000
 H_ID, H_TIME, H_TYPE, H_DUE = "Bindingd-Id", "Bindingd-Timestamp", "Bindingd-Content-Type", "Bindingd-Due"
 # Characters JetStream refuses in a stream name (as nats.go's validateStreamName).
 STREAM_NAME_FORBIDDEN = ">*. /\\\t\r\n"
@@ -154,6 +173,8 @@ def _describe(e: BaseException) -> str:
 @dataclass
 class _Lease:
     msg: Msg
+    seq: int  # the stream sequence: the same for every delivery of the message
+    message_id: str
     attempts: int
     deadline: float
     # When JetStream's own ack_wait timer was last reset (delivery or in-progress ack).
@@ -186,6 +207,9 @@ class NatsQueue:
         self._fetch_lock = asyncio.Lock()
         self._psub: Any = None
         self._leases: dict[str, _Lease] = {}
+        # The live lease of each stream sequence, and the attempts of messages naked since.
+        self._leased_seq: dict[int, str] = {}
+        self._naked: OrderedDict[int, tuple[str, int]] = OrderedDict()
         self._dead_letter_subject: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -232,6 +256,7 @@ class NatsQueue:
             with contextlib.suppress(Exception):
                 await lease.msg.nak()
         self._leases.clear()
+        self._leased_seq.clear()
         if self._client is not None:
             await self._connections.release(self.connection)
 
@@ -355,17 +380,31 @@ class NatsQueue:
         now = time.monotonic()
         out: list[QueueDelivery] = []
         for msg in msgs:
-            attempts = msg.metadata.num_delivered
             headers = msg.headers or {}
+            message_id = headers.get(H_ID, "")
+            seq = msg.metadata.sequence.stream
+            held = self._leases.get(self._leased_seq.get(seq, ""))
+            if held is not None:
+                # JetStream handed out a message this daemon holds a live lease on (a lost
+                # redelivery rewound its cursor, or a keep-alive came late): the lease stays
+                # with its holder; JetStream now tracks this delivery, so settle through it.
+                log.debug("message delivered again while leased", stream=self.stream, id=message_id)
+                held.msg, held.touched = msg, now
+                continue
+            attempts = msg.metadata.num_delivered
+            naked = self._naked.pop(seq, None)
+            if naked is not None and naked[0] == message_id:
+                attempts = max(attempts, naked[1] + 1)
             if exhausted(attempts - 1, self.max_retries):
                 # Its last lease ran out while no daemon was watching it.
                 await self._dead_letter(msg, attempts - 1)
                 continue
             lease_id = uuid.uuid4().hex
-            self._leases[lease_id] = _Lease(msg, attempts, now + visibility_s, now)
+            self._leases[lease_id] = _Lease(msg, seq, message_id, attempts, now + visibility_s, now)
+            self._leased_seq[seq] = lease_id
             out.append(
                 QueueDelivery(
-                    id=headers.get(H_ID, ""),
+                    id=message_id,
                     timestamp_ms=int(headers.get(H_TIME, "0")),
                     body=msg.data,
                     content_type=headers.get(H_TYPE, "bytes"),
@@ -381,13 +420,13 @@ class NatsQueue:
         expired: list[str] = []
         taken: list[tuple[_Lease, Retry | None]] = []
         for lease_id in acks:
-            lease = self._leases.pop(lease_id, None)
+            lease = self._take_lease(lease_id)
             if lease is None:
                 expired.append(lease_id)
             else:
                 taken.append((lease, None))
         for retry in retries:
-            lease = self._leases.pop(retry.lease_id, None)
+            lease = self._take_lease(retry.lease_id)
             if lease is None:
                 expired.append(retry.lease_id)
             else:
@@ -399,6 +438,7 @@ class NatsQueue:
             elif exhausted(lease.attempts, self.max_retries):
                 await self._dead_letter(lease.msg, lease.attempts)
             else:
+                self._remember_nak(lease)
                 await lease.msg.nak(delay=retry.delay_s or None)
 
         results = await asyncio.gather(
@@ -413,6 +453,20 @@ class NatsQueue:
             retried=sum(1 for _, r in taken if r is not None),
             expired=expired,
         )
+
+    def _take_lease(self, lease_id: str) -> _Lease | None:
+        lease = self._leases.pop(lease_id, None)
+        if lease is not None and self._leased_seq.get(lease.seq) == lease_id:
+            del self._leased_seq[lease.seq]
+        return lease
+
+    def _remember_nak(self, lease: _Lease) -> None:
+        """Before a nak: the next delivery of the message is attempt lease.attempts + 1, even
+        if JetStream counts it as a first delivery (see the module's docstring)."""
+        self._naked[lease.seq] = (lease.message_id, lease.attempts)
+        self._naked.move_to_end(lease.seq)
+        while len(self._naked) > REMEMBERED_ATTEMPTS:
+            self._naked.popitem(last=False)
 
     async def _dead_letter(self, msg: Msg, attempts: int) -> None:
         headers = msg.headers or {}
@@ -455,10 +509,12 @@ class NatsQueue:
             for lease_id, lease in list(self._leases.items()):
                 try:
                     if now >= lease.deadline:
-                        del self._leases[lease_id]
+                        if self._take_lease(lease_id) is None:
+                            continue  # settled while this loop awaited another lease
                         if exhausted(lease.attempts, self.max_retries):
                             await self._dead_letter(lease.msg, lease.attempts)
                         else:
+                            self._remember_nak(lease)
                             await lease.msg.nak()
                     elif now - lease.touched >= self.ack_wait / 2:
                         await lease.msg.in_progress()

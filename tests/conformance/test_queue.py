@@ -540,12 +540,12 @@ async def test_a_late_ack_or_retry_leaves_a_message_leased_again_alone(jobs: Que
     await jobs.send("x", content_type="text")
     first = await take(jobs, 1, ack=False, visibility_timeout=1)
     second = await take(jobs, 1, ack=False, timeout=30, visibility_timeout=2)
-    assert [m.id for m in second] == [first[0].id]  # attempts: test_expired_leases_count_...
+    assert [(m.id, m.attempts) for m in second] == [(first[0].id, 2)]
     # Both too late: the message is leased to `second` now, then its lease runs out too.
     await first[0].ack()
     await first[0].retry()
     third = await take(jobs, 1, ack=False, timeout=30, visibility_timeout=30)
-    assert [m.id for m in third] == [first[0].id]
+    assert [(m.id, m.attempts) for m in third] == [(first[0].id, 3)]
     await third[0].ack()
     assert await nothing_within(jobs, 3)
 
@@ -685,3 +685,98 @@ async def test_rabbitmq_receives_cancelled_mid_fetch_leave_other_leases_alone() 
     finally:
         await provider.close()
         await asyncio.to_thread(_rabbit_cleanup, [name])
+
+
+GONE_CONSUMER_SCRIPT = """
+import asyncio, sys
+import nats
+
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    psub = await nc.jetstream().pull_subscribe_bind("bindingd", sys.argv[2])
+    fetch = asyncio.ensure_future(psub.fetch(1, timeout=600))
+    await asyncio.sleep(0.2)
+    await nc.flush()
+    print("fetching", flush=True)
+    await fetch
+
+asyncio.run(main())
+"""
+
+
+async def _kill_a_nats_consumer_mid_fetch(stream: str) -> None:
+    """Another consumer of the stream (a second daemon, a script) killed while its fetch waits:
+    its pull request stays on the consumer with nobody listening."""
+    gone = subprocess.Popen(
+        [sys.executable, "-c", GONE_CONSUMER_SCRIPT, NATS_URL, stream], stdout=subprocess.PIPE
+    )
+    try:
+        assert gone.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(gone.stdout.readline), 30)
+        assert line.strip() == b"fetching"
+    finally:
+        gone.kill()
+        await asyncio.to_thread(gone.wait, 30)
+
+
+@pytest.fixture
+async def nats_jobs(tmp_path: Path) -> AsyncIterator[tuple[Queue, str]]:
+    """JOBS on a NATS stream of its own (ack_wait 3, max_retries 5) and the stream's name."""
+    ensure("nats")
+    name = f"gone_{uuid.uuid4().hex[:8]}"
+    config = write_project(
+        tmp_path,
+        f"""
+        version: 1
+        connections:
+          nats: {{ kind: nats, url: '{NATS_URL}' }}
+        bindings:
+          JOBS: {{ type: queue, connection: nats, stream: {name}, ack_wait: 3, max_retries: 5 }}
+        """,
+    )
+    try:
+        async with daemon_in_process(config) as daemon:
+            client = await connect(endpoint=f"unix://{daemon.socket_path}")
+            try:
+                yield client.JOBS, name
+            finally:
+                await client.aclose()
+    finally:
+        await asyncio.to_thread(_nats_cleanup, [name])
+
+
+async def test_nats_a_consumer_killed_mid_fetch_does_not_reset_attempts(nats_jobs: tuple[Queue, str]) -> None:
+    """nats-server before 2.10.14 drops the redelivery of a lease that runs out while only such a
+    dead pull request waits, and rewinds its stream cursor: the message came back as a first
+    delivery (num_delivered 1), an expired lease counted as attempt 1, not 2. The same happens,
+    by chance, when the daemon's own expired poll is the only request waiting."""
+    jobs, stream = nats_jobs
+    await jobs.send("x", content_type="text")
+    first = await take(jobs, 1, ack=False, visibility_timeout=1)
+    assert [m.attempts for m in first] == [1]
+    await _kill_a_nats_consumer_mid_fetch(stream)
+    await asyncio.sleep(2)  # the lease of `first` runs out meanwhile
+    second = await take(jobs, 1, ack=False, timeout=30, visibility_timeout=30)
+    assert [(m.id, m.attempts) for m in second] == [(first[0].id, 2)]
+    await second[0].ack()
+    assert await nothing_within(jobs, 4)
+
+
+async def test_nats_a_lost_redelivery_does_not_hand_out_a_leased_message(
+    nats_jobs: tuple[Queue, str],
+) -> None:
+    """With two messages in flight, the cursor the server rewinds points at the other one, which
+    it then delivers again as new while its lease still holds."""
+    jobs, stream = nats_jobs
+    await jobs.send_batch([{"body": "a"}, {"body": "b"}])
+    a = await take(jobs, 1, ack=False, visibility_timeout=1, batch_size=1)
+    b = await take(jobs, 1, ack=False, visibility_timeout=60, batch_size=1)
+    assert [m.body for m in a + b] == ["a", "b"]
+    await _kill_a_nats_consumer_mid_fetch(stream)
+    await asyncio.sleep(2)  # the lease of `a` runs out meanwhile; `b` stays leased
+    again = await take(jobs, 1, ack=False, timeout=30, visibility_timeout=60)
+    assert [m.body for m in again] == ["a"]
+    assert await nothing_within(jobs, 4)
+    await again[0].ack()
+    await b[0].ack()
+    assert await nothing_within(jobs, 4)
