@@ -410,7 +410,7 @@ def split_exec(sql: str, dialect: Dialect) -> Script:
     if lines is not None:
         per_line = [split_script(line, dialect) for line in lines]
         held = [(line, found) for line, found in zip(lines, per_line, strict=True) if found]
-        if len(held) > 1 and all(_starts_a_statement(line) for line, _ in held):
+        if len(held) > 1 and all(_whole_line(line, dialect) for line, _ in held):
             return Script([s for _, found in held for s in found], len(held))
     statements = split_script(sql, dialect)
     if lines is not None and len(statements) > 1 and sum(1 for line in lines if line.strip()) == 1:
@@ -418,9 +418,13 @@ def split_exec(sql: str, dialect: Dialect) -> Script:
     return Script(statements, len(statements))
 
 
-def _starts_a_statement(line: str) -> bool:
+def _whole_line(line: str, dialect: Dialect) -> bool:
+    """Whether `line` starts a statement and (SQLite's own check) leaves none unfinished: a
+    `CREATE TRIGGER ... BEGIN` line goes on until its `END`."""
     match = _FIRST_WORD.match(line)
-    return match is not None and match.group(1).lower() in _STATEMENT_WORDS
+    if match is None or match.group(1).lower() not in _STATEMENT_WORDS:
+        return False
+    return dialect != "sqlite" or sqlite3.complete_statement(f"{line.rstrip()};")
 
 
 def _script_lines(sql: str, dialect: Dialect) -> list[str] | None:
@@ -497,6 +501,48 @@ def _jsonable(value: object) -> object:
 
 def check_timeout(value: object) -> float:
     return DEFAULT_TIMEOUT_S if value is None else float(value)  # type: ignore[arg-type]
+
+
+# First words of statements that end or start a transaction: batch() and exec() are one
+# transaction each, and such a statement would end it half way (what ran before it committed,
+# what follows in autocommit, and a later failure could no longer undo either). D1 refuses them.
+_ENDS_A_TRANSACTION = frozenset({"begin", "commit", "end", "rollback", "abort", "start", "xa"})
+_WORDS = re.compile(r"[A-Za-z_]+")
+
+
+def refuse_transaction_control(statements: list[str], dialect: Dialect) -> None:
+    """SqlError naming the first statement of a batch or script that would end or start a
+    transaction (`ROLLBACK TO` a savepoint, which ends none, is fine)."""
+    for index, statement in enumerate(statements):
+        words = _first_words(statement, dialect)
+        if not words or words[0] not in _ENDS_A_TRANSACTION:
+            continue
+        if words[0] == "rollback" and "to" in words[1:3]:
+            continue
+        if words[0] == "start" and words[1:2] != ["transaction"]:
+            continue
+        what = " ".join(words[:2]) if words[0] in ("start", "xa") else words[0]
+        raise batch_error(
+            index,
+            sql_error(
+                f"{what.upper()} is not allowed here: batch() and exec() run as one transaction"
+                " (all or nothing), which the daemon begins and commits"
+            ),
+        )
+
+
+def _first_words(statement: str, dialect: Dialect) -> list[str]:
+    """The first three words of a statement's code, past comments, lowercased."""
+    words: list[str] = []
+    for token in tokens(statement, dialect):
+        if token.kind == "quoted" and token.text.startswith(("--", "/*", "#")):
+            continue
+        if token.kind != "code":
+            break
+        words.extend(w.lower() for w in _WORDS.findall(token.text))
+        if len(words) >= 3:
+            break
+    return words[:3]
 
 
 def batch_error(index: int, err: BindingdError) -> BindingdError:

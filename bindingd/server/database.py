@@ -267,6 +267,7 @@ class DatabaseService(database_pb2_grpc.DatabaseServicer):
             access, refusal = self._access(served)
             if not statements:
                 return database_pb2.SqlBatchResponse()
+            sql.refuse_transaction_control([s.sql for s in statements], _dialect(served))
             try:
                 results = await provider.batch(statements, access)
             except BindingdError as e:
@@ -287,6 +288,7 @@ class DatabaseService(database_pb2_grpc.DatabaseServicer):
             statements = script.statements
             if not statements:
                 raise invalid_argument("the script holds no SQL statement")
+            sql.refuse_transaction_control(statements, dialect)
             started = time.perf_counter()
             try:
                 await provider.exec(statements, access)

@@ -430,6 +430,21 @@ async def test_exec_reads_a_script_line_by_line_as_d1_does(db: D1Database) -> No
     assert await db.prepare("SELECT count(*) AS n FROM script_lines").first("n") == 3
 
 
+async def test_batch_and_exec_cannot_end_their_transaction(db: D1Database) -> None:
+    # A caller's COMMIT would commit what ran before it and leave the rest outside the
+    # transaction; D1 refuses transaction statements, and so does every provider here.
+    await make_items(db)
+    insert = "INSERT INTO items (id, name) VALUES"
+    for script in (f"{insert} (1, 'a')\nCOMMIT\n{insert} (2, 'b')", f"{insert} (1, 'a'); ROLLBACK"):
+        with pytest.raises(SqlError, match="is not allowed here"):
+            await db.exec(script)
+    with pytest.raises(SqlError, match="statement 1 failed"):
+        await db.batch(
+            [db.prepare(f"{insert} (1, 'a')"), db.prepare("COMMIT"), db.prepare(f"{insert} (2, 'b')")]
+        )
+    assert await db.prepare("SELECT count(*) AS n FROM items").first("n") == 0
+
+
 async def test_constraint_violation_and_syntax_error_are_sql_errors(db: D1Database) -> None:
     await make_items(db)
     await db.prepare("INSERT INTO items (id, name) VALUES (1, 'a')").run()

@@ -9,6 +9,7 @@ Each attack is followed by a look at the disk: no file created, no file changed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -155,6 +156,7 @@ ESCAPES = [
     "CREATE TEMP TABLE kept_over (a)",
     "CREATE TEMP VIEW v AS SELECT 1",
     "VACUUM",
+    "SELECT sql FROM sqlite_stmt",
 ]
 
 
@@ -177,8 +179,16 @@ async def test_attach_own_file_on_a_read_only_binding_writes_nothing(
             "INSERT INTO t (v) VALUES ('written')",
             "CREATE TABLE x (a)",
             "PRAGMA user_version = 7",
+            "INSERT INTO t (v) VALUES ('r') RETURNING id",
+            "INSERT INTO t (id, v) VALUES (1, 'u') ON CONFLICT (id) DO UPDATE SET v = 'u'",
+            "WITH n AS (SELECT 1) INSERT INTO t (v) SELECT 'w' FROM n",
+            "REPLACE INTO sqlite_master VALUES ('table', 'z', 'z', 0, 'CREATE TABLE z (a)')",
         ):
             with pytest.raises((SqlError, PermissionDenied)):
+                await CALLS[call](env, binding, sql)
+        # With nothing to do these may answer, but write nothing (the fingerprint below).
+        for sql in ("ANALYZE", "REINDEX", "PRAGMA optimize"):
+            with contextlib.suppress(SqlError, PermissionDenied):
                 await CALLS[call](env, binding, sql)
     assert _fingerprint(root) == before
 
@@ -322,6 +332,75 @@ async def test_the_kv_store_of_a_read_only_binding_stays_readable(project: Path)
         assert await env.CACHE.get("absent") is None
         with pytest.raises(BindingError):
             await env.CACHE.put("k", "v")
+    finally:
+        await env.aclose()
+        daemon.stop()
+
+
+async def test_a_batch_or_script_cannot_end_its_transaction(project: Path) -> None:
+    # A caller's COMMIT would commit what ran before it and leave the rest in autocommit: a later
+    # failure could undo nothing, yet the error said "nothing was applied".
+    daemon = DaemonProcess(project).start()
+    env = await connect(daemon.endpoint)
+    try:
+        db = env.APP_DB
+        before = await db.prepare("SELECT count(*) AS n FROM t").first("n")
+        for script in (
+            "INSERT INTO t (v) VALUES ('a')\nCOMMIT\nINSERT INTO t (v) VALUES ('b')\nSELECT * FROM no",
+            "INSERT INTO t (v) VALUES ('a'); END; INSERT INTO nowhere VALUES (1)",
+            "INSERT INTO t (v) VALUES ('a');\n/* why not */ ROLLBACK;\nINSERT INTO t (v) VALUES ('b')",
+            "BEGIN; INSERT INTO t (v) VALUES ('a')",
+        ):
+            with pytest.raises(SqlError, match="is not allowed here"):
+                await db.exec(script)
+        with pytest.raises(SqlError, match=r"statement 1 failed.*COMMIT is not allowed here"):
+            await db.batch(
+                [
+                    db.prepare("INSERT INTO t (v) VALUES ('b1')"),
+                    db.prepare("COMMIT"),
+                    db.prepare("INSERT INTO nowhere VALUES (1)"),
+                ]
+            )
+        assert await db.prepare("SELECT count(*) AS n FROM t").first("n") == before
+        # A savepoint inside the call's transaction ends nothing: still allowed.
+        await db.exec("SAVEPOINT s;\nINSERT INTO t (v) VALUES ('kept');\nROLLBACK TO s;\nRELEASE s")
+        assert await db.prepare("SELECT count(*) AS n FROM t").first("n") == before
+    finally:
+        await env.aclose()
+        daemon.stop()
+
+
+async def test_virtual_tables_read_on_a_read_only_binding(project: Path) -> None:
+    # Opening an R*Tree to read compiles writes to its shadow tables (never run): the guard must
+    # not take that for a write. FTS5 likewise.
+    daemon = DaemonProcess(project).start()
+    env = await connect(daemon.endpoint)
+    try:
+        await env.APP_DB.exec(
+            "CREATE VIRTUAL TABLE geo USING rtree(id, minx, maxx);\nINSERT INTO geo VALUES (1, 0, 10)\n"
+            "CREATE VIRTUAL TABLE docs USING fts5(body);\nINSERT INTO docs VALUES ('hello world')"
+        )
+        # A trigger whose END shares a line with its last statement stays whole too.
+        await env.APP_DB.exec(
+            "CREATE TABLE src (x);\nCREATE TRIGGER tr AFTER INSERT ON src BEGIN\n"
+            "  INSERT INTO geo VALUES (new.x, 0, 1); END;\nINSERT INTO src VALUES (2)"
+        )
+    finally:
+        await env.aclose()
+        daemon.stop()
+    daemon = DaemonProcess(project, "--env", "production").start()
+    env = await connect(daemon.endpoint)
+    try:
+        before = _fingerprint(project)
+        assert await env.APP_DB.prepare("SELECT id FROM geo WHERE minx <= 5 ORDER BY id").raw() == [[1], [2]]
+        assert await env.APP_DB.prepare("SELECT body FROM docs WHERE docs MATCH 'hello'").first("body") == (
+            "hello world"
+        )
+        with pytest.raises(PermissionDenied):
+            await env.APP_DB.prepare("INSERT INTO geo VALUES (3, 0, 1)").run()
+        with pytest.raises(PermissionDenied):
+            await env.APP_DB.prepare("INSERT INTO docs VALUES ('more')").run()
+        assert _fingerprint(project) == before
     finally:
         await env.aclose()
         daemon.stop()

@@ -119,6 +119,8 @@ _WRITES = frozenset(
         sqlite3.SQLITE_ANALYZE,
     }
 )
+# Virtual tables about the connection itself (other calls' SQL, raw pages).
+_INTERNAL_TABLES = frozenset({"sqlite_stmt", "sqlite_dbpage"})
 _SCHEMA_TABLES = frozenset({"sqlite_master", "sqlite_schema", "sqlite_temp_master", "sqlite_temp_schema"})
 _OWN_DATABASE = "a sql binding reaches only its own database"
 
@@ -154,6 +156,8 @@ class Guard:
             return sql_error(f"DETACH is not allowed: {_OWN_DATABASE}")
         if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in _REFUSED_FUNCTIONS:
             return sql_error(f"{arg2}() is not allowed: {_OWN_DATABASE}")
+        if action == sqlite3.SQLITE_READ and arg1 in _INTERNAL_TABLES:
+            return sql_error(f"{arg1} is not allowed: it shows the connection's state, not the data")
         if action in _TEMP_OBJECTS or (db == "temp" and action == sqlite3.SQLITE_INSERT):
             return sql_error(
                 "temporary tables, views, indexes and triggers are not supported: each call"
@@ -161,7 +165,10 @@ class Guard:
             )
         if action == sqlite3.SQLITE_PRAGMA:
             return self._pragma((arg1 or "").lower(), arg2)
-        if self.read_only and action in _WRITES:
+        # On the read-only connection every write to the main file is refused by SQLite itself
+        # (`mode=ro`, query_only); the guard refuses writes anywhere else. Not in main too: a
+        # virtual table (R*Tree) compiles its shadow tables' writes when it is opened to read.
+        if self.read_only and action in _WRITES and db != "main":
             if action == sqlite3.SQLITE_UPDATE and arg1 in _SCHEMA_TABLES:
                 # Asked while SQLite sets up a table-valued PRAGMA (`pragma_table_info(...)`);
                 # the schema itself is written only with writable_schema, which is refused.
