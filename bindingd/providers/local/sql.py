@@ -28,7 +28,7 @@ from bindingd.config.model import Binding
 from bindingd.errors import BindingdError, backend_timeout, backend_unavailable, permission_denied
 from bindingd.providers.base import SqlAccess, SqlMeta, SqlResult, SqlStatement
 from bindingd.providers.connections import ProviderContext
-from bindingd.providers.local.sql_guard import Guard, names_a_setting, reset_settings
+from bindingd.providers.local.sql_guard import Guard, reset_settings, settings_named
 from bindingd.providers.local.sqlite import private_file, private_folder
 from bindingd.sql import PAGE_ROWS, batch_error, check_timeout, sql_error, translate
 
@@ -106,6 +106,11 @@ class SqliteConnection:
 
     async def close(self) -> None:
         if self.conn is not None:
+            # A statement still running (its call outlived the grace period) is stopped inside
+            # SQLite first: the close below waits behind it, and so would the process's exit.
+            with self._lock:
+                if self._running is not None:
+                    self.conn.interrupt()
             await asyncio.get_running_loop().run_in_executor(self._thread, self.conn.close)
         self._thread.shutdown(wait=True)
 
@@ -327,7 +332,7 @@ class SQLiteDatabase:
         connection = self._connection(access)
         timeout = check_timeout(access.timeout)
         started = time.perf_counter()
-        resets = names_a_setting(statement.sql)
+        resets = settings_named(statement.sql)
 
         def first(
             conn: sqlite3.Connection,
@@ -335,7 +340,7 @@ class SQLiteDatabase:
             before = conn.total_changes
             cursor = conn.execute(statement.sql, statement.params)
             if resets:
-                _put_back(conn)
+                _put_back(conn, resets)
             columns = [d[0] for d in cursor.description] if cursor.description else []
             if not columns:  # done already: its meta before another call's statement runs
                 connection.end_budget()
@@ -409,7 +414,7 @@ class SQLiteDatabase:
             self._transaction(
                 conn,
                 [(i, lambda i=i, s=s: one(i, s)) for i, s in enumerate(statements)],
-                any(names_a_setting(s.sql) for s in statements),
+                frozenset().union(*(settings_named(s.sql) for s in statements)),
             )
             return results
 
@@ -424,7 +429,7 @@ class SQLiteDatabase:
             self._transaction(
                 conn,
                 [(i, lambda s=s: conn.execute(s).close()) for i, s in enumerate(statements)],
-                any(names_a_setting(s) for s in statements),
+                frozenset().union(*(settings_named(s) for s in statements)),
             )
             self._size = _size_of(conn)
 
@@ -435,7 +440,10 @@ class SQLiteDatabase:
         )
 
     def _transaction(
-        self, conn: sqlite3.Connection, steps: list[tuple[int, Callable[[], object]]], resets: bool
+        self,
+        conn: sqlite3.Connection,
+        steps: list[tuple[int, Callable[[], object]]],
+        resets: frozenset[str],
     ) -> None:
         """All steps or none; a failing step raises `batch_error` naming its index. `resets`:
         the statements name a setting a caller may change, put back once the transaction ends."""
@@ -443,7 +451,7 @@ class SQLiteDatabase:
             self._steps(conn, steps)
         finally:
             if resets:
-                _put_back(conn)
+                _put_back(conn, resets)
 
     def _steps(self, conn: sqlite3.Connection, steps: list[tuple[int, Callable[[], object]]]) -> None:
         conn.execute("BEGIN")
@@ -476,15 +484,17 @@ def _guarded(conn: GuardedConnection, *, read_only: bool) -> GuardedConnection:
     own set-up before this is not, and what it runs later is on the guard's lists)."""
     conn.guard = Guard(read_only)
     conn.guard.install(conn)
+    # And no ATTACH at all, should the guard ever let one through (VACUUM INTO needs one too).
+    conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
     return conn
 
 
-def _put_back(conn: sqlite3.Connection) -> None:
+def _put_back(conn: sqlite3.Connection, names: frozenset[str]) -> None:
     """Put back the settings a caller may change (foreign_keys, recursive_triggers, ...), so the
     next call starts from the binding's own. Outside a transaction only: inside one they are
     SQLite's to keep until it ends (and foreign_keys cannot change there at all)."""
     if not conn.in_transaction:
-        reset_settings(conn)
+        reset_settings(conn, names)
 
 
 def _refuse_open_transaction(conn: sqlite3.Connection) -> None:

@@ -65,6 +65,8 @@ _READ_ONLY_PRAGMAS = frozenset(
         "cache_size",
         "query_only",
         "cell_size_check",
+        # Redefines LIKE: SQLite refuses to put that back while another call's cursor is open.
+        "case_sensitive_like",
         "secure_delete",
         "temp_store",
         "automatic_index",
@@ -77,7 +79,6 @@ _READ_ONLY_PRAGMAS = frozenset(
 RESET_AFTER_CALL = {
     "foreign_keys": "PRAGMA foreign_keys = ON",
     "defer_foreign_keys": "PRAGMA defer_foreign_keys = OFF",
-    "case_sensitive_like": "PRAGMA case_sensitive_like = OFF",
     "ignore_check_constraints": "PRAGMA ignore_check_constraints = OFF",
     "legacy_alter_table": "PRAGMA legacy_alter_table = OFF",
     "recursive_triggers": "PRAGMA recursive_triggers = OFF",
@@ -192,12 +193,14 @@ class Guard:
         return denied
 
 
-def names_a_setting(sql: str) -> bool:
-    """Whether `sql` may change a setting that `reset_settings` puts back."""
-    return _NAMES_A_SETTING.search(sql) is not None
+def settings_named(sql: str) -> frozenset[str]:
+    """The settings `sql` may change, to put back after its call (empty for nearly every call)."""
+    if _NAMES_A_SETTING.search(sql) is None:
+        return frozenset()
+    return frozenset(match.lower() for match in _NAMES_A_SETTING.findall(sql))
 
 
-def reset_settings(conn: sqlite3.Connection) -> None:
-    """Put back every setting a caller may change (outside a transaction, where they apply)."""
-    for statement in RESET_AFTER_CALL.values():
-        conn.execute(statement)
+def reset_settings(conn: sqlite3.Connection, names: frozenset[str]) -> None:
+    """Put back `names` (outside a transaction, where they apply)."""
+    for name in sorted(names):
+        conn.execute(RESET_AFTER_CALL[name])
