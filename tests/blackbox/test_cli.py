@@ -1,0 +1,90 @@
+"""The `bindingd` command line as a new user meets it (issue 18): pipes, options, messages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support import bindingd_cli, write_project
+
+CONFIG = """
+    version: 1
+    env: dev
+    bindings:
+      CACHE:  { type: kv }
+      ASSETS: { type: objects }
+      APP_DB: { type: sql }
+      JOBS:   { type: queue }
+      SITE_NAME: { type: var, value: "Example Shop" }
+    envs:
+      production:
+        protected: true
+      review: {}
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    write_project(tmp_path, CONFIG)
+    return tmp_path
+
+
+def _piped(project: Path, *args: str, read: int = 0) -> tuple[int, str]:
+    """`bindingd ARGS | head -c READ`: read `read` bytes of stdout, close the pipe, and return the
+    exit code and stderr (0 bytes: the reader is gone before anything is written, as `| true`)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bindingd", *args],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    if read:
+        assert len(proc.stdout.read(read)) == read
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    return proc.wait(timeout=60), stderr
+
+
+def test_a_closed_pipe_ends_quietly(project: Path) -> None:
+    (project / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    assert bindingd_cli("call", "ASSETS", "put", "big.bin", "big.bin", cwd=project).returncode == 0
+    assert bindingd_cli("call", "JOBS", "send", '{"a": 1}', cwd=project).returncode == 0
+    quiet = (0, -signal.SIGPIPE)
+    for args, read in (
+        (("call", "ASSETS", "get", "big.bin"), 10),
+        (("call", "APP_DB", "query", "SELECT 1 AS one"), 0),
+        (("call", "ASSETS", "head", "big.bin"), 0),
+        (("call", "CACHE", "list"), 0),
+        (("call", "JOBS", "consume", "--wait", "2"), 0),
+        (("bindings",), 0),
+    ):
+        code, stderr = _piped(project, *args, read=read)
+        assert code in quiet and stderr == "", (args, code, stderr)
+
+
+def test_global_options_before_or_after_the_command(
+    project: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    before = bindingd_cli("--env", "review", "call", "CACHE", "put", "k", "v", cwd=project)
+    assert before.returncode == 0, before.stderr
+    protected = bindingd_cli("--env", "production", "call", "CACHE", "put", "k", "v", cwd=project)
+    assert protected.returncode == 1 and 'env "production" is protected' in protected.stderr
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    config = str(project / "bindingd.yaml")
+    for args in (
+        ("--config", config, "--env", "review", "bindings"),
+        ("bindings", "--config", config, "--env", "review"),
+        ("--log-level", "debug", "--log-format", "json", "--config", config, "bindings", "--env", "review"),
+        ("--config", config, "call", "SITE_NAME", "get", "--env", "review", "--log-level", "error"),
+        ("--config", config, "--env", "review", "check"),
+        ("--config", config, "--env", "review", "migrations", "list", "APP_DB"),
+        ("--config", config, "--env", "review", "run", "--", sys.executable, "-c", "print('review')"),
+    ):
+        result = bindingd_cli(*args, cwd=elsewhere)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "review" in result.stdout or "Example Shop" in result.stdout, (args, result.stdout)
