@@ -96,14 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
     call = sub.add_parser("call", help="one operation on a binding, e.g. `bindingd call CACHE get user:1`")
     _global_args(call)
     call.add_argument("binding")
+    # Optional here so that `bindingd call CACHE` can answer with that binding's operations.
     call.add_argument(
         "op",
+        nargs="?",
         help="kv: get, get-with-metadata, put, delete, list; objects: head, get, put, delete, list; "
         "sql: query, exec; queue: send, send-batch, consume; var/secret: get",
     )
-    call.add_argument(
+    remainder = call.add_argument(
         "args", nargs=argparse.REMAINDER, help="the operation's arguments (see --help of each op)"
     )
+    # argparse counts an empty REMAINDER as a missing argument ("required: args").
+    remainder.required = False
 
     migrations = sub.add_parser("migrations", help="create, list and apply an sql binding's migrations")
     _global_args(migrations)
@@ -416,10 +420,12 @@ def _call(env, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
         _fail(f"{e} ({e.reason})")
         return EXIT_FAILED
     except (CallUsageError, ValueError, TypeError) as e:
-        # A key or value that cannot be sent (not UTF-8, a number out of range, ...). Usage
-        # errors already start with "bindingd call BINDING OP: ": do not say it twice.
-        prefix = f"call {args.binding} {args.op}: "
-        _fail(prefix + str(e).removeprefix(f"bindingd {prefix}"))
+        # A usage mistake, or a key or value that cannot be sent (not UTF-8, a number out of
+        # range, ...): the operation's usage line once, then one line naming the call.
+        usage = getattr(e, "usage", None)
+        if usage:
+            print(usage.rstrip(), file=sys.stderr)
+        _fail(f"call {' '.join(filter(None, (args.binding, args.op)))}: {e}")
         return EXIT_CONFIG
     except RecursionError:
         # json.loads (and json.dumps) recurse once per level of nesting.

@@ -88,3 +88,38 @@ def test_global_options_before_or_after_the_command(
         result = bindingd_cli(*args, cwd=elsewhere)
         assert result.returncode == 0, (args, result.stderr)
         assert "review" in result.stdout or "Example Shop" in result.stdout, (args, result.stdout)
+
+
+def test_usage_errors_show_the_usage_once(project: Path) -> None:
+    for args, said in (
+        (
+            ("CACHE", "put", "k", "v", "--ttl", "abc"),
+            "call CACHE put: argument --ttl: invalid int value: 'abc'",
+        ),
+        (("CACHE", "put", "k", "v", "--metadata", "{x"), "call CACHE put: --metadata is not valid JSON"),
+        (("CACHE", "put"), "call CACHE put: the following arguments are required: key, value"),
+        (("JOBS", "send", "{x"), "call JOBS send: the body is not valid JSON"),
+        (("SITE_NAME", "get", "extra"), "call SITE_NAME get: unrecognized arguments: extra"),
+    ):
+        result = bindingd_cli("call", *args, cwd=project)
+        assert result.returncode == 2, (args, result.stderr)
+        lines = result.stderr.splitlines()
+        assert lines[0].startswith(f"usage: bindingd call {args[0]} {args[1]} "), (args, result.stderr)
+        assert result.stderr.count("usage:") == 1 and result.stderr.count("bindingd call") == 1, result.stderr
+        assert lines[-1].startswith(f"bindingd: {said}"), (args, result.stderr)
+        assert "Traceback" not in result.stderr
+
+    unknown = bindingd_cli("call", "CACHE", "frob", cwd=project)
+    assert unknown.returncode == 2
+    assert unknown.stderr.splitlines() == [
+        "bindingd: call CACHE frob: unknown kv operation 'frob' "
+        "(kv: get, get-with-metadata, put, delete, list)"
+    ]
+    no_op = bindingd_cli("call", "CACHE", cwd=project)
+    assert no_op.returncode == 2 and "required" not in no_op.stderr
+    assert no_op.stderr.startswith("bindingd: call CACHE: name an operation") and "kv: get," in no_op.stderr
+
+    helped = bindingd_cli("call", "SITE_NAME", "get", "--help", cwd=project)
+    assert (helped.returncode, helped.stderr) == (0, "") and helped.stdout.startswith(
+        "usage: bindingd call SITE_NAME get"
+    )
