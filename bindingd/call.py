@@ -48,6 +48,11 @@ def _parse(parser: argparse.ArgumentParser, args: list[str]) -> argparse.Namespa
     return parser.parse_args(args)
 
 
+def _not_found(message: str) -> None:
+    """A miss is said on stderr like every other message of the command (exit 1, as grep)."""
+    print(f"bindingd: {message}", file=sys.stderr)
+
+
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False))
 
@@ -69,7 +74,7 @@ def _kv(binding: Any, name: str, op: str, args: list[str]) -> int:
         except json.JSONDecodeError:
             raise CallUsageError(f'the value of "{a.key}" is not JSON; read it with --type text') from None
         if value is None:
-            print(f'key "{a.key}" not found in {name}', file=sys.stderr)
+            _not_found(f'key "{a.key}" not found in {name}')
             return EXIT_NOT_FOUND
         if op == "get-with-metadata":
             shown = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
@@ -169,7 +174,7 @@ def _objects(binding: Any, name: str, op: str, args: list[str]) -> int:
         a = _parse(p, args)
         obj = binding.head(a.key)
         if obj is None:
-            print(f'object "{a.key}" not found in {name}', file=sys.stderr)
+            _not_found(f'object "{a.key}" not found in {name}')
             return EXIT_NOT_FOUND
         _print_json(_object_json(obj))
         return 0
@@ -180,6 +185,7 @@ def _objects(binding: Any, name: str, op: str, args: list[str]) -> int:
         p.add_argument("--offset", type=int)
         p.add_argument("--length", type=int)
         p.add_argument("--suffix", type=int, help="the last N bytes")
+        p.add_argument("--json", action="store_true", help="with -o: print the object's metadata")
         a = _parse(p, args)
         ranged = {
             k: v
@@ -188,7 +194,7 @@ def _objects(binding: Any, name: str, op: str, args: list[str]) -> int:
         }
         obj = binding.get(a.key, range=ranged or None)
         if obj is None:
-            print(f'object "{a.key}" not found in {name}', file=sys.stderr)
+            _not_found(f'object "{a.key}" not found in {name}')
             return EXIT_NOT_FOUND
         if a.output is None:
             for chunk in obj:
@@ -198,7 +204,8 @@ def _objects(binding: Any, name: str, op: str, args: list[str]) -> int:
             with open(a.output, "wb") as f:
                 for chunk in obj:
                     f.write(chunk)
-            _print_json(_object_json(obj.object))
+            if a.json:
+                _print_json(_object_json(obj.object))
         return 0
     if op == "put":
         p = _parser(prog)
@@ -207,6 +214,7 @@ def _objects(binding: Any, name: str, op: str, args: list[str]) -> int:
         p.add_argument("--content-type")
         p.add_argument("--custom-metadata", help='JSON object, e.g. \'{"owner": "ann"}\'')
         p.add_argument("--sha256", help="hex digest to verify")
+        p.add_argument("--json", action="store_true", help="print the stored object's metadata")
         a = _parse(p, args)
         custom = _json_option(p, "custom-metadata", a.custom_metadata)
         http = {"content_type": a.content_type} if a.content_type else None
@@ -221,7 +229,9 @@ def _objects(binding: Any, name: str, op: str, args: list[str]) -> int:
                 raise CallUsageError(f"cannot read {a.file}: {e.strerror or e}") from None
             with f:
                 obj = binding.put(a.key, f, http_metadata=http, custom_metadata=custom, sha256=a.sha256)
-        _print_json(_object_json(obj))
+        # A write prints nothing on success, like cp (the same rule as kv put and queue send).
+        if a.json:
+            _print_json(_object_json(obj))
         return 0
     if op == "delete":
         p = _parser(prog)
@@ -340,12 +350,17 @@ def _queue(binding: Any, name: str, op: str, args: list[str]) -> int:
         a = _parse(p, args)
         if a.max < 1:
             raise p.mistake("--max must be at least 1")
-        return _consume(binding, a)
+        count = _consume(binding, a)
+        if not count:
+            # Exit 1 as grep does when nothing matched, so `while bindingd call Q consume` ends.
+            _not_found(f"no messages in {name} within {a.wait:g}s")
+        return 0 if count else EXIT_NOT_FOUND
     raise CallUsageError(f"unknown queue operation {op!r} (queue: send, send-batch, consume)")
 
 
 def _consume(binding: Any, a: argparse.Namespace) -> int:
-    """Print each message as one JSON line; ack each batch once printed (unless --no-ack)."""
+    """Print each message as one JSON line; ack each batch once printed (unless --no-ack).
+    Return how many were printed."""
     from bindingd_client import BindingError
 
     count = 0
@@ -376,7 +391,7 @@ def _consume(binding: Any, a: argparse.Namespace) -> int:
             raise
     finally:
         stream.close()
-    return 0 if count else EXIT_NOT_FOUND
+    return count
 
 
 def _value(binding: Any, name: str, op: str, args: list[str]) -> int:

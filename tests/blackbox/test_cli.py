@@ -123,3 +123,39 @@ def test_usage_errors_show_the_usage_once(project: Path) -> None:
     assert (helped.returncode, helped.stderr) == (0, "") and helped.stdout.startswith(
         "usage: bindingd call SITE_NAME get"
     )
+
+
+def test_writes_print_nothing_and_misses_say_so(project: Path) -> None:
+    (project / "a.txt").write_text("hello\n")
+    for args in (
+        ("CACHE", "put", "k", "v"),
+        ("CACHE", "delete", "k"),
+        ("ASSETS", "put", "a.txt", "a.txt"),
+        ("ASSETS", "get", "a.txt", "-o", "copy.txt"),
+        ("ASSETS", "delete", "a.txt"),
+        ("JOBS", "send", '{"a": 1}'),
+        ("JOBS", "send-batch", '[{"body": 2}]'),
+    ):
+        result = bindingd_cli("call", *args, cwd=project)
+        assert (result.returncode, result.stdout, result.stderr) == (0, "", ""), args
+    assert (project / "copy.txt").read_text() == "hello\n"
+    # --json asks for the stored object's metadata.
+    shown = bindingd_cli("call", "ASSETS", "put", "a.txt", "a.txt", "--json", cwd=project)
+    assert shown.returncode == 0 and '"key": "a.txt"' in shown.stdout
+
+    for args, said in (
+        (("CACHE", "get", "nope"), 'bindingd: key "nope" not found in CACHE\n'),
+        (("ASSETS", "head", "nope"), 'bindingd: object "nope" not found in ASSETS\n'),
+        (("ASSETS", "get", "nope"), 'bindingd: object "nope" not found in ASSETS\n'),
+    ):
+        missing = bindingd_cli("call", *args, cwd=project)
+        assert (missing.returncode, missing.stdout, missing.stderr) == (1, "", said)
+
+    taken = bindingd_cli("call", "JOBS", "consume", "--wait", "1", cwd=project)
+    assert taken.returncode == 0 and len(taken.stdout.splitlines()) == 2
+    empty = bindingd_cli("call", "JOBS", "consume", "--wait", "1", cwd=project)
+    assert (empty.returncode, empty.stdout, empty.stderr) == (
+        1,
+        "",
+        "bindingd: no messages in JOBS within 1s\n",
+    )
