@@ -159,3 +159,21 @@ def test_writes_print_nothing_and_misses_say_so(project: Path) -> None:
         "",
         "bindingd: no messages in JOBS within 1s\n",
     )
+
+
+def test_the_protected_env_hint_names_the_command_in_use(project: Path) -> None:
+    script = (
+        "from bindingd_client import PermissionDenied, connect_sync\n"
+        "with connect_sync() as env:\n"
+        "    try:\n"
+        "        env.CACHE.put('k', 'v')\n"
+        "    except PermissionDenied as e:\n"
+        "        print(e)\n"
+    )
+    result = bindingd_cli("--env", "production", "run", "--", sys.executable, "-c", script, cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert 'env "production" is protected' in result.stdout and "run --allow-writes" in result.stdout
+    allowed = bindingd_cli(
+        "run", "--env", "production", "--allow-writes", "--", sys.executable, "-c", script, cwd=project
+    )
+    assert (allowed.returncode, allowed.stdout) == (0, ""), allowed.stderr
