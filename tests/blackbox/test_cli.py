@@ -177,3 +177,16 @@ def test_the_protected_env_hint_names_the_command_in_use(project: Path) -> None:
         "run", "--env", "production", "--allow-writes", "--", sys.executable, "-c", script, cwd=project
     )
     assert (allowed.returncode, allowed.stdout) == (0, ""), allowed.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "got"), [("0755", "an integer"), ("1.50", "a number"), ("true", "a boolean")]
+)
+def test_unquoted_var_values_are_refused_alike(tmp_path: Path, value: str, got: str) -> None:
+    write_project(tmp_path, f"version: 1\nbindings:\n  MODE: {{ type: var, value: {value} }}\n")
+    result = bindingd_cli("check", cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        f"bindingd: {tmp_path / 'bindingd.yaml'}:3: bindings.MODE.value: "
+        f"expected a string, got {got}; quote it to write a string\n"
+    )
