@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -258,14 +259,26 @@ def cmd_check(args: argparse.Namespace) -> int:
     logs.configure(_log_level(args, "error"))
     config = _load(args)
     served = asyncio.run(_probe(config))
-    failures = 0
+    failures = sum(s.health != "serving" for s in served)
+    if args.json:
+        shown = [
+            {
+                "name": s.binding.name,
+                "type": s.binding.type,
+                "backend": s.binding.backend,
+                "ok": s.health == "serving",
+                "detail": s.health_detail,
+            }
+            for s in served
+        ]
+        print(json.dumps({"config": str(config.path), "env": config.env, "bindings": shown}, indent=2))
+        return EXIT_FAILED if failures else 0
     print(f"config {config.path} is valid; env {config.env}")
     for s in served:
         b = s.binding
         if s.health == "serving":
             print(f"ok    {b.name} ({b.type}, {b.backend}): {s.health_detail}")
         else:
-            failures += 1
             print(f"FAIL  {b.name} ({b.type}, {b.backend}): {s.health_detail}")
     return EXIT_FAILED if failures else 0
 
@@ -370,7 +383,14 @@ def cmd_bindings(args: argparse.Namespace) -> int:
                         _shown(info.type, value),
                     )
                 )
-    _table(("BINDING", "TYPE", "ENV", "BACKEND", "ACCESS", "HEALTH", "VALUE"), rows)
+    header = ("BINDING", "TYPE", "ENV", "BACKEND", "ACCESS", "HEALTH", "VALUE")
+    if args.json:
+        # The same rows as the table, keyed by its lower-cased header; a secret stays masked.
+        print(
+            json.dumps([dict(zip((h.lower() for h in header), row, strict=True)) for row in rows], indent=2)
+        )
+        return 0
+    _table(header, rows)
     return 0
 
 

@@ -190,3 +190,20 @@ def test_unquoted_var_values_are_refused_alike(tmp_path: Path, value: str, got: 
         f"bindingd: {tmp_path / 'bindingd.yaml'}:3: bindings.MODE.value: "
         f"expected a string, got {got}; quote it to write a string\n"
     )
+
+
+def test_bindings_and_check_as_json(project: Path) -> None:
+    import json
+
+    listed = bindingd_cli("bindings", "--json", cwd=project)
+    assert listed.returncode == 0, listed.stderr
+    rows = {row["binding"]: row for row in json.loads(listed.stdout)}
+    assert set(rows) == {"CACHE", "ASSETS", "APP_DB", "JOBS", "SITE_NAME"}
+    assert rows["SITE_NAME"]["value"] == "Example Shop" and rows["CACHE"]["type"] == "kv"
+    assert rows["CACHE"]["env"] == "dev" and rows["CACHE"]["health"] == "no daemon"
+
+    checked = bindingd_cli("check", "--json", cwd=project)
+    assert checked.returncode == 0, checked.stderr
+    shown = json.loads(checked.stdout)
+    assert shown["env"] == "dev" and shown["config"] == str(project / "bindingd.yaml")
+    assert {b["name"]: b["ok"] for b in shown["bindings"]} == dict.fromkeys(rows, True)
