@@ -207,3 +207,29 @@ def test_bindings_and_check_as_json(project: Path) -> None:
     shown = json.loads(checked.stdout)
     assert shown["env"] == "dev" and shown["config"] == str(project / "bindingd.yaml")
     assert {b["name"]: b["ok"] for b in shown["bindings"]} == dict.fromkeys(rows, True)
+
+
+def test_an_unreachable_nats_is_named_at_once(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    write_project(
+        tmp_path,
+        f"""
+        version: 1
+        connections:
+          bus: {{ kind: nats, url: "nats://127.0.0.1:{port}" }}
+        bindings:
+          Q: {{ type: queue, connection: bus }}
+        """,
+    )
+    said = f"cannot reach nats at 127.0.0.1:{port}: connection refused"
+    started = time.monotonic()
+    sent = bindingd_cli("call", "Q", "send", "1", cwd=tmp_path)
+    assert sent.returncode == 1 and said in sent.stderr, sent.stderr
+    checked = bindingd_cli("check", cwd=tmp_path)
+    assert checked.returncode == 1 and f"FAIL  Q (queue, bus): {said}" in checked.stdout, checked.stdout
+    assert time.monotonic() - started < 12  # it was 5 s for check and 13 s for call, with no cause
