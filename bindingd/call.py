@@ -11,25 +11,46 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 EXIT_NOT_FOUND = 1
 
 
 class CallUsageError(Exception):
-    """The operation or its arguments are wrong; the message says what is allowed."""
+    """The operation or its arguments are wrong; the message says what is allowed.
+
+    The message does not name the call (the command line prefixes "bindingd: call NAME OP: ");
+    `usage` is the operation's usage line, shown once above the message when there is one.
+    """
+
+    def __init__(self, message: str, usage: str | None = None) -> None:
+        super().__init__(message)
+        self.usage = usage
 
 
-def _parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, exit_on_error=False, add_help=True)
-    return parser
+class _Parser(argparse.ArgumentParser):
+    """An operation's arguments: a mistake raises CallUsageError instead of printing and exiting,
+    so the command line says it in its own one-line form (argparse's own form would repeat the
+    prog: "bindingd call CACHE put: error: ...")."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CallUsageError(message, usage=self.format_usage())
+
+    def mistake(self, message: str) -> CallUsageError:
+        return CallUsageError(message, usage=self.format_usage())
+
+
+def _parser(prog: str) -> _Parser:
+    return _Parser(prog=prog, add_help=True)
 
 
 def _parse(parser: argparse.ArgumentParser, args: list[str]) -> argparse.Namespace:
-    try:
-        return parser.parse_args(args)
-    except argparse.ArgumentError as e:
-        raise CallUsageError(f"{parser.prog}: {e}") from None
+    return parser.parse_args(args)
+
+
+def _not_found(message: str) -> None:
+    """A miss is said on stderr like every other message of the command (exit 1, as grep)."""
+    print(f"bindingd: {message}", file=sys.stderr)
 
 
 def _print_json(value: Any) -> None:
@@ -53,7 +74,7 @@ def _kv(binding: Any, name: str, op: str, args: list[str]) -> int:
         except json.JSONDecodeError:
             raise CallUsageError(f'the value of "{a.key}" is not JSON; read it with --type text') from None
         if value is None:
-            print(f'key "{a.key}" not found in {name}', file=sys.stderr)
+            _not_found(f'key "{a.key}" not found in {name}')
             return EXIT_NOT_FOUND
         if op == "get-with-metadata":
             shown = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
@@ -78,7 +99,7 @@ def _kv(binding: Any, name: str, op: str, args: list[str]) -> int:
         try:
             metadata = json.loads(a.metadata) if a.metadata is not None else None
         except ValueError as e:
-            raise CallUsageError(f"{prog}: --metadata is not valid JSON ({e})") from None
+            raise p.mistake(f"--metadata is not valid JSON ({e})") from None
         binding.put(a.key, value, expiration=a.expiration, expiration_ttl=a.ttl, metadata=metadata)
         return 0
     if op == "delete":
@@ -138,11 +159,11 @@ def _object_json(obj: Any) -> dict[str, Any]:
     return shown
 
 
-def _json_option(prog: str, name: str, text: str | None) -> Any:
+def _json_option(p: _Parser, name: str, text: str | None) -> Any:
     try:
         return json.loads(text) if text is not None else None
     except ValueError as e:
-        raise CallUsageError(f"{prog}: --{name} is not valid JSON ({e})") from None
+        raise p.mistake(f"--{name} is not valid JSON ({e})") from None
 
 
 def _objects(binding: Any, name: str, op: str, args: list[str]) -> int:
@@ -153,7 +174,7 @@ def _objects(binding: Any, name: str, op: str, args: list[str]) -> int:
         a = _parse(p, args)
         obj = binding.head(a.key)
         if obj is None:
-            print(f'object "{a.key}" not found in {name}', file=sys.stderr)
+            _not_found(f'object "{a.key}" not found in {name}')
             return EXIT_NOT_FOUND
         _print_json(_object_json(obj))
         return 0
@@ -164,6 +185,7 @@ def _objects(binding: Any, name: str, op: str, args: list[str]) -> int:
         p.add_argument("--offset", type=int)
         p.add_argument("--length", type=int)
         p.add_argument("--suffix", type=int, help="the last N bytes")
+        p.add_argument("--json", action="store_true", help="with -o: print the object's metadata")
         a = _parse(p, args)
         ranged = {
             k: v
@@ -172,7 +194,7 @@ def _objects(binding: Any, name: str, op: str, args: list[str]) -> int:
         }
         obj = binding.get(a.key, range=ranged or None)
         if obj is None:
-            print(f'object "{a.key}" not found in {name}', file=sys.stderr)
+            _not_found(f'object "{a.key}" not found in {name}')
             return EXIT_NOT_FOUND
         if a.output is None:
             for chunk in obj:
@@ -182,7 +204,8 @@ def _objects(binding: Any, name: str, op: str, args: list[str]) -> int:
             with open(a.output, "wb") as f:
                 for chunk in obj:
                     f.write(chunk)
-            _print_json(_object_json(obj.object))
+            if a.json:
+                _print_json(_object_json(obj.object))
         return 0
     if op == "put":
         p = _parser(prog)
@@ -191,8 +214,9 @@ def _objects(binding: Any, name: str, op: str, args: list[str]) -> int:
         p.add_argument("--content-type")
         p.add_argument("--custom-metadata", help='JSON object, e.g. \'{"owner": "ann"}\'')
         p.add_argument("--sha256", help="hex digest to verify")
+        p.add_argument("--json", action="store_true", help="print the stored object's metadata")
         a = _parse(p, args)
-        custom = _json_option(prog, "custom-metadata", a.custom_metadata)
+        custom = _json_option(p, "custom-metadata", a.custom_metadata)
         http = {"content_type": a.content_type} if a.content_type else None
         if a.file == "-":
             obj = binding.put(
@@ -202,10 +226,12 @@ def _objects(binding: Any, name: str, op: str, args: list[str]) -> int:
             try:
                 f = open(a.file, "rb")  # noqa: SIM115 - closed below
             except OSError as e:
-                raise CallUsageError(f"{prog}: cannot read {a.file}: {e.strerror or e}") from None
+                raise CallUsageError(f"cannot read {a.file}: {e.strerror or e}") from None
             with f:
                 obj = binding.put(a.key, f, http_metadata=http, custom_metadata=custom, sha256=a.sha256)
-        _print_json(_object_json(obj))
+        # A write prints nothing on success, like cp (the same rule as kv put and queue send).
+        if a.json:
+            _print_json(_object_json(obj))
         return 0
     if op == "delete":
         p = _parser(prog)
@@ -295,9 +321,7 @@ def _queue(binding: Any, name: str, op: str, args: list[str]) -> int:
             try:
                 body = json.loads(raw)
             except ValueError as e:
-                raise CallUsageError(
-                    f"{prog}: the body is not valid JSON ({e}); use --content-type text"
-                ) from None
+                raise p.mistake(f"the body is not valid JSON ({e}); use --content-type text") from None
         elif a.content_type == "text":
             body = raw.decode("utf-8", "replace")
         binding.send(body, content_type=a.content_type, delay_seconds=a.delay)
@@ -312,9 +336,9 @@ def _queue(binding: Any, name: str, op: str, args: list[str]) -> int:
         try:
             items = json.loads(sys.stdin.read() if a.messages == "-" else a.messages)
         except ValueError as e:
-            raise CallUsageError(f"{prog}: the messages are not valid JSON ({e})") from None
+            raise p.mistake(f"the messages are not valid JSON ({e})") from None
         if not isinstance(items, list):
-            raise CallUsageError(f'{prog}: expected a JSON array of {{"body": ...}} objects')
+            raise p.mistake('expected a JSON array of {"body": ...} objects')
         binding.send_batch(items, delay_seconds=a.delay)
         return 0
     if op == "consume":
@@ -325,13 +349,18 @@ def _queue(binding: Any, name: str, op: str, args: list[str]) -> int:
         p.add_argument("--no-ack", action="store_true", help="leave the messages to be delivered again")
         a = _parse(p, args)
         if a.max < 1:
-            raise CallUsageError(f"{prog}: --max must be at least 1")
-        return _consume(binding, a)
+            raise p.mistake("--max must be at least 1")
+        count = _consume(binding, a)
+        if not count:
+            # Exit 1 as grep does when nothing matched, so `while bindingd call Q consume` ends.
+            _not_found(f"no messages in {name} within {a.wait:g}s")
+        return 0 if count else EXIT_NOT_FOUND
     raise CallUsageError(f"unknown queue operation {op!r} (queue: send, send-batch, consume)")
 
 
 def _consume(binding: Any, a: argparse.Namespace) -> int:
-    """Print each message as one JSON line; ack each batch once printed (unless --no-ack)."""
+    """Print each message as one JSON line; ack each batch once printed (unless --no-ack).
+    Return how many were printed."""
     from bindingd_client import BindingError
 
     count = 0
@@ -362,12 +391,13 @@ def _consume(binding: Any, a: argparse.Namespace) -> int:
             raise
     finally:
         stream.close()
-    return 0 if count else EXIT_NOT_FOUND
+    return count
 
 
 def _value(binding: Any, name: str, op: str, args: list[str]) -> int:
-    if op != "get" or args:
+    if op != "get":
         raise CallUsageError(f"var and secret bindings have one operation: bindingd call {name} get")
+    _parse(_parser(f"bindingd call {name} get"), args)  # --help, or a stray argument refused
     print(binding)
     return 0
 
@@ -382,11 +412,26 @@ OPERATIONS: dict[str, Callable[[Any, str, str, list[str]], int]] = {
 }
 
 
-def run_call(env: Any, name: str, op: str, args: list[str]) -> int:
+OPERATION_NAMES = {
+    "kv": "get, get-with-metadata, put, delete, list",
+    "objects": "head, get, put, delete, list",
+    "sql": "query, exec",
+    "queue": "send, send-batch, consume",
+    "var": "get",
+    "secret": "get",
+}
+
+
+def run_call(env: Any, name: str, op: str | None, args: list[str]) -> int:
     """Run one operation against `env` (a connected sync client env); return the exit code."""
     binding = env[name]  # BindingNotFound with the daemon's list of names
     binding_type = env._bindings[name].type
     operation = OPERATIONS.get(binding_type)
     if operation is None:
         raise CallUsageError(f"bindingd call does not support {binding_type} bindings yet")
+    if op is None:
+        raise CallUsageError(
+            f"name an operation: bindingd call {name} OP [ARGS] "
+            f"({binding_type}: {OPERATION_NAMES[binding_type]}; OP --help for its arguments)"
+        )
     return operation(binding, name, op, args)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -37,9 +38,35 @@ EXIT_CONFIG = 2
 READY_TIMEOUT_S = 30.0
 
 
-def _config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="bindingd.yaml to use (default: search upward from here)")
-    parser.add_argument("--env", help="environment to serve (default: $BINDINGD_ENV, then the file's env:)")
+def _global_args(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """--config, --env, --log-level and --log-format, accepted before and after the command.
+
+    Below the top level their default is SUPPRESS, so a command's parser does not overwrite with
+    None what was given before the command (`bindingd --env review call ...`).
+    """
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument(
+        "--config", type=Path, default=default, help="bindingd.yaml to use (default: search upward from here)"
+    )
+    parser.add_argument(
+        "--env", default=default, help="environment to use (default: $BINDINGD_ENV, then the file's env:)"
+    )
+    parser.add_argument(
+        "--log-level",
+        default=default,
+        choices=logs.LEVELS,
+        help="default: $BINDINGD_LOG_LEVEL, else info for serve, warning for run, error otherwise",
+    )
+    parser.add_argument(
+        "--log-format",
+        default=default,
+        choices=("console", "json"),
+        help="default: console on a TTY, else json",
+    )
+
+
+def _log_level(args: argparse.Namespace, command_default: str) -> str:
+    return args.log_level or os.environ.get("BINDINGD_LOG_LEVEL") or command_default
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,66 +74,88 @@ def build_parser() -> argparse.ArgumentParser:
     # The installed distribution's version: pyproject.toml is its one source.
     version = f"bindingd {metadata.version('bindingd')}"
     parser.add_argument("-V", "--version", action="version", version=version)
+    _global_args(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the daemon")
-    _config_args(serve)
+    _global_args(serve)
     serve.add_argument("--listen", help="also listen on loopback TCP HOST:PORT (requires the bearer token)")
     serve.add_argument("--socket", type=Path, help="unix socket path (default: .bindingd/bindingd.sock)")
     serve.add_argument("--allow-writes", action="store_true", help="allow writes in a protected env")
     serve.add_argument("--grace", type=float, default=10.0, help="seconds to drain calls on SIGTERM")
-    serve.add_argument(
-        "--log-level", default=os.environ.get("BINDINGD_LOG_LEVEL", "info"), choices=logs.LEVELS
-    )
-    serve.add_argument(
-        "--log-format", choices=("console", "json"), help="default: console on a TTY, else json"
-    )
     # Used by `bindingd run` and `call`: serve for that process only, and stop when it is gone.
     serve.add_argument("--child-of", type=int, help=argparse.SUPPRESS)
 
     check = sub.add_parser("check", help="validate the config and probe every binding's backend")
-    _config_args(check)
+    _global_args(check)
+    check.add_argument("--json", action="store_true", help="print the result as JSON")
 
     bindings = sub.add_parser("bindings", help="table of the bindings of the env")
-    _config_args(bindings)
+    _global_args(bindings)
+    bindings.add_argument("--json", action="store_true", help="print the bindings as a JSON array")
 
     call = sub.add_parser("call", help="one operation on a binding, e.g. `bindingd call CACHE get user:1`")
-    _config_args(call)
+    _global_args(call)
     call.add_argument("binding")
+    # Optional here so that `bindingd call CACHE` can answer with that binding's operations.
     call.add_argument(
         "op",
+        nargs="?",
         help="kv: get, get-with-metadata, put, delete, list; objects: head, get, put, delete, list; "
         "sql: query, exec; queue: send, send-batch, consume; var/secret: get",
     )
-    call.add_argument(
+    remainder = call.add_argument(
         "args", nargs=argparse.REMAINDER, help="the operation's arguments (see --help of each op)"
     )
+    # argparse counts an empty REMAINDER as a missing argument ("required: args").
+    remainder.required = False
 
     migrations = sub.add_parser("migrations", help="create, list and apply an sql binding's migrations")
+    _global_args(migrations)
     msub = migrations.add_subparsers(dest="migrations_command", required=True)
     create = msub.add_parser("create", help="add migrations/<BINDING>/NNNN_<name>.sql")
-    _config_args(create)
+    _global_args(create)
     create.add_argument("binding")
     create.add_argument("name")
     listing = msub.add_parser("list", help="the binding's migrations and whether each is applied")
-    _config_args(listing)
+    _global_args(listing)
     listing.add_argument("binding")
     apply = msub.add_parser("apply", help="apply the pending migrations, each in its own transaction")
-    _config_args(apply)
+    _global_args(apply)
     apply.add_argument("binding")
     apply.add_argument("--allow-writes", action="store_true", help="needed to apply in a protected env")
 
     run = sub.add_parser("run", help="start the daemon, run CMD with BINDINGD_ENDPOINT set, stop the daemon")
-    _config_args(run)
+    _global_args(run)
     run.add_argument("--allow-writes", action="store_true")
-    run.add_argument(
-        "--log-level", default=os.environ.get("BINDINGD_LOG_LEVEL", "warning"), choices=logs.LEVELS
-    )
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        # Flush here, not at interpreter exit, so a reader gone by now is handled below too.
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """`bindingd call ... | head -1`: the reader closed the pipe. End as cat and git do, by
+    SIGPIPE (the shell reports 141), with no traceback; the daemon and streams were already
+    closed on the way out."""
+    # The interpreter flushes stdout once more on exit: let that write go nowhere.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPIPE)
+    return 128 + signal.SIGPIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     handler = {
         "serve": cmd_serve,
@@ -142,7 +191,9 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    logs.configure(args.log_level, json=None if args.log_format is None else args.log_format == "json")
+    logs.configure(
+        _log_level(args, "info"), json=None if args.log_format is None else args.log_format == "json"
+    )
     config = _load(args)
     options = ServeOptions(
         socket=args.socket.resolve() if args.socket else None,
@@ -168,7 +219,7 @@ def cmd_migrations(args: argparse.Namespace) -> int:
     from bindingd import migrations
     from bindingd.errors import BindingdError
 
-    logs.configure("error")
+    logs.configure(_log_level(args, "error"))
     config = _load(args)
     try:
         if args.migrations_command == "create":
@@ -205,17 +256,29 @@ def cmd_migrations(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    logs.configure("error")
+    logs.configure(_log_level(args, "error"))
     config = _load(args)
     served = asyncio.run(_probe(config))
-    failures = 0
+    failures = sum(s.health != "serving" for s in served)
+    if args.json:
+        shown = [
+            {
+                "name": s.binding.name,
+                "type": s.binding.type,
+                "backend": s.binding.backend,
+                "ok": s.health == "serving",
+                "detail": s.health_detail,
+            }
+            for s in served
+        ]
+        print(json.dumps({"config": str(config.path), "env": config.env, "bindings": shown}, indent=2))
+        return EXIT_FAILED if failures else 0
     print(f"config {config.path} is valid; env {config.env}")
     for s in served:
         b = s.binding
         if s.health == "serving":
             print(f"ok    {b.name} ({b.type}, {b.backend}): {s.health_detail}")
         else:
-            failures += 1
             print(f"FAIL  {b.name} ({b.type}, {b.backend}): {s.health_detail}")
     return EXIT_FAILED if failures else 0
 
@@ -320,7 +383,14 @@ def cmd_bindings(args: argparse.Namespace) -> int:
                         _shown(info.type, value),
                     )
                 )
-    _table(("BINDING", "TYPE", "ENV", "BACKEND", "ACCESS", "HEALTH", "VALUE"), rows)
+    header = ("BINDING", "TYPE", "ENV", "BACKEND", "ACCESS", "HEALTH", "VALUE")
+    if args.json:
+        # The same rows as the table, keyed by its lower-cased header; a secret stays masked.
+        print(
+            json.dumps([dict(zip((h.lower() for h in header), row, strict=True)) for row in rows], indent=2)
+        )
+        return 0
+    _table(header, rows)
     return 0
 
 
@@ -344,17 +414,17 @@ def cmd_call(args: argparse.Namespace) -> int:
 
     # `bindingd call CACHE put k v --env staging` reads as naturally as `call --env staging ...`.
     late = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    _config_args(late)
+    _global_args(late)
     found, args.args = late.parse_known_args(args.args)
-    args.config = found.config or args.config
-    args.env = found.env or args.env
+    for option in ("config", "env", "log_level", "log_format"):
+        setattr(args, option, getattr(found, option, None) or getattr(args, option))
 
     env = _connect(args)
     if env is not None:
         with env:
             return _call(env, args)
     # No daemon running: serve this one call from a short-lived one, as wrangler does.
-    with _ephemeral_daemon(args, log_level="error") as (endpoint, code):
+    with _ephemeral_daemon(args, log_level=_log_level(args, "error")) as (endpoint, code):
         if endpoint is None:
             return code
         with connect_sync(endpoint=endpoint) as env:
@@ -370,10 +440,12 @@ def _call(env, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
         _fail(f"{e} ({e.reason})")
         return EXIT_FAILED
     except (CallUsageError, ValueError, TypeError) as e:
-        # A key or value that cannot be sent (not UTF-8, a number out of range, ...). Usage
-        # errors already start with "bindingd call BINDING OP: ": do not say it twice.
-        prefix = f"call {args.binding} {args.op}: "
-        _fail(prefix + str(e).removeprefix(f"bindingd {prefix}"))
+        # A usage mistake, or a key or value that cannot be sent (not UTF-8, a number out of
+        # range, ...): the operation's usage line once, then one line naming the call.
+        usage = getattr(e, "usage", None)
+        if usage:
+            print(usage.rstrip(), file=sys.stderr)
+        _fail(f"call {' '.join(filter(None, (args.binding, args.op)))}: {e}")
         return EXIT_CONFIG
     except RecursionError:
         # json.loads (and json.dumps) recurse once per level of nesting.
@@ -389,7 +461,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not cmd:
         _fail("nothing to run: bindingd run [--config F] [--env E] -- CMD [ARGS...]")
         return EXIT_CONFIG
-    with _CommandSignals() as signals, _ephemeral_daemon(args, log_level=args.log_level) as (endpoint, code):
+    with (
+        _CommandSignals() as signals,
+        _ephemeral_daemon(args, log_level=_log_level(args, "warning")) as (endpoint, code),
+    ):
         if endpoint is None:
             return code
         try:

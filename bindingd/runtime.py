@@ -238,7 +238,8 @@ class Runtime:
     def check_writable(self, binding: Binding) -> None:
         if self.writes_refused:
             raise permission_denied(
-                f'env "{self.env}" is protected: writes need serve --allow-writes (binding "{binding.name}")'
+                f'env "{self.env}" is protected: writes need --allow-writes on the daemon '
+                f'(bindingd serve --allow-writes, or bindingd run --allow-writes) (binding "{binding.name}")'
             )
         if binding.access == "read-only":
             raise permission_denied(

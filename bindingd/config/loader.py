@@ -392,7 +392,8 @@ class _Loader:
         """The value of an option, checked against `option.type`.
 
         Strings are interpolated (only when a `resolver` is given: without one, this only
-        checks). A YAML number is accepted where a string is expected; a string that holds a
+        checks). A YAML number is accepted where a string is expected (not for a var's or
+        secret's value, whose text YAML would change: 0755, 1.50); a string that holds a
         reference is accepted where a number or boolean is, and converted once resolved.
         """
         value = item.value
@@ -414,7 +415,7 @@ class _Loader:
                 raise self.error(item, exc.message) from None
             return self.convert_resolved(item, option, text)
         is_number = isinstance(value, int | float) and not isinstance(value, bool)
-        if option.type is str and is_number:
+        if option.type is str and is_number and not option.exact:
             return str(value)
         if option.type is int and is_number and isinstance(value, int):
             return value

@@ -16,6 +16,9 @@ class Option:
     required: bool = False
     # True when the value may hold a credential: it is never logged or shown.
     secret: bool = False
+    # True when only a YAML string will do: a var's `value: 0755` would silently become "493"
+    # and `1.50` "1.5", so every unquoted non-string scalar is refused, as `true` is.
+    exact: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,8 @@ BINDING_OPTIONS: dict[tuple[str, str], dict[str, Option]] = {
     ("objects", "local"): {},
     # `prefix` is prepended to every key in the bucket, so several bindings can share one.
     ("objects", "s3"): {"bucket": Option(str, required=True), "prefix": Option(str)},
-    ("var", "local"): {"value": Option(str, required=True)},
-    ("secret", "local"): {"value": Option(str, required=True, secret=True)},
+    ("var", "local"): {"value": Option(str, required=True, exact=True)},
+    ("secret", "local"): {"value": Option(str, required=True, secret=True, exact=True)},
     # timeout: the statement timeout in seconds (default 30).
     ("sql", "local"): {"timeout": Option(float)},
     ("sql", "sqlite"): {"timeout": Option(float)},

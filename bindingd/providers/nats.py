@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 from collections import OrderedDict
@@ -103,15 +104,23 @@ class NatsClient:
                 # Once connected the client reconnects forever; the first connect is bounded
                 # here (nats-py would retry it forever too), so a call fails instead of hanging.
                 nc = NatsConnection()
+                # nats-py retries the first connect forever without saying why it fails: give it
+                # one retry (it then raises NoServersError) and keep the last cause to name it.
+                causes: list[Exception] = []
+
+                async def keep_cause(e: Exception) -> None:
+                    causes[:] = [e]  # the last only: this callback lives as long as the connection
+                    await self._quiet(e)
+
                 try:
                     await asyncio.wait_for(
                         nc.connect(
                             self.url,
                             connect_timeout=CONNECT_TIMEOUT_S,
                             allow_reconnect=True,
-                            max_reconnect_attempts=-1,
+                            max_reconnect_attempts=1,
                             reconnect_time_wait=0.5,
-                            error_cb=self._quiet,
+                            error_cb=keep_cause,
                             disconnected_cb=self._disconnected,
                             reconnected_cb=self._reconnected,
                         ),
@@ -125,9 +134,13 @@ class NatsClient:
                             Reason.AUTH_FAILED,
                             f"nats at {self.where} refused the credentials: {_describe(e)}",
                         ) from None
+                    if isinstance(e, nats.errors.NoServersError) and causes:
+                        e = causes[-1]
                     if isinstance(e, asyncio.TimeoutError):
                         e = TimeoutError(f"no connection within {FIRST_CONNECT_TIMEOUT_S:.0f}s")
-                    raise backend_unavailable(f"cannot reach nats at {self.where}: {_describe(e)}") from None
+                    raise backend_unavailable(f"cannot reach nats at {self.where}: {_cause(e)}") from None
+                # Connected: from now on the client reconnects forever by itself.
+                nc.options["max_reconnect_attempts"] = -1
                 self._nc = nc
             self._js = self._nc.jetstream(timeout=REQUEST_TIMEOUT_S)
             return self._js
@@ -163,6 +176,14 @@ def _stream_name(name: str, option: str) -> str:
             "(no '.', '*', '>', '/', '\\' or whitespace)"
         )
     return name
+
+
+def _cause(e: BaseException) -> str:
+    """Why a connect failed, in a few words ("connection refused"), as the other providers say it
+    (asyncio's OSError reads "[Errno 111] Connect call failed ('127.0.0.1', 4222)")."""
+    if isinstance(e, OSError) and e.errno:
+        return os.strerror(e.errno).lower()
+    return _describe(e)
 
 
 def _describe(e: BaseException) -> str:

@@ -318,7 +318,8 @@ def test_protected_env_refuses_writes(project: Path) -> None:
         with connect_sync(endpoint=d.endpoint) as env:
             assert env.CACHE.get("k") is None
             with pytest.raises(
-                PermissionDenied, match='env "production" is protected: writes need serve --allow-writes'
+                PermissionDenied,
+                match='env "production" is protected: writes need --allow-writes on the daemon',
             ):
                 env.CACHE.put("k", "v")
             with pytest.raises(PermissionDenied):

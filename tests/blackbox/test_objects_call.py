@@ -15,7 +15,9 @@ def test_call_put_get_head_list_delete(tmp_path: Path) -> None:
     data = os.urandom(3 * 1024 * 1024 + 5)
     (tmp_path / "src.bin").write_bytes(data)
 
-    put = bindingd_cli("call", "ASSETS", "put", "a/src.bin", "src.bin", "--content-type", "x/y", cwd=tmp_path)
+    put = bindingd_cli(
+        "call", "ASSETS", "put", "a/src.bin", "src.bin", "--content-type", "x/y", "--json", cwd=tmp_path
+    )
     assert put.returncode == 0, put.stderr
     shown = json.loads(put.stdout)
     assert shown["etag"] == hashlib.md5(data).hexdigest() and shown["http_metadata"] == {

@@ -452,7 +452,7 @@ async def test_protected_env_refuses_every_write(
         try:
             bucket: R2Bucket = env.ASSETS
             resumed = bucket.resume_multipart_upload("multi", upload.upload_id)
-            refused = "protected: writes need serve --allow-writes"
+            refused = "protected: writes need --allow-writes on the daemon"
             for attempt in (
                 lambda: bucket.put("kept", os.urandom(3 * MIB)),
                 lambda: bucket.put("new", b"x"),

@@ -21,8 +21,8 @@ PROVIDERS: dict[tuple[str, str], dict[str, Option]] = {
     ("sql", "local"): {},
     ("objects", "local"): {},
     ("queue", "local"): {},
-    ("var", "local"): {"value": Option(str, required=True)},
-    ("secret", "local"): {"value": Option(str, required=True, secret=True)},
+    ("var", "local"): {"value": Option(str, required=True, exact=True)},
+    ("secret", "local"): {"value": Option(str, required=True, secret=True, exact=True)},
     ("objects", "s3"): {"bucket": Option(str, required=True)},
     ("sql", "sqlite"): {"pool": Option(int), "timeout": Option(float), "wal": Option(bool)},
     ("queue", "nats"): {"subject": Option(str)},
@@ -416,8 +416,7 @@ def test_yaml_numbers_are_accepted_as_strings_and_ints_as_floats(tmp_path: Path)
         """
         version: 1
         bindings:
-          ANSWER: { type: var, value: 42 }
-          PI: { type: var, value: 3.5 }
+          ANSWER: { type: var, value: "42" }
           DB: { type: sql, connection: db, timeout: 3 }
         connections:
           db: { kind: sqlite, path: 1234 }
@@ -425,7 +424,6 @@ def test_yaml_numbers_are_accepted_as_strings_and_ints_as_floats(tmp_path: Path)
     )
     config = load(cfg)
     assert config.bindings["ANSWER"].value == "42"
-    assert config.bindings["PI"].value == "3.5"
     assert config.bindings["DB"].options == {"timeout": 3.0}
     assert config.bindings["DB"].connection is not None
     assert config.bindings["DB"].connection.options == {"path": "1234"}
@@ -579,6 +577,66 @@ ERROR_CASES: list[Any] = [
         "bindings.FLAG.value",
         "expected a string, got a boolean; quote it to write a string",
         id="string-option-gets-bool",
+    ),
+    pytest.param(
+        """
+        version: 1
+        bindings:
+          V: { type: var, value: 0755 }
+        """,
+        {},
+        3,
+        "bindings.V.value",
+        "expected a string, got an integer; quote it to write a string",
+        id="var-value-octal-is-refused",
+    ),
+    pytest.param(
+        """
+        version: 1
+        bindings:
+          V: { type: var, value: 1.50 }
+        """,
+        {},
+        3,
+        "bindings.V.value",
+        "expected a string, got a number; quote it to write a string",
+        id="var-value-decimal-is-refused",
+    ),
+    pytest.param(
+        """
+        version: 1
+        bindings:
+          V: { type: secret, value: 42 }
+        """,
+        {},
+        3,
+        "bindings.V.value",
+        "expected a string, got an integer; quote it to write a string",
+        id="secret-value-int-secret-is-refused",
+    ),
+    pytest.param(
+        """
+        version: 1
+        bindings:
+          V: { type: var, value: null }
+        """,
+        {},
+        3,
+        "bindings.V.value",
+        "expected a string, got null; quote it to write a string",
+        id="var-value-null-is-refused",
+    ),
+    pytest.param(
+        """
+        version: 1
+        bindings:
+          V: { type: var, value: 2024-01-01 }
+        """,
+        {},
+        3,
+        "bindings.V.value",
+        "expected a string, got a date; quote it to write a string",
+        id="var-value-date-is-refused",
     ),
     pytest.param(
         """
