@@ -424,7 +424,8 @@ def _whole_line(line: str, dialect: Dialect) -> bool:
     match = _FIRST_WORD.match(line)
     if match is None or match.group(1).lower() not in _STATEMENT_WORDS:
         return False
-    return dialect != "sqlite" or sqlite3.complete_statement(f"{line.rstrip()};")
+    # The `;` on a line of its own: after a trailing `--` comment it would be commented out.
+    return dialect != "sqlite" or sqlite3.complete_statement(f"{line.rstrip()}\n;")
 
 
 def _script_lines(sql: str, dialect: Dialect) -> list[str] | None:

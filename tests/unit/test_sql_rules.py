@@ -257,3 +257,12 @@ def test_mysql_comments_as_the_server_reads_them() -> None:
     assert split_script("/* a; b */ SELECT 1", "mysql") == ["/* a; b */ SELECT 1"]
     # Other dialects keep `--` a comment wherever it is.
     assert translate("SELECT 1--?", "postgres", []) == ("SELECT 1--?", [])
+
+
+def test_exec_reads_lines_as_d1_does_past_a_trailing_comment() -> None:
+    from bindingd.sql import split_exec
+
+    script = split_exec("SELECT 1 -- one\nSELECT 2", "sqlite")
+    assert (script.statements, script.count) == (["SELECT 1 -- one", "SELECT 2"], 2)
+    trigger = "CREATE TRIGGER tr AFTER INSERT ON a BEGIN\n  INSERT INTO b VALUES (1); END;\nSELECT 2"
+    assert len(split_exec(trigger, "sqlite").statements) == 2
