@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -63,6 +62,13 @@ async def daemon_in_process(
         await asyncio.sleep(0)
 
 
+# argv: LIMIT COMMAND...: RLIMIT_FSIZE set to LIMIT, then COMMAND in this same process.
+_WITH_FILE_SIZE_LIMIT = (
+    "import os, resource, sys; limit = int(sys.argv[1]);"
+    " resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)); os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
 class DaemonProcess:
     """`bindingd serve` as a child process in a project folder, for black-box tests."""
 
@@ -88,17 +94,12 @@ class DaemonProcess:
     def start(self, *, wait: bool = True) -> DaemonProcess:
         log = self.log_path.open("ab")
         command = [sys.executable, "-m", "bindingd", "serve", "--log-format", "json", *self.args]
-        limit = self.file_size_limit
-        self.proc = subprocess.Popen(
-            command,
-            cwd=self.root,
-            stdout=log,
-            stderr=log,
-            env=self.env,
-            preexec_fn=None
-            if limit is None
-            else lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
-        )
+        if self.file_size_limit is not None:
+            # The limit is set by a small Python that then execs the daemon, not by preexec_fn:
+            # a fork that runs Python in the child while this process has gRPC threads can break
+            # the child's gRPC (seen: a daemon aborting on "epoll_wait: Bad file descriptor").
+            command = [sys.executable, "-c", _WITH_FILE_SIZE_LIMIT, str(self.file_size_limit), *command]
+        self.proc = subprocess.Popen(command, cwd=self.root, stdout=log, stderr=log, env=self.env)
         log.close()
         if wait:
             self.wait_ready()
