@@ -32,7 +32,7 @@ def run(root: Path, umask: int, *args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=120,
-        preexec_fn=lambda: os.umask(umask),
+        umask=umask,  # set by the child before exec, without running Python there (no preexec_fn)
     )
     assert result.returncode == 0, result
     return result
