@@ -21,7 +21,7 @@ from bindingd.config.model import Binding, Config
 from bindingd.errors import BindingdError, Reason, backend_unavailable, permission_denied
 from bindingd.providers.base import Provider
 from bindingd.providers.connections import ProviderContext, SharedConnections
-from bindingd.providers.registry import VALUE_TYPES, create_provider
+from bindingd.registry import VALUE_TYPES, create_provider
 
 log = structlog.get_logger("bindingd.runtime")
 

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from bindingd.objects import BodyChunk, Conditional, HttpMetadata, ObjectInfo, PutOptions, RangeSpec
-from bindingd.queue import OutgoingMessage, Retry
+from bindingd.domain.objects import BodyChunk, Conditional, HttpMetadata, ObjectInfo, PutOptions, RangeSpec
+from bindingd.domain.queue import OutgoingMessage, Retry
 
 
 @runtime_checkable

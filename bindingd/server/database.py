@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 from bindingd_client.proto import database_pb2, database_pb2_grpc
 
-from bindingd import sql
+from bindingd.domain import sql
 from bindingd.errors import BindingdError, Reason, invalid_argument
 from bindingd.providers.base import SqlAccess, SqlMeta, SqlProvider, SqlResult, SqlStatement
 from bindingd.runtime import Runtime, Served

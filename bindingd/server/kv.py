@@ -8,7 +8,7 @@ import grpc
 import structlog
 from bindingd_client.proto import kv_pb2, kv_pb2_grpc
 
-from bindingd import kv
+from bindingd.domain import kv
 from bindingd.providers.base import KVProvider, KVRecord
 from bindingd.runtime import Runtime
 from bindingd.server.audit import audit_write

@@ -17,9 +17,9 @@ from bindingd_client._transport import HEADER_ACCEPTED
 from bindingd_client.objects import chunk_message
 from bindingd_client.proto import objects_pb2, objects_pb2_grpc
 
-from bindingd import objects
+from bindingd.domain import objects
+from bindingd.domain.objects import Conditional, HttpMetadata, ObjectInfo, PutOptions, RangeSpec
 from bindingd.errors import BindingdError, invalid_argument
-from bindingd.objects import Conditional, HttpMetadata, ObjectInfo, PutOptions, RangeSpec
 from bindingd.providers.base import ObjectsProvider
 from bindingd.runtime import Runtime
 from bindingd.server.audit import audit_write

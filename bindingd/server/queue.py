@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 import grpc
 from bindingd_client.proto import queue_pb2, queue_pb2_grpc
 
-from bindingd import queue
+from bindingd.domain import queue
+from bindingd.domain.queue import OutgoingMessage, Retry
 from bindingd.providers.base import QueueDelivery, QueueProvider
-from bindingd.queue import OutgoingMessage, Retry
 from bindingd.runtime import Runtime
 from bindingd.server.audit import audit_write
 from bindingd.server.calls import RequestStream, rpc, rpc_stream

@@ -647,7 +647,7 @@ async def test_refusal_while_the_body_flows_is_its_own_error(
 ) -> None:
     """A body over the limit is refused mid-stream: the caller must see why (grpc reports a write
     into a call the daemon has ended as INTERNAL unless the daemon reads the rest first)."""
-    from bindingd import objects
+    from bindingd.domain import objects
 
     monkeypatch.setattr(objects, "MAX_PUT_BYTES", 4 * MIB)
     monkeypatch.setattr(objects, "MAX_PART_BYTES", 4 * MIB)

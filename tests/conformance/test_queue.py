@@ -658,9 +658,9 @@ async def test_rabbitmq_receives_cancelled_mid_fetch_leave_other_leases_alone() 
     messages delivered again). Driven on the provider itself: through a socket, hitting the
     moment of the fetch is left to chance."""
     from bindingd.config.model import Connection
+    from bindingd.domain.queue import OutgoingMessage
     from bindingd.providers.connections import SharedConnections
-    from bindingd.providers.rabbitmq import RabbitQueue
-    from bindingd.queue import OutgoingMessage
+    from bindingd.providers.rabbitmq.queue import RabbitQueue
 
     ensure("rabbitmq")
     name = f"cancel_{uuid.uuid4().hex[:8]}"

@@ -77,7 +77,7 @@ def test_daemon_sdist_and_wheel(clean_repo: Path, tmp_path: Path) -> None:
     assert f"bindingd-{VERSION}/LICENSE" in names
     assert not [n for n in names if "/tests/" in n or "/clients/" in n]
     files = set(wheel.namelist())
-    assert "bindingd/cli.py" in files
+    assert "bindingd/cli/main.py" in files
     assert wheel.read(f"bindingd-{VERSION}.dist-info/licenses/LICENSE") == LICENCE
     entry_points = wheel.read(f"bindingd-{VERSION}.dist-info/entry_points.txt").decode()
     assert "bindingd = bindingd.cli:main" in entry_points

@@ -23,10 +23,11 @@ from support import DaemonProcess, bindingd_cli, write_project
 
 from bindingd.config import ConfigError, load_config
 from bindingd.config.urls import address, check_url
-from bindingd.providers import mysql, postgres
-from bindingd.providers.nats import NatsClient
-from bindingd.providers.rabbitmq import RabbitClient
-from bindingd.providers.redis_kv import redis_address
+from bindingd.providers.mysql import sql as mysql
+from bindingd.providers.nats.queue import NatsClient
+from bindingd.providers.postgres import sql as postgres
+from bindingd.providers.rabbitmq.queue import RabbitClient
+from bindingd.providers.redis.kv import redis_address
 
 HALVES = ("Hx7LeftHalf", "Qz9RightHalf")
 # kind, option, binding type, a URL template with {password}, a working user where one matters

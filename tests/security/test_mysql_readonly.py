@@ -25,7 +25,7 @@ from bindingd_client import D1Database, Env, PermissionDenied, SqlError, connect
 from services import ensure
 from support import bindingd_cli, daemon_in_process, write_project
 
-from bindingd.sql import split_script
+from bindingd.domain.sql import split_script
 
 INSERT = "INSERT INTO items (id, name) VALUES (7, 'x')"
 # Where a file write would land (the server runs on this machine).

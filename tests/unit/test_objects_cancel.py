@@ -15,8 +15,8 @@ from typing import Any
 
 from bindingd_client.proto import objects_pb2
 
-from bindingd import objects
-from bindingd.objects import Digests, PutOptions
+from bindingd.domain import objects
+from bindingd.domain.objects import Digests, PutOptions
 from bindingd.providers.local.objects import LocalObjects
 from bindingd.server.objects import ObjectsService
 

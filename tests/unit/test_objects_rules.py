@@ -19,9 +19,9 @@ from bindingd_client.objects import (
 )
 from bindingd_client.proto import objects_pb2
 
-from bindingd import objects
+from bindingd.domain import objects
+from bindingd.domain.objects import Conditional, ObjectInfo, RangeSpec
 from bindingd.errors import BindingdError
-from bindingd.objects import Conditional, ObjectInfo, RangeSpec
 from bindingd.server.calls import bytes_field_view
 
 INFO = ObjectInfo(key="k", version="v", size=10, etag="abc", uploaded=1_000_000)

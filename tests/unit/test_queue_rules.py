@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bindingd import queue
+from bindingd.domain import queue
 from bindingd.errors import BindingdError, Reason
 
 

@@ -12,10 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pglast import parser as pg_parser
 
+from bindingd.domain.sql import normalize, parameter_numbers, split_script, translate
 from bindingd.errors import BindingdError, Reason
 from bindingd.providers.base import SqlMeta
 from bindingd.server.database import _add_row, _set_meta, decode_value
-from bindingd.sql import normalize, parameter_numbers, split_script, translate
 
 
 def test_question_marks_number_like_sqlite() -> None:
@@ -260,7 +260,7 @@ def test_mysql_comments_as_the_server_reads_them() -> None:
 
 
 def test_exec_reads_lines_as_d1_does_past_a_trailing_comment() -> None:
-    from bindingd.sql import split_exec
+    from bindingd.domain.sql import split_exec
 
     script = split_exec("SELECT 1 -- one\nSELECT 2", "sqlite")
     assert (script.statements, script.count) == (["SELECT 1 -- one", "SELECT 2"], 2)

@@ -27,10 +27,9 @@ from typing import Any, TypeVar
 
 import structlog
 
-from bindingd import objects
 from bindingd.config.model import Binding
-from bindingd.errors import BindingdError, backend_unavailable, invalid_argument
-from bindingd.objects import (
+from bindingd.domain import objects
+from bindingd.domain.objects import (
     CHUNK_BYTES,
     BodyChunk,
     Conditional,
@@ -40,6 +39,7 @@ from bindingd.objects import (
     PutOptions,
     RangeSpec,
 )
+from bindingd.errors import BindingdError, backend_unavailable, invalid_argument
 from bindingd.providers.base import ObjectListing, ObjectRead
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.local.blobfile import BlobReader, BlobWriter

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bindingd.config.model import Binding
+from bindingd.domain.sql import PAGE_ROWS, batch_error, check_timeout, sql_error, translate
 from bindingd.errors import BindingdError, backend_timeout, backend_unavailable, permission_denied
 from bindingd.providers.base import SqlAccess, SqlMeta, SqlResult, SqlStatement
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.local.sql_guard import Guard, reset_settings, settings_named
 from bindingd.providers.local.sqlite import private_file, private_folder
-from bindingd.sql import PAGE_ROWS, batch_error, check_timeout, sql_error, translate
 
 T = TypeVar("T")
 # How long a write waits for another process holding the file's write lock.

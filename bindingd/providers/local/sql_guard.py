@@ -24,8 +24,8 @@ from __future__ import annotations
 import re
 import sqlite3
 
+from bindingd.domain.sql import sql_error
 from bindingd.errors import BindingdError, permission_denied
-from bindingd.sql import sql_error
 
 # PRAGMAs a caller may run, reading or with an argument (a table name, a check's limit).
 _QUERY_PRAGMAS = frozenset(

@@ -30,17 +30,9 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from bindingd import objects
 from bindingd.config.model import Binding, Connection
-from bindingd.errors import (
-    BindingdError,
-    Reason,
-    backend_timeout,
-    backend_unavailable,
-    invalid_argument,
-    permission_denied,
-)
-from bindingd.objects import (
+from bindingd.domain import objects
+from bindingd.domain.objects import (
     CHUNK_BYTES,
     BodyChunk,
     Conditional,
@@ -49,6 +41,14 @@ from bindingd.objects import (
     ObjectInfo,
     PutOptions,
     RangeSpec,
+)
+from bindingd.errors import (
+    BindingdError,
+    Reason,
+    backend_timeout,
+    backend_unavailable,
+    invalid_argument,
+    permission_denied,
 )
 from bindingd.providers.base import ObjectListing, ObjectRead
 from bindingd.providers.connections import ProviderContext

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bindingd import logs
-from bindingd.call import CallUsageError, run_call
+from bindingd.cli.call import CallUsageError, run_call
 from bindingd.config import Config, ConfigError, find_config, load_config
 from bindingd.runtime import Runtime, Served
 from bindingd.server.app import Daemon, ServeError, ServeOptions
@@ -216,7 +216,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrations(args: argparse.Namespace) -> int:
-    from bindingd import migrations
+    from bindingd.cli import migrations
     from bindingd.errors import BindingdError
 
     logs.configure(_log_level(args, "error"))

@@ -14,16 +14,16 @@ from bindingd.providers.connections import ProviderContext
 
 PROVIDERS: dict[tuple[str, str], str] = {
     ("kv", "local"): "bindingd.providers.local.kv:LocalKV",
-    ("kv", "redis"): "bindingd.providers.redis_kv:RedisKV",
+    ("kv", "redis"): "bindingd.providers.redis.kv:RedisKV",
     ("objects", "local"): "bindingd.providers.local.objects:LocalObjects",
     ("objects", "s3"): "bindingd.providers.s3.objects:S3Objects",
     ("sql", "local"): "bindingd.providers.local.sql:SQLiteDatabase",
     ("sql", "sqlite"): "bindingd.providers.local.sql:SQLiteDatabase",
-    ("sql", "postgres"): "bindingd.providers.postgres:PostgresDatabase",
-    ("sql", "mysql"): "bindingd.providers.mysql:MySQLDatabase",
+    ("sql", "postgres"): "bindingd.providers.postgres.sql:PostgresDatabase",
+    ("sql", "mysql"): "bindingd.providers.mysql.sql:MySQLDatabase",
     ("queue", "local"): "bindingd.providers.local.queue:LocalQueue",
-    ("queue", "nats"): "bindingd.providers.nats:NatsQueue",
-    ("queue", "rabbitmq"): "bindingd.providers.rabbitmq:RabbitQueue",
+    ("queue", "nats"): "bindingd.providers.nats.queue:NatsQueue",
+    ("queue", "rabbitmq"): "bindingd.providers.rabbitmq.queue:RabbitQueue",
 }
 
 # Binding types served by the daemon itself, without a provider.

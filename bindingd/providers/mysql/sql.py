@@ -33,6 +33,7 @@ from pymysql.constants import CLIENT
 
 from bindingd.config.model import Binding, Connection
 from bindingd.config.urls import UNKNOWN_ADDRESS, address
+from bindingd.domain.sql import PAGE_ROWS, StopReading, batch_error, normalize, sql_error, tokens, translate
 from bindingd.errors import (
     BindingdError,
     Reason,
@@ -42,7 +43,6 @@ from bindingd.errors import (
 )
 from bindingd.providers.base import SqlAccess, SqlMeta, SqlResult, SqlStatement
 from bindingd.providers.connections import ProviderContext
-from bindingd.sql import PAGE_ROWS, StopReading, batch_error, normalize, sql_error, tokens, translate
 
 log = structlog.get_logger("bindingd.mysql")
 T = TypeVar("T")

@@ -57,16 +57,7 @@ from pglast import parser as pg_parser
 
 from bindingd.config.model import Binding, Connection
 from bindingd.config.urls import UNKNOWN_ADDRESS, address
-from bindingd.errors import (
-    BindingdError,
-    Reason,
-    backend_timeout,
-    backend_unavailable,
-    permission_denied,
-)
-from bindingd.providers.base import SqlAccess, SqlMeta, SqlResult, SqlStatement
-from bindingd.providers.connections import ProviderContext
-from bindingd.sql import (
+from bindingd.domain.sql import (
     DEFAULT_TIMEOUT_S,
     INT64_MAX,
     INT64_MIN,
@@ -77,6 +68,15 @@ from bindingd.sql import (
     sql_error,
     translate,
 )
+from bindingd.errors import (
+    BindingdError,
+    Reason,
+    backend_timeout,
+    backend_unavailable,
+    permission_denied,
+)
+from bindingd.providers.base import SqlAccess, SqlMeta, SqlResult, SqlStatement
+from bindingd.providers.connections import ProviderContext
 
 log = structlog.get_logger("bindingd.postgres")
 

@@ -18,12 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bindingd import sql
 from bindingd.config.model import Binding, Config
+from bindingd.domain import sql
 from bindingd.errors import BindingdError, permission_denied
 from bindingd.providers.base import SqlAccess, SqlProvider, SqlStatement
 from bindingd.providers.connections import ProviderContext, SharedConnections
-from bindingd.providers.registry import create_provider
+from bindingd.registry import create_provider
 
 TABLE = "d1_migrations"
 CREATE_TABLE = (
