@@ -13,7 +13,6 @@ from typing import Any
 
 import structlog
 
-LEVELS = ("debug", "info", "warning", "error")
 # Shorter secrets are not scrubbed: replacing every "ab" would garble the log and reveal little.
 MIN_REDACTED = 4
 REDACTED = "[redacted]"

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from bindingd.cli import style
+
 EXIT_NOT_FOUND = 1
 
 
@@ -280,6 +282,26 @@ def _sql_json(value: Any) -> Any:
     return {"blob_hex": value.hex()} if isinstance(value, bytes) else value
 
 
+def _sql_cell(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bytes):
+        shown = value[:32].hex()
+        return f"x'{shown}'" if len(value) <= 32 else f"x'{shown}...' ({len(value)} bytes)"
+    text = str(value)
+    # One line a row: a newline or tab inside a value would break the table.
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+
+
+def _sql_table(header: list[str], rows: list[list[Any]]) -> None:
+    if not header:
+        print(style.paint("no rows (the statement returns no columns)", style.DIM, sys.stdout))
+        return
+    style.box(header, [[_sql_cell(v) for v in row] for row in rows], sys.stdout, dim={"NULL"})
+    count = f"{len(rows)} row" + ("" if len(rows) == 1 else "s")
+    print(style.paint(count, style.DIM, sys.stdout))
+
+
 def _sql(binding: Any, name: str, op: str, args: list[str]) -> int:
     prog = f"bindingd call {name} {op}"
     if op == "query":
@@ -287,9 +309,18 @@ def _sql(binding: Any, name: str, op: str, args: list[str]) -> int:
         p.add_argument("sql", help="one statement; - reads it from stdin")
         p.add_argument("params", nargs="*", help="bound values: JSON scalars (42, null, true) or text")
         p.add_argument("--raw", action="store_true", help="rows as arrays, the column names first")
+        p.add_argument(
+            "--json", action="store_true", help="JSON even on a terminal (it is the default in a pipe)"
+        )
         a = _parse(p, args)
         statement = binding.prepare(sys.stdin.read() if a.sql == "-" else a.sql)
         statement = statement.bind(*(_sql_param(v) for v in a.params))
+        if not (a.raw or a.json) and sys.stdout.isatty():
+            # A person at a terminal reads a table, as `wrangler d1 execute` prints; a program
+            # reading the pipe gets the JSON below.
+            header, *rows = statement.raw(column_names=True)
+            _sql_table([str(h) for h in header], rows)
+            return 0
         if a.raw:
             _print_json([[_sql_json(v) for v in row] for row in statement.raw(column_names=True)])
             return 0

@@ -1,4 +1,4 @@
-"""`bindingd serve | check | bindings | call | run | migrations`.
+"""`bindingd serve | check | bindings | call | run | migrations | completion`.
 
 Exit codes: 0 success, 1 a failed operation or probe, 2 a config or usage mistake. Errors are
 one line on stderr, never a traceback.
@@ -18,12 +18,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bindingd import logs
+from bindingd.cli import style
 from bindingd.cli.call import CallUsageError, run_call
+from bindingd.cli.parser import _global_args, build_parser
 from bindingd.config import Config, ConfigError, find_config, load_config
 from bindingd.runtime import Runtime, Served
 from bindingd.server.app import Daemon, ServeError, ServeOptions
@@ -38,98 +39,8 @@ EXIT_CONFIG = 2
 READY_TIMEOUT_S = 30.0
 
 
-def _global_args(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
-    """--config, --env, --log-level and --log-format, accepted before and after the command.
-
-    Below the top level their default is SUPPRESS, so a command's parser does not overwrite with
-    None what was given before the command (`bindingd --env review call ...`).
-    """
-    default = None if top else argparse.SUPPRESS
-    parser.add_argument(
-        "--config", type=Path, default=default, help="bindingd.yaml to use (default: search upward from here)"
-    )
-    parser.add_argument(
-        "--env", default=default, help="environment to use (default: $BINDINGD_ENV, then the file's env:)"
-    )
-    parser.add_argument(
-        "--log-level",
-        default=default,
-        choices=logs.LEVELS,
-        help="default: $BINDINGD_LOG_LEVEL, else info for serve, warning for run, error otherwise",
-    )
-    parser.add_argument(
-        "--log-format",
-        default=default,
-        choices=("console", "json"),
-        help="default: console on a TTY, else json",
-    )
-
-
 def _log_level(args: argparse.Namespace, command_default: str) -> str:
     return args.log_level or os.environ.get("BINDINGD_LOG_LEVEL") or command_default
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bindingd", description=__doc__.splitlines()[0])
-    # The installed distribution's version: pyproject.toml is its one source.
-    version = f"bindingd {metadata.version('bindingd')}"
-    parser.add_argument("-V", "--version", action="version", version=version)
-    _global_args(parser, top=True)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    serve = sub.add_parser("serve", help="run the daemon")
-    _global_args(serve)
-    serve.add_argument("--listen", help="also listen on loopback TCP HOST:PORT (requires the bearer token)")
-    serve.add_argument("--socket", type=Path, help="unix socket path (default: .bindingd/bindingd.sock)")
-    serve.add_argument("--allow-writes", action="store_true", help="allow writes in a protected env")
-    serve.add_argument("--grace", type=float, default=10.0, help="seconds to drain calls on SIGTERM")
-    # Used by `bindingd run` and `call`: serve for that process only, and stop when it is gone.
-    serve.add_argument("--child-of", type=int, help=argparse.SUPPRESS)
-
-    check = sub.add_parser("check", help="validate the config and probe every binding's backend")
-    _global_args(check)
-    check.add_argument("--json", action="store_true", help="print the result as JSON")
-
-    bindings = sub.add_parser("bindings", help="table of the bindings of the env")
-    _global_args(bindings)
-    bindings.add_argument("--json", action="store_true", help="print the bindings as a JSON array")
-
-    call = sub.add_parser("call", help="one operation on a binding, e.g. `bindingd call CACHE get user:1`")
-    _global_args(call)
-    call.add_argument("binding")
-    # Optional here so that `bindingd call CACHE` can answer with that binding's operations.
-    call.add_argument(
-        "op",
-        nargs="?",
-        help="kv: get, get-with-metadata, put, delete, list; objects: head, get, put, delete, list; "
-        "sql: query, exec; queue: send, send-batch, consume; var/secret: get",
-    )
-    remainder = call.add_argument(
-        "args", nargs=argparse.REMAINDER, help="the operation's arguments (see --help of each op)"
-    )
-    # argparse counts an empty REMAINDER as a missing argument ("required: args").
-    remainder.required = False
-
-    migrations = sub.add_parser("migrations", help="create, list and apply an sql binding's migrations")
-    _global_args(migrations)
-    msub = migrations.add_subparsers(dest="migrations_command", required=True)
-    create = msub.add_parser("create", help="add migrations/<BINDING>/NNNN_<name>.sql")
-    _global_args(create)
-    create.add_argument("binding")
-    create.add_argument("name")
-    listing = msub.add_parser("list", help="the binding's migrations and whether each is applied")
-    _global_args(listing)
-    listing.add_argument("binding")
-    apply = msub.add_parser("apply", help="apply the pending migrations, each in its own transaction")
-    _global_args(apply)
-    apply.add_argument("binding")
-    apply.add_argument("--allow-writes", action="store_true", help="needed to apply in a protected env")
-
-    run = sub.add_parser("run", help="start the daemon, run CMD with BINDINGD_ENDPOINT set, stop the daemon")
-    _global_args(run)
-    run.add_argument("--allow-writes", action="store_true")
-    run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -164,6 +75,7 @@ def _main(argv: Sequence[str] | None) -> int:
         "call": cmd_call,
         "run": cmd_run,
         "migrations": cmd_migrations,
+        "completion": cmd_completion,
     }
     from bindingd_client import BindingError
 
@@ -177,6 +89,12 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from bindingd.cli.completion import print_script
+
+    return print_script(args.shell)
 
 
 def _fail(message: str) -> None:
@@ -276,10 +194,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"config {config.path} is valid; env {config.env}")
     for s in served:
         b = s.binding
-        if s.health == "serving":
-            print(f"ok    {b.name} ({b.type}, {b.backend}): {s.health_detail}")
-        else:
-            print(f"FAIL  {b.name} ({b.type}, {b.backend}): {s.health_detail}")
+        mark = (
+            style.paint("ok  ", style.GREEN, sys.stdout)
+            if s.health == "serving"
+            else style.paint("FAIL", style.RED, sys.stdout)
+        )
+        print(f"{mark}  {b.name} ({b.type}, {b.backend}): {s.health_detail}")
     return EXIT_FAILED if failures else 0
 
 
@@ -365,13 +285,26 @@ def cmd_bindings(args: argparse.Namespace) -> int:
     rows: list[tuple[str, ...]] = []
     env = _connect(args)
     if env is None:
+        # No daemon serves this env (none at all, or one for another env): answer anyway, by
+        # probing each binding as `bindingd check` does, and say so.
+        logs.configure(_log_level(args, "error"))
         config = _load(args)
-        for b in config.bindings.values():
-            rows.append((b.name, b.type, b.env, b.backend, b.access, "no daemon", _shown(b.type, b.value)))
+        if sys.stderr.isatty():  # for the person reading; a program has the health column
+            print(
+                f'bindingd: no daemon serves env "{config.env}" here; each binding was probed directly',
+                file=sys.stderr,
+            )
+        for s in asyncio.run(_probe(config)):
+            b = s.binding
+            reason = "" if s.health == "serving" else s.health_detail
+            rows.append(
+                (b.name, b.type, b.env, b.backend, b.access, s.health, _shown(b.type, b.value), reason)
+            )
     else:
         with env:
             for info in env._bindings.values():
                 value = env[info.name] if info.type in ("var", "secret") else None
+                reason = "" if info.health == "serving" else info.health_detail
                 rows.append(
                     (
                         info.name,
@@ -381,16 +314,18 @@ def cmd_bindings(args: argparse.Namespace) -> int:
                         info.access,
                         info.health,
                         _shown(info.type, value),
+                        reason,
                     )
                 )
-    header = ("BINDING", "TYPE", "ENV", "BACKEND", "ACCESS", "HEALTH", "VALUE")
+    header = ("BINDING", "TYPE", "ENV", "BACKEND", "ACCESS", "HEALTH", "VALUE", "REASON")
     if args.json:
         # The same rows as the table, keyed by its lower-cased header; a secret stays masked.
         print(
             json.dumps([dict(zip((h.lower() for h in header), row, strict=True)) for row in rows], indent=2)
         )
         return 0
-    _table(header, rows)
+    health = {"serving": style.GREEN, "not_serving": style.RED, "unknown": style.YELLOW}
+    style.columns(header, rows, sys.stdout, colours={5: health})
     return 0
 
 
@@ -398,12 +333,6 @@ def _shown(binding_type: str, value: str | None) -> str:
     if binding_type == "secret":
         return "••••••"
     return value if binding_type == "var" and value is not None else ""
-
-
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 # --- call --------------------------------------------------------------------------------------

@@ -1,0 +1,113 @@
+"""The command line's grammar: every command, option and choice, in one argparse tree.
+
+Its own module, importing nothing heavy, so that shell completion (`bindingd __complete`, run at
+every TAB) reads the same tree as the commands without loading the daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+from importlib import metadata
+from pathlib import Path
+
+LEVELS = ("debug", "info", "warning", "error")
+DESCRIPTION = "bindingd serve | check | bindings | call | run | migrations | completion"
+
+
+def _global_args(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """--config, --env, --log-level and --log-format, accepted before and after the command.
+
+    Below the top level their default is SUPPRESS, so a command's parser does not overwrite with
+    None what was given before the command (`bindingd --env review call ...`).
+    """
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument(
+        "--config", type=Path, default=default, help="bindingd.yaml to use (default: search upward from here)"
+    )
+    parser.add_argument(
+        "--env", default=default, help="environment to use (default: $BINDINGD_ENV, then the file's env:)"
+    )
+    parser.add_argument(
+        "--log-level",
+        default=default,
+        choices=LEVELS,
+        help="default: $BINDINGD_LOG_LEVEL, else info for serve, warning for run, error otherwise",
+    )
+    parser.add_argument(
+        "--log-format",
+        default=default,
+        choices=("console", "json"),
+        help="default: console on a TTY, else json",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bindingd", description=DESCRIPTION)
+    # The installed distribution's version: pyproject.toml is its one source.
+    version = f"bindingd {metadata.version('bindingd')}"
+    parser.add_argument("-V", "--version", action="version", version=version)
+    _global_args(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the daemon")
+    _global_args(serve)
+    serve.add_argument("--listen", help="also listen on loopback TCP HOST:PORT (requires the bearer token)")
+    serve.add_argument("--socket", type=Path, help="unix socket path (default: .bindingd/bindingd.sock)")
+    serve.add_argument("--allow-writes", action="store_true", help="allow writes in a protected env")
+    serve.add_argument("--grace", type=float, default=10.0, help="seconds to drain calls on SIGTERM")
+    # Used by `bindingd run` and `call`: serve for that process only, and stop when it is gone.
+    serve.add_argument("--child-of", type=int, help=argparse.SUPPRESS)
+
+    check = sub.add_parser("check", help="validate the config and probe every binding's backend")
+    _global_args(check)
+    check.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    bindings = sub.add_parser("bindings", help="table of the bindings of the env")
+    _global_args(bindings)
+    bindings.add_argument("--json", action="store_true", help="print the bindings as a JSON array")
+
+    call = sub.add_parser("call", help="one operation on a binding, e.g. `bindingd call CACHE get user:1`")
+    _global_args(call)
+    call.add_argument("binding")
+    # Optional here so that `bindingd call CACHE` can answer with that binding's operations.
+    call.add_argument(
+        "op",
+        nargs="?",
+        help="kv: get, get-with-metadata, put, delete, list; objects: head, get, put, delete, list; "
+        "sql: query, exec; queue: send, send-batch, consume; var/secret: get",
+    )
+    remainder = call.add_argument(
+        "args", nargs=argparse.REMAINDER, help="the operation's arguments (see --help of each op)"
+    )
+    # argparse counts an empty REMAINDER as a missing argument ("required: args").
+    remainder.required = False
+
+    migrations = sub.add_parser("migrations", help="create, list and apply an sql binding's migrations")
+    _global_args(migrations)
+    msub = migrations.add_subparsers(dest="migrations_command", required=True)
+    create = msub.add_parser("create", help="add migrations/<BINDING>/NNNN_<name>.sql")
+    _global_args(create)
+    create.add_argument("binding")
+    create.add_argument("name")
+    listing = msub.add_parser("list", help="the binding's migrations and whether each is applied")
+    _global_args(listing)
+    listing.add_argument("binding")
+    apply = msub.add_parser("apply", help="apply the pending migrations, each in its own transaction")
+    _global_args(apply)
+    apply.add_argument("binding")
+    apply.add_argument("--allow-writes", action="store_true", help="needed to apply in a protected env")
+
+    run = sub.add_parser("run", help="start the daemon, run CMD with BINDINGD_ENDPOINT set, stop the daemon")
+    _global_args(run)
+    run.add_argument("--allow-writes", action="store_true")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+
+    completion = sub.add_parser(
+        "completion",
+        help="print a shell completion script: source <(bindingd completion bash)",
+        description="Print a completion script for bash, zsh or fish. It completes commands, "
+        "options, env names, and the binding names and operations of the bindingd.yaml found "
+        "from the current folder.",
+    )
+    completion.add_argument("shell", choices=("bash", "zsh", "fish"))
+    return parser
