@@ -40,6 +40,13 @@ from bindingd.domain.objects import (
 )
 from bindingd.errors import backend_unavailable, invalid_argument
 from bindingd.providers.base import ObjectListing, ObjectRead
+from bindingd.providers.bodies import (
+    hold_temp_file,
+    remove_leftovers,
+    to_thread_to_the_end,
+    wait_to_the_end,
+    write_body,
+)
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.local.blobfile import BlobReader, BlobWriter
 from bindingd.providers.local.sqlite import BUSY_MS, private_folder
@@ -121,7 +128,7 @@ class LocalObjects:
         try:
             private_folder(self.blobs)
             private_folder(self.tmp)
-            objects.remove_leftovers(self.tmp)
+            remove_leftovers(self.tmp)
         except OSError as e:
             raise self.store.open_failure(e) from e
         await self.store.open(SCHEMA, then=self._remove_orphan_blobs)
@@ -196,7 +203,7 @@ class LocalObjects:
             if left > 0:
                 pending = asyncio.ensure_future(asyncio.to_thread(f.read_block, CHUNK_BYTES))
             while pending is not None:
-                await objects.wait_to_the_end(pending)
+                await wait_to_the_end(pending)
                 chunks = pending.result()
                 pending = None
                 if not chunks:
@@ -209,7 +216,7 @@ class LocalObjects:
         finally:
             try:
                 if pending is not None:
-                    await objects.wait_to_the_end(pending)
+                    await wait_to_the_end(pending)
                     if not pending.cancelled():
                         pending.exception()  # read: the body ended, this block is not wanted
             finally:
@@ -314,9 +321,9 @@ class LocalObjects:
             raise backend_unavailable(f"cannot write to the local object store {self.root}: {e}") from e
         too_large = objects.put_too_large() if part is None else objects.part_too_large(part)
         try:
-            objects.hold_temp_file(f)
-            await objects.write_body(f, body, digests, max_bytes, too_large)
-            await objects.to_thread_to_the_end(f.finish)
+            hold_temp_file(f)
+            await write_body(f, body, digests, max_bytes, too_large)
+            await to_thread_to_the_end(f.finish)
         except BaseException as e:
             f.close()
             path.unlink(missing_ok=True)
