@@ -7,12 +7,10 @@ way for a file on disk and for an S3 object.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
 from dataclasses import dataclass, field
 
+from bindingd.domain.cursors import ListCursor
 from bindingd.errors import BindingdError, invalid_argument
 
 MAX_KEY_BYTES = 1024
@@ -323,23 +321,11 @@ def delimited(key: str, prefix: str, delimiter: str) -> str | None:
     return None if at < 0 else key[: at + len(delimiter)]
 
 
-def encode_cursor(prefix: str, after: str) -> str:
-    """An opaque cursor for local listings: the last key (or delimited prefix) returned."""
-    raw = json.dumps({"p": prefix, "a": after}, separators=(",", ":"), ensure_ascii=False).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, prefix: str) -> str | None:
-    if not cursor:
-        return None
-    bad = invalid_argument(
-        "list cursor is not valid for this list; pass the cursor of the previous list() call "
-        "with the same prefix, or none to start over"
-    )
-    try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError, RecursionError):  # RecursionError: JSON nested too deep
-        raise bad from None
-    if not isinstance(data, dict) or data.get("p") != prefix or not isinstance(data.get("a"), str):
-        raise bad
-    return data["a"]
+# An opaque cursor for local listings: the last key (or delimited prefix) returned.
+CURSOR = ListCursor(
+    ensure_ascii=False,
+    invalid="list cursor is not valid for this list; pass the cursor of the previous list() call "
+    "with the same prefix, or none to start over",
+)
+encode_cursor = CURSOR.encode
+decode_cursor = CURSOR.decode
