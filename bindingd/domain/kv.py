@@ -6,10 +6,9 @@ a broken limit gives INVALID_ARGUMENT with the limit in the message.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 
+from bindingd.domain.cursors import ListCursor
 from bindingd.errors import BindingdError, invalid_argument
 
 MAX_KEY_BYTES = 512
@@ -127,28 +126,14 @@ def check_list_limit(limit: int | None) -> int:
     return limit
 
 
-def encode_cursor(prefix: str, last_key: str) -> str:
-    """An opaque cursor: the last key returned, so the next page starts strictly after it."""
-    raw = json.dumps({"p": prefix, "a": last_key}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, prefix: str) -> str | None:
-    """The key to continue after, or None for the first page."""
-    if not cursor:
-        return None
-    bad = invalid_argument(
-        "KV list cursor is not valid for this list; pass the cursor from the previous list() "
-        "call with the same prefix, or none to start over"
-    )
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        data = json.loads(raw)
-    except (binascii.Error, ValueError, RecursionError):  # RecursionError: JSON nested too deep
-        raise bad from None
-    if not isinstance(data, dict) or data.get("p") != prefix or not isinstance(data.get("a"), str):
-        raise bad
-    return data["a"]
+# An opaque cursor: the last key returned, so the next page starts strictly after it.
+CURSOR = ListCursor(
+    ensure_ascii=True,
+    invalid="KV list cursor is not valid for this list; pass the cursor from the previous list() "
+    "call with the same prefix, or none to start over",
+)
+encode_cursor = CURSOR.encode
+decode_cursor = CURSOR.decode
 
 
 def _mib(size: int) -> str:

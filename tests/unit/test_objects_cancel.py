@@ -17,6 +17,7 @@ from bindingd_client.proto import objects_pb2
 
 from bindingd.domain import objects
 from bindingd.domain.objects import Digests, PutOptions
+from bindingd.providers.bodies import write_body
 from bindingd.providers.local.objects import LocalObjects
 from bindingd.server.objects import ObjectsService
 
@@ -52,7 +53,7 @@ def test_a_put_cancelled_while_its_lanes_stop_writes_nothing_after_the_file_is_c
     async def run() -> None:
         f = _File()
         put = asyncio.ensure_future(
-            objects.write_body(f, _chunks(6), _SlowDigests({}), 4 * MIB, objects.put_too_large())  # type: ignore[arg-type]
+            write_body(f, _chunks(6), _SlowDigests({}), 4 * MIB, objects.put_too_large())  # type: ignore[arg-type]
         )
         await asyncio.sleep(0.1)
         put.cancel()

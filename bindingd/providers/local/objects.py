@@ -4,8 +4,8 @@ Each body is a file named by a generated id under `blobs/`; the key lives only i
 key (`..`, `/`, unicode, 1024 bytes) can name a path. A put streams into `tmp/`, is fsynced,
 renamed into `blobs/` and recorded in one transaction; until then nothing is visible, and a put
 that fails or is cancelled removes its temp file; a start removes what a killed daemon left
-(temp files, and blobs that no object or part names). Writes to SQLite run on one writer
-thread (as in the local KV), which also makes an `only_if` check and the write that follows
+(temp files, and blobs that no object or part names). Writes to SQLite run on the store's
+writer thread (see store.py), which also makes an `only_if` check and the write that follows
 one step.
 """
 
@@ -19,11 +19,10 @@ import secrets
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 
@@ -39,14 +38,20 @@ from bindingd.domain.objects import (
     PutOptions,
     RangeSpec,
 )
-from bindingd.errors import BindingdError, backend_unavailable, invalid_argument
+from bindingd.errors import backend_unavailable, invalid_argument
 from bindingd.providers.base import ObjectListing, ObjectRead
+from bindingd.providers.bodies import (
+    hold_temp_file,
+    remove_leftovers,
+    to_thread_to_the_end,
+    wait_to_the_end,
+    write_body,
+)
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.local.blobfile import BlobReader, BlobWriter
-from bindingd.providers.local.kv import _prefix_upper_bound
-from bindingd.providers.local.sqlite import BUSY_TIMEOUT_S, open_store, private_folder, write_failure
+from bindingd.providers.local.sqlite import BUSY_MS, private_folder
+from bindingd.providers.local.store import SqliteStore, prefix_clauses, prefix_upper_bound
 
-T = TypeVar("T")
 log = structlog.get_logger("bindingd.objects")
 
 SCHEMA = """
@@ -111,9 +116,9 @@ class LocalObjects:
         self.blobs = root / "blobs"
         self.tmp = root / "tmp"
         self.db_path = root / "objects.sqlite3"
-        self._reader: sqlite3.Connection | None = None
-        self._writer: sqlite3.Connection | None = None
-        self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"objects-{root.name}")
+        self.store = SqliteStore(
+            self.db_path, store="object store", thread_name=f"objects-{root.name}", where=root
+        )
 
     @classmethod
     def create(cls, binding: Binding, context: ProviderContext) -> LocalObjects:
@@ -123,15 +128,12 @@ class LocalObjects:
         try:
             private_folder(self.blobs)
             private_folder(self.tmp)
-            objects.remove_leftovers(self.tmp)
-            self._writer = await self._in_writer(open_store, self.db_path)
-            await self._in_writer(self._writer.executescript, SCHEMA)
-            await self._in_writer(self._remove_orphan_blobs)
-            self._reader = open_store(self.db_path)
-        except (OSError, sqlite3.Error) as e:
-            raise backend_unavailable(f"cannot open the local object store {self.root}: {e}") from e
+            remove_leftovers(self.tmp)
+        except OSError as e:
+            raise self.store.open_failure(e) from e
+        await self.store.open(SCHEMA, then=self._remove_orphan_blobs)
 
-    def _remove_orphan_blobs(self) -> None:
+    def _remove_orphan_blobs(self, conn: sqlite3.Connection) -> None:
         """On the writer thread at start: remove the blob files that no object or part names. A
         daemon killed between moving a blob in and recording it, or between recording a
         replacement or a delete and removing the old file, leaves one behind.
@@ -140,8 +142,6 @@ class LocalObjects:
         recorded under the store's write lock, so a candidate is checked again under that lock,
         whichever daemon wrote it. Best effort: when another process holds the lock, the store
         is read-only or anything fails, a later start does it, and this one goes on at once."""
-        conn = self._writer
-        assert conn is not None
         try:
             with os.scandir(self.blobs) as entries:
                 files = {e.name for e in entries if not e.is_dir(follow_symlinks=False)}
@@ -151,7 +151,7 @@ class LocalObjects:
             try:
                 conn.execute("BEGIN IMMEDIATE")
             finally:
-                conn.execute(f"PRAGMA busy_timeout = {round(BUSY_TIMEOUT_S * 1000)}")
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
             try:
                 for name in files - _named_blobs(conn):
                     with contextlib.suppress(FileNotFoundError):
@@ -164,26 +164,22 @@ class LocalObjects:
             log.warning("orphan blobs not removed this time", store=str(self.root), reason=str(e))
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-        if self._writer is not None:
-            await self._in_writer(self._writer.close)
-        self._write_thread.shutdown(wait=True)
+        await self.store.close()
 
     async def check(self) -> str:
-        self._read("SELECT 1")
+        self.store.read("SELECT 1")
         return f"folder {self.root.name}"
 
     # --- reads ---------------------------------------------------------------------------------
 
     async def head(self, key: str) -> ObjectInfo | None:
-        rows = self._read(f"SELECT {COLUMNS} FROM objects WHERE key = ?", (key,))
+        rows = self.store.read(f"SELECT {COLUMNS} FROM objects WHERE key = ?", (key,))
         return _info(rows[0]) if rows else None
 
     async def get(self, key: str, range: RangeSpec | None, only_if: Conditional | None) -> ObjectRead | None:
         # An overwrite may remove the blob between the lookup and the open: look again.
         for _attempt in (1, 2, 3):
-            rows = self._read(f"SELECT blob, {COLUMNS} FROM objects WHERE key = ?", (key,))
+            rows = self.store.read(f"SELECT blob, {COLUMNS} FROM objects WHERE key = ?", (key,))
             if not rows:
                 return None
             blob, *row = rows[0]
@@ -207,7 +203,7 @@ class LocalObjects:
             if left > 0:
                 pending = asyncio.ensure_future(asyncio.to_thread(f.read_block, CHUNK_BYTES))
             while pending is not None:
-                await objects.wait_to_the_end(pending)
+                await wait_to_the_end(pending)
                 chunks = pending.result()
                 pending = None
                 if not chunks:
@@ -220,7 +216,7 @@ class LocalObjects:
         finally:
             try:
                 if pending is not None:
-                    await objects.wait_to_the_end(pending)
+                    await wait_to_the_end(pending)
                     if not pending.cancelled():
                         pending.exception()  # read: the body ended, this block is not wanted
             finally:
@@ -246,7 +242,7 @@ class LocalObjects:
         # Where to resume: strictly after a key, or at the first key past a delimited prefix.
         lower, inclusive = after, False
         if after is not None and objects.delimited(after, prefix, delimiter) == after:
-            lower, inclusive = _prefix_upper_bound(after), True
+            lower, inclusive = prefix_upper_bound(after), True
         truncated = False
         while not truncated:
             rows = self._page(prefix, lower, inclusive, limit + 1)
@@ -263,7 +259,7 @@ class LocalObjects:
                     last, lower, inclusive = key, key, False
                 else:
                     prefixes.append(rolled)
-                    last, lower, inclusive = rolled, _prefix_upper_bound(rolled), True
+                    last, lower, inclusive = rolled, prefix_upper_bound(rolled), True
                     break  # skip the rest of this prefix with a new query
             else:
                 if len(rows) <= limit:
@@ -278,20 +274,14 @@ class LocalObjects:
         )
 
     def _page(self, prefix: str, lower: str | None, inclusive: bool, limit: int) -> list[tuple[Any, ...]]:
-        clauses: list[str] = []
-        params: list[object] = []
-        if prefix:
-            clauses.append("key >= ?")
-            params.append(prefix)
-            upper = _prefix_upper_bound(prefix)
-            if upper is not None:
-                clauses.append("key < ?")
-                params.append(upper)
+        clauses, params = prefix_clauses(prefix)
         if lower is not None:
             clauses.append("key >= ?" if inclusive else "key > ?")
             params.append(lower)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        return self._read(f"SELECT {COLUMNS} FROM objects {where} ORDER BY key LIMIT ?", (*params, limit))
+        return self.store.read(
+            f"SELECT {COLUMNS} FROM objects {where} ORDER BY key LIMIT ?", (*params, limit)
+        )
 
     # --- writes --------------------------------------------------------------------------------
 
@@ -312,7 +302,7 @@ class LocalObjects:
                 custom_metadata=options.custom_metadata,
                 checksums=checksums,
             )
-            stored = await self._in_writer(self._commit_object, blob, info, options.only_if)
+            stored = await self.store.write(self._commit_object, blob, info, options.only_if)
         except BaseException:
             (self.tmp / blob).unlink(missing_ok=True)
             raise
@@ -331,9 +321,9 @@ class LocalObjects:
             raise backend_unavailable(f"cannot write to the local object store {self.root}: {e}") from e
         too_large = objects.put_too_large() if part is None else objects.part_too_large(part)
         try:
-            objects.hold_temp_file(f)
-            await objects.write_body(f, body, digests, max_bytes, too_large)
-            await objects.to_thread_to_the_end(f.finish)
+            hold_temp_file(f)
+            await write_body(f, body, digests, max_bytes, too_large)
+            await to_thread_to_the_end(f.finish)
         except BaseException as e:
             f.close()
             path.unlink(missing_ok=True)
@@ -342,10 +332,10 @@ class LocalObjects:
             raise
         return name, digests
 
-    def _commit_object(self, blob: str, info: ObjectInfo, only_if: Conditional | None) -> bool:
+    def _commit_object(
+        self, conn: sqlite3.Connection, blob: str, info: ObjectInfo, only_if: Conditional | None
+    ) -> bool:
         """On the writer thread: check `only_if`, move the body in, record it; False if not met."""
-        conn = self._writer
-        assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         try:
             rows = conn.execute(f"SELECT blob, {COLUMNS} FROM objects WHERE key = ?", (info.key,)).fetchall()
@@ -370,11 +360,9 @@ class LocalObjects:
         return True
 
     async def delete(self, keys: list[str]) -> None:
-        await self._in_writer(self._delete, keys)
+        await self.store.write(self._delete, keys)
 
-    def _delete(self, keys: list[str]) -> None:
-        conn = self._writer
-        assert conn is not None
+    def _delete(self, conn: sqlite3.Connection, keys: list[str]) -> None:
         marks = ",".join("?" * len(keys))
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -393,14 +381,14 @@ class LocalObjects:
         self, key: str, http_metadata: HttpMetadata, custom_metadata: dict[str, str]
     ) -> str:
         upload_id = secrets.token_urlsafe(32)
-        await self._write(
+        await self.store.execute(
             "INSERT INTO uploads (upload_id, key, http, custom) VALUES (?, ?, ?, ?)",
             (upload_id, key, json.dumps(asdict(http_metadata)), json.dumps(custom_metadata)),
         )
         return upload_id
 
     def _upload(self, key: str, upload_id: str) -> tuple[str, str]:
-        rows = self._read(
+        rows = self.store.read(
             "SELECT http, custom FROM uploads WHERE upload_id = ? AND key = ?", (upload_id, key)
         )
         if not rows:
@@ -416,15 +404,15 @@ class LocalObjects:
         blob, digests = await self._receive(body, {}, objects.MAX_PART_BYTES, part_number)
         etag = digests.verify()["md5"].hex()
         try:
-            await self._in_writer(self._commit_part, blob, upload_id, part_number, digests.size, etag)
+            await self.store.write(self._commit_part, blob, upload_id, part_number, digests.size, etag)
         except BaseException:
             (self.tmp / blob).unlink(missing_ok=True)
             raise
         return etag
 
-    def _commit_part(self, blob: str, upload_id: str, part_number: int, size: int, etag: str) -> None:
-        conn = self._writer
-        assert conn is not None
+    def _commit_part(
+        self, conn: sqlite3.Connection, blob: str, upload_id: str, part_number: int, size: int, etag: str
+    ) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
             if not conn.execute("SELECT 1 FROM uploads WHERE upload_id = ?", (upload_id,)).fetchall():
@@ -453,7 +441,7 @@ class LocalObjects:
         http_json, custom_json = self._upload(key, upload_id)
         stored = {
             number: (blob, size, etag)
-            for number, blob, size, etag in self._read(
+            for number, blob, size, etag in self.store.read(
                 "SELECT part_number, blob, size, etag FROM parts WHERE upload_id = ?", (upload_id,)
             )
         }
@@ -487,7 +475,7 @@ class LocalObjects:
                 custom_metadata=json.loads(custom_json),
                 checksums={},
             )
-            await self._in_writer(self._commit_multipart, name, info, upload_id)
+            await self.store.write(self._commit_multipart, name, info, upload_id)
         except BaseException:
             (self.tmp / name).unlink(missing_ok=True)
             raise
@@ -510,9 +498,9 @@ class LocalObjects:
                 out.finish()
         return True
 
-    def _commit_multipart(self, blob: str, info: ObjectInfo, upload_id: str) -> None:
-        conn = self._writer
-        assert conn is not None
+    def _commit_multipart(
+        self, conn: sqlite3.Connection, blob: str, info: ObjectInfo, upload_id: str
+    ) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
             if not conn.execute("SELECT 1 FROM uploads WHERE upload_id = ?", (upload_id,)).fetchall():
@@ -541,13 +529,11 @@ class LocalObjects:
             (self.blobs / old_blob).unlink(missing_ok=True)
 
     async def abort_multipart_upload(self, key: str, upload_id: str) -> None:
-        await self._in_writer(self._abort, key, upload_id)
+        await self.store.write(self._abort, key, upload_id)
 
-    def _abort(self, key: str, upload_id: str) -> None:
+    def _abort(self, conn: sqlite3.Connection, key: str, upload_id: str) -> None:
         """On the writer thread: abort the upload. One already completed or aborted is left as it
         is (R2's abort is idempotent, and does not undo a complete); an unknown one is an error."""
-        conn = self._writer
-        assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         try:
             known = (upload_id, key)
@@ -568,29 +554,6 @@ class LocalObjects:
             raise
         for blob in blobs:
             (self.blobs / blob).unlink(missing_ok=True)
-
-    # --- plumbing ------------------------------------------------------------------------------
-
-    def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-        assert self._reader is not None, "provider not started"
-        try:
-            return self._reader.execute(sql, params).fetchall()
-        except sqlite3.DatabaseError as e:  # DatabaseError itself: a damaged file
-            raise backend_unavailable(f"cannot read the local object store {self.db_path}: {e}") from e
-
-    async def _write(self, sql: str, params: tuple[object, ...]) -> None:
-        assert self._writer is not None, "provider not started"
-        await self._in_writer(self._writer.execute, sql, params)
-
-    async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._write_thread, fn, *args)
-        except BindingdError:
-            raise
-        except sqlite3.DatabaseError as e:
-            raise write_failure(e, "object store", self.root, locked=self.db_path) from e
-        except OSError as e:
-            raise backend_unavailable(f"cannot write the local object store {self.root}: {e}") from e
 
 
 def _row(info: ObjectInfo) -> tuple[object, ...]:

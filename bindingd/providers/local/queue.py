@@ -6,8 +6,8 @@ NORMAL: it survives a SIGKILL of the daemon) before `send` returns. Visibility i
 `visible_at`: a delay, a retry delay or a lease all push it into the future; a lease that runs
 out simply makes the row visible again, so nothing depends on the daemon being alive.
 
-Writes (send, claim, ack) run on one writer thread with their own connection; the "is
-anything visible?" probe of an idle consumer runs on the event loop (WAL readers never wait).
+Writes (send, claim, ack) run on the store's writer thread (see store.py); the "is anything
+visible?" probe of an idle consumer runs on the event loop (WAL readers never wait).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import contextlib
 import sqlite3
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,10 @@ import structlog
 
 from bindingd.config.model import Binding
 from bindingd.domain.queue import OutgoingMessage, Retry, dead_letter_queue_of, exhausted, max_retries_of
-from bindingd.errors import BindingdError, backend_unavailable
+from bindingd.errors import BindingdError
 from bindingd.providers.base import QueueDelivery, QueueSettled
 from bindingd.providers.connections import ProviderContext
-from bindingd.providers.local.sqlite import open_store, private_folder, write_failure
+from bindingd.providers.local.store import SqliteStore
 
 log = structlog.get_logger("bindingd.queue.local")
 
@@ -64,9 +63,7 @@ class LocalQueue:
         self.queue = queue
         self.dead_letter_queue = dead_letter_queue
         self.max_retries = max_retries
-        self._reader: sqlite3.Connection | None = None
-        self._writer: sqlite3.Connection | None = None
-        self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"queue-{queue}")
+        self.store = SqliteStore(path, store="queue store", thread_name=f"queue-{queue}")
         self._sent = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
         # Sends waiting for the next commit, and the task committing them.
@@ -85,13 +82,7 @@ class LocalQueue:
         )
 
     async def start(self) -> None:
-        try:
-            private_folder(self.path.parent)
-            self._writer = await self._in_writer(open_store, self.path)
-            await self._in_writer(self._writer.executescript, SCHEMA)
-            self._reader = open_store(self.path)
-        except (OSError, sqlite3.Error) as e:
-            raise backend_unavailable(f"cannot open the local queue store {self.path}: {e}") from e
+        await self.store.open(SCHEMA)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def close(self) -> None:
@@ -102,15 +93,10 @@ class LocalQueue:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        if self._reader is not None:
-            self._reader.close()
-        if self._writer is not None:
-            await self._in_writer(self._writer.close)
-        self._write_thread.shutdown(wait=True)
+        await self.store.close()
 
     async def check(self) -> str:
-        assert self._reader is not None, "provider not started"
-        self._reader.execute("SELECT 1").fetchall()
+        self.store.read("SELECT 1")
         return f"sqlite file {self.path.name}, queue {self.queue}"
 
     async def send(self, messages: list[OutgoingMessage]) -> None:
@@ -141,7 +127,7 @@ class LocalQueue:
                         )
 
             try:
-                await self._write(insert)
+                await self.store.write(insert)
             except Exception as e:
                 for _, stored in group:
                     if not stored.done():
@@ -198,7 +184,7 @@ class LocalQueue:
                         )
             return QueueSettled(acked, retried, expired)
 
-        settled = await self._write(apply)
+        settled = await self.store.write(apply)
         if settled.retried:
             self._sent.set()
         return settled
@@ -208,7 +194,7 @@ class LocalQueue:
         while True:
             await asyncio.sleep(SWEEP_S)
             try:
-                await self._write(self._sweep_once)
+                await self.store.write(self._sweep_once)
             except BindingdError as e:
                 log.warning("dead-letter sweep failed", queue=self.queue, error=e.message)
 
@@ -224,20 +210,15 @@ class LocalQueue:
                 self._dead_letter(conn, seq, message_id, attempts, now)
 
     def _any_visible(self) -> bool:
-        assert self._reader is not None, "provider not started"
-        try:
-            row = self._reader.execute(
-                "SELECT 1 FROM messages WHERE queue = ? AND visible_at <= ? LIMIT 1",
-                (self.queue, time.time()),
-            ).fetchone()
-        except sqlite3.DatabaseError as e:  # DatabaseError itself: a damaged file
-            raise backend_unavailable(f"cannot read the local queue store {self.path}: {e}") from e
-        return row is not None
+        rows = self.store.read(
+            "SELECT 1 FROM messages WHERE queue = ? AND visible_at <= ? LIMIT 1", (self.queue, time.time())
+        )
+        return bool(rows)
 
     async def _claim_shielded(self, max_messages: int, visibility_s: float) -> list[QueueDelivery]:
         """Claim on the writer thread; if the consumer is cancelled meanwhile, hand the claimed
         messages back at once (and uncount the attempt) instead of leaving them leased."""
-        task = asyncio.ensure_future(self._write(lambda conn: self._claim(conn, max_messages, visibility_s)))
+        task = asyncio.ensure_future(self.store.write(self._claim, max_messages, visibility_s))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -257,7 +238,7 @@ class LocalQueue:
                     leases,
                 )
 
-        self._write_thread.submit(release, self._writer)
+        self.store.submit(release)
 
     def _claim(self, conn: sqlite3.Connection, max_messages: int, visibility_s: float) -> list[QueueDelivery]:
         now = time.time()
@@ -307,16 +288,6 @@ class LocalQueue:
             log.warning(
                 "message dropped after its last retry", queue=self.queue, id=message_id, attempts=attempts
             )
-
-    async def _write(self, fn):  # type: ignore[no-untyped-def]
-        assert self._writer is not None, "provider not started"
-        try:
-            return await self._in_writer(fn, self._writer)
-        except sqlite3.DatabaseError as e:
-            raise write_failure(e, "queue store", self.path) from e
-
-    async def _in_writer(self, fn, *args):  # type: ignore[no-untyped-def]
-        return await asyncio.get_running_loop().run_in_executor(self._write_thread, fn, *args)
 
 
 class _transaction:

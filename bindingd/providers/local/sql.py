@@ -30,12 +30,9 @@ from bindingd.errors import BindingdError, backend_timeout, backend_unavailable,
 from bindingd.providers.base import SqlAccess, SqlMeta, SqlResult, SqlStatement
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.local.sql_guard import Guard, reset_settings, settings_named
-from bindingd.providers.local.sqlite import private_file, private_folder
+from bindingd.providers.local.sqlite import BUSY_MS, BUSY_TIMEOUT_S, private_file, private_folder
 
 T = TypeVar("T")
-# How long a write waits for another process holding the file's write lock.
-BUSY_TIMEOUT_S = 5.0
-BUSY_MS = round(BUSY_TIMEOUT_S * 1000)
 # A caller's statement that may set the busy timeout itself (`PRAGMA busy_timeout`).
 _SETS_BUSY = re.compile("busy_timeout", re.IGNORECASE).search
 # A statement that finishes within this runs on the event loop instead of the thread.

@@ -51,6 +51,7 @@ from bindingd.errors import (
     permission_denied,
 )
 from bindingd.providers.base import ObjectListing, ObjectRead
+from bindingd.providers.bodies import hold_temp_file, remove_leftovers, write_body
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.local.sqlite import private_folder
 
@@ -117,7 +118,7 @@ class S3Objects:
 
     async def start(self) -> None:
         private_folder(self.spool)
-        objects.remove_leftovers(self.spool)
+        remove_leftovers(self.spool)
         self._client = await self.context.connections.acquire(self.connection, self._open, _close_client)
 
     async def _open(self) -> Any:
@@ -409,8 +410,8 @@ class S3Objects:
             raise backend_unavailable(f"cannot write the spool folder {self.spool}: {e}") from e
         too_large = objects.put_too_large() if part is None else objects.part_too_large(part)
         try:
-            objects.hold_temp_file(f)
-            await objects.write_body(f, body, digests, max_bytes, too_large)
+            hold_temp_file(f)
+            await write_body(f, body, digests, max_bytes, too_large)
             await asyncio.to_thread(f.close)
             digests.verify()
         except BaseException as e:
