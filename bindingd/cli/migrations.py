@@ -20,8 +20,8 @@ from pathlib import Path
 
 from bindingd.config.model import Binding, Config
 from bindingd.domain import sql
+from bindingd.domain.sql import SqlAccess, SqlProvider, SqlStatement
 from bindingd.errors import BindingdError, permission_denied
-from bindingd.providers.base import SqlAccess, SqlProvider, SqlStatement
 from bindingd.providers.connections import ProviderContext, SharedConnections
 from bindingd.registry import create_provider
 

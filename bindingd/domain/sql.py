@@ -16,13 +16,14 @@ import json
 import re
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 from pglast import parser as pg_parser
 
 from bindingd.errors import BindingdError, Reason
+from bindingd.providers.base import Provider
 
 Dialect = Literal["sqlite", "postgres", "mysql"]
 # What a value is once it leaves a provider: the types the contract can carry.
@@ -551,3 +552,64 @@ def batch_error(index: int, err: BindingdError) -> BindingdError:
     return BindingdError(
         err.reason, f"statement {index} failed, nothing was applied: {err.message}", backend=err.backend
     )
+
+
+# The contract of a SQL provider: what it returns, and the Protocol it implements.
+
+
+@dataclass(frozen=True)
+class SqlMeta:
+    """D1's meta of one statement; what a backend cannot tell stays 0."""
+
+    duration: float = 0.0
+    changes: int = 0
+    last_row_id: int = 0
+    changed_db: bool = False
+    rows_read: int = 0
+    rows_written: int = 0
+    size_after: int | None = None
+
+
+@dataclass(frozen=True)
+class SqlResult:
+    """A statement's whole answer (batch results, which D1 returns whole)."""
+
+    columns: list[str]
+    rows: list[tuple[object, ...]]
+    meta: SqlMeta
+
+
+@dataclass(frozen=True)
+class SqlStatement:
+    sql: str
+    params: list[object]
+
+
+@dataclass(frozen=True)
+class SqlAccess:
+    """How a call may use the database: `read_only` runs it in a read-only transaction (the
+    backend refuses writes), `timeout` is the statement timeout in seconds."""
+
+    read_only: bool
+    timeout: float
+
+
+@runtime_checkable
+class SqlProvider(Provider, Protocol):
+    """A D1 database. Values in and out are those of `Value`; providers translate
+    placeholders with `translate` and map every backend failure to the error table
+    (SQL_ERROR with the backend's message for the caller's SQL; PERMISSION_DENIED when the
+    read-only transaction refused a write; BACKEND_TIMEOUT once the statement was cancelled on
+    the server)."""
+
+    def query(self, statement: SqlStatement, access: SqlAccess) -> AsyncIterator[object]:
+        """Yield the column names (a list of str), then pages of rows (lists of tuples, at most
+        `PAGE_ROWS` each), then the SqlMeta. Closing the iterator early cancels the
+        statement on the server."""
+
+    async def batch(self, statements: list[SqlStatement], access: SqlAccess) -> list[SqlResult]:
+        """Every statement in one transaction; on a failure roll back and raise
+        `batch_error(index, err)`."""
+
+    async def exec(self, statements: list[str], access: SqlAccess) -> None:
+        """A script's statements (already split), in one transaction, like `batch`."""

@@ -19,8 +19,8 @@ import grpc
 from bindingd_client.proto import database_pb2, database_pb2_grpc
 
 from bindingd.domain import sql
+from bindingd.domain.sql import SqlAccess, SqlMeta, SqlProvider, SqlResult, SqlStatement
 from bindingd.errors import BindingdError, Reason, invalid_argument
-from bindingd.providers.base import SqlAccess, SqlMeta, SqlProvider, SqlResult, SqlStatement
 from bindingd.runtime import Runtime, Served
 from bindingd.server.audit import audit_write
 from bindingd.server.calls import rpc, rpc_stream

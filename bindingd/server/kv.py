@@ -9,7 +9,7 @@ import structlog
 from bindingd_client.proto import kv_pb2, kv_pb2_grpc
 
 from bindingd.domain import kv
-from bindingd.providers.base import KVProvider, KVRecord
+from bindingd.domain.kv import KVProvider, KVRecord
 from bindingd.runtime import Runtime
 from bindingd.server.audit import audit_write
 from bindingd.server.calls import rpc

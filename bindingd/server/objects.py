@@ -18,9 +18,15 @@ from bindingd_client.objects import chunk_message
 from bindingd_client.proto import objects_pb2, objects_pb2_grpc
 
 from bindingd.domain import objects
-from bindingd.domain.objects import Conditional, HttpMetadata, ObjectInfo, PutOptions, RangeSpec
+from bindingd.domain.objects import (
+    Conditional,
+    HttpMetadata,
+    ObjectInfo,
+    ObjectsProvider,
+    PutOptions,
+    RangeSpec,
+)
 from bindingd.errors import BindingdError, invalid_argument
-from bindingd.providers.base import ObjectsProvider
 from bindingd.runtime import Runtime
 from bindingd.server.audit import audit_write
 from bindingd.server.calls import RequestStream, bytes_field_view, rpc, rpc_stream

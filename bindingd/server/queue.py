@@ -14,8 +14,7 @@ import grpc
 from bindingd_client.proto import queue_pb2, queue_pb2_grpc
 
 from bindingd.domain import queue
-from bindingd.domain.queue import OutgoingMessage, Retry
-from bindingd.providers.base import QueueDelivery, QueueProvider
+from bindingd.domain.queue import OutgoingMessage, QueueDelivery, QueueProvider, Retry
 from bindingd.runtime import Runtime
 from bindingd.server.audit import audit_write
 from bindingd.server.calls import RequestStream, rpc, rpc_stream

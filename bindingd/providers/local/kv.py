@@ -16,9 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bindingd.config.model import Binding
-from bindingd.domain.kv import bulk_too_large
+from bindingd.domain.kv import KVKeyInfo, KVRecord, bulk_too_large
 from bindingd.errors import backend_unavailable
-from bindingd.providers.base import KVKeyInfo, KVRecord
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.local.sqlite import open_store, private_folder, write_failure
 

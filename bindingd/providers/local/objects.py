@@ -36,11 +36,12 @@ from bindingd.domain.objects import (
     Digests,
     HttpMetadata,
     ObjectInfo,
+    ObjectListing,
+    ObjectRead,
     PutOptions,
     RangeSpec,
 )
 from bindingd.errors import BindingdError, backend_unavailable, invalid_argument
-from bindingd.providers.base import ObjectListing, ObjectRead
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.local.blobfile import BlobReader, BlobWriter
 from bindingd.providers.local.kv import _prefix_upper_bound

@@ -24,9 +24,16 @@ from typing import Any
 import structlog
 
 from bindingd.config.model import Binding
-from bindingd.domain.queue import OutgoingMessage, Retry, dead_letter_queue_of, exhausted, max_retries_of
+from bindingd.domain.queue import (
+    OutgoingMessage,
+    QueueDelivery,
+    QueueSettled,
+    Retry,
+    dead_letter_queue_of,
+    exhausted,
+    max_retries_of,
+)
 from bindingd.errors import BindingdError, backend_unavailable
-from bindingd.providers.base import QueueDelivery, QueueSettled
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.local.sqlite import open_store, private_folder, write_failure
 

@@ -25,9 +25,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bindingd.config.model import Binding
-from bindingd.domain.sql import PAGE_ROWS, batch_error, check_timeout, sql_error, translate
+from bindingd.domain.sql import (
+    PAGE_ROWS,
+    SqlAccess,
+    SqlMeta,
+    SqlResult,
+    SqlStatement,
+    batch_error,
+    check_timeout,
+    sql_error,
+    translate,
+)
 from bindingd.errors import BindingdError, backend_timeout, backend_unavailable, permission_denied
-from bindingd.providers.base import SqlAccess, SqlMeta, SqlResult, SqlStatement
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.local.sql_guard import Guard, reset_settings, settings_named
 from bindingd.providers.local.sqlite import private_file, private_folder

@@ -33,7 +33,19 @@ from pymysql.constants import CLIENT
 
 from bindingd.config.model import Binding, Connection
 from bindingd.config.urls import UNKNOWN_ADDRESS, address
-from bindingd.domain.sql import PAGE_ROWS, StopReading, batch_error, normalize, sql_error, tokens, translate
+from bindingd.domain.sql import (
+    PAGE_ROWS,
+    SqlAccess,
+    SqlMeta,
+    SqlResult,
+    SqlStatement,
+    StopReading,
+    batch_error,
+    normalize,
+    sql_error,
+    tokens,
+    translate,
+)
 from bindingd.errors import (
     BindingdError,
     Reason,
@@ -41,7 +53,6 @@ from bindingd.errors import (
     backend_unavailable,
     permission_denied,
 )
-from bindingd.providers.base import SqlAccess, SqlMeta, SqlResult, SqlStatement
 from bindingd.providers.connections import ProviderContext
 
 log = structlog.get_logger("bindingd.mysql")

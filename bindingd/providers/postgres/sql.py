@@ -62,6 +62,10 @@ from bindingd.domain.sql import (
     INT64_MAX,
     INT64_MIN,
     PAGE_ROWS,
+    SqlAccess,
+    SqlMeta,
+    SqlResult,
+    SqlStatement,
     StopReading,
     batch_error,
     normalize,
@@ -75,7 +79,6 @@ from bindingd.errors import (
     backend_unavailable,
     permission_denied,
 )
-from bindingd.providers.base import SqlAccess, SqlMeta, SqlResult, SqlStatement
 from bindingd.providers.connections import ProviderContext
 
 log = structlog.get_logger("bindingd.postgres")

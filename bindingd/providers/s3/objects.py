@@ -39,6 +39,8 @@ from bindingd.domain.objects import (
     Digests,
     HttpMetadata,
     ObjectInfo,
+    ObjectListing,
+    ObjectRead,
     PutOptions,
     RangeSpec,
 )
@@ -50,7 +52,6 @@ from bindingd.errors import (
     invalid_argument,
     permission_denied,
 )
-from bindingd.providers.base import ObjectListing, ObjectRead
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.local.sqlite import private_folder
 
