@@ -118,9 +118,7 @@ class Target:
             )
         timeout = max(float(self.binding.options.get("timeout", sql.DEFAULT_TIMEOUT_S)), MIN_TIMEOUT_S)
         self.access = SqlAccess(read_only=not write, timeout=timeout)
-        self.dialect: sql.Dialect = (
-            self.binding.backend_kind if self.binding.backend_kind in ("postgres", "mysql") else "sqlite"  # type: ignore[assignment]
-        )
+        self.dialect = sql.dialect_of(self.binding.backend_kind)
         self.provider: SqlProvider = create_provider(  # type: ignore[assignment]
             self.binding, ProviderContext(config.state_dir, SharedConnections())
         )

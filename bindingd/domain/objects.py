@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol, TypeVar, runtime_checkable
@@ -497,7 +497,7 @@ class ObjectRead:
     info: ObjectInfo
     offset: int
     length: int
-    body: AsyncIterator[bytes] | None
+    body: AsyncGenerator[bytes, None] | None
 
 
 @dataclass(frozen=True)

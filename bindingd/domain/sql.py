@@ -547,6 +547,14 @@ def _first_words(statement: str, dialect: Dialect) -> list[str]:
     return words[:3]
 
 
+def dialect_of(backend_kind: str) -> Dialect:
+    """The SQL dialect of a backend kind: SQLite's for `local` and `sqlite`."""
+    return _DIALECTS.get(backend_kind, "sqlite")
+
+
+_DIALECTS: dict[str, Dialect] = {"postgres": "postgres", "mysql": "mysql"}
+
+
 def batch_error(index: int, err: BindingdError) -> BindingdError:
     """A statement's failure inside a batch or script, naming its index (from 0)."""
     return BindingdError(

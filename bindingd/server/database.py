@@ -18,10 +18,11 @@ from typing import Any
 import grpc
 from bindingd_client.proto import database_pb2, database_pb2_grpc
 
+from bindingd.config.model import Binding
 from bindingd.domain import sql
-from bindingd.domain.sql import SqlAccess, SqlMeta, SqlProvider, SqlResult, SqlStatement
+from bindingd.domain.sql import SqlAccess, SqlMeta, SqlResult, SqlStatement
 from bindingd.errors import BindingdError, Reason, invalid_argument
-from bindingd.runtime import Runtime, Served
+from bindingd.runtime import Runtime
 from bindingd.server.audit import audit_write
 from bindingd.server.calls import rpc, rpc_stream
 
@@ -117,14 +118,14 @@ class DatabaseService(database_pb2_grpc.DatabaseServicer):
         self._parked: dict[str, _Parked] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
-    def _access(self, served: Served) -> tuple[SqlAccess, BindingdError | None]:
+    def _access(self, binding: Binding) -> tuple[SqlAccess, BindingdError | None]:
         """The access of a call, and the reason writes are refused (None when they are not)."""
         try:
-            self.runtime.check_writable(served.binding)
+            self.runtime.check_writable(binding)
             refusal = None
         except BindingdError as e:
             refusal = e
-        timeout = served.binding.options.get("timeout", sql.DEFAULT_TIMEOUT_S)
+        timeout = binding.options.get("timeout", sql.DEFAULT_TIMEOUT_S)
         if timeout <= 0:
             raise invalid_argument(f"the sql binding's timeout is {timeout}; give a number of seconds > 0")
         return SqlAccess(read_only=refusal is not None, timeout=float(timeout)), refusal
@@ -139,7 +140,7 @@ class DatabaseService(database_pb2_grpc.DatabaseServicer):
     async def _messages(
         self,
         parts: AsyncIterator[object],
-        served: Served,
+        binding: Binding,
         statement: SqlStatement,
         refusal: BindingdError | None,
         context: grpc.aio.ServicerContext,
@@ -155,7 +156,7 @@ class DatabaseService(database_pb2_grpc.DatabaseServicer):
             async for part in parts:
                 if isinstance(part, SqlMeta):
                     if part.changed_db:
-                        audit_write(served.binding, "query", statement.sql[:200], peer)  # type: ignore[arg-type]
+                        audit_write(binding, "query", statement.sql[:200], peer)
                     _set_meta(pending.meta, part)
                     break
                 for values in part:  # type: ignore[attr-defined]
@@ -179,7 +180,7 @@ class DatabaseService(database_pb2_grpc.DatabaseServicer):
             except BindingdError as e:
                 raise self._refused(e, refusal) from e
             if isinstance(meta, SqlMeta) and meta.changed_db:
-                audit_write(served.binding, "query", statement.sql[:200], peer)  # type: ignore[arg-type]
+                audit_write(binding, "query", statement.sql[:200], peer)
         except BindingdError as e:
             raise self._refused(e, refusal) from e
         finally:
@@ -191,9 +192,11 @@ class DatabaseService(database_pb2_grpc.DatabaseServicer):
     ) -> database_pb2.SqlQueryResponse:
         statement = _statement(request.statement)
         with self.runtime.use(request.binding, "sql") as served:
-            provider: SqlProvider = served.provider  # type: ignore[assignment]
-            access, refusal = self._access(served)
-            messages = self._messages(provider.query(statement, access), served, statement, refusal, context)
+            provider = served.provider
+            access, refusal = self._access(served.binding)
+            messages = self._messages(
+                provider.query(statement, access), served.binding, statement, refusal, context
+            )
             parked = False
             try:
                 first = await anext(messages)
@@ -263,11 +266,13 @@ class DatabaseService(database_pb2_grpc.DatabaseServicer):
     ) -> database_pb2.SqlBatchResponse:
         statements = [_statement(s) for s in request.statements]
         with self.runtime.use(request.binding, "sql") as served:
-            provider: SqlProvider = served.provider  # type: ignore[assignment]
-            access, refusal = self._access(served)
+            provider = served.provider
+            access, refusal = self._access(served.binding)
             if not statements:
                 return database_pb2.SqlBatchResponse()
-            sql.refuse_transaction_control([s.sql for s in statements], _dialect(served))
+            sql.refuse_transaction_control(
+                [s.sql for s in statements], sql.dialect_of(served.binding.backend_kind)
+            )
             try:
                 results = await provider.batch(statements, access)
             except BindingdError as e:
@@ -281,9 +286,9 @@ class DatabaseService(database_pb2_grpc.DatabaseServicer):
         self, request: database_pb2.SqlExecRequest, context: grpc.aio.ServicerContext
     ) -> database_pb2.SqlExecResponse:
         with self.runtime.use(request.binding, "sql") as served:
-            provider: SqlProvider = served.provider  # type: ignore[assignment]
-            access, refusal = self._access(served)
-            dialect = _dialect(served)
+            provider = served.provider
+            access, refusal = self._access(served.binding)
+            dialect = sql.dialect_of(served.binding.backend_kind)
             script = sql.split_exec(request.sql, dialect)
             statements = script.statements
             if not statements:
@@ -298,8 +303,3 @@ class DatabaseService(database_pb2_grpc.DatabaseServicer):
         return database_pb2.SqlExecResponse(
             count=script.count, duration=(time.perf_counter() - started) * 1000
         )
-
-
-def _dialect(served: Served) -> sql.Dialect:
-    kind = served.binding.backend_kind
-    return kind if kind in ("postgres", "mysql") else "sqlite"  # type: ignore[return-value]
