@@ -152,13 +152,12 @@ class Target:
 
     async def _rows(self, statement: SqlStatement) -> list[tuple[object, ...]]:
         rows: list[tuple[object, ...]] = []
-        first = True
-        async for part in self.provider.query(statement, self.access):
-            if first:
-                first = False
-                continue
-            if isinstance(part, list):
-                rows.extend(part)
+        cursor = await self.provider.query(statement, self.access)
+        try:
+            async for page in cursor.pages():
+                rows.extend(page)
+        finally:
+            await cursor.finish(keep=False)  # after the last page, this only releases
         return rows
 
     async def apply(self, migration: Migration) -> None:

@@ -44,13 +44,6 @@ _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 _MYSQL_EXECUTABLE_COMMENT = re.compile(r"/\*M?![0-9]*")
 
 
-class StopReading(Exception):
-    """Thrown into a provider's query at a page when the caller has read enough (`first()` of
-    a large result): the statement's work is kept (committed), only its other rows are skipped;
-    D1 runs a statement whole whatever part of its result is read. A provider answers with the
-    meta of what it read."""
-
-
 def sql_error(message: str) -> BindingdError:
     return BindingdError(Reason.SQL_ERROR, message)
 
@@ -602,6 +595,33 @@ class SqlAccess:
     timeout: float
 
 
+# A page of a statement's rows: at most PAGE_ROWS of them.
+Page = list[tuple[object, ...]]
+
+
+class SqlCursor(Protocol):
+    """A statement's answer as it is read: its columns, its rows page by page, then its end.
+
+    `finish` ends the statement, on every path (a second call does nothing and returns None):
+    - after the last page, the statement has ended (committed): keep=True returns its meta;
+    - before it, keep=True means the caller read enough (`first()` of a large result): the
+      rest of the rows are skipped and what the statement did is kept, as D1 runs a statement
+      whole whatever part of its result is read. It returns the meta, or None when the backend
+      has none to tell (SQLite), or when a read-only call had nothing to keep (MySQL: stopped
+      like keep=False rather than read to its end);
+    - keep=False abandons the statement (an expired or cancelled cursor): it is cancelled on
+      the server and rolled back.
+    """
+
+    columns: list[str]
+
+    def pages(self) -> AsyncIterator[Page]:
+        """The rows, in pages of at most `PAGE_ROWS`."""
+        ...
+
+    async def finish(self, keep: bool) -> SqlMeta | None: ...
+
+
 @runtime_checkable
 class SqlProvider(Provider, Protocol):
     """A D1 database. Values in and out are those of `Value`; providers translate
@@ -610,10 +630,9 @@ class SqlProvider(Provider, Protocol):
     read-only transaction refused a write; BACKEND_TIMEOUT once the statement was cancelled on
     the server)."""
 
-    def query(self, statement: SqlStatement, access: SqlAccess) -> AsyncIterator[object]:
-        """Yield the column names (a list of str), then pages of rows (lists of tuples, at most
-        `PAGE_ROWS` each), then the SqlMeta. Closing the iterator early cancels the
-        statement on the server."""
+    async def query(self, statement: SqlStatement, access: SqlAccess) -> SqlCursor:
+        """The statement run up to its first page of rows (its errors are raised here), as a
+        cursor the caller finishes on every path."""
 
     async def batch(self, statements: list[SqlStatement], access: SqlAccess) -> list[SqlResult]:
         """Every statement in one transaction; on a failure roll back and raise

@@ -19,7 +19,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,7 +27,9 @@ from typing import Any, TypeVar
 from bindingd.config.model import Binding
 from bindingd.domain.sql import (
     PAGE_ROWS,
+    Page,
     SqlAccess,
+    SqlCursor,
     SqlMeta,
     SqlResult,
     SqlStatement,
@@ -40,6 +42,7 @@ from bindingd.errors import BindingdError, backend_timeout, backend_unavailable,
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.local.sql_guard import Guard, reset_settings, settings_named
 from bindingd.providers.local.sqlite import private_file, private_folder
+from bindingd.providers.sql_cursor import PageCursor
 
 T = TypeVar("T")
 # How long a write waits for another process holding the file's write lock.
@@ -336,7 +339,12 @@ class SQLiteDatabase:
     def _connection(self, access: SqlAccess) -> SqliteConnection:
         return self.ro if access.read_only else self.rw
 
-    async def query(self, statement: SqlStatement, access: SqlAccess) -> AsyncIterator[object]:
+    async def query(self, statement: SqlStatement, access: SqlAccess) -> SqlCursor:
+        return await PageCursor.open(lambda out: self._query(out, statement, access))
+
+    async def _query(
+        self, out: PageCursor, statement: SqlStatement, access: SqlAccess
+    ) -> AsyncGenerator[Page, None]:
         translate(statement.sql, "sqlite", statement.params)  # same count check as every provider
         connection = self._connection(access)
         timeout = check_timeout(access.timeout)
@@ -367,12 +375,16 @@ class SQLiteDatabase:
             answer = await connection.run(first, timeout, sets_busy=sets_busy)
         assert answer is not None
         cursor, before, columns, rows, meta = answer
+        out.columns = columns
         try:
-            yield columns
             read = 0
             while rows:
                 read += len(rows)
                 yield rows
+                if out.stopping:
+                    # The caller read enough: closing the statement keeps what it did (autocommit);
+                    # its meta is left untold.
+                    return
                 if len(rows) < PAGE_ROWS:
                     break
                 rows = await connection.run(lambda _: cursor.fetchmany(PAGE_ROWS), timeout)
@@ -380,7 +392,7 @@ class SQLiteDatabase:
                 meta = await connection.run(
                     lambda conn: self._meta(conn, cursor, before, read, started), timeout
                 )
-            yield meta
+            out.meta = meta
         finally:
             connection.finish(cursor.close)
 
