@@ -61,6 +61,7 @@ test: setup lint node-test
 lint: setup
 	$(BIN)/ruff check bindingd clients/python tests bench tools examples
 	$(BIN)/ruff format --check bindingd clients/python tests bench tools examples
+	$(BIN)/mypy bindingd/server bindingd/runtime.py bindingd/providers/base.py bindingd/providers/sql_cursor.py
 
 # The Node part (bench/node) needs node; without it the Python parts run and say it was skipped.
 bench: setup $(if $(shell command -v node),node)

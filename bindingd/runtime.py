@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 import structlog
 
@@ -23,7 +23,14 @@ from bindingd.providers.base import Provider
 from bindingd.providers.connections import ProviderContext, SharedConnections
 from bindingd.registry import VALUE_TYPES, create_provider
 
+if TYPE_CHECKING:
+    from bindingd.domain.kv import KVProvider
+    from bindingd.domain.objects import ObjectsProvider
+    from bindingd.domain.queue import QueueProvider
+    from bindingd.domain.sql import SqlProvider
+
 log = structlog.get_logger("bindingd.runtime")
+P = TypeVar("P", bound=Provider)
 
 # How long a retired provider waits for its in-flight calls before it is closed anyway.
 RETIRE_GRACE_S = 30.0
@@ -75,22 +82,25 @@ class Served:
         return self.handle.health_detail
 
 
-class InFlight:
-    """The context manager of `Runtime.use` (a class: it is on every call's path)."""
+class InFlight(Generic[P]):
+    """The context manager of `Runtime.use`, and what its `with` gives: the binding and its
+    provider, typed by the binding type asked for (a class: it is on every call's path)."""
 
-    __slots__ = ("served",)
+    __slots__ = ("_handle", "binding", "provider")
 
-    def __init__(self, served: Served) -> None:
-        self.served = served
+    def __init__(self, served: Served, provider: P) -> None:
+        self.binding = served.binding
+        self.provider = provider
+        self._handle = served.handle
 
-    def __enter__(self) -> Served:
-        handle = self.served.handle
+    def __enter__(self) -> InFlight[P]:
+        handle = self._handle
         handle.in_flight += 1
         handle.idle.clear()
-        return self.served
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        handle = self.served.handle
+        handle = self._handle
         handle.in_flight -= 1
         if handle.in_flight == 0:
             handle.idle.set()
@@ -227,13 +237,30 @@ class Runtime:
             raise served.handle.error
         return served
 
-    def use(self, name: str, binding_type: str, *, write: bool = False) -> InFlight:
+    @overload
+    def use(self, name: str, binding_type: Literal["kv"], *, write: bool = False) -> InFlight[KVProvider]: ...
+    @overload
+    def use(
+        self, name: str, binding_type: Literal["objects"], *, write: bool = False
+    ) -> InFlight[ObjectsProvider]: ...
+    @overload
+    def use(
+        self, name: str, binding_type: Literal["sql"], *, write: bool = False
+    ) -> InFlight[SqlProvider]: ...
+    @overload
+    def use(
+        self, name: str, binding_type: Literal["queue"], *, write: bool = False
+    ) -> InFlight[QueueProvider]: ...
+    def use(self, name: str, binding_type: str, *, write: bool = False) -> InFlight[Any]:
         """`with runtime.use(...) as served:` counts the call as in flight until the block ends,
-        so a reload that retires the provider waits for it."""
+        so a reload that retires the provider waits for it. `served.provider` is the binding
+        type's Protocol: the registry builds a provider of that type for a binding of that type."""
         served = self.lookup(name, binding_type)
         if write:
             self.check_writable(served.binding)
-        return InFlight(served)
+        # lookup() raised for a provider that failed to start; the others have one.
+        assert served.provider is not None
+        return InFlight(served, served.provider)
 
     def check_writable(self, binding: Binding) -> None:
         if self.writes_refused:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from bindingd.config.model import Binding, Config
 from bindingd.domain import sql
+from bindingd.domain.sql import SqlAccess, SqlProvider, SqlStatement
 from bindingd.errors import BindingdError, permission_denied
-from bindingd.providers.base import SqlAccess, SqlProvider, SqlStatement
 from bindingd.providers.connections import ProviderContext, SharedConnections
 from bindingd.registry import create_provider
 
@@ -118,9 +118,7 @@ class Target:
             )
         timeout = max(float(self.binding.options.get("timeout", sql.DEFAULT_TIMEOUT_S)), MIN_TIMEOUT_S)
         self.access = SqlAccess(read_only=not write, timeout=timeout)
-        self.dialect: sql.Dialect = (
-            self.binding.backend_kind if self.binding.backend_kind in ("postgres", "mysql") else "sqlite"  # type: ignore[assignment]
-        )
+        self.dialect = sql.dialect_of(self.binding.backend_kind)
         self.provider: SqlProvider = create_provider(  # type: ignore[assignment]
             self.binding, ProviderContext(config.state_dir, SharedConnections())
         )
@@ -154,13 +152,12 @@ class Target:
 
     async def _rows(self, statement: SqlStatement) -> list[tuple[object, ...]]:
         rows: list[tuple[object, ...]] = []
-        first = True
-        async for part in self.provider.query(statement, self.access):
-            if first:
-                first = False
-                continue
-            if isinstance(part, list):
-                rows.extend(part)
+        cursor = await self.provider.query(statement, self.access)
+        try:
+            async for page in cursor.pages():
+                rows.extend(page)
+        finally:
+            await cursor.finish(keep=False)  # after the last page, this only releases
         return rows
 
     async def apply(self, migration: Migration) -> None:

@@ -7,9 +7,12 @@ a broken limit gives INVALID_ARGUMENT with the limit in the message.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from bindingd.domain.cursors import ListCursor
 from bindingd.errors import BindingdError, invalid_argument
+from bindingd.providers.base import Provider
 
 MAX_KEY_BYTES = 512
 MAX_VALUE_BYTES = 25 * 1024 * 1024
@@ -138,3 +141,51 @@ decode_cursor = CURSOR.decode
 
 def _mib(size: int) -> str:
     return f"{size / (1024 * 1024):.2f} MiB"
+
+
+# The contract of a KV provider: what it returns, and the Protocol it implements.
+
+
+@dataclass(frozen=True)
+class KVRecord:
+    key: str
+    value: bytes
+    # JSON text as given at put time, or None.
+    metadata_json: str | None
+    # Seconds since the epoch, or None for a key that never expires.
+    expiration: int | None
+
+
+@dataclass(frozen=True)
+class KVKeyInfo:
+    name: str
+    expiration: int | None
+    metadata_json: str | None
+
+
+@runtime_checkable
+class KVProvider(Provider, Protocol):
+    """Workers KV storage. Limits are checked by the service before a provider is called.
+
+    `now` is passed in (seconds since the epoch) so that every provider treats a key whose
+    expiration is <= now as absent, whatever its backend's own clock and cleanup do.
+    """
+
+    async def get(self, key: str, now: float) -> KVRecord | None: ...
+
+    async def get_many(self, keys: list[str], now: float, max_bytes: int) -> list[KVRecord | None]:
+        """The records of `keys`, in the same order; None where absent or expired. When the
+        values add up to more than `max_bytes`, raise `bulk_too_large()` without
+        holding them all."""
+
+    async def put(
+        self, key: str, value: bytes, expiration: int | None, metadata_json: str | None
+    ) -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def list(
+        self, prefix: str, after: str | None, limit: int, now: float
+    ) -> tuple[list[KVKeyInfo], bool]:
+        """Up to `limit` live keys starting with `prefix` and sorting after `after` (by UTF-8
+        bytes), in order; the bool says whether more keys follow."""

@@ -8,10 +8,13 @@ way for a file on disk and for an S3 object.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from bindingd.domain.cursors import ListCursor
 from bindingd.errors import BindingdError, invalid_argument
+from bindingd.providers.base import Provider
 
 MAX_KEY_BYTES = 1024
 # R2: the metadata of an object (custom keys and values) is at most 8192 bytes.
@@ -329,3 +332,86 @@ CURSOR = ListCursor(
 )
 encode_cursor = CURSOR.encode
 decode_cursor = CURSOR.decode
+
+
+# The contract of an objects provider: what it returns, and the Protocol it implements.
+
+
+@dataclass(frozen=True)
+class ObjectRead:
+    """An object found by a get: its metadata, the bytes returned, and the body.
+
+    `body` is None when `only_if` was not met (R2 then returns the metadata alone). The body is
+    an async generator of chunks of at most `CHUNK_BYTES`; the caller closes it.
+    """
+
+    info: ObjectInfo
+    offset: int
+    length: int
+    body: AsyncGenerator[bytes, None] | None
+
+
+@dataclass(frozen=True)
+class ObjectListing:
+    objects: list[ObjectInfo]
+    delimited_prefixes: list[str]
+    truncated: bool
+    # Set when truncated: what the next list call passes as its cursor.
+    cursor: str
+
+
+@runtime_checkable
+class ObjectsProvider(Provider, Protocol):
+    """An R2 bucket. Keys, limits and ranges are checked by the service and by this module.
+
+    Bodies come and go as async iterators of chunks: a provider never holds a whole object. A
+    put or part whose body iterator fails (the client went away) leaves nothing visible.
+    """
+
+    async def head(self, key: str) -> ObjectInfo | None: ...
+
+    async def get(self, key: str, range: RangeSpec | None, only_if: Conditional | None) -> ObjectRead | None:
+        """None when the key does not exist; ranges are resolved with `resolve_range`."""
+
+    async def put(self, key: str, body: AsyncIterator[BodyChunk], options: PutOptions) -> ObjectInfo | None:
+        """The stored object, or None when `options.only_if` was not met (nothing stored)."""
+
+    async def delete(self, keys: list[str]) -> None: ...
+
+    async def create_multipart_upload(
+        self, key: str, http_metadata: HttpMetadata, custom_metadata: dict[str, str]
+    ) -> str:
+        """A new upload id."""
+
+    async def check_put(self, options: PutOptions) -> None:
+        """Raise INVALID_ARGUMENT for metadata this backend cannot store. Called before a put's
+        body is received: a refusal while the body flows would reach the client as INTERNAL."""
+
+    async def check_upload(self, key: str, upload_id: str) -> None:
+        """Raise `no_such_upload` unless `upload_id` is an upload of `key` in progress.
+        Called before a part's body is received, so a stale id fails before any byte flows."""
+
+    async def upload_part(
+        self, key: str, upload_id: str, part_number: int, body: AsyncIterator[BodyChunk]
+    ) -> str:
+        """The part's etag. Uploading a part number again replaces it."""
+
+    async def complete_multipart_upload(
+        self, key: str, upload_id: str, parts: list[tuple[int, str]]
+    ) -> ObjectInfo:
+        """Join `parts` (number, etag) in number order into the object."""
+
+    async def abort_multipart_upload(self, key: str, upload_id: str) -> None: ...
+
+    # Last: below it, `list[...]` in an annotation would name this method.
+    async def list(
+        self,
+        *,
+        prefix: str,
+        delimiter: str,
+        cursor: str,
+        start_after: str,
+        limit: int,
+        include_http_metadata: bool,
+        include_custom_metadata: bool,
+    ) -> ObjectListing: ...

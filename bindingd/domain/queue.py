@@ -11,9 +11,10 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from bindingd.errors import invalid_argument
+from bindingd.providers.base import Provider
 
 # Cloudflare's KB is 1000 bytes: workerd (Miniflare) refuses a body of 128,001 bytes.
 MAX_MESSAGE_BYTES = 128_000
@@ -157,3 +158,49 @@ def exhausted(attempts: int, max_retries: int) -> bool:
     is delivered at most max_retries + 1 times, then dead-lettered (or dropped).
     """
     return attempts > max_retries
+
+
+# The contract of a queue provider: what it returns, and the Protocol it implements.
+
+
+@dataclass(frozen=True)
+class QueueDelivery:
+    """One delivery of a queue message, leased to the consumer that received it."""
+
+    id: str
+    timestamp_ms: int
+    body: bytes
+    content_type: str
+    # 1 on the first delivery; one more for every retry or expired lease before this one.
+    attempts: int
+    lease_id: str
+
+
+@dataclass(frozen=True)
+class QueueSettled:
+    acked: int
+    retried: int
+    # Lease ids no longer held (expired or unknown): nothing was done for them.
+    expired: list[str]
+
+
+@runtime_checkable
+class QueueProvider(Provider, Protocol):
+    """A Cloudflare Queue. Limits are checked by the service before a provider is called.
+
+    Delivery is at-least-once: a message is stored durably before `send` returns, is removed
+    only by an ack, and a delivery neither acked nor retried within its visibility timeout is
+    delivered again with attempts + 1. A message whose delivery failed with
+    `exhausted(attempts, max_retries)` true goes to the binding's dead-letter
+    queue if it has one, else it is dropped and logged.
+    """
+
+    async def send(self, messages: list[OutgoingMessage]) -> None:
+        """Store every message (each after its own delay); all of them or, on failure, raise."""
+
+    async def receive(self, max_messages: int, visibility_s: float, wait_s: float) -> list[QueueDelivery]:
+        """Up to `max_messages` deliverable messages, leased for `visibility_s` seconds, waiting
+        up to `wait_s` for the first one; [] when none came."""
+
+    async def settle(self, acks: list[str], retries: list[Retry]) -> QueueSettled:
+        """Ack (remove) and retry (deliver again after the delay) leased messages."""

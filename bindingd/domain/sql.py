@@ -16,13 +16,14 @@ import json
 import re
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 from pglast import parser as pg_parser
 
 from bindingd.errors import BindingdError, Reason
+from bindingd.providers.base import Provider
 
 Dialect = Literal["sqlite", "postgres", "mysql"]
 # What a value is once it leaves a provider: the types the contract can carry.
@@ -41,13 +42,6 @@ DEFAULT_TIMEOUT_S = 30.0
 _IDENT_CHAR = re.compile(r"[A-Za-z0-9_]")
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 _MYSQL_EXECUTABLE_COMMENT = re.compile(r"/\*M?![0-9]*")
-
-
-class StopReading(Exception):
-    """Thrown into a provider's query at a page when the caller has read enough (`first()` of
-    a large result): the statement's work is kept (committed), only its other rows are skipped;
-    D1 runs a statement whole whatever part of its result is read. A provider answers with the
-    meta of what it read."""
 
 
 def sql_error(message: str) -> BindingdError:
@@ -546,8 +540,103 @@ def _first_words(statement: str, dialect: Dialect) -> list[str]:
     return words[:3]
 
 
+def dialect_of(backend_kind: str) -> Dialect:
+    """The SQL dialect of a backend kind: SQLite's for `local` and `sqlite`."""
+    return _DIALECTS.get(backend_kind, "sqlite")
+
+
+_DIALECTS: dict[str, Dialect] = {"postgres": "postgres", "mysql": "mysql"}
+
+
 def batch_error(index: int, err: BindingdError) -> BindingdError:
     """A statement's failure inside a batch or script, naming its index (from 0)."""
     return BindingdError(
         err.reason, f"statement {index} failed, nothing was applied: {err.message}", backend=err.backend
     )
+
+
+# The contract of a SQL provider: what it returns, and the Protocol it implements.
+
+
+@dataclass(frozen=True)
+class SqlMeta:
+    """D1's meta of one statement; what a backend cannot tell stays 0."""
+
+    duration: float = 0.0
+    changes: int = 0
+    last_row_id: int = 0
+    changed_db: bool = False
+    rows_read: int = 0
+    rows_written: int = 0
+    size_after: int | None = None
+
+
+@dataclass(frozen=True)
+class SqlResult:
+    """A statement's whole answer (batch results, which D1 returns whole)."""
+
+    columns: list[str]
+    rows: list[tuple[object, ...]]
+    meta: SqlMeta
+
+
+@dataclass(frozen=True)
+class SqlStatement:
+    sql: str
+    params: list[object]
+
+
+@dataclass(frozen=True)
+class SqlAccess:
+    """How a call may use the database: `read_only` runs it in a read-only transaction (the
+    backend refuses writes), `timeout` is the statement timeout in seconds."""
+
+    read_only: bool
+    timeout: float
+
+
+# A page of a statement's rows: at most PAGE_ROWS of them.
+Page = list[tuple[object, ...]]
+
+
+class SqlCursor(Protocol):
+    """A statement's answer as it is read: its columns, its rows page by page, then its end.
+
+    `finish` ends the statement, on every path (a second call does nothing and returns None):
+    - after the last page, the statement has ended (committed): keep=True returns its meta;
+    - before it, keep=True means the caller read enough (`first()` of a large result): the
+      rest of the rows are skipped and what the statement did is kept, as D1 runs a statement
+      whole whatever part of its result is read. It returns the meta, or None when the backend
+      has none to tell (SQLite), or when a read-only call had nothing to keep (MySQL: stopped
+      like keep=False rather than read to its end);
+    - keep=False abandons the statement (an expired or cancelled cursor): it is cancelled on
+      the server and rolled back.
+    """
+
+    columns: list[str]
+
+    def pages(self) -> AsyncIterator[Page]:
+        """The rows, in pages of at most `PAGE_ROWS`."""
+        ...
+
+    async def finish(self, keep: bool) -> SqlMeta | None: ...
+
+
+@runtime_checkable
+class SqlProvider(Provider, Protocol):
+    """A D1 database. Values in and out are those of `Value`; providers translate
+    placeholders with `translate` and map every backend failure to the error table
+    (SQL_ERROR with the backend's message for the caller's SQL; PERMISSION_DENIED when the
+    read-only transaction refused a write; BACKEND_TIMEOUT once the statement was cancelled on
+    the server)."""
+
+    async def query(self, statement: SqlStatement, access: SqlAccess) -> SqlCursor:
+        """The statement run up to its first page of rows (its errors are raised here), as a
+        cursor the caller finishes on every path."""
+
+    async def batch(self, statements: list[SqlStatement], access: SqlAccess) -> list[SqlResult]:
+        """Every statement in one transaction; on a failure roll back and raise
+        `batch_error(index, err)`."""
+
+    async def exec(self, statements: list[str], access: SqlAccess) -> None:
+        """A script's statements (already split), in one transaction, like `batch`."""

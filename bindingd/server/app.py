@@ -21,9 +21,10 @@ import socket
 import stat
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import structlog
@@ -290,7 +291,7 @@ class Daemon:
         )
         self.socket_path = options.socket or default_socket_path(config)
         self._servers: list[grpc.aio.Server] = []
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[object]] = set()
         self._stop = asyncio.Event()
         self._endpoint_file = config.runtime_dir / "endpoint"
         self._listen_file = config.runtime_dir / "listen"
@@ -304,7 +305,7 @@ class Daemon:
         }.get(status, health_pb2.HealthCheckResponse.NOT_SERVING)
         self._spawn(self.health.set(name, value))
 
-    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import grpc
+from typing import Protocol
+
 import structlog
 
 from bindingd.config.model import Binding
@@ -10,7 +11,13 @@ from bindingd.config.model import Binding
 log = structlog.get_logger("bindingd.audit")
 
 
-def audit_write(binding: Binding, operation: str, key: str, context: grpc.aio.ServicerContext) -> None:
+class Peer(Protocol):
+    """Who made a call: a call's `grpc.aio.ServicerContext`, or its peer kept after it ended."""
+
+    def peer(self) -> str: ...
+
+
+def audit_write(binding: Binding, operation: str, key: str, context: Peer) -> None:
     if binding.connection is None:
         return
     log.info(

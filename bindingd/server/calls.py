@@ -18,7 +18,7 @@ import grpc
 import structlog
 from google.protobuf import any_pb2, message_factory
 from google.protobuf.descriptor import ServiceDescriptor
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 
 from bindingd.errors import DOMAIN, BindingdError, Reason, invalid_argument
@@ -59,6 +59,11 @@ async def abort(context: grpc.aio.ServicerContext, err: BindingdError, request_i
     await context.abort(err.code, err.message, trailing_metadata=status_metadata(err, request_id))
 
 
+def opt(message: Message, field: str) -> Any:
+    """A proto3 `optional` field's value, or None when the message does not carry it."""
+    return getattr(message, field) if message.HasField(field) else None
+
+
 def binding_of(request: Any) -> str:
     """The binding a request names: its own `binding` field, or that of its header message."""
     binding = getattr(request, "binding", None)
@@ -66,8 +71,9 @@ def binding_of(request: Any) -> str:
         return binding
     if hasattr(request, "ListFields"):
         for field, value in request.ListFields():
-            if field.message_type is not None and isinstance(getattr(value, "binding", None), str):
-                return value.binding
+            inner = getattr(value, "binding", None)
+            if field.message_type is not None and isinstance(inner, str):
+                return inner
     return ""
 
 

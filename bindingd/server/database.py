@@ -8,7 +8,6 @@ and the caller gets PERMISSION_DENIED with the reason the daemon refuses writes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -18,10 +17,11 @@ from typing import Any
 import grpc
 from bindingd_client.proto import database_pb2, database_pb2_grpc
 
+from bindingd.config.model import Binding
 from bindingd.domain import sql
+from bindingd.domain.sql import SqlAccess, SqlCursor, SqlMeta, SqlProvider, SqlResult, SqlStatement
 from bindingd.errors import BindingdError, Reason, invalid_argument
-from bindingd.providers.base import SqlAccess, SqlMeta, SqlProvider, SqlResult, SqlStatement
-from bindingd.runtime import Runtime, Served
+from bindingd.runtime import Runtime
 from bindingd.server.audit import audit_write
 from bindingd.server.calls import rpc, rpc_stream
 
@@ -102,11 +102,90 @@ class _Peer:
         return self._peer
 
 
+def _refused(err: BindingdError, refusal: BindingdError | None) -> BindingdError:
+    """A backend's refusal of a write, explained by why the daemon made the call read-only."""
+    if err.reason is Reason.PERMISSION_DENIED and refusal is not None:
+        return BindingdError(Reason.PERMISSION_DENIED, f"{refusal.message} ({err.message})")
+    return err
+
+
+class _Answer:
+    """One Query's answer: the provider's cursor read as messages, the rest of a large result
+    by later Fetch calls (or ended by CloseCursor)."""
+
+    def __init__(
+        self,
+        provider: SqlProvider,
+        statement: SqlStatement,
+        access: SqlAccess,
+        binding: Binding,
+        refusal: BindingdError | None,
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        self.provider = provider
+        self.statement = statement
+        self.access = access
+        self.binding = binding
+        self.refusal = refusal
+        # The rest of a large result is sent by a later Fetch call: audit with this call's peer.
+        self.peer = _Peer(context.peer())
+        self.cursor: SqlCursor | None = None
+
+    async def messages(self) -> AsyncGenerator[database_pb2.SqlQueryResponse, None]:
+        """The statement's pages as messages: the columns ride with the first page, the meta
+        with the last, so a small result is one message; a full page goes out at once. Closing
+        this early abandons the statement (see `SqlCursor.finish`)."""
+        try:
+            self.cursor = cursor = await self.provider.query(self.statement, self.access)
+            pending = database_pb2.SqlQueryResponse(columns=cursor.columns)
+            rows = pending.rows
+            size = 0
+            async for page in cursor.pages():
+                for values in page:
+                    _add_row(rows, values)
+                    size += _row_bytes(values)
+                    if size >= sql.PAGE_BYTES:
+                        yield pending
+                        pending = database_pb2.SqlQueryResponse()
+                        rows, size = pending.rows, 0
+                if len(page) >= sql.PAGE_ROWS:
+                    yield pending
+                    pending = database_pb2.SqlQueryResponse()
+                    rows, size = pending.rows, 0
+            meta = await cursor.finish(keep=True)
+            if meta is not None:
+                self._audit(meta)
+                _set_meta(pending.meta, meta)
+            yield pending
+        except BindingdError as e:
+            raise _refused(e, self.refusal) from e
+        finally:
+            if self.cursor is not None:
+                await self.cursor.finish(keep=False)  # nothing left to do once finished above
+
+    async def keep(self) -> None:
+        """CloseCursor: the caller read enough. The statement's writes are kept (an expired or
+        cancelled cursor is rolled back instead) and the rest of its rows skipped."""
+        if self.cursor is None:
+            return
+        try:
+            meta = await self.cursor.finish(keep=True)
+        except BindingdError as e:
+            raise _refused(e, self.refusal) from e
+        if meta is not None:
+            self._audit(meta)
+
+    def _audit(self, meta: SqlMeta) -> None:
+        if meta.changed_db:
+            audit_write(self.binding, "query", self.statement.sql[:200], self.peer)
+
+
 @dataclass
 class _Parked:
     """The rest of a Query answer, waiting for its Fetch."""
 
     binding: str
+    answer: _Answer
     messages: AsyncGenerator[database_pb2.SqlQueryResponse, None]
     expiry: asyncio.TimerHandle | None = None
 
@@ -117,73 +196,17 @@ class DatabaseService(database_pb2_grpc.DatabaseServicer):
         self._parked: dict[str, _Parked] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
-    def _access(self, served: Served) -> tuple[SqlAccess, BindingdError | None]:
+    def _access(self, binding: Binding) -> tuple[SqlAccess, BindingdError | None]:
         """The access of a call, and the reason writes are refused (None when they are not)."""
         try:
-            self.runtime.check_writable(served.binding)
+            self.runtime.check_writable(binding)
             refusal = None
         except BindingdError as e:
             refusal = e
-        timeout = served.binding.options.get("timeout", sql.DEFAULT_TIMEOUT_S)
+        timeout = binding.options.get("timeout", sql.DEFAULT_TIMEOUT_S)
         if timeout <= 0:
             raise invalid_argument(f"the sql binding's timeout is {timeout}; give a number of seconds > 0")
         return SqlAccess(read_only=refusal is not None, timeout=float(timeout)), refusal
-
-    @staticmethod
-    def _refused(err: BindingdError, refusal: BindingdError | None) -> BindingdError:
-        """A backend's refusal of a write, explained by why the daemon made the call read-only."""
-        if err.reason is Reason.PERMISSION_DENIED and refusal is not None:
-            return BindingdError(Reason.PERMISSION_DENIED, f"{refusal.message} ({err.message})")
-        return err
-
-    async def _messages(
-        self,
-        parts: AsyncIterator[object],
-        served: Served,
-        statement: SqlStatement,
-        refusal: BindingdError | None,
-        context: grpc.aio.ServicerContext,
-    ) -> AsyncGenerator[database_pb2.SqlQueryResponse, None]:
-        """The provider's parts as messages: the columns ride with the first page, the meta
-        with the last, so a small result is one message; a full page goes out at once."""
-        # The rest of a large result is sent by a later Fetch call: audit with this call's peer.
-        peer = _Peer(context.peer())
-        try:
-            pending = database_pb2.SqlQueryResponse(columns=await anext(parts))  # type: ignore[arg-type]
-            rows = pending.rows
-            size = 0
-            async for part in parts:
-                if isinstance(part, SqlMeta):
-                    if part.changed_db:
-                        audit_write(served.binding, "query", statement.sql[:200], peer)  # type: ignore[arg-type]
-                    _set_meta(pending.meta, part)
-                    break
-                for values in part:  # type: ignore[attr-defined]
-                    _add_row(rows, values)
-                    size += _row_bytes(values)
-                    if size >= sql.PAGE_BYTES:
-                        yield pending
-                        pending = database_pb2.SqlQueryResponse()
-                        rows, size = pending.rows, 0
-                if len(part) >= sql.PAGE_ROWS:  # type: ignore[arg-type]
-                    yield pending
-                    pending = database_pb2.SqlQueryResponse()
-                    rows, size = pending.rows, 0
-            yield pending
-        except sql.StopReading:
-            # CloseCursor: the provider keeps what the statement did and skips the rest.
-            try:
-                meta = await parts.athrow(sql.StopReading())  # type: ignore[attr-defined]
-            except (StopAsyncIteration, sql.StopReading):  # ended, or nothing to keep
-                meta = None
-            except BindingdError as e:
-                raise self._refused(e, refusal) from e
-            if isinstance(meta, SqlMeta) and meta.changed_db:
-                audit_write(served.binding, "query", statement.sql[:200], peer)  # type: ignore[arg-type]
-        except BindingdError as e:
-            raise self._refused(e, refusal) from e
-        finally:
-            await parts.aclose()  # type: ignore[attr-defined]
 
     @rpc
     async def Query(
@@ -191,23 +214,25 @@ class DatabaseService(database_pb2_grpc.DatabaseServicer):
     ) -> database_pb2.SqlQueryResponse:
         statement = _statement(request.statement)
         with self.runtime.use(request.binding, "sql") as served:
-            provider: SqlProvider = served.provider  # type: ignore[assignment]
-            access, refusal = self._access(served)
-            messages = self._messages(provider.query(statement, access), served, statement, refusal, context)
+            access, refusal = self._access(served.binding)
+            answer = _Answer(served.provider, statement, access, served.binding, refusal, context)
+            messages = answer.messages()
             parked = False
             try:
                 first = await anext(messages)
                 if not first.HasField("meta"):
-                    first.cursor = self._park(served.binding.name, messages)
+                    first.cursor = self._park(served.binding.name, answer, messages)
                     parked = True
                 return first
             finally:
                 if not parked:
                     await messages.aclose()
 
-    def _park(self, binding: str, messages: AsyncGenerator[database_pb2.SqlQueryResponse, None]) -> str:
+    def _park(
+        self, binding: str, answer: _Answer, messages: AsyncGenerator[database_pb2.SqlQueryResponse, None]
+    ) -> str:
         cursor = secrets.token_urlsafe(18)
-        parked = _Parked(binding, messages)
+        parked = _Parked(binding, answer, messages)
         parked.expiry = asyncio.get_running_loop().call_later(CURSOR_TTL_S, self._expire, cursor)
         self._parked[cursor] = parked
         return cursor
@@ -249,10 +274,8 @@ class DatabaseService(database_pb2_grpc.DatabaseServicer):
     ) -> database_pb2.SqlCloseCursorResponse:
         parked = self._take(request)
         try:
-            # The caller read enough: the statement's writes are kept (an expired or cancelled
-            # cursor is rolled back instead).
-            with contextlib.suppress(StopAsyncIteration), self.runtime.use(request.binding, "sql"):
-                await parked.messages.athrow(sql.StopReading())
+            with self.runtime.use(request.binding, "sql"):
+                await parked.answer.keep()
         finally:
             await parked.messages.aclose()
         return database_pb2.SqlCloseCursorResponse()
@@ -263,15 +286,17 @@ class DatabaseService(database_pb2_grpc.DatabaseServicer):
     ) -> database_pb2.SqlBatchResponse:
         statements = [_statement(s) for s in request.statements]
         with self.runtime.use(request.binding, "sql") as served:
-            provider: SqlProvider = served.provider  # type: ignore[assignment]
-            access, refusal = self._access(served)
+            provider = served.provider
+            access, refusal = self._access(served.binding)
             if not statements:
                 return database_pb2.SqlBatchResponse()
-            sql.refuse_transaction_control([s.sql for s in statements], _dialect(served))
+            sql.refuse_transaction_control(
+                [s.sql for s in statements], sql.dialect_of(served.binding.backend_kind)
+            )
             try:
                 results = await provider.batch(statements, access)
             except BindingdError as e:
-                raise self._refused(e, refusal) from e
+                raise _refused(e, refusal) from e
             if any(r.meta.changed_db for r in results):
                 audit_write(served.binding, "batch", f"{len(statements)} statements", context)
         return database_pb2.SqlBatchResponse(results=[_result(r) for r in results])
@@ -281,9 +306,9 @@ class DatabaseService(database_pb2_grpc.DatabaseServicer):
         self, request: database_pb2.SqlExecRequest, context: grpc.aio.ServicerContext
     ) -> database_pb2.SqlExecResponse:
         with self.runtime.use(request.binding, "sql") as served:
-            provider: SqlProvider = served.provider  # type: ignore[assignment]
-            access, refusal = self._access(served)
-            dialect = _dialect(served)
+            provider = served.provider
+            access, refusal = self._access(served.binding)
+            dialect = sql.dialect_of(served.binding.backend_kind)
             script = sql.split_exec(request.sql, dialect)
             statements = script.statements
             if not statements:
@@ -293,13 +318,8 @@ class DatabaseService(database_pb2_grpc.DatabaseServicer):
             try:
                 await provider.exec(statements, access)
             except BindingdError as e:
-                raise self._refused(e, refusal) from e
+                raise _refused(e, refusal) from e
             audit_write(served.binding, "exec", f"{len(statements)} statements", context)
         return database_pb2.SqlExecResponse(
             count=script.count, duration=(time.perf_counter() - started) * 1000
         )
-
-
-def _dialect(served: Served) -> sql.Dialect:
-    kind = served.binding.backend_kind
-    return kind if kind in ("postgres", "mysql") else "sqlite"  # type: ignore[return-value]

@@ -9,10 +9,10 @@ import structlog
 from bindingd_client.proto import kv_pb2, kv_pb2_grpc
 
 from bindingd.domain import kv
-from bindingd.providers.base import KVProvider, KVRecord
+from bindingd.domain.kv import KVRecord
 from bindingd.runtime import Runtime
 from bindingd.server.audit import audit_write
-from bindingd.server.calls import rpc
+from bindingd.server.calls import opt, rpc
 
 log = structlog.get_logger("bindingd.kv")
 
@@ -29,10 +29,6 @@ def _entry(key: str, record: KVRecord | None) -> kv_pb2.KVEntry:
     )
 
 
-def _opt(message: object, field: str) -> int | None:
-    return getattr(message, field) if message.HasField(field) else None  # type: ignore[attr-defined]
-
-
 class KVService(kv_pb2_grpc.KVServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -42,9 +38,9 @@ class KVService(kv_pb2_grpc.KVServicer):
         self, request: kv_pb2.KVGetRequest, context: grpc.aio.ServicerContext
     ) -> kv_pb2.KVGetResponse:
         kv.check_key(request.key)
-        kv.check_cache_ttl(_opt(request, "cache_ttl"))
+        kv.check_cache_ttl(opt(request, "cache_ttl"))
         with self.runtime.use(request.binding, "kv") as served:
-            provider: KVProvider = served.provider  # type: ignore[assignment]
+            provider = served.provider
             record = await provider.get(request.key, self.runtime.clock())
         return kv_pb2.KVGetResponse(entry=_entry(request.key, record))
 
@@ -55,9 +51,9 @@ class KVService(kv_pb2_grpc.KVServicer):
         # Like the Map Workers returns, each key answers once, however often it was asked for.
         keys = list(dict.fromkeys(request.keys))
         kv.check_bulk_keys(list(request.keys))
-        kv.check_cache_ttl(_opt(request, "cache_ttl"))
+        kv.check_cache_ttl(opt(request, "cache_ttl"))
         with self.runtime.use(request.binding, "kv") as served:
-            provider: KVProvider = served.provider  # type: ignore[assignment]
+            provider = served.provider
             records = await provider.get_many(keys, self.runtime.clock(), kv.MAX_BULK_BYTES) if keys else []
         # Workers KV counts a key's value each time the key is asked for, though it answers once.
         asked = collections.Counter(request.keys)
@@ -73,13 +69,13 @@ class KVService(kv_pb2_grpc.KVServicer):
         expiration = kv.check_put(
             request.key,
             request.value,
-            expiration=_opt(request, "expiration"),
-            expiration_ttl=_opt(request, "expiration_ttl"),
+            expiration=opt(request, "expiration"),
+            expiration_ttl=opt(request, "expiration_ttl"),
             metadata_json=metadata_json,
             now=self.runtime.clock(),
         )
         with self.runtime.use(request.binding, "kv", write=True) as served:
-            provider: KVProvider = served.provider  # type: ignore[assignment]
+            provider = served.provider
             await provider.put(request.key, request.value, expiration, metadata_json)
             audit_write(served.binding, "put", request.key, context)
         return kv_pb2.KVPutResponse()
@@ -90,7 +86,7 @@ class KVService(kv_pb2_grpc.KVServicer):
     ) -> kv_pb2.KVDeleteResponse:
         kv.check_key(request.key)
         with self.runtime.use(request.binding, "kv", write=True) as served:
-            provider: KVProvider = served.provider  # type: ignore[assignment]
+            provider = served.provider
             await provider.delete(request.key)
             audit_write(served.binding, "delete", request.key, context)
         return kv_pb2.KVDeleteResponse()
@@ -100,10 +96,10 @@ class KVService(kv_pb2_grpc.KVServicer):
         self, request: kv_pb2.KVListRequest, context: grpc.aio.ServicerContext
     ) -> kv_pb2.KVListResponse:
         kv.check_list_prefix(request.prefix)
-        limit = kv.check_list_limit(_opt(request, "limit"))
+        limit = kv.check_list_limit(opt(request, "limit"))
         after = kv.decode_cursor(request.cursor, request.prefix)
         with self.runtime.use(request.binding, "kv") as served:
-            provider: KVProvider = served.provider  # type: ignore[assignment]
+            provider = served.provider
             keys, more = await provider.list(request.prefix, after, limit, self.runtime.clock())
         response = kv_pb2.KVListResponse(
             keys=[

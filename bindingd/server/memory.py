@@ -37,6 +37,6 @@ def tune_malloc() -> bool:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     # mallopt answers 1 when it took the setting (musl's stub answers 0).
-    done = mallopt(M_MMAP_THRESHOLD, MMAP_BYTES) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_BYTES) == 1
+    done: bool = mallopt(M_MMAP_THRESHOLD, MMAP_BYTES) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_BYTES) == 1
     log.debug("malloc thresholds", set=done, mmap_bytes=MMAP_BYTES, trim_bytes=TRIM_BYTES)
     return done

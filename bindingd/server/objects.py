@@ -18,12 +18,17 @@ from bindingd_client.objects import chunk_message
 from bindingd_client.proto import objects_pb2, objects_pb2_grpc
 
 from bindingd.domain import objects
-from bindingd.domain.objects import Conditional, HttpMetadata, ObjectInfo, PutOptions, RangeSpec
+from bindingd.domain.objects import (
+    Conditional,
+    HttpMetadata,
+    ObjectInfo,
+    PutOptions,
+    RangeSpec,
+)
 from bindingd.errors import BindingdError, invalid_argument
-from bindingd.providers.base import ObjectsProvider
 from bindingd.runtime import Runtime
 from bindingd.server.audit import audit_write
-from bindingd.server.calls import RequestStream, bytes_field_view, rpc, rpc_stream
+from bindingd.server.calls import RequestStream, bytes_field_view, opt, rpc, rpc_stream
 
 # How long a refused put or part keeps reading the body it will not store (see below).
 DRAIN_S = 10.0
@@ -37,12 +42,8 @@ HTTP_FIELDS = (
 )
 
 
-def _opt(message: Any, name: str) -> Any:
-    return getattr(message, name) if message.HasField(name) else None
-
-
 def http_from_pb(message: objects_pb2.ObjectHttpMetadata) -> HttpMetadata:
-    return HttpMetadata(**{name: _opt(message, name) for name in HTTP_FIELDS})
+    return HttpMetadata(**{name: opt(message, name) for name in HTTP_FIELDS})
 
 
 def http_to_pb(http: HttpMetadata) -> objects_pb2.ObjectHttpMetadata:
@@ -74,15 +75,15 @@ def conditional_from_pb(message: Any) -> Conditional | None:
         return None
     c = message.only_if
     return Conditional(
-        etag_matches=_opt(c, "etag_matches"),
-        etag_does_not_match=_opt(c, "etag_does_not_match"),
-        uploaded_before=_opt(c, "uploaded_before"),
-        uploaded_after=_opt(c, "uploaded_after"),
+        etag_matches=opt(c, "etag_matches"),
+        etag_does_not_match=opt(c, "etag_does_not_match"),
+        uploaded_before=opt(c, "uploaded_before"),
+        uploaded_after=opt(c, "uploaded_after"),
     )
 
 
 def checksums_from_pb(message: objects_pb2.ObjectChecksums) -> dict[str, bytes]:
-    checksums = {name: _opt(message, name) for name in objects.CHECKSUM_ALGORITHMS}
+    checksums = {name: opt(message, name) for name in objects.CHECKSUM_ALGORITHMS}
     found = {name: value for name, value in checksums.items() if value is not None}
     objects.check_checksums(found)
     return found
@@ -143,7 +144,7 @@ class ObjectsService(objects_pb2_grpc.ObjectsServicer):
     ) -> objects_pb2.ObjectsHeadResponse:
         objects.check_key(request.key)
         with self.runtime.use(request.binding, "objects") as served:
-            provider: ObjectsProvider = served.provider  # type: ignore[assignment]
+            provider = served.provider
             info = await provider.head(request.key)
         if info is None:
             return objects_pb2.ObjectsHeadResponse(found=False)
@@ -152,14 +153,16 @@ class ObjectsService(objects_pb2_grpc.ObjectsServicer):
     @rpc_stream
     async def Get(
         self, request: objects_pb2.ObjectsGetRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[objects_pb2.ObjectsGetResponse]:
+    ) -> AsyncIterator[objects_pb2.ObjectsGetResponse | bytes]:
+        """The header as a message, then each chunk as a response already serialized (bytes),
+        which gRPC passes on as it is."""
         objects.check_key(request.key)
         spec = None
         if request.HasField("range"):
             r = request.range
-            spec = RangeSpec(offset=_opt(r, "offset"), length=_opt(r, "length"), suffix=_opt(r, "suffix"))
+            spec = RangeSpec(offset=opt(r, "offset"), length=opt(r, "length"), suffix=opt(r, "suffix"))
         with self.runtime.use(request.binding, "objects") as served:
-            provider: ObjectsProvider = served.provider  # type: ignore[assignment]
+            provider = served.provider
             read = await provider.get(request.key, spec, conditional_from_pb(request))
             if read is None:
                 yield objects_pb2.ObjectsGetResponse(header=objects_pb2.ObjectsGetHeader(found=False))
@@ -170,13 +173,13 @@ class ObjectsService(objects_pb2_grpc.ObjectsServicer):
                 )
                 yield objects_pb2.ObjectsGetResponse(header=header)
                 return
-            async with contextlib.aclosing(read.body) as body:  # type: ignore[type-var]
+            async with contextlib.aclosing(read.body) as body:
                 meta = meta_to_pb(read.info, range=(read.offset, read.length))
                 yield objects_pb2.ObjectsGetResponse(
                     header=objects_pb2.ObjectsGetHeader(found=True, object=meta)
                 )
                 async for chunk in body:
-                    yield chunk_message(chunk)  # type: ignore[misc]
+                    yield chunk_message(chunk)
 
     @rpc
     async def Put(
@@ -195,7 +198,7 @@ class ObjectsService(objects_pb2_grpc.ObjectsServicer):
             checksums=checksums_from_pb(header.checksums),
         )
         with self.runtime.use(header.binding, "objects", write=True) as served:
-            provider: ObjectsProvider = served.provider  # type: ignore[assignment]
+            provider = served.provider
             await provider.check_put(options)
             await _accept(context)
             try:
@@ -214,7 +217,7 @@ class ObjectsService(objects_pb2_grpc.ObjectsServicer):
         keys = list(dict.fromkeys(request.keys))
         objects.check_delete_keys(keys)
         with self.runtime.use(request.binding, "objects", write=True) as served:
-            provider: ObjectsProvider = served.provider  # type: ignore[assignment]
+            provider = served.provider
             if keys:
                 await provider.delete(keys)
             audit_write(served.binding, "delete", ",".join(keys), context)
@@ -224,9 +227,9 @@ class ObjectsService(objects_pb2_grpc.ObjectsServicer):
     async def List(
         self, request: objects_pb2.ObjectsListRequest, context: grpc.aio.ServicerContext
     ) -> objects_pb2.ObjectsListResponse:
-        limit = objects.check_list_limit(_opt(request, "limit"))
+        limit = objects.check_list_limit(opt(request, "limit"))
         with self.runtime.use(request.binding, "objects") as served:
-            provider: ObjectsProvider = served.provider  # type: ignore[assignment]
+            provider = served.provider
             listing = await provider.list(
                 prefix=request.prefix,
                 delimiter=request.delimiter,
@@ -253,7 +256,7 @@ class ObjectsService(objects_pb2_grpc.ObjectsServicer):
         http = http_from_pb(request.http_metadata)
         objects.check_http_metadata(http)
         with self.runtime.use(request.binding, "objects", write=True) as served:
-            provider: ObjectsProvider = served.provider  # type: ignore[assignment]
+            provider = served.provider
             upload_id = await provider.create_multipart_upload(request.key, http, custom)
             audit_write(served.binding, "create_multipart_upload", request.key, context)
         return objects_pb2.ObjectsCreateMultipartResponse(key=request.key, upload_id=upload_id)
@@ -268,7 +271,7 @@ class ObjectsService(objects_pb2_grpc.ObjectsServicer):
         if not header.upload_id:
             raise invalid_argument("upload_part needs the upload id of create_multipart_upload()")
         with self.runtime.use(header.binding, "objects", write=True) as served:
-            provider: ObjectsProvider = served.provider  # type: ignore[assignment]
+            provider = served.provider
             await provider.check_upload(header.key, header.upload_id)
             await _accept(context)
             try:
@@ -287,7 +290,7 @@ class ObjectsService(objects_pb2_grpc.ObjectsServicer):
         parts = [(p.part_number, p.etag) for p in request.parts]
         objects.check_parts(parts)
         with self.runtime.use(request.binding, "objects", write=True) as served:
-            provider: ObjectsProvider = served.provider  # type: ignore[assignment]
+            provider = served.provider
             info = await provider.complete_multipart_upload(request.key, request.upload_id, parts)
             audit_write(served.binding, "complete_multipart_upload", request.key, context)
         return objects_pb2.ObjectsCompleteMultipartResponse(object=meta_to_pb(info))
@@ -298,7 +301,7 @@ class ObjectsService(objects_pb2_grpc.ObjectsServicer):
     ) -> objects_pb2.ObjectsAbortMultipartResponse:
         objects.check_key(request.key)
         with self.runtime.use(request.binding, "objects", write=True) as served:
-            provider: ObjectsProvider = served.provider  # type: ignore[assignment]
+            provider = served.provider
             await provider.abort_multipart_upload(request.key, request.upload_id)
             audit_write(served.binding, "abort_multipart_upload", request.key, context)
         return objects_pb2.ObjectsAbortMultipartResponse()

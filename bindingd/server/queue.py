@@ -14,18 +14,13 @@ import grpc
 from bindingd_client.proto import queue_pb2, queue_pb2_grpc
 
 from bindingd.domain import queue
-from bindingd.domain.queue import OutgoingMessage, Retry
-from bindingd.providers.base import QueueDelivery, QueueProvider
+from bindingd.domain.queue import OutgoingMessage, QueueDelivery, Retry
 from bindingd.runtime import Runtime
 from bindingd.server.audit import audit_write
-from bindingd.server.calls import RequestStream, rpc, rpc_stream
+from bindingd.server.calls import RequestStream, opt, rpc, rpc_stream
 
 # The longest a consumer waits on its provider in one go, so a drain is noticed this quickly.
 POLL_S = 0.5
-
-
-def _opt(message: object, field: str) -> object | None:
-    return getattr(message, field) if message.HasField(field) else None  # type: ignore[attr-defined]
 
 
 def _message(d: QueueDelivery) -> queue_pb2.QueueMessage:
@@ -51,10 +46,10 @@ class QueueService(queue_pb2_grpc.QueueServicer):
         self, request: queue_pb2.QueueSendRequest, context: grpc.aio.ServicerContext
     ) -> queue_pb2.QueueSendResponse:
         m = request.message
-        asked: int | None = _opt(m, "delay_seconds")  # type: ignore[assignment]
+        asked: int | None = opt(m, "delay_seconds")
         queue.check_message(m.body, m.content_type, asked)
         with self.runtime.use(request.binding, "queue", write=True) as served:
-            provider: QueueProvider = served.provider  # type: ignore[assignment]
+            provider = served.provider
             delay = (
                 asked if asked is not None else queue.binding_delay(served.binding.options, "delivery_delay")
             )
@@ -68,11 +63,11 @@ class QueueService(queue_pb2_grpc.QueueServicer):
         self, request: queue_pb2.QueueSendBatchRequest, context: grpc.aio.ServicerContext
     ) -> queue_pb2.QueueSendBatchResponse:
         delays = queue.check_batch(
-            [(m.body, m.content_type, _opt(m, "delay_seconds")) for m in request.messages],  # type: ignore[misc]
-            _opt(request, "delay_seconds"),  # type: ignore[arg-type]
+            [(m.body, m.content_type, opt(m, "delay_seconds")) for m in request.messages],
+            opt(request, "delay_seconds"),
         )
         with self.runtime.use(request.binding, "queue", write=True) as served:
-            provider: QueueProvider = served.provider  # type: ignore[assignment]
+            provider = served.provider
             fallback = queue.binding_delay(served.binding.options, "delivery_delay")
             messages = [
                 self._outgoing(m.body, m.content_type, fallback if delay is None else delay)
@@ -90,9 +85,9 @@ class QueueService(queue_pb2_grpc.QueueServicer):
         if first is None:
             return
         size, max_wait, visibility = queue.check_consume(
-            _opt(first, "batch_size"),  # type: ignore[arg-type]
-            _opt(first, "max_wait_seconds"),  # type: ignore[arg-type]
-            _opt(first, "visibility_timeout_seconds"),  # type: ignore[arg-type]
+            opt(first, "batch_size"),
+            opt(first, "max_wait_seconds"),
+            opt(first, "visibility_timeout_seconds"),
         )
         runtime, binding = self.runtime, first.binding
         runtime.use(binding, "queue", write=True)  # refused at once, not at the first batch
@@ -119,7 +114,7 @@ class QueueService(queue_pb2_grpc.QueueServicer):
             if runtime.draining:
                 wait = 0.0
             with runtime.use(binding, "queue", write=True) as served:
-                provider: QueueProvider = served.provider  # type: ignore[assignment]
+                provider = served.provider
                 got = await provider.receive(size - len(batch), visibility, wait)
             if got and not batch:
                 fill_deadline = time.monotonic() + max_wait
@@ -130,13 +125,14 @@ class QueueService(queue_pb2_grpc.QueueServicer):
 
     async def _next_request(self, requests: RequestStream) -> queue_pb2.QueueConsumeRequest | None:
         """The consumer's next request (it asks for a batch); None when it closed or on a drain."""
+        ask: asyncio.Future[queue_pb2.QueueConsumeRequest | None]
         ask = asyncio.ensure_future(anext(requests, None))
         try:
             while not ask.done():
                 if self.runtime.draining:
                     return None
                 await asyncio.wait([ask], timeout=POLL_S)
-            return ask.result()  # type: ignore[no-any-return]
+            return ask.result()
         finally:
             ask.cancel()
 
@@ -144,11 +140,11 @@ class QueueService(queue_pb2_grpc.QueueServicer):
     async def Ack(
         self, request: queue_pb2.QueueAckRequest, context: grpc.aio.ServicerContext
     ) -> queue_pb2.QueueAckResponse:
-        asked: list[int | None] = [_opt(r, "delay_seconds") for r in request.retries]  # type: ignore[misc]
+        asked: list[int | None] = [opt(r, "delay_seconds") for r in request.retries]
         for delay in asked:
             queue.check_delay(delay, "retry delay_seconds")
         with self.runtime.use(request.binding, "queue", write=True) as served:
-            provider: QueueProvider = served.provider  # type: ignore[assignment]
+            provider = served.provider
             fallback = queue.binding_delay(served.binding.options, "retry_delay") if None in asked else 0
             retries = [
                 Retry(r.lease_id, fallback if delay is None else delay)

@@ -12,9 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pglast import parser as pg_parser
 
-from bindingd.domain.sql import normalize, parameter_numbers, split_script, translate
+from bindingd.domain.sql import SqlMeta, normalize, parameter_numbers, split_script, translate
 from bindingd.errors import BindingdError, Reason
-from bindingd.providers.base import SqlMeta
 from bindingd.server.database import _add_row, _set_meta, decode_value
 
 

@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 
 from bindingd.config.model import Binding
-from bindingd.domain.kv import bulk_too_large
-from bindingd.providers.base import KVKeyInfo, KVRecord
+from bindingd.domain.kv import KVKeyInfo, KVRecord, bulk_too_large
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.local.store import SqliteStore, prefix_clauses
 

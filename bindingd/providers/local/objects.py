@@ -19,7 +19,7 @@ import secrets
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -35,11 +35,12 @@ from bindingd.domain.objects import (
     Digests,
     HttpMetadata,
     ObjectInfo,
+    ObjectListing,
+    ObjectRead,
     PutOptions,
     RangeSpec,
 )
 from bindingd.errors import backend_unavailable, invalid_argument
-from bindingd.providers.base import ObjectListing, ObjectRead
 from bindingd.providers.bodies import (
     hold_temp_file,
     remove_leftovers,
@@ -194,7 +195,7 @@ class LocalObjects:
             return ObjectRead(info, offset, length, self._body(f, length))
         raise backend_unavailable(f'object "{key}" kept changing while it was being read; try again')
 
-    async def _body(self, f: BlobReader, length: int) -> AsyncIterator[bytes]:
+    async def _body(self, f: BlobReader, length: int) -> AsyncGenerator[bytes, None]:
         """The blob's bytes in chunks; the next block is read on a thread while this one is sent.
         The file is closed once no thread reads it, however the body ends."""
         pending: asyncio.Future[list[bytes]] | None = None

@@ -23,9 +23,16 @@ from typing import Any
 import structlog
 
 from bindingd.config.model import Binding
-from bindingd.domain.queue import OutgoingMessage, Retry, dead_letter_queue_of, exhausted, max_retries_of
+from bindingd.domain.queue import (
+    OutgoingMessage,
+    QueueDelivery,
+    QueueSettled,
+    Retry,
+    dead_letter_queue_of,
+    exhausted,
+    max_retries_of,
+)
 from bindingd.errors import BindingdError
-from bindingd.providers.base import QueueDelivery, QueueSettled
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.local.store import SqliteStore
 

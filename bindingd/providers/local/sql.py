@@ -19,18 +19,30 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bindingd.config.model import Binding
-from bindingd.domain.sql import PAGE_ROWS, batch_error, check_timeout, sql_error, translate
+from bindingd.domain.sql import (
+    PAGE_ROWS,
+    Page,
+    SqlAccess,
+    SqlCursor,
+    SqlMeta,
+    SqlResult,
+    SqlStatement,
+    batch_error,
+    check_timeout,
+    sql_error,
+    translate,
+)
 from bindingd.errors import BindingdError, backend_timeout, backend_unavailable, permission_denied
-from bindingd.providers.base import SqlAccess, SqlMeta, SqlResult, SqlStatement
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.local.sql_guard import Guard, reset_settings, settings_named
 from bindingd.providers.local.sqlite import BUSY_MS, BUSY_TIMEOUT_S, private_file, private_folder
+from bindingd.providers.sql_cursor import PageCursor
 
 T = TypeVar("T")
 # A caller's statement that may set the busy timeout itself (`PRAGMA busy_timeout`).
@@ -324,7 +336,12 @@ class SQLiteDatabase:
     def _connection(self, access: SqlAccess) -> SqliteConnection:
         return self.ro if access.read_only else self.rw
 
-    async def query(self, statement: SqlStatement, access: SqlAccess) -> AsyncIterator[object]:
+    async def query(self, statement: SqlStatement, access: SqlAccess) -> SqlCursor:
+        return await PageCursor.open(lambda out: self._query(out, statement, access))
+
+    async def _query(
+        self, out: PageCursor, statement: SqlStatement, access: SqlAccess
+    ) -> AsyncGenerator[Page, None]:
         translate(statement.sql, "sqlite", statement.params)  # same count check as every provider
         connection = self._connection(access)
         timeout = check_timeout(access.timeout)
@@ -355,12 +372,16 @@ class SQLiteDatabase:
             answer = await connection.run(first, timeout, sets_busy=sets_busy)
         assert answer is not None
         cursor, before, columns, rows, meta = answer
+        out.columns = columns
         try:
-            yield columns
             read = 0
             while rows:
                 read += len(rows)
                 yield rows
+                if out.stopping:
+                    # The caller read enough: closing the statement keeps what it did (autocommit);
+                    # its meta is left untold.
+                    return
                 if len(rows) < PAGE_ROWS:
                     break
                 rows = await connection.run(lambda _: cursor.fetchmany(PAGE_ROWS), timeout)
@@ -368,7 +389,7 @@ class SQLiteDatabase:
                 meta = await connection.run(
                     lambda conn: self._meta(conn, cursor, before, read, started), timeout
                 )
-            yield meta
+            out.meta = meta
         finally:
             connection.finish(cursor.close)
 

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -33,7 +33,20 @@ from pymysql.constants import CLIENT
 
 from bindingd.config.model import Binding, Connection
 from bindingd.config.urls import UNKNOWN_ADDRESS, address
-from bindingd.domain.sql import PAGE_ROWS, StopReading, batch_error, normalize, sql_error, tokens, translate
+from bindingd.domain.sql import (
+    PAGE_ROWS,
+    Page,
+    SqlAccess,
+    SqlCursor,
+    SqlMeta,
+    SqlResult,
+    SqlStatement,
+    batch_error,
+    normalize,
+    sql_error,
+    tokens,
+    translate,
+)
 from bindingd.errors import (
     BindingdError,
     Reason,
@@ -41,8 +54,8 @@ from bindingd.errors import (
     backend_unavailable,
     permission_denied,
 )
-from bindingd.providers.base import SqlAccess, SqlMeta, SqlResult, SqlStatement
 from bindingd.providers.connections import ProviderContext
+from bindingd.providers.sql_cursor import PageCursor
 
 log = structlog.get_logger("bindingd.mysql")
 T = TypeVar("T")
@@ -441,8 +454,6 @@ class MySQLDatabase:
             finally:
                 await asyncio.shield(_reset_session(conn))
                 pool.release(conn)
-            if isinstance(e, StopReading):
-                raise
             if isinstance(e, _Killed):
                 raise backend_timeout(
                     f"MySQL did not answer within {access.timeout:g}s; the statement was stopped (KILL QUERY)"
@@ -481,40 +492,43 @@ class MySQLDatabase:
             async with conn.cursor() as cursor:
                 await self._bounded(conn, cursor.execute("START TRANSACTION"), access.timeout)
 
-    async def query(self, statement: SqlStatement, access: SqlAccess) -> AsyncIterator[object]:
+    async def query(self, statement: SqlStatement, access: SqlAccess) -> SqlCursor:
+        return await PageCursor.open(lambda out: self._query(out, statement, access))
+
+    async def _query(
+        self, out: PageCursor, statement: SqlStatement, access: SqlAccess
+    ) -> AsyncGenerator[Page, None]:
         sql, params = translate(statement.sql, "mysql", statement.params)
         _check_read_only([statement.sql], access, numbered=False)
+        # Stopped early, a read-only call has nothing to keep: it is stopped like an abandoned
+        # read rather than read to its end.
+        out.abandon_on_stop = access.read_only
         started = time.perf_counter()
         async with self._transaction(access) as conn:
             cursor = await conn.cursor(aiomysql.SSCursor)
             try:
                 await self._bounded(conn, cursor.execute(render(conn, sql, params)), access.timeout)
                 columns = [d[0] for d in cursor.description] if cursor.description else []
+                out.columns = columns
                 read = 0
                 if not columns:
                     _check_still_read_only(conn, access, None)
                     meta = self._meta(cursor, 0, started)
-                    yield columns
                 else:
-                    yield columns
                     stopped = False
                     while True:
                         rows = await self._bounded(conn, cursor.fetchmany(PAGE_ROWS), access.timeout)
                         read += len(rows)
                         if rows and not stopped:
-                            try:
-                                yield [tuple(normalize(v) for v in row) for row in rows]
-                            except StopReading:
-                                if access.read_only:
-                                    raise  # nothing to keep: stopped below like an abandoned read
-                                # The statement must end for its writes to commit: the rest
-                                # of its rows are read and dropped.
-                                stopped = True
+                            yield [tuple(normalize(v) for v in row) for row in rows]
+                            # Stopped: the statement must end for its writes to commit, so the
+                            # rest of its rows are read and dropped.
+                            stopped = out.stopping
                         if len(rows) < PAGE_ROWS:
                             break
                     _check_still_read_only(conn, access, None)
                     meta = self._meta(cursor, read, started)
-            except (GeneratorExit, StopReading):
+            except GeneratorExit:
                 # Abandoned mid-stream: the unbuffered result would have to be read to its end.
                 if not conn.closed:
                     self._kill_later(conn)
@@ -526,7 +540,7 @@ class MySQLDatabase:
                         await asyncio.wait_for(cursor.close(), GRACE_S)
                     except Exception:
                         _drop(conn)
-        yield meta
+        out.meta = meta
 
     @staticmethod
     def _meta(cursor: Any, read: int, started: float) -> SqlMeta:

@@ -50,9 +50,16 @@ from nats.js import JetStreamContext, api
 
 from bindingd.config.model import Binding, Connection
 from bindingd.config.urls import address
-from bindingd.domain.queue import OutgoingMessage, Retry, dead_letter_queue_of, exhausted, max_retries_of
+from bindingd.domain.queue import (
+    OutgoingMessage,
+    QueueDelivery,
+    QueueSettled,
+    Retry,
+    dead_letter_queue_of,
+    exhausted,
+    max_retries_of,
+)
 from bindingd.errors import BindingdError, Reason, backend_timeout, backend_unavailable, invalid_argument
-from bindingd.providers.base import QueueDelivery, QueueSettled
 from bindingd.providers.connections import ProviderContext
 
 log = structlog.get_logger("bindingd.queue.nats")

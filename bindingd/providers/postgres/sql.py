@@ -47,7 +47,7 @@ import functools
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -62,7 +62,12 @@ from bindingd.domain.sql import (
     INT64_MAX,
     INT64_MIN,
     PAGE_ROWS,
-    StopReading,
+    Page,
+    SqlAccess,
+    SqlCursor,
+    SqlMeta,
+    SqlResult,
+    SqlStatement,
     batch_error,
     normalize,
     sql_error,
@@ -75,8 +80,8 @@ from bindingd.errors import (
     backend_unavailable,
     permission_denied,
 )
-from bindingd.providers.base import SqlAccess, SqlMeta, SqlResult, SqlStatement
 from bindingd.providers.connections import ProviderContext
+from bindingd.providers.sql_cursor import PageCursor
 
 log = structlog.get_logger("bindingd.postgres")
 
@@ -270,6 +275,18 @@ def _meta(tag: str, rows: int, started: float) -> SqlMeta:
         rows_read=rows if command in READ_TAGS or not command else count,
         rows_written=changes,
     )
+
+
+async def _pages_of(
+    out: PageCursor, columns: list[str], rows: list[Any], tag: str, started: float
+) -> AsyncGenerator[Page, None]:
+    """The pages of a statement answered at once (it ran whole and committed)."""
+    out.columns = columns
+    for at in range(0, len(rows), PAGE_ROWS):
+        yield [tuple(normalize(v) for v in row) for row in rows[at : at + PAGE_ROWS]]
+        if out.stopping:
+            break  # only its meta is left
+    out.meta = _meta(tag, len(rows), started)
 
 
 def _check_still_in_transaction(conn: asyncpg.Connection, access: SqlAccess, index: int) -> None:
@@ -605,7 +622,7 @@ class PostgresDatabase:
                 conn.terminate()
             finally:
                 await asyncio.shield(pool.pool.release(conn))
-            if isinstance(e, Exception) and not isinstance(e, _StaleStatement | StopReading):
+            if isinstance(e, Exception) and not isinstance(e, _StaleStatement):
                 raise map_error(e, self.connection) from e
             raise
         released = False
@@ -732,7 +749,7 @@ class PostgresDatabase:
             await conn.reload_schema_state()
             raise _StaleStatement(str(e)) from e
 
-    async def query(self, statement: SqlStatement, access: SqlAccess) -> AsyncIterator[object]:
+    async def query(self, statement: SqlStatement, access: SqlAccess) -> SqlCursor:
         translate(statement.sql, "postgres", statement.params)  # a wrong count fails before BEGIN
         started = time.perf_counter()
         if statement.sql not in self._slow_path and (access.read_only or _looks_like_a_read(statement.sql)):
@@ -741,76 +758,65 @@ class PostgresDatabase:
             )
             if answer is not None:
                 columns, rows, tag = answer
-                try:
-                    yield columns
-                    for at in range(0, len(rows), PAGE_ROWS):
-                        yield [tuple(normalize(v) for v in row) for row in rows[at : at + PAGE_ROWS]]
-                except StopReading:
-                    pass  # the statement ran whole and committed: only its meta is left
-                yield _meta(tag, len(rows), started)
-                return
+                return await PageCursor.open(lambda out: _pages_of(out, columns, rows, tag, started))
         for attempt in range(2):
-            parts = self._query(statement, access)
             try:
-                async for part in parts:
-                    try:
-                        yield part
-                    except StopReading:
-                        yield await parts.athrow(StopReading())  # the meta, once committed
-                        return
-                return
+                # A stale statement fails before its first page, so within open().
+                return await PageCursor.open(lambda out: self._query(out, statement, access))
             except _StaleStatement as e:
                 if attempt:
                     raise sql_error(f"the statement's plan went stale twice in a row: {e}") from e
-            finally:
-                await parts.aclose()
+        raise AssertionError("unreachable")
 
-    async def _query(self, statement: SqlStatement, access: SqlAccess) -> AsyncIterator[object]:
+    async def _query(
+        self, out: PageCursor, statement: SqlStatement, access: SqlAccess
+    ) -> AsyncGenerator[Page, None]:
         wait = access.timeout + CLIENT_GRACE_S
         started = time.perf_counter()
         after = _AfterCommit()
         async with self._transaction(access, after=after) as conn:
             prepared, args = await self._fresh(conn, self._prepare(conn, statement, wait))
             columns = [a.name for a in prepared.get_attributes()]
+            out.columns = columns
             if not columns:
                 await self._fresh(conn, prepared.fetch(*args, timeout=wait))
                 tag = prepared.get_statusmsg() or ""
                 meta = _meta(tag, 0, started)
                 # D1 code reads meta.last_row_id after an INSERT: read once committed.
                 after.last_row_id_wanted = not access.read_only and _inserted(tag)
-                yield columns
             else:
                 # Bind and the first page in one round trip (where a stale statement fails,
                 # before anything is yielded), then a page per round trip.
                 records = prepared.cursor(*args, prefetch=PAGE_ROWS, timeout=wait).__aiter__()
                 first = await self._fresh(conn, anext(records, None))
-                yield columns
                 read = 0
-                page: list[tuple[object, ...]] = []
+                page: Page = []
                 if first is not None:
                     page.append(tuple(normalize(v) for v in first))
-                try:
-                    async for record in records:
-                        page.append(tuple(normalize(v) for v in record))
-                        if len(page) == PAGE_ROWS:
-                            read += len(page)
-                            yield page
-                            page = []
-                    if page:
+                stopped = False
+                async for record in records:
+                    page.append(tuple(normalize(v) for v in record))
+                    if len(page) == PAGE_ROWS:
                         read += len(page)
                         yield page
-                    tag = prepared.get_statusmsg() or ""
-                except StopReading:
-                    # The rest of the rows are not wanted; the COMMIT below closes the portal
-                    # and keeps what the statement did (an INSERT ... RETURNING ran whole).
-                    tag = ""
+                        page = []
+                        if out.stopping:
+                            stopped = True
+                            break
+                if page:
+                    read += len(page)
+                    yield page
+                    stopped = out.stopping
+                # Stopped: the rest of the rows are not wanted; the COMMIT below closes the
+                # portal and keeps what the statement did (an INSERT ... RETURNING ran whole).
+                tag = "" if stopped else prepared.get_statusmsg() or ""
                 meta = _meta(
                     tag if tag.split()[:1] not in (["FETCH"], []) else f"SELECT {read}", read, started
                 )
                 after.last_row_id_wanted = not access.read_only and _inserted(tag)
         if after.last_row_id:
             meta = dataclasses.replace(meta, last_row_id=after.last_row_id)
-        yield meta
+        out.meta = meta
 
     async def batch(self, statements: list[SqlStatement], access: SqlAccess) -> list[SqlResult]:
         for index, statement in enumerate(statements):

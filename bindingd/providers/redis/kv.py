@@ -34,9 +34,8 @@ from redis.backoff import NoBackoff
 
 from bindingd.config.model import Binding, Connection
 from bindingd.config.urls import address, check_url
-from bindingd.domain.kv import bulk_too_large
+from bindingd.domain.kv import KVKeyInfo, KVRecord, bulk_too_large
 from bindingd.errors import BindingdError, Reason, backend_timeout, backend_unavailable, permission_denied
-from bindingd.providers.base import KVKeyInfo, KVRecord
 from bindingd.providers.connections import ProviderContext
 
 DEFAULT_TIMEOUT_S = 5.0

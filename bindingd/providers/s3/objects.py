@@ -15,7 +15,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ from bindingd.domain.objects import (
     Digests,
     HttpMetadata,
     ObjectInfo,
+    ObjectListing,
+    ObjectRead,
     PutOptions,
     RangeSpec,
 )
@@ -50,7 +52,6 @@ from bindingd.errors import (
     invalid_argument,
     permission_denied,
 )
-from bindingd.providers.base import ObjectListing, ObjectRead
 from bindingd.providers.bodies import hold_temp_file, remove_leftovers, write_body
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.local.sqlite import private_folder
@@ -308,7 +309,7 @@ class S3Objects:
             return ObjectRead(info, offset, length, self._body(response["Body"]))
         raise backend_unavailable(f'object "{key}" kept changing while it was being read; try again')
 
-    async def _body(self, stream: Any) -> AsyncIterator[bytes]:
+    async def _body(self, stream: Any) -> AsyncGenerator[bytes, None]:
         """The response body in chunks of up to CHUNK_BYTES, read only as fast as they are sent."""
         try:
             buffer = bytearray()
@@ -647,7 +648,7 @@ def _with_checksums(info: ObjectInfo, extra: dict[str, bytes]) -> ObjectInfo:
     )
 
 
-async def _empty() -> AsyncIterator[bytes]:
+async def _empty() -> AsyncGenerator[bytes, None]:
     """The body of a zero-length range: nothing to ask the store for."""
     for chunk in ():
         yield chunk
