@@ -257,8 +257,8 @@ def _answers_health(endpoint: str, timeout: float = 5.0) -> None:
     """Raise DaemonUnavailable unless the daemon at `endpoint` is serving, answering in time
     (a client call has no deadline, and a wedged or draining daemon must not be used)."""
     import grpc
-    from bindingd_client._transport import normalize_endpoint
     from bindingd_client.errors import daemon_unavailable
+    from bindingd_client.wire import normalize_endpoint
 
     target, _ = normalize_endpoint(endpoint)
     with grpc.insecure_channel(target) as channel:

@@ -13,9 +13,8 @@ from collections.abc import AsyncIterator
 from typing import Any, NoReturn
 
 import grpc
-from bindingd_client._transport import HEADER_ACCEPTED
-from bindingd_client.objects import chunk_message
 from bindingd_client.proto import objects_pb2, objects_pb2_grpc
+from bindingd_client.wire import HEADER_ACCEPTED, chunk_message
 
 from bindingd.domain import objects
 from bindingd.domain.objects import (

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from bindingd_client import DaemonUnavailable
-from bindingd_client._transport import normalize_endpoint, resolve_endpoint
+from bindingd_client._transport import resolve_endpoint
+from bindingd_client.wire import normalize_endpoint
 
 
 @pytest.fixture(autouse=True)

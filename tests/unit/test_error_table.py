@@ -1,6 +1,13 @@
-"""The daemon's error table and the Python client's exception classes must agree."""
+"""The daemon's error table, the README's and the Python client's exception classes must agree.
+
+The Node client is checked against the same table by clients/node/test/error-table.test.mjs
+(run by `make node-test`, part of `make test`).
+"""
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import grpc
 from bindingd_client import BindingError
@@ -8,12 +15,29 @@ from bindingd_client.errors import REASONS
 
 from bindingd.errors import TABLE, BindingdError, Reason
 
+README = Path(__file__).resolve().parents[2] / "README.md"
+# Reasons the client raises itself; the daemon never sends them.
+CLIENT_ONLY = {"DAEMON_UNAVAILABLE"}
+
 
 def test_every_reason_has_its_client_class() -> None:
     for reason, kind in TABLE.items():
         cls = REASONS[reason.value]
         assert cls.__name__ == kind.client_class
         assert issubclass(cls, BindingError)
+
+
+def test_the_client_knows_no_other_reason() -> None:
+    assert set(REASONS) - CLIENT_ONLY == {reason.value for reason in TABLE}
+    assert not CLIENT_ONLY & {reason.value for reason in TABLE}
+
+
+def test_the_readme_table_is_the_daemons() -> None:
+    """The table users read: each row's reason, gRPC code and exception class."""
+    rows = re.findall(r"^\| ([A-Z_]+) \| ([A-Z_]+) \| `(\w+)`", README.read_text(encoding="utf-8"), re.M)
+    documented = {reason: (code, cls) for reason, code, cls in rows}
+    assert len(documented) == len(rows)  # no reason twice
+    assert documented == {reason.value: (kind.code.name, kind.client_class) for reason, kind in TABLE.items()}
 
 
 def test_codes_follow_the_design_table() -> None:

@@ -5,10 +5,10 @@
  */
 import { BindingsService, type ListBindingsResponse } from "./gen/bindingd/v1/bindings.js";
 import { VarsService } from "./gen/bindingd/v1/vars.js";
-import { D1Database } from "./d1.js";
+import { D1Database } from "./sql.js";
 import { KVNamespace } from "./kv.js";
 import { Queue } from "./queue.js";
-import { R2Bucket } from "./r2.js";
+import { R2Bucket } from "./objects.js";
 import { BindingError, DaemonUnavailable, START_HINT, WrongEnv } from "./errors.js";
 import { type ConnectOptions, ENDPOINT_ENV, Transport, resolveEndpoint } from "./transport.js";
 

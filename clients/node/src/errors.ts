@@ -7,10 +7,8 @@
  */
 import { Metadata, status, type ServiceError } from "@grpc/grpc-js";
 import { RpcErrorInfo, RpcStatus } from "./gen/bindingd/v1/rpc_status.js";
+import { ERROR_DOMAIN, ERROR_INFO_TYPE, STATUS_DETAILS_KEY } from "./wire.js";
 
-const ERROR_DOMAIN = "bindingd";
-const STATUS_DETAILS_KEY = "grpc-status-details-bin";
-const ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo";
 export const START_HINT = 'start it with "bindingd serve" or run your command under "bindingd run -- ..."';
 
 export interface BindingErrorOptions {

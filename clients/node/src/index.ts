@@ -40,7 +40,7 @@ export {
   type D1Result,
   type D1SessionBookmark,
   type D1SessionConstraint,
-} from "./d1.js";
+} from "./sql.js";
 export {
   consume,
   Message,
@@ -77,4 +77,4 @@ export {
   type R2StringChecksums,
   type R2UploadedPart,
   type R2UploadPartOptions,
-} from "./r2.js";
+} from "./objects.js";

@@ -23,15 +23,12 @@ import {
   type ServiceError,
 } from "@grpc/grpc-js";
 import { BindingError, DaemonUnavailable, START_HINT, errorFromRpc } from "./errors.js";
+import { AUTHORIZATION, BEARER, HEADER_ACCEPTED, MAX_MESSAGE_BYTES } from "./wire.js";
 
 export const ENDPOINT_ENV = "BINDINGD_ENDPOINT";
 export const TOKEN_ENV = "BINDINGD_TOKEN";
 const STATE_DIR = ".bindingd";
 const CONFIG_FILE = "bindingd.yaml";
-/** Initial metadata by which the daemon accepts the header of a client stream (see `upload`). */
-export const HEADER_ACCEPTED = "x-bindingd-header-accepted";
-/** KV values are <= 25 MiB; leave room for the envelope. Same as the Python client. */
-const MAX_MESSAGE = 64 * 1024 * 1024;
 const VERSION = "0.1.0";
 
 /** One RPC of the generated service definitions: all a transport needs to make the call. */
@@ -223,8 +220,8 @@ export class Transport {
     this.target = target;
     this.token = token;
     this.client = new Client(target, credentials.createInsecure(), {
-      "grpc.max_send_message_length": MAX_MESSAGE,
-      "grpc.max_receive_message_length": MAX_MESSAGE,
+      "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+      "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
       "grpc.primary_user_agent": `bindingd-node/${VERSION}`,
       // Channelz (gRPC's introspection service, which this client never serves) otherwise
       // records counters and a trace for every call: about 3-5% of the client's CPU per small call.
@@ -237,7 +234,7 @@ export class Transport {
 
   private metadata(): Metadata {
     const metadata = new Metadata();
-    if (this.token !== null) metadata.set("authorization", `Bearer ${this.token}`);
+    if (this.token !== null) metadata.set(AUTHORIZATION, `${BEARER}${this.token}`);
     return metadata;
   }
 

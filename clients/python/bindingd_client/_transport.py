@@ -30,6 +30,7 @@ from .proto import (
     queue_pb2_grpc,
     vars_pb2_grpc,
 )
+from .wire import AUTHORIZATION, BEARER, HEADER_ACCEPTED, MAX_MESSAGE_BYTES, normalize_endpoint
 
 __all__ = ["AsyncTransport", "Call", "SyncTransport", "resolve_endpoint"]
 
@@ -39,9 +40,6 @@ ENDPOINT_ENV = "BINDINGD_ENDPOINT"
 TOKEN_ENV = "BINDINGD_TOKEN"
 STATE_DIR = ".bindingd"
 CONFIG_FILE = "bindingd.yaml"
-# Initial metadata by which the daemon accepts the header of a client stream (see `upload`).
-HEADER_ACCEPTED = "x-bindingd-header-accepted"
-MAX_MESSAGE = 64 * 1024 * 1024  # KV values are <= 25 MiB; leave room for the envelope.
 
 _STUBS: dict[str, Callable[[Any], Any]] = {
     "Bindings": bindings_pb2_grpc.BindingsStub,
@@ -90,31 +88,6 @@ class Call(Generic[T]):
     method: str
     request: Any
     parse: Callable[[Any], T]
-
-
-def normalize_endpoint(endpoint: str) -> tuple[str, bool]:
-    """The gRPC target for an endpoint, and whether it is TCP (which needs the token)."""
-    endpoint = endpoint.strip()
-    if endpoint.startswith("unix://"):
-        path = endpoint[len("unix://") :]
-        return f"unix://{path}", False
-    if endpoint.startswith("unix:"):
-        path = endpoint[len("unix:") :]
-        return (f"unix://{path}" if path.startswith("/") else endpoint), False
-    if endpoint.startswith("/"):
-        return f"unix://{endpoint}", False
-    if endpoint.startswith("unix-abstract:"):
-        return endpoint, False
-    for scheme in ("tcp://", "grpc://", "http://"):
-        if endpoint.startswith(scheme):
-            endpoint = endpoint[len(scheme) :].rstrip("/")
-            break
-    host, sep, port = endpoint.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise DaemonUnavailable(
-            f"bindingd endpoint {endpoint!r} is not valid: expected unix:///abs/path, /abs/path or host:port"
-        )
-    return endpoint, True
 
 
 def _untrusted(path: Path, info: os.stat_result, what: str) -> DaemonUnavailable:
@@ -247,8 +220,8 @@ def resolve_endpoint(
 
 def _channel_options() -> list[tuple[str, Any]]:
     return [
-        ("grpc.max_send_message_length", MAX_MESSAGE),
-        ("grpc.max_receive_message_length", MAX_MESSAGE),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.primary_user_agent", f"bindingd-python/{__version__}"),
     ]
 
@@ -263,7 +236,7 @@ class _TransportBase:
     def __init__(self, target: str, token: str | None) -> None:
         self.target = target
         self._metadata: tuple[tuple[str, str], ...] | None = (
-            (("authorization", f"Bearer {token}"),) if token else None
+            ((AUTHORIZATION, f"{BEARER}{token}"),) if token else None
         )
         self._methods: dict[str, Any] = {}
         self._custom: dict[tuple[str, str], Any] = {}

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .proto import rpc_status_pb2
+from .wire import ERROR_DOMAIN, ERROR_INFO_TYPE, STATUS_DETAILS_KEY
 
 __all__ = [
     "REASONS",
@@ -27,12 +28,10 @@ __all__ = [
     "SqlError",
     "WrongBindingType",
     "WrongEnv",
+    "daemon_unavailable",
     "error_from_rpc",
 ]
 
-ERROR_DOMAIN = "bindingd"
-_STATUS_DETAILS_KEY = "grpc-status-details-bin"
-_ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
 START_HINT = 'start it with "bindingd serve" or run your command under "bindingd run -- ..."'
 
 
@@ -185,7 +184,7 @@ def _error_info(trailing_metadata: Iterable[Any] | None) -> rpc_status_pb2.RpcEr
             key, value = item
         except (TypeError, ValueError):
             continue
-        if key != _STATUS_DETAILS_KEY:
+        if key != STATUS_DETAILS_KEY:
             continue
         status = rpc_status_pb2.RpcStatus()
         try:
@@ -193,7 +192,7 @@ def _error_info(trailing_metadata: Iterable[Any] | None) -> rpc_status_pb2.RpcEr
         except Exception:
             return None
         for detail in status.details:
-            if detail.type_url != _ERROR_INFO_TYPE:
+            if detail.type_url != ERROR_INFO_TYPE:
                 continue
             info = rpc_status_pb2.RpcErrorInfo()
             try:

@@ -18,6 +18,7 @@ from typing import Any
 
 from ._transport import Call
 from .proto import objects_pb2
+from .wire import CHUNK_BYTES, CHUNK_HEAD_BYTES, HTTP_FIELDS, chunk_head, chunk_message, chunk_view
 
 __all__ = [
     "R2Bucket",
@@ -32,15 +33,6 @@ __all__ = [
     "R2UploadedPart",
 ]
 
-CHUNK_BYTES = 1024 * 1024
-HTTP_FIELDS = (
-    "content_type",
-    "content_language",
-    "content_disposition",
-    "content_encoding",
-    "cache_control",
-    "cache_expiry",
-)
 _CAMEL = {
     "contentType": "content_type",
     "contentLanguage": "content_language",
@@ -374,53 +366,23 @@ async def body_chunks_async(value: Any) -> AsyncIterator[bytes | memoryview]:
             yield piece
 
 
-# A put, upload-part or get message holding a body chunk and nothing else is, serialized, this
-# tag (field `chunk` = 2 in all three, length-delimited), the chunk's length as a varint, then the chunk.
-# Building those bytes here costs one copy of the chunk; a request message and its serialization
-# cost two.
-_CHUNK_TAG = objects_pb2.ObjectsPutRequest.DESCRIPTOR.fields_by_name["chunk"].number << 3 | 2
-_CHUNK_HEAD_BYTES = 4  # the tag and a varint up to 2**21 - 1 > CHUNK_BYTES
-
-
-def _chunk_head(length: int) -> bytes:
-    head = bytearray([_CHUNK_TAG])
-    while length >= 0x80:
-        head.append(length & 0x7F | 0x80)
-        length >>= 7
-    head.append(length)
-    return bytes(head)
-
-
-def chunk_message(chunk: bytes | bytearray | memoryview) -> bytes:
-    """A put or upload-part request, or a get response, holding `chunk` (at most CHUNK_BYTES),
-    serialized. The daemon sends its get chunks this way too."""
-    return b"".join((_chunk_head(len(chunk)), chunk))
-
-
 def _file_messages(f: io.BufferedIOBase | io.RawIOBase) -> Iterator[bytes]:
     """A binary file's bytes as serialized chunk requests, each read into one reused buffer
     just after room for its head: the request is then one copy of the file's bytes."""
-    buffer = memoryview(bytearray(_CHUNK_HEAD_BYTES + CHUNK_BYTES))
-    while read := f.readinto(buffer[_CHUNK_HEAD_BYTES:]):
-        head = _chunk_head(read)
-        start = _CHUNK_HEAD_BYTES - len(head)
-        buffer[start:_CHUNK_HEAD_BYTES] = head
-        yield bytes(buffer[start : _CHUNK_HEAD_BYTES + read])
+    buffer = memoryview(bytearray(CHUNK_HEAD_BYTES + CHUNK_BYTES))
+    while read := f.readinto(buffer[CHUNK_HEAD_BYTES:]):
+        head = chunk_head(read)
+        start = CHUNK_HEAD_BYTES - len(head)
+        buffer[start:CHUNK_HEAD_BYTES] = head
+        yield bytes(buffer[start : CHUNK_HEAD_BYTES + read])
 
 
 def get_chunk(raw: bytes) -> bytes:
     """The body chunk of a serialized get response. A plain chunk message (what the daemon
     sends) is cut out of it: one copy, where decoding and reading the field make two."""
-    if raw[:1] == bytes([_CHUNK_TAG]):
-        length = shift = 0
-        for pos in range(1, min(len(raw), 11)):
-            byte = raw[pos]
-            length |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                if pos + 1 + length == len(raw):
-                    return raw[pos + 1 :]
-                break
-            shift += 7
+    view = chunk_view(raw)
+    if view is not None:
+        return bytes(view)
     return objects_pb2.ObjectsGetResponse.FromString(raw).chunk
 
 

@@ -22,6 +22,7 @@ import {
 import { INT64_MAX, bytesOf, decodeText, isReadableStream, streamChunks, toArrayBuffer, toInt32 } from "./bytes.js";
 import { InternalError, InvalidArgument } from "./errors.js";
 import type { Transport } from "./transport.js";
+import { CHUNK_BYTES } from "./wire.js";
 import type * as Workers from "@cloudflare/workers-types";
 
 export type R2Conditional = Workers.R2Conditional;
@@ -67,8 +68,6 @@ export type R2Objects = {
   delimitedPrefixes: string[];
 } & ({ truncated: true; cursor: string } | { truncated: false });
 
-/** The daemon sends at most 1 MiB per message; so does this client. */
-const MAX_CHUNK = 1024 * 1024;
 /** Smaller chunks from a stream or blob are gathered up to this size before they are sent. */
 const MIN_CHUNK = 256 * 1024;
 /** The daemon's (and R2's) part numbers, for a number that does not even fit the wire. */
@@ -499,7 +498,7 @@ function encodeChecksums(options: R2PutOptions | undefined): { name: ChecksumNam
 
 // --- bodies --------------------------------------------------------------------------------------
 
-/** Gather small chunks to MIN_CHUNK, pass big ones through in slices of at most MAX_CHUNK. */
+/** Gather small chunks to MIN_CHUNK, pass big ones through in slices of at most CHUNK_BYTES. */
 async function* rechunk(chunks: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
   let pending: Uint8Array | null = null;
   let filled = 0;
@@ -508,7 +507,7 @@ async function* rechunk(chunks: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8
     while (at < chunk.byteLength) {
       const rest = chunk.byteLength - at;
       if (filled === 0 && rest >= MIN_CHUNK) {
-        const size = Math.min(rest, MAX_CHUNK);
+        const size = Math.min(rest, CHUNK_BYTES);
         yield chunk.subarray(at, at + size);
         at += size;
         continue;
@@ -537,12 +536,12 @@ function checkValue(value: unknown, what: string): void {
   );
 }
 
-/** A put value as chunks of at most MAX_CHUNK, read from a stream or blob only as sent. */
+/** A put value as chunks of at most CHUNK_BYTES, read from a stream or blob only as sent. */
 async function* bodyChunks(value: R2PutValue | undefined, what: string): AsyncGenerator<Uint8Array> {
   if (value === null || value === undefined) return;
   if (typeof value === "string" || value instanceof ArrayBuffer || ArrayBuffer.isView(value)) {
     const bytes = bytesOf(value)!;
-    for (let at = 0; at < bytes.byteLength; at += MAX_CHUNK) yield bytes.subarray(at, at + MAX_CHUNK);
+    for (let at = 0; at < bytes.byteLength; at += CHUNK_BYTES) yield bytes.subarray(at, at + CHUNK_BYTES);
     return;
   }
   const stream = isReadableStream(value) ? value : (value as globalThis.Blob).stream();

@@ -142,7 +142,7 @@ function asD1Error(error: unknown, prefix: string): unknown {
   });
 }
 
-async function d1Call<R>(prefix: string, call: () => Promise<R>): Promise<R> {
+async function sqlCall<R>(prefix: string, call: () => Promise<R>): Promise<R> {
   try {
     return await call();
   } catch (error) {
@@ -219,7 +219,7 @@ export class D1PreparedStatement implements Workers.D1PreparedStatement {
   first<T = Record<string, unknown>>(): Promise<T | null>;
   /** The first row (or one of its values), null when there is none; the rest is never sent. */
   async first<T>(colName?: string): Promise<T | null> {
-    return d1Call("D1_ERROR", async () => {
+    return sqlCall("D1_ERROR", async () => {
       let columns: string[] = [];
       let row: unknown[] | null = null;
       for await (const part of this.#parts()) {
@@ -249,7 +249,7 @@ export class D1PreparedStatement implements Workers.D1PreparedStatement {
   }
 
   async all<T = Record<string, unknown>>(): Promise<D1Result<T>> {
-    return d1Call("D1_ERROR", async () => {
+    return sqlCall("D1_ERROR", async () => {
       const { columns, rows, meta } = await this.#collect();
       return result<T>(columns, rows, meta);
     });
@@ -259,7 +259,7 @@ export class D1PreparedStatement implements Workers.D1PreparedStatement {
   raw<T = unknown[]>(options?: { columnNames?: false }): Promise<T[]>;
   /** Rows as arrays; `{columnNames: true}` puts the column names first. */
   async raw<T = unknown[]>(options?: { columnNames?: boolean }): Promise<[string[], ...T[]] | T[]> {
-    return d1Call("D1_ERROR", async () => {
+    return sqlCall("D1_ERROR", async () => {
       const { columns, rows } = await this.#collect();
       if (options?.columnNames === true) return [columns, ...(rows as T[])] as [string[], ...T[]];
       return rows as T[];
@@ -300,7 +300,7 @@ export class D1Database implements Workers.D1Database {
   /** Every statement in one transaction: all or nothing; a failure names the statement's index. */
   async batch<T = unknown>(statements: Workers.D1PreparedStatement[]): Promise<D1Result<T>[]> {
     const wire = statementsOf(statements);
-    return d1Call("D1_ERROR", async () => {
+    return sqlCall("D1_ERROR", async () => {
       const response = await this.#transport.unary(DatabaseService.batch, { binding: this.binding, statements: wire });
       return response.results.map((r) => result<T>(r.columns, r.rows.map(decodeRow), r.meta));
     });
@@ -312,7 +312,7 @@ export class D1Database implements Workers.D1Database {
    */
   async exec(query: string): Promise<D1ExecResult> {
     if (typeof query !== "string") throw new TypeError(`a SQL script must be a string, not ${typeof query}`);
-    return d1Call("D1_EXEC_ERROR", async () => {
+    return sqlCall("D1_EXEC_ERROR", async () => {
       const response = await this.#transport.unary(DatabaseService.exec, { binding: this.binding, sql: query });
       return { count: Number(response.count), duration: response.duration };
     });
