@@ -301,39 +301,33 @@ class RabbitQueue:
         if exhausted(lease.attempts, self.max_retries):
             await self._dead_letter(lease.message, lease.attempts)
             return
-        message = lease.message
-        headers = message.headers or {}
         channel = await self._channel("confirm")
         target = await self._route(channel, delay_s)
+        await self._republish(channel, lease.message, target, lease.attempts)
+        await lease.message.ack()
+
+    async def _republish(
+        self, channel: AbstractChannel, message: AbstractIncomingMessage, queue: str, attempts: int
+    ) -> None:
+        """A copy of a received message, with its id, timestamp and type, to `queue`."""
+        headers = message.headers or {}
         await channel.default_exchange.publish(
             self._message(
                 message.body,
                 message.message_id or "",
                 int(headers.get(H_TIME, 0) or 0),
                 str(headers.get(H_TYPE, "bytes")),
-                lease.attempts,
+                attempts,
             ),
-            routing_key=target,
+            routing_key=queue,
             timeout=OPERATION_TIMEOUT_S,
         )
-        await message.ack()
 
     async def _dead_letter(self, message: AbstractIncomingMessage, attempts: int) -> None:
-        headers = message.headers or {}
         if self.dead_letter_queue:
             channel = await self._channel("confirm")
             await self._declare(channel, self.dead_letter_queue)
-            await channel.default_exchange.publish(
-                self._message(
-                    message.body,
-                    message.message_id or "",
-                    int(headers.get(H_TIME, 0) or 0),
-                    str(headers.get(H_TYPE, "bytes")),
-                    0,
-                ),
-                routing_key=self.dead_letter_queue,
-                timeout=OPERATION_TIMEOUT_S,
-            )
+            await self._republish(channel, message, self.dead_letter_queue, 0)
         log_dead_letter(log, self.dead_letter_queue, message.message_id, attempts, queue=self.queue)
         await message.ack()
 
