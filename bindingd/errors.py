@@ -107,3 +107,9 @@ def backend_unavailable(message: str) -> BindingdError:
 
 def backend_timeout(message: str) -> BindingdError:
     return BindingdError(Reason.BACKEND_TIMEOUT, message)
+
+
+def describe(e: BaseException) -> str:
+    """A driver's exception in a message: its type, and its text when it has one."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__

@@ -36,6 +36,7 @@ from bindingd.config.schema import Option
 from bindingd.config.urls import RULES as URL_RULES
 from bindingd.config.urls import check_url, secret_parts
 from bindingd.config.yaml_source import Item, describe, read_yaml
+from bindingd.registry import VALUE_TYPES
 
 CONFIG_FILE = "bindingd.yaml"
 VERSION = 1
@@ -43,8 +44,6 @@ DEFAULT_ENV = "dev"
 ENV_VARIABLE = "BINDINGD_ENV"
 TOP_LEVEL_KEYS = ("version", "env", "connections", "bindings", "envs")
 ENV_KEYS = ("protected", "bindings")
-# Types whose `value` option becomes Binding.value instead of an entry of Binding.options.
-VALUE_TYPES = ("var", "secret")
 # Binding names become attributes in clients (env.APP_DB), so they must be identifiers.
 BINDING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -215,7 +214,7 @@ class _Loader:
     def connections(self, section: Item | None) -> dict[str, _ConnectionSpec]:
         if section is None:
             return {}
-        kinds = ", ".join(sorted(schema.CONNECTION_KINDS))
+        kinds = ", ".join(sorted(schema.connection_kinds()))
         out: dict[str, _ConnectionSpec] = {}
         for name, item in self.mapping(section, nullable=True).items():
             if name == LOCAL:
@@ -224,10 +223,10 @@ class _Loader:
             if "kind" not in fields:
                 raise self.error(item, f'missing required key "kind" (one of: {kinds})')
             kind = self.string(fields["kind"])
-            if kind not in schema.CONNECTION_KINDS:
+            if kind not in schema.connection_kinds():
                 raise self.error(fields["kind"], f'unknown connection kind "{kind}" (allowed: {kinds})')
             options = {key: value for key, value in fields.items() if key != "kind"}
-            self.check_options(item, options, schema.CONNECTION_KINDS[kind].options, ("kind",))
+            self.check_options(item, options, schema.connection_kinds()[kind].options, ("kind",))
             url = options.get(URL_RULES[kind].option) if kind in URL_RULES else None
             if url is not None and isinstance(url.value, str) and not has_refs(parse(url.value)):
                 # A URL written out in full is checked in every env; one with references is
@@ -349,7 +348,7 @@ class _Loader:
                 defined = f"defined: {', '.join(sorted(connections))}" if connections else "none is defined"
                 raise self.error(backend_item, f'unknown connection "{connection_name}" ({defined})')
             kind = connection.kind
-            serves = schema.CONNECTION_KINDS[kind].serves
+            serves = schema.connection_kinds()[kind].serves
             if binding_type not in serves:
                 raise self.error(
                     backend_item,
@@ -362,10 +361,10 @@ class _Loader:
             if access not in ACCESS_MODES:
                 raise self.error(fields["access"], f'unknown access "{access}" (allowed: {_ACCESS_TEXT})')
         options = {key: item for key, item in fields.items() if key not in schema.COMMON_BINDING_KEYS}
-        provider = schema.BINDING_OPTIONS.get((binding_type, kind))
+        provider = schema.binding_options(binding_type, kind)
         if provider is None:
             if strict:
-                available = sorted(k for (t, k) in schema.BINDING_OPTIONS if t == binding_type)
+                available = schema.kinds_for(binding_type)
                 raise self.error(
                     backend_item,
                     f"bindingd has no provider for {binding_type} bindings on {kind} yet "
@@ -486,7 +485,7 @@ class _Loader:
         return bindings
 
     def resolve_connection(self, spec: _ConnectionSpec, resolver: Resolver) -> Connection:
-        options = self.resolve_options(spec.options, schema.CONNECTION_KINDS[spec.kind].options, resolver)
+        options = self.resolve_options(spec.options, schema.connection_kinds()[spec.kind].options, resolver)
         rule = URL_RULES.get(spec.kind)
         if rule is not None and rule.option in options:
             self.check_url(spec.kind, spec.options[rule.option], str(options[rule.option]))

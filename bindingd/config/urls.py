@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
+from bindingd.config.model import Connection
+
 _ENCODE = "a password with '/', '#', '?' or '@' must be percent-encoded (%2F, %23, %3F, %40)"
 # Printed in place of an address that cannot be shown safely.
 UNKNOWN_ADDRESS = "(an invalid URL)"
@@ -27,15 +29,23 @@ class UrlRule:
     socket_params: tuple[str, ...] = ()
     # Schemes whose URL is a socket path, with no host at all.
     path_schemes: tuple[str, ...] = ()
+    # What the driver connects to when the URL leaves the host or the port out.
+    default_host: str = "localhost"
+    default_port: int = 0
+    # For a database server, the address names the database too (host:port/db); this is shown
+    # after host:port when the URL names none. None: the address is host:port only.
+    no_database: str | None = None
 
 
 # By connection kind; the schemes are those each provider's driver accepts.
 RULES: dict[str, UrlRule] = {
-    "postgres": UrlRule("dsn", ("postgres", "postgresql"), socket_params=("host",)),
-    "mysql": UrlRule("dsn", ("mysql",), socket_params=("unix_socket",)),
-    "redis": UrlRule("url", ("redis", "rediss", "unix"), path_schemes=("unix",)),
-    "nats": UrlRule("url", ("nats", "tls", "ws", "wss")),
-    "rabbitmq": UrlRule("url", ("amqp", "amqps")),
+    "postgres": UrlRule(
+        "dsn", ("postgres", "postgresql"), socket_params=("host",), default_port=5432, no_database=""
+    ),
+    "mysql": UrlRule("dsn", ("mysql",), socket_params=("unix_socket",), default_port=3306, no_database="/"),
+    "redis": UrlRule("url", ("redis", "rediss", "unix"), path_schemes=("unix",), default_port=6379),
+    "nats": UrlRule("url", ("nats", "tls", "ws", "wss"), default_host="127.0.0.1", default_port=4222),
+    "rabbitmq": UrlRule("url", ("amqp", "amqps"), default_host="127.0.0.1", default_port=5672),
 }
 
 
@@ -112,6 +122,27 @@ def address(kind: str, text: str, default_host: str, default_port: int) -> str:
     if ":" in host:  # IPv6
         host = f"[{host}]"
     return f"{host}:{port or default_port}"
+
+
+def safe_address(kind: str, text: str) -> str:
+    """Where a `kind` connection URL points, for messages and logs: `host:port` with the
+    driver's defaults filled in (`host:port/db` for a database server, the path of a unix socket
+    URL). Never its user, password or query; a placeholder for a URL that fails `check_url`."""
+    rule = RULES[kind]
+    shown = address(kind, text, rule.default_host, rule.default_port)
+    if shown == UNKNOWN_ADDRESS:
+        return shown
+    parts = urlsplit(text)
+    if parts.scheme.lower() in rule.path_schemes:
+        return parts.path
+    if rule.no_database is not None:
+        return f"{shown}{parts.path or rule.no_database}"
+    return shown
+
+
+def connection_address(connection: Connection) -> str:
+    """`safe_address` of a connection entry's URL: what every remote provider prints."""
+    return safe_address(connection.kind, str(connection.options[RULES[connection.kind].option]))
 
 
 def secret_parts(value: str) -> list[str]:

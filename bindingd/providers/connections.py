@@ -1,8 +1,11 @@
-"""Backend clients shared per connection entry: one pool for every binding that uses it.
+"""Backend clients shared per connection entry: one client for every binding that uses it.
 
 Several bindings may name the same connection (`CACHE` and `SESSIONS` on one Redis, two buckets
-on one S3 endpoint). They share one client (a connection pool, an S3 client), opened when the
-first of them starts and closed when the last of them closes. A reload that keeps the
+on one S3 endpoint, and, for a kind that serves several binding types, a KV and a SQL binding on
+one PostgreSQL). They share one client (a connection pool, an S3 client), opened by the kind's
+client module (named in `bindingd.registry`) when the first of them starts, and closed when the
+last of them closes. The client belongs to the connection entry, not to a provider: every
+provider of the entry gets the same object, whatever its binding type. A reload that keeps the
 connection entry unchanged therefore keeps its pool, even for bindings that changed.
 """
 
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bindingd import registry
 from bindingd.config.model import Connection
 
 T = TypeVar("T")
@@ -38,25 +42,29 @@ class SharedConnections:
         self._clients: dict[tuple[Any, ...], _Shared] = {}
         self._lock = asyncio.Lock()
 
-    async def acquire(
-        self,
-        connection: Connection,
-        open: Callable[[], Awaitable[T]],
-        close: Callable[[T], Awaitable[None]],
-    ) -> T:
-        """The connection's client, opened with `open` if no binding holds it yet.
+    async def acquire(self, connection: Connection, client_type: type[T]) -> T:
+        """The connection's client, opened by its kind's `open_client` if no provider holds it yet.
 
-        `open` must not wait on the backend (a pool that connects lazily): readiness never does.
-        Every acquire is paired with one `release` when the provider closes.
+        `client_type` is what the caller expects the kind's client to be; anything else is a
+        TypeError, never a client of another shape handed over quietly. Every acquire is paired
+        with one `release` when the provider closes.
         """
         key = connection_key(connection)
         async with self._lock:
             shared = self._clients.get(key)
             if shared is None:
-                shared = _Shared(await open(), close)
+                module = registry.client_module(connection.kind)
+                # open_client must not wait on the backend (a pool that connects lazily):
+                # readiness never does.
+                shared = _Shared(await module.open_client(connection), module.close_client)
                 self._clients[key] = shared
+            if not isinstance(shared.client, client_type):
+                raise TypeError(
+                    f'the client of {connection.kind} connection "{connection.name}" is a '
+                    f"{type(shared.client).__name__}, not the {client_type.__name__} its provider expects"
+                )
             shared.users += 1
-            return shared.client  # type: ignore[no-any-return]
+            return shared.client
 
     async def release(self, connection: Connection) -> None:
         key = connection_key(connection)

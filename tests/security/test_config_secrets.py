@@ -22,12 +22,9 @@ from bindingd_client.proto import bindings_pb2, bindings_pb2_grpc
 from support import DaemonProcess, bindingd_cli, write_project
 
 from bindingd.config import ConfigError, load_config
-from bindingd.config.urls import address, check_url
-from bindingd.providers.mysql import sql as mysql
-from bindingd.providers.nats.queue import NatsClient
-from bindingd.providers.postgres import sql as postgres
-from bindingd.providers.rabbitmq.queue import RabbitClient
-from bindingd.providers.redis.kv import redis_address
+from bindingd.config.urls import RULES, address, check_url, connection_address, safe_address
+from bindingd.providers.nats.client import NatsClient
+from bindingd.providers.rabbitmq.client import RabbitClient
 
 HALVES = ("Hx7LeftHalf", "Qz9RightHalf")
 # kind, option, binding type, a URL template with {password}, a working user where one matters
@@ -154,9 +151,7 @@ def test_where_helpers_never_print_credentials(url: str) -> None:
     from bindingd.config.model import Connection
 
     shown = [
-        postgres._where(Connection("c", "postgres", {"dsn": url})),
-        mysql._where(Connection("c", "mysql", {"dsn": url})),
-        redis_address(url),
+        *(connection_address(Connection("c", kind, {rule.option: url})) for kind, rule in RULES.items()),
         NatsClient(url).where,
         RabbitClient(url).where,
         address("postgres", url, "localhost", 5432),
@@ -167,7 +162,14 @@ def test_where_helpers_never_print_credentials(url: str) -> None:
 def test_address_shows_host_and_port() -> None:
     assert address("nats", "nats://u:p%2Fw@nats.example:4223", "127.0.0.1", 4222) == "nats.example:4223"
     assert address("rabbitmq", "amqp://u:pw@mq/", "127.0.0.1", 5672) == "mq:5672"
-    assert redis_address("unix:///tmp/redis.sock") == "/tmp/redis.sock"
+    assert safe_address("redis", "unix:///tmp/redis.sock") == "/tmp/redis.sock"
+    # Each kind's driver defaults, and the database of a database server.
+    assert safe_address("redis", "redis://:pw@cache") == "cache:6379"
+    assert safe_address("nats", "nats://u:pw@bus") == "bus:4222"
+    assert safe_address("postgres", "postgres://u:pw@db/app") == "db:5432/app"
+    assert safe_address("postgres", "postgres://u:pw@db:5433") == "db:5433"
+    assert safe_address("postgres", "postgresql:///app?host=/run/postgresql") == "localhost:5432/app"
+    assert safe_address("mysql", "mysql://u:pw@db") == "db:3306/"
     assert check_url("redis", "unix://:pw@/tmp/redis.sock") is None
 
 

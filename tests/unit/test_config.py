@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
-from bindingd.config import Binding, Config, ConfigError, Location, find_config, load_config, schema
+from bindingd import registry
+from bindingd.config import Binding, Config, ConfigError, Location, find_config, load_config
 from bindingd.config.schema import Option
+from bindingd.registry import ProviderSpec
 
 # The providers these tests assume, whatever the real table holds at the time: the loader is
 # driven by the table, so the tests pin it. (kv, redis) and (sql, postgres) are left out on
@@ -30,13 +32,10 @@ PROVIDERS: dict[tuple[str, str], dict[str, Option]] = {
 
 
 @pytest.fixture(autouse=True)
-def providers() -> Iterator[dict[tuple[str, str], dict[str, Option]]]:
-    saved = dict(schema.BINDING_OPTIONS)
-    schema.BINDING_OPTIONS.clear()
-    schema.BINDING_OPTIONS.update(PROVIDERS)
-    yield schema.BINDING_OPTIONS
-    schema.BINDING_OPTIONS.clear()
-    schema.BINDING_OPTIONS.update(saved)
+def providers(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[tuple[str, str], ProviderSpec]]:
+    pinned = {key: ProviderSpec(None, options) for key, options in PROVIDERS.items()}
+    monkeypatch.setattr(registry, "PROVIDERS", pinned)
+    yield pinned
 
 
 def write(folder: Path, text: str, name: str = "bindingd.yaml") -> Path:
@@ -1210,10 +1209,10 @@ def test_design_example_staging_has_no_postgres_provider_yet(
 
 
 def test_design_example_staging_once_providers_exist(
-    design_example: tuple[Path, dict[str, str]], providers: dict[tuple[str, str], dict[str, Option]]
+    design_example: tuple[Path, dict[str, str]], providers: dict[tuple[str, str], ProviderSpec]
 ) -> None:
-    providers[("sql", "postgres")] = {}
-    providers[("kv", "redis")] = {"prefix": Option(str)}
+    providers[("sql", "postgres")] = ProviderSpec(None, {})
+    providers[("kv", "redis")] = ProviderSpec(None, {"prefix": Option(str)})
     cfg, environ = design_example
     config = load_config(cwd=cfg.parent, env="staging", environ=environ)
 

@@ -24,15 +24,13 @@ import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiomysql
-import pymysql
 import structlog
 from pymysql.constants import CLIENT
 
-from bindingd.config.model import Binding, Connection
-from bindingd.config.urls import UNKNOWN_ADDRESS, address
+from bindingd.config.model import Binding
+from bindingd.config.urls import connection_address
 from bindingd.domain.sql import (
     PAGE_ROWS,
     Page,
@@ -43,18 +41,17 @@ from bindingd.domain.sql import (
     SqlStatement,
     batch_error,
     normalize,
-    sql_error,
     tokens,
     translate,
 )
 from bindingd.errors import (
     BindingdError,
-    Reason,
     backend_timeout,
     backend_unavailable,
     permission_denied,
 )
 from bindingd.providers.connections import ProviderContext
+from bindingd.providers.mysql.client import CONNECT_TIMEOUT_S, connect_options, is_connection_error, map_error
 from bindingd.providers.sql_cursor import PageCursor
 
 log = structlog.get_logger("bindingd.mysql")
@@ -62,11 +59,6 @@ T = TypeVar("T")
 
 BEGIN_TRIES = 4
 BEGIN_RETRY_DELAY_S = 0.5
-CONNECT_TIMEOUT_S = 10.0
-AUTH_CODES = frozenset({1044, 1045, 1698, 1251})
-UNAVAILABLE_CODES = frozenset({1040, 1049, 1053, 2002, 2003, 2005, 2006, 2013, 2055})
-TIMEOUT_CODES = frozenset({1205, 1317, 1969, 3024})
-READ_ONLY_CODES = frozenset({1792, 1290})
 IN_TRANSACTION = 0x0001  # SERVER_STATUS_IN_TRANS
 IN_READ_ONLY_TRANSACTION = 0x2000  # SERVER_STATUS_IN_TRANS_READONLY (MySQL 5.7+, MariaDB 10.x)
 # How long past its timeout a statement may take to answer its KILL QUERY (and a rollback or a
@@ -81,55 +73,6 @@ _FILE_WRITE = re.compile(r"OUTFILE|DUMPFILE", re.IGNORECASE)
 _EXECUTABLE_COMMENT_EDGES = re.compile(r"/\*M?![0-9]*|\*/")
 _FIRST_WORD = re.compile(r"[\s(]*([A-Za-z_][A-Za-z0-9_$]*)\s*([^\s]?)")
 COM_RESET_CONNECTION = 0x1F  # MySQL 5.7.3+, MariaDB 10.2.4+; PyMySQL has no name for it
-
-
-def connect_options(connection: Connection) -> dict[str, Any]:
-    """aiomysql.connect keywords from a `mysql://user:password@host:port/db?opt=v` DSN."""
-    parts = urlsplit(str(connection.options["dsn"]))
-    options: dict[str, Any] = {
-        "host": parts.hostname or "localhost",
-        "port": parts.port or 3306,
-        "user": unquote(parts.username or ""),
-        "password": unquote(parts.password or ""),
-        "db": unquote(parts.path.lstrip("/")) or None,
-        "charset": "utf8mb4",
-        "autocommit": True,
-        "connect_timeout": CONNECT_TIMEOUT_S,
-    }
-    for key, value in parse_qsl(parts.query):
-        if key in ("charset", "unix_socket"):
-            options[key] = value
-    return options
-
-
-def _where(connection: Connection) -> str:
-    """host:port/db of a DSN, for messages: never the user or the password."""
-    dsn = str(connection.options["dsn"])
-    where = address("mysql", dsn, "localhost", 3306)
-    return where if where == UNKNOWN_ADDRESS else f"{where}{urlsplit(dsn).path or '/'}"
-
-
-def map_error(e: BaseException, connection: Connection) -> BindingdError:
-    name = connection.name
-    if isinstance(e, BindingdError):
-        return e
-    code = e.args[0] if isinstance(e, pymysql.err.MySQLError) and e.args else None
-    message = e.args[1] if isinstance(e, pymysql.err.MySQLError) and len(e.args) > 1 else str(e)
-    if code in AUTH_CODES:
-        return BindingdError(Reason.AUTH_FAILED, f'authentication failed for connection "{name}": {message}')
-    if code in READ_ONLY_CODES:
-        return permission_denied(f"MySQL refused the write: {message}")
-    if code in TIMEOUT_CODES:
-        return backend_timeout(f"MySQL stopped the statement: {message}")
-    if isinstance(e, TimeoutError):
-        return backend_timeout(f'MySQL at {_where(connection)} did not answer in time (connection "{name}")')
-    if code in UNAVAILABLE_CODES or isinstance(e, OSError | pymysql.err.InterfaceError):
-        return backend_unavailable(
-            f'cannot reach MySQL at {_where(connection)} (connection "{name}"): {message or type(e).__name__}'
-        )
-    if isinstance(e, pymysql.err.MySQLError):
-        return sql_error(f"({code}) {message}" if code else message)
-    return backend_unavailable(f'MySQL failed (connection "{name}"): {type(e).__name__}: {e}')
 
 
 def render(conn: aiomysql.Connection, sql: str, params: list[Any]) -> str:
@@ -284,12 +227,6 @@ class _Pool:
             _drop(conn)
 
 
-def _is_connection_error(e: BaseException) -> bool:
-    if isinstance(e, OSError | pymysql.err.InterfaceError):
-        return True
-    return isinstance(e, pymysql.err.MySQLError) and bool(e.args) and e.args[0] in UNAVAILABLE_CODES
-
-
 async def _reset_session(conn: aiomysql.Connection) -> None:
     """Clear what a call left on its session (user variables, SETs, temporary tables, locks)
     before the pool hands the connection to another call; the connection is dropped if the
@@ -320,6 +257,8 @@ class MySQLDatabase:
     def __init__(self, binding: Binding, context: ProviderContext) -> None:
         assert binding.connection is not None
         self.connection = binding.connection
+        # For messages: never the credentials the DSN holds.
+        self.address = connection_address(self.connection)
         self.context = context
         self._pool: _Pool | None = None
         # KILL QUERYs under way: they outlive the call that started them (each is bounded).
@@ -330,17 +269,7 @@ class MySQLDatabase:
         return cls(binding, context)
 
     async def start(self) -> None:
-        options = self.connection.options
-        max_size = int(options.get("max_size") or 10)
-
-        async def open_pool() -> _Pool:
-            # Connections open on demand: creating the pool connects to nothing.
-            return _Pool(connect_options(self.connection), max(max_size, 1))
-
-        async def close_pool(pool: _Pool) -> None:
-            await pool.close(10)
-
-        self._pool = await self.context.connections.acquire(self.connection, open_pool, close_pool)
+        self._pool = await self.context.connections.acquire(self.connection, _Pool)
 
     async def close(self) -> None:
         if self._kills:
@@ -353,7 +282,7 @@ class MySQLDatabase:
         # One try: a probe reports the backend as it is now.
         async with self._transaction(SqlAccess(read_only=True, timeout=5.0), tries=1) as conn:
             version = conn.get_server_info()
-        return f"mysql {version} at {_where(self.connection)}"
+        return f"mysql {version} at {self.address}"
 
     async def _kill(self, thread_id: int) -> None:
         """KILL QUERY from a connection of its own (the pool may be exhausted), bounded: a
@@ -434,12 +363,12 @@ class MySQLDatabase:
                     conn = None
                 if isinstance(e, TimeoutError):
                     raise backend_timeout(
-                        f"MySQL at {_where(self.connection)} did not answer within {wait:g}s "
+                        f"MySQL at {self.address} did not answer within {wait:g}s "
                         f'(connection "{self.connection.name}"); the connection was dropped'
                     ) from e
                 if not isinstance(e, Exception):
                     raise
-                if not _is_connection_error(e) or attempt == tries - 1:
+                if not is_connection_error(e) or attempt == tries - 1:
                     raise map_error(e, self.connection) from e
                 await asyncio.sleep(BEGIN_RETRY_DELAY_S * (attempt + 1))
         assert conn is not None
@@ -460,7 +389,7 @@ class MySQLDatabase:
                 ) from e
             if isinstance(e, _Stalled):
                 raise backend_timeout(
-                    f"MySQL at {_where(self.connection)} did not answer within {access.timeout:g}s, nor "
+                    f"MySQL at {self.address} did not answer within {access.timeout:g}s, nor "
                     f"{GRACE_S:g}s after it was told to stop the statement (KILL QUERY); the connection "
                     f'(connection "{self.connection.name}") was dropped'
                 ) from e

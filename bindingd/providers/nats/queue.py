@@ -33,23 +33,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-import nats
 import nats.errors
 import nats.js.errors
 import structlog
-from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from bindingd.config.model import Binding, Connection
-from bindingd.config.urls import address
+from bindingd.config.urls import connection_address
 from bindingd.domain.queue import (
     OutgoingMessage,
     QueueDelivery,
@@ -59,19 +55,16 @@ from bindingd.domain.queue import (
     exhausted,
     max_retries_of,
 )
-from bindingd.errors import BindingdError, Reason, backend_timeout, backend_unavailable, invalid_argument
+from bindingd.errors import backend_unavailable, describe, invalid_argument
 from bindingd.providers.connections import ProviderContext
+from bindingd.providers.leases import Lease, Leases, log_dead_letter
+from bindingd.providers.nats.client import FAILURES, REQUEST_TIMEOUT_S, NatsClient, map_error
 
 log = structlog.get_logger("bindingd.queue.nats")
 
 CONSUMER = "bindingd"
 DELAYED_CONSUMER = "bindingd-delayed"
 DEFAULT_ACK_WAIT_S = 30.0
-CONNECT_TIMEOUT_S = 2.0
-FIRST_CONNECT_TIMEOUT_S = 5.0
-REQUEST_TIMEOUT_S = 5.0
-# How often leases are checked (expired ones naked, long ones kept alive).
-LEASE_TICK_S = 0.25
 # Attempts remembered for messages the daemon naked; beyond this the oldest are forgotten (only
 # a message acked by another daemon sharing the consumer is never removed otherwise), and a
 # forgotten one falls back to JetStream's count.
@@ -79,100 +72,10 @@ REMEMBERED_ATTEMPTS = 100_000
 H_ID, H_TIME, H_TYPE, H_DUE = "Bindingd-Id", "Bindingd-Timestamp", "Bindingd-Content-Type", "Bindingd-Due"
 # Characters JetStream refuses in a stream name (as nats.go's validateStreamName).
 STREAM_NAME_FORBIDDEN = ">*. /\\\t\r\n"
-_FAILURES = (
-    nats.errors.Error,
-    nats.js.errors.Error,
-    asyncio.TimeoutError,
-    OSError,
-)
 
 
 def default_subject(stream: str) -> str:
     return f"bindingd.queue.{stream}"
-
-
-class NatsClient:
-    """One NATS connection per connection entry, opened on first use (readiness never waits)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        # For messages: never the credentials the URL may hold.
-        self.where = address("nats", url, "127.0.0.1", 4222)
-        self._nc: NatsConnection | None = None
-        self._js: JetStreamContext | None = None
-        self._lock = asyncio.Lock()
-        self._closing = False
-
-    async def jetstream(self) -> JetStreamContext:
-        if self._js is not None and self._nc is not None and not self._nc.is_closed:
-            return self._js  # the hot path: connected (or reconnecting by itself)
-        async with self._lock:
-            if self._nc is None or self._nc.is_closed:
-                # Once connected the client reconnects forever; the first connect is bounded
-                # here (nats-py would retry it forever too), so a call fails instead of hanging.
-                nc = NatsConnection()
-                # nats-py retries the first connect forever without saying why it fails: give it
-                # one retry (it then raises NoServersError) and keep the last cause to name it.
-                causes: list[Exception] = []
-
-                async def keep_cause(e: Exception) -> None:
-                    causes[:] = [e]  # the last only: this callback lives as long as the connection
-                    await self._quiet(e)
-
-                try:
-                    await asyncio.wait_for(
-                        nc.connect(
-                            self.url,
-                            connect_timeout=CONNECT_TIMEOUT_S,
-                            allow_reconnect=True,
-                            max_reconnect_attempts=1,
-                            reconnect_time_wait=0.5,
-                            error_cb=keep_cause,
-                            disconnected_cb=self._disconnected,
-                            reconnected_cb=self._reconnected,
-                        ),
-                        FIRST_CONNECT_TIMEOUT_S,
-                    )
-                except Exception as e:
-                    with contextlib.suppress(Exception):
-                        await nc.close()
-                    if isinstance(e, nats.errors.AuthorizationError):
-                        raise BindingdError(
-                            Reason.AUTH_FAILED,
-                            f"nats at {self.where} refused the credentials: {_describe(e)}",
-                        ) from None
-                    if isinstance(e, nats.errors.NoServersError) and causes:
-                        e = causes[-1]
-                    if isinstance(e, asyncio.TimeoutError):
-                        e = TimeoutError(f"no connection within {FIRST_CONNECT_TIMEOUT_S:.0f}s")
-                    raise backend_unavailable(f"cannot reach nats at {self.where}: {_cause(e)}") from None
-                # Connected: from now on the client reconnects forever by itself.
-                nc.options["max_reconnect_attempts"] = -1
-                self._nc = nc
-            self._js = self._nc.jetstream(timeout=REQUEST_TIMEOUT_S)
-            return self._js
-
-    @property
-    def connected(self) -> bool:
-        """False while the client reconnects (nats-py then holds publishes and fetches until
-        they time out), or before the first connect."""
-        return self._nc is not None and self._nc.is_connected
-
-    async def _quiet(self, e: Exception) -> None:
-        log.debug("nats client error", error=_describe(e), server=self.where)
-
-    async def _disconnected(self) -> None:
-        if not self._closing:
-            log.warning("nats disconnected; reconnecting", server=self.where)
-
-    async def _reconnected(self) -> None:
-        log.info("nats reconnected", server=self.where)
-
-    async def close(self) -> None:
-        self._closing = True
-        if self._nc is not None and not self._nc.is_closed:
-            with contextlib.suppress(Exception):
-                await self._nc.close()
 
 
 def _stream_name(name: str, option: str) -> str:
@@ -185,26 +88,11 @@ def _stream_name(name: str, option: str) -> str:
     return name
 
 
-def _cause(e: BaseException) -> str:
-    """Why a connect failed, in a few words ("connection refused"), as the other providers say it
-    (asyncio's OSError reads "[Errno 111] Connect call failed ('127.0.0.1', 4222)")."""
-    if isinstance(e, OSError) and e.errno:
-        return os.strerror(e.errno).lower()
-    return _describe(e)
-
-
-def _describe(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
 @dataclass
-class _Lease:
+class _Lease(Lease):
     msg: Msg
     seq: int  # the stream sequence: the same for every delivery of the message
     message_id: str
-    attempts: int
-    deadline: float
     # When JetStream's own ack_wait timer was last reset (delivery or in-progress ack).
     touched: float
 
@@ -223,6 +111,8 @@ class NatsQueue:
         ack_wait: float,
     ) -> None:
         self.connection = connection
+        # For messages: never the credentials the URL may hold.
+        self.address = connection_address(connection)
         self._connections = connections
         self.stream = stream
         self.subject = subject
@@ -234,7 +124,7 @@ class NatsQueue:
         self._setup_lock = asyncio.Lock()
         self._fetch_lock = asyncio.Lock()
         self._psub: Any = None
-        self._leases: dict[str, _Lease] = {}
+        self._leases: Leases[_Lease] = Leases(self._unlink)
         # The live lease of each stream sequence, and the attempts of messages naked since.
         self._leased_seq: dict[int, str] = {}
         self._naked: OrderedDict[int, tuple[str, int]] = OrderedDict()
@@ -263,15 +153,7 @@ class NatsQueue:
         )
 
     async def start(self) -> None:
-        url = self.connection.options["url"]
-
-        async def open_client() -> NatsClient:
-            return NatsClient(url)
-
-        async def close_client(client: NatsClient) -> None:
-            await client.close()
-
-        self._client = await self._connections.acquire(self.connection, open_client, close_client)
+        self._client = await self._connections.acquire(self.connection, NatsClient)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -280,7 +162,7 @@ class NatsQueue:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         # Unsettled leases: JetStream redelivers them after ack_wait; nak them now to be quicker.
-        for lease in self._leases.values():
+        for lease in self._leases:
             with contextlib.suppress(Exception):
                 await lease.msg.nak()
         self._leases.clear()
@@ -293,19 +175,10 @@ class NatsQueue:
         try:
             info = await js.stream_info(self.stream)
         except nats.js.errors.NotFoundError:
-            return f"nats at {self._where}, stream {self.stream} not created yet"
-        except _FAILURES as e:
-            raise self._unavailable(e) from None
-        return f"nats at {self._where}, stream {self.stream} ({info.state.messages} messages)"
-
-    @property
-    def _where(self) -> str:
-        return self._client.where if self._client else "?"
-
-    def _unavailable(self, e: BaseException) -> BindingdError:
-        if isinstance(e, asyncio.TimeoutError | nats.errors.TimeoutError):
-            return backend_timeout(f"nats at {self._where} did not answer in time: {_describe(e)}")
-        return backend_unavailable(f"nats at {self._where} failed: {_describe(e)}")
+            return f"nats at {self.address}, stream {self.stream} not created yet"
+        except FAILURES as e:
+            raise map_error(e, self.connection) from None
+        return f"nats at {self.address}, stream {self.stream} ({info.state.messages} messages)"
 
     def _require_connected(self) -> None:
         """Fail at once while the connection is down: a send is then not held back to be
@@ -314,7 +187,7 @@ class NatsQueue:
         assert self._client is not None, "provider not started"
         if not self._client.connected:
             raise backend_unavailable(
-                f"the connection to nats at {self._where} is down; bindingd is reconnecting, retry shortly"
+                f"the connection to nats at {self.address} is down; bindingd is reconnecting, retry shortly"
             )
 
     async def _js(self) -> JetStreamContext:
@@ -355,8 +228,8 @@ class NatsQueue:
                     f"nats stream {self.stream} (subject {self.subject}) cannot be used: {e.description}; "
                     "give the binding a `stream` and `subject` of its own"
                 ) from None
-            except _FAILURES as e:
-                raise self._unavailable(e) from None
+            except FAILURES as e:
+                raise map_error(e, self.connection) from None
             self._ready = True
             return js
 
@@ -383,7 +256,7 @@ class NatsQueue:
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             stored = len(messages) - len(failures)
-            error = self._unavailable(failures[0])
+            error = map_error(failures[0], self.connection)
             if stored and len(messages) > 1:
                 error.message += f" ({stored} of the {len(messages)} messages were stored)"
             raise error
@@ -402,9 +275,9 @@ class NatsQueue:
             except (TimeoutError, nats.errors.TimeoutError):
                 self._require_connected()  # no message came because the connection dropped
                 return []
-            except _FAILURES as e:
+            except FAILURES as e:
                 self._psub = None  # bound again on the next call, to a new connection if need be
-                raise self._unavailable(e) from None
+                raise map_error(e, self.connection) from None
         now = time.monotonic()
         out: list[QueueDelivery] = []
         for msg in msgs:
@@ -427,8 +300,15 @@ class NatsQueue:
                 # Its last lease ran out while no daemon was watching it.
                 await self._dead_letter(msg, attempts - 1)
                 continue
-            lease_id = uuid.uuid4().hex
-            self._leases[lease_id] = _Lease(msg, seq, message_id, attempts, now + visibility_s, now)
+            lease = _Lease(
+                attempts=attempts,
+                deadline=now + visibility_s,
+                msg=msg,
+                seq=seq,
+                message_id=message_id,
+                touched=now,
+            )
+            lease_id = self._leases.grant(lease)
             self._leased_seq[seq] = lease_id
             out.append(
                 QueueDelivery(
@@ -448,13 +328,13 @@ class NatsQueue:
         expired: list[str] = []
         taken: list[tuple[_Lease, Retry | None]] = []
         for lease_id in acks:
-            lease = self._take_lease(lease_id)
+            lease = self._leases.take(lease_id)
             if lease is None:
                 expired.append(lease_id)
             else:
                 taken.append((lease, None))
         for retry in retries:
-            lease = self._take_lease(retry.lease_id)
+            lease = self._leases.take(retry.lease_id)
             if lease is None:
                 expired.append(retry.lease_id)
             else:
@@ -463,11 +343,8 @@ class NatsQueue:
         async def apply(lease: _Lease, retry: Retry | None) -> None:
             if retry is None:
                 await lease.msg.ack_sync(timeout=REQUEST_TIMEOUT_S)
-            elif exhausted(lease.attempts, self.max_retries):
-                await self._dead_letter(lease.msg, lease.attempts)
             else:
-                self._remember_nak(lease)
-                await lease.msg.nak(delay=retry.delay_s or None)
+                await self._hand_back(lease, retry.delay_s)
 
         results = await asyncio.gather(
             *(apply(lease, retry) for lease, retry in taken), return_exceptions=True
@@ -475,18 +352,17 @@ class NatsQueue:
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             # Not settled: JetStream delivers those messages again after ack_wait.
-            raise self._unavailable(failures[0])
+            raise map_error(failures[0], self.connection)
         return QueueSettled(
             acked=sum(1 for _, r in taken if r is None),
             retried=sum(1 for _, r in taken if r is not None),
             expired=expired,
         )
 
-    def _take_lease(self, lease_id: str) -> _Lease | None:
-        lease = self._leases.pop(lease_id, None)
-        if lease is not None and self._leased_seq.get(lease.seq) == lease_id:
+    def _unlink(self, lease_id: str, lease: _Lease) -> None:
+        """A lease taken: its message's sequence is no longer leased (unless leased again since)."""
+        if self._leased_seq.get(lease.seq) == lease_id:
             del self._leased_seq[lease.seq]
-        return lease
 
     def _remember_nak(self, lease: _Lease) -> None:
         """Before a nak: the next delivery of the message is attempt lease.attempts + 1, even
@@ -511,17 +387,7 @@ class NatsQueue:
             await js.publish(
                 self._dead_letter_subject, msg.data, stream=self.dead_letter_queue, headers=forwarded
             )
-            log.info(
-                "message moved to the dead-letter queue",
-                stream=self.stream,
-                dead_letter_queue=self.dead_letter_queue,
-                id=message_id,
-                attempts=attempts,
-            )
-        else:
-            log.warning(
-                "message dropped after its last retry", stream=self.stream, id=message_id, attempts=attempts
-            )
+        log_dead_letter(log, self.dead_letter_queue, message_id, attempts, stream=self.stream)
         await msg.ack_sync(timeout=REQUEST_TIMEOUT_S)
 
     def _start_background(self) -> None:
@@ -530,26 +396,24 @@ class NatsQueue:
             self._tasks = [loop.create_task(self._keep_leases()), loop.create_task(self._release_due())]
 
     async def _keep_leases(self) -> None:
-        """Nak (or dead-letter) leases that ran out; keep longer leases alive in JetStream."""
-        while True:
-            await asyncio.sleep(LEASE_TICK_S)
-            now = time.monotonic()
-            for lease_id, lease in list(self._leases.items()):
-                try:
-                    if now >= lease.deadline:
-                        if self._take_lease(lease_id) is None:
-                            continue  # settled while this loop awaited another lease
-                        if exhausted(lease.attempts, self.max_retries):
-                            await self._dead_letter(lease.msg, lease.attempts)
-                        else:
-                            self._remember_nak(lease)
-                            await lease.msg.nak()
-                    elif now - lease.touched >= self.ack_wait / 2:
-                        await lease.msg.in_progress()
-                        lease.touched = now
-                except Exception as e:
-                    # JetStream redelivers it after ack_wait anyway.
-                    log.debug("lease upkeep failed", stream=self.stream, error=_describe(e))
+        """Nak (or dead-letter) leases that ran out; keep longer leases alive in JetStream. A
+        failure is only logged: JetStream redelivers the message after ack_wait anyway."""
+        await self._leases.upkeep(self._hand_back, self._keep_alive, log, stream=self.stream)
+
+    async def _hand_back(self, lease: _Lease, delay_s: int = 0) -> None:
+        """A taken lease not acked: the message is delivered again (after `delay_s`), or
+        dead-lettered after its last retry."""
+        if exhausted(lease.attempts, self.max_retries):
+            await self._dead_letter(lease.msg, lease.attempts)
+        else:
+            self._remember_nak(lease)
+            await lease.msg.nak(delay=delay_s or None)
+
+    async def _keep_alive(self, lease: _Lease, now: float) -> None:
+        """Reset JetStream's ack_wait timer before it runs out on a longer lease."""
+        if now - lease.touched >= self.ack_wait / 2:
+            await lease.msg.in_progress()
+            lease.touched = now
 
     async def _release_due(self) -> None:
         """Move delayed messages that are due to the deliverable subject."""
@@ -577,7 +441,7 @@ class NatsQueue:
                 raise
             except Exception as e:
                 psub = None
-                log.debug("delayed-message mover waiting for nats", stream=self.stream, error=_describe(e))
+                log.debug("delayed-message mover waiting for nats", stream=self.stream, error=describe(e))
                 await asyncio.sleep(1.0)
 
 

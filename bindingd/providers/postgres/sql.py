@@ -49,14 +49,12 @@ import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import asyncpg
-import structlog
 from pglast import parser as pg_parser
 
-from bindingd.config.model import Binding, Connection
-from bindingd.config.urls import UNKNOWN_ADDRESS, address
+from bindingd.config.model import Binding
+from bindingd.config.urls import connection_address
 from bindingd.domain.sql import (
     DEFAULT_TIMEOUT_S,
     INT64_MAX,
@@ -73,20 +71,16 @@ from bindingd.domain.sql import (
     sql_error,
     translate,
 )
-from bindingd.errors import (
-    BindingdError,
-    Reason,
-    backend_timeout,
-    backend_unavailable,
-    permission_denied,
-)
+from bindingd.errors import BindingdError, permission_denied
 from bindingd.providers.connections import ProviderContext
+from bindingd.providers.postgres.client import CLIENT_GRACE_S, Pools, map_error
+
+# Under their former names: the call paths that use them are left as they are.
+from bindingd.providers.postgres.client import CONNECTION_ERRORS as _CONNECTION_ERRORS
+from bindingd.providers.postgres.client import Pool as _Pool
+from bindingd.providers.postgres.client import reset_query as _reset_query
 from bindingd.providers.sql_cursor import PageCursor
 
-log = structlog.get_logger("bindingd.postgres")
-
-# Beyond the server-side statement timeout, how long the daemon waits for an answer at all.
-CLIENT_GRACE_S = 5.0
 # How long a health check waits for the server.
 CHECK_S = 5.0
 # Tries to begin a transaction while the server restarts or drops pooled connections.
@@ -101,57 +95,6 @@ _STALE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OutdatedSchemaCacheError,
     asyncpg.exceptions.InvalidSQLStatementNameError,
 )
-_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-)
-
-
-def _reset_query(conn: asyncpg.Connection) -> str:
-    """asyncpg's session reset, and `DISCARD SEQUENCES`: `lastval()` then tells only what the
-    next call's own INSERT drew from a sequence (its meta.last_row_id), never an earlier call's."""
-    return f"{conn.get_reset_query()}\nDISCARD SEQUENCES;"
-
-
-def _where(connection: Connection) -> str:
-    """host:port/db of a DSN, for messages: never the user or the password."""
-    dsn = str(connection.options["dsn"])
-    where = address("postgres", dsn, "localhost", 5432)
-    return where if where == UNKNOWN_ADDRESS else f"{where}{urlsplit(dsn).path}"
-
-
-def map_error(e: BaseException, connection: Connection) -> BindingdError:
-    name = connection.name
-    if isinstance(e, BindingdError):
-        return e
-    if isinstance(
-        e,
-        asyncpg.exceptions.InvalidPasswordError | asyncpg.exceptions.InvalidAuthorizationSpecificationError,
-    ):
-        return BindingdError(
-            Reason.AUTH_FAILED, f'authentication failed for connection "{name}": {e.args[0] if e.args else e}'
-        )
-    if isinstance(e, asyncpg.exceptions.ReadOnlySQLTransactionError):
-        return permission_denied(f"PostgreSQL refused the write: {e}")
-    if isinstance(e, asyncpg.exceptions.QueryCanceledError):
-        return backend_timeout(f"PostgreSQL cancelled the statement: {e}")
-    if isinstance(e, asyncpg.exceptions.InvalidCatalogNameError):
-        return backend_unavailable(f'connection "{name}" ({_where(connection)}): {e}')
-    if isinstance(e, TimeoutError):
-        return backend_timeout(
-            f'PostgreSQL at {_where(connection)} did not answer in time (connection "{name}")'
-        )
-    if isinstance(e, _CONNECTION_ERRORS):
-        return backend_unavailable(
-            f'cannot reach PostgreSQL at {_where(connection)} (connection "{name}"): {e or type(e).__name__}'
-        )
-    if isinstance(e, asyncpg.exceptions.PostgresError | asyncpg.exceptions.InterfaceError):
-        return sql_error(str(e))
-    return backend_unavailable(f'PostgreSQL failed (connection "{name}"): {type(e).__name__}: {e}')
 
 
 def _coerce(kind: str, value: Any, index: int) -> Any:
@@ -316,129 +259,6 @@ async def _unless_stale_twice(run: Callable[[], Awaitable[T]], whose: str) -> T:
     raise AssertionError("unreachable")
 
 
-class _Pool:
-    """An asyncpg pool whose sessions carry one access mode and statement timeout, created
-    without touching the server (min size 0) and warmed up to min_size in the background."""
-
-    def __init__(self, connection: Connection, read_only: bool, timeout_ms: int) -> None:
-        options = connection.options
-        self.name = connection.name
-        self.read_only = read_only
-        self.warned = False
-        self.min_size = int(options.get("min_size") or 0)
-        max_size = int(options.get("max_size") or 10)
-        # Server pids of connections whose COMMIT carried the session reset already.
-        self.reset_done: set[int] = set()
-        self.pool = asyncpg.create_pool(
-            str(options["dsn"]),
-            min_size=0,
-            max_size=max(max_size, self.min_size, 1),
-            reset=self._reset,
-            init=self._init,
-            # Startup settings: what `RESET ALL` returns to after a call SET something else.
-            server_settings={
-                "statement_timeout": str(timeout_ms),
-                "default_transaction_read_only": "on" if read_only else "off",
-            },
-        )
-        self._ready: asyncio.Task[Any] | None = None
-        self._releasing: set[asyncio.Task[None]] = set()
-
-    async def _reset(self, conn: asyncpg.Connection) -> None:
-        """The pool's reset on release (an open transaction is already rolled back by then):
-        skipped when the call's COMMIT carried it."""
-        pid = conn.get_server_pid()
-        if pid in self.reset_done:
-            self.reset_done.discard(pid)
-            return
-        await conn.execute(_reset_query(conn))
-
-    async def _init(self, conn: asyncpg.Connection) -> None:
-        """A new connection: a read-only pool warns once when it logs in as a superuser, whom
-        no read-only transaction stops from writing files (COPY ... TO, lo_export) or running
-        programs on the server (COPY ... TO PROGRAM)."""
-        if self.read_only and not self.warned and conn.get_settings().is_superuser == "on":
-            self.warned = True
-            log.warning(
-                "postgres read-only calls log in as a superuser: a read-only transaction does not"
-                " stop a superuser's server-side file writes or programs; give the connection a"
-                " role that is not a superuser",
-                connection=self.name,
-            )
-
-    def release_later(self, conn: asyncpg.Connection, end: str | None = None) -> None:
-        """Give a connection back once its session reset is done, without waiting for it: the
-        call's answer does not depend on it (a failed reset drops the connection). `end` (COMMIT
-        or ROLLBACK) closes a read-only transaction in the same round trip as the reset."""
-        task = asyncio.get_running_loop().create_task(self._release_quietly(conn, end))
-        self._releasing.add(task)
-        task.add_done_callback(self._releasing.discard)
-
-    async def _release_quietly(self, conn: asyncpg.Connection, end: str | None = None) -> None:
-        try:
-            if end is not None:
-                await conn.execute(f"{end};\n{_reset_query(conn)}", timeout=CLIENT_GRACE_S)
-                self.reset_done.add(conn.get_server_pid())
-            await self.pool.release(conn, timeout=CLIENT_GRACE_S)
-        except Exception as e:  # the connection is terminated; the pool opens another
-            conn.terminate()
-            with contextlib.suppress(Exception):
-                await self.pool.release(conn)
-            log.debug("postgres session reset failed", error=type(e).__name__)
-
-    async def open(self) -> _Pool:
-        await self.pool  # min_size=0: no connection is made here
-        if self.min_size:
-            self._ready = asyncio.get_running_loop().create_task(self._warm())
-        return self
-
-    async def _warm(self) -> None:
-        with contextlib.suppress(Exception):
-            conns = [await self.pool.acquire() for _ in range(self.min_size)]
-            for conn in conns:
-                await self.pool.release(conn)
-
-    async def close(self) -> None:
-        if self._ready is not None:
-            self._ready.cancel()
-        if self._releasing:
-            await asyncio.wait(set(self._releasing), timeout=CLIENT_GRACE_S)
-        try:
-            await asyncio.wait_for(self.pool.close(), 10)
-        except (TimeoutError, Exception):
-            self.pool.terminate()
-
-
-class _Pools:
-    """The pools of one connection entry, one per access mode and statement timeout in use (so
-    max_size holds per pool), each opened on first use."""
-
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
-        self._pools: dict[tuple[bool, int], asyncio.Task[_Pool]] = {}
-        self._open: dict[tuple[bool, int], _Pool] = {}
-
-    async def get(self, read_only: bool, timeout_ms: int) -> _Pool:
-        key = (read_only, timeout_ms)
-        pool = self._open.get(key)
-        if pool is not None:
-            return pool
-        opening = self._pools.get(key)
-        if opening is None:
-            opening = asyncio.get_running_loop().create_task(
-                _Pool(self.connection, read_only, timeout_ms).open()
-            )
-            self._pools[key] = opening
-        pool = self._open[key] = await opening
-        return pool
-
-    async def close(self) -> None:
-        pools, self._pools, self._open = list(self._pools.values()), {}, {}
-        for opening in pools:
-            with contextlib.suppress(Exception):
-                await (await opening).close()
-
-
 def _timeout_ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
@@ -526,7 +346,7 @@ class PostgresDatabase:
         self.connection = binding.connection
         self.context = context
         self.timeout = float(binding.options.get("timeout", DEFAULT_TIMEOUT_S))
-        self._pools: _Pools | None = None
+        self._pools: Pools | None = None
         # Statements the one-round-trip read could not answer (a large result, a refused write),
         # oldest first: they go the general way at once.
         self._slow_path: dict[str, None] = {}
@@ -536,13 +356,7 @@ class PostgresDatabase:
         return cls(binding, context)
 
     async def start(self) -> None:
-        async def open_pools() -> _Pools:
-            return _Pools(self.connection)
-
-        async def close_pools(pools: _Pools) -> None:
-            await pools.close()
-
-        self._pools = await self.context.connections.acquire(self.connection, open_pools, close_pools)
+        self._pools = await self.context.connections.acquire(self.connection, Pools)
         if self.timeout > 0:  # the pool most calls use, warmed up now if min_size says so
             await self._pool(SqlAccess(read_only=True, timeout=self.timeout))
 
@@ -565,7 +379,7 @@ class PostgresDatabase:
             raise map_error(e, self.connection) from e
         finally:
             await asyncio.shield(pool.pool.release(conn))
-        return f"postgres {version} at {_where(self.connection)}"
+        return f"postgres {version} at {connection_address(self.connection)}"
 
     async def _acquire(self, pool: _Pool, wait: float, attempt: int, tries: int) -> asyncpg.Connection:
         """A pooled connection; a pool that cannot open one within `wait` is BACKEND_TIMEOUT."""

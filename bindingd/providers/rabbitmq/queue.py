@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -30,10 +29,10 @@ import aio_pika
 import aio_pika.exceptions
 import aiormq.exceptions
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from bindingd.config.model import Binding, Connection
-from bindingd.config.urls import address
+from bindingd.config.urls import connection_address
 from bindingd.domain.queue import (
     OutgoingMessage,
     QueueDelivery,
@@ -43,15 +42,14 @@ from bindingd.domain.queue import (
     exhausted,
     max_retries_of,
 )
-from bindingd.errors import BindingdError, Reason, backend_timeout, backend_unavailable
+from bindingd.errors import BindingdError, backend_unavailable, describe
 from bindingd.providers.connections import ProviderContext
+from bindingd.providers.leases import Lease, Leases, log_dead_letter
+from bindingd.providers.rabbitmq.client import FAILURES, OPERATION_TIMEOUT_S, RabbitClient, map_error
 
 log = structlog.get_logger("bindingd.queue.rabbitmq")
 T = TypeVar("T")
 
-CONNECT_TIMEOUT_S = 3.0
-OPERATION_TIMEOUT_S = 10.0
-LEASE_TICK_S = 0.25
 # An idle consumer polls with basic.get at this pace, doubling up to the max while empty.
 POLL_MIN_S = 0.002
 POLL_MAX_S = 0.05
@@ -59,60 +57,11 @@ POLL_MAX_S = 0.05
 DELAY_QUEUE_SPARE_MS = 60_000
 REDECLARE_AFTER_S = 30.0
 H_ATTEMPTS, H_TIME, H_TYPE = "x-bindingd-attempts", "x-bindingd-timestamp-ms", "x-bindingd-content-type"
-_FAILURES = (
-    aio_pika.exceptions.AMQPError,
-    aiormq.exceptions.AMQPError,
-    asyncio.TimeoutError,
-    ConnectionError,
-    OSError,
-    RuntimeError,
-)
-
-
-class RabbitClient:
-    """One robust (self-reconnecting) AMQP connection per connection entry, opened on first use."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        # For messages: never the credentials the URL may hold.
-        self.where = address("rabbitmq", url, "127.0.0.1", 5672)
-        self._connection: AbstractRobustConnection | None = None
-        self._lock = asyncio.Lock()
-
-    async def connection(self) -> AbstractRobustConnection:
-        async with self._lock:
-            if self._connection is None or self._connection.is_closed:
-                try:
-                    self._connection = await aio_pika.connect_robust(
-                        self.url, timeout=CONNECT_TIMEOUT_S, reconnect_interval=0.5
-                    )
-                except aio_pika.exceptions.ProbableAuthenticationError as e:
-                    raise BindingdError(
-                        Reason.AUTH_FAILED,
-                        f"rabbitmq at {self.where} refused the credentials: {_describe(e)}",
-                    ) from None
-                except Exception as e:
-                    raise backend_unavailable(
-                        f"cannot reach rabbitmq at {self.where}: {_describe(e)}"
-                    ) from None
-            return self._connection
-
-    async def close(self) -> None:
-        if self._connection is not None:
-            with contextlib.suppress(Exception):
-                await self._connection.close()
-
-
-def _describe(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 @dataclass
-class _Lease:
+class _Lease(Lease):
     message: AbstractIncomingMessage
-    attempts: int
-    deadline: float
 
 
 class RabbitQueue:
@@ -127,6 +76,8 @@ class RabbitQueue:
         dead_letter_queue: str | None,
     ) -> None:
         self.connection = connection
+        # For messages: never the credentials the URL may hold.
+        self.address = connection_address(connection)
         self._connections = connections
         self.queue = queue
         self.max_retries = max_retries
@@ -137,7 +88,7 @@ class RabbitQueue:
         self._tx_lock = asyncio.Lock()
         self._get_lock = asyncio.Lock()
         self._declared: dict[str, float] = {}
-        self._leases: dict[str, _Lease] = {}
+        self._leases: Leases[_Lease] = Leases()
         self._keeper: asyncio.Task[None] | None = None
 
     @classmethod
@@ -154,15 +105,7 @@ class RabbitQueue:
         )
 
     async def start(self) -> None:
-        url = self.connection.options["url"]
-
-        async def open_client() -> RabbitClient:
-            return RabbitClient(url)
-
-        async def close_client(client: RabbitClient) -> None:
-            await client.close()
-
-        self._client = await self._connections.acquire(self.connection, open_client, close_client)
+        self._client = await self._connections.acquire(self.connection, RabbitClient)
 
     async def close(self) -> None:
         if self._keeper is not None:
@@ -183,29 +126,21 @@ class RabbitQueue:
             channel = await self._channel("probe")
             declared = await channel.declare_queue(self.queue, passive=True, timeout=OPERATION_TIMEOUT_S)
         except aiormq.exceptions.ChannelNotFoundEntity:
-            return f"rabbitmq at {self._where}, queue {self.queue} not created yet"
-        except _FAILURES as e:
-            raise self._unavailable(e) from None
+            return f"rabbitmq at {self.address}, queue {self.queue} not created yet"
+        except FAILURES as e:
+            raise self._error(e) from None
         count = declared.declaration_result.message_count
-        return f"rabbitmq at {self._where}, queue {self.queue} ({count} messages)"
+        return f"rabbitmq at {self.address}, queue {self.queue} ({count} messages)"
 
-    @property
-    def _where(self) -> str:
-        return self._client.where if self._client else "?"
-
-    def _unavailable(self, e: BaseException) -> BindingdError:
-        if isinstance(e, BindingdError):
-            return e
-        if isinstance(e, asyncio.TimeoutError):
-            return backend_timeout(
-                f"rabbitmq at {self._where} did not answer within {OPERATION_TIMEOUT_S:.0f}s"
-            )
+    def _error(self, e: BaseException) -> BindingdError:
+        """An AMQP failure as the error table's reason: a queue declared otherwise is this
+        binding's own; the rest is the connection's (`client.map_error`)."""
         if isinstance(e, aiormq.exceptions.ChannelPreconditionFailed):
             return backend_unavailable(
-                f"rabbitmq refused queue {self.queue}: {_describe(e)}; it exists with other settings, "
+                f"rabbitmq refused queue {self.queue}: {describe(e)}; it exists with other settings, "
                 "give the binding a `queue` of its own"
             )
-        return backend_unavailable(f"rabbitmq at {self._where} failed: {_describe(e)}")
+        return map_error(e, self.connection)
 
     async def _channel(self, kind: str) -> AbstractChannel:
         """A channel per use: "confirm" (publisher confirms), "tx" (transactions), "get"."""
@@ -285,8 +220,8 @@ class RabbitQueue:
                         await channel.default_exchange.publish(
                             self._message(m.body, m.id, m.timestamp_ms, m.content_type, 0), routing_key=target
                         )
-        except _FAILURES as e:
-            raise self._unavailable(e) from None
+        except FAILURES as e:
+            raise self._error(e) from None
 
     async def receive(self, max_messages: int, visibility_s: float, wait_s: float) -> list[QueueDelivery]:
         if self._keeper is None:
@@ -315,10 +250,10 @@ class RabbitQueue:
                     delivery = await self._lease(message, visibility_s)
                     if delivery is not None:
                         out.append(delivery)
-        except _FAILURES as e:
+        except FAILURES as e:
             if out:
                 return out  # leased already: hand them out; the error shows on the next call
-            raise self._unavailable(e) from None
+            raise self._error(e) from None
         return out
 
     async def _lease(self, message: AbstractIncomingMessage, visibility_s: float) -> QueueDelivery | None:
@@ -327,8 +262,9 @@ class RabbitQueue:
         if exhausted(attempts - 1, self.max_retries):
             await self._dead_letter(message, attempts - 1)
             return None
-        lease_id = uuid.uuid4().hex
-        self._leases[lease_id] = _Lease(message, attempts, time.monotonic() + visibility_s)
+        lease_id = self._leases.grant(
+            _Lease(attempts=attempts, deadline=time.monotonic() + visibility_s, message=message)
+        )
         return QueueDelivery(
             id=message.message_id or "",
             timestamp_ms=int(headers.get(H_TIME, 0) or 0),
@@ -346,14 +282,14 @@ class RabbitQueue:
         acked = retried = 0
         try:
             for lease_id in acks:
-                lease = self._leases.pop(lease_id, None)
+                lease = self._leases.take(lease_id)
                 if lease is None or not _channel_open(lease.message):
                     expired.append(lease_id)
                     continue
                 await lease.message.ack()
                 acked += 1
             for retry in retries:
-                lease = self._leases.pop(retry.lease_id, None)
+                lease = self._leases.take(retry.lease_id)
                 if lease is None or not _channel_open(lease.message):
                     expired.append(retry.lease_id)
                     continue
@@ -363,8 +299,8 @@ class RabbitQueue:
                 # A synchronous method after the acks: when it answers, they are applied.
                 channel = await self._channel("get")
                 await channel.declare_queue(self.queue, passive=True, timeout=OPERATION_TIMEOUT_S)
-        except _FAILURES as e:
-            raise self._unavailable(e) from None
+        except FAILURES as e:
+            raise self._error(e) from None
         return QueueSettled(acked, retried, expired)
 
     async def _redeliver(self, lease: _Lease, delay_s: int) -> None:
@@ -372,71 +308,44 @@ class RabbitQueue:
         if exhausted(lease.attempts, self.max_retries):
             await self._dead_letter(lease.message, lease.attempts)
             return
-        message = lease.message
-        headers = message.headers or {}
         channel = await self._channel("confirm")
         target = await self._route(channel, delay_s)
+        await self._republish(channel, lease.message, target, lease.attempts)
+        await lease.message.ack()
+
+    async def _republish(
+        self, channel: AbstractChannel, message: AbstractIncomingMessage, queue: str, attempts: int
+    ) -> None:
+        """A copy of a received message, with its id, timestamp and type, to `queue`."""
+        headers = message.headers or {}
         await channel.default_exchange.publish(
             self._message(
                 message.body,
                 message.message_id or "",
                 int(headers.get(H_TIME, 0) or 0),
                 str(headers.get(H_TYPE, "bytes")),
-                lease.attempts,
+                attempts,
             ),
-            routing_key=target,
+            routing_key=queue,
             timeout=OPERATION_TIMEOUT_S,
         )
-        await message.ack()
 
     async def _dead_letter(self, message: AbstractIncomingMessage, attempts: int) -> None:
-        headers = message.headers or {}
         if self.dead_letter_queue:
             channel = await self._channel("confirm")
             await self._declare(channel, self.dead_letter_queue)
-            await channel.default_exchange.publish(
-                self._message(
-                    message.body,
-                    message.message_id or "",
-                    int(headers.get(H_TIME, 0) or 0),
-                    str(headers.get(H_TYPE, "bytes")),
-                    0,
-                ),
-                routing_key=self.dead_letter_queue,
-                timeout=OPERATION_TIMEOUT_S,
-            )
-            log.info(
-                "message moved to the dead-letter queue",
-                queue=self.queue,
-                dead_letter_queue=self.dead_letter_queue,
-                id=message.message_id,
-                attempts=attempts,
-            )
-        else:
-            log.warning(
-                "message dropped after its last retry",
-                queue=self.queue,
-                id=message.message_id,
-                attempts=attempts,
-            )
+            await self._republish(channel, message, self.dead_letter_queue, 0)
+        log_dead_letter(log, self.dead_letter_queue, message.message_id, attempts, queue=self.queue)
         await message.ack()
 
     async def _keep_leases(self) -> None:
-        """Leases that ran out: republished with attempts + 1, or dead-lettered."""
-        while True:
-            await asyncio.sleep(LEASE_TICK_S)
-            now = time.monotonic()
-            for lease_id, lease in list(self._leases.items()):
-                if now < lease.deadline:
-                    continue
-                del self._leases[lease_id]
-                if not _channel_open(lease.message):
-                    continue  # the connection dropped: RabbitMQ requeued it already
-                try:
-                    await self._redeliver(lease, 0)
-                except Exception as e:
-                    # Unacked: RabbitMQ requeues it when the channel closes.
-                    log.debug("lease expiry failed", queue=self.queue, error=_describe(e))
+        """Leases that ran out: republished with attempts + 1, or dead-lettered. A failure is
+        only logged: the message stays unacked, and RabbitMQ requeues it when the channel closes."""
+        await self._leases.upkeep(self._expire, None, log, queue=self.queue)
+
+    async def _expire(self, lease: _Lease) -> None:
+        if _channel_open(lease.message):  # else the connection dropped: RabbitMQ requeued it already
+            await self._redeliver(lease, 0)
 
 
 async def _uncancelled(work: Coroutine[Any, Any, T]) -> T:

@@ -20,26 +20,18 @@ back since the list read it).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
-from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
-from bindingd.config.model import Binding, Connection
-from bindingd.config.urls import address, check_url
+from bindingd.config.model import Binding
+from bindingd.config.urls import connection_address
 from bindingd.domain.kv import KVKeyInfo, KVRecord, bulk_too_large
-from bindingd.errors import BindingdError, Reason, backend_timeout, backend_unavailable, permission_denied
+from bindingd.errors import BindingdError, backend_unavailable
 from bindingd.providers.connections import ProviderContext
+from bindingd.providers.redis.client import FAILURES, map_error, timeout_of
 
-DEFAULT_TIMEOUT_S = 5.0
-DEFAULT_MAX_CONNECTIONS = 50
 # Index members read per round trip while listing.
 LIST_SCAN_BATCH = 256
 
@@ -52,38 +44,6 @@ return 0
 """
 
 
-def redis_address(url: str) -> str:
-    """host:port (or the socket path) of a redis URL, without its credentials."""
-    if url.startswith("unix:") and check_url("redis", url) is None:
-        return urlsplit(url).path
-    return address("redis", url, "localhost", 6379)
-
-
-async def open_client(connection: Connection) -> aioredis.Redis:
-    """One pooled client per connection entry. It connects on first use, not here.
-
-    The pool is bounded (`max_connections`, default 50) and a call waits up to `timeout` for a
-    free connection, so a burst of calls queues instead of failing.
-    """
-    timeout = float(connection.options.get("timeout", DEFAULT_TIMEOUT_S))
-    pool = aioredis.BlockingConnectionPool.from_url(
-        connection.options["url"],
-        max_connections=max(1, int(connection.options.get("max_connections", DEFAULT_MAX_CONNECTIONS))),
-        timeout=timeout,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        # One immediate retry on a fresh connection: after a Redis restart the pooled sockets
-        # are dead, and the first call on each must not fail because of it.
-        retry=Retry(NoBackoff(), 1),
-        health_check_interval=30,
-    )
-    return aioredis.Redis.from_pool(pool)
-
-
-async def close_client(client: aioredis.Redis) -> None:
-    await client.aclose()
-
-
 class RedisKV:
     """The redis KV provider: one per binding, sharing its connection's client."""
 
@@ -93,8 +53,8 @@ class RedisKV:
         prefix = binding.options.get("prefix")
         self.prefix = (prefix if prefix is not None else f"bindingd:{binding.name}:").encode()
         self.index = self.prefix + b"index"
-        self.address = redis_address(self.connection.options["url"])
-        self.timeout = float(self.connection.options.get("timeout", DEFAULT_TIMEOUT_S))
+        self.address = connection_address(self.connection)
+        self.timeout = timeout_of(self.connection)
         self._connections = context.connections
         self._client: aioredis.Redis | None = None
         self._forget: Any = None
@@ -104,11 +64,8 @@ class RedisKV:
         return cls(binding, context)
 
     async def start(self) -> None:
-        self._client = await self._connections.acquire(self.connection, self._open, close_client)
+        self._client = await self._connections.acquire(self.connection, aioredis.Redis)
         self._forget = self._client.register_script(_FORGET_IF_GONE)
-
-    async def _open(self) -> aioredis.Redis:
-        return await open_client(self.connection)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -121,20 +78,24 @@ class RedisKV:
         return self._client
 
     async def check(self) -> str:
-        async with self._errors():
+        try:
             info = await self.client.info("server")
+        except FAILURES as e:
+            raise self._error(e) from None
         return f"redis {info.get('redis_version', '?')} at {self.address}"
 
     def _key(self, key: str) -> bytes:
         return self.prefix + b"k:" + key.encode()
 
     async def get(self, key: str, now: float) -> KVRecord | None:
-        async with self._errors():
+        try:
             value, metadata, expiration = await self.client.hmget(self._key(key), [b"v", b"m", b"e"])
+        except FAILURES as e:
+            raise self._error(e) from None
         return _record(key, value, metadata, expiration, now)
 
     async def get_many(self, keys: list[str], now: float, max_bytes: int) -> list[KVRecord | None]:
-        async with self._errors():
+        try:
             # Sizes first, so an oversized answer is refused without reading the values.
             pipe = self.client.pipeline(transaction=False)
             for key in keys:
@@ -152,6 +113,8 @@ class RedisKV:
             for key in keys:
                 pipe.hmget(self._key(key), [b"v", b"m", b"e"])
             rows = await pipe.execute()
+        except FAILURES as e:
+            raise self._error(e) from None
         return [_record(key, *row, now) for key, row in zip(keys, rows, strict=True)]
 
     async def put(self, key: str, value: bytes, expiration: int | None, metadata_json: str | None) -> None:
@@ -161,7 +124,7 @@ class RedisKV:
             fields[b"m"] = metadata_json.encode()
         if expiration is not None:
             fields[b"e"] = str(expiration).encode()
-        async with self._errors():
+        try:
             pipe = self.client.pipeline(transaction=True)
             pipe.delete(name)
             pipe.hset(name, mapping=fields)  # type: ignore[arg-type]
@@ -169,13 +132,17 @@ class RedisKV:
                 pipe.expireat(name, expiration)
             pipe.zadd(self.index, {key.encode(): 0})
             await pipe.execute()
+        except FAILURES as e:
+            raise self._error(e) from None
 
     async def delete(self, key: str) -> None:
-        async with self._errors():
+        try:
             pipe = self.client.pipeline(transaction=True)
             pipe.delete(self._key(key))
             pipe.zrem(self.index, key.encode())
             await pipe.execute()
+        except FAILURES as e:
+            raise self._error(e) from None
 
     async def list(
         self, prefix: str, after: str | None, limit: int, now: float
@@ -188,7 +155,7 @@ class RedisKV:
         else:
             lower = b"[" + encoded if encoded else b"-"
         found: list[KVKeyInfo] = []
-        async with self._errors():
+        try:
             while len(found) <= limit:
                 want = min(LIST_SCAN_BATCH, limit + 1 - len(found))
                 names: list[bytes] = await self.client.zrange(
@@ -220,63 +187,19 @@ class RedisKV:
                 if len(names) < want:
                     break
                 lower = b"(" + names[-1]
+        except FAILURES as e:
+            raise self._error(e) from None
         return found[:limit], len(found) > limit
 
-    @contextlib.asynccontextmanager
-    async def _errors(self) -> AsyncIterator[None]:
-        """Redis failures as the error table's reasons; never the URL, which may hold a password."""
-        try:
-            yield
-        except BindingdError:
-            raise
-        except redis_errors.AuthenticationError as e:
-            raise BindingdError(
-                Reason.AUTH_FAILED,
-                f'authentication failed for connection "{self.connection.name}" (redis at {self.address}): '
-                f"{e}; check the user and password in its url",
-            ) from None
-        except redis_errors.NoPermissionError as e:
-            raise permission_denied(
-                f'redis at {self.address} refused the command for connection "{self.connection.name}": {e}'
-            ) from None
-        except redis_errors.TimeoutError:
-            raise backend_timeout(
-                f"redis at {self.address} did not answer within {self.timeout:g}s "
-                f'(connection "{self.connection.name}")'
-            ) from None
-        except redis_errors.ConnectionError as e:
-            if str(e).startswith("No connection available"):
-                raise backend_timeout(
-                    f"every pooled connection to redis at {self.address} stayed busy for "
-                    f'{self.timeout:g}s (connection "{self.connection.name}"); raise its max_connections'
-                ) from None
-            raise backend_unavailable(f"cannot reach redis at {self.address}: {_reason(e)}") from None
-        except redis_errors.ResponseError as e:
-            text = str(e)
-            if text.startswith("NOAUTH"):
-                raise BindingdError(
-                    Reason.AUTH_FAILED,
-                    f'redis at {self.address} needs a password: put it in the url of connection "'
-                    f'{self.connection.name}"',
-                ) from None
-            if text.startswith("READONLY"):
-                raise permission_denied(f"redis at {self.address} is a read-only replica: {text}") from None
-            if text.startswith("WRONGTYPE"):
-                raise backend_unavailable(
-                    f"redis at {self.address} holds other data under the prefix "
-                    f"{self.prefix.decode()!r}; give this binding a prefix of its own"
-                ) from None
-            raise backend_unavailable(f"redis at {self.address} refused the command: {text}") from None
-
-
-def _reason(e: Exception) -> str:
-    """Why a connection failed, in a few words ("connection refused"), from redis-py's text."""
-    text = str(e).strip().rstrip(".")
-    match = re.match(r"Error (-?\d+) connecting to \S+?\. (.*)", text)
-    if match:
-        number = int(match.group(1))
-        return os.strerror(number).lower() if number > 0 else match.group(2).lower()
-    return text or type(e).__name__
+    def _error(self, e: BaseException) -> BindingdError:
+        """A redis failure as the error table's reason: WRONGTYPE is this binding's own (its
+        prefix); the rest is the connection's (`client.map_error`)."""
+        if isinstance(e, redis_errors.ResponseError) and str(e).startswith("WRONGTYPE"):
+            return backend_unavailable(
+                f"redis at {self.address} holds other data under the prefix "
+                f"{self.prefix.decode()!r}; give this binding a prefix of its own"
+            )
+        return map_error(e, self.connection)
 
 
 def _live(expiration: bytes | None, now: float) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import datetime as dt
 import hashlib
 import uuid
@@ -19,16 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 
 from bindingd.config.model import Binding, Connection
 from bindingd.domain import objects
@@ -44,19 +34,12 @@ from bindingd.domain.objects import (
     PutOptions,
     RangeSpec,
 )
-from bindingd.errors import (
-    BindingdError,
-    Reason,
-    backend_timeout,
-    backend_unavailable,
-    invalid_argument,
-    permission_denied,
-)
+from bindingd.errors import BindingdError, backend_unavailable, invalid_argument, permission_denied
 from bindingd.providers.bodies import hold_temp_file, remove_leftovers, write_body
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.local.sqlite import private_folder
+from bindingd.providers.s3.client import S3Client, code_of, endpoint_of, map_error, timeout_of
 
-DEFAULT_TIMEOUT_S = 30.0
 # What S3 reports as the content type of an object stored without one; R2 reports none.
 S3_DEFAULT_CONTENT_TYPE = "binary/octet-stream"
 # Metadata heads of a list that asked for `include`, run at once.
@@ -71,8 +54,9 @@ HTTP_TO_S3 = {
 # S3 keeps no sha384 or sha512 of an object: a verified one is kept in its user metadata under
 # these names (hidden from custom metadata), so head, get and list answer it as R2 does.
 DIGEST_METADATA = {"sha384": "bindingd-sha384", "sha512": "bindingd-sha512"}
-AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
 DENIED_CODES = {"AccessDenied", "AllAccessDisabled", "Forbidden", "403"}
+# What S3 says of a call's arguments (a range, a part list): the caller's mistake.
+INVALID_CODES = {"InvalidRange", "InvalidArgument", "InvalidPart", "InvalidPartOrder", "EntityTooSmall"}
 
 
 def _ms(when: dt.datetime) -> int:
@@ -105,10 +89,10 @@ class S3Objects:
         self.context = context
         self.bucket: str = binding.options["bucket"]
         self.prefix: str = binding.options.get("prefix") or ""
-        self.endpoint: str = self.connection.options.get("endpoint") or "the default AWS S3 endpoint"
-        self.timeout = float(self.connection.options.get("timeout") or DEFAULT_TIMEOUT_S)
+        self.endpoint = endpoint_of(self.connection)
+        self.timeout = timeout_of(self.connection)
         self.spool = context.state_dir / "objects" / binding.name / "spool"
-        self._client: Any = None
+        self._client: S3Client | None = None
         # A HEAD answers 404 alike for a missing key and a missing bucket: the first miss checks
         # the bucket once, so a wrong `bucket` is reported by name rather than as "not found".
         self._bucket_seen = False
@@ -120,30 +104,7 @@ class S3Objects:
     async def start(self) -> None:
         private_folder(self.spool)
         remove_leftovers(self.spool)
-        self._client = await self.context.connections.acquire(self.connection, self._open, _close_client)
-
-    async def _open(self) -> Any:
-        """The connection's client; opening it does not contact the endpoint."""
-        options = self.connection.options
-        config = AioConfig(
-            connect_timeout=self.timeout,
-            read_timeout=self.timeout,
-            retries={"max_attempts": 2, "mode": "standard"},
-            max_pool_connections=32,
-            s3={"addressing_style": "path" if options.get("path_style") else "auto"},
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        )
-        creator = get_session().create_client(
-            "s3",
-            endpoint_url=options.get("endpoint"),
-            region_name=options.get("region") or "us-east-1",
-            aws_access_key_id=options.get("access_key_id"),
-            aws_secret_access_key=options.get("secret_access_key"),
-            config=config,
-        )
-        client = await creator.__aenter__()
-        return (creator, client)
+        self._client = await self.context.connections.acquire(self.connection, S3Client)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -153,13 +114,13 @@ class S3Objects:
     @property
     def s3(self) -> Any:
         assert self._client is not None, "provider not started"
-        return self._client[1]
+        return self._client.s3
 
     async def check(self) -> str:
         try:
             await self.s3.head_bucket(Bucket=self.bucket)
         except ClientError as e:
-            if _code(e) in ("404", "NoSuchBucket", "NotFound"):
+            if code_of(e) in ("404", "NoSuchBucket", "NotFound"):
                 raise self._no_bucket() from e
             raise self._error(e, "probe") from e
         except (TimeoutError, BotoCoreError, OSError) as e:
@@ -175,55 +136,21 @@ class S3Objects:
         )
 
     def _error(self, e: BaseException, operation: str) -> BindingdError:
-        """An S3 or network failure as the error table's reason. Never carries credentials."""
-        if isinstance(e, BindingdError):
-            return e
+        """An S3 failure as the error table's reason: what concerns this binding's bucket or the
+        call's arguments here, the rest is the connection's (`client.map_error`)."""
         if isinstance(e, ClientError):
-            code = _code(e)
+            code = code_of(e)
             message = e.response.get("Error", {}).get("Message") or code
             if code == "NoSuchBucket":
                 return self._no_bucket()
-            if code in AUTH_CODES:
-                return BindingdError(
-                    Reason.AUTH_FAILED,
-                    f'authentication failed for connection "{self.connection.name}" at {self.endpoint}: '
-                    f"{code} ({message}); check its access_key_id and secret_access_key",
-                )
             if code in DENIED_CODES:
                 return permission_denied(
                     f'connection "{self.connection.name}" may not {operation} in bucket "{self.bucket}": '
                     f"{code} ({message})"
                 )
-            if code in ("RequestTimeout", "RequestTimeTooSkewed"):
-                return backend_timeout(f"s3 at {self.endpoint} timed out during {operation}: {message}")
-            if code in (
-                "InvalidRange",
-                "InvalidArgument",
-                "InvalidPart",
-                "InvalidPartOrder",
-                "EntityTooSmall",
-            ):
+            if code in INVALID_CODES:
                 return invalid_argument(f"s3 refused the {operation}: {code} ({message})")
-            return backend_unavailable(f"s3 at {self.endpoint} failed the {operation}: {code} ({message})")
-        if isinstance(e, ConnectTimeoutError):
-            return backend_unavailable(
-                f"cannot reach s3 at {self.endpoint}: no connection within {self.timeout:.1f}s ({operation})"
-            )
-        if isinstance(e, ReadTimeoutError | asyncio.TimeoutError):
-            return backend_timeout(
-                f"s3 at {self.endpoint} did not answer within {self.timeout:.1f}s ({operation})"
-            )
-        if isinstance(e, EndpointConnectionError):
-            return backend_unavailable(f"cannot reach s3 at {self.endpoint}: connection refused or no route")
-        if isinstance(e, NoCredentialsError):
-            return BindingdError(
-                Reason.AUTH_FAILED,
-                f'connection "{self.connection.name}" has no credentials: set access_key_id and '
-                "secret_access_key (by reference)",
-            )
-        return backend_unavailable(
-            f"cannot reach s3 at {self.endpoint} ({operation}): {type(e).__name__}: {e}"
-        )
+        return map_error(e, self.connection, operation)
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -271,7 +198,7 @@ class S3Objects:
                 Bucket=self.bucket, Key=self.prefix + key, ChecksumMode="ENABLED"
             )
         except ClientError as e:
-            if _code(e) in ("404", "NoSuchKey", "NotFound"):
+            if code_of(e) in ("404", "NoSuchKey", "NotFound"):
                 if not self._bucket_seen:
                     await self.check()
                     self._bucket_seen = True
@@ -301,7 +228,7 @@ class S3Objects:
                     IfMatch=f'"{info.etag}"',
                 )
             except ClientError as e:
-                if _code(e) in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+                if code_of(e) in ("PreconditionFailed", "412", "NoSuchKey", "404"):
                     continue
                 raise self._error(e, "get") from e
             except (TimeoutError, BotoCoreError, OSError) as e:
@@ -350,7 +277,7 @@ class S3Objects:
         try:
             response = await self.s3.list_objects_v2(**params)
         except ClientError as e:
-            if _code(e) == "InvalidArgument" and cursor:
+            if code_of(e) == "InvalidArgument" and cursor:
                 raise invalid_argument(
                     "list cursor is not valid for this list; pass the cursor of the previous list() call, "
                     "or none to start over"
@@ -503,7 +430,7 @@ class S3Objects:
         return str(response["UploadId"])
 
     def _upload_error(self, e: BaseException, upload_id: str, operation: str) -> BindingdError:
-        if isinstance(e, ClientError) and _code(e) in ("NoSuchUpload", "404"):
+        if isinstance(e, ClientError) and code_of(e) in ("NoSuchUpload", "404"):
             return objects.no_such_upload(upload_id)
         return self._error(e, operation)
 
@@ -551,7 +478,7 @@ class S3Objects:
                 },
             )
         except (TimeoutError, ClientError, BotoCoreError, OSError) as e:
-            if isinstance(e, ClientError) and _code(e) not in ("NoSuchUpload", "404"):
+            if isinstance(e, ClientError) and code_of(e) not in ("NoSuchUpload", "404"):
                 # Some stores answer an upload aborted meanwhile with a server error: ask again.
                 await self.check_upload(key, upload_id)
             raise self._upload_error(e, upload_id, "complete a multipart upload") from e
@@ -597,13 +524,9 @@ class S3Objects:
                 Bucket=self.bucket, Key=self.prefix + key, UploadId=upload_id
             )
         except (TimeoutError, ClientError, BotoCoreError, OSError) as e:
-            if isinstance(e, ClientError) and _code(e) in ("NoSuchUpload", "404"):
+            if isinstance(e, ClientError) and code_of(e) in ("NoSuchUpload", "404"):
                 return
             raise self._error(e, "abort a multipart upload") from e
-
-
-def _code(e: ClientError) -> str:
-    return str(e.response.get("Error", {}).get("Code", ""))
 
 
 def _check_headers(custom: dict[str, str]) -> None:
@@ -652,9 +575,3 @@ async def _empty() -> AsyncGenerator[bytes, None]:
     """The body of a zero-length range: nothing to ask the store for."""
     for chunk in ():
         yield chunk
-
-
-async def _close_client(client: Any) -> None:
-    creator, _ = client
-    with contextlib.suppress(Exception):
-        await creator.__aexit__(None, None, None)

@@ -1,0 +1,83 @@
+"""The client of a rabbitmq connection entry: one robust (self-reconnecting) AMQP connection,
+shared by its bindings.
+
+Also what every provider on rabbitmq needs: the mapping of aio-pika's errors to the error table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import aio_pika
+import aio_pika.exceptions
+import aiormq.exceptions
+from aio_pika.abc import AbstractRobustConnection
+
+from bindingd.config.model import Connection
+from bindingd.config.urls import connection_address, safe_address
+from bindingd.errors import BindingdError, Reason, backend_timeout, backend_unavailable, describe
+
+CONNECT_TIMEOUT_S = 3.0
+OPERATION_TIMEOUT_S = 10.0
+# What aio-pika raises for a failed call; `map_error` turns each into the error table's reason.
+FAILURES = (
+    aio_pika.exceptions.AMQPError,
+    aiormq.exceptions.AMQPError,
+    asyncio.TimeoutError,
+    ConnectionError,
+    OSError,
+    RuntimeError,
+)
+
+
+class RabbitClient:
+    """One robust (self-reconnecting) AMQP connection per connection entry, opened on first use."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        # For messages: never the credentials the URL may hold.
+        self.where = safe_address("rabbitmq", url)
+        self._connection: AbstractRobustConnection | None = None
+        self._lock = asyncio.Lock()
+
+    async def connection(self) -> AbstractRobustConnection:
+        async with self._lock:
+            if self._connection is None or self._connection.is_closed:
+                try:
+                    self._connection = await aio_pika.connect_robust(
+                        self.url, timeout=CONNECT_TIMEOUT_S, reconnect_interval=0.5
+                    )
+                except aio_pika.exceptions.ProbableAuthenticationError as e:
+                    raise BindingdError(
+                        Reason.AUTH_FAILED,
+                        f"rabbitmq at {self.where} refused the credentials: {describe(e)}",
+                    ) from None
+                except Exception as e:
+                    raise backend_unavailable(
+                        f"cannot reach rabbitmq at {self.where}: {describe(e)}"
+                    ) from None
+            return self._connection
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+
+
+async def open_client(connection: Connection) -> RabbitClient:
+    return RabbitClient(connection.options["url"])
+
+
+async def close_client(client: RabbitClient) -> None:
+    await client.close()
+
+
+def map_error(e: BaseException, connection: Connection) -> BindingdError:
+    """An AMQP failure as the error table's reason; never the URL, which may hold credentials."""
+    if isinstance(e, BindingdError):
+        return e
+    where = connection_address(connection)
+    if isinstance(e, asyncio.TimeoutError):
+        return backend_timeout(f"rabbitmq at {where} did not answer within {OPERATION_TIMEOUT_S:.0f}s")
+    return backend_unavailable(f"rabbitmq at {where} failed: {describe(e)}")
