@@ -20,6 +20,7 @@ from typing import Any
 import aiomysql
 import asyncpg
 import grpc
+from bindingd_client import Env, connect
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services import ensure
 
@@ -67,6 +68,19 @@ async def daemon_in_process(
     finally:
         await daemon.shutdown()
         await asyncio.sleep(0)
+
+
+@contextlib.asynccontextmanager
+async def connected(
+    config_path: Path, *, env: str | None = None, clock: FakeClock | None = None
+) -> AsyncIterator[Env]:
+    """The Python client on a daemon in this process serving `config_path`."""
+    async with daemon_in_process(config_path, env=env, clock=clock) as daemon:
+        client = await connect(endpoint=f"unix://{daemon.socket_path}")
+        try:
+            yield client
+        finally:
+            await client.aclose()
 
 
 # argv: RESOURCE LIMIT COMMAND...: the resource limit (resource.RLIMIT_*) set, then COMMAND in
