@@ -75,8 +75,14 @@ class QueueSide:
     cleanup: Callable[[list[str]], None]
 
 
+BINDING_TYPES = ("kv", "objects", "sql", "queue")
+
+
 @dataclass(frozen=True)
 class Backend:
+    """One backend: the binding types it serves (a field per type, None where it serves none)
+    and its capabilities."""
+
     name: str  # the test id
     # CACHE and OTHER, two separate namespaces.
     kv: MakeProject | None = None
@@ -101,6 +107,7 @@ class Backend:
     knows_upload_ids: bool = False
 
     def serves(self, binding_type: str) -> bool:
+        assert binding_type in BINDING_TYPES, binding_type
         return getattr(self, binding_type) is not None
 
 
@@ -124,20 +131,26 @@ def stop_service(backend: Backend, timeout: float = 60.0) -> None:
     assert not is_up(backend.service), f"{backend.stop} did not stop {backend.name}"
 
 
+def written(config: str) -> MakeProject:
+    """A project that is its config alone: nothing to make on the backend."""
+
+    @contextlib.asynccontextmanager
+    async def make(
+        root: Path, request: pytest.FixtureRequest, *, timeout: float = 10.0
+    ) -> AsyncIterator[Project]:
+        yield Project(write_project(root, config))
+
+    return make
+
+
 # --- kv ------------------------------------------------------------------------------------------
 
-
-@contextlib.asynccontextmanager
-async def local_kv(
-    root: Path, request: pytest.FixtureRequest, *, timeout: float = 10.0
-) -> AsyncIterator[Project]:
-    config = """
-        version: 1
-        bindings:
-          CACHE: { type: kv }
-          OTHER: { type: kv }
-    """
-    yield Project(write_project(root, config))
+LOCAL_KV = """
+    version: 1
+    bindings:
+      CACHE: { type: kv }
+      OTHER: { type: kv }
+"""
 
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -172,20 +185,15 @@ async def redis_kv(
 # --- objects -------------------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def local_objects(
-    root: Path, request: pytest.FixtureRequest, *, timeout: float = 10.0
-) -> AsyncIterator[Project]:
-    config = """
-        version: 1
-        bindings:
-          ASSETS: { type: objects }
-          OTHER: { type: objects }
-          READONLY: { type: objects, access: read-only }
-        envs:
-          production: { protected: true }
-    """
-    yield Project(write_project(root, config))
+LOCAL_OBJECTS = """
+    version: 1
+    bindings:
+      ASSETS: { type: objects }
+      OTHER: { type: objects }
+      READONLY: { type: objects, access: read-only }
+    envs:
+      production: { protected: true }
+"""
 
 
 @contextlib.asynccontextmanager
@@ -315,8 +323,8 @@ def rabbit_cleanup(names: list[str]) -> None:
 BACKENDS: list[Backend] = [
     Backend(
         "local",
-        kv=local_kv,
-        objects=local_objects,
+        kv=written(LOCAL_KV),
+        objects=written(LOCAL_OBJECTS),
         sql=SqlSide(local_sql, "sqlite"),
         queue=QueueSide("", lambda name: f"queue: {name}", no_cleanup),
         on_local_disk=True,

@@ -11,24 +11,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from bindingd_client import Env, InvalidArgument, KVNamespace, connect
+from bindingd_client import Env, InvalidArgument, KVNamespace
 from conformance.backends import Backend, params, serving
-from support import FakeClock, daemon_in_process
+from support import FakeClock, connected
 
 
 @pytest.fixture(params=params(serving("kv")))
 async def kv_env(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> AsyncIterator[Env]:
     backend: Backend = request.param
     assert backend.kv is not None
-    async with (
-        backend.kv(tmp_path, request) as project,
-        daemon_in_process(project.config, clock=clock) as daemon,
-    ):
-        env = await connect(endpoint=f"unix://{daemon.socket_path}")
-        try:
-            yield env
-        finally:
-            await env.aclose()
+    async with backend.kv(tmp_path, request) as project, connected(project.config, clock=clock) as env:
+        yield env
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from bindingd_client import (
 )
 from conformance.backends import Backend, Project, params, serving
 from objects_support import MotoServer
-from support import bindingd_cli, daemon_in_process, write_project
+from support import bindingd_cli, connected, daemon_in_process, write_project
 
 MIB = 1024 * 1024
 
@@ -50,12 +50,8 @@ async def project(backend: Backend, tmp_path: Path, request: pytest.FixtureReque
 
 @pytest.fixture
 async def env(project: Project) -> AsyncIterator[Env]:
-    async with daemon_in_process(project.config) as daemon:
-        client = await connect(endpoint=f"unix://{daemon.socket_path}")
-        try:
-            yield client
-        finally:
-            await client.aclose()
+    async with connected(project.config) as client:
+        yield client
 
 
 @pytest.fixture
@@ -431,14 +427,10 @@ async def test_read_only_binding_refuses_writes(env: Env) -> None:
 
 async def test_protected_env_refuses_every_write(project: Project) -> None:
     config = project.config
-    async with daemon_in_process(config) as daemon:
-        env = await connect(endpoint=f"unix://{daemon.socket_path}")
-        try:
-            await env.ASSETS.put("kept", b"old")
-            upload = await env.ASSETS.create_multipart_upload("multi")
-            part = await upload.upload_part(1, b"part")
-        finally:
-            await env.aclose()
+    async with connected(config) as env:
+        await env.ASSETS.put("kept", b"old")
+        upload = await env.ASSETS.create_multipart_upload("multi")
+        part = await upload.upload_part(1, b"part")
     async with daemon_in_process(config, env="production") as daemon:
         env = await connect(endpoint=f"unix://{daemon.socket_path}")
         try:
@@ -458,16 +450,12 @@ async def test_protected_env_refuses_every_write(project: Project) -> None:
                     await attempt()
         finally:
             await env.aclose()
-    async with daemon_in_process(config) as daemon:
-        env = await connect(endpoint=f"unix://{daemon.socket_path}")
-        try:
-            assert await body_of(await env.ASSETS.get("kept")) == b"old"
-            assert await env.ASSETS.head("new") is None
-            assert (
-                await env.ASSETS.resume_multipart_upload("multi", upload.upload_id).complete([part])
-            ).size == 4
-        finally:
-            await env.aclose()
+    async with connected(config) as env:
+        assert await body_of(await env.ASSETS.get("kept")) == b"old"
+        assert await env.ASSETS.head("new") is None
+        assert (
+            await env.ASSETS.resume_multipart_upload("multi", upload.upload_id).complete([part])
+        ).size == 4
 
 
 async def test_list_prefix_metadata_and_start_after(bucket: R2Bucket) -> None:
@@ -785,19 +773,13 @@ async def test_missing_bucket_is_named(tmp_path: Path, moto_server: MotoServer) 
         + s3_connection(moto_server)
         + "bindings:\n  GONE: { type: objects, connection: moto, bucket: no-such-bucket-here }\n",
     )
-    async with daemon_in_process(config) as daemon:
-        env = await connect(endpoint=f"unix://{daemon.socket_path}")
-        try:
-            with pytest.raises(
-                BackendUnavailable, match='bucket "no-such-bucket-here" does not exist'
-            ) as err:
-                await env.GONE.put("k", b"v")
-            assert err.value.binding == "GONE"
-            for call in (lambda: env.GONE.list(), lambda: env.GONE.head("k"), lambda: env.GONE.get("k")):
-                with pytest.raises(BackendUnavailable, match='bucket "no-such-bucket-here" does not exist'):
-                    await call()
-        finally:
-            await env.aclose()
+    async with connected(config) as env:
+        with pytest.raises(BackendUnavailable, match='bucket "no-such-bucket-here" does not exist') as err:
+            await env.GONE.put("k", b"v")
+        assert err.value.binding == "GONE"
+        for call in (lambda: env.GONE.list(), lambda: env.GONE.head("k"), lambda: env.GONE.get("k")):
+            with pytest.raises(BackendUnavailable, match='bucket "no-such-bucket-here" does not exist'):
+                await call()
     checked = await asyncio.to_thread(bindingd_cli, "check", cwd=tmp_path)
     assert checked.returncode != 0
     assert "GONE" in checked.stdout + checked.stderr
@@ -832,17 +814,13 @@ async def test_silent_endpoint_is_backend_timeout(tmp_path: Path) -> None:
         """,
     )
     try:
-        async with daemon_in_process(config) as daemon:
-            env = await connect(endpoint=f"unix://{daemon.socket_path}")
-            try:
-                started = time.monotonic()
-                with pytest.raises(BackendTimeout, match=r"did not answer within 1\.5s") as err:
-                    await env.REMOTE.head("k")
-                # Bounded (two attempts of 1.5 s and a backoff), not hanging; generous for a busy machine.
-                assert time.monotonic() - started < 20
-                assert err.value.binding == "REMOTE"
-            finally:
-                await env.aclose()
+        async with connected(config) as env:
+            started = time.monotonic()
+            with pytest.raises(BackendTimeout, match=r"did not answer within 1\.5s") as err:
+                await env.REMOTE.head("k")
+            # Bounded (two attempts of 1.5 s and a backoff), not hanging; generous for a busy machine.
+            assert time.monotonic() - started < 20
+            assert err.value.binding == "REMOTE"
     finally:
         for writer in accepted:
             writer.close()

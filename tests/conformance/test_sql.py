@@ -30,7 +30,7 @@ from bindingd_client import (
 )
 from conformance.backends import Backend, Project, params, serving, stop_service
 from services import ensure
-from support import DaemonProcess, SqlServer, daemon_in_process, write_project
+from support import DaemonProcess, SqlServer, connected, write_project
 
 DDL = {
     "sqlite": {
@@ -86,19 +86,9 @@ async def project(backend: Backend, tmp_path: Path, request: pytest.FixtureReque
         yield made
 
 
-@contextlib.asynccontextmanager
-async def serving_env(project: Project, env: str | None = None) -> AsyncIterator[Env]:
-    async with daemon_in_process(project.config, env=env) as daemon:
-        client = await connect(endpoint=f"unix://{daemon.socket_path}")
-        try:
-            yield client
-        finally:
-            await client.aclose()
-
-
 @pytest.fixture
 async def sql_env(project: Project) -> AsyncIterator[Env]:
-    async with serving_env(project) as env:
+    async with connected(project.config) as env:
         yield env
 
 
@@ -264,7 +254,7 @@ async def test_postgres_dollar_quoted_strings_keep_their_placeholders(
                 "b": "v",
             },
         )
-    async with serving_env(project) as env:
+    async with connected(project.config) as env:
         assert await env.APP_DB.prepare(sql).bind("v").first() == expected
 
 
@@ -399,9 +389,9 @@ ESCAPES = {
 
 
 async def test_protected_env_refuses_writes(project: Project) -> None:
-    async with serving_env(project) as env:
+    async with connected(project.config) as env:
         await make_items(env.APP_DB)
-    async with serving_env(project, env="production") as env:
+    async with connected(project.config, env="production") as env:
         assert await env.APP_DB.prepare("SELECT count(*) AS n FROM items").first("n") == 0
         with pytest.raises(PermissionDenied, match="protected"):
             await env.APP_DB.prepare("INSERT INTO items (id, name) VALUES (1, 'a')").run()
@@ -469,15 +459,11 @@ async def test_wrong_credentials_are_auth_failed(backend: Backend, project: Proj
               APP_DB: {{ type: sql, connection: bad }}
             """,
         )
-        async with daemon_in_process(config) as daemon:
-            env = await connect(endpoint=f"unix://{daemon.socket_path}")
-            try:
-                with pytest.raises(AuthenticationFailed) as failed:
-                    await env.APP_DB.prepare("SELECT 1 AS x").all()
-                assert "wrong" not in str(failed.value)  # the password never leaks
-                assert failed.value.binding == "APP_DB"
-            finally:
-                await env.aclose()
+        async with connected(config) as env:
+            with pytest.raises(AuthenticationFailed) as failed:
+                await env.APP_DB.prepare("SELECT 1 AS x").all()
+            assert "wrong" not in str(failed.value)  # the password never leaks
+            assert failed.value.binding == "APP_DB"
 
 
 @on_servers
@@ -496,13 +482,9 @@ async def test_unreachable_server_is_backend_unavailable(
           APP_DB: {{ type: sql, connection: down }}
         """,
     )
-    async with daemon_in_process(config) as daemon:
-        env = await connect(endpoint=f"unix://{daemon.socket_path}")
-        try:
-            with pytest.raises(BackendUnavailable, match="APP_DB"):
-                await env.APP_DB.prepare("SELECT 1 AS x").all()
-        finally:
-            await env.aclose()
+    async with connected(config) as env:
+        with pytest.raises(BackendUnavailable, match="APP_DB"):
+            await env.APP_DB.prepare("SELECT 1 AS x").all()
 
 
 def _restart(backend: Backend) -> None:
@@ -512,7 +494,7 @@ def _restart(backend: Backend) -> None:
 
 @on_servers
 async def test_calls_succeed_after_the_server_restarts(backend: Backend, project: Project) -> None:
-    async with serving_env(project) as env:
+    async with connected(project.config) as env:
         db = env.APP_DB
         await make_items(db)
         for i in range(4):  # several pooled connections
@@ -645,7 +627,7 @@ async def test_session_state_does_not_leak_into_the_next_call(backend: Backend, 
     """Each call starts on a clean session: what one call SETs is gone for the next (the
     connection goes back to the pool reset)."""
     setter, getter = SESSION_LEAK[dialect(backend)]
-    async with serving_env(project) as env:
+    async with connected(project.config) as env:
         for _ in range(4):
             assert await env.APP_DB.prepare(setter).first("v") == "leaked"
             assert await env.APP_DB.prepare(getter).first("v") != "leaked"
