@@ -85,12 +85,12 @@ def s3_connection(moto: MotoServer, timeout: float = 10.0) -> str:
     )
 
 
-def s3_project(root: Path, moto: MotoServer) -> Path:
+def s3_project(root: Path, moto: MotoServer, timeout: float = 10.0) -> Path:
     """ASSETS on a bucket of its own; OTHER and READONLY share a second one under prefixes."""
     assets, shared = moto.new_bucket(), moto.new_bucket()
     config = (
         "version: 1\n"
-        + s3_connection(moto)
+        + s3_connection(moto, timeout)
         + textwrap.dedent(
             f"""
             bindings:

@@ -1,7 +1,9 @@
-"""Shared by the test suites: project folders, a controllable clock, a daemon in this process."""
+"""Shared by the test suites: project folders, a controllable clock, a daemon in this process,
+the `bindingd` command line, and the machine's SQL servers as their admin sees them."""
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import os
@@ -10,11 +12,17 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import aiomysql
+import asyncpg
 import grpc
+from bindingd_client import Env, connect
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from services import ensure
 
 from bindingd.config import load_config
 from bindingd.server.app import Daemon, ServeOptions
@@ -62,11 +70,33 @@ async def daemon_in_process(
         await asyncio.sleep(0)
 
 
-# argv: LIMIT COMMAND...: RLIMIT_FSIZE set to LIMIT, then COMMAND in this same process.
-_WITH_FILE_SIZE_LIMIT = (
-    "import os, resource, sys; limit = int(sys.argv[1]);"
-    " resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)); os.execv(sys.argv[2], sys.argv[2:])"
+@contextlib.asynccontextmanager
+async def connected(
+    config_path: Path, *, env: str | None = None, clock: FakeClock | None = None
+) -> AsyncIterator[Env]:
+    """The Python client on a daemon in this process serving `config_path`."""
+    async with daemon_in_process(config_path, env=env, clock=clock) as daemon:
+        client = await connect(endpoint=f"unix://{daemon.socket_path}")
+        try:
+            yield client
+        finally:
+            await client.aclose()
+
+
+# argv: RESOURCE LIMIT COMMAND...: the resource limit (resource.RLIMIT_*) set, then COMMAND in
+# this same process.
+_WITH_LIMIT = (
+    "import os, resource, sys; which = getattr(resource, sys.argv[1]); limit = int(sys.argv[2]);"
+    " resource.setrlimit(which, (limit, limit)); os.execv(sys.argv[3], sys.argv[3:])"
 )
+
+
+def with_limit(resource_name: str, limit: int, command: list[str]) -> list[str]:
+    """`command` run under a resource limit (e.g. "RLIMIT_FSIZE"), set by a small Python that then
+    execs it, not by preexec_fn: a fork that runs Python in the child while this process has gRPC
+    threads can break the child's gRPC (seen: a daemon aborting on "epoll_wait: Bad file
+    descriptor")."""
+    return [sys.executable, "-c", _WITH_LIMIT, resource_name, str(limit), *command]
 
 
 class DaemonProcess:
@@ -95,10 +125,7 @@ class DaemonProcess:
         log = self.log_path.open("ab")
         command = [sys.executable, "-m", "bindingd", "serve", "--log-format", "json", *self.args]
         if self.file_size_limit is not None:
-            # The limit is set by a small Python that then execs the daemon, not by preexec_fn:
-            # a fork that runs Python in the child while this process has gRPC threads can break
-            # the child's gRPC (seen: a daemon aborting on "epoll_wait: Bad file descriptor").
-            command = [sys.executable, "-c", _WITH_FILE_SIZE_LIMIT, str(self.file_size_limit), *command]
+            command = with_limit("RLIMIT_FSIZE", self.file_size_limit, command)
         self.proc = subprocess.Popen(command, cwd=self.root, stdout=log, stderr=log, env=self.env)
         log.close()
         if wait:
@@ -148,14 +175,137 @@ def bindingd_cli(
     env: dict[str, str] | None = None,
     stdin: bytes | None = None,
     timeout: float = 60.0,
+    umask: int | None = None,
+    memory_limit: int | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the `bindingd` command line as a user would."""
+    """Run the `bindingd` command line as a user would; `umask` and `memory_limit` (RLIMIT_AS,
+    bytes) are the child's own."""
+    command = [sys.executable, "-m", "bindingd", *args]
+    if memory_limit is not None:
+        command = with_limit("RLIMIT_AS", memory_limit, command)
     return subprocess.run(
-        [sys.executable, "-m", "bindingd", *args],
+        command,
         cwd=cwd,
         env={**os.environ, **(env or {})},
         input=stdin.decode() if stdin is not None else None,
         capture_output=True,
         text=True,
         timeout=timeout,
+        # Set by the child before exec, without running Python there (no preexec_fn).
+        umask=-1 if umask is None else umask,
     )
+
+
+class SqlServer(abc.ABC):
+    """One of the machine's SQL servers as its admin sees it: admin SQL, throwaway databases, the
+    statements it runs. `kind` is both the connection kind and the tests/services.py name."""
+
+    kind: str
+    scheme: str
+    port: int
+    admin_user: str
+
+    def dsn(self, database: str, user: str | None = None, password: str | None = None) -> str:
+        """The DSN of a connection entry on `database` (as the admin unless `user` is given)."""
+        login = user or self.admin_user
+        if password is not None:
+            login += f":{password}"
+        return f"{self.scheme}://{login}@127.0.0.1:{self.port}/{database}"
+
+    @abc.abstractmethod
+    async def admin(self, sql: str, *args: object, database: str | None = None) -> list[tuple[Any, ...]]:
+        """The rows of `sql` run by the admin on a connection of its own."""
+
+    @abc.abstractmethod
+    async def running(self, marker: str) -> bool:
+        """Whether the server executes a statement containing `marker` (for anyone but us)."""
+
+    @abc.abstractmethod
+    def refused_dsn(self, database: str) -> contextlib.AbstractAsyncContextManager[str]:
+        """A DSN on `database` whose credentials the server refuses."""
+
+    def _drop(self, name: str) -> str:
+        return f"DROP DATABASE IF EXISTS {name}"
+
+    async def create_database(self) -> str:
+        ensure(self.kind)
+        name = f"bindingd_test_{uuid.uuid4().hex[:12]}"
+        await self.admin(f"CREATE DATABASE {name}")
+        return name
+
+    async def drop_database(self, name: str) -> None:
+        ensure(self.kind)  # a test may have stopped the server
+        await self.admin(self._drop(name))
+
+    @contextlib.asynccontextmanager
+    async def database(self) -> AsyncIterator[str]:
+        """A throwaway database, created on entry and dropped on exit."""
+        name = await self.create_database()
+        try:
+            yield name
+        finally:
+            await self.drop_database(name)
+
+
+class PostgresServer(SqlServer):
+    kind, scheme, port, admin_user = "postgres", "postgresql", 5432, "postgres"
+
+    async def admin(self, sql: str, *args: object, database: str | None = None) -> list[tuple[Any, ...]]:
+        conn = await asyncpg.connect(self.dsn(database or "postgres"))
+        try:
+            return [tuple(row) for row in await conn.fetch(sql, *args)]
+        finally:
+            await conn.close()
+
+    async def running(self, marker: str) -> bool:
+        rows = await self.admin(
+            "SELECT query FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1"
+            " AND pid <> pg_backend_pid()",
+            f"%{marker}%",
+        )
+        return bool(rows)
+
+    def _drop(self, name: str) -> str:
+        return f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+
+    @contextlib.asynccontextmanager
+    async def refused_dsn(self, database: str) -> AsyncIterator[str]:
+        # The machine's PostgreSQL trusts every local role, so the refused credential is a role.
+        yield self.dsn(database, user=f"nobody_{uuid.uuid4().hex[:6]}", password="wrong")
+
+
+class MysqlServer(SqlServer):
+    kind, scheme, port, admin_user = "mysql", "mysql", 3306, "root"
+
+    async def admin(self, sql: str, *args: object, database: str | None = None) -> list[tuple[Any, ...]]:
+        conn = await aiomysql.connect(
+            host="127.0.0.1", port=self.port, user=self.admin_user, db=database, autocommit=True
+        )
+        try:
+            async with conn.cursor() as cursor:
+                await cursor.execute(sql, args or None)
+                return list(await cursor.fetchall())
+        finally:
+            conn.close()
+
+    async def running(self, marker: str) -> bool:
+        rows = await self.admin(
+            "SELECT info FROM information_schema.processlist WHERE command = 'Query'"
+            f" AND info LIKE '%{marker}%' AND id <> connection_id()"
+        )
+        return bool(rows)
+
+    @contextlib.asynccontextmanager
+    async def refused_dsn(self, database: str) -> AsyncIterator[str]:
+        user = f"bd_{uuid.uuid4().hex[:8]}"
+        await self.admin(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'right-password'")
+        await self.admin(f"CREATE USER '{user}'@'localhost' IDENTIFIED BY 'right-password'")
+        try:
+            yield self.dsn(database, user=user, password="wrong-password")
+        finally:
+            await self.admin(f"DROP USER '{user}'@'%'")
+            await self.admin(f"DROP USER '{user}'@'localhost'")
+
+
+POSTGRES = PostgresServer()
+MYSQL = MysqlServer()

@@ -6,35 +6,11 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import textwrap
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import aiomysql
-import asyncpg
 import pytest
-from services import ensure
-from support import bindingd_cli, write_project
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-async def _pg(dsn: str, sql: str) -> list[tuple[object, ...]]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return [tuple(r) for r in await conn.fetch(sql)]
-    finally:
-        await conn.close()
-
-
-async def _my(db: str | None, sql: str) -> list[tuple[object, ...]]:
-    conn = await aiomysql.connect(host="127.0.0.1", port=3306, user="root", db=db, autocommit=True)
-    try:
-        async with conn.cursor() as cursor:
-            await cursor.execute(sql)
-            return [tuple(r) for r in await cursor.fetchall()]
-    finally:
-        conn.close()
+from support import MYSQL, POSTGRES, bindingd_cli, write_project
 
 
 def _project(root: Path, connection: str, binding: str) -> Path:
@@ -68,33 +44,17 @@ def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Pa
 
         yield root, query
         return
-    name = f"bindingd_mig_{uuid.uuid4().hex[:12]}"
-    if request.param == "postgres":
-        ensure("postgres")
-        asyncio.run(_pg(PG_ADMIN, f"CREATE DATABASE {name}"))
-        dsn = f"postgresql://postgres@127.0.0.1:5432/{name}"
-        _project(
-            root,
-            f'connections:\n          db: {{ kind: postgres, dsn: "{dsn}" }}',
-            "{ type: sql, connection: db }",
-        )
-        try:
-            yield root, lambda sql: asyncio.run(_pg(dsn, sql))
-        finally:
-            asyncio.run(_pg(PG_ADMIN, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    else:
-        ensure("mysql")
-        asyncio.run(_my(None, f"CREATE DATABASE {name}"))
-        dsn = f"mysql://root@127.0.0.1:3306/{name}"
-        _project(
-            root,
-            f'connections:\n          db: {{ kind: mysql, dsn: "{dsn}" }}',
-            "{ type: sql, connection: db }",
-        )
-        try:
-            yield root, lambda sql: asyncio.run(_my(name, sql))
-        finally:
-            asyncio.run(_my(None, f"DROP DATABASE IF EXISTS {name}"))
+    server = POSTGRES if request.param == "postgres" else MYSQL
+    name = asyncio.run(server.create_database())
+    _project(
+        root,
+        f'connections:\n          db: {{ kind: {server.kind}, dsn: "{server.dsn(name)}" }}',
+        "{ type: sql, connection: db }",
+    )
+    try:
+        yield root, lambda sql: asyncio.run(server.admin(sql, database=name))
+    finally:
+        asyncio.run(server.drop_database(name))
 
 
 def _write(path: Path, sql: str) -> None:

@@ -1,78 +1,27 @@
 """The KV conformance suite: Workers KV behaviour, the same for every provider.
 
 Each test talks to the real daemon (in this process, on a real unix socket) through the
-Python client. A provider joins by adding one entry to PROVIDERS: the config that binds
-CACHE to it (and starts its backend if need be).
+Python client, on every backend of tests/conformance/backends.py that serves kv.
 """
 
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import redis
-import services
-from bindingd_client import Env, InvalidArgument, KVNamespace, connect
-from support import FakeClock, daemon_in_process, write_project
-
-LOCAL_CONFIG = """
-    version: 1
-    bindings:
-      CACHE: { type: kv }
-      OTHER: { type: kv }
-"""
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-# Every key a test writes to Redis starts with this; the suite removes them when it ends.
-REDIS_TEST_PREFIX = "bindingd-test:"
+from bindingd_client import Env, InvalidArgument, KVNamespace
+from conformance.backends import Backend, params, serving
+from support import FakeClock, connected
 
 
-def redis_project(root: Path) -> Path:
-    """CACHE and OTHER on one Redis connection, each under its own prefix."""
-    services.ensure("redis")
-    run = f"{REDIS_TEST_PREFIX}{uuid.uuid4().hex[:12]}:"
-    return write_project(
-        root,
-        f"""
-        version: 1
-        connections:
-          test-redis: {{ kind: redis, url: "{REDIS_URL}" }}
-        bindings:
-          CACHE: {{ type: kv, connection: test-redis, prefix: "{run}cache:" }}
-          OTHER: {{ type: kv, connection: test-redis, prefix: "{run}other:" }}
-        """,
-    )
-
-
-# provider name -> a function writing the project for it into a folder.
-PROVIDERS: dict[str, Callable[[Path], Path]] = {
-    "local": lambda root: write_project(root, LOCAL_CONFIG),
-    "redis": redis_project,
-}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _remove_redis_test_keys() -> Iterator[None]:
-    yield
-    if services.is_up("redis"):
-        client = redis.Redis.from_url(REDIS_URL)
-        for name in client.scan_iter(match=f"{REDIS_TEST_PREFIX}*", count=1000):
-            client.unlink(name)
-        client.close()
-
-
-@pytest.fixture(params=sorted(PROVIDERS))
+@pytest.fixture(params=params(serving("kv")))
 async def kv_env(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> AsyncIterator[Env]:
-    config = PROVIDERS[request.param](tmp_path)
-    async with daemon_in_process(config, clock=clock) as daemon:
-        env = await connect(endpoint=f"unix://{daemon.socket_path}")
-        try:
-            yield env
-        finally:
-            await env.aclose()
+    backend: Backend = request.param
+    assert backend.kv is not None
+    async with backend.kv(tmp_path, request) as project, connected(project.config, clock=clock) as env:
+        yield env
 
 
 @pytest.fixture

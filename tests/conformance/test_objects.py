@@ -1,8 +1,9 @@
 """The objects conformance suite: R2 behaviour, the same for every provider.
 
 Each test talks to the real daemon (in this process, on a real unix socket) through the Python
-client. The s3 provider runs against `moto_server`, a real S3 protocol server started on a free
-127.0.0.1 port (tests/objects_support.py); each test gets a bucket of its own.
+client, on every backend of tests/conformance/backends.py that serves objects. The s3 provider
+runs against `moto_server`, a real S3 protocol server started on a free 127.0.0.1 port
+(tests/objects_support.py); each test gets a bucket of its own.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import hashlib
 import io
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -28,52 +29,29 @@ from bindingd_client import (
     R2ObjectBody,
     connect,
 )
-from objects_support import MotoServer, s3_project
-from support import bindingd_cli, daemon_in_process, write_project
+from conformance.backends import Backend, Project, params, serving
+from objects_support import MotoServer
+from support import bindingd_cli, connected, daemon_in_process, write_project
 
 MIB = 1024 * 1024
 
-LOCAL_CONFIG = """
-    version: 1
-    bindings:
-      ASSETS: { type: objects }
-      OTHER: { type: objects }
-      READONLY: { type: objects, access: read-only }
-    envs:
-      production: { protected: true }
-"""
 
-# provider name -> a function writing the project for it into a folder.
-PROVIDERS: dict[str, Callable[[Path, MotoServer], Path]] = {
-    "local": lambda root, moto: write_project(root, LOCAL_CONFIG),
-    "s3": lambda root, moto: s3_project(root, moto),
-}
-
-
-@pytest.fixture(scope="session")
-def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(params=sorted(PROVIDERS))
-def provider(request: pytest.FixtureRequest) -> str:
+@pytest.fixture(params=params(serving("objects")))
+def backend(request: pytest.FixtureRequest) -> Backend:
     return request.param
 
 
 @pytest.fixture
-async def env(provider: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Env]:
-    moto = request.getfixturevalue("moto_server") if provider == "s3" else None
-    config = PROVIDERS[provider](tmp_path, moto)  # type: ignore[arg-type]
-    async with daemon_in_process(config) as daemon:
-        client = await connect(endpoint=f"unix://{daemon.socket_path}")
-        try:
-            yield client
-        finally:
-            await client.aclose()
+async def project(backend: Backend, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Project]:
+    assert backend.objects is not None
+    async with backend.objects(tmp_path, request) as made:
+        yield made
+
+
+@pytest.fixture
+async def env(project: Project) -> AsyncIterator[Env]:
+    async with connected(project.config) as client:
+        yield client
 
 
 @pytest.fixture
@@ -88,6 +66,16 @@ def md5(data: bytes) -> str:
 async def body_of(got: object) -> bytes:
     assert isinstance(got, R2ObjectBody), got
     return await got.bytes()
+
+
+def temp_folder(backend: Backend, tmp_path: Path) -> Path | None:
+    """Where the backend keeps the bodies being written to ASSETS, if on this machine."""
+    root = tmp_path / ".bindingd" / "state" / "objects" / "ASSETS"
+    if backend.on_local_disk:
+        return root / "tmp"
+    if backend.spools_to_disk:
+        return root / "spool"
+    return None
 
 
 async def test_missing_key_is_none(bucket: R2Bucket) -> None:
@@ -180,9 +168,12 @@ async def test_http_and_custom_metadata(bucket: R2Bucket) -> None:
     assert head is not None and head.http_metadata == {} and head.custom_metadata == {}
 
 
-async def test_metadata_a_header_cannot_hold_is_the_callers_mistake(bucket: R2Bucket, provider: str) -> None:
+async def test_metadata_a_header_cannot_hold_is_the_callers_mistake(
+    bucket: R2Bucket, backend: Backend
+) -> None:
     """Never a transport error: a line break in http metadata is refused by every provider, and
-    non-ASCII custom metadata is stored locally and refused by s3 (HTTP headers carry it)."""
+    non-ASCII custom metadata is stored where it can be and refused where HTTP headers carry it
+    (s3)."""
     for call in (
         lambda: bucket.put("h", b"x", http_metadata={"content_type": "text/plain\r\nX-Evil: 1"}),
         lambda: bucket.create_multipart_upload("h", http_metadata={"cache_control": "a\nb"}),
@@ -190,7 +181,7 @@ async def test_metadata_a_header_cannot_hold_is_the_callers_mistake(bucket: R2Bu
         with pytest.raises(InvalidArgument, match="line break"):
             await call()
     for custom in ({"owner": "ünï ✓"}, {"ké": "v"}, {"k": "a\nb"}):
-        if provider == "s3":
+        if backend.ascii_custom_metadata:
             with pytest.raises(InvalidArgument, match="printable ASCII"):
                 await bucket.put("h", os.urandom(2 * MIB), custom_metadata=custom)
             with pytest.raises(InvalidArgument, match="printable ASCII"):
@@ -199,7 +190,7 @@ async def test_metadata_a_header_cannot_hold_is_the_callers_mistake(bucket: R2Bu
             await bucket.put("h", b"x", custom_metadata=custom)
             head = await bucket.head("h")
             assert head is not None and head.custom_metadata == custom
-    if provider == "s3":
+    if backend.ascii_custom_metadata:
         assert await bucket.head("h") is None
 
 
@@ -386,7 +377,7 @@ async def test_delete_one_and_many(bucket: R2Bucket) -> None:
     assert len((await bucket.list()).objects) == 2
 
 
-async def test_weird_keys(bucket: R2Bucket, provider: str, tmp_path: Path) -> None:
+async def test_weird_keys(bucket: R2Bucket, backend: Backend, tmp_path: Path) -> None:
     keys = ["../../escape", "/abs/path", "a/../b", "ünï/cødé ✓", "k" * 1024, "dir/", "sp ace", "."]
     for key in keys:
         put = await bucket.put(key, key.encode())
@@ -399,7 +390,7 @@ async def test_weird_keys(bucket: R2Bucket, provider: str, tmp_path: Path) -> No
         await bucket.put("é" * 513, b"x")
     with pytest.raises(InvalidArgument, match="empty"):
         await bucket.put("", b"x")
-    if provider == "local":
+    if backend.on_local_disk:
         root = tmp_path / ".bindingd" / "state" / "objects"
         # Everything stays under the binding's folder, named by generated ids.
         assert not (tmp_path / "escape").exists() and not Path("/abs/path").exists()
@@ -434,19 +425,12 @@ async def test_read_only_binding_refuses_writes(env: Env) -> None:
         await ro.resume_multipart_upload("x", "some-id").abort()
 
 
-async def test_protected_env_refuses_every_write(
-    provider: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    moto = request.getfixturevalue("moto_server") if provider == "s3" else None
-    config = PROVIDERS[provider](tmp_path, moto)  # type: ignore[arg-type]
-    async with daemon_in_process(config) as daemon:
-        env = await connect(endpoint=f"unix://{daemon.socket_path}")
-        try:
-            await env.ASSETS.put("kept", b"old")
-            upload = await env.ASSETS.create_multipart_upload("multi")
-            part = await upload.upload_part(1, b"part")
-        finally:
-            await env.aclose()
+async def test_protected_env_refuses_every_write(project: Project) -> None:
+    config = project.config
+    async with connected(config) as env:
+        await env.ASSETS.put("kept", b"old")
+        upload = await env.ASSETS.create_multipart_upload("multi")
+        part = await upload.upload_part(1, b"part")
     async with daemon_in_process(config, env="production") as daemon:
         env = await connect(endpoint=f"unix://{daemon.socket_path}")
         try:
@@ -466,16 +450,12 @@ async def test_protected_env_refuses_every_write(
                     await attempt()
         finally:
             await env.aclose()
-    async with daemon_in_process(config) as daemon:
-        env = await connect(endpoint=f"unix://{daemon.socket_path}")
-        try:
-            assert await body_of(await env.ASSETS.get("kept")) == b"old"
-            assert await env.ASSETS.head("new") is None
-            assert (
-                await env.ASSETS.resume_multipart_upload("multi", upload.upload_id).complete([part])
-            ).size == 4
-        finally:
-            await env.aclose()
+    async with connected(config) as env:
+        assert await body_of(await env.ASSETS.get("kept")) == b"old"
+        assert await env.ASSETS.head("new") is None
+        assert (
+            await env.ASSETS.resume_multipart_upload("multi", upload.upload_id).complete([part])
+        ).size == 4
 
 
 async def test_list_prefix_metadata_and_start_after(bucket: R2Bucket) -> None:
@@ -599,7 +579,7 @@ async def test_multipart_abort(bucket: R2Bucket) -> None:
     assert await bucket.head("ab") is None
 
 
-async def test_multipart_abort_is_idempotent(bucket: R2Bucket, provider: str) -> None:
+async def test_multipart_abort_is_idempotent(bucket: R2Bucket, backend: Backend) -> None:
     """R2 aborts an upload already aborted or completed without error (a completed object
     stays); an upload id nobody made is an error where the store can tell (not on s3)."""
     upload = await bucket.create_multipart_upload("again")
@@ -613,14 +593,14 @@ async def test_multipart_abort_is_idempotent(bucket: R2Bucket, provider: str) ->
     await done.abort()
     assert await body_of(await bucket.get("done")) == b"whole"
     unknown = bucket.resume_multipart_upload("again", "no-such-upload")
-    if provider == "local":
+    if backend.knows_upload_ids:
         with pytest.raises(InvalidArgument, match="does not exist"):
             await unknown.abort()
     else:
         await unknown.abort()
 
 
-async def test_multipart_complete_racing_abort(bucket: R2Bucket, provider: str, tmp_path: Path) -> None:
+async def test_multipart_complete_racing_abort(bucket: R2Bucket, backend: Backend, tmp_path: Path) -> None:
     """One of the two wins, the other is told the upload is gone; never an internal error."""
     for round in range(3):
         upload = await bucket.create_multipart_upload(f"race{round}")
@@ -635,7 +615,7 @@ async def test_multipart_complete_racing_abort(bucket: R2Bucket, provider: str, 
         else:
             head = await bucket.head(f"race{round}")
             assert completed.size == 15 * MIB and head is not None and head.etag == completed.etag
-    if provider == "local":
+    if backend.on_local_disk:
         root = tmp_path / ".bindingd" / "state" / "objects" / "ASSETS"
         stored = len((await bucket.list()).objects)
         assert len(list((root / "blobs").iterdir())) == stored
@@ -643,7 +623,7 @@ async def test_multipart_complete_racing_abort(bucket: R2Bucket, provider: str, 
 
 
 async def test_refusal_while_the_body_flows_is_its_own_error(
-    bucket: R2Bucket, provider: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bucket: R2Bucket, backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A body over the limit is refused mid-stream: the caller must see why (grpc reports a write
     into a call the daemon has ended as INTERNAL unless the daemon reads the rest first)."""
@@ -661,15 +641,16 @@ async def test_refusal_while_the_body_flows_is_its_own_error(
             await upload.upload_part(1, body)
     await upload.abort()
     assert await bucket.head("big") is None
-    root = tmp_path / ".bindingd" / "state" / "objects" / "ASSETS"
-    assert list((root / ("tmp" if provider == "local" else "spool")).iterdir()) == []
+    folder = temp_folder(backend, tmp_path)
+    if folder is not None:
+        assert list(folder.iterdir()) == []
 
 
 class ClientGaveUp(Exception):
     pass
 
 
-async def test_cancelled_put_leaves_nothing(bucket: R2Bucket, provider: str, tmp_path: Path) -> None:
+async def test_cancelled_put_leaves_nothing(bucket: R2Bucket, backend: Backend, tmp_path: Path) -> None:
     await bucket.put("kept", b"old")
 
     async def breaks() -> AsyncIterator[bytes]:
@@ -696,21 +677,21 @@ async def test_cancelled_put_leaves_nothing(bucket: R2Bucket, provider: str, tmp
     assert await body_of(await bucket.get("kept")) == b"old"
     assert [o.key for o in (await bucket.list()).objects] == ["kept"]
     root = tmp_path / ".bindingd" / "state" / "objects" / "ASSETS"
-    if provider == "local":
-        assert list((root / "tmp").iterdir()) == []
+    folder = temp_folder(backend, tmp_path)
+    if folder is not None:
+        assert list(folder.iterdir()) == []
+    if backend.on_local_disk:
         assert len(list((root / "blobs").iterdir())) == 1
-    else:
-        assert list((root / "spool").iterdir()) == []
 
 
 async def test_another_daemon_starting_leaves_a_put_in_flight_alone(
-    bucket: R2Bucket, provider: str, tmp_path: Path
+    bucket: R2Bucket, backend: Backend, tmp_path: Path
 ) -> None:
     """`bindingd call` for another env starts a short-lived daemon on the same state folder: it
     removes what a killed daemon left behind, never the temp file of a put still being written."""
-    folder = (
-        tmp_path / ".bindingd" / "state" / "objects" / "ASSETS" / ("tmp" if provider == "local" else "spool")
-    )
+    folder = temp_folder(backend, tmp_path)
+    if folder is None:
+        pytest.skip("the backend keeps no temp files on this machine")
     leftover = folder / "left-by-a-killed-daemon"
     leftover.write_bytes(b"partial")
     os.utime(leftover, (time.time() - 3600, time.time() - 3600))
@@ -792,19 +773,13 @@ async def test_missing_bucket_is_named(tmp_path: Path, moto_server: MotoServer) 
         + s3_connection(moto_server)
         + "bindings:\n  GONE: { type: objects, connection: moto, bucket: no-such-bucket-here }\n",
     )
-    async with daemon_in_process(config) as daemon:
-        env = await connect(endpoint=f"unix://{daemon.socket_path}")
-        try:
-            with pytest.raises(
-                BackendUnavailable, match='bucket "no-such-bucket-here" does not exist'
-            ) as err:
-                await env.GONE.put("k", b"v")
-            assert err.value.binding == "GONE"
-            for call in (lambda: env.GONE.list(), lambda: env.GONE.head("k"), lambda: env.GONE.get("k")):
-                with pytest.raises(BackendUnavailable, match='bucket "no-such-bucket-here" does not exist'):
-                    await call()
-        finally:
-            await env.aclose()
+    async with connected(config) as env:
+        with pytest.raises(BackendUnavailable, match='bucket "no-such-bucket-here" does not exist') as err:
+            await env.GONE.put("k", b"v")
+        assert err.value.binding == "GONE"
+        for call in (lambda: env.GONE.list(), lambda: env.GONE.head("k"), lambda: env.GONE.get("k")):
+            with pytest.raises(BackendUnavailable, match='bucket "no-such-bucket-here" does not exist'):
+                await call()
     checked = await asyncio.to_thread(bindingd_cli, "check", cwd=tmp_path)
     assert checked.returncode != 0
     assert "GONE" in checked.stdout + checked.stderr
@@ -839,17 +814,13 @@ async def test_silent_endpoint_is_backend_timeout(tmp_path: Path) -> None:
         """,
     )
     try:
-        async with daemon_in_process(config) as daemon:
-            env = await connect(endpoint=f"unix://{daemon.socket_path}")
-            try:
-                started = time.monotonic()
-                with pytest.raises(BackendTimeout, match=r"did not answer within 1\.5s") as err:
-                    await env.REMOTE.head("k")
-                # Bounded (two attempts of 1.5 s and a backoff), not hanging; generous for a busy machine.
-                assert time.monotonic() - started < 20
-                assert err.value.binding == "REMOTE"
-            finally:
-                await env.aclose()
+        async with connected(config) as env:
+            started = time.monotonic()
+            with pytest.raises(BackendTimeout, match=r"did not answer within 1\.5s") as err:
+                await env.REMOTE.head("k")
+            # Bounded (two attempts of 1.5 s and a backoff), not hanging; generous for a busy machine.
+            assert time.monotonic() - started < 20
+            assert err.value.binding == "REMOTE"
     finally:
         for writer in accepted:
             writer.close()

@@ -2,7 +2,8 @@
 process leave its peak RSS less than 100 MiB above its idle RSS, for every objects provider.
 
 RSS is read from /proc (psutil) of the daemon process by a sampling thread while the client in
-this process streams the object in and out.
+this process streams the object in and out. Every backend of tests/conformance/backends.py that
+serves objects.
 """
 
 from __future__ import annotations
@@ -11,27 +12,18 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
 import pytest
 from bindingd_client import R2ObjectBody, connect
-from objects_support import MotoServer, s3_connection
-from support import DaemonProcess, write_project
+from conformance.backends import Backend, params, serving
+from support import DaemonProcess
 
 MIB = 1024 * 1024
 SIZE = 2 * 1024 * MIB
 LIMIT = 100 * MIB
-
-
-@pytest.fixture(scope="module")
-def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    server = MotoServer(tmp_path_factory.mktemp("moto-memory") / "moto.log").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class PeakRss:
@@ -62,23 +54,18 @@ async def _body(block: bytes, size: int) -> AsyncIterator[bytes]:
         yield block
 
 
-@pytest.mark.parametrize("provider", ["local", "s3"])
+@pytest.mark.parametrize("backend", params(serving("objects")))
 @pytest.mark.timeout(900)
 async def test_two_gib_put_and_get_keep_daemon_rss_flat(
-    provider: str, tmp_path: Path, request: pytest.FixtureRequest
+    backend: Backend, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    if provider == "s3":
-        moto: MotoServer = request.getfixturevalue("moto_server")
-        bucket = moto.new_bucket()
-        config = (
-            "version: 1\n"
-            + s3_connection(moto, timeout=120)
-            + (f"bindings:\n  ASSETS: {{ type: objects, connection: moto, bucket: {bucket} }}\n")
-        )
-    else:
-        config = "version: 1\nbindings:\n  ASSETS: { type: objects }\n"
-    write_project(tmp_path, config)
-    daemon = DaemonProcess(tmp_path).start()
+    assert backend.objects is not None
+    async with backend.objects(tmp_path, request, timeout=120) as project:
+        await _two_gib_put_and_get(backend, project.root)
+
+
+async def _two_gib_put_and_get(backend: Backend, root: Path) -> None:
+    daemon = DaemonProcess(root).start()
     try:
         env = await connect(endpoint=daemon.endpoint)
         assert daemon.proc is not None
@@ -103,7 +90,7 @@ async def test_two_gib_put_and_get_keep_daemon_rss_flat(
                     count += len(chunk)
                 assert count == SIZE and received.hexdigest() == expected.hexdigest()
             grown = rss.peak - idle
-            print(f"{provider}: idle RSS {idle / MIB:.1f} MiB, peak {rss.peak / MIB:.1f} MiB")
+            print(f"{backend.name}: idle RSS {idle / MIB:.1f} MiB, peak {rss.peak / MIB:.1f} MiB")
             assert grown < LIMIT, f"daemon RSS grew by {grown / MIB:.1f} MiB during a 2 GiB put and get"
         finally:
             await env.aclose()

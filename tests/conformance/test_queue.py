@@ -2,8 +2,8 @@
 
 Each test talks to the real daemon (in this process on a real unix socket, or as a `bindingd
 serve` process where it is killed) through the Python client, against the real backend of
-the machine (started if down). Every test uses queue names of its own and deletes them after.
-A provider joins by adding a QueueBackend to BACKENDS.
+the machine (started if down), on every backend of tests/conformance/backends.py that serves
+queues. Every test uses queue names of its own and deletes them after.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,103 +30,48 @@ from bindingd_client import (
     Queue,
     connect,
 )
-from services import ensure, is_up
-from support import DaemonProcess, bindingd_cli, daemon_in_process, write_project
+from conformance.backends import (
+    AMQP_URL,
+    NATS_URL,
+    Backend,
+    QueueSide,
+    nats_cleanup,
+    params,
+    rabbit_cleanup,
+    serving,
+    stop_service,
+)
+from services import ensure
+from support import DaemonProcess, bindingd_cli, connected, daemon_in_process, write_project
 
-NATS_URL = "nats://127.0.0.1:4222"
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 MAX_RETRIES = 2
 
 
-@dataclass(frozen=True)
-class QueueBackend:
-    # The connection entry (YAML) of the backend, or "" for local.
-    connection: str
-    # The options naming a queue `name` on this backend.
-    names: Callable[[str], str]
-    # Deletes the queues of these names from the backend.
-    cleanup: Callable[[list[str]], None]
-    # The service tests/services.py starts, or "".
-    service: str
-    # The command that stops the backend (for the restart test), or "".
-    stop: str
-
-
-def _no_cleanup(names: list[str]) -> None:
-    return None
-
-
-def _nats_cleanup(names: list[str]) -> None:
-    async def delete() -> None:
-        import nats
-        from nats.js.errors import NotFoundError
-
-        nc = await nats.connect(NATS_URL)
-        try:
-            js = nc.jetstream()
-            for name in names:
-                with contextlib.suppress(NotFoundError):
-                    await js.delete_stream(name)
-        finally:
-            await nc.close()
-
-    asyncio.run(delete())
-
-
-def _rabbit_cleanup(names: list[str]) -> None:
-    async def delete() -> None:
-        import aio_pika
-
-        connection = await aio_pika.connect(AMQP_URL)
-        try:
-            channel = await connection.channel()
-            for name in names:
-                for queue in (name, *(f"{name}.delay.{d}" for d in range(0, 6))):
-                    await channel.queue_delete(queue)
-        finally:
-            await connection.close()
-
-    asyncio.run(delete())
-
-
-BACKENDS: dict[str, QueueBackend] = {
-    "local": QueueBackend("", lambda name: f"queue: {name}", _no_cleanup, "", ""),
-    "nats": QueueBackend(
-        f"nats: {{ kind: nats, url: '{NATS_URL}' }}",
-        lambda name: f"connection: nats, stream: {name}, ack_wait: 3",
-        _nats_cleanup,
-        "nats",
-        "pkill -x nats-server",
-    ),
-    "rabbitmq": QueueBackend(
-        f"rabbit: {{ kind: rabbitmq, url: '{AMQP_URL}' }}",
-        lambda name: f"connection: rabbit, queue: {name}",
-        _rabbit_cleanup,
-        "rabbitmq",
-        "rabbitmqctl stop",
-    ),
-}
+def queue_side(backend: Backend) -> QueueSide:
+    assert backend.queue is not None
+    return backend.queue
 
 
 @dataclass
 class Project:
     config: Path
-    backend: QueueBackend
+    backend: Backend
     names: list[str]
 
 
-def _write(root: Path, backend: QueueBackend) -> Project:
+def _write(root: Path, backend: Backend) -> Project:
+    side = queue_side(backend)
     tag = uuid.uuid4().hex[:8]
     jobs, dlq, plain, slow = f"jobs_{tag}", f"jobs_dlq_{tag}", f"plain_{tag}", f"slow_{tag}"
-    connections = f"connections:\n      {backend.connection}\n" if backend.connection else ""
+    connections = f"connections:\n      {side.connection}\n" if side.connection else ""
     config = f"""
     version: 1
     {connections}
     bindings:
-      JOBS: {{ type: queue, {backend.names(jobs)}, max_retries: {MAX_RETRIES}, dead_letter_queue: {dlq} }}
-      JOBS_DLQ: {{ type: queue, {backend.names(dlq)} }}
-      PLAIN: {{ type: queue, {backend.names(plain)}, max_retries: 0 }}
-      SLOW: {{ type: queue, {backend.names(slow)}, delivery_delay: 2, retry_delay: 2 }}
+      JOBS: {{ type: queue, {side.options(jobs)}, max_retries: {MAX_RETRIES}, dead_letter_queue: {dlq} }}
+      JOBS_DLQ: {{ type: queue, {side.options(dlq)} }}
+      PLAIN: {{ type: queue, {side.options(plain)}, max_retries: 0 }}
+      SLOW: {{ type: queue, {side.options(slow)}, delivery_delay: 2, retry_delay: 2 }}
     envs:
       review:
         bindings:
@@ -137,26 +82,22 @@ def _write(root: Path, backend: QueueBackend) -> Project:
     return Project(write_project(root, config), backend, [jobs, dlq, plain, slow])
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+@pytest.fixture(params=params(serving("queue")))
 def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]:
-    backend = BACKENDS[request.param]
+    backend: Backend = request.param
     if backend.service:
         ensure(backend.service)
     made = _write(tmp_path, backend)
     yield made
     if backend.service:
         ensure(backend.service)
-    backend.cleanup(made.names)
+    queue_side(backend).cleanup(made.names)
 
 
 @pytest.fixture
 async def env(project: Project) -> AsyncIterator[Env]:
-    async with daemon_in_process(project.config) as daemon:
-        client = await connect(endpoint=f"unix://{daemon.socket_path}")
-        try:
-            yield client
-        finally:
-            await client.aclose()
+    async with connected(project.config) as client:
+        yield client
 
 
 @pytest.fixture
@@ -363,17 +304,13 @@ async def test_ten_thousand_messages_none_lost_or_duplicated(jobs: Queue) -> Non
 
 @pytest.mark.parametrize("env_name", ["review", "production"])
 async def test_writes_refused_where_writes_are_refused(project: Project, env_name: str) -> None:
-    async with daemon_in_process(project.config, env=env_name) as daemon:
-        client = await connect(endpoint=f"unix://{daemon.socket_path}")
-        try:
-            with pytest.raises(PermissionDenied):
-                await client.JOBS.send(1)
-            with pytest.raises(PermissionDenied):
-                await client.JOBS.send_batch([{"body": 1}])
-            with pytest.raises(PermissionDenied):
-                await take(client.JOBS, 1)
-        finally:
-            await client.aclose()
+    async with connected(project.config, env=env_name) as client:
+        with pytest.raises(PermissionDenied):
+            await client.JOBS.send(1)
+        with pytest.raises(PermissionDenied):
+            await client.JOBS.send_batch([{"body": 1}])
+        with pytest.raises(PermissionDenied):
+            await take(client.JOBS, 1)
 
 
 async def test_sigkill_mid_consume_loses_nothing_acked_or_not(project: Project) -> None:
@@ -443,9 +380,8 @@ async def test_consumers_end_promptly_when_the_daemon_drains(project: Project) -
         daemon.stop()
 
 
-@pytest.mark.parametrize("name", [n for n, b in sorted(BACKENDS.items()) if b.stop])
-async def test_backend_restart_mid_run(name: str, tmp_path: Path) -> None:
-    backend = BACKENDS[name]
+@pytest.mark.parametrize("backend", params(serving("queue", lambda b: bool(b.stop))))
+async def test_backend_restart_mid_run(backend: Backend, tmp_path: Path) -> None:
     ensure(backend.service)
     made = _write(tmp_path, backend)
     try:
@@ -454,13 +390,7 @@ async def test_backend_restart_mid_run(name: str, tmp_path: Path) -> None:
             try:
                 await client.JOBS.send_batch([{"body": i} for i in range(50)])
                 first = await take(client.JOBS, 10, batch_size=10)
-                await asyncio.to_thread(
-                    subprocess.run, backend.stop, shell=True, capture_output=True, timeout=120
-                )
-                down_by = time.monotonic() + 60
-                while is_up(backend.service) and time.monotonic() < down_by:
-                    await asyncio.sleep(0.2)
-                assert not is_up(backend.service), f"{backend.stop} did not stop {name}"
+                await asyncio.to_thread(stop_service, backend)
                 # Down: sends fail with the table's error, not a hang or an INTERNAL.
                 with pytest.raises((BackendUnavailable, BackendTimeout)):
                     await client.JOBS.send("while down")
@@ -480,7 +410,7 @@ async def test_backend_restart_mid_run(name: str, tmp_path: Path) -> None:
                 await client.aclose()
     finally:
         await asyncio.to_thread(ensure, backend.service)
-        await asyncio.to_thread(backend.cleanup, made.names)
+        await asyncio.to_thread(queue_side(backend).cleanup, made.names)
     # "while down" may have been stored after all (a timeout is not a refusal): not counted.
     bodies = {m.body for m in first + rest} - {"while down"}
     assert sorted(bodies) == list(range(80))
@@ -522,15 +452,11 @@ async def test_unreachable_backend_is_backend_unavailable(kind: str, url: str, t
         """,
     )
     # The daemon starts and serves at once: readiness never waits on a remote backend.
-    async with daemon_in_process(config) as daemon:
-        client = await connect(endpoint=f"unix://{daemon.socket_path}")
-        try:
-            with pytest.raises(BackendUnavailable) as sent:
-                await client.JOBS.send(1)
-            with pytest.raises(BackendUnavailable) as consumed:
-                await take(client.JOBS, 1, timeout=30)
-        finally:
-            await client.aclose()
+    async with connected(config) as client:
+        with pytest.raises(BackendUnavailable) as sent:
+            await client.JOBS.send(1)
+        with pytest.raises(BackendUnavailable) as consumed:
+            await take(client.JOBS, 1, timeout=30)
     for error in (sent.value, consumed.value):
         assert "JOBS" in str(error) and "127.0.0.1:1" in str(error)
         assert "pw-never-shown" not in str(error)
@@ -605,23 +531,19 @@ async def test_a_consumer_process_killed_mid_batch_gets_its_leases_back(project:
 async def test_a_binding_that_is_its_own_dead_letter_queue_is_refused(project: Project) -> None:
     tag = uuid.uuid4().hex[:8]
     name = f"selfdlq_{tag}"
-    backend = project.backend
-    connections = f"connections:\n  {backend.connection}\n" if backend.connection else ""
+    side = queue_side(project.backend)
+    connections = f"connections:\n  {side.connection}\n" if side.connection else ""
     config = write_project(
         project.config.parent / "self",
         f"version: 1\n{connections}bindings:\n"
-        f"  LOOP: {{ type: queue, {backend.names(name)}, dead_letter_queue: {name} }}\n",
+        f"  LOOP: {{ type: queue, {side.options(name)}, dead_letter_queue: {name} }}\n",
     )
     try:
-        async with daemon_in_process(config) as daemon:
-            client = await connect(endpoint=f"unix://{daemon.socket_path}")
-            try:
-                with pytest.raises(InvalidArgument) as refused:
-                    await client.LOOP.send(1)
-            finally:
-                await client.aclose()
+        async with connected(config) as client:
+            with pytest.raises(InvalidArgument) as refused:
+                await client.LOOP.send(1)
     finally:
-        await asyncio.to_thread(backend.cleanup, [name])
+        await asyncio.to_thread(side.cleanup, [name])
     assert "LOOP" in str(refused.value) and "dead_letter_queue" in str(refused.value)
 
 
@@ -642,13 +564,9 @@ async def test_nats_names_and_ack_wait_nats_refuses_are_invalid_argument(
           JOBS: {{ type: queue, connection: nats, {options} }}
         """,
     )
-    async with daemon_in_process(config) as daemon:
-        client = await connect(endpoint=f"unix://{daemon.socket_path}")
-        try:
-            with pytest.raises(InvalidArgument) as refused:
-                await client.JOBS.send(1)
-        finally:
-            await client.aclose()
+    async with connected(config) as client:
+        with pytest.raises(InvalidArgument) as refused:
+            await client.JOBS.send(1)
     assert "JOBS" in str(refused.value)
 
 
@@ -684,7 +602,7 @@ async def test_rabbitmq_receives_cancelled_mid_fetch_leave_other_leases_alone() 
         assert await provider.receive(100, 60, 0) is not None  # the consumer can go on
     finally:
         await provider.close()
-        await asyncio.to_thread(_rabbit_cleanup, [name])
+        await asyncio.to_thread(rabbit_cleanup, [name])
 
 
 GONE_CONSUMER_SCRIPT = """
@@ -735,14 +653,10 @@ async def nats_jobs(tmp_path: Path) -> AsyncIterator[tuple[Queue, str]]:
         """,
     )
     try:
-        async with daemon_in_process(config) as daemon:
-            client = await connect(endpoint=f"unix://{daemon.socket_path}")
-            try:
-                yield client.JOBS, name
-            finally:
-                await client.aclose()
+        async with connected(config) as client:
+            yield client.JOBS, name
     finally:
-        await asyncio.to_thread(_nats_cleanup, [name])
+        await asyncio.to_thread(nats_cleanup, [name])
 
 
 async def test_nats_a_consumer_killed_mid_fetch_does_not_reset_attempts(nats_jobs: tuple[Queue, str]) -> None:

@@ -1,9 +1,10 @@
 """The SQL conformance suite: D1 behaviour, the same for every provider.
 
 Each test talks to the real daemon (in this process, on a real unix socket) through the Python
-client. PostgreSQL and MariaDB are the machine's real servers: each test gets a throwaway
-database, created before and dropped after. Where backends differ by nature (how a PostgreSQL
-boolean or timestamp comes back), the expected values per provider pin the documented mapping.
+client, on every backend of tests/conformance/backends.py that serves sql. PostgreSQL and MariaDB
+are the machine's real servers: each test gets a throwaway database, created before and dropped
+after. Where backends differ by nature (how a PostgreSQL boolean or timestamp comes back), the
+expected values per SQL dialect pin the documented mapping.
 """
 
 from __future__ import annotations
@@ -13,14 +14,9 @@ import contextlib
 import os
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import aiomysql
-import asyncpg
 import pytest
 from bindingd_client import (
     AuthenticationFailed,
@@ -32,23 +28,9 @@ from bindingd_client import (
     SqlError,
     connect,
 )
+from conformance.backends import Backend, Project, params, serving, stop_service
 from services import ensure
-from support import DaemonProcess, daemon_in_process, write_project
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-@dataclass
-class Backend:
-    """One provider under test: its project folder and how to look at its server directly."""
-
-    name: str
-    root: Path
-    config: Path
-    database: str = ""
-    # Per-dialect SQL of the tests.
-    ddl: dict[str, str] = field(default_factory=dict)
-
+from support import DaemonProcess, SqlServer, connected, write_project
 
 DDL = {
     "sqlite": {
@@ -75,148 +57,44 @@ DDL = {
 }
 # What identifies the slow statement in the server's list of running queries.
 MARKER = {"postgres": "pg_sleep", "mysql": "SLEEP(60)"}
-DIALECT = {"local": "sqlite", "sqlite": "sqlite", "postgres": "postgres", "mysql": "mysql"}
 
 
-def _config(connection: str, extra_connections: str = "") -> str:
-    return f"""
-        version: 1
-        connections:
-          {connection}
-          {extra_connections}
-        bindings:
-          APP_DB: {{ type: sql, connection: db }}
-          RO_DB: {{ type: sql, connection: db, access: read-only }}
-          SLOW_DB: {{ type: sql, connection: db, timeout: 1 }}
-        envs:
-          production:
-            protected: true
-    """
+def dialect(backend: Backend) -> str:
+    assert backend.sql is not None
+    return backend.sql.dialect
 
 
-@contextlib.asynccontextmanager
-async def local_backend(root: Path) -> AsyncIterator[Backend]:
-    # APP_DB is the local provider; RO_DB and SLOW_DB open the same file as a `sqlite` connection.
-    config = write_project(
-        root,
-        """
-        version: 1
-        connections:
-          db: { kind: sqlite, path: .bindingd/state/sql/APP_DB.sqlite3 }
-        bindings:
-          APP_DB: { type: sql }
-          RO_DB: { type: sql, connection: db, access: read-only }
-          SLOW_DB: { type: sql, connection: db, timeout: 1 }
-        envs:
-          production:
-            protected: true
-        """,
-    )
-    # The sqlite connection opens an existing file: create it the way the local provider does.
-    (root / ".bindingd/state/sql").mkdir(parents=True)
-    import sqlite3
-
-    sqlite3.connect(root / ".bindingd/state/sql/APP_DB.sqlite3").execute("PRAGMA journal_mode=WAL").close()
-    yield Backend("local", root, config)
+def server_of(backend: Backend) -> SqlServer | None:
+    assert backend.sql is not None
+    return backend.sql.server
 
 
-@contextlib.asynccontextmanager
-async def sqlite_backend(root: Path) -> AsyncIterator[Backend]:
-    import sqlite3
-
-    root.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(root / "data.sqlite3")
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.close()
-    config = write_project(root, _config("db: { kind: sqlite, path: data.sqlite3 }"))
-    yield Backend("sqlite", root, config)
+# The tests of a backend's own server (credentials, restarts, sessions): they replace the
+# `backend` fixture's parameters with the backends that have one.
+on_servers = pytest.mark.parametrize("backend", params(serving("sql", lambda b: server_of(b) is not None)))
 
 
-@contextlib.asynccontextmanager
-async def postgres_backend(root: Path) -> AsyncIterator[Backend]:
-    ensure("postgres")
-    name = f"bindingd_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f"CREATE DATABASE {name}")
-    await admin.close()
-    dsn = f"postgresql://postgres@127.0.0.1:5432/{name}"
-    config = write_project(root, _config(f'db: {{ kind: postgres, dsn: "{dsn}", max_size: 8 }}'))
-    try:
-        yield Backend("postgres", root, config, name)
-    finally:
-        ensure("postgres")
-        admin = await asyncpg.connect(PG_ADMIN)
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
-
-
-async def mysql_admin(sql: str) -> list[tuple[Any, ...]]:
-    conn = await aiomysql.connect(host="127.0.0.1", port=3306, user="root", autocommit=True)
-    try:
-        async with conn.cursor() as cursor:
-            await cursor.execute(sql)
-            return list(await cursor.fetchall())
-    finally:
-        conn.close()
-
-
-@contextlib.asynccontextmanager
-async def mysql_backend(root: Path) -> AsyncIterator[Backend]:
-    ensure("mysql")
-    name = f"bindingd_test_{uuid.uuid4().hex[:12]}"
-    await mysql_admin(f"CREATE DATABASE {name}")
-    dsn = f"mysql://root@127.0.0.1:3306/{name}"
-    config = write_project(root, _config(f'db: {{ kind: mysql, dsn: "{dsn}", max_size: 8 }}'))
-    try:
-        yield Backend("mysql", root, config, name)
-    finally:
-        ensure("mysql")
-        await mysql_admin(f"DROP DATABASE IF EXISTS {name}")
-
-
-PROVIDERS: dict[str, Callable[[Path], contextlib.AbstractAsyncContextManager[Backend]]] = {
-    "local": local_backend,
-    "sqlite": sqlite_backend,
-    "postgres": postgres_backend,
-    "mysql": mysql_backend,
-}
-
-
-@pytest.fixture(params=sorted(PROVIDERS))
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    async with PROVIDERS[request.param](tmp_path / "project") as backend:
-        yield backend
-
-
-@pytest.fixture(params=["mysql", "postgres"])
-async def remote_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    async with PROVIDERS[request.param](tmp_path / "project") as backend:
-        yield backend
-
-
-@contextlib.asynccontextmanager
-async def serving(backend: Backend, env: str | None = None) -> AsyncIterator[Env]:
-    async with daemon_in_process(backend.config, env=env) as daemon:
-        client = await connect(endpoint=f"unix://{daemon.socket_path}")
-        try:
-            yield client
-        finally:
-            await client.aclose()
+@pytest.fixture(params=params(serving("sql")))
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return request.param
 
 
 @pytest.fixture
-async def sql_env(backend: Backend) -> AsyncIterator[Env]:
-    async with serving(backend) as env:
+async def project(backend: Backend, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Project]:
+    assert backend.sql is not None
+    async with backend.sql.project(tmp_path / "project", request) as made:
+        yield made
+
+
+@pytest.fixture
+async def sql_env(project: Project) -> AsyncIterator[Env]:
+    async with connected(project.config) as env:
         yield env
 
 
 @pytest.fixture
 def db(sql_env: Env) -> D1Database:
     return sql_env.APP_DB
-
-
-def dialect(backend: Backend) -> str:
-    return DIALECT[backend.name]
 
 
 async def make_items(db: D1Database) -> None:
@@ -283,7 +161,7 @@ async def test_types_round_trip(db: D1Database, backend: Backend) -> None:
     )
     rows = await db.prepare("SELECT i, r, s, b, n, flag FROM types ORDER BY id").raw()
     # Booleans: SQLite and MySQL store 1/0 (as D1 does); a PostgreSQL boolean answers a bool.
-    true, false = (True, False) if backend.name == "postgres" else (1, 0)
+    true, false = (True, False) if dialect(backend) == "postgres" else (1, 0)
     assert rows == [
         [2**62, -1.5, "héllo ✓ 'quoted' ?", blob, None, true],
         [-(2**63), 0.0, "", b"", None, false],
@@ -361,10 +239,11 @@ async def test_placeholders_inside_literals_and_comments(db: D1Database, backend
         await db.prepare("SELECT ? AS a, ? AS b").bind("only one").all()
 
 
+@on_servers
 async def test_postgres_dollar_quoted_strings_keep_their_placeholders(
-    remote_backend: Backend,
+    backend: Backend, project: Project
 ) -> None:
-    if remote_backend.name != "postgres":
+    if dialect(backend) != "postgres":
         sql, expected = "SELECT '%s %d %%' AS a, ? AS b", {"a": "%s %d %%", "b": "v"}
     else:
         sql, expected = (
@@ -375,7 +254,7 @@ async def test_postgres_dollar_quoted_strings_keep_their_placeholders(
                 "b": "v",
             },
         )
-    async with serving(remote_backend) as env:
+    async with connected(project.config) as env:
         assert await env.APP_DB.prepare(sql).bind("v").first() == expected
 
 
@@ -480,7 +359,7 @@ async def test_read_only_binding_refuses_writes_on_the_backend(sql_env: Env, bac
     with pytest.raises(PermissionDenied):
         await ro.exec("UPDATE items SET qty = 1")
     # A write hidden in a CTE is refused too: the backend decides, not a SQL parser.
-    hidden = HIDDEN_WRITE.get(backend.name, HIDDEN_WRITE["sqlite"])
+    hidden = HIDDEN_WRITE[dialect(backend)]
     with pytest.raises(PermissionDenied):
         await ro.prepare(hidden).run()
     # SQL that tries to step out of the read-only transaction runs nothing after the attempt.
@@ -509,10 +388,10 @@ ESCAPES = {
 }
 
 
-async def test_protected_env_refuses_writes(backend: Backend) -> None:
-    async with serving(backend) as env:
+async def test_protected_env_refuses_writes(project: Project) -> None:
+    async with connected(project.config) as env:
         await make_items(env.APP_DB)
-    async with serving(backend, env="production") as env:
+    async with connected(project.config, env="production") as env:
         assert await env.APP_DB.prepare("SELECT count(*) AS n FROM items").first("n") == 0
         with pytest.raises(PermissionDenied, match="protected"):
             await env.APP_DB.prepare("INSERT INTO items (id, name) VALUES (1, 'a')").run()
@@ -522,25 +401,9 @@ async def test_protected_env_refuses_writes(backend: Backend) -> None:
 
 
 async def _server_still_runs(backend: Backend, marker: str) -> bool:
-    """Whether the backend still executes a statement containing `marker`."""
-    if backend.name == "postgres":
-        conn = await asyncpg.connect(PG_ADMIN)
-        try:
-            rows = await conn.fetch(
-                "SELECT query FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1"
-                " AND pid <> pg_backend_pid()",
-                f"%{marker}%",
-            )
-        finally:
-            await conn.close()
-        return bool(rows)
-    if backend.name == "mysql":
-        rows = await mysql_admin(
-            "SELECT info FROM information_schema.processlist WHERE command = 'Query'"
-            f" AND info LIKE '%{marker}%' AND id <> connection_id()"
-        )
-        return bool(rows)
-    return False
+    """Whether the backend's server still executes a statement containing `marker`."""
+    server = server_of(backend)
+    return server is not None and await server.running(marker)
 
 
 async def _eventually_stopped(backend: Backend, marker: str) -> None:
@@ -556,7 +419,7 @@ async def test_statement_timeout_cancels_on_the_server(sql_env: Env, backend: Ba
     with pytest.raises(BackendTimeout, match="SLOW_DB"):
         await sql_env.SLOW_DB.prepare(slow).all()
     assert time.monotonic() - started < 30
-    await _eventually_stopped(backend, MARKER.get(backend.name, ""))
+    await _eventually_stopped(backend, MARKER.get(dialect(backend), ""))
     # The connection is usable at once: nothing is left running in front of the next call.
     begun = time.monotonic()
     assert await sql_env.SLOW_DB.prepare("SELECT 7 AS n").first("n") == 7
@@ -567,12 +430,12 @@ async def test_cancelled_call_cancels_the_query(sql_env: Env, backend: Backend) 
     slow = DDL[dialect(backend)]["slow"]
     call = asyncio.ensure_future(sql_env.APP_DB.prepare(slow).all())
     await asyncio.sleep(1.0)
-    if backend.name in MARKER:
-        assert await _server_still_runs(backend, MARKER[backend.name])
+    if server_of(backend) is not None:
+        assert await _server_still_runs(backend, MARKER[dialect(backend)])
     call.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await call
-    await _eventually_stopped(backend, MARKER.get(backend.name, ""))
+    await _eventually_stopped(backend, MARKER.get(dialect(backend), ""))
     begun = time.monotonic()
     assert await sql_env.APP_DB.prepare("SELECT 7 AS n").first("n") == 7
     assert time.monotonic() - begun < 5
@@ -581,91 +444,63 @@ async def test_cancelled_call_cancels_the_query(sql_env: Env, backend: Backend) 
 # --- remote servers: auth, availability, restarts -----------------------------------------------
 
 
-async def test_wrong_credentials_are_auth_failed(remote_backend: Backend, tmp_path: Path) -> None:
-    if remote_backend.name == "postgres":
-        # The machine's PostgreSQL trusts every local role, so the refused credential is a role.
-        dsn = f"postgresql://nobody_{uuid.uuid4().hex[:6]}:wrong@127.0.0.1:5432/{remote_backend.database}"
-    else:
-        user = f"bd_{uuid.uuid4().hex[:8]}"
-        await mysql_admin(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'right-password'")
-        await mysql_admin(f"CREATE USER '{user}'@'localhost' IDENTIFIED BY 'right-password'")
-        dsn = f"mysql://{user}:wrong-password@127.0.0.1:3306/{remote_backend.database}"
-    kind = remote_backend.name
-    config = write_project(
-        tmp_path / "auth",
-        f"""
-        version: 1
-        connections:
-          bad: {{ kind: {kind}, dsn: "{dsn}" }}
-        bindings:
-          APP_DB: {{ type: sql, connection: bad }}
-        """,
-    )
-    async with daemon_in_process(config) as daemon:
-        env = await connect(endpoint=f"unix://{daemon.socket_path}")
-        try:
+@on_servers
+async def test_wrong_credentials_are_auth_failed(backend: Backend, project: Project, tmp_path: Path) -> None:
+    server = server_of(backend)
+    assert server is not None
+    async with server.refused_dsn(project.database) as dsn:
+        config = write_project(
+            tmp_path / "auth",
+            f"""
+            version: 1
+            connections:
+              bad: {{ kind: {server.kind}, dsn: "{dsn}" }}
+            bindings:
+              APP_DB: {{ type: sql, connection: bad }}
+            """,
+        )
+        async with connected(config) as env:
             with pytest.raises(AuthenticationFailed) as failed:
                 await env.APP_DB.prepare("SELECT 1 AS x").all()
             assert "wrong" not in str(failed.value)  # the password never leaks
             assert failed.value.binding == "APP_DB"
-        finally:
-            await env.aclose()
-            if kind == "mysql":
-                await mysql_admin(f"DROP USER '{user}'@'%'")
-                await mysql_admin(f"DROP USER '{user}'@'localhost'")
 
 
-async def test_unreachable_server_is_backend_unavailable(remote_backend: Backend, tmp_path: Path) -> None:
-    scheme = "postgresql" if remote_backend.name == "postgres" else "mysql"
+@on_servers
+async def test_unreachable_server_is_backend_unavailable(
+    backend: Backend, project: Project, tmp_path: Path
+) -> None:
+    server = server_of(backend)
+    assert server is not None
     config = write_project(
         tmp_path / "down",
         f"""
         version: 1
         connections:
-          down: {{ kind: {remote_backend.name}, dsn: "{scheme}://root@127.0.0.1:1/x" }}
+          down: {{ kind: {server.kind}, dsn: "{server.scheme}://root@127.0.0.1:1/x" }}
         bindings:
           APP_DB: {{ type: sql, connection: down }}
         """,
     )
-    async with daemon_in_process(config) as daemon:
-        env = await connect(endpoint=f"unix://{daemon.socket_path}")
-        try:
-            with pytest.raises(BackendUnavailable, match="APP_DB"):
-                await env.APP_DB.prepare("SELECT 1 AS x").all()
-        finally:
-            await env.aclose()
+    async with connected(config) as env:
+        with pytest.raises(BackendUnavailable, match="APP_DB"):
+            await env.APP_DB.prepare("SELECT 1 AS x").all()
 
 
-def _restart(name: str) -> None:
-    import subprocess
-
-    if name == "postgres":
-        subprocess.run(
-            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main restart",
-            shell=True,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-    else:
-        subprocess.run(
-            "start-stop-daemon --stop --oknodo --retry 30 --exec /usr/sbin/mariadbd",
-            shell=True,
-            check=False,
-            capture_output=True,
-            timeout=120,
-        )
-    ensure(name)
+def _restart(backend: Backend) -> None:
+    stop_service(backend)
+    ensure(backend.service)
 
 
-async def test_calls_succeed_after_the_server_restarts(remote_backend: Backend) -> None:
-    async with serving(remote_backend) as env:
+@on_servers
+async def test_calls_succeed_after_the_server_restarts(backend: Backend, project: Project) -> None:
+    async with connected(project.config) as env:
         db = env.APP_DB
         await make_items(db)
         for i in range(4):  # several pooled connections
             await db.prepare("INSERT INTO items (id, name) VALUES (?, ?)").bind(i, f"n{i}").run()
         await asyncio.gather(*(db.prepare("SELECT count(*) AS n FROM items").all() for _ in range(4)))
-        await asyncio.to_thread(_restart, remote_backend.name)
+        await asyncio.to_thread(_restart, backend)
         results = [await db.prepare("SELECT count(*) AS n FROM items").first("n") for _ in range(6)]
         assert results == [4] * 6
         await db.prepare("INSERT INTO items (id, name) VALUES (?, ?)").bind(9, "after").run()
@@ -682,10 +517,12 @@ def _rss_kib(pid: int, field: str) -> int:
     raise AssertionError(f"no {field} for {pid}")
 
 
-async def test_million_rows_stream_through_a_daemon_with_flat_memory(backend: Backend) -> None:
+async def test_million_rows_stream_through_a_daemon_with_flat_memory(
+    backend: Backend, project: Project
+) -> None:
     """A real `bindingd serve` process: its peak RSS stays < 150 MiB above idle."""
     daemon = DaemonProcess(
-        backend.root, "--log-level", "warning", env={"PYTHONPATH": os.pathsep.join(sys.path)}
+        project.root, "--log-level", "warning", env={"PYTHONPATH": os.pathsep.join(sys.path)}
     )
     daemon.start()
     try:
@@ -741,7 +578,7 @@ async def test_a_cancelled_batch_applies_nothing(sql_env: Env, backend: Backend)
     call.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await call
-    await _eventually_stopped(backend, MARKER.get(backend.name, ""))
+    await _eventually_stopped(backend, MARKER.get(dialect(backend), ""))
     assert await db.prepare("SELECT count(*) AS n FROM items").first("n") == 0
     await db.prepare("INSERT INTO items (id, name) VALUES (2, 'b')").run()
     assert await sql_env.RO_DB.prepare("SELECT count(*) AS n FROM items").first("n") == 1
@@ -785,11 +622,12 @@ SESSION_LEAK = {
 }
 
 
-async def test_session_state_does_not_leak_into_the_next_call(remote_backend: Backend) -> None:
+@on_servers
+async def test_session_state_does_not_leak_into_the_next_call(backend: Backend, project: Project) -> None:
     """Each call starts on a clean session: what one call SETs is gone for the next (the
     connection goes back to the pool reset)."""
-    setter, getter = SESSION_LEAK[remote_backend.name]
-    async with serving(remote_backend) as env:
+    setter, getter = SESSION_LEAK[dialect(backend)]
+    async with connected(project.config) as env:
         for _ in range(4):
             assert await env.APP_DB.prepare(setter).first("v") == "leaked"
             assert await env.APP_DB.prepare(getter).first("v") != "leaked"

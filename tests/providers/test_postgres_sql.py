@@ -6,41 +6,31 @@ machine's real server."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from bindingd_client import BackendTimeout, Env, PermissionDenied, connect
-from services import ensure
-from support import daemon_in_process, write_project
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+from support import POSTGRES, daemon_in_process, write_project
 
 
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
     """Three bindings on one connection entry (one pool set): read-write with the default 30 s
     timeout, read-only, and read-write with a 1 s timeout; in a throwaway database."""
-    ensure("postgres")
-    name = f"bindingd_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f"CREATE DATABASE {name}")
-    await admin.close()
-    config = write_project(
-        tmp_path / "project",
-        f"""
-        version: 1
-        connections:
-          db: {{ kind: postgres, dsn: "postgresql://postgres@127.0.0.1:5432/{name}", max_size: 4 }}
-        bindings:
-          APP_DB: {{ type: sql, connection: db }}
-          RO_DB: {{ type: sql, connection: db, access: read-only }}
-          SLOW_DB: {{ type: sql, connection: db, timeout: 1 }}
-        """,
-    )
-    try:
+    async with POSTGRES.database() as name:
+        config = write_project(
+            tmp_path / "project",
+            f"""
+            version: 1
+            connections:
+              db: {{ kind: postgres, dsn: "{POSTGRES.dsn(name)}", max_size: 4 }}
+            bindings:
+              APP_DB: {{ type: sql, connection: db }}
+              RO_DB: {{ type: sql, connection: db, access: read-only }}
+              SLOW_DB: {{ type: sql, connection: db, timeout: 1 }}
+            """,
+        )
         async with daemon_in_process(config) as daemon:
             client = await connect(endpoint=f"unix://{daemon.socket_path}")
             try:
@@ -48,11 +38,6 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
                 yield client
             finally:
                 await client.aclose()
-    finally:
-        ensure("postgres")
-        admin = await asyncpg.connect(PG_ADMIN)
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
 
 
 async def test_bindings_on_one_connection_keep_their_own_timeout(env: Env) -> None:

@@ -17,13 +17,10 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import aiomysql
 import pytest
 from bindingd_client import D1Database, Env, PermissionDenied, SqlError, connect
-from services import ensure
-from support import bindingd_cli, daemon_in_process, write_project
+from support import MYSQL, bindingd_cli, daemon_in_process, write_project
 
 from bindingd.domain.sql import split_script
 
@@ -97,40 +94,30 @@ SETUP = [
 ]
 
 
-async def admin(sql: str, db: str | None = None) -> list[tuple[Any, ...]]:
-    conn = await aiomysql.connect(host="127.0.0.1", port=3306, user="root", db=db, autocommit=True)
-    try:
-        async with conn.cursor() as cursor:
-            await cursor.execute(sql)
-            return list(await cursor.fetchall())
-    finally:
-        conn.close()
-
-
 async def state(db: str) -> dict[str, object]:
     """What an attack could have changed, read by a connection of the test's own."""
     schema = f"schema = '{db}'"
     return {
-        "items": await admin("SELECT id, name, qty FROM items ORDER BY id", db),
-        "columns": await admin(f"SELECT column_name FROM information_schema.columns WHERE table_{schema}"),
-        "tables": await admin(f"SELECT table_name FROM information_schema.tables WHERE table_{schema}"),
-        "seq": await admin("SELECT next_not_cached_value FROM seq", db),
-        "users": await admin(f"SELECT user FROM mysql.user WHERE user = '{EVIL_USER}'"),
-        "root": await admin("SELECT authentication_string FROM mysql.user WHERE user = 'root'"),
-        "dbs": await admin("SHOW DATABASES LIKE 'bindingd_sneaky_db'"),
-        "events": await admin(f"SELECT event_name FROM information_schema.events WHERE event_{schema}"),
+        "items": await MYSQL.admin("SELECT id, name, qty FROM items ORDER BY id", database=db),
+        "columns": await MYSQL.admin(
+            f"SELECT column_name FROM information_schema.columns WHERE table_{schema}"
+        ),
+        "tables": await MYSQL.admin(f"SELECT table_name FROM information_schema.tables WHERE table_{schema}"),
+        "seq": await MYSQL.admin("SELECT next_not_cached_value FROM seq", database=db),
+        "users": await MYSQL.admin(f"SELECT user FROM mysql.user WHERE user = '{EVIL_USER}'"),
+        "root": await MYSQL.admin("SELECT authentication_string FROM mysql.user WHERE user = 'root'"),
+        "dbs": await MYSQL.admin("SHOW DATABASES LIKE 'bindingd_sneaky_db'"),
+        "events": await MYSQL.admin(f"SELECT event_name FROM information_schema.events WHERE event_{schema}"),
         "outfile": os.path.exists(OUTFILE),
     }
 
 
 @pytest.fixture
 async def database(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
-    ensure("mysql")
-    name = f"bindingd_test_{uuid.uuid4().hex[:12]}"
-    await admin(f"CREATE DATABASE {name}")
+    name = await MYSQL.create_database()
     for sql in SETUP:
-        await admin(sql, name)
-    dsn = f"mysql://root@127.0.0.1:3306/{name}"
+        await MYSQL.admin(sql, database=name)
+    dsn = MYSQL.dsn(name)
     config = write_project(
         tmp_path / "project",
         f"""
@@ -152,9 +139,9 @@ async def database(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
             os.unlink(OUTFILE)
         with warnings.catch_warnings():  # the server warns that what an attack made is not there
             warnings.simplefilter("ignore")
-            await admin(f"DROP DATABASE IF EXISTS {name}")
-            await admin(f"DROP USER IF EXISTS '{EVIL_USER}'@'%'")
-            await admin("DROP DATABASE IF EXISTS bindingd_sneaky_db")
+            await MYSQL.drop_database(name)
+            await MYSQL.admin(f"DROP USER IF EXISTS '{EVIL_USER}'@'%'")
+            await MYSQL.admin("DROP DATABASE IF EXISTS bindingd_sneaky_db")
 
 
 @contextlib.asynccontextmanager
@@ -228,15 +215,17 @@ async def test_one_statement_per_round_trip_on_a_read_write_binding(database: tu
             ).run()
         with pytest.raises(SqlError):
             await db.batch([db.prepare("SELECT 1; INSERT INTO items (id, name) VALUES (12, 'r')")])
-        assert await admin("SELECT id FROM items ORDER BY id", name) == [(1,)]
+        assert await MYSQL.admin("SELECT id FROM items ORDER BY id", database=name) == [(1,)]
         # exec() splits its script and still runs every statement; its count is D1's, the lines.
         done = await db.exec(
             "INSERT INTO items (id, name) VALUES (10, 'p');\nINSERT INTO items (id, name) VALUES (11, 'q')"
         )
         assert done.count == 2
-        assert await admin("SELECT id FROM items ORDER BY id", name) == [(1,), (10,), (11,)]
+        assert await MYSQL.admin("SELECT id FROM items ORDER BY id", database=name) == [(1,), (10,), (11,)]
         # A procedure that answers rows still works on a read-write binding (multi-results).
-        await admin("CREATE PROCEDURE list_items() BEGIN SELECT id FROM items ORDER BY id; END", name)
+        await MYSQL.admin(
+            "CREATE PROCEDURE list_items() BEGIN SELECT id FROM items ORDER BY id; END", database=name
+        )
         assert await db.prepare("CALL list_items()").raw() == [[1], [10], [11]]
 
 

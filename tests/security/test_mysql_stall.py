@@ -12,15 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiomysql
 import pytest
 from bindingd_client import BackendTimeout, Env, connect
-from services import ensure
-from support import daemon_in_process, write_project
+from support import MYSQL, daemon_in_process, write_project
 
 TIMEOUT_S = 2
 # What the daemon may take past the binding's timeout, all told.
@@ -86,20 +83,9 @@ class FreezableProxy:
             self.server.close()
 
 
-async def admin(sql: str) -> None:
-    conn = await aiomysql.connect(host="127.0.0.1", port=3306, user="root", autocommit=True)
-    try:
-        async with conn.cursor() as cursor:
-            await cursor.execute(sql)
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 async def stalled_env(tmp_path: Path) -> AsyncIterator[tuple[Env, FreezableProxy]]:
-    ensure("mysql")
-    name = f"bindingd_test_{uuid.uuid4().hex[:12]}"
-    await admin(f"CREATE DATABASE {name}")
+    name = await MYSQL.create_database()
     proxy = FreezableProxy()
     await proxy.start()
     config = write_project(
@@ -122,7 +108,7 @@ async def stalled_env(tmp_path: Path) -> AsyncIterator[tuple[Env, FreezableProxy
                 await client.aclose()
     finally:
         await proxy.close()
-        await admin(f"DROP DATABASE IF EXISTS {name}")
+        await MYSQL.drop_database(name)
 
 
 async def timed_out(call: object) -> float:

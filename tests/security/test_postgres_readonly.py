@@ -18,10 +18,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 from bindingd_client import D1Database, Env, PermissionDenied, SqlError, connect
-from services import ensure
-from support import daemon_in_process, write_project
+from support import POSTGRES, daemon_in_process, write_project
 
-PG = "postgresql://{user}@127.0.0.1:5432/{db}"
 INSERT = "INSERT INTO items (id, name) VALUES (7, 'written')"
 # A DO block that lifts the session's read-only default, ends the transaction and writes in
 # the next one: in the implicit transaction of a lone statement PostgreSQL lets it.
@@ -37,7 +35,7 @@ class Target:
     config: Path
 
     async def admin(self) -> asyncpg.Connection:
-        return await asyncpg.connect(PG.format(user="postgres", db=self.database))
+        return await asyncpg.connect(POSTGRES.dsn(self.database))
 
     async def rows(self) -> int:
         """The rows of `items`, counted on a connection of its own."""
@@ -50,27 +48,22 @@ class Target:
 
 @contextlib.asynccontextmanager
 async def database(root: Path, user: str = "postgres") -> AsyncIterator[Target]:
-    ensure("postgres")
-    name = f"bindingd_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(PG.format(user="postgres", db="postgres"))
-    await admin.execute(f"CREATE DATABASE {name}")
-    await admin.close()
-    config = write_project(
-        root,
-        f"""
-        version: 1
-        connections:
-          db: {{ kind: postgres, dsn: "{PG.format(user=user, db=name)}", max_size: 1 }}
-        bindings:
-          APP_DB: {{ type: sql, connection: db }}
-          RO_DB: {{ type: sql, connection: db, access: read-only }}
-        envs:
-          production:
-            protected: true
-        """,
-    )
-    target = Target(name, config)
-    try:
+    async with POSTGRES.database() as name:
+        config = write_project(
+            root,
+            f"""
+            version: 1
+            connections:
+              db: {{ kind: postgres, dsn: "{POSTGRES.dsn(name, user=user)}", max_size: 1 }}
+            bindings:
+              APP_DB: {{ type: sql, connection: db }}
+              RO_DB: {{ type: sql, connection: db, access: read-only }}
+            envs:
+              production:
+                protected: true
+            """,
+        )
+        target = Target(name, config)
         conn = await target.admin()
         try:
             await conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)")
@@ -83,11 +76,6 @@ async def database(root: Path, user: str = "postgres") -> AsyncIterator[Target]:
         finally:
             await conn.close()
         yield target
-    finally:
-        ensure("postgres")
-        admin = await asyncpg.connect(PG.format(user="postgres", db="postgres"))
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
 
 
 @contextlib.asynccontextmanager
@@ -255,12 +243,11 @@ async def plain_role(target: Target) -> AsyncIterator[str]:
     try:
         yield role
     finally:
-        ensure("postgres")
-        admin = await asyncpg.connect(PG.format(user="postgres", db="postgres"))
+        # The role is dropped after the database holding its grants (the target's own teardown
+        # then finds nothing to drop).
         with contextlib.suppress(Exception):
-            await admin.execute(f"DROP DATABASE IF EXISTS {target.database} WITH (FORCE)")
-            await admin.execute(f"DROP ROLE IF EXISTS {role}")
-        await admin.close()
+            await POSTGRES.drop_database(target.database)
+            await POSTGRES.admin(f"DROP ROLE IF EXISTS {role}")
 
 
 async def test_a_plain_role_cannot_write_files_run_programs_or_reach_out(
@@ -276,7 +263,7 @@ async def test_a_plain_role_cannot_write_files_run_programs_or_reach_out(
         f"""
         version: 1
         connections:
-          db: {{ kind: postgres, dsn: "{PG.format(user=plain_role, db=target.database)}", max_size: 1 }}
+          db: {{ kind: postgres, dsn: "{POSTGRES.dsn(target.database, user=plain_role)}", max_size: 1 }}
         bindings:
           RO_DB: {{ type: sql, connection: db, access: read-only }}
         """,

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import base64
 import os
-import resource
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,14 +57,7 @@ def test_check_refuses_an_alias_bomb_in_bounded_memory(tmp_path: Path) -> None:
     assert len(bomb) < 500
     (tmp_path / "bindingd.yaml").write_text(bomb)
     limit = 1024 * 1024 * 1024  # before the fix this ran out of it (1.5 GiB unbounded)
-    result = subprocess.run(
-        [sys.executable, "-m", "bindingd", "check"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)),
-    )
+    result = bindingd_cli("check", cwd=tmp_path, timeout=120, memory_limit=limit)
     assert result.returncode == 2, result
     line = one_error_line(result)
     assert line.startswith(f"bindingd: {tmp_path / 'bindingd.yaml'}:")

@@ -8,12 +8,11 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import DaemonProcess, write_project
+from support import DaemonProcess, bindingd_cli, write_project
 
 CONFIG = """
     version: 1
@@ -26,14 +25,7 @@ CONFIG = """
 
 
 def run(root: Path, umask: int, *args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "bindingd", *args],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        umask=umask,  # set by the child before exec, without running Python there (no preexec_fn)
-    )
+    result = bindingd_cli(*args, cwd=root, timeout=120, umask=umask)
     assert result.returncode == 0, result
     return result
 
@@ -96,15 +88,10 @@ def test_serve_keeps_state_private_while_serving(tmp_path: Path, umask: int) -> 
     finally:
         os.umask(old)
     try:
-        env = {**os.environ, "BINDINGD_ENDPOINT": daemon.endpoint}
+        env = {"BINDINGD_ENDPOINT": daemon.endpoint}
         for args in (("KV", "put", "k", "v"), ("DB", "exec", "CREATE TABLE t (x)")):
-            subprocess.run(
-                [sys.executable, "-m", "bindingd", "call", *args],
-                cwd=tmp_path,
-                env=env,
-                check=True,
-                timeout=60,
-            )
+            result = bindingd_cli("call", *args, cwd=tmp_path, env=env)
+            assert result.returncode == 0, result
         names = {path.name for path, _, _ in modes(tmp_path)}
         assert {"KV.sqlite3-wal", "DB.sqlite3-wal", "bindingd.sock"} <= names
         assert_private(tmp_path)

@@ -1,0 +1,368 @@
+"""Every backend the conformance suites run on: one `Backend` entry each.
+
+A backend joins the suites of the binding types it serves by one entry in BACKENDS: for each type
+it serves, how to make a project whose bindings are on it (each suite's bindings are listed on
+its field below), and the capabilities the suites choose by. Suites never ask for a backend by
+name. One entry serves several types (a connection kind that serves kv and sql, a gateway that
+serves all four) by filling in several fields: the fields are typed per binding type because
+each suite needs something of its own (the SQL dialect, the queue options naming a queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+import redis
+from objects_support import MotoServer, s3_project
+from services import ensure, is_up
+from support import MYSQL, POSTGRES, SqlServer, write_project
+
+
+@dataclass(frozen=True)
+class Project:
+    """A project folder whose bindings are on one backend."""
+
+    config: Path  # its bindingd.yaml; the folder holding it is the project root
+    database: str = ""  # sql on a server: the throwaway database of the bindings
+
+    @property
+    def root(self) -> Path:
+        return self.config.parent
+
+
+class MakeProject(Protocol):
+    """Writes the project into `root` (an empty folder), makes what its bindings need on the
+    backend, and removes that again on exit. `request` gives the pytest fixtures it needs;
+    `timeout` is the daemon's time limit per call to a store it reaches over the network."""
+
+    def __call__(
+        self, root: Path, request: pytest.FixtureRequest, *, timeout: float = 10.0
+    ) -> contextlib.AbstractAsyncContextManager[Project]: ...
+
+
+@dataclass(frozen=True)
+class SqlSide:
+    """How a backend serves sql bindings."""
+
+    # APP_DB (read-write), RO_DB (read-only) and SLOW_DB (timeout: 1) on one database;
+    # env production protected.
+    project: MakeProject
+    # The SQL the suite sends: "sqlite", "postgres" or "mysql".
+    dialect: str
+    # The server the suite looks at directly (running statements, credentials), if any.
+    server: SqlServer | None = None
+
+
+@dataclass(frozen=True)
+class QueueSide:
+    """How a backend serves queue bindings: the suite writes its own projects from these."""
+
+    # Its connection entry (YAML, one line), or "" when its bindings need none.
+    connection: str
+    # The binding options naming the queue `name` on it.
+    options: Callable[[str], str]
+    # Deletes the queues of these names from it.
+    cleanup: Callable[[list[str]], None]
+
+
+BINDING_TYPES = ("kv", "objects", "sql", "queue")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One backend: the binding types it serves (a field per type, None where it serves none)
+    and its capabilities."""
+
+    name: str  # the test id
+    # CACHE and OTHER, two separate namespaces.
+    kv: MakeProject | None = None
+    # ASSETS and OTHER, separate; READONLY (access: read-only); env production protected.
+    objects: MakeProject | None = None
+    sql: SqlSide | None = None
+    queue: QueueSide | None = None
+    # The server tests/services.py starts ("" for none), and the shell command that stops it
+    # (for the tests that stop a backend mid-run; "" when it cannot be stopped).
+    service: str = ""
+    stop: str = ""
+
+    # Capabilities: where backends differ by nature, the suites choose by these.
+    # Objects are stored under the binding's state folder: blobs/ holds one file per object,
+    # tmp/ the bodies being written.
+    on_local_disk: bool = False
+    # Bodies are spooled to the binding's state folder (spool/) before they go to the store.
+    spools_to_disk: bool = False
+    # Custom metadata must be printable ASCII (the store carries it in HTTP headers).
+    ascii_custom_metadata: bool = False
+    # Aborting a multipart upload id nobody made is an error (the store can tell it never was).
+    knows_upload_ids: bool = False
+
+    def serves(self, binding_type: str) -> bool:
+        assert binding_type in BINDING_TYPES, binding_type
+        return getattr(self, binding_type) is not None
+
+
+def serving(binding_type: str, where: Callable[[Backend], bool] = lambda b: True) -> list[Backend]:
+    """The backends serving `binding_type` (and meeting `where`), by name."""
+    return sorted((b for b in BACKENDS if b.serves(binding_type) and where(b)), key=lambda b: b.name)
+
+
+def params(backends: list[Backend]) -> list[object]:
+    """pytest parameters of `backends`, each with its name as the test id."""
+    return [pytest.param(b, id=b.name) for b in backends]
+
+
+def stop_service(backend: Backend, timeout: float = 60.0) -> None:
+    """Stops the backend's server and waits until its port no longer answers (ensure() starts it
+    again)."""
+    subprocess.run(backend.stop, shell=True, check=False, capture_output=True, timeout=120)
+    down_by = time.monotonic() + timeout
+    while is_up(backend.service) and time.monotonic() < down_by:
+        time.sleep(0.2)
+    assert not is_up(backend.service), f"{backend.stop} did not stop {backend.name}"
+
+
+def written(config: str) -> MakeProject:
+    """A project that is its config alone: nothing to make on the backend."""
+
+    @contextlib.asynccontextmanager
+    async def make(
+        root: Path, request: pytest.FixtureRequest, *, timeout: float = 10.0
+    ) -> AsyncIterator[Project]:
+        yield Project(write_project(root, config))
+
+    return make
+
+
+# --- kv ------------------------------------------------------------------------------------------
+
+LOCAL_KV = """
+    version: 1
+    bindings:
+      CACHE: { type: kv }
+      OTHER: { type: kv }
+"""
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@contextlib.asynccontextmanager
+async def redis_kv(
+    root: Path, request: pytest.FixtureRequest, *, timeout: float = 10.0
+) -> AsyncIterator[Project]:
+    """CACHE and OTHER on one Redis connection, each under its own prefix; the keys of the run
+    are removed at the end."""
+    ensure("redis")
+    run = f"bindingd-test:{uuid.uuid4().hex[:12]}:"
+    config = f"""
+        version: 1
+        connections:
+          test-redis: {{ kind: redis, url: "{REDIS_URL}" }}
+        bindings:
+          CACHE: {{ type: kv, connection: test-redis, prefix: "{run}cache:" }}
+          OTHER: {{ type: kv, connection: test-redis, prefix: "{run}other:" }}
+    """
+    try:
+        yield Project(write_project(root, config))
+    finally:
+        if is_up("redis"):
+            client = redis.Redis.from_url(REDIS_URL)
+            for name in client.scan_iter(match=f"{run}*", count=1000):
+                client.unlink(name)
+            client.close()
+
+
+# --- objects -------------------------------------------------------------------------------------
+
+
+LOCAL_OBJECTS = """
+    version: 1
+    bindings:
+      ASSETS: { type: objects }
+      OTHER: { type: objects }
+      READONLY: { type: objects, access: read-only }
+    envs:
+      production: { protected: true }
+"""
+
+
+@contextlib.asynccontextmanager
+async def s3_objects(
+    root: Path, request: pytest.FixtureRequest, *, timeout: float = 10.0
+) -> AsyncIterator[Project]:
+    """Buckets of their own on `moto_server` (tests/conftest.py); moto forgets them when it stops."""
+    moto: MotoServer = request.getfixturevalue("moto_server")
+    yield Project(s3_project(root, moto, timeout=timeout))
+
+
+# --- sql -----------------------------------------------------------------------------------------
+
+
+def _sql_config(connection: str) -> str:
+    return f"""
+        version: 1
+        connections:
+          {connection}
+        bindings:
+          APP_DB: {{ type: sql, connection: db }}
+          RO_DB: {{ type: sql, connection: db, access: read-only }}
+          SLOW_DB: {{ type: sql, connection: db, timeout: 1 }}
+        envs:
+          production:
+            protected: true
+    """
+
+
+def _new_sqlite_file(path: Path) -> None:
+    """A sqlite connection opens an existing file: created the way the local provider does."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sqlite3.connect(path).execute("PRAGMA journal_mode=WAL").close()
+
+
+@contextlib.asynccontextmanager
+async def local_sql(
+    root: Path, request: pytest.FixtureRequest, *, timeout: float = 10.0
+) -> AsyncIterator[Project]:
+    # APP_DB is the local provider; RO_DB and SLOW_DB open the same file as a `sqlite` connection.
+    config = write_project(
+        root,
+        """
+        version: 1
+        connections:
+          db: { kind: sqlite, path: .bindingd/state/sql/APP_DB.sqlite3 }
+        bindings:
+          APP_DB: { type: sql }
+          RO_DB: { type: sql, connection: db, access: read-only }
+          SLOW_DB: { type: sql, connection: db, timeout: 1 }
+        envs:
+          production:
+            protected: true
+        """,
+    )
+    _new_sqlite_file(root / ".bindingd/state/sql/APP_DB.sqlite3")
+    yield Project(config)
+
+
+@contextlib.asynccontextmanager
+async def sqlite_sql(
+    root: Path, request: pytest.FixtureRequest, *, timeout: float = 10.0
+) -> AsyncIterator[Project]:
+    _new_sqlite_file(root / "data.sqlite3")
+    yield Project(write_project(root, _sql_config("db: { kind: sqlite, path: data.sqlite3 }")))
+
+
+def _server_sql(server: SqlServer) -> MakeProject:
+    """The bindings on a throwaway database of `server`."""
+
+    @contextlib.asynccontextmanager
+    async def make(
+        root: Path, request: pytest.FixtureRequest, *, timeout: float = 10.0
+    ) -> AsyncIterator[Project]:
+        async with server.database() as name:
+            connection = f'db: {{ kind: {server.kind}, dsn: "{server.dsn(name)}", max_size: 8 }}'
+            yield Project(write_project(root, _sql_config(connection)), name)
+
+    return make
+
+
+# --- queue ---------------------------------------------------------------------------------------
+
+NATS_URL = "nats://127.0.0.1:4222"
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def no_cleanup(names: list[str]) -> None:
+    return None
+
+
+def nats_cleanup(names: list[str]) -> None:
+    async def delete() -> None:
+        import nats
+        from nats.js.errors import NotFoundError
+
+        nc = await nats.connect(NATS_URL)
+        try:
+            js = nc.jetstream()
+            for name in names:
+                with contextlib.suppress(NotFoundError):
+                    await js.delete_stream(name)
+        finally:
+            await nc.close()
+
+    asyncio.run(delete())
+
+
+def rabbit_cleanup(names: list[str]) -> None:
+    async def delete() -> None:
+        import aio_pika
+
+        connection = await aio_pika.connect(AMQP_URL)
+        try:
+            channel = await connection.channel()
+            for name in names:
+                for queue in (name, *(f"{name}.delay.{d}" for d in range(0, 6))):
+                    await channel.queue_delete(queue)
+        finally:
+            await connection.close()
+
+    asyncio.run(delete())
+
+
+# --- the backends --------------------------------------------------------------------------------
+
+BACKENDS: list[Backend] = [
+    Backend(
+        "local",
+        kv=written(LOCAL_KV),
+        objects=written(LOCAL_OBJECTS),
+        sql=SqlSide(local_sql, "sqlite"),
+        queue=QueueSide("", lambda name: f"queue: {name}", no_cleanup),
+        on_local_disk=True,
+        knows_upload_ids=True,
+    ),
+    Backend("sqlite", sql=SqlSide(sqlite_sql, "sqlite")),
+    Backend(
+        "postgres",
+        sql=SqlSide(_server_sql(POSTGRES), "postgres", POSTGRES),
+        service="postgres",
+        stop="pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main stop",
+    ),
+    Backend(
+        "mysql",
+        sql=SqlSide(_server_sql(MYSQL), "mysql", MYSQL),
+        service="mysql",
+        stop="start-stop-daemon --stop --oknodo --retry 30 --exec /usr/sbin/mariadbd",
+    ),
+    Backend("redis", kv=redis_kv, service="redis"),
+    Backend("s3", objects=s3_objects, spools_to_disk=True, ascii_custom_metadata=True),
+    Backend(
+        "nats",
+        queue=QueueSide(
+            f"nats: {{ kind: nats, url: '{NATS_URL}' }}",
+            lambda name: f"connection: nats, stream: {name}, ack_wait: 3",
+            nats_cleanup,
+        ),
+        service="nats",
+        stop="pkill -x nats-server",
+    ),
+    Backend(
+        "rabbitmq",
+        queue=QueueSide(
+            f"rabbit: {{ kind: rabbitmq, url: '{AMQP_URL}' }}",
+            lambda name: f"connection: rabbit, queue: {name}",
+            rabbit_cleanup,
+        ),
+        service="rabbitmq",
+        stop="rabbitmqctl stop",
+    ),
+]
