@@ -19,6 +19,8 @@ client.py): a KV call takes a read-write session with this binding's statement t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -43,6 +45,11 @@ CREATE TABLE IF NOT EXISTS {table} (
 )
 """
 _LIVE = "(expiration IS NULL OR expiration > $2::float8)"
+_MISSING: tuple[type[BaseException], ...] = (asyncpg.exceptions.UndefinedTableError,)
+_CREATED_MEANWHILE: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.UniqueViolationError,
+    asyncpg.exceptions.DuplicateTableError,
+)
 
 
 def table_name(binding: Binding) -> str:
@@ -73,6 +80,7 @@ class PostgresKV:
         self._connections = context.connections
         self._pools: Pools | None = None
         self._puts = 0
+        self._creating = asyncio.Lock()
 
     @classmethod
     def create(cls, binding: Binding, context: ProviderContext) -> PostgresKV:
@@ -90,24 +98,29 @@ class PostgresKV:
         assert self._pools is not None, "provider not started"
         return await self._pools.get(False, int(self.timeout_s * 1000))
 
-    async def _run(self, method: str, sql: str, *args: Any) -> Any:
-        """One statement on a pooled session: `method` is fetch, fetchval or execute. A missing
-        table raises UndefinedTableError for the caller to decide about."""
+    async def _run(
+        self, method: str, sql: str, *args: Any, raw: tuple[type[BaseException], ...] = _MISSING
+    ) -> Any:
+        """One statement on a pooled session: `method` is fetch, fetchval or execute. The errors
+        in `raw` (by default: a missing table) come back as they are, for the caller to decide
+        about; every other failure as the error table's."""
         pool = await self._pool()
         wait = self.timeout_s + CLIENT_GRACE_S
         try:
             conn = await pool.pool.acquire(timeout=wait)
-        except BaseException as e:
+        except Exception as e:
             raise self._error(e) from None
         try:
-            return await getattr(conn, method)(sql, *args, timeout=wait)
-        except asyncpg.exceptions.UndefinedTableError:
-            raise
+            answer = await getattr(conn, method)(sql, *args, timeout=wait)
         except BaseException as e:
+            # A failed or cancelled statement: the pool's full session reset before reuse.
+            pool.release_later(conn)
+            if isinstance(e, raw) or not isinstance(e, Exception):
+                raise
             raise self._error(e) from None
-        finally:
-            # Only this module's statements ran: the session holds nothing to reset.
-            pool.release_clean(conn)
+        # Only this module's fixed statements ran, to the end: nothing to reset.
+        pool.release_clean(conn)
+        return answer
 
     async def _read(self, method: str, sql: str, *args: Any, missing: Any) -> Any:
         try:
@@ -127,12 +140,10 @@ class PostgresKV:
                 raise self._error(e) from None
 
     async def _create_table(self) -> None:
-        try:
-            await self._run("execute", _SCHEMA.format(table=self.quoted))
-        except BindingdError:
-            raise
-        except asyncpg.exceptions.UniqueViolationError:
-            pass  # another daemon created it at the same moment (IF NOT EXISTS is not atomic)
+        async with self._creating:  # the first puts of a burst all find no table: create it once
+            # Another daemon may create it at the same moment: IF NOT EXISTS is not atomic.
+            with contextlib.suppress(_CREATED_MEANWHILE):
+                await self._run("execute", _SCHEMA.format(table=self.quoted), raw=_CREATED_MEANWHILE)
 
     def _error(self, e: BaseException) -> BindingdError:
         where = f'KV table "{self.table}" of connection "{self.connection.name}" ({self.address})'
