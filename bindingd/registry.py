@@ -32,6 +32,11 @@ class Option:
     # True when only a YAML string will do: a var's `value: 0755` would silently become "493"
     # and `1.50` "1.5", so every unquoted non-string scalar is refused, as `true` is.
     exact: bool = False
+    # A regular expression a string value must match in full, and what it means, for a value
+    # that becomes a name in a backend (a table), so a mistake is a config error, not a failure
+    # at the first call.
+    pattern: str | None = None
+    pattern_says: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,8 @@ class ProviderSpec:
 _DSN_POOL = {"dsn": Option(str, required=True, secret=True), "min_size": Option(int), "max_size": Option(int)}
 
 CONNECTION_KINDS: dict[str, ConnectionKind] = {
-    "postgres": ConnectionKind(frozenset({"sql"}), _DSN_POOL, "bindingd.providers.postgres.client"),
+    # One postgres connection entry serves sql and kv bindings side by side, from one set of pools.
+    "postgres": ConnectionKind(frozenset({"sql", "kv"}), _DSN_POOL, "bindingd.providers.postgres.client"),
     "mysql": ConnectionKind(frozenset({"sql"}), _DSN_POOL, "bindingd.providers.mysql.client"),
     "sqlite": ConnectionKind(frozenset({"sql"}), {"path": Option(str, required=True)}),
     "s3": ConnectionKind(
@@ -112,6 +118,19 @@ _SQL_OPTIONS = {"timeout": Option(float)}
 PROVIDERS: dict[tuple[str, str], ProviderSpec] = {
     ("kv", "local"): ProviderSpec("bindingd.providers.local.kv:LocalKV"),
     ("kv", "redis"): ProviderSpec("bindingd.providers.redis.kv:RedisKV", {"prefix": Option(str)}),
+    # `table`: the binding's table (default bindingd_kv_<binding name in lower case), made by
+    # the first write; `timeout`: seconds a call may take (default 5).
+    ("kv", "postgres"): ProviderSpec(
+        "bindingd.providers.postgres.kv:PostgresKV",
+        {
+            "table": Option(
+                str,
+                pattern=r"[A-Za-z_][A-Za-z0-9_]{0,62}",
+                pattern_says="a plain table name (letters, digits and _, at most 63, no digit first)",
+            ),
+            "timeout": Option(float),
+        },
+    ),
     ("objects", "local"): ProviderSpec("bindingd.providers.local.objects:LocalObjects"),
     # `prefix` is prepended to every key in the bucket, so several bindings can share one.
     ("objects", "s3"): ProviderSpec(

@@ -404,7 +404,7 @@ class _Loader:
                 raise self.error(item, exc.message) from None
             if not has_refs(parts):
                 if option.type is str:
-                    return literal_text(parts)
+                    return self.matching(item, option, literal_text(parts))
                 raise self.error(item, f"expected {expected}, got a string")
             if resolver is None:
                 return None
@@ -426,8 +426,16 @@ class _Loader:
         hint = "; quote it to write a string" if option.type is str and scalar else ""
         raise self.error(item, f"expected {expected}, got {describe(value)}{hint}")
 
+    def matching(self, item: Item, option: Option, text: str) -> str:
+        if option.pattern is not None and not re.fullmatch(option.pattern, text):
+            raise self.error(item, f"{text!r} is not {option.pattern_says}")
+        return text
+
     def convert_resolved(self, item: Item, option: Option, text: str) -> Any:
         if option.type is str:
+            if option.pattern is not None and not re.fullmatch(option.pattern, text):
+                # Quote the reference as written, never what it resolved to (it may be a secret).
+                raise self.error(item, f'"{item.value}" does not resolve to {option.pattern_says}')
             return text
         converted: Any = None
         stripped = text.strip()

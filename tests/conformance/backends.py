@@ -182,6 +182,25 @@ async def redis_kv(
             client.close()
 
 
+@contextlib.asynccontextmanager
+async def postgres_kv(
+    root: Path, request: pytest.FixtureRequest, *, timeout: float = 10.0
+) -> AsyncIterator[Project]:
+    """CACHE and OTHER on one postgres connection, each in its own table of a throwaway
+    database, beside a sql binding of the same connection entry (one client serves both)."""
+    async with POSTGRES.database() as database:
+        config = f"""
+            version: 1
+            connections:
+              test-pg: {{ kind: postgres, dsn: "{POSTGRES.dsn(database)}" }}
+            bindings:
+              CACHE: {{ type: kv, connection: test-pg, timeout: {timeout} }}
+              OTHER: {{ type: kv, connection: test-pg, table: other_kv, timeout: {timeout} }}
+              BESIDE_DB: {{ type: sql, connection: test-pg }}
+        """
+        yield Project(write_project(root, config), database)
+
+
 # --- objects -------------------------------------------------------------------------------------
 
 
@@ -333,6 +352,7 @@ BACKENDS: list[Backend] = [
     Backend("sqlite", sql=SqlSide(sqlite_sql, "sqlite")),
     Backend(
         "postgres",
+        kv=postgres_kv,
         sql=SqlSide(_server_sql(POSTGRES), "postgres", POSTGRES),
         service="postgres",
         stop="pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main stop",

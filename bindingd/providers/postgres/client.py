@@ -128,6 +128,12 @@ class Pool:
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)
 
+    def release_clean(self, conn: asyncpg.Connection) -> None:
+        """Give back a connection whose session the caller did not change (only its own fixed
+        statements ran, none left open): no session reset, no round trip."""
+        self.reset_done.add(conn.get_server_pid())
+        self.release_later(conn)
+
     async def _release_quietly(self, conn: asyncpg.Connection, end: str | None = None) -> None:
         try:
             if end is not None:
