@@ -29,8 +29,6 @@ from bindingd.providers.private_api import Fallbacks, problems, signature_proble
 log = structlog.get_logger("bindingd.mysql")
 
 COM_RESET_CONNECTION = 0x1F  # MySQL 5.7.3+, MariaDB 10.2.4+; PyMySQL has no name for it
-# How long the public liveness check (COM_PING) of a pooled connection may take.
-PING_S = 1.0
 # The server's answer to two statements in one query when multi-statements are off.
 PARSE_ERROR = 1064
 
@@ -133,17 +131,22 @@ async def multi_statements_on(conn: aiomysql.Connection) -> bool:
     return True
 
 
-async def still_open(conn: aiomysql.Connection) -> bool:
+async def still_open(conn: aiomysql.Connection, wait: float) -> bool:
     """Whether a pooled connection may be handed out again: open, and not closed by the server.
 
     Private: the connection's stream reader has seen the server close it (EOF, after a restart or
-    wait_timeout) without a round trip. Fallback: a public `ping()` per reuse, bounded by PING_S
-    (one round trip more per call); a connection that does not answer is not reused."""
+    wait_timeout) without a round trip. Fallback: a public `ping()` per reuse (one round trip
+    more per call): a connection the server closed fails it and is not reused; one that does not
+    answer within `wait` (a frozen network) is dropped and the TimeoutError raised, as the
+    call's first statement on it would have timed out."""
     if conn.closed:
         return False
     if FALLBACKS.taken("still_open", "one round trip more per call (COM_PING)"):
         try:
-            await asyncio.wait_for(conn.ping(reconnect=False), PING_S)
+            await asyncio.wait_for(conn.ping(reconnect=False), wait)
+        except TimeoutError:
+            abort(conn)
+            raise
         except Exception:
             return False
         return True

@@ -227,7 +227,7 @@ class _Pool:
         try:
             while self._free:
                 conn = self._free.pop()
-                if await driver.still_open(conn):
+                if await driver.still_open(conn, connect_wait):
                     self._used.add(conn)
                     return conn
                 _drop(conn)
