@@ -27,7 +27,6 @@ from typing import Any, TypeVar
 
 import aiomysql
 import structlog
-from pymysql.constants import CLIENT
 
 from bindingd.config.model import Binding
 from bindingd.config.urls import connection_address
@@ -51,6 +50,7 @@ from bindingd.errors import (
     permission_denied,
 )
 from bindingd.providers.connections import ProviderContext
+from bindingd.providers.mysql import driver
 from bindingd.providers.mysql.client import CONNECT_TIMEOUT_S, connect_options, is_connection_error, map_error
 from bindingd.providers.sql_cursor import PageCursor
 
@@ -72,7 +72,6 @@ READ_ONLY_STATEMENTS = ("SELECT", "WITH", "VALUES", "TABLE", "SHOW", "DESCRIBE",
 _FILE_WRITE = re.compile(r"OUTFILE|DUMPFILE", re.IGNORECASE)
 _EXECUTABLE_COMMENT_EDGES = re.compile(r"/\*M?![0-9]*|\*/")
 _FIRST_WORD = re.compile(r"[\s(]*([A-Za-z_][A-Za-z0-9_$]*)\s*([^\s]?)")
-COM_RESET_CONNECTION = 0x1F  # MySQL 5.7.3+, MariaDB 10.2.4+; PyMySQL has no name for it
 
 
 def render(conn: aiomysql.Connection, sql: str, params: list[Any]) -> str:
@@ -137,23 +136,17 @@ def _check_still_read_only(conn: _Connection, access: SqlAccess, index: int | No
         )
 
 
-class _Connection(aiomysql.Connection):  # type: ignore[misc]
-    """A connection that sends one statement per query: aiomysql always adds
-    CLIENT_MULTI_STATEMENTS to the flags it announces, so it is taken out here, just before the
-    handshake answer is built. (CLIENT_MULTI_RESULTS stays: a CALL needs it to answer rows.)"""
+class _Connection(driver.SingleStatementConnection):
+    """A connection that sends one statement per query (driver.SingleStatementConnection)."""
 
     # The status bits of the read-only transaction that must stay set while a call runs.
     read_only_status: int = IN_TRANSACTION
-
-    async def _request_authentication(self) -> None:
-        self.client_flag &= ~CLIENT.MULTI_STATEMENTS
-        await super()._request_authentication()
 
 
 async def _open(options: dict[str, Any]) -> _Connection:
     conn = _Connection(**options)
     try:
-        await conn._connect()
+        await driver.connect(conn)
     except BaseException:
         _drop(conn)
         raise
@@ -162,10 +155,7 @@ async def _open(options: dict[str, Any]) -> _Connection:
 
 def _drop(conn: aiomysql.Connection) -> None:
     """Close at once, without waiting to flush what is unsent (the network may be frozen)."""
-    writer = getattr(conn, "_writer", None)
-    if writer is not None:
-        writer.transport.abort()
-    conn.close()
+    driver.abort(conn)
 
 
 class _Pool:
@@ -193,8 +183,7 @@ class _Pool:
         try:
             while self._free:
                 conn = self._free.pop()
-                reader = conn._reader
-                if not conn.closed and reader is not None and not reader.at_eof():
+                if await driver.still_open(conn, connect_wait):
                     self._used.add(conn)
                     return conn
                 _drop(conn)
@@ -233,13 +222,8 @@ async def _reset_session(conn: aiomysql.Connection) -> None:
     server does not answer in time."""
     if conn.closed:
         return
-
-    async def reset() -> None:
-        await conn._execute_command(COM_RESET_CONNECTION, b"")
-        await conn._read_ok_packet()
-
     try:
-        await asyncio.wait_for(reset(), GRACE_S)
+        await asyncio.wait_for(driver.reset_session(conn), GRACE_S)
     except Exception:
         _drop(conn)
 

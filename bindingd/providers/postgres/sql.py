@@ -73,6 +73,7 @@ from bindingd.domain.sql import (
 )
 from bindingd.errors import BindingdError, permission_denied
 from bindingd.providers.connections import ProviderContext
+from bindingd.providers.postgres import driver
 from bindingd.providers.postgres.client import CLIENT_GRACE_S, Pools, map_error
 
 # Under their former names: the call paths that use them are left as they are.
@@ -487,7 +488,7 @@ class PostgresDatabase:
                 prepared, args = await self._fresh(conn, self._prepare(conn, statement, wait))
                 # One row past a page says whether there is more than a page.
                 rows, status, complete = await self._fresh(
-                    conn, conn._protocol.bind_execute(prepared._state, args, "", PAGE_ROWS + 1, True, wait)
+                    conn, driver.bind_execute(conn, prepared, args, PAGE_ROWS + 1, wait)
                 )
             except _CONNECTION_ERRORS as e:
                 # Read-only: running it again is safe, on a fresh connection.
@@ -543,11 +544,11 @@ class PostgresDatabase:
         inferred (asyncpg's codecs are strict). From the connection's statement cache: a stale
         one fails when bound, and `_fresh` turns that into a rerun of the call."""
         sql, params = translate(statement.sql, "postgres", statement.params)
-        prepared = await conn._prepare(sql, timeout=wait, use_cache=True)
+        prepared = await driver.prepare(conn, sql, wait)
         kinds = [t.name for t in prepared.get_parameters()]
         casts = _number_casts(sql, kinds, params)
         if casts:  # `SELECT ? AS v` bound to 5 answers 5, not '5': the number's type is given
-            prepared = await conn._prepare(_with_casts(sql, casts), timeout=wait, use_cache=True)
+            prepared = await driver.prepare(conn, _with_casts(sql, casts), wait)
             kinds = [t.name for t in prepared.get_parameters()]
         return prepared, [
             _coerce(kind, v, i + 1) for i, (kind, v) in enumerate(zip(kinds, params, strict=True))
@@ -675,13 +676,9 @@ class PostgresDatabase:
         read-only transaction). Rows a statement returns are read a page at a time and dropped."""
         wait = access.timeout + CLIENT_GRACE_S
         async with self._transaction(access) as conn:
-            protocol = conn._protocol
             for index, sql in enumerate(statements):
                 try:
-                    state = await conn._get_statement(sql, wait, use_cache=False)
-                    _, _, done = await protocol.bind_execute(state, [], "", PAGE_ROWS, True, wait)
-                    while not done:
-                        _, _, done = await protocol.execute(state, "", PAGE_ROWS, True, wait)
+                    await driver.run_dropping_rows(conn, sql, PAGE_ROWS, wait)
                 except Exception as e:
                     raise batch_error(index, map_error(e, self.connection)) from e
                 _check_still_in_transaction(conn, access, index)
