@@ -18,9 +18,8 @@ import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Literal, Protocol, runtime_checkable
-
-from pglast import parser as pg_parser
 
 from bindingd.errors import BindingdError, Reason
 from bindingd.providers.base import Provider
@@ -31,6 +30,17 @@ Value = None | bool | int | float | str | bytes
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # The largest `?NNN` SQLite accepts by default (SQLITE_MAX_VARIABLE_NUMBER).
+
+
+@functools.cache
+def _pg_parser() -> ModuleType:
+    """pglast's parser (PostgreSQL's own, libpg_query), imported on first use: a daemon with no
+    postgres binding never loads it (it is most of this module's import time)."""
+    from pglast import parser
+
+    return parser
+
+
 MAX_PARAM_NUMBER = 32766
 # Rows per streamed page: big enough to amortise a message, small enough to keep memory flat.
 PAGE_ROWS = 500
@@ -249,8 +259,8 @@ def _check_postgres_reading(translated: str, placed: list[int]) -> None:
     misreads a quote (`a$$$` is a name, not a dollar quote) fails closed instead of sending a
     statement whose placeholders sit elsewhere than the caller meant."""
     try:
-        scanned = pg_parser.scan(translated)
-    except pg_parser.ParseError as e:
+        scanned = _pg_parser().scan(translated)
+    except _pg_parser().ParseError as e:
         raise sql_error(f"PostgreSQL cannot read the statement: {e}") from None
     found = [t.start for t in scanned if t.name == "PARAM"]
     stray = [
@@ -321,12 +331,12 @@ def _split_postgres(sql: str) -> list[str]:
     on its own in the extended protocol, where the server refuses more than one command, so a
     wrong split can fail a script but never run something it did not see."""
     try:
-        return [s for s in pg_parser.split(sql) if s.strip()]
-    except pg_parser.ParseError:
+        return [s for s in _pg_parser().split(sql) if s.strip()]
+    except _pg_parser().ParseError:
         pass
     try:
-        scanned = pg_parser.scan(sql)
-    except pg_parser.ParseError as e:
+        scanned = _pg_parser().scan(sql)
+    except _pg_parser().ParseError as e:
         raise sql_error(f"PostgreSQL cannot read the script: {e}") from None
     statements: list[str] = []
     start, meaningful = 0, False
@@ -428,8 +438,8 @@ def _script_lines(sql: str, dialect: Dialect) -> list[str] | None:
     cuts: list[int] = []
     if dialect == "postgres":
         try:
-            scanned = pg_parser.scan(sql)
-        except pg_parser.ParseError:
+            scanned = _pg_parser().scan(sql)
+        except _pg_parser().ParseError:
             return None
         at = 0
         for token in scanned:
