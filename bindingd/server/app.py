@@ -44,10 +44,10 @@ from bindingd.runtime import SERVING, UNKNOWN, Runtime
 from bindingd.server.auth import BearerTokenInterceptor, check_token
 from bindingd.server.bindings import BindingsService
 from bindingd.server.calls import add_service
-from bindingd.server.database import DatabaseService
 from bindingd.server.kv import KVService
 from bindingd.server.objects import ObjectsService
 from bindingd.server.queue import QueueService
+from bindingd.server.sql import SqlService
 from bindingd.server.vars import VarsService
 
 log = structlog.get_logger("bindingd.server")
@@ -317,9 +317,7 @@ class Daemon:
         add_service(server, KVService(self.runtime), kv_pb2.DESCRIPTOR.services_by_name["KV"])
         add_service(server, VarsService(self.runtime), vars_pb2.DESCRIPTOR.services_by_name["Vars"])
         add_service(server, ObjectsService(self.runtime), objects_pb2.DESCRIPTOR.services_by_name["Objects"])
-        add_service(
-            server, DatabaseService(self.runtime), database_pb2.DESCRIPTOR.services_by_name["Database"]
-        )
+        add_service(server, SqlService(self.runtime), database_pb2.DESCRIPTOR.services_by_name["Database"])
         add_service(server, QueueService(self.runtime), queue_pb2.DESCRIPTOR.services_by_name["Queue"])
         add_service(
             server, BindingsService(self.runtime), bindings_pb2.DESCRIPTOR.services_by_name["Bindings"]

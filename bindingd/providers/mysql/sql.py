@@ -253,7 +253,7 @@ class _Stalled(Exception):
     the connection was dropped."""
 
 
-class MySQLDatabase:
+class MySQLSql:
     def __init__(self, binding: Binding, context: ProviderContext) -> None:
         assert binding.connection is not None
         self.connection = binding.connection
@@ -265,7 +265,7 @@ class MySQLDatabase:
         self._kills: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def create(cls, binding: Binding, context: ProviderContext) -> MySQLDatabase:
+    def create(cls, binding: Binding, context: ProviderContext) -> MySQLSql:
         return cls(binding, context)
 
     async def start(self) -> None:

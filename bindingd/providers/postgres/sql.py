@@ -340,7 +340,7 @@ async def _last_row_id(conn: asyncpg.Connection, wait: float) -> int:
     return int(value or 0)
 
 
-class PostgresDatabase:
+class PostgresSql:
     def __init__(self, binding: Binding, context: ProviderContext) -> None:
         assert binding.connection is not None
         self.connection = binding.connection
@@ -352,7 +352,7 @@ class PostgresDatabase:
         self._slow_path: dict[str, None] = {}
 
     @classmethod
-    def create(cls, binding: Binding, context: ProviderContext) -> PostgresDatabase:
+    def create(cls, binding: Binding, context: ProviderContext) -> PostgresSql:
         return cls(binding, context)
 
     async def start(self) -> None:
