@@ -1,4 +1,4 @@
-"""R2 rules that hold whatever the backend: limits, ranges, conditions, list cursors.
+"""Object rules that hold whatever the backend, as R2 has them: limits, ranges, conditions, list cursors.
 
 Services and providers call these so that every provider answers the same: a broken limit is
 INVALID_ARGUMENT with the limit in the message, a range or an `only_if` is resolved the same

@@ -1,4 +1,4 @@
-"""ObjectsService: gRPC ↔ the R2 rules and the provider of the named binding.
+"""ObjectsService: gRPC ↔ the object rules and the provider of the named binding.
 
 Bodies stream through in chunks: a put hands the provider an async iterator over the incoming
 messages (each awaited only when the provider is ready for it: backpressure), and a get yields

@@ -1,4 +1,4 @@
-"""The R2 rules of bindingd/objects.py and the client's pure encoders, without a daemon."""
+"""The object rules of bindingd/domain/objects.py and the client's pure encoders, without a daemon."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""D1 on SQLite: the `local` provider (`.bindingd/state/sql/<BINDING>.sqlite3`, created on
+"""SQL on SQLite: the `local` provider (`.bindingd/state/sql/<BINDING>.sqlite3`, created on
 first start) and the `sqlite` connection kind (an existing file named by path, such as a copy of
 production data). Both are the same class; only where the file comes from differs.
 

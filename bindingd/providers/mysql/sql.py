@@ -1,4 +1,4 @@
-"""D1 on MySQL / MariaDB through a small pool of aiomysql connections, one pool per connection entry.
+"""SQL on MySQL / MariaDB through a small pool of aiomysql connections, one pool per connection entry.
 
 Each call is one transaction, and each round trip carries one statement: the connections are
 opened without the driver's default CLIENT_MULTI_STATEMENTS, so `SELECT 1; COMMIT; INSERT ...`
