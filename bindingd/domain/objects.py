@@ -26,7 +26,8 @@ MAX_PART_BYTES = 5 * 1024**3
 MAX_PART_NUMBER = 10000
 MAX_DELETE_KEYS = 1000
 MAX_LIST_LIMIT = 1000
-# The body travels in gRPC messages of at most this many bytes, in both directions.
+# The body travels in gRPC messages of at most this many bytes, in both directions: the
+# client's `bindingd_client.wire.CHUNK_BYTES` (a unit test checks; domain/ imports no protobuf).
 CHUNK_BYTES = 1024 * 1024
 # A chunk of a body being put: bytes, or a view into the message it arrived in (not copied).
 BodyChunk = bytes | memoryview

@@ -98,7 +98,7 @@ class RequestStream:
 
     def raw(self) -> AsyncIterator[bytes]:
         """The rest of the messages as received, for a caller that decodes them itself (see
-        `bytes_field_view`) or with `decode`."""
+        `bindingd_client.wire.chunk_view`) or with `decode`."""
         return self._raw
 
     async def decode(self, raw: bytes) -> Any:
@@ -107,27 +107,6 @@ class RequestStream:
             self._first = False
             self.binding = binding_of(request)
         return request
-
-
-def bytes_field_view(raw: bytes, number: int) -> memoryview | None:
-    """The value of bytes field `number` of a message that holds that field alone (a body chunk),
-    as a view into `raw`: a chunk passes on without the two copies that decoding and reading
-    the field make. None for any other message, which is then decoded as usual.
-
-    The message is one tag (field `number`, length-delimited), a varint length and exactly that
-    many bytes: decoding it would give the same value.
-    """
-    if number >= 16 or not raw or raw[0] != (number << 3 | 2):
-        return None
-    length = shift = 0
-    end = min(len(raw), 11)  # a varint is at most 10 bytes
-    for pos in range(1, end):
-        byte = raw[pos]
-        length |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return memoryview(raw)[pos + 1 :] if pos + 1 + length == len(raw) else None
-        shift += 7
-    return None
 
 
 class _Call:

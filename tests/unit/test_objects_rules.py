@@ -18,11 +18,11 @@ from bindingd_client.objects import (
     get_chunk,
 )
 from bindingd_client.proto import objects_pb2
+from bindingd_client.wire import CHUNK_BYTES, chunk_view
 
 from bindingd.domain import objects
 from bindingd.domain.objects import Conditional, ObjectInfo, RangeSpec
 from bindingd.errors import BindingdError
-from bindingd.server.calls import bytes_field_view
 
 INFO = ObjectInfo(key="k", version="v", size=10, etag="abc", uploaded=1_000_000)
 
@@ -179,7 +179,7 @@ def test_client_body_messages_carry_the_body_in_chunks_of_at_most_one_mib() -> N
 
 def test_a_plain_chunk_message_is_read_as_a_view() -> None:
     for chunk in (b"", b"x", b"y" * 300, b"z" * (1024 * 1024)):
-        view = bytes_field_view(chunk_message(chunk), 2)
+        view = chunk_view(chunk_message(chunk))
         assert isinstance(view, memoryview) and view == chunk
     header = objects_pb2.ObjectsPutRequest(header=objects_pb2.ObjectsPutHeader(binding="B", key="k"))
     for other in [
@@ -191,8 +191,13 @@ def test_a_plain_chunk_message_is_read_as_a_view() -> None:
         b"\x12" + b"\x80" * 10 + b"\x00",  # a varint longer than 10 bytes
         chunk_message(b"abc").replace(b"\x12", b"\x0a", 1),  # field 1
     ]:
-        assert bytes_field_view(other, 2) is None
-    assert bytes_field_view(b"\x12\x83\x00abc", 2) == b"abc"  # an overlong varint is still a varint
+        assert chunk_view(other) is None
+    assert chunk_view(b"\x12\x83\x00abc") == b"abc"  # an overlong varint is still a varint
+
+
+def test_the_domain_chunk_size_is_the_wire_one() -> None:
+    # domain/ does not import the client (nor protobuf), so it keeps its own copy of the value.
+    assert objects.CHUNK_BYTES == CHUNK_BYTES
 
 
 def test_client_get_chunk_is_what_protobuf_decodes() -> None:
