@@ -36,6 +36,7 @@ from bindingd_client.proto import (
     queue_pb2,
     vars_pb2,
 )
+from bindingd_client.wire import MAX_MESSAGE_BYTES
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -54,7 +55,6 @@ log = structlog.get_logger("bindingd.server")
 
 # The longest path a unix socket address can hold (sun_path is 108 bytes with its NUL).
 MAX_SOCKET_PATH = 107
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # A drain stops the listeners once no call has started for this long.
 DRAIN_QUIET_S = 0.25
 # grpc.aio asks grpc-core for one incoming call at a time, so a burst of calls waits in core's

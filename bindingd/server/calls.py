@@ -16,12 +16,13 @@ from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 import structlog
+from bindingd_client.wire import ERROR_DOMAIN, STATUS_DETAILS_KEY
 from google.protobuf import any_pb2, message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 
-from bindingd.errors import DOMAIN, BindingdError, Reason, invalid_argument
+from bindingd.errors import BindingdError, Reason, invalid_argument
 
 log = structlog.get_logger("bindingd.calls")
 
@@ -46,13 +47,13 @@ def status_metadata(err: BindingdError, request_id: str) -> tuple[tuple[str, byt
     """The `grpc-status-details-bin` trailer carrying the error's google.rpc.ErrorInfo."""
     info = error_details_pb2.ErrorInfo(
         reason=err.reason.value,
-        domain=DOMAIN,
+        domain=ERROR_DOMAIN,
         metadata={"binding": err.binding, "env": err.env, "backend": err.backend, "request_id": request_id},
     )
     detail = any_pb2.Any()
     detail.Pack(info)
     status = status_pb2.Status(code=err.code.value[0], message=err.message, details=[detail])
-    return (("grpc-status-details-bin", status.SerializeToString()),)
+    return ((STATUS_DETAILS_KEY, status.SerializeToString()),)
 
 
 async def abort(context: grpc.aio.ServicerContext, err: BindingdError, request_id: str) -> None:

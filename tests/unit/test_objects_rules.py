@@ -6,6 +6,8 @@ import array
 import datetime as dt
 import hashlib
 import io
+import subprocess
+import sys
 
 import pytest
 from bindingd_client.objects import (
@@ -198,6 +200,18 @@ def test_a_plain_chunk_message_is_read_as_a_view() -> None:
 def test_the_domain_chunk_size_is_the_wire_one() -> None:
     # domain/ does not import the client (nor protobuf), so it keeps its own copy of the value.
     assert objects.CHUNK_BYTES == CHUNK_BYTES
+
+
+def test_domain_and_errors_load_neither_protobuf_nor_the_client() -> None:
+    """The rules and the error table stay free of gRPC messages: they keep their own copies of
+    the wire values they need (CHUNK_BYTES above) rather than import `bindingd_client.wire`."""
+    code = (
+        "import sys, bindingd.errors, bindingd.domain.kv, bindingd.domain.objects, bindingd.domain.sql,"
+        " bindingd.domain.queue, bindingd.domain.cursors;"
+        " print(' '.join(m for m in sys.modules if m.startswith(('google.protobuf', 'bindingd_client'))))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.split() == []
 
 
 def test_client_get_chunk_is_what_protobuf_decodes() -> None:
