@@ -1,8 +1,10 @@
 """The error table: every failure the daemon reports, as one reason ↔ gRPC code ↔ client class.
 
 Providers and config raise `BindingdError` with a reason from this table; the server turns it
-into a gRPC status carrying a `google.rpc.ErrorInfo` (domain "bindingd"). Both clients map the
-reason back to the exception class named here, so this table is the one place to change.
+into a gRPC status carrying a `google.rpc.ErrorInfo` (domain "bindingd": the client's
+`bindingd_client.wire.ERROR_DOMAIN`, which `server/calls.py` uses; not imported here, where
+domain/ and config would load the client and protobuf with it). Both clients map the reason back
+to the exception class named here, so this table is the one place to change.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ import enum
 from dataclasses import dataclass
 
 import grpc
-
-DOMAIN = "bindingd"
 
 
 class Reason(enum.StrEnum):

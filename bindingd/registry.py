@@ -137,10 +137,10 @@ PROVIDERS: dict[tuple[str, str], ProviderSpec] = {
         "bindingd.providers.s3.objects:S3Objects",
         {"bucket": Option(str, required=True), "prefix": Option(str)},
     ),
-    ("sql", "local"): ProviderSpec("bindingd.providers.local.sql:SQLiteDatabase", _SQL_OPTIONS),
-    ("sql", "sqlite"): ProviderSpec("bindingd.providers.local.sql:SQLiteDatabase", _SQL_OPTIONS),
-    ("sql", "postgres"): ProviderSpec("bindingd.providers.postgres.sql:PostgresDatabase", _SQL_OPTIONS),
-    ("sql", "mysql"): ProviderSpec("bindingd.providers.mysql.sql:MySQLDatabase", _SQL_OPTIONS),
+    ("sql", "local"): ProviderSpec("bindingd.providers.local.sql:LocalSql", _SQL_OPTIONS),
+    ("sql", "sqlite"): ProviderSpec("bindingd.providers.local.sql:LocalSql", _SQL_OPTIONS),
+    ("sql", "postgres"): ProviderSpec("bindingd.providers.postgres.sql:PostgresSql", _SQL_OPTIONS),
+    ("sql", "mysql"): ProviderSpec("bindingd.providers.mysql.sql:MySQLSql", _SQL_OPTIONS),
     # Queues: `queue` / `stream` name the backend's queue (default: the binding's name);
     # `dead_letter_queue` names another queue of the same backend.
     ("queue", "local"): ProviderSpec(

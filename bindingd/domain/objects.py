@@ -1,4 +1,4 @@
-"""R2 rules that hold whatever the backend: limits, ranges, conditions, list cursors.
+"""Object rules that hold whatever the backend, as R2 has them: limits, ranges, conditions, list cursors.
 
 Services and providers call these so that every provider answers the same: a broken limit is
 INVALID_ARGUMENT with the limit in the message, a range or an `only_if` is resolved the same
@@ -26,7 +26,8 @@ MAX_PART_BYTES = 5 * 1024**3
 MAX_PART_NUMBER = 10000
 MAX_DELETE_KEYS = 1000
 MAX_LIST_LIMIT = 1000
-# The body travels in gRPC messages of at most this many bytes, in both directions.
+# The body travels in gRPC messages of at most this many bytes, in both directions: the
+# client's `bindingd_client.wire.CHUNK_BYTES` (a unit test checks; domain/ imports no protobuf).
 CHUNK_BYTES = 1024 * 1024
 # A chunk of a body being put: bytes, or a view into the message it arrived in (not copied).
 BodyChunk = bytes | memoryview

@@ -36,6 +36,7 @@ from bindingd_client.proto import (
     queue_pb2,
     vars_pb2,
 )
+from bindingd_client.wire import MAX_MESSAGE_BYTES
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -44,17 +45,16 @@ from bindingd.runtime import SERVING, UNKNOWN, Runtime
 from bindingd.server.auth import BearerTokenInterceptor, check_token
 from bindingd.server.bindings import BindingsService
 from bindingd.server.calls import add_service
-from bindingd.server.database import DatabaseService
 from bindingd.server.kv import KVService
 from bindingd.server.objects import ObjectsService
 from bindingd.server.queue import QueueService
+from bindingd.server.sql import SqlService
 from bindingd.server.vars import VarsService
 
 log = structlog.get_logger("bindingd.server")
 
 # The longest path a unix socket address can hold (sun_path is 108 bytes with its NUL).
 MAX_SOCKET_PATH = 107
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # A drain stops the listeners once no call has started for this long.
 DRAIN_QUIET_S = 0.25
 # grpc.aio asks grpc-core for one incoming call at a time, so a burst of calls waits in core's
@@ -317,9 +317,7 @@ class Daemon:
         add_service(server, KVService(self.runtime), kv_pb2.DESCRIPTOR.services_by_name["KV"])
         add_service(server, VarsService(self.runtime), vars_pb2.DESCRIPTOR.services_by_name["Vars"])
         add_service(server, ObjectsService(self.runtime), objects_pb2.DESCRIPTOR.services_by_name["Objects"])
-        add_service(
-            server, DatabaseService(self.runtime), database_pb2.DESCRIPTOR.services_by_name["Database"]
-        )
+        add_service(server, SqlService(self.runtime), database_pb2.DESCRIPTOR.services_by_name["Database"])
         add_service(server, QueueService(self.runtime), queue_pb2.DESCRIPTOR.services_by_name["Queue"])
         add_service(
             server, BindingsService(self.runtime), bindings_pb2.DESCRIPTOR.services_by_name["Bindings"]

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from bindingd_client.wire import AUTHORIZATION, BEARER
 from grpc_health.v1 import health_pb2
 
 from bindingd.errors import BindingdError, Reason
@@ -27,7 +28,6 @@ from bindingd.server.calls import abort, request_id_of
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
 OPEN_METHODS = (HEALTH_CHECK, HEALTH_WATCH)
-BEARER = "Bearer "
 
 
 def check_token(token: str | None, source: str) -> str:
@@ -48,7 +48,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         self._listen = listen
 
     def _authenticated(self, details: grpc.HandlerCallDetails) -> bool:
-        given = next((v for k, v in details.invocation_metadata or () if k == "authorization"), "")
+        given = next((v for k, v in details.invocation_metadata or () if k == AUTHORIZATION), "")
         if not isinstance(given, str) or not given.startswith(BEARER):
             return False
         presented = given[len(BEARER) :].strip()
@@ -62,7 +62,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         if self._authenticated(details):
             return await continuation(details)
-        given = any(k == "authorization" for k, _ in details.invocation_metadata or ())
+        given = any(k == AUTHORIZATION for k, _ in details.invocation_metadata or ())
         err = self._error("a wrong bearer token" if given else "no bearer token")
         if details.method in OPEN_METHODS:
             handler = await continuation(details)

@@ -16,12 +16,13 @@ from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 import structlog
+from bindingd_client.wire import ERROR_DOMAIN, STATUS_DETAILS_KEY
 from google.protobuf import any_pb2, message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 
-from bindingd.errors import DOMAIN, BindingdError, Reason, invalid_argument
+from bindingd.errors import BindingdError, Reason, invalid_argument
 
 log = structlog.get_logger("bindingd.calls")
 
@@ -46,13 +47,13 @@ def status_metadata(err: BindingdError, request_id: str) -> tuple[tuple[str, byt
     """The `grpc-status-details-bin` trailer carrying the error's google.rpc.ErrorInfo."""
     info = error_details_pb2.ErrorInfo(
         reason=err.reason.value,
-        domain=DOMAIN,
+        domain=ERROR_DOMAIN,
         metadata={"binding": err.binding, "env": err.env, "backend": err.backend, "request_id": request_id},
     )
     detail = any_pb2.Any()
     detail.Pack(info)
     status = status_pb2.Status(code=err.code.value[0], message=err.message, details=[detail])
-    return (("grpc-status-details-bin", status.SerializeToString()),)
+    return ((STATUS_DETAILS_KEY, status.SerializeToString()),)
 
 
 async def abort(context: grpc.aio.ServicerContext, err: BindingdError, request_id: str) -> None:
@@ -98,7 +99,7 @@ class RequestStream:
 
     def raw(self) -> AsyncIterator[bytes]:
         """The rest of the messages as received, for a caller that decodes them itself (see
-        `bytes_field_view`) or with `decode`."""
+        `bindingd_client.wire.chunk_view`) or with `decode`."""
         return self._raw
 
     async def decode(self, raw: bytes) -> Any:
@@ -107,27 +108,6 @@ class RequestStream:
             self._first = False
             self.binding = binding_of(request)
         return request
-
-
-def bytes_field_view(raw: bytes, number: int) -> memoryview | None:
-    """The value of bytes field `number` of a message that holds that field alone (a body chunk),
-    as a view into `raw`: a chunk passes on without the two copies that decoding and reading
-    the field make. None for any other message, which is then decoded as usual.
-
-    The message is one tag (field `number`, length-delimited), a varint length and exactly that
-    many bytes: decoding it would give the same value.
-    """
-    if number >= 16 or not raw or raw[0] != (number << 3 | 2):
-        return None
-    length = shift = 0
-    end = min(len(raw), 11)  # a varint is at most 10 bytes
-    for pos in range(1, end):
-        byte = raw[pos]
-        length |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return memoryview(raw)[pos + 1 :] if pos + 1 + length == len(raw) else None
-        shift += 7
-    return None
 
 
 class _Call:

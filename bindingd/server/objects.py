@@ -1,4 +1,4 @@
-"""ObjectsService: gRPC ↔ the R2 rules and the provider of the named binding.
+"""ObjectsService: gRPC ↔ the object rules and the provider of the named binding.
 
 Bodies stream through in chunks: a put hands the provider an async iterator over the incoming
 messages (each awaited only when the provider is ready for it: backpressure), and a get yields
@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import grpc
 from bindingd_client.proto import objects_pb2, objects_pb2_grpc
-from bindingd_client.wire import HEADER_ACCEPTED, chunk_message
+from bindingd_client.wire import HEADER_ACCEPTED, HTTP_FIELDS, chunk_message, chunk_view
 
 from bindingd.domain import objects
 from bindingd.domain.objects import (
@@ -27,18 +27,10 @@ from bindingd.domain.objects import (
 from bindingd.errors import BindingdError, invalid_argument
 from bindingd.runtime import Runtime
 from bindingd.server.audit import audit_write
-from bindingd.server.calls import RequestStream, bytes_field_view, opt, rpc, rpc_stream
+from bindingd.server.calls import RequestStream, opt, rpc, rpc_stream
 
 # How long a refused put or part keeps reading the body it will not store (see below).
 DRAIN_S = 10.0
-HTTP_FIELDS = (
-    "content_type",
-    "content_language",
-    "content_disposition",
-    "content_encoding",
-    "cache_control",
-    "cache_expiry",
-)
 
 
 def http_from_pb(message: objects_pb2.ObjectHttpMetadata) -> HttpMetadata:
@@ -101,10 +93,10 @@ async def _header(requests: RequestStream, what: str) -> Any:
 
 async def _chunks(requests: RequestStream, what: str) -> AsyncIterator[bytes | memoryview]:
     """The body chunks after the header, read only as fast as the provider consumes them; a
-    plain chunk message is passed on as a view into the received bytes (no copy)."""
-    number = requests.request_class.DESCRIPTOR.fields_by_name["chunk"].number
+    plain chunk message is passed on as a view into the received bytes (no copy). A put and a
+    part upload carry their chunk in the same field (`wire.CHUNK_FIELD`)."""
     async for raw in requests.raw():
-        chunk: bytes | memoryview | None = bytes_field_view(raw, number)
+        chunk: bytes | memoryview | None = chunk_view(raw)
         if chunk is None:
             message = await requests.decode(raw)
             if message.WhichOneof("part") != "chunk":

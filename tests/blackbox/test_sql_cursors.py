@@ -12,7 +12,7 @@ from bindingd_client import SqlError, connect, connect_sync
 from bindingd_client.proto import database_pb2, database_pb2_grpc
 from support import daemon_in_process, write_project
 
-import bindingd.server.database as database_service
+import bindingd.server.sql as sql_service
 
 ROWS = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000) SELECT x FROM c"
 
@@ -24,7 +24,7 @@ def _query(binding: str = "APP_DB") -> database_pb2.SqlQueryRequest:
 async def test_cursor_is_read_once_by_its_binding_and_expires(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(database_service, "CURSOR_TTL_S", 1.0)
+    monkeypatch.setattr(sql_service, "CURSOR_TTL_S", 1.0)
     config = write_project(
         tmp_path, "version: 1\nbindings:\n  APP_DB: { type: sql }\n  OTHER: { type: sql }\n"
     )
@@ -68,7 +68,7 @@ def daemon_cursors(daemon: object) -> set[str]:
     object is private to the server)."""
     import gc
 
-    services = [o for o in gc.get_objects() if isinstance(o, database_service.DatabaseService)]
+    services = [o for o in gc.get_objects() if isinstance(o, sql_service.SqlService)]
     return {cursor for service in services for cursor in service._parked}
 
 

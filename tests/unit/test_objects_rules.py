@@ -1,4 +1,4 @@
-"""The R2 rules of bindingd/objects.py and the client's pure encoders, without a daemon."""
+"""The object rules of bindingd/domain/objects.py and the client's pure encoders, without a daemon."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import array
 import datetime as dt
 import hashlib
 import io
+import subprocess
+import sys
 
 import pytest
 from bindingd_client.objects import (
@@ -18,11 +20,11 @@ from bindingd_client.objects import (
     get_chunk,
 )
 from bindingd_client.proto import objects_pb2
+from bindingd_client.wire import CHUNK_BYTES, chunk_view
 
 from bindingd.domain import objects
 from bindingd.domain.objects import Conditional, ObjectInfo, RangeSpec
 from bindingd.errors import BindingdError
-from bindingd.server.calls import bytes_field_view
 
 INFO = ObjectInfo(key="k", version="v", size=10, etag="abc", uploaded=1_000_000)
 
@@ -179,7 +181,7 @@ def test_client_body_messages_carry_the_body_in_chunks_of_at_most_one_mib() -> N
 
 def test_a_plain_chunk_message_is_read_as_a_view() -> None:
     for chunk in (b"", b"x", b"y" * 300, b"z" * (1024 * 1024)):
-        view = bytes_field_view(chunk_message(chunk), 2)
+        view = chunk_view(chunk_message(chunk))
         assert isinstance(view, memoryview) and view == chunk
     header = objects_pb2.ObjectsPutRequest(header=objects_pb2.ObjectsPutHeader(binding="B", key="k"))
     for other in [
@@ -191,8 +193,25 @@ def test_a_plain_chunk_message_is_read_as_a_view() -> None:
         b"\x12" + b"\x80" * 10 + b"\x00",  # a varint longer than 10 bytes
         chunk_message(b"abc").replace(b"\x12", b"\x0a", 1),  # field 1
     ]:
-        assert bytes_field_view(other, 2) is None
-    assert bytes_field_view(b"\x12\x83\x00abc", 2) == b"abc"  # an overlong varint is still a varint
+        assert chunk_view(other) is None
+    assert chunk_view(b"\x12\x83\x00abc") == b"abc"  # an overlong varint is still a varint
+
+
+def test_the_domain_chunk_size_is_the_wire_one() -> None:
+    # domain/ does not import the client (nor protobuf), so it keeps its own copy of the value.
+    assert objects.CHUNK_BYTES == CHUNK_BYTES
+
+
+def test_domain_and_errors_load_neither_protobuf_nor_the_client() -> None:
+    """The rules and the error table stay free of gRPC messages: they keep their own copies of
+    the wire values they need (CHUNK_BYTES above) rather than import `bindingd_client.wire`."""
+    code = (
+        "import sys, bindingd.errors, bindingd.domain.kv, bindingd.domain.objects, bindingd.domain.sql,"
+        " bindingd.domain.queue, bindingd.domain.cursors;"
+        " print(' '.join(m for m in sys.modules if m.startswith(('google.protobuf', 'bindingd_client'))))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.split() == []
 
 
 def test_client_get_chunk_is_what_protobuf_decodes() -> None:

@@ -14,7 +14,7 @@ from pglast import parser as pg_parser
 
 from bindingd.domain.sql import SqlMeta, normalize, parameter_numbers, split_script, translate
 from bindingd.errors import BindingdError, Reason
-from bindingd.server.database import _add_row, _set_meta, decode_value
+from bindingd.server.sql import _add_row, _set_meta, decode_value
 
 
 def test_question_marks_number_like_sqlite() -> None:

@@ -1,4 +1,4 @@
-"""R2 on local files: `.bindingd/state/objects/<BINDING>/` holds the bodies, SQLite the rest.
+"""Objects on local files: `.bindingd/state/objects/<BINDING>/` holds the bodies, SQLite the rest.
 
 Each body is a file named by a generated id under `blobs/`; the key lives only in SQLite, so no
 key (`..`, `/`, unicode, 1024 bytes) can name a path. A put streams into `tmp/`, is fsynced,

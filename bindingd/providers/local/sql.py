@@ -1,4 +1,4 @@
-"""D1 on SQLite: the `local` provider (`.bindingd/state/sql/<BINDING>.sqlite3`, created on
+"""SQL on SQLite: the `local` provider (`.bindingd/state/sql/<BINDING>.sqlite3`, created on
 first start) and the `sqlite` connection kind (an existing file named by path, such as a copy of
 production data). Both are the same class; only where the file comes from differs.
 
@@ -262,8 +262,8 @@ class SqliteConnection:
             await asyncio.shield(future)
 
 
-class SQLiteDatabase:
-    """A D1 database on one SQLite file (WAL, foreign keys on)."""
+class LocalSql:
+    """A SQL database on one SQLite file (WAL, foreign keys on)."""
 
     def __init__(self, path: Path, *, create: bool) -> None:
         self.path = path
@@ -273,7 +273,7 @@ class SQLiteDatabase:
         self._size = 0
 
     @classmethod
-    def create(cls, binding: Binding, context: ProviderContext) -> SQLiteDatabase:
+    def create(cls, binding: Binding, context: ProviderContext) -> LocalSql:
         if binding.connection is None:
             return cls(context.state_dir / "sql" / f"{binding.name}.sqlite3", create=True)
         path = Path(str(binding.connection.options["path"])).expanduser()

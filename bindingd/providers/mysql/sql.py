@@ -1,4 +1,4 @@
-"""D1 on MySQL / MariaDB through a small pool of aiomysql connections, one pool per connection entry.
+"""SQL on MySQL / MariaDB through a small pool of aiomysql connections, one pool per connection entry.
 
 Each call is one transaction, and each round trip carries one statement: the connections are
 opened without the driver's default CLIENT_MULTI_STATEMENTS, so `SELECT 1; COMMIT; INSERT ...`
@@ -237,7 +237,7 @@ class _Stalled(Exception):
     the connection was dropped."""
 
 
-class MySQLDatabase:
+class MySQLSql:
     def __init__(self, binding: Binding, context: ProviderContext) -> None:
         assert binding.connection is not None
         self.connection = binding.connection
@@ -249,7 +249,7 @@ class MySQLDatabase:
         self._kills: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def create(cls, binding: Binding, context: ProviderContext) -> MySQLDatabase:
+    def create(cls, binding: Binding, context: ProviderContext) -> MySQLSql:
         return cls(binding, context)
 
     async def start(self) -> None:

@@ -1,4 +1,4 @@
-"""D1 on PostgreSQL through asyncpg pools, shared per connection entry.
+"""SQL on PostgreSQL through asyncpg pools, shared per connection entry.
 
 The limits of a call live in the session: each pool is for one access mode and statement
 timeout, its connections opened with `statement_timeout` and `default_transaction_read_only`
@@ -21,7 +21,7 @@ page of rows, or a write the read-only transaction refused on a binding that may
 nothing was written, and the call runs again the general way; its SQL is remembered to go
 that way at once next time.
 
-Scripts (exec) are split by PostgreSQL's own parser (bindingd.sql) and sent statement by
+Scripts (exec) are split by PostgreSQL's own parser (bindingd.domain.sql) and sent statement by
 statement in the extended protocol, which carries one command at most.
 
 The general way (writes, large results, batches, scripts) is one transaction: `BEGIN READ
@@ -341,7 +341,7 @@ async def _last_row_id(conn: asyncpg.Connection, wait: float) -> int:
     return int(value or 0)
 
 
-class PostgresDatabase:
+class PostgresSql:
     def __init__(self, binding: Binding, context: ProviderContext) -> None:
         assert binding.connection is not None
         self.connection = binding.connection
@@ -353,7 +353,7 @@ class PostgresDatabase:
         self._slow_path: dict[str, None] = {}
 
     @classmethod
-    def create(cls, binding: Binding, context: ProviderContext) -> PostgresDatabase:
+    def create(cls, binding: Binding, context: ProviderContext) -> PostgresSql:
         return cls(binding, context)
 
     async def start(self) -> None:

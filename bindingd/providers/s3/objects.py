@@ -1,4 +1,4 @@
-"""R2 on any S3-compatible store (R2, AWS S3, MinIO) through aiobotocore.
+"""Objects on any S3-compatible store (R2, AWS S3, MinIO) through aiobotocore.
 
 One client (with its pool of kept-alive connections) per connection entry, shared by every
 binding on it. A put or a part is spooled to a temp file under the binding's state folder while

@@ -1,4 +1,4 @@
-"""DatabaseService: gRPC ↔ the SQL rules and the provider of the named binding.
+"""SqlService: the proto `Database` service, gRPC ↔ the SQL rules and the provider of the named binding.
 
 Writes are not guessed from the SQL: a call on a binding whose writes are refused (access:
 read-only, or a protected env) runs in a read-only transaction, the backend refuses any write,
@@ -190,7 +190,7 @@ class _Parked:
     expiry: asyncio.TimerHandle | None = None
 
 
-class DatabaseService(database_pb2_grpc.DatabaseServicer):
+class SqlService(database_pb2_grpc.DatabaseServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._parked: dict[str, _Parked] = {}
