@@ -74,12 +74,16 @@ from bindingd.domain.sql import (
 from bindingd.errors import BindingdError, permission_denied
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.postgres import driver
-from bindingd.providers.postgres.client import CLIENT_GRACE_S, Pools, map_error
 
 # Under their former names: the call paths that use them are left as they are.
-from bindingd.providers.postgres.client import CONNECTION_ERRORS as _CONNECTION_ERRORS
-from bindingd.providers.postgres.client import Pool as _Pool
-from bindingd.providers.postgres.client import reset_query as _reset_query
+from bindingd.providers.postgres.client import (
+    CLIENT_GRACE_S,
+    CONNECTION_ERRORS,
+    Pool,
+    Pools,
+    map_error,
+    reset_query,
+)
 from bindingd.providers.sql_cursor import PageCursor
 
 # How long a health check waits for the server.
@@ -366,7 +370,7 @@ class PostgresSql:
             self._pools = None
             await self.context.connections.release(self.connection)
 
-    async def _pool(self, access: SqlAccess) -> _Pool:
+    async def _pool(self, access: SqlAccess) -> Pool:
         assert self._pools is not None, "provider not started"
         return await self._pools.get(access.read_only, _timeout_ms(access.timeout))
 
@@ -382,13 +386,13 @@ class PostgresSql:
             await asyncio.shield(pool.pool.release(conn))
         return f"postgres {version} at {connection_address(self.connection)}"
 
-    async def _acquire(self, pool: _Pool, wait: float, attempt: int, tries: int) -> asyncpg.Connection:
+    async def _acquire(self, pool: Pool, wait: float, attempt: int, tries: int) -> asyncpg.Connection:
         """A pooled connection; a pool that cannot open one within `wait` is BACKEND_TIMEOUT."""
         try:
             # asyncio.timeout rather than acquire(timeout=): no task per call.
             async with asyncio.timeout(wait):
                 return await pool.pool.acquire()
-        except _CONNECTION_ERRORS as e:
+        except CONNECTION_ERRORS as e:
             if attempt == tries - 1 or isinstance(e, TimeoutError):
                 raise map_error(e, self.connection) from e
             raise
@@ -412,7 +416,7 @@ class PostgresSql:
                 conn = await self._acquire(pool, wait, attempt, tries)
                 await conn.execute(begin, timeout=wait)
                 break
-            except _CONNECTION_ERRORS as e:
+            except CONNECTION_ERRORS as e:
                 if conn is not None:
                     conn.terminate()
                     await pool.pool.release(conn)
@@ -450,7 +454,7 @@ class PostgresSql:
             else:
                 # The pool's reset in the same round trip; skipped if the COMMIT fails.
                 commit = READ_ONLY_COMMIT if access.read_only else "COMMIT"
-                await conn.execute(f"{commit};\n{_reset_query(conn)}", timeout=wait)
+                await conn.execute(f"{commit};\n{reset_query(conn)}", timeout=wait)
                 reset_done.add(conn.get_server_pid())
         except Exception as e:
             # A failed COMMIT (or its read-only guard) leaves the transaction open: end it.
@@ -479,7 +483,7 @@ class PostgresSql:
         for attempt in range(BEGIN_TRIES):
             try:
                 conn = await self._acquire(pool, wait, attempt, BEGIN_TRIES)
-            except _CONNECTION_ERRORS:  # the server is not there yet: try again
+            except CONNECTION_ERRORS:  # the server is not there yet: try again
                 await asyncio.sleep(BEGIN_RETRY_DELAY_S * (attempt + 1))
                 continue
             try:
@@ -490,7 +494,7 @@ class PostgresSql:
                 rows, status, complete = await self._fresh(
                     conn, driver.bind_execute(conn, prepared, args, PAGE_ROWS + 1, wait)
                 )
-            except _CONNECTION_ERRORS as e:
+            except CONNECTION_ERRORS as e:
                 # Read-only: running it again is safe, on a fresh connection.
                 conn.terminate()
                 await asyncio.shield(pool.pool.release(conn))
@@ -521,7 +525,7 @@ class PostgresSql:
         raise AssertionError("unreachable")
 
     @staticmethod
-    async def _give_back(pool: _Pool, conn: asyncpg.Connection, in_block: bool) -> None:
+    async def _give_back(pool: Pool, conn: asyncpg.Connection, in_block: bool) -> None:
         """Release a connection after a failed call, its transaction block rolled back first (the
         connection is dropped if even that fails)."""
         try:
