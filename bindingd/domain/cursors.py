@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 from bindingd.errors import invalid_argument
 
+# Workers KV and R2 list at most this many keys a page, and this many when no limit is given.
+MAX_LIST_LIMIT = 1000
+
 
 @dataclass(frozen=True)
 class ListCursor:
@@ -39,3 +42,12 @@ class ListCursor:
         if not isinstance(data, dict) or data.get("p") != prefix or not isinstance(data.get("a"), str):
             raise invalid_argument(self.invalid)
         return data["a"]
+
+
+def check_list_limit(limit: int | None) -> int:
+    """The page size to use: None means the default (MAX_LIST_LIMIT)."""
+    if limit is None:
+        return MAX_LIST_LIMIT
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise invalid_argument(f"list limit is {limit}; it must be between 1 and {MAX_LIST_LIMIT}")
+    return limit

@@ -22,7 +22,6 @@ MIN_TTL_S = 60
 MIN_CACHE_TTL_S = 30
 # 9999-12-31T23:59:59Z: later values are almost always milliseconds passed as seconds.
 MAX_EXPIRATION = 253402300799
-MAX_LIST_LIMIT = 1000
 MAX_BULK_KEYS = 100
 # Workers KV refuses a bulk get whose values add up to more than 25 MiB (workerd reports the
 # store's 413), counting a key asked for twice twice.
@@ -118,15 +117,6 @@ def check_list_prefix(prefix: str) -> None:
         raise invalid_argument(
             f"KV list prefix is {size} bytes; the limit is {MAX_KEY_BYTES} bytes, as for keys"
         )
-
-
-def check_list_limit(limit: int | None) -> int:
-    """The page size to use: None means the default (1000)."""
-    if limit is None:
-        return MAX_LIST_LIMIT
-    if not 1 <= limit <= MAX_LIST_LIMIT:
-        raise invalid_argument(f"list limit is {limit}; it must be between 1 and {MAX_LIST_LIMIT}")
-    return limit
 
 
 # An opaque cursor: the last key returned, so the next page starts strictly after it.

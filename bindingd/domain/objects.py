@@ -25,7 +25,6 @@ MIN_PART_BYTES = 5 * 1024**2
 MAX_PART_BYTES = 5 * 1024**3
 MAX_PART_NUMBER = 10000
 MAX_DELETE_KEYS = 1000
-MAX_LIST_LIMIT = 1000
 # The body travels in gRPC messages of at most this many bytes, in both directions: the
 # client's `bindingd_client.wire.CHUNK_BYTES` (a unit test checks; domain/ imports no protobuf).
 CHUNK_BYTES = 1024 * 1024
@@ -133,14 +132,6 @@ def check_delete_keys(keys: list[str]) -> None:
         raise invalid_argument(f"delete of {len(keys)} keys; the limit is {MAX_DELETE_KEYS} keys per call")
     for key in keys:
         check_key(key)
-
-
-def check_list_limit(limit: int | None) -> int:
-    if limit is None:
-        return MAX_LIST_LIMIT
-    if not 1 <= limit <= MAX_LIST_LIMIT:
-        raise invalid_argument(f"list limit is {limit}; it must be between 1 and {MAX_LIST_LIMIT}")
-    return limit
 
 
 def check_part_number(part_number: int) -> None:

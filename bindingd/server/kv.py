@@ -9,6 +9,7 @@ import structlog
 from bindingd_client.proto import kv_pb2, kv_pb2_grpc
 
 from bindingd.domain import kv
+from bindingd.domain.cursors import check_list_limit
 from bindingd.domain.kv import KVRecord
 from bindingd.runtime import Runtime
 from bindingd.server.audit import audit_write
@@ -96,7 +97,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         self, request: kv_pb2.KVListRequest, context: grpc.aio.ServicerContext
     ) -> kv_pb2.KVListResponse:
         kv.check_list_prefix(request.prefix)
-        limit = kv.check_list_limit(opt(request, "limit"))
+        limit = check_list_limit(opt(request, "limit"))
         after = kv.decode_cursor(request.cursor, request.prefix)
         with self.runtime.use(request.binding, "kv") as served:
             provider = served.provider

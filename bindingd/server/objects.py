@@ -17,6 +17,7 @@ from bindingd_client.proto import objects_pb2, objects_pb2_grpc
 from bindingd_client.wire import HEADER_ACCEPTED, HTTP_FIELDS, chunk_message, chunk_view
 
 from bindingd.domain import objects
+from bindingd.domain.cursors import check_list_limit
 from bindingd.domain.objects import (
     Conditional,
     HttpMetadata,
@@ -218,7 +219,7 @@ class ObjectsService(objects_pb2_grpc.ObjectsServicer):
     async def List(
         self, request: objects_pb2.ObjectsListRequest, context: grpc.aio.ServicerContext
     ) -> objects_pb2.ObjectsListResponse:
-        limit = objects.check_list_limit(opt(request, "limit"))
+        limit = check_list_limit(opt(request, "limit"))
         with self.runtime.use(request.binding, "objects") as served:
             provider = served.provider
             listing = await provider.list(

@@ -283,32 +283,30 @@ class LocalSql:
         return cls(path, create=False)
 
     def _open_rw(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path,
-            timeout=BUSY_TIMEOUT_S,
-            isolation_level=None,
-            check_same_thread=False,
-            factory=GuardedConnection,
-        )
-        conn.text_factory = _text
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        return _guarded(conn, read_only=False)
+        return self._open(read_only=False)
 
     def _open_ro(self) -> sqlite3.Connection:
+        return self._open(read_only=True)
+
+    def _open(self, *, read_only: bool) -> sqlite3.Connection:
+        """The writer (WAL) or the reader (`mode=ro` and query_only, which SQLite enforces),
+        both behind the guard."""
         conn = sqlite3.connect(
-            f"{self.path.as_uri()}?mode=ro",
-            uri=True,
+            f"{self.path.as_uri()}?mode=ro" if read_only else self.path,
+            uri=read_only,
             timeout=BUSY_TIMEOUT_S,
             isolation_level=None,
             check_same_thread=False,
             factory=GuardedConnection,
         )
         conn.text_factory = _text
+        if not read_only:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA query_only=ON")
-        return _guarded(conn, read_only=True)
+        if read_only:
+            conn.execute("PRAGMA query_only=ON")
+        return _guarded(conn, read_only=read_only)
 
     async def start(self) -> None:
         if not self.create_file and not self.path.is_file():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import datetime as dt
 import hashlib
 import uuid
@@ -313,15 +314,10 @@ class S3Objects:
 
     @staticmethod
     def _strip(info: ObjectInfo, http: bool, custom: bool) -> ObjectInfo:
-        return ObjectInfo(
-            key=info.key,
-            version=info.version,
-            size=info.size,
-            etag=info.etag,
-            uploaded=info.uploaded,
+        return dataclasses.replace(
+            info,
             http_metadata=info.http_metadata if http else HttpMetadata(),
             custom_metadata=info.custom_metadata if custom else {},
-            checksums=info.checksums,
         )
 
     # --- writes --------------------------------------------------------------------------------
@@ -559,16 +555,7 @@ def _http_params(http: HttpMetadata) -> dict[str, Any]:
 
 
 def _with_checksums(info: ObjectInfo, extra: dict[str, bytes]) -> ObjectInfo:
-    return ObjectInfo(
-        key=info.key,
-        version=info.version,
-        size=info.size,
-        etag=info.etag,
-        uploaded=info.uploaded,
-        http_metadata=info.http_metadata,
-        custom_metadata=info.custom_metadata,
-        checksums={**info.checksums, **extra},
-    )
+    return dataclasses.replace(info, checksums={**info.checksums, **extra})
 
 
 async def _empty() -> AsyncGenerator[bytes, None]:
