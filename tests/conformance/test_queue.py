@@ -659,6 +659,10 @@ async def nats_jobs(tmp_path: Path) -> AsyncIterator[tuple[Queue, str]]:
         await asyncio.to_thread(nats_cleanup, [name])
 
 
+# The lease the two tests below let run out after killing a consumer mid-fetch.
+LEASE_S = 4
+
+
 async def test_nats_a_consumer_killed_mid_fetch_does_not_reset_attempts(nats_jobs: tuple[Queue, str]) -> None:
     """nats-server before 2.10.14 drops the redelivery of a lease that runs out while only such a
     dead pull request waits, and rewinds its stream cursor: the message came back as a first
@@ -666,10 +670,14 @@ async def test_nats_a_consumer_killed_mid_fetch_does_not_reset_attempts(nats_job
     by chance, when the daemon's own expired poll is the only request waiting."""
     jobs, stream = nats_jobs
     await jobs.send("x", content_type="text")
-    first = await take(jobs, 1, ack=False, visibility_timeout=1)
+    leased_at = time.monotonic()
+    first = await take(jobs, 1, ack=False, visibility_timeout=LEASE_S)
     assert [m.attempts for m in first] == [1]
     await _kill_a_nats_consumer_mid_fetch(stream)
-    await asyncio.sleep(2)  # the lease of `first` runs out meanwhile
+    # The case is a lease that runs out after the kill: on a loaded machine the kill can take a
+    # while, so the lease is long enough to outlast it, and the test says so if it did not.
+    assert time.monotonic() - leased_at < LEASE_S, "the kill took longer than the lease"
+    await asyncio.sleep(LEASE_S + 1 - (time.monotonic() - leased_at))  # the lease runs out
     second = await take(jobs, 1, ack=False, timeout=30, visibility_timeout=30)
     assert [(m.id, m.attempts) for m in second] == [(first[0].id, 2)]
     await second[0].ack()
@@ -683,11 +691,14 @@ async def test_nats_a_lost_redelivery_does_not_hand_out_a_leased_message(
     it then delivers again as new while its lease still holds."""
     jobs, stream = nats_jobs
     await jobs.send_batch([{"body": "a"}, {"body": "b"}])
-    a = await take(jobs, 1, ack=False, visibility_timeout=1, batch_size=1)
+    leased_at = time.monotonic()
+    a = await take(jobs, 1, ack=False, visibility_timeout=LEASE_S, batch_size=1)
     b = await take(jobs, 1, ack=False, visibility_timeout=60, batch_size=1)
     assert [m.body for m in a + b] == ["a", "b"]
     await _kill_a_nats_consumer_mid_fetch(stream)
-    await asyncio.sleep(2)  # the lease of `a` runs out meanwhile; `b` stays leased
+    assert time.monotonic() - leased_at < LEASE_S, "the kill took longer than the lease"
+    # The lease of `a` runs out after the kill; `b` stays leased.
+    await asyncio.sleep(LEASE_S + 1 - (time.monotonic() - leased_at))
     again = await take(jobs, 1, ack=False, timeout=30, visibility_timeout=60)
     assert [m.body for m in again] == ["a"]
     assert await nothing_within(jobs, 4)
