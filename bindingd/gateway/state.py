@@ -248,3 +248,13 @@ class SqliteState:
             conn.execute(PRUNE_REVOCATIONS, (before,))
 
         await self._db.write(run)
+
+
+def open_state(kind: str, *, path: Path | None = None, dsn: str | None = None) -> StateStore:
+    """The store gateway.yaml's `state:` names (not opened yet): `{kind: sqlite, path}` today,
+    `{kind: postgres, dsn}` next."""
+    if kind == "sqlite":
+        if path is None:
+            raise ValueError("a sqlite state store needs a path")
+        return SqliteState(path)
+    raise ValueError(f'state store kind "{kind}" is not supported yet (use sqlite)')
