@@ -13,15 +13,16 @@ token against it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import secrets
-import struct
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+import structlog
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -32,8 +33,12 @@ from bindingd.gateway.device import enrol_message, normalise_code, open_message,
 from bindingd.gateway.state import Device, EnrolResult, Revocation, RevocationKind, StateStore
 from bindingd.gateway.tokens import Claims, SigningKey, VerifyingKey
 
+log = structlog.get_logger("bindingd.gateway")
+
 CODE_TTL_S = 15 * 60  # pinned: an enrolment code is valid 15 minutes
 CODE_BYTES = 20  # 160 bits: 32 base32 characters
+# How often an instance reads new revocations: well within the issue's 5 s.
+REFRESH_S = 1.0
 CHALLENGE_TTL_S = 60
 # Another instance's clock may run a little ahead of this one's.
 CHALLENGE_SKEW_S = 5
@@ -95,6 +100,17 @@ class RevocationCache:
         self._users: dict[str, float] = {}
         self._devices: dict[str, float] = {}
         self._jtis: set[str] = set()
+
+    async def follow(self, interval_s: float = REFRESH_S) -> None:
+        """Refresh every `interval_s` until cancelled (the gateway runs it as a task). While the
+        store is down, what was seen stays in force and each interval tries again; no new
+        revocation can be recorded meanwhile either."""
+        while True:
+            try:
+                await self.refresh()
+            except BindingdError as e:
+                log.warning("revocations_refresh_failed", error=e.message)
+            await asyncio.sleep(interval_s)
 
     async def refresh(self) -> None:
         for entry in await self._store.revocations_since(self._last_id):
@@ -171,7 +187,7 @@ class Sessions:
 
     def challenge(self) -> str:
         """A nonce any instance can check: issue time, 16 random bytes, their MAC."""
-        body = struct.pack(">Q", int(self._clock())) + secrets.token_bytes(16)
+        body = int(self._clock()).to_bytes(8, "big") + secrets.token_bytes(16)
         mac = hmac.new(self._challenge_key, body, hashlib.sha256).digest()
         return tokens.b64url(body + mac)
 
@@ -185,7 +201,7 @@ class Sessions:
         body, mac = raw[:24], raw[24:]
         if not hmac.compare_digest(mac, hmac.new(self._challenge_key, body, hashlib.sha256).digest()):
             return False
-        (issued,) = struct.unpack(">Q", body[:8])
+        issued = int.from_bytes(body[:8], "big")
         now = self._clock()
         return issued - CHALLENGE_SKEW_S <= now <= issued + CHALLENGE_TTL_S
 

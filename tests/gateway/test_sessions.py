@@ -4,6 +4,7 @@ enrolled, a revoked user)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
@@ -285,3 +286,25 @@ async def test_rotated_signing_key(store: SqliteState, clock: Clock) -> None:
     assert new.verify(old_token, "staging").kid == old.signing_key.kid
     clock.now += 900
     rejected(new, old_token, Reason.SESSION_EXPIRED)
+
+
+async def test_a_following_instance_sees_a_revocation_within_seconds(
+    gw: Sessions, store: SqliteState
+) -> None:
+    key = await enrolled(gw)
+    session = await login(gw, key)
+    twin = Sessions(store, gateway_id=GW, signing_key=gw.signing_key, clock=gw._clock)
+    follower = asyncio.create_task(twin.revocations.follow(interval_s=0.05))
+    try:
+        # The revocation is written through another connection, as the admin command does.
+        admin_store = SqliteState(store.path)
+        await admin_store.open()
+        await admin_store.revoke_token(session.claims.jti, T0)
+        await admin_store.close()
+        for _ in range(100):
+            if twin.revocations.is_revoked(session.claims):
+                break
+            await asyncio.sleep(0.02)
+        rejected(twin, session.token, Reason.TOKEN_REVOKED)
+    finally:
+        follower.cancel()
