@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import structlog
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -77,9 +77,7 @@ async def grant(store: StateStore, user: str, groups: Iterable[str], now: float)
 def challenge_key(signing_key: SigningKey) -> bytes:
     """The MAC key for challenges: derived from the signing key all instances share, so no
     other secret needs distributing; a derived key reveals nothing about the signing key."""
-    raw = signing_key.private.private_bytes(
-        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-    )
+    raw = tokens.raw_private(signing_key.private)
     return HKDF(hashes.SHA256(), 32, salt=None, info=b"bindingd gateway challenge v1").derive(raw)
 
 

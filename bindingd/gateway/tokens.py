@@ -17,7 +17,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,38 +52,33 @@ def thumbprint(key: Ed25519PublicKey) -> str:
     return b64url(hashlib.sha256(jwk.encode("ascii")).digest())
 
 
-@dataclass(frozen=True)
+def raw_private(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+
+
+class VerifyingKey:
+    """A gateway public key (the current one or a rotated one still verifying old tokens),
+    with its kid and pyseto's form ready for verifying."""
+
+    def __init__(self, public: Ed25519PublicKey) -> None:
+        self.public = public
+        self.kid = thumbprint(public)
+        self._paseto: Any = pyseto.Key.from_asymmetric_key_params(4, x=raw_public(public))
+
+
 class SigningKey:
     """The gateway's private key, with its kid and pyseto's form ready for signing."""
 
-    private: Ed25519PrivateKey
-    kid: str = field(init=False)
-    _paseto: Any = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        raw = self.private.private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-        )
-        object.__setattr__(self, "kid", thumbprint(self.private.public_key()))
-        object.__setattr__(self, "_paseto", pyseto.Key.from_asymmetric_key_params(4, d=raw))
+    def __init__(self, private: Ed25519PrivateKey) -> None:
+        self.private = private
+        self.verifying = VerifyingKey(private.public_key())
+        self.kid = self.verifying.kid
+        self._paseto: Any = pyseto.Key.from_asymmetric_key_params(4, d=raw_private(private))
 
     def public(self) -> VerifyingKey:
-        return VerifyingKey(self.private.public_key())
-
-
-@dataclass(frozen=True)
-class VerifyingKey:
-    """A gateway public key (the current one or a rotated one still verifying old tokens)."""
-
-    public: Ed25519PublicKey
-    kid: str = field(init=False)
-    _paseto: Any = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "kid", thumbprint(self.public))
-        object.__setattr__(
-            self, "_paseto", pyseto.Key.from_asymmetric_key_params(4, x=raw_public(self.public))
-        )
+        return self.verifying
 
 
 def load_signing_key(path: Path) -> SigningKey:

@@ -179,7 +179,7 @@ def test_another_key_claiming_the_gateways_kid() -> None:
     """A forger who copies the gateway's kid into the footer still fails the signature."""
     key, attacker = new_key(), new_key()
     forged = tokens.SigningKey(attacker.private)
-    object.__setattr__(forged, "kid", key.kid)
+    forged.kid = key.kid
     fails(mint(forged), Reason.NOT_LOGGED_IN, key)
 
 
