@@ -112,7 +112,7 @@ def state_store(config: Path) -> StateStore:
 
 
 def _mapping(parent: Item, key: str, config: Path) -> Item:
-    value = parent.value.get(key) if isinstance(parent.value, dict) else None
+    value: Item | None = parent.value.get(key) if isinstance(parent.value, dict) else None
     where = ".".join((*parent.path, key))
     if value is None:
         raise ConfigError(f"`{where}:` is missing", file=config, line=parent.line)
