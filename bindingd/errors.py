@@ -25,6 +25,12 @@ class Reason(enum.StrEnum):
     PRECONDITION_FAILED = "PRECONDITION_FAILED"
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
     SQL_ERROR = "SQL_ERROR"
+    # The gateway (issue 14): no session yet, a token past its expiry (the daemon refreshes and
+    # retries the call once), a revoked token, and a call the gateway's policy does not grant.
+    NOT_LOGGED_IN = "NOT_LOGGED_IN"
+    SESSION_EXPIRED = "SESSION_EXPIRED"
+    TOKEN_REVOKED = "TOKEN_REVOKED"
+    POLICY_DENIED = "POLICY_DENIED"
     # Not the caller's fault: a bug or an unexpected backend answer. Logged with a request id.
     INTERNAL = "INTERNAL"
 
@@ -45,6 +51,10 @@ TABLE: dict[Reason, ErrorKind] = {
     Reason.PRECONDITION_FAILED: ErrorKind(grpc.StatusCode.FAILED_PRECONDITION, "PreconditionFailed"),
     Reason.INVALID_ARGUMENT: ErrorKind(grpc.StatusCode.INVALID_ARGUMENT, "InvalidArgument"),
     Reason.SQL_ERROR: ErrorKind(grpc.StatusCode.INVALID_ARGUMENT, "SqlError"),
+    Reason.NOT_LOGGED_IN: ErrorKind(grpc.StatusCode.UNAUTHENTICATED, "NotLoggedIn"),
+    Reason.SESSION_EXPIRED: ErrorKind(grpc.StatusCode.UNAUTHENTICATED, "SessionExpired"),
+    Reason.TOKEN_REVOKED: ErrorKind(grpc.StatusCode.UNAUTHENTICATED, "TokenRevoked"),
+    Reason.POLICY_DENIED: ErrorKind(grpc.StatusCode.PERMISSION_DENIED, "PolicyDenied"),
     Reason.INTERNAL: ErrorKind(grpc.StatusCode.INTERNAL, "InternalError"),
 }
 

@@ -90,7 +90,10 @@ def candidates(words: list[str], cwd: Path) -> list[str]:
     if after_dashes:
         return [FILES]
     if current.startswith("-") and current != "-":
-        options = _options(commands.get(command, parser) if command else parser)
+        where = commands.get(command, parser) if command else parser
+        # A command group (`gateway grant --`): the options of the subcommand named first.
+        where = _subcommands(where).get(positional[0], where) if positional else where
+        options = _options(where)
         return [o for o in options if o.startswith(current)]
     if command is None:
         return _starting(current, list(commands))
@@ -110,6 +113,8 @@ def _positional(command: str, positional: list[str], project: _Project) -> list[
         if len(positional) == 1:
             return project.bindings(of_type="sql")
         return []
+    if command == "gateway" and not positional:
+        return list(_subcommands(_subcommands(build_parser())["gateway"]))  # init, grant, revoke
     if command == "completion" and not positional:
         return list(SHELLS)
     return []

@@ -1,4 +1,4 @@
-"""`bindingd serve | check | bindings | call | run | migrations | completion`.
+"""`bindingd serve | check | bindings | call | run | migrations | gateway | completion`.
 
 Exit codes: 0 success, 1 a failed operation or probe, 2 a config or usage mistake. Errors are
 one line on stderr, never a traceback.
@@ -75,6 +75,7 @@ def _main(argv: Sequence[str] | None) -> int:
         "call": cmd_call,
         "run": cmd_run,
         "migrations": cmd_migrations,
+        "gateway": cmd_gateway,
         "completion": cmd_completion,
     }
     from bindingd_client import BindingError
@@ -95,6 +96,13 @@ def cmd_completion(args: argparse.Namespace) -> int:
     from bindingd.cli.completion import print_script
 
     return print_script(args.shell)
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from bindingd.cli import gateway
+
+    logs.configure(_log_level(args, "error"))
+    return gateway.cmd_gateway(args)
 
 
 def _fail(message: str) -> None:

@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 LEVELS = ("debug", "info", "warning", "error")
-DESCRIPTION = "bindingd serve | check | bindings | call | run | migrations | completion"
+DESCRIPTION = "bindingd serve | check | bindings | call | run | migrations | gateway | completion"
 
 
 def _global_args(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-writes", action="store_true")
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
 
+    _gateway_args(sub)
+
     completion = sub.add_parser(
         "completion",
         help="print a shell completion script: source <(bindingd completion bash)",
@@ -111,3 +113,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     completion.add_argument("shell", choices=("bash", "zsh", "fish"))
     return parser
+
+
+def _gateway_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`bindingd gateway init | grant | revoke` (bindingd/cli/gateway.py); `serve` comes with
+    the gateway server."""
+    gateway = sub.add_parser("gateway", help="set up a gateway (remote access) and manage who may use it")
+    gsub = gateway.add_subparsers(dest="gateway_command", required=True)
+
+    init = gsub.add_parser(
+        "init",
+        help="write a development CA, a server certificate and a token signing key in DIR",
+        description="Write DIR/ca.pem (a development CA), DIR/server.pem and DIR/server.key (the "
+        "gateway's TLS certificate for localhost, 127.0.0.1 and each --host), DIR/signing.key (the "
+        "Ed25519 key that signs access tokens); print the CA's SHA-256 fingerprint last.",
+    )
+    init.add_argument("dir", type=Path, metavar="DIR")
+    init.add_argument(
+        "--host",
+        action="append",
+        metavar="NAME",
+        help="another DNS name or IP address for the server certificate (repeatable)",
+    )
+    init.add_argument(
+        "--force", action="store_true", help="replace existing files (a new CA and signing key)"
+    )
+
+    # --config is also accepted before the command, as everywhere: SUPPRESS keeps that value.
+    config_help = "the gateway's gateway.yaml (its gateway.state names the state store)"
+    grant = gsub.add_parser("grant", help="print a one-time enrolment code (valid 15 minutes) for a user")
+    grant.add_argument("--config", type=Path, default=argparse.SUPPRESS, metavar="FILE", help=config_help)
+    grant.add_argument("--user", required=True, metavar="NAME")
+    grant.add_argument(
+        "--group", action="append", metavar="G", help="a policy group of the user (repeatable)"
+    )
+
+    revoke = gsub.add_parser("revoke", help="revoke a user's devices and tokens, or one token")
+    revoke.add_argument("--config", type=Path, default=argparse.SUPPRESS, metavar="FILE", help=config_help)
+    who = revoke.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", metavar="NAME", help="every device and token of this user")
+    who.add_argument("--token", metavar="JTI", help="one token, by its id (jti)")

@@ -26,6 +26,10 @@ TABLE = {
     "PRECONDITION_FAILED": (grpc.StatusCode.FAILED_PRECONDITION, bindingd_client.PreconditionFailed),
     "INVALID_ARGUMENT": (grpc.StatusCode.INVALID_ARGUMENT, bindingd_client.InvalidArgument),
     "SQL_ERROR": (grpc.StatusCode.INVALID_ARGUMENT, bindingd_client.SqlError),
+    "NOT_LOGGED_IN": (grpc.StatusCode.UNAUTHENTICATED, bindingd_client.NotLoggedIn),
+    "SESSION_EXPIRED": (grpc.StatusCode.UNAUTHENTICATED, bindingd_client.SessionExpired),
+    "TOKEN_REVOKED": (grpc.StatusCode.UNAUTHENTICATED, bindingd_client.TokenRevoked),
+    "POLICY_DENIED": (grpc.StatusCode.PERMISSION_DENIED, bindingd_client.PolicyDenied),
     "INTERNAL": (grpc.StatusCode.INTERNAL, bindingd_client.InternalError),
 }
 
@@ -204,3 +208,18 @@ def test_every_exception_is_exported_and_in_reasons():
     assert set(TABLE) | {"DAEMON_UNAVAILABLE"} == set(REASONS)
     assert "BindingError" in bindingd_client.__all__
     assert errors.START_HINT.startswith("start it with")
+
+
+def test_a_policy_denial_is_a_permission_denied():
+    """Code that catches PermissionDenied (a read-only binding, a protected env) catches the
+    gateway's policy denials too."""
+    err = error_from_rpc(
+        FakeCall(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "denied",
+            [(DETAILS_KEY, status_bytes(grpc.StatusCode.PERMISSION_DENIED, "denied", "POLICY_DENIED"))],
+        )
+    )
+    assert type(err) is bindingd_client.PolicyDenied
+    assert isinstance(err, bindingd_client.PermissionDenied)
+    assert err.reason == "POLICY_DENIED"

@@ -71,6 +71,21 @@ export class InvalidArgument extends BindingError {
 export class SqlError extends BindingError {
   static override readonly defaultReason: string = "SQL_ERROR";
 }
+/** The env is served through a gateway and this machine has no session there. */
+export class NotLoggedIn extends BindingError {
+  static override readonly defaultReason: string = "NOT_LOGGED_IN";
+}
+/** The gateway session expired and could not be refreshed (the daemon retries once first). */
+export class SessionExpired extends BindingError {
+  static override readonly defaultReason: string = "SESSION_EXPIRED";
+}
+export class TokenRevoked extends BindingError {
+  static override readonly defaultReason: string = "TOKEN_REVOKED";
+}
+/** The gateway's policy does not grant the action; a PermissionDenied too. */
+export class PolicyDenied extends PermissionDenied {
+  static override readonly defaultReason: string = "POLICY_DENIED";
+}
 export class InternalError extends BindingError {
   static override readonly defaultReason: string = "INTERNAL";
 }
@@ -101,6 +116,10 @@ export const REASONS: ReadonlyMap<string, ErrorClass> = new Map(
     PreconditionFailed,
     InvalidArgument,
     SqlError,
+    NotLoggedIn,
+    SessionExpired,
+    TokenRevoked,
+    PolicyDenied,
     InternalError,
     DaemonUnavailable,
   ].map((cls) => [cls.defaultReason, cls as ErrorClass]),

@@ -14,9 +14,13 @@ export {
   DaemonUnavailable,
   InternalError,
   InvalidArgument,
+  NotLoggedIn,
   PermissionDenied,
+  PolicyDenied,
   PreconditionFailed,
+  SessionExpired,
   SqlError,
+  TokenRevoked,
   WrongBindingType,
   WrongEnv,
 } from "./errors.js";

@@ -6,7 +6,7 @@ import { execFileSync } from "node:child_process";
 import { dirname, join } from "node:path";
 import { test } from "node:test";
 import { Metadata, status } from "@grpc/grpc-js";
-import { BindingError, REASONS, errorFromRpc } from "../dist/errors.js";
+import { BindingError, PermissionDenied, PolicyDenied, REASONS, errorFromRpc } from "../dist/errors.js";
 import { RpcErrorInfo, RpcStatus } from "../dist/gen/bindingd/v1/rpc_status.js";
 import * as wire from "../dist/wire.js";
 import { BINDINGD } from "./support/daemon.mjs";
@@ -82,6 +82,10 @@ test("a status as the daemon sends it becomes that class, with the daemon's code
     assert.equal(error.constructor.name, cls, reason);
     assert.deepEqual([error.reason, error.code, error.binding, error.requestId], [reason, code, "B", "r1"]);
   }
+});
+
+test("a policy denial is a PermissionDenied, as in the Python client", () => {
+  assert.ok(new PolicyDenied("denied") instanceof PermissionDenied);
 });
 
 test("the wire values are the daemon's", () => {

@@ -23,9 +23,13 @@ __all__ = [
     "DaemonUnavailable",
     "InternalError",
     "InvalidArgument",
+    "NotLoggedIn",
     "PermissionDenied",
+    "PolicyDenied",
     "PreconditionFailed",
+    "SessionExpired",
     "SqlError",
+    "TokenRevoked",
     "WrongBindingType",
     "WrongEnv",
     "daemon_unavailable",
@@ -115,6 +119,31 @@ class SqlError(BindingError):
     default_reason = "SQL_ERROR"
 
 
+class NotLoggedIn(BindingError):
+    """The env is served through a gateway and this machine has no session there; the message
+    says what to run (``bindingd login --env ENV``)."""
+
+    default_reason = "NOT_LOGGED_IN"
+
+
+class SessionExpired(BindingError):
+    """The gateway session expired and could not be refreshed (the daemon refreshes and retries
+    once before this reaches a worker)."""
+
+    default_reason = "SESSION_EXPIRED"
+
+
+class TokenRevoked(BindingError):
+    default_reason = "TOKEN_REVOKED"
+
+
+class PolicyDenied(PermissionDenied):
+    """The gateway's policy does not grant this user the action on the binding in that env; a
+    PermissionDenied, so code catching that catches this too."""
+
+    default_reason = "POLICY_DENIED"
+
+
 class InternalError(BindingError):
     default_reason = "INTERNAL"
 
@@ -145,6 +174,10 @@ REASONS: dict[str, type[BindingError]] = {
         PreconditionFailed,
         InvalidArgument,
         SqlError,
+        NotLoggedIn,
+        SessionExpired,
+        TokenRevoked,
+        PolicyDenied,
         InternalError,
         DaemonUnavailable,
     )

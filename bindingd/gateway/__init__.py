@@ -1,0 +1,1 @@
+"""The gateway: remote bindings with credentials kept server-side (issue 14)."""
