@@ -1,0 +1,126 @@
+"""The gateway's audit log: one JSON object per line for every decision, allowed or denied.
+
+To a file opened append-only (0600 whatever the umask; each line is one `write`, so instances
+and rotations that share the file never interleave half lines) or to stdout.
+
+Only the fields of `FIELDS` are written, and only as scalars: a value, body, bound parameter or
+token can never reach the log by being passed here by mistake. An unknown field is dropped and
+its name (never its value) listed under `dropped`, so the mistake shows without leaking.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+# What a line may hold. `subject` is a key, an object name or the sha256 of a SQL statement.
+FIELDS = (
+    "ts",
+    "event",
+    "decision",  # "allow" | "deny"
+    "user",
+    "jti",
+    "device",  # the device key's thumbprint
+    "peer",
+    "env",
+    "binding",
+    "binding_type",
+    "method",
+    "action",
+    "subject",
+    "reason",
+    "status",  # the gRPC status code name
+    "request_id",
+    "latency_ms",
+    "bytes_in",
+    "bytes_out",
+)
+_ALLOWED = frozenset(FIELDS)
+# A key or object name can be long; the log does not need all of it.
+MAX_TEXT = 1024
+
+
+def rfc3339(now: datetime.datetime) -> str:
+    """`2025-01-02T03:04:05.678Z`: UTC, milliseconds."""
+    utc = now.astimezone(datetime.UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def line(event: Mapping[str, Any], now: datetime.datetime) -> str:
+    """The JSON line for `event` (without its newline): allowed scalar fields only."""
+    out: dict[str, Any] = {"ts": rfc3339(now)}
+    dropped: list[str] = []
+    for name, value in event.items():
+        if name == "ts":
+            continue  # the writer's clock, not the caller's
+        if name not in _ALLOWED or not _scalar(value):
+            dropped.append(str(name)[:64])
+            continue
+        out[name] = value[:MAX_TEXT] if isinstance(value, str) else value
+    if dropped:
+        out["dropped"] = sorted(dropped)
+    # ensure_ascii: a name with a line separator in it stays on its line, whatever the reader.
+    return json.dumps(out, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def _scalar(value: Any) -> bool:
+    if isinstance(value, float):
+        return value == value and value not in (float("inf"), float("-inf"))
+    return value is None or isinstance(value, str | int | bool)
+
+
+class AuditLog:
+    """`AuditLog(path=...)` or `AuditLog(stream=sys.stdout)`; `write(event)` per decision."""
+
+    def __init__(
+        self,
+        *,
+        path: Path | None = None,
+        stream: TextIO | None = None,
+        clock: Callable[[], datetime.datetime] | None = None,
+    ) -> None:
+        if (path is None) == (stream is None):
+            raise ValueError("an audit log goes to a path or a stream, exactly one")
+        self.path = path
+        self._stream = stream
+        self._fd: int | None = None
+        self._clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
+        if path is not None:
+            self._fd = os.open(
+                path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+            )
+            os.fchmod(self._fd, 0o600)  # an existing file, or one made under a loose umask
+
+    @classmethod
+    def stdout(cls, clock: Callable[[], datetime.datetime] | None = None) -> AuditLog:
+        return cls(stream=sys.stdout, clock=clock)
+
+    def write(self, event: Mapping[str, Any]) -> str:
+        """Write one line for `event`; the line (without newline) is returned for tests and metrics."""
+        text = line(event, self._clock())
+        data = (text + "\n").encode("ascii")
+        if self._fd is not None:
+            view = memoryview(data)
+            while view:  # a regular file takes a line in one write; the loop is for a full disk
+                view = view[os.write(self._fd, view) :]
+        else:
+            assert self._stream is not None
+            self._stream.write(text + "\n")
+            self._stream.flush()
+        return text
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

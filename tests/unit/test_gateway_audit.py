@@ -1,0 +1,116 @@
+"""The gateway's audit lines: one JSON object a line, allowed fields only, append-only 0600."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from bindingd.gateway import audit
+from bindingd.gateway.audit import AuditLog
+
+NOW = datetime.datetime(2025, 3, 4, 5, 6, 7, 891234, tzinfo=datetime.UTC)
+
+EVENT = {
+    "event": "call",
+    "decision": "deny",
+    "user": "bob",
+    "jti": "j-1",
+    "env": "production",
+    "binding": "APP_DB",
+    "binding_type": "sql",
+    "method": "/bindingd.v1.Database/Query",
+    "action": "write",
+    "subject": "sha256:ab12",
+    "reason": 'user "bob" is denied write',
+    "status": "PERMISSION_DENIED",
+    "request_id": "r-1",
+    "latency_ms": 1.5,
+    "bytes_in": 10,
+    "bytes_out": 0,
+}
+
+
+def test_a_line_is_one_json_object_with_the_time_in_rfc3339_utc_ms() -> None:
+    text = audit.line(EVENT, NOW)
+    assert "\n" not in text
+    parsed = json.loads(text)
+    assert parsed == {"ts": "2025-03-04T05:06:07.891Z", **EVENT}
+    later = datetime.datetime(
+        2025, 3, 4, 7, 6, 7, 5000, tzinfo=datetime.timezone(datetime.timedelta(hours=2))
+    )
+    assert json.loads(audit.line({}, later)) == {"ts": "2025-03-04T05:06:07.005Z"}
+
+
+def test_unknown_fields_and_non_scalars_are_dropped_by_name_never_by_value() -> None:
+    text = audit.line(
+        {
+            **EVENT,
+            "token": "v4.public.SECRET",
+            "value": "hunter2",
+            "params": ["SECRET-PARAM"],
+            "subject": {"body": "SECRET-BODY"},  # an allowed name with a value that is no scalar
+            "ts": "1999-01-01",  # the writer's clock decides
+        },
+        NOW,
+    )
+    parsed = json.loads(text)
+    assert parsed["dropped"] == ["params", "subject", "token", "value"]
+    assert "SECRET" not in text and "hunter2" not in text
+    assert parsed["ts"] == "2025-03-04T05:06:07.891Z"
+    assert set(parsed) - {"dropped"} <= set(audit.FIELDS)
+
+
+def test_a_name_with_a_line_break_stays_on_one_line_and_long_text_is_cut() -> None:
+    text = audit.line({"subject": "a\nb\u2028c", "binding": "K" * 5000}, NOW)
+    assert text.isascii() and "\n" not in text and "\u2028" not in text
+    parsed = json.loads(text)
+    assert parsed["subject"] == "a\nb\u2028c"
+    assert parsed["binding"] == "K" * audit.MAX_TEXT
+
+
+def test_the_file_is_appended_to_and_private(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    path.write_text('{"earlier":true}\n')
+    path.chmod(0o644)
+    old = os.umask(0)
+    try:
+        with AuditLog(path=path, clock=lambda: NOW) as log:
+            log.write({"event": "call", "decision": "allow", "user": "alice"})
+            log.write({"event": "call", "decision": "deny", "user": "bob", "token": "x"})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    lines = path.read_text().splitlines()
+    assert lines[0] == '{"earlier":true}'
+    assert [json.loads(line)["user"] for line in lines[1:]] == ["alice", "bob"]
+    assert json.loads(lines[2])["dropped"] == ["token"]
+
+    fresh = tmp_path / "new.jsonl"
+    old = os.umask(0)
+    try:
+        AuditLog(path=fresh).close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+
+
+def test_a_symlink_is_not_followed(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").write_text("")
+    (tmp_path / "audit.jsonl").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OSError):
+        AuditLog(path=tmp_path / "audit.jsonl")
+
+
+def test_stdout_gets_the_same_lines() -> None:
+    stream = io.StringIO()
+    written = AuditLog(stream=stream, clock=lambda: NOW).write(EVENT)
+    assert stream.getvalue() == written + "\n"
+    assert json.loads(written)["decision"] == "deny"
+    with pytest.raises(ValueError, match="exactly one"):
+        AuditLog()
