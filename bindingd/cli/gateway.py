@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 from bindingd.config import ConfigError
-from bindingd.config.yaml_source import Item, describe, read_yaml
 from bindingd.errors import BindingdError, Reason
 from bindingd.gateway import admin, pki
+from bindingd.gateway.config import load_gateway_config
 from bindingd.gateway.state import StateStore, open_state
 
 EXIT_FAILED = 1
@@ -77,47 +77,12 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def state_store(config: Path) -> StateStore:
-    """The state store that gateway.yaml's `gateway.state` names (not opened yet).
-
-    Only that section is read here, by a stand-in for the full gateway.yaml loader
-    (bindingd/gateway/config.py, written beside this): once it lands, replace this function
-    with a call to it so that grant and revoke check the whole file as `gateway serve` will.
-    """
-    root = read_yaml(config)
-    if root is None:
-        raise ConfigError("the file is empty; it needs a `gateway:` section with `state:`", file=config)
-    gateway = _mapping(root, "gateway", config)
-    state = _mapping(gateway, "state", config)
-    fields: dict[str, Item] = state.value
-    kind = fields.get("kind")
-    if kind is None or not isinstance(kind.value, str):
-        raise ConfigError("needs `kind: sqlite`", file=config, line=state.line, key_path=state.key_path)
-    if kind.value != "sqlite":
+    """The state store that gateway.yaml names (not opened yet). The whole file is loaded and
+    checked, as `gateway serve` does: grant and revoke refuse a file the gateway would refuse."""
+    loaded = load_gateway_config(config)
+    state = loaded.state
+    if state.kind != "sqlite" or state.path is None:
         raise ConfigError(
-            f'state store kind "{kind.value}" is not supported yet (use sqlite)',
-            file=config,
-            line=kind.line,
-            key_path=kind.key_path,
+            f'state store kind "{state.kind}" is not supported yet (use sqlite)', file=loaded.path
         )
-    path = fields.get("path")
-    if path is None or not isinstance(path.value, str) or not path.value:
-        got = "nothing" if path is None else describe(path.value)
-        raise ConfigError(
-            f"a sqlite state store needs `path:` (a file, relative to gateway.yaml), got {got}",
-            file=config,
-            line=state.line if path is None else path.line,
-            key_path=f"{state.key_path}.path",
-        )
-    return open_state("sqlite", path=config.resolve().parent / Path(path.value).expanduser())
-
-
-def _mapping(parent: Item, key: str, config: Path) -> Item:
-    value: Item | None = parent.value.get(key) if isinstance(parent.value, dict) else None
-    where = ".".join((*parent.path, key))
-    if value is None:
-        raise ConfigError(f"`{where}:` is missing", file=config, line=parent.line)
-    if not isinstance(value.value, dict):
-        raise ConfigError(
-            f"expected a mapping, got {describe(value.value)}", file=config, line=value.line, key_path=where
-        )
-    return value
+    return open_state("sqlite", path=state.path)

@@ -77,20 +77,27 @@ def load_config(
     """
     environ = os.environ if environ is None else environ
     base = Path.cwd() if cwd is None else Path(cwd)
-    if path is None:
-        file = find_config(base)
-    else:
-        file = base / Path(path).expanduser()
-        try:
-            file = file.resolve()
-        except (OSError, RuntimeError) as e:  # a symlink loop
-            raise ConfigError(f"cannot resolve the path: {e}", file=file) from None
-        if not file.exists():
-            raise ConfigError("config file not found; check the path given with --config", file=file)
+    file = find_config(base) if path is None else given_file(base / Path(path).expanduser(), "config file")
+    return Loader(file, environ).load(read_root(file, CONFIG_FILE), env)
+
+
+def given_file(file: Path, what: str) -> Path:
+    """The absolute path of a file named with --config, which must exist."""
+    try:
+        file = file.resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop
+        raise ConfigError(f"cannot resolve the path: {e}", file=file) from None
+    if not file.exists():
+        raise ConfigError(f"{what} not found; check the path given with --config", file=file)
+    return file
+
+
+def read_root(file: Path, kind: str) -> Item:
+    """The file's YAML; an empty file is an error that says how a `kind` file starts."""
     root = read_yaml(file)
     if root is None:
-        raise ConfigError(f'the file is empty; a bindingd.yaml starts with "version: {VERSION}"', file=file)
-    return _Loader(file, environ).load(root, env)
+        raise ConfigError(f'the file is empty; a {kind} starts with "version: {VERSION}"', file=file)
+    return root
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,7 @@ class _EnvSpec:
     name: str
     protected: bool
     overrides: dict[str, Item]  # binding name -> override mapping
+    fields: dict[str, Item]  # every key of the env as written, for a subclass's own keys
 
 
 @dataclass(frozen=True)
@@ -121,7 +129,13 @@ class _BindingSpec:
     provider: dict[str, Option] | None  # None: no provider (allowed outside the selected env)
 
 
-class _Loader:
+class Loader:
+    """Checks and resolves one file. The gateway's loader (bindingd.gateway.config) subclasses
+    it for gateway.yaml: the same sections, checks and errors, with its own keys allowed."""
+
+    top_level_keys: tuple[str, ...] = TOP_LEVEL_KEYS
+    env_keys: tuple[str, ...] = ENV_KEYS
+
     def __init__(self, file: Path, environ: Mapping[str, str]) -> None:
         self.file = file
         self.environ = environ
@@ -129,7 +143,7 @@ class _Loader:
     def load(self, root: Item, requested_env: str | None) -> Config:
         top = self.mapping(root)
         self.check_version(root, top)
-        self.check_known_keys(top, TOP_LEVEL_KEYS)
+        self.check_known_keys(top, self.top_level_keys)
         default_env = self.env_name(top["env"]) if "env" in top else None
         connections = self.connections(top.get("connections"))
         base = self.base_bindings(top.get("bindings"))
@@ -255,7 +269,7 @@ class _Loader:
         out: dict[str, _EnvSpec] = {}
         for name, item in self.mapping(section, nullable=True).items():
             fields = self.mapping(item, nullable=True)
-            self.check_known_keys(fields, ENV_KEYS)
+            self.check_known_keys(fields, self.env_keys)
             protected = fields.get("protected")
             if protected is not None and not isinstance(protected.value, bool):
                 got = describe(protected.value)
@@ -266,7 +280,7 @@ class _Loader:
                     self.binding_name(binding, override)
                     self.mapping(override)
                     overrides[binding] = override
-            out[name] = _EnvSpec(name, bool(protected and protected.value), overrides)
+            out[name] = _EnvSpec(name, bool(protected and protected.value), overrides, fields)
         return out
 
     def select_env(

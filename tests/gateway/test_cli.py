@@ -27,6 +27,10 @@ GATEWAY_YAML = """\
       tls: { cert: gw/server.pem, key: gw/server.key }
       signing_key: gw/signing.key
       state: { kind: sqlite, path: gw/state.sqlite3 }
+    bindings:
+      CACHE: { type: kv }
+    envs:
+      staging: {}
 """
 
 
@@ -117,16 +121,29 @@ def test_init_refuses_to_overwrite_then_forces(team: Path) -> None:
     assert (team / "gw" / "ca.pem").read_bytes() != before
 
 
+_GATEWAY = """\
+version: 1
+gateway:
+  id: x
+  listen: "127.0.0.1:1"
+  tls: { cert: a.pem, key: a.key }
+  signing_key: s.key
+"""
+
+
 @pytest.mark.parametrize(
     ("yaml", "expected"),
     [
-        (None, "cannot read the file"),
+        (None, "gateway config not found"),
         ("", "the file is empty"),
-        ("version: 1\n", "`gateway:` is missing"),
-        ("gateway: {id: x}\n", "`gateway.state:` is missing"),
-        ("gateway: {state: sqlite}\n", "gateway.state: expected a mapping, got a string"),
-        ("gateway: {state: {kind: postgres, dsn: x}}\n", 'kind "postgres" is not supported yet'),
-        ("gateway: {state: {kind: sqlite}}\n", "needs `path:`"),
+        ("version: 1\n", 'missing required key "gateway"'),
+        ("version: 1\ngateway: {id: x}\n", 'gateway: missing required key "listen"'),
+        (_GATEWAY + "  state: sqlite\n", "gateway.state: expected a mapping, got a string"),
+        (_GATEWAY + "  state: { kind: oracle }\n", 'unknown state kind "oracle"'),
+        (
+            _GATEWAY + '  state: { kind: postgres, dsn: "postgresql://u:pw@h/db" }\nenvs:\n  staging: {}\n',
+            'kind "postgres" is not supported yet',
+        ),
         ("gateway: [\n", "invalid YAML"),
     ],
 )
