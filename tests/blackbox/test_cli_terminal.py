@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from support import DaemonProcess, bindingd_cli, write_project
 
+from bindingd.cli import style
 from bindingd.cli.completion import FILES, candidates
 
 CONFIG = """
@@ -102,6 +103,28 @@ def test_a_query_on_a_terminal_is_a_table_and_json_in_a_pipe(project: Path) -> N
     assert code == 0 and json.loads(shown)["results"][0]["name"] == "cup"
     piped = bindingd_cli("call", "APP_DB", "query", query, cwd=project)
     assert piped.returncode == 0 and json.loads(piped.stdout)["results"][0]["b"] == {"blob_hex": "00ff"}
+
+
+def test_a_query_table_escapes_control_characters_and_lines_up_wide_characters(project: Path) -> None:
+    # A value or column name from a database must not reach the terminal as an escape sequence
+    # (here: retitle the window, clear the screen, a C1 CSI).
+    query = (
+        "SELECT char(27) || ']0;pwned' || char(7) AS t, 'a' || char(155) || '2J\\n' AS b,"
+        " '漢字' AS \"w\x1b[31m\""
+        " UNION ALL SELECT 'x', 'y', 'abcd'"
+    )
+    code, shown = _in_terminal(project, "call", "APP_DB", "query", query, env=_without_colour_env())
+    assert code == 0, shown
+    assert "\x1b" not in shown and "\x07" not in shown and "\x9b" not in shown, repr(shown)
+    lines = shown.strip().splitlines()
+    assert lines[1].split("│")[3].strip() == "w\\x1b[31m"
+    assert lines[3].split("│")[1:3] == [" \\x1b]0;pwned\\x07 ", " a\\x9b2J\\\\n "]
+    # A database's error message quoting the statement: one line, escaped too.
+    code, shown = _in_terminal(project, "call", "APP_DB", "query", 'SELECT * FROM "\x1b]0;x\x07"')
+    assert code == 1 and "\x1b" not in shown and "no such table: \\x1b]0;x\\x07" in shown, repr(shown)
+    # East Asian wide characters take two columns: every line of the box is as wide.
+    widths = {style.width(line) for line in lines[:-1]}
+    assert len(widths) == 1, lines
 
 
 def test_colour_on_a_terminal_only_and_never_with_no_color(project: Path) -> None:
