@@ -186,7 +186,9 @@ def test_bindings_of_a_daemon_say_why_one_is_not_serving(project: Path) -> None:
 # --- completion ------------------------------------------------------------------------------
 
 
-def test_completion_offers_commands_options_envs_bindings_and_operations(project: Path) -> None:
+def test_completion_offers_commands_options_envs_bindings_and_operations(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def offered(line: str) -> list[str]:
         words = line.split(" ")
         return candidates(words, project)
@@ -212,6 +214,13 @@ def test_completion_offers_commands_options_envs_bindings_and_operations(project
     other = project / "other"
     write_project(other, "version: 1\nbindings:\n  OTHER: { type: kv }\n")
     assert offered(f"--config {other / 'bindingd.yaml'} call ") == ["OTHER"]
+    # bash hands `--config=F` over as `--config`, `=`, `F`, and `--env=` as `--env`, `=`.
+    assert offered(f"--config = {other / 'bindingd.yaml'} call ") == ["OTHER"]
+    assert offered("call --env = r") == ["review"] and offered("--env =") == ["dev", "production", "review"]
+    assert offered("--config =") == [FILES]
+    # A `~` the shell has not expanded yet.
+    monkeypatch.setenv("HOME", str(project))
+    assert offered("--config ~/other/bindingd.yaml call ") == ["OTHER"]
     # A config that does not parse offers nothing, and says nothing.
     (project / "bindingd.yaml").write_text("bindings: [unclosed\n")
     assert offered("call ") == []
