@@ -288,9 +288,9 @@ def _sql_cell(value: Any) -> str:
     if isinstance(value, bytes):
         shown = value[:32].hex()
         return f"x'{shown}'" if len(value) <= 32 else f"x'{shown}...' ({len(value)} bytes)"
-    text = str(value)
-    # One line a row: a newline or tab inside a value would break the table.
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    # The table shows control characters escaped (\n, \x1b: style.printable), so a backslash
+    # of the value's own is doubled to tell them apart.
+    return str(value).replace("\\", "\\\\")
 
 
 def _sql_table(header: list[str], rows: list[list[Any]]) -> None:

@@ -55,6 +55,11 @@ def candidates(words: list[str], cwd: Path) -> list[str]:
     parser = build_parser()
     commands = _subcommands(parser)
     value_options = _value_options(parser)
+    # bash splits `--config=F` into `--config`, `=`, `F` (COMP_WORDBREAKS): read it as `--config F`
+    # (bash then replaces only the part after the `=`, which is what is offered).
+    before = [w for n, w in enumerate(before) if not (w == "=" and n and before[n - 1] in value_options)]
+    if current == "=" and before and before[-1] in value_options:
+        current = ""  # the cursor just after `--env=`
 
     command: str | None = None
     positional: list[str] = []
@@ -174,7 +179,8 @@ class _Project:
     """The names a completion may offer, read from the project's bindingd.yaml as plain YAML."""
 
     def __init__(self, cwd: Path, config: str | None, env: str | None) -> None:
-        self.path = Path(config) if config else _find(cwd)
+        # `~/x` arrives unexpanded: the shell expands it only when the line runs.
+        self.path = Path(config).expanduser() if config else _find(cwd)
         self.env = env or os.environ.get("BINDINGD_ENV")
         self._data: dict[str, Any] | None = None
 

@@ -106,7 +106,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
 
 def _fail(message: str) -> None:
-    print(f"bindingd: {message}", file=sys.stderr)
+    # A message may quote a server's or a database's words: shown with control characters escaped.
+    print(f"bindingd: {style.printable(message)}", file=sys.stderr)
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -207,7 +208,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             if s.health == "serving"
             else style.paint("FAIL", style.RED, sys.stdout)
         )
-        print(f"{mark}  {b.name} ({b.type}, {b.backend}): {s.health_detail}")
+        print(f"{mark}  {b.name} ({b.type}, {b.backend}): {style.printable(s.health_detail)}")
     return EXIT_FAILED if failures else 0
 
 

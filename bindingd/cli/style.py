@@ -2,11 +2,14 @@
 
 Colour only when the stream is a terminal, `NO_COLOR` is unset or empty (https://no-color.org)
 and `TERM` is not `dumb`. Widths are measured on the plain text, so a coloured table lines up.
+A cell is shown with its control characters escaped (`printable`): a value from a database or a
+server must not reach the terminal as an escape sequence.
 """
 
 from __future__ import annotations
 
 import os
+import unicodedata
 from typing import TextIO
 
 GREEN = "32"
@@ -23,6 +26,32 @@ def coloured(stream: TextIO) -> bool:
     return bool(isatty and isatty())
 
 
+# Every control character (C0, DEL, C1) as an escape: "\x1b]0;title\x07" printed raw retitles
+# the window, "\x1b[2J" clears the screen, a C1 CSI does either on some terminals, and a
+# newline would break the table's one line a row.
+_ESCAPES = {
+    code: {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(chr(code), f"\\x{code:02x}")
+    for code in (*range(0x20), *range(0x7F, 0xA0))
+}
+
+
+def printable(text: str) -> str:
+    """`text` with its control characters escaped (\\n, \\x1b ...), safe to show on a terminal."""
+    return text.translate(_ESCAPES)
+
+
+def width(text: str) -> int:
+    """Columns `text` takes on a terminal: East Asian wide characters two, combining marks none
+    (len() would misalign a table holding them)."""
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text
+    )
+
+
+def pad(text: str, columns: int) -> str:
+    return text + " " * (columns - width(text))
+
+
 def paint(text: str, code: str, stream: TextIO) -> str:
     return f"\x1b[{code}m{text}\x1b[0m" if text and coloured(stream) else text
 
@@ -35,15 +64,16 @@ def columns(
 ) -> None:
     """Left-aligned columns two spaces apart, like `kubectl get`. `colours` maps a column index to
     {cell text: colour code}: the cell is painted after it is padded."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for n, row in enumerate([header, *rows]):
+    shown = [tuple(printable(cell) for cell in row) for row in [header, *rows]]
+    widths = [max(width(r[i]) for r in shown) for i in range(len(header))]
+    for n, row in enumerate(shown):
         cells = []
-        for i, (cell, width) in enumerate(zip(row, widths, strict=True)):
-            padded = cell.ljust(width)
+        for i, (cell, columns_) in enumerate(zip(row, widths, strict=True)):
+            padded = pad(cell, columns_)
             if n == 0:
                 padded = paint(padded, BOLD, stream)
             elif colours and cell in colours.get(i, {}):
-                padded = paint(cell, colours[i][cell], stream) + " " * (width - len(cell))
+                padded = paint(cell, colours[i][cell], stream) + " " * (columns_ - width(cell))
             cells.append(padded)
         print("  ".join(cells).rstrip(), file=stream)
 
@@ -51,7 +81,9 @@ def columns(
 def box(header: list[str], rows: list[list[str]], stream: TextIO, dim: set[str] | None = None) -> None:
     """A boxed table, as `wrangler d1 execute` prints query results. Cells in `dim` (e.g. NULL)
     are shown faint."""
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+    header = [printable(h) for h in header]
+    rows = [[printable(cell) for cell in row] for row in rows]
+    widths = [max([width(h), *(width(r[i]) for r in rows)]) for i, h in enumerate(header)]
     try:
         "┌─│".encode(stream.encoding or "ascii")
         rule, bar, corners = "─", "│", "┌┬┐├┼┤└┴┘"
@@ -63,12 +95,12 @@ def box(header: list[str], rows: list[list[str]], stream: TextIO, dim: set[str] 
 
     def cells(values: list[str], header_row: bool) -> str:
         out = []
-        for value, width in zip(values, widths, strict=True):
-            text = value.ljust(width)
+        for value, columns_ in zip(values, widths, strict=True):
+            text = pad(value, columns_)
             if header_row:
                 text = paint(text, BOLD, stream)
             elif dim and value in dim:
-                text = paint(value, DIM, stream) + " " * (width - len(value))
+                text = paint(value, DIM, stream) + " " * (columns_ - width(value))
             out.append(f" {text} ")
         return bar + bar.join(out) + bar
 

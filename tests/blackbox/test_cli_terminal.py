@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from support import DaemonProcess, bindingd_cli, write_project
 
+from bindingd.cli import style
 from bindingd.cli.completion import FILES, candidates
 
 CONFIG = """
@@ -104,6 +105,28 @@ def test_a_query_on_a_terminal_is_a_table_and_json_in_a_pipe(project: Path) -> N
     assert piped.returncode == 0 and json.loads(piped.stdout)["results"][0]["b"] == {"blob_hex": "00ff"}
 
 
+def test_a_query_table_escapes_control_characters_and_lines_up_wide_characters(project: Path) -> None:
+    # A value or column name from a database must not reach the terminal as an escape sequence
+    # (here: retitle the window, clear the screen, a C1 CSI).
+    query = (
+        "SELECT char(27) || ']0;pwned' || char(7) AS t, 'a' || char(155) || '2J\\n' AS b,"
+        " '漢字' AS \"w\x1b[31m\""
+        " UNION ALL SELECT 'x', 'y', 'abcd'"
+    )
+    code, shown = _in_terminal(project, "call", "APP_DB", "query", query, env=_without_colour_env())
+    assert code == 0, shown
+    assert "\x1b" not in shown and "\x07" not in shown and "\x9b" not in shown, repr(shown)
+    lines = shown.strip().splitlines()
+    assert lines[1].split("│")[3].strip() == "w\\x1b[31m"
+    assert lines[3].split("│")[1:3] == [" \\x1b]0;pwned\\x07 ", " a\\x9b2J\\\\n "]
+    # A database's error message quoting the statement: one line, escaped too.
+    code, shown = _in_terminal(project, "call", "APP_DB", "query", 'SELECT * FROM "\x1b]0;x\x07"')
+    assert code == 1 and "\x1b" not in shown and "no such table: \\x1b]0;x\\x07" in shown, repr(shown)
+    # East Asian wide characters take two columns: every line of the box is as wide.
+    widths = {style.width(line) for line in lines[:-1]}
+    assert len(widths) == 1, lines
+
+
 def test_colour_on_a_terminal_only_and_never_with_no_color(project: Path) -> None:
     code, shown = _in_terminal(project, "check")
     assert code == 0 and f"{ANSI}32m" in shown  # "ok" in green
@@ -163,7 +186,9 @@ def test_bindings_of_a_daemon_say_why_one_is_not_serving(project: Path) -> None:
 # --- completion ------------------------------------------------------------------------------
 
 
-def test_completion_offers_commands_options_envs_bindings_and_operations(project: Path) -> None:
+def test_completion_offers_commands_options_envs_bindings_and_operations(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def offered(line: str) -> list[str]:
         words = line.split(" ")
         return candidates(words, project)
@@ -189,6 +214,13 @@ def test_completion_offers_commands_options_envs_bindings_and_operations(project
     other = project / "other"
     write_project(other, "version: 1\nbindings:\n  OTHER: { type: kv }\n")
     assert offered(f"--config {other / 'bindingd.yaml'} call ") == ["OTHER"]
+    # bash hands `--config=F` over as `--config`, `=`, `F`, and `--env=` as `--env`, `=`.
+    assert offered(f"--config = {other / 'bindingd.yaml'} call ") == ["OTHER"]
+    assert offered("call --env = r") == ["review"] and offered("--env =") == ["dev", "production", "review"]
+    assert offered("--config =") == [FILES]
+    # A `~` the shell has not expanded yet.
+    monkeypatch.setenv("HOME", str(project))
+    assert offered("--config ~/other/bindingd.yaml call ") == ["OTHER"]
     # A config that does not parse offers nothing, and says nothing.
     (project / "bindingd.yaml").write_text("bindings: [unclosed\n")
     assert offered("call ") == []

@@ -76,6 +76,23 @@ async def test_the_table_option_is_a_plain_name_only(tmp_path: Path) -> None:
         assert "bindings.CACHE.table" in checked.stderr and "plain table name" in checked.stderr
 
 
+async def test_a_binding_name_too_long_for_its_default_table_is_refused(tmp_path: Path) -> None:
+    # PostgreSQL cuts identifiers to 63 bytes: these two would share one table.
+    first, second = "C" * 51 + "_ONE", "C" * 51 + "_TWO"
+    async with POSTGRES.database() as database:
+        bindings = f"""
+          {first}: {{ type: kv, connection: pg }}
+          {second}: {{ type: kv, connection: pg }}
+          {"C" * 51}: {{ type: kv, connection: pg }}
+        """
+        write_project(tmp_path, _config(database, bindings))
+        checked = bindingd_cli("check", cwd=tmp_path)
+        assert checked.returncode == 1, checked.stdout + checked.stderr
+        failed = [line for line in checked.stdout.splitlines() if line.startswith("FAIL")]
+        assert len(failed) == 2 and all("give the binding a `table` option" in f for f in failed), failed
+        assert f"table bindingd_kv_{'c' * 51}" in checked.stdout  # 63 bytes: the longest that fits
+
+
 async def test_a_table_that_is_not_a_kv_table_is_named_not_used(tmp_path: Path) -> None:
     async with POSTGRES.database() as database:
         await POSTGRES.admin("CREATE TABLE orders (id int PRIMARY KEY, total numeric)", database=database)

@@ -52,10 +52,25 @@ _CREATED_MEANWHILE: tuple[type[BaseException], ...] = (
 )
 
 
+# PostgreSQL's longest identifier (NAMEDATALEN - 1), in bytes: it cuts a longer one silently.
+MAX_IDENTIFIER = 63
+
+
 def table_name(binding: Binding) -> str:
     """The binding's table: its `table` option (the config checked it is a plain name, see the
     registry), else from the binding's name, which is a plain name too."""
-    return str(binding.options.get("table") or f"bindingd_kv_{binding.name.lower()}")
+    table = binding.options.get("table")
+    if table:
+        return str(table)
+    table = f"bindingd_kv_{binding.name.lower()}"
+    if len(table) > MAX_IDENTIFIER:
+        # PostgreSQL would cut it to 63 bytes: two long binding names alike in their first 51
+        # characters would share one table, each seeing the other's keys.
+        raise backend_unavailable(
+            f'the default table name "{table}" is longer than PostgreSQL\'s {MAX_IDENTIFIER} bytes;'
+            " give the binding a `table` option"
+        )
+    return table
 
 
 def prefix_upper_bound(prefix: bytes) -> bytes | None:
