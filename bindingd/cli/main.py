@@ -1,4 +1,4 @@
-"""`bindingd serve | check | bindings | call | run | migrations | gateway | completion`.
+"""`bindingd serve | check | bindings | call | run | migrations | login | logout | gateway | completion`.
 
 Exit codes: 0 success, 1 a failed operation or probe, 2 a config or usage mistake. Errors are
 one line on stderr, never a traceback.
@@ -75,6 +75,8 @@ def _main(argv: Sequence[str] | None) -> int:
         "call": cmd_call,
         "run": cmd_run,
         "migrations": cmd_migrations,
+        "login": cmd_login,
+        "logout": cmd_logout,
         "gateway": cmd_gateway,
         "completion": cmd_completion,
     }
@@ -103,6 +105,20 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
     logs.configure(_log_level(args, "error"))
     return gateway.cmd_gateway(args)
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    from bindingd.cli import login
+
+    logs.configure(_log_level(args, "error"))
+    return login.cmd_login(args)
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    from bindingd.cli import login
+
+    logs.configure(_log_level(args, "error"))
+    return login.cmd_logout(args)
 
 
 def _fail(message: str) -> None:
