@@ -9,11 +9,19 @@ process with its own XDG_CONFIG_HOME, so its device key lands in the test's fold
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import pty
+import select
 import shutil
+import signal
 import socket
 import stat
+import subprocess
+import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +31,7 @@ import pytest
 from bindingd_client.errors import error_from_rpc
 from bindingd_client.proto import session_pb2, session_pb2_grpc
 from bindingd_client.wire import AUTHORIZATION, BEARER
-from support import bindingd_cli, write_project
+from support import DaemonProcess, bindingd_cli, health_status, write_project
 
 from bindingd.config import ConfigError, load_config
 from bindingd.config.loader import gateway_url_problem
@@ -221,6 +229,43 @@ def test_login_with_the_wrong_ca_names_the_fingerprints(tmp_path: Path, gateway:
         assert raw not in line.lower().replace("ssl_", ""), line
 
 
+def test_login_asks_for_the_code_on_a_terminal(tmp_path: Path, gateway: Gateway) -> None:
+    laptop = laptop_for(tmp_path, gateway)
+    code = gateway.grant()
+    primary, secondary = pty.openpty()
+    try:
+        # A new session: no controlling terminal, so getpass reads the pty given as stdin and
+        # writes its prompt on stderr. The code is typed once the prompt is there (getpass
+        # flushes what was typed ahead, as a terminal does when echo is turned off).
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bindingd", "login", "--env", "staging"],
+            cwd=laptop.root,
+            env={**os.environ, "XDG_CONFIG_HOME": str(laptop.xdg)},
+            stdin=secondary,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        assert proc.stderr is not None
+        prompt = b""
+        while b": " not in prompt:
+            ready, _, _ = select.select([proc.stderr], [], [], 30)
+            assert ready, f"no prompt: {prompt!r}"
+            chunk = os.read(proc.stderr.fileno(), 1024)
+            assert chunk, f"no prompt: {prompt!r}"
+            prompt += chunk
+        os.write(primary, f"{code}\n".encode())
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(secondary)
+        os.close(primary)
+    assert proc.returncode == 0, err
+    assert b"enrolment code" in prompt
+    assert b"as user alice" in out
+    assert code.encode() not in prompt + out + err
+    assert len(laptop.key_files()) == 1
+
+
 def test_login_to_an_unreachable_gateway_names_its_address(tmp_path: Path, gateway: Gateway) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -303,8 +348,8 @@ def test_open_grants_what_the_policy_does_for_the_env_ttl(gateway: Gateway) -> N
     assert token_env(staging.token) == "staging"
     assert {name: list(a.actions) for name, a in production.bindings.items()} == {"CACHE": ["read"]}
     # token_ttl: staging's 1234 s; production is protected: 900 s by default.
-    assert 1230 <= staging.expires - int(__import__("time").time()) <= 1234
-    assert 895 <= production.expires - int(__import__("time").time()) <= 900
+    assert 1230 <= staging.expires - int(time.time()) <= 1234
+    assert 895 <= production.expires - int(time.time()) <= 900
 
 
 def test_session_errors_carry_the_error_trailer(gateway: Gateway) -> None:
@@ -417,3 +462,30 @@ def test_a_gateway_yaml_env_takes_no_gateway_key(tmp_path: Path) -> None:
     (tmp_path / "gateway.yaml").write_text(text)
     with pytest.raises(ConfigError, match='unknown key "gateway"'):
         load_gateway_config(tmp_path / "gateway.yaml")
+
+
+def test_serve_says_once_that_the_gateway_is_not_used_yet(tmp_path: Path) -> None:
+    write_project(
+        tmp_path,
+        """\
+        version: 1
+        bindings:
+          CACHE: { type: kv }
+        envs:
+          staging:
+            gateway: { url: "gw.example.com:8443", ca: team-ca.pem }
+        """,
+    )
+    daemon = DaemonProcess(tmp_path, "--env", "staging").start()
+    try:
+        assert health_status(daemon.endpoint) == "SERVING"
+        daemon.signal(signal.SIGHUP)  # a reload does not say it again
+        time.sleep(0.5)
+    finally:
+        assert daemon.stop() == 0
+    lines = [json.loads(line) for line in daemon.logs().splitlines() if line.startswith("{")]
+    warnings = [line for line in lines if line.get("gateway") == "gw.example.com:8443"]
+    assert len(warnings) == 1, lines
+    assert warnings[0]["level"] == "warning" and "not serve remote bindings" in warnings[0]["event"]
+    serving = next(line for line in lines if line["event"] == "serving")
+    assert serving["bindings"] == 1  # CACHE, as bindingd.yaml configures it
