@@ -6,6 +6,7 @@ before the daemon's modules are imported, so a TAB costs a YAML read, not a daem
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -16,6 +17,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bindingd.cli.completion import complete
 
         return complete(args[1:])
+    if {"login", "logout"} & set(args):
+        # gRPC's C core logs a failed TLS handshake itself, raw, at INFO (its absl logging lets
+        # that through when GRPC_VERBOSITY is unset); login says what went wrong in bindingd's
+        # words instead. Read once, when grpc is first imported: so here, before the import.
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     from bindingd.cli.main import main as run
 
     return run(args)

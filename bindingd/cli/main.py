@@ -1,4 +1,4 @@
-"""`bindingd serve | check | bindings | call | run | migrations | gateway | completion`.
+"""`bindingd serve | check | bindings | call | run | migrations | login | logout | gateway | completion`.
 
 Exit codes: 0 success, 1 a failed operation or probe, 2 a config or usage mistake. Errors are
 one line on stderr, never a traceback.
@@ -75,6 +75,8 @@ def _main(argv: Sequence[str] | None) -> int:
         "call": cmd_call,
         "run": cmd_run,
         "migrations": cmd_migrations,
+        "login": cmd_login,
+        "logout": cmd_logout,
         "gateway": cmd_gateway,
         "completion": cmd_completion,
     }
@@ -105,6 +107,20 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     return gateway.cmd_gateway(args)
 
 
+def cmd_login(args: argparse.Namespace) -> int:
+    from bindingd.cli import login
+
+    logs.configure(_log_level(args, "error"))
+    return login.cmd_login(args)
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    from bindingd.cli import login
+
+    logs.configure(_log_level(args, "error"))
+    return login.cmd_logout(args)
+
+
 def _fail(message: str) -> None:
     # A message may quote a server's or a database's words: shown with control characters escaped.
     print(f"bindingd: {style.printable(message)}", file=sys.stderr)
@@ -117,11 +133,30 @@ def _load(args: argparse.Namespace) -> Config:
 # --- serve -------------------------------------------------------------------------------------
 
 
+def _warn_gateway_not_served(config: Config) -> None:
+    """Said once, at start: the env names a gateway, but serving remote bindings through it
+    comes with the next version. Until then the env's bindings are served as bindingd.yaml
+    configures them (nothing is fetched from the gateway), so a worker keeps working."""
+    import structlog
+
+    assert config.gateway is not None
+    structlog.get_logger("bindingd").warning(
+        f'env "{config.env}" names gateway {config.gateway.url}, but this version of bindingd does '
+        "not serve remote bindings through a gateway yet: only the bindings bindingd.yaml defines "
+        "for the env are served, as configured there",
+        env=config.env,
+        gateway=config.gateway.url,
+        bindings=len(config.bindings),
+    )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     logs.configure(
         _log_level(args, "info"), json=None if args.log_format is None else args.log_format == "json"
     )
     config = _load(args)
+    if config.gateway is not None:
+        _warn_gateway_not_served(config)
     options = ServeOptions(
         socket=args.socket.resolve() if args.socket else None,
         listen=args.listen,

@@ -11,7 +11,9 @@ from importlib import metadata
 from pathlib import Path
 
 LEVELS = ("debug", "info", "warning", "error")
-DESCRIPTION = "bindingd serve | check | bindings | call | run | migrations | gateway | completion"
+DESCRIPTION = (
+    "bindingd serve | check | bindings | call | run | migrations | login | logout | gateway | completion"
+)
 
 
 def _global_args(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
@@ -101,6 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
     _global_args(run)
     run.add_argument("--allow-writes", action="store_true")
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+
+    login = sub.add_parser(
+        "login",
+        help="enrol this device at the env's gateway with a one-time code, and open a session",
+        description="Enrol this device's key at the gateway that the env names in bindingd.yaml "
+        "(envs.ENV.gateway), with the one-time code from `bindingd gateway grant`; then open a "
+        "session and print what the gateway grants in the env. Without --code, the code is asked "
+        "for on a terminal (never when stdin is not one).",
+    )
+    _global_args(login)
+    login.add_argument("--code", metavar="CODE", help="the one-time enrolment code")
+    logout = sub.add_parser(
+        "logout", help="make the env's gateway forget this device, and delete its key here"
+    )
+    _global_args(logout)
 
     _gateway_args(sub)
 

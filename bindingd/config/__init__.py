@@ -5,7 +5,16 @@
 
 from bindingd.config.errors import ConfigError
 from bindingd.config.loader import CONFIG_FILE, find_config, load_config
-from bindingd.config.model import ACCESS_MODES, BINDING_TYPES, LOCAL, Binding, Config, Connection, Location
+from bindingd.config.model import (
+    ACCESS_MODES,
+    BINDING_TYPES,
+    LOCAL,
+    Binding,
+    Config,
+    Connection,
+    Gateway,
+    Location,
+)
 
 __all__ = [
     "ACCESS_MODES",
@@ -16,6 +25,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "Connection",
+    "Gateway",
     "Location",
     "find_config",
     "load_config",

@@ -30,6 +30,7 @@ from bindingd.config.model import (
     Binding,
     Config,
     Connection,
+    Gateway,
     Location,
 )
 from bindingd.config.schema import Option
@@ -44,6 +45,7 @@ DEFAULT_ENV = "dev"
 ENV_VARIABLE = "BINDINGD_ENV"
 TOP_LEVEL_KEYS = ("version", "env", "connections", "bindings", "envs")
 ENV_KEYS = ("protected", "bindings")
+GATEWAY_KEYS = ("url", "ca")
 # Binding names become attributes in clients (env.APP_DB), so they must be identifiers.
 BINDING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -100,6 +102,26 @@ def read_root(file: Path, kind: str) -> Item:
     return root
 
 
+def gateway_url_problem(url: str) -> str | None:
+    """What is wrong with a gateway url (HOST:PORT), or None. The url is never quoted: one
+    with credentials in it would put them in the message."""
+    example = 'write HOST:PORT, e.g. "gw.example.com:8443"'
+    if "://" in url:
+        return f"a gateway url has no scheme (it is always TLS): {example}"
+    if "@" in url:
+        return "a gateway url holds no credentials (`bindingd login` authenticates): " + example
+    if any(c in url for c in "/?#") or any(c.isspace() for c in url):
+        return f"a gateway url has no path, query or spaces: {example}"
+    host, colon, port = url.rpartition(":")
+    if not colon or not host or host in ("[", "[]"):
+        return f"a gateway url needs a host and a port: {example}"
+    if host.startswith("[") != host.endswith("]") or (":" in host and not host.startswith("[")):
+        return 'an IPv6 gateway address goes in brackets: "[::1]:8443"'
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return f"a gateway url's port is a number from 1 to 65535: {example}"
+    return None
+
+
 @dataclass(frozen=True)
 class _ConnectionSpec:
     name: str
@@ -134,7 +156,8 @@ class Loader:
     it for gateway.yaml: the same sections, checks and errors, with its own keys allowed."""
 
     top_level_keys: tuple[str, ...] = TOP_LEVEL_KEYS
-    env_keys: tuple[str, ...] = ENV_KEYS
+    # bindingd.yaml's envs may name a gateway; gateway.yaml's envs are the gateway's own.
+    env_keys: tuple[str, ...] = (*ENV_KEYS, "gateway")
 
     def __init__(self, file: Path, environ: Mapping[str, str]) -> None:
         self.file = file
@@ -148,6 +171,11 @@ class Loader:
         connections = self.connections(top.get("connections"))
         base = self.base_bindings(top.get("bindings"))
         envs = self.envs(top.get("envs"))
+        gateways = {
+            name: self.env_gateway(spec.fields["gateway"])
+            for name, spec in envs.items()
+            if "gateway" in spec.fields
+        }
 
         names = sorted({*envs, default_env or DEFAULT_ENV})
         selected = self.select_env(requested_env, default_env, names, top)
@@ -164,6 +192,7 @@ class Loader:
             bindings=self.resolve(selected, effective),
             protected=env_spec.protected if env_spec else False,
             envs=tuple(names),
+            gateway=gateways.get(selected),
         )
 
     # -- small checks ----------------------------------------------------------------------
@@ -202,6 +231,11 @@ class Loader:
             raise self.error(item, f"expected an integer, got {describe(item.value)}")
         if item.value != VERSION:
             raise self.error(item, f"unsupported version {item.value} (this bindingd reads {VERSION})")
+
+    def required(self, parent: Item, fields: dict[str, Item], key: str) -> Item:
+        if key not in fields:
+            raise self.error(parent, f'missing required key "{key}"')
+        return fields[key]
 
     def env_name(self, item: Item) -> str:
         name = self.string(item)
@@ -282,6 +316,26 @@ class Loader:
                     overrides[binding] = override
             out[name] = _EnvSpec(name, bool(protected and protected.value), overrides, fields)
         return out
+
+    def env_gateway(self, item: Item) -> Gateway:
+        """`gateway: {url: HOST:PORT, ca: PATH}`, checked in every env (the CA file itself is
+        read by `bindingd login`, which names it when it is missing)."""
+        fields = self.mapping(item)
+        self.check_known_keys(fields, GATEWAY_KEYS)
+        url_item = self.required(item, fields, "url")
+        problem = gateway_url_problem(self.string(url_item))
+        if problem is not None:
+            raise self.error(url_item, problem)
+        ca_item = self.required(item, fields, "ca")
+        ca = self.string(ca_item)
+        if not ca.strip():
+            raise self.error(ca_item, "expected the path of the gateway's CA certificate (ca.pem)")
+        return Gateway(
+            url=url_item.value,
+            ca=self.file.parent / Path(ca).expanduser(),
+            location=self.location(item),
+            ca_location=self.location(ca_item),
+        )
 
     def select_env(
         self, requested: str | None, default_env: str | None, names: list[str], top: dict[str, Item]

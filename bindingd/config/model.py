@@ -64,6 +64,27 @@ class Binding:
 
 
 @dataclass(frozen=True)
+class Gateway:
+    """An env's gateway (`envs.NAME.gateway`): where it listens and the CA its certificate is
+    checked against (only that CA is trusted for it). The url is HOST:PORT: always TLS, never
+    credentials (a developer authenticates with `bindingd login`)."""
+
+    url: str
+    ca: Path  # absolute: a relative `ca:` is relative to the config's folder
+    location: Location | None = None
+    ca_location: Location | None = None
+
+    @property
+    def host(self) -> str:
+        """The host without the brackets of an IPv6 address."""
+        return self.url.rpartition(":")[0].removeprefix("[").removesuffix("]")
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rpartition(":")[2])
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     env: str
@@ -73,6 +94,8 @@ class Config:
     protected: bool = False
     # Every env the file defines (for messages and `bindingd check`).
     envs: tuple[str, ...] = ()
+    # The env's gateway, if it names one (`bindingd login`; remote bindings come next).
+    gateway: Gateway | None = None
 
     @property
     def root(self) -> Path:

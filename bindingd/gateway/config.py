@@ -151,11 +151,6 @@ class GatewayLoader(Loader):
 
     # -- gateway: --------------------------------------------------------------------------
 
-    def required(self, parent: Item, fields: dict[str, Item], key: str) -> Item:
-        if key not in fields:
-            raise self.error(parent, f'missing required key "{key}"')
-        return fields[key]
-
     def text(self, item: Item, resolver: Resolver, option: Option = _TEXT) -> str:
         """A string value with its references resolved; never empty."""
         value = self.option_value(item, option, resolver)

@@ -531,7 +531,7 @@ ERROR_CASES: list[Any] = [
         {},
         4,
         "envs.production.protect",
-        'unknown key "protect" (allowed: bindings, protected)',
+        'unknown key "protect" (allowed: bindings, gateway, protected)',
         id="unknown-env-key",
     ),
     pytest.param(
