@@ -316,6 +316,53 @@ def test_a_revoked_user_is_refused_within_5_seconds(team: Team) -> None:
             time.sleep(0.1)
 
 
+def test_streams_pass_and_a_revocation_cuts_an_open_consume_stream(team: Team) -> None:
+    token = team.login("frank", groups=("developers",))
+    with team.channel() as channel:
+        objects = objects_pb2_grpc.ObjectsStub(channel)
+        header = objects_pb2.ObjectsPutHeader(binding="ASSETS", key="big.bin")
+        body = b"x" * 300_000
+        objects.Put(
+            iter([objects_pb2.ObjectsPutRequest(header=header), objects_pb2.ObjectsPutRequest(chunk=body)]),
+            metadata=auth(token),
+        )
+        got = objects.Get(
+            objects_pb2.ObjectsGetRequest(binding="ASSETS", key="big.bin"), metadata=auth(token)
+        )
+        assert b"".join(m.chunk for m in got if m.WhichOneof("part") == "chunk") == body
+
+        queue = queue_pb2_grpc.QueueStub(channel)
+        message = queue_pb2.QueueMessageSend(body=b"job", content_type="bytes")
+        queue.Send(queue_pb2.QueueSendRequest(binding="JOBS", message=message), metadata=auth(token))
+        asks = [queue_pb2.QueueConsumeRequest(binding="JOBS", batch_size=1, max_wait_seconds=0.1)]
+
+        def requests() -> Iterator[queue_pb2.QueueConsumeRequest]:
+            yield asks[0]
+            while True:  # ask for the next batch only after a revocation
+                time.sleep(0.2)
+                yield queue_pb2.QueueConsumeRequest()
+
+        stream = queue.Consume(requests(), metadata=auth(token))
+        assert len(next(stream).messages) >= 1
+        result = bindingd_cli(
+            "gateway", "revoke", "--config", "gateway.yaml", "--user", "frank", cwd=team.root, env=ENVIRON
+        )
+        assert result.returncode == 0, result.stderr
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            for _ in stream:
+                pass
+        assert error_from_rpc(info.value).reason == "TOKEN_REVOKED"  # type: ignore[arg-type]
+        assert time.monotonic() - started < 5.0
+    consume = [
+        line
+        for line in team.audit_lines()
+        if line.get("user") == "frank" and line["method"] == "/bindingd.v1.Queue/Consume"
+    ]
+    assert consume[-1]["decision"] == "allow" and consume[-1]["status"] == "UNAUTHENTICATED"
+    assert consume[-1]["action"] == "consume"
+
+
 def test_a_sql_read_grant_never_writes_even_on_a_read_write_binding(team: Team) -> None:
     writer = team.login("alice")
     reader = team.login("carol")
