@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +103,17 @@ class Team:
     def audit_lines(self) -> list[dict[str, object]]:
         return [json.loads(line) for line in self.audit.read_text().splitlines()]
 
+    def audit_line(self, **fields: object) -> dict[str, object]:
+        """The last audit line with these fields; the gateway writes it once the call has ended,
+        which may be just after the client saw the status."""
+        deadline = time.monotonic() + 5.0
+        while True:
+            found = [line for line in self.audit_lines() if fields.items() <= line.items()]
+            if found:
+                return found[-1]
+            assert time.monotonic() < deadline, f"no audit line with {fields}"
+            time.sleep(0.05)
+
     def channel(self, ca: Path | None = None) -> grpc.Channel:
         trusted = (ca or self.root / "gw" / "ca.pem").read_bytes()
         return grpc.secure_channel(
@@ -176,6 +187,26 @@ def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Team]:
             proc.wait(30)
 
 
+def revoke(team: Team, user: str) -> None:
+    result = bindingd_cli(
+        "gateway", "revoke", "--config", "gateway.yaml", "--user", user, cwd=team.root, env=ENVIRON
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def refused_within(seconds: float, reason: str, call: Callable[[], object]) -> None:
+    """`call` keeps being made until it is refused with `reason`, within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            call()
+        except grpc.RpcError as e:
+            assert error_from_rpc(e).reason == reason  # type: ignore[arg-type]
+            return
+        assert time.monotonic() < deadline, f"still served {seconds} s later"
+        time.sleep(0.1)
+
+
 def auth(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
 
@@ -227,16 +258,13 @@ def test_an_allowed_developer_uses_every_binding_type(team: Team) -> None:
         assert var.Get(vars_pb2.VarGetRequest(binding="GREETING"), metadata=auth(token)).value == "hello"
         assert var.Get(vars_pb2.VarGetRequest(binding="API_KEY"), metadata=auth(token)).value == SECRET
 
-    lines = [
-        line for line in team.audit_lines() if line.get("user") == "alice" and line.get("env") == "staging"
-    ]
-    put = next(line for line in lines if line["method"] == "/bindingd.v1.KV/Put")
+    put = team.audit_line(user="alice", env="staging", method="/bindingd.v1.KV/Put")
     assert put["decision"] == "allow" and put["status"] == "OK" and put["action"] == "write"
     assert put["binding"] == "CACHE" and put["binding_type"] == "kv" and put["subject"] == "greeting"
     assert put["jti"] and put["request_id"] and put["peer"] and isinstance(put["latency_ms"], float)
-    query = next(line for line in lines if line["method"] == "/bindingd.v1.Database/Query")
+    query = team.audit_line(user="alice", env="staging", method="/bindingd.v1.Database/Query")
     assert str(query["subject"]).startswith("sha256:") and query["action"] == "write"
-    upload = next(line for line in lines if line["method"] == "/bindingd.v1.Objects/Put")
+    upload = team.audit_line(user="alice", env="staging", method="/bindingd.v1.Objects/Put")
     assert upload["subject"] == "logo.png"
 
 
@@ -252,11 +280,9 @@ def test_a_denied_call_names_who_what_and_where_and_is_audited(team: Team) -> No
             assert part in err.message
         # Reading is granted.
         kv.Get(kv_pb2.KVGetRequest(binding="CACHE", key="k"), metadata=auth(token))
-    deny = [
-        line for line in team.audit_lines() if line.get("user") == "bob" and line.get("decision") == "deny"
-    ]
-    assert deny and deny[-1]["binding"] == "CACHE" and deny[-1]["action"] == "write"
-    assert deny[-1]["status"] == "PERMISSION_DENIED" and deny[-1]["subject"] == "k"
+    deny = team.audit_line(user="bob", decision="deny")
+    assert deny["binding"] == "CACHE" and deny["action"] == "write"
+    assert deny["status"] == "PERMISSION_DENIED" and deny["subject"] == "k"
 
 
 def test_no_token_is_not_logged_in_and_health_stays_open(team: Team) -> None:
@@ -301,19 +327,8 @@ def test_a_revoked_user_is_refused_within_5_seconds(team: Team) -> None:
     with team.channel() as channel:
         kv = kv_pb2_grpc.KVStub(channel)
         kv.Get(get, metadata=auth(token))
-        result = bindingd_cli(
-            "gateway", "revoke", "--config", "gateway.yaml", "--user", "erin", cwd=team.root, env=ENVIRON
-        )
-        assert result.returncode == 0, result.stderr
-        revoked_at = time.monotonic()
-        while True:
-            try:
-                kv.Get(get, metadata=auth(token))
-            except grpc.RpcError as e:
-                assert error_from_rpc(e).reason == "TOKEN_REVOKED"  # type: ignore[arg-type]
-                break
-            assert time.monotonic() - revoked_at < 5.0, "still served 5 s after the revocation"
-            time.sleep(0.1)
+        revoke(team, "erin")
+        refused_within(5.0, "TOKEN_REVOKED", lambda: kv.Get(get, metadata=auth(token)))
 
 
 def test_streams_pass_and_a_revocation_cuts_an_open_consume_stream(team: Team) -> None:
@@ -344,23 +359,16 @@ def test_streams_pass_and_a_revocation_cuts_an_open_consume_stream(team: Team) -
 
         stream = queue.Consume(requests(), metadata=auth(token))
         assert len(next(stream).messages) >= 1
-        result = bindingd_cli(
-            "gateway", "revoke", "--config", "gateway.yaml", "--user", "frank", cwd=team.root, env=ENVIRON
-        )
-        assert result.returncode == 0, result.stderr
+        revoke(team, "frank")
         started = time.monotonic()
         with pytest.raises(grpc.RpcError) as info:
             for _ in stream:
                 pass
         assert error_from_rpc(info.value).reason == "TOKEN_REVOKED"  # type: ignore[arg-type]
         assert time.monotonic() - started < 5.0
-    consume = [
-        line
-        for line in team.audit_lines()
-        if line.get("user") == "frank" and line["method"] == "/bindingd.v1.Queue/Consume"
-    ]
-    assert consume[-1]["decision"] == "allow" and consume[-1]["status"] == "UNAUTHENTICATED"
-    assert consume[-1]["action"] == "consume"
+    line = team.audit_line(user="frank", method="/bindingd.v1.Queue/Consume")
+    assert line["decision"] == "allow" and line["status"] == "UNAUTHENTICATED"
+    assert line["action"] == "consume"
 
 
 def test_a_sql_read_grant_never_writes_even_on_a_read_write_binding(team: Team) -> None:
@@ -444,15 +452,7 @@ def test_sighup_reloads_the_policy_and_keeps_it_when_the_file_is_bad(team: Team)
         try:
             team.config.write_text(good.replace('who: "group:ops"', 'who: "group:nobody"'))
             team.proc.send_signal(signal.SIGHUP)
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    kv.Get(get, metadata=auth(token))
-                except grpc.RpcError as e:
-                    assert error_from_rpc(e).reason == "POLICY_DENIED"  # type: ignore[arg-type]
-                    break
-                assert time.monotonic() < deadline, "the reloaded policy was not applied"
-                time.sleep(0.1)
+            refused_within(10.0, "POLICY_DENIED", lambda: kv.Get(get, metadata=auth(token)))
         finally:
             team.config.write_text(good)
             team.proc.send_signal(signal.SIGHUP)
