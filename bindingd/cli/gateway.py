@@ -1,7 +1,7 @@
-"""`bindingd gateway init | grant | revoke`: setting up a gateway and managing who may use it.
+"""`bindingd gateway init | serve | grant | revoke`: setting up a gateway, running it, and
+managing who may use it.
 
-`gateway serve` (and `login` / `logout` on the developer's side) come with the gateway server;
-these commands work on their own today: init writes the files a gateway needs, grant and
+init writes the files a gateway needs; serve runs it (bindingd/gateway/server.py); grant and
 revoke act on the state store that gateway.yaml names.
 
 Exit codes as the rest of the CLI: 0 done, 1 the operation failed (a file already there, the
@@ -11,9 +11,12 @@ state store cannot be opened), 2 a usage or config mistake. Errors are one line 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import sys
 from pathlib import Path
 
+from bindingd import logs
 from bindingd.config import ConfigError
 from bindingd.errors import BindingdError, Reason
 from bindingd.gateway import admin, pki
@@ -30,6 +33,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             return _init(args)
         if args.config is None:
             raise UsageError(f"gateway {args.gateway_command} needs --config gateway.yaml")
+        if args.gateway_command == "serve":
+            return _serve(args)
         store = state_store(args.config)
         if args.gateway_command == "grant":
             admin.grant(store, args.user, args.group or ())
@@ -74,6 +79,20 @@ def _init(args: argparse.Namespace) -> int:
     # Last, alone on its line: scripts take it with `tail -1`.
     print(written.fingerprint, flush=True)
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from bindingd.gateway.server import Gateway
+    from bindingd.server.app import ServeError
+
+    level = args.log_level or os.environ.get("BINDINGD_LOG_LEVEL") or "info"
+    logs.configure(level, json=None if args.log_format is None else args.log_format == "json")
+    gateway = Gateway(load_gateway_config(args.config), grace_s=args.grace)
+    try:
+        return asyncio.run(gateway.run())
+    except ServeError as e:
+        _fail(str(e))
+        return EXIT_FAILED
 
 
 def state_store(config: Path) -> StateStore:

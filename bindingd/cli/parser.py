@@ -133,8 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _gateway_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`bindingd gateway init | grant | revoke` (bindingd/cli/gateway.py); `serve` comes with
-    the gateway server."""
+    """`bindingd gateway init | serve | grant | revoke` (bindingd/cli/gateway.py)."""
     gateway = sub.add_parser("gateway", help="set up a gateway (remote access) and manage who may use it")
     gsub = gateway.add_subparsers(dest="gateway_command", required=True)
 
@@ -158,6 +157,17 @@ def _gateway_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     # --config is also accepted before the command, as everywhere: SUPPRESS keeps that value.
     config_help = "the gateway's gateway.yaml (its gateway.state names the state store)"
+    serve = gsub.add_parser(
+        "serve",
+        help="serve gateway.yaml's envs over TLS to callers with an access token",
+        description="Serve every env of gateway.yaml over TLS with the daemon's services, each call "
+        "checked against the policy and audited. SIGHUP reloads the envs and the policy; SIGTERM drains.",
+    )
+    serve.add_argument(
+        "--config", type=Path, default=argparse.SUPPRESS, metavar="FILE", help="the gateway.yaml"
+    )
+    serve.add_argument("--grace", type=float, default=10.0, help="seconds to drain calls on SIGTERM")
+
     grant = gsub.add_parser("grant", help="print a one-time enrolment code (valid 15 minutes) for a user")
     grant.add_argument("--config", type=Path, default=argparse.SUPPRESS, metavar="FILE", help=config_help)
     grant.add_argument("--user", required=True, metavar="NAME")

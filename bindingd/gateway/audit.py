@@ -11,6 +11,7 @@ its name (never its value) listed under `dropped`, so the mistake shows without 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import sys
@@ -66,6 +67,12 @@ def line(event: Mapping[str, Any], now: datetime.datetime) -> str:
         out["dropped"] = sorted(dropped)
     # ensure_ascii: a name with a line separator in it stays on its line, whatever the reader.
     return json.dumps(out, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def sql_subject(sql: str) -> str:
+    """A SQL statement's audit subject: its SHA-256, never its text (a literal in it may be a
+    value). The same statement gives the same subject, so lines can be grouped by it."""
+    return "sha256:" + hashlib.sha256(sql.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _scalar(value: Any) -> bool:

@@ -27,7 +27,7 @@ from pathlib import Path
 from bindingd import logs
 from bindingd.config.interpolate import Resolver
 from bindingd.config.loader import ENV_KEYS, Loader, given_file, read_root
-from bindingd.config.model import Binding
+from bindingd.config.model import Binding, Config
 from bindingd.config.schema import Option
 from bindingd.config.urls import secret_parts
 from bindingd.config.yaml_source import Item, describe
@@ -81,6 +81,25 @@ class GatewayConfig:
     audit: AuditConfig
     envs: Mapping[str, GatewayEnv]
     policy: Policy
+
+    def runtime_config(self, env: str) -> Config:
+        """What a bindingd `Runtime` needs to serve `env`: its bindings, with local state of its
+        own (see `EnvConfig`). Never protected: at the gateway the policy decides writes (a
+        protected env's writes need a grant naming it), not the daemon's --allow-writes."""
+        return EnvConfig(path=self.path, env=env, bindings=self.envs[env].bindings, envs=tuple(self.envs))
+
+
+@dataclass(frozen=True)
+class EnvConfig(Config):
+    """One env of a gateway.yaml as a bindingd Config. A gateway serves every env at once, so
+    each keeps its local state (`.bindingd-ENV/state` beside the file) apart: the local
+    providers name their files by binding name, and the same name in two envs must not share
+    them. The folder sits beside the file, as `.bindingd/` does, so a local sql `path:`
+    relative to the project root (state_dir's grandparent) still means the same."""
+
+    @property
+    def runtime_dir(self) -> Path:
+        return self.root / f".bindingd-{self.env}"
 
 
 def load_gateway_config(path: Path, *, environ: Mapping[str, str] | None = None) -> GatewayConfig:

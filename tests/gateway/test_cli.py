@@ -150,7 +150,7 @@ gateway:
 def test_a_bad_gateway_yaml_is_one_line(tmp_path: Path, yaml: str | None, expected: str) -> None:
     if yaml is not None:
         (tmp_path / "gateway.yaml").write_text(yaml)
-    for command in (["grant", "--user", "alice"], ["revoke", "--user", "alice"]):
+    for command in (["grant", "--user", "alice"], ["revoke", "--user", "alice"], ["serve"]):
         message = one_line_error(bindingd_cli("gateway", *command, "--config", "gateway.yaml", cwd=tmp_path))
         assert "gateway.yaml" in message and expected in message, message
 
@@ -159,6 +159,7 @@ def test_a_bad_gateway_yaml_is_one_line(tmp_path: Path, yaml: str | None, expect
     "args",
     [
         ["gateway", "grant", "--user", "alice"],  # no --config
+        ["gateway", "serve"],  # no --config
         ["gateway", "grant", "--config", "gateway.yaml", "--user", ""],
         ["gateway", "revoke", "--config", "gateway.yaml", "--token", ""],
         ["gateway", "init", "gw2", "--host", "gw.example.com:8443"],
@@ -173,7 +174,7 @@ def test_bad_arguments_are_one_line(team: Path, args: list[str]) -> None:
     "args",
     [
         ["gateway"],
-        ["gateway", "serve"],
+        ["gateway", "serve", "--config", "gateway.yaml", "--grace"],
         ["gateway", "revoke", "--config", "gateway.yaml"],
         ["gateway", "revoke", "--config", "gateway.yaml", "--user", "a", "--token", "j"],
         ["gateway", "grant", "--config", "gateway.yaml"],
@@ -190,6 +191,7 @@ def test_grammar_mistakes_are_usage_errors(team: Path, args: list[str]) -> None:
 
 def test_completion_offers_the_gateway_commands_and_their_options(tmp_path: Path) -> None:
     assert candidates(["g"], tmp_path) == ["gateway"]
-    assert candidates(["gateway", ""], tmp_path) == ["init", "grant", "revoke"]
+    assert candidates(["gateway", ""], tmp_path) == ["init", "serve", "grant", "revoke"]
+    assert candidates(["gateway", "serve", "--"], tmp_path) == ["--help", "--config", "--grace"]
     assert candidates(["gateway", "init", "gw", "--"], tmp_path) == ["--help", "--host", "--force"]
     assert candidates(["gateway", "revoke", "--"], tmp_path) == ["--help", "--config", "--user", "--token"]
