@@ -26,7 +26,6 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
-import importlib
 import inspect
 import json
 import signal
@@ -49,6 +48,8 @@ from bindingd.gateway import tokens
 from bindingd.gateway.audit import AuditLog, sql_subject
 from bindingd.gateway.config import GatewayConfig, load_gateway_config
 from bindingd.gateway.policy import Decision, Policy
+from bindingd.gateway.session_service import SessionService
+from bindingd.gateway.session_service import add_to_server as add_session_to_server
 from bindingd.gateway.sessions import Sessions
 from bindingd.gateway.state import StateStore, open_state
 from bindingd.gateway.tokens import Claims
@@ -528,6 +529,7 @@ class Gateway:
         self.audit = AuditLog(path=config.audit.path) if config.audit.path else AuditLog.stdout()
         self.router = Router({}, config.policy, self.sessions)
         self.health = health.aio.HealthServicer()
+        self.session_service: SessionService | None = None
         self._groups: dict[str, tuple[tuple[str, ...], float]] = {}
         self._server: grpc.aio.Server | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -633,7 +635,7 @@ class Gateway:
             subjects = SUBJECTS.get(descriptor.name)
             add_service(server, Subjects(servicer, subjects) if subjects else servicer, descriptor)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        _add_session_service(server, self)
+        self.session_service = _add_session_service(server, self)
         return server
 
     async def start(self) -> None:
@@ -700,6 +702,8 @@ class Gateway:
             ignored = [key for key in fixed if getattr(config, key) != getattr(self.config, key)]
             config = dataclasses.replace(self.config, envs=config.envs, policy=config.policy)
             self.config = config
+            if self.session_service is not None:
+                self.session_service.config = config
             runtimes = self.router.runtimes
             for env in config.envs:
                 if env in runtimes:
@@ -760,17 +764,9 @@ def _store(config: GatewayConfig) -> StateStore:
         raise ConfigError(str(e), file=config.path) from None
 
 
-def _add_session_service(server: grpc.aio.Server, gateway: Gateway) -> None:
-    """The Session service (Enrol, Challenge, Open, Logout; gwlogin's session_service.py),
-    when it is there: TokenCheck leaves it open, it checks its own callers."""
-    try:
-        session_service: Any = importlib.import_module("bindingd.gateway.session_service")
-    except ModuleNotFoundError as e:
-        if e.name != "bindingd.gateway.session_service":
-            raise  # it is there but something it needs is not: a broken install, say so
-        return
-    from bindingd_client.proto import session_pb2
-
-    descriptor = session_pb2.DESCRIPTOR.services_by_name["Session"]
-    # SESSION SERVICE: the one line that registers it (adjust here if its constructor differs).
-    add_service(server, session_service.SessionService(gateway.sessions, gateway.config), descriptor)
+def _add_session_service(server: grpc.aio.Server, gateway: Gateway) -> SessionService:
+    """The Session service (Enrol, Challenge, Open, Logout): TokenCheck leaves it open, it
+    checks its own callers. Returned so that a reload can hand it the new config."""
+    servicer = SessionService(gateway.sessions, gateway.config)
+    add_session_to_server(server, servicer)
+    return servicer

@@ -459,6 +459,43 @@ def test_sighup_reloads_the_policy_and_keeps_it_when_the_file_is_bad(team: Team)
     assert "reload failed" in team.log.read_text()
 
 
+def test_a_developer_logs_in_and_out_through_gateway_serve(team: Team, tmp_path: Path) -> None:
+    """The whole enrolment path on the real server: grant (CLI), login (CLI, on a laptop
+    folder with its own XDG_CONFIG_HOME), a session opened, logout forgets the device."""
+    laptop = tmp_path / "laptop"
+    laptop.mkdir()
+    (laptop / "team-ca.pem").write_bytes((team.root / "gw" / "ca.pem").read_bytes())
+    (laptop / "bindingd.yaml").write_text(
+        "version: 1\n"
+        "bindings:\n  CACHE: { type: kv }\n"
+        f'envs:\n  staging:\n    gateway: {{ url: "localhost:{team.port}", ca: team-ca.pem }}\n'
+    )
+    environ = {"XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    granted = bindingd_cli(
+        "gateway",
+        "grant",
+        "--config",
+        "gateway.yaml",
+        "--user",
+        "dana",
+        "--group",
+        "developers",
+        cwd=team.root,
+        env=ENVIRON,
+    )
+    assert granted.returncode == 0, granted.stderr
+    code = granted.stdout.splitlines()[-1]
+    login = bindingd_cli("login", "--env", "staging", "--code", code, cwd=laptop, env=environ)
+    assert login.returncode == 0, login.stderr
+    assert "as user dana" in login.stdout and 'env "staging": session open until' in login.stdout
+    assert "v4.public." not in login.stdout + login.stderr
+    logout = bindingd_cli("logout", "--env", "staging", cwd=laptop, env=environ)
+    assert logout.returncode == 0, logout.stderr
+    assert not list((tmp_path / "xdg" / "bindingd").glob("gateway-*.key"))
+    again = bindingd_cli("logout", "--env", "staging", cwd=laptop, env=environ)
+    assert "v4.public." not in again.stdout + again.stderr
+
+
 def test_zz_no_token_value_parameter_or_secret_is_logged_and_sigterm_drains(team: Team) -> None:
     """Last in the module: stops the gateway."""
     token = team.login("alice")
