@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -55,8 +56,19 @@ def _not_found(message: str) -> None:
     print(f"bindingd: {message}", file=sys.stderr)
 
 
+# C1 control characters (U+0080-U+009F): ensure_ascii=False leaves them raw, and a terminal may
+# act on them (0x9B is CSI). They can only sit inside JSON strings, where \u escapes mean the same.
+_C1 = re.compile("[\x80-\x9f]")
+
+
+def json_text(value: Any, indent: int | None = None) -> str:
+    """JSON as UTF-8 text (readable non-ASCII), with C1 control characters escaped."""
+    text = json.dumps(value, indent=indent, ensure_ascii=False)
+    return _C1.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False))
+    print(json_text(value, indent=2))
 
 
 def _kv(binding: Any, name: str, op: str, args: list[str]) -> int:
@@ -409,7 +421,7 @@ def _consume(binding: Any, a: argparse.Namespace) -> int:
                     "content_type": m.content_type,
                     "body": body,
                 }
-                print(json.dumps(line, ensure_ascii=False), flush=True)
+                print(json_text(line), flush=True)
             taken = batch.messages[: a.max - count]
             if not a.no_ack:
                 for m in taken:
