@@ -74,3 +74,17 @@ def test_retries_count_after_the_first_delivery() -> None:
     assert queue.binding_delay({"retry_delay": 30}, "retry_delay") == 30
     assert queue.binding_delay({}, "delivery_delay") == 0
     assert "delivery_delay" in refused(queue.binding_delay, {"delivery_delay": 50000}, "delivery_delay")
+
+
+def test_nats_attempts_count_on_from_the_daemons_own_figure() -> None:
+    from bindingd.providers.nats.queue import attempts_of
+
+    assert attempts_of(1, None) == 1  # a first delivery: JetStream's count
+    assert attempts_of(2, (1, 1)) == 2  # naked after attempt 1, delivered again
+    # A duplicate delivery while leased raised JetStream's count to 3 during attempt 2: the next
+    # delivery is attempt 3, not 4 (which would dead-letter it unseen with max_retries 2).
+    assert attempts_of(4, (2, 3)) == 3
+    # A lost redelivery (nats-server #5305) came back as JetStream's first delivery.
+    assert attempts_of(1, (2, 2)) == 3
+    # Another daemon sharing the consumer had it once in between: its delivery counts.
+    assert attempts_of(4, (2, 2)) == 4

@@ -46,6 +46,13 @@ class NatsClient:
         self._lock = asyncio.Lock()
         self._closing = False
 
+    async def nak_by_reply(self, reply: str) -> None:
+        """Nak a message through the reply subject of an earlier delivery. JetStream takes a nak
+        for any delivery of a message still pending; nats-py's Msg refuses a second nak on the
+        same handle, hence the raw publish (see NatsQueue._nak_lost_redeliveries)."""
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.publish(reply, b"-NAK")
+
     async def jetstream(self) -> JetStreamContext:
         if self._js is not None and self._nc is not None and not self._nc.is_closed:
             return self._js  # the hot path: connected (or reconnecting by itself)

@@ -14,19 +14,21 @@ whose lease ran out (or dead-letters it after its last retry) and sends in-progr
 hold a longer lease. If the daemon dies, JetStream redelivers after ack_wait. Acks are
 synchronous (AckAck), so a message reported acked is never delivered again.
 
-Attempts: JetStream's delivery count (`num_delivered`), raised to what the daemon itself
-counted. nats-server before 2.10.14 (this machine runs 2.9.10) loses a redelivery when the only
-pull requests waiting on the consumer are invalid (expired but not yet swept, or from a consumer
-that went away): it takes the message off its redelivery queue, counts the delivery, and then
-rewinds its stream cursor instead of putting the message back (nats-server #5305). The next
-pull then hands out the message at the cursor as a first delivery (`num_delivered` 1): a lease
-that ran out came back as attempt 1, and when several messages are in flight the one handed out
-is another message that is still leased. So the daemon remembers the attempts of each message
-it naked (by stream sequence and message id) and counts on from there, and never hands out a
-message it holds a live lease on; such a duplicate only refreshes the lease's handle. Left as
-is: the message whose redelivery was lost in that second case comes back after ack_wait, and
-JetStream then counts it one too high (it counted the lost delivery); the daemon takes the
-higher count, since another daemon sharing the consumer may have leased it meanwhile.
+Attempts: counted by the daemon. nats-server before 2.10.14 (this machine runs 2.9.10) loses a
+redelivery when the only pull requests waiting on the consumer are invalid (expired but not yet
+swept, or from a consumer that went away): it takes the message off its redelivery queue,
+counts the delivery, and then rewinds its stream cursor instead of putting the message back
+(nats-server #5305). The next pull then hands out the message at the cursor as a first delivery
+(`num_delivered` 1), or, when several messages are in flight, another message that is still
+leased. So the daemon remembers each message it naked (stream sequence, message id, its own
+count of attempts, JetStream's count, the delivery's ack subject) and counts on from its own
+figure (`attempts_of`); it never hands out a message it holds a live lease on (such a duplicate
+only refreshes the lease's handle); and a duplicate, the sign of a lost redelivery, makes it nak
+again, through their old deliveries, the messages naked before it that have not come back
+(`_nak_lost_redeliveries`), instead of leaving them for ack_wait. Without that, a retried
+message waited 30 s, or was dead-lettered after two of its three deliveries (CI saw both).
+Left as is: a delivery to another daemon sharing the consumer counts as an attempt, and such a
+daemon may see one of its leased messages once more after a nak again.
 """
 
 from __future__ import annotations
@@ -74,6 +76,23 @@ H_ID, H_TIME, H_TYPE, H_DUE = "Bindingd-Id", "Bindingd-Timestamp", "Bindingd-Con
 STREAM_NAME_FORBIDDEN = ">*. /\\\t\r\n"
 
 
+def attempts_of(num_delivered: int, naked: tuple[int, int] | None) -> int:
+    """The attempt a delivery is, from JetStream's count and, if this daemon naked the message,
+    (the attempts it counted, JetStream's count at the nak).
+
+    Counted on from the daemon's own attempts, plus the deliveries JetStream made since the nak
+    beyond this one (another daemon sharing the consumer leased it meanwhile). JetStream's
+    absolute count is not used: it also counts a duplicate delivery of a message the daemon held
+    a live lease on, which the daemon never handed out (seen here: a message dead-lettered after
+    only two of its three deliveries reached a consumer), and it restarts at 1 after a lost
+    redelivery (nats-server #5305).
+    """
+    if naked is None:
+        return num_delivered
+    attempts, delivered_at_nak = naked
+    return attempts + max(1, num_delivered - delivered_at_nak)
+
+
 def default_subject(stream: str) -> str:
     return f"bindingd.queue.{stream}"
 
@@ -86,6 +105,18 @@ def _stream_name(name: str, option: str) -> str:
             "(no '.', '*', '>', '/', '\\' or whitespace)"
         )
     return name
+
+
+@dataclass
+class _Naked:
+    """A message this daemon naked, until it is delivered again."""
+
+    message_id: str
+    attempts: int  # as the daemon counted them
+    delivered: int  # JetStream's count when it was naked
+    reply: str  # the ack subject of that delivery: a nak through it still works
+    due: float  # time.monotonic() when JetStream was to deliver it again
+    renaked: float = 0.0  # the rewind it was last naked again after (see _nak_lost_redeliveries)
 
 
 @dataclass
@@ -127,7 +158,9 @@ class NatsQueue:
         self._leases: Leases[_Lease] = Leases(self._unlink)
         # The live lease of each stream sequence, and the attempts of messages naked since.
         self._leased_seq: dict[int, str] = {}
-        self._naked: OrderedDict[int, tuple[str, int]] = OrderedDict()
+        self._naked: OrderedDict[int, _Naked] = OrderedDict()
+        # When JetStream last handed out a message this daemon held a live lease on.
+        self._rewound_at = 0.0
         self._dead_letter_subject: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -291,11 +324,15 @@ class NatsQueue:
                 # with its holder; JetStream now tracks this delivery, so settle through it.
                 log.debug("message delivered again while leased", stream=self.stream, id=message_id)
                 held.msg, held.touched = msg, now
+                self._rewound_at = now
                 continue
-            attempts = msg.metadata.num_delivered
             naked = self._naked.pop(seq, None)
-            if naked is not None and naked[0] == message_id:
-                attempts = max(attempts, naked[1] + 1)
+            counted = (
+                (naked.attempts, naked.delivered)
+                if naked is not None and naked.message_id == message_id
+                else None
+            )
+            attempts = attempts_of(msg.metadata.num_delivered, counted)
             if exhausted(attempts - 1, self.max_retries):
                 # Its last lease ran out while no daemon was watching it.
                 await self._dead_letter(msg, attempts - 1)
@@ -320,6 +357,8 @@ class NatsQueue:
                     lease_id=lease_id,
                 )
             )
+        if self._rewound_at == now:
+            await self._nak_lost_redeliveries()
         return out
 
     async def settle(self, acks: list[str], retries: list[Retry]) -> QueueSettled:
@@ -364,10 +403,16 @@ class NatsQueue:
         if self._leased_seq.get(lease.seq) == lease_id:
             del self._leased_seq[lease.seq]
 
-    def _remember_nak(self, lease: _Lease) -> None:
+    def _remember_nak(self, lease: _Lease, delay_s: int) -> None:
         """Before a nak: the next delivery of the message is attempt lease.attempts + 1, even
         if JetStream counts it as a first delivery (see the module's docstring)."""
-        self._naked[lease.seq] = (lease.message_id, lease.attempts)
+        self._naked[lease.seq] = _Naked(
+            lease.message_id,
+            lease.attempts,
+            lease.msg.metadata.num_delivered,
+            lease.msg.reply,
+            time.monotonic() + delay_s,
+        )
         self._naked.move_to_end(lease.seq)
         while len(self._naked) > REMEMBERED_ATTEMPTS:
             self._naked.popitem(last=False)
@@ -406,8 +451,28 @@ class NatsQueue:
         if exhausted(lease.attempts, self.max_retries):
             await self._dead_letter(lease.msg, lease.attempts)
         else:
-            self._remember_nak(lease)
+            self._remember_nak(lease, delay_s)
             await lease.msg.nak(delay=delay_s or None)
+
+    async def _nak_lost_redeliveries(self) -> None:
+        """Nak again the messages whose redelivery nats-server lost (#5305). The sign is a
+        rewound cursor: JetStream just handed out a message this daemon still leased. Each
+        message naked and due before that which has not come back is then naked again through
+        its old delivery (JetStream takes that nak while the message is pending, and a message
+        already queued for redelivery is queued once). Another daemon sharing the consumer may
+        hold one of them: it then sees it once more, as after any lease that ran out."""
+        if self._client is None:
+            return
+        rewound = self._rewound_at
+        for naked in list(self._naked.values()):
+            # Past ack_wait, JetStream redelivers a lost one by itself.
+            if naked.renaked < rewound and rewound - self.ack_wait < naked.due <= rewound:
+                naked.renaked = rewound
+                # JetStream counted the lost delivery: not an attempt (see attempts_of).
+                naked.delivered += 1
+                log.debug("redelivery lost; naked again", stream=self.stream, id=naked.message_id)
+                with contextlib.suppress(*FAILURES):
+                    await self._client.nak_by_reply(naked.reply)
 
     async def _keep_alive(self, lease: _Lease, now: float) -> None:
         """Reset JetStream's ack_wait timer before it runs out on a longer lease."""
