@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from bindingd.domain.objects import ObjectsProvider
     from bindingd.domain.queue import QueueProvider
     from bindingd.domain.sql import SqlProvider
+    from bindingd.providers.gateway.session import GatewaySession
 
 log = structlog.get_logger("bindingd.runtime")
 P = TypeVar("P", bound=Provider)
@@ -143,6 +144,11 @@ class Runtime:
         self.last_call_at = time.monotonic()
         # Set when a drain begins: long-lived streams (queue consumers) end at their next poll.
         self.draining = False
+        # The env's gateway session (bindingd.providers.gateway), when the env names a gateway
+        # and the runtime serves calls (`serve_gateway`): every binding but the local ones goes
+        # there (bindingd.server.forward).
+        self.gateway: GatewaySession | None = None
+        self._serve_gateway = False
 
     @property
     def env(self) -> str:
@@ -155,12 +161,28 @@ class Runtime:
     def served(self) -> list[Served]:
         return list(self._served.values())
 
-    async def start(self, *, background_probes: bool = True) -> None:
+    async def start(self, *, background_probes: bool = True, serve_gateway: bool = False) -> None:
         """Start every provider. `background_probes=False` is for a caller that probes itself
-        (`bindingd check`), so each backend is probed once, not twice at the same time."""
+        (`bindingd check`), so each backend is probed once, not twice at the same time.
+        `serve_gateway`: open the session with the env's gateway in the background (the daemon;
+        local bindings never wait for it)."""
         self._served = await self._build(self.config, reuse={})
+        self._serve_gateway = serve_gateway
+        if serve_gateway:
+            self._open_gateway(self.config)
         if background_probes:
             self._spawn_probes()
+
+    def is_local(self, name: str) -> bool:
+        """Whether `name` is served here rather than through the env's gateway."""
+        return name in self._served
+
+    def _open_gateway(self, config: Config) -> None:
+        from bindingd.providers.gateway.session import GatewaySession
+
+        if config.gateway is not None:
+            self.gateway = GatewaySession(config)
+            self.gateway.start()
 
     async def reload(self, config: Config) -> dict[str, list[str]]:
         """Serve `config` from now on; return the names added, removed and changed.
@@ -178,7 +200,9 @@ class Runtime:
                 and provider_key(config.bindings[name]) == provider_key(s.binding)
             }
             new = await self._build(config, reuse=reuse)
-            self.config, self._served = config, new
+            old_config, self.config, self._served = self.config, config, new
+            if self.gateway is not None or config.gateway is not None:
+                await self._reload_gateway(old_config, config)
             kept = {id(s.handle) for s in new.values()}
             retired = {id(s.handle): s for s in old.values() if id(s.handle) not in kept}
             for s in retired.values():
@@ -196,7 +220,24 @@ class Runtime:
                 ),
             }
 
+    async def _reload_gateway(self, old: Config, new: Config) -> None:
+        """The same gateway: the session goes on (with the names the file now lists); another
+        one, or none: the old session ends (and a new one opens)."""
+        session = self.gateway
+        if session is not None and old.gateway == new.gateway and old.env == new.env:
+            session.listed = new.remote
+            return
+        if not self._serve_gateway:
+            return  # a runtime that does not serve calls (check) never opens one
+        if session is not None:
+            self.gateway = None
+            await session.close()
+        self._open_gateway(new)
+
     async def close(self) -> None:
+        if self.gateway is not None:
+            session, self.gateway = self.gateway, None
+            await session.close()
         async with self._reload_lock:  # a reload in progress finishes first
             for task in list(self._probes):
                 task.cancel()

@@ -133,30 +133,11 @@ def _load(args: argparse.Namespace) -> Config:
 # --- serve -------------------------------------------------------------------------------------
 
 
-def _warn_gateway_not_served(config: Config) -> None:
-    """Said once, at start: the env names a gateway, but serving remote bindings through it
-    comes with the next version. Until then the env's bindings are served as bindingd.yaml
-    configures them (nothing is fetched from the gateway), so a worker keeps working."""
-    import structlog
-
-    assert config.gateway is not None
-    structlog.get_logger("bindingd").warning(
-        f'env "{config.env}" names gateway {config.gateway.url}, but this version of bindingd does '
-        "not serve remote bindings through a gateway yet: only the bindings bindingd.yaml defines "
-        "for the env are served, as configured there",
-        env=config.env,
-        gateway=config.gateway.url,
-        bindings=len(config.bindings),
-    )
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     logs.configure(
         _log_level(args, "info"), json=None if args.log_format is None else args.log_format == "json"
     )
     config = _load(args)
-    if config.gateway is not None:
-        _warn_gateway_not_served(config)
     options = ServeOptions(
         socket=args.socket.resolve() if args.socket else None,
         listen=args.listen,
@@ -348,7 +329,9 @@ def cmd_bindings(args: argparse.Namespace) -> int:
         with env:
             for info in env._bindings.values():
                 value = env[info.name] if info.type in ("var", "secret") else None
-                reason = "" if info.health == "serving" else info.health_detail
+                # Through a gateway: who the session is for and until when, even while serving.
+                shown = info.health != "serving" or info.backend_kind == "gateway"
+                reason = info.health_detail if shown else ""
                 rows.append(
                     (
                         info.name,

@@ -149,6 +149,7 @@ class _BindingSpec:
     access: str
     options: dict[str, Item]  # provider options, a var's or secret's `value` included
     provider: dict[str, Option] | None  # None: no provider (allowed outside the selected env)
+    local: bool = False  # `local: true`: not served through the env's gateway
 
 
 class Loader:
@@ -186,13 +187,21 @@ class Loader:
                 self.effective(name, base, envs.get(name), connections, strict=False)
 
         env_spec = envs.get(selected)
+        gateway = gateways.get(selected)
+        remote: dict[str, str] = {}
+        if gateway is not None:
+            # Served through the gateway: only their names and types are needed here (their
+            # local definitions, with any credentials they reference, are not resolved).
+            remote = {name: spec.type for name, spec in effective.items() if not spec.local}
+            effective = {name: spec for name, spec in effective.items() if spec.local}
         return Config(
             path=self.file,
             env=selected,
             bindings=self.resolve(selected, effective),
             protected=env_spec.protected if env_spec else False,
             envs=tuple(names),
-            gateway=gateways.get(selected),
+            gateway=gateway,
+            remote=remote,
         )
 
     # -- small checks ----------------------------------------------------------------------
@@ -428,6 +437,12 @@ class Loader:
             access = self.string(fields["access"])
             if access not in ACCESS_MODES:
                 raise self.error(fields["access"], f'unknown access "{access}" (allowed: {_ACCESS_TEXT})')
+        local = False
+        if "local" in fields:
+            local_item = fields["local"]
+            if not isinstance(local_item.value, bool):
+                raise self.error(local_item, f"expected true or false, got {describe(local_item.value)}")
+            local = local_item.value
         options = {key: item for key, item in fields.items() if key not in schema.COMMON_BINDING_KEYS}
         provider = schema.binding_options(binding_type, kind)
         if provider is None:
@@ -440,7 +455,7 @@ class Loader:
                 )
         else:
             self.check_options(where, options, provider, schema.COMMON_BINDING_KEYS)
-        return _BindingSpec(name, binding_type, where, connection, access, options, provider)
+        return _BindingSpec(name, binding_type, where, connection, access, options, provider, local)
 
     # -- options ---------------------------------------------------------------------------
 

@@ -94,8 +94,12 @@ class Config:
     protected: bool = False
     # Every env the file defines (for messages and `bindingd check`).
     envs: tuple[str, ...] = ()
-    # The env's gateway, if it names one (`bindingd login`; remote bindings come next).
+    # The env's gateway, if it names one: its bindings are then served through it, but for those
+    # marked `local: true` (in `bindings`).
     gateway: Gateway | None = None
+    # With a gateway: the bindings this file lists for the env without `local: true` (name ->
+    # type); served through the gateway, with the ones it grants beyond them (discovery).
+    remote: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:

@@ -19,8 +19,9 @@ __all__ = [
     "kinds_for",
 ]
 
-# Keys every binding may have, whatever its provider.
-COMMON_BINDING_KEYS = frozenset({"type", "connection", "access"})
+# Keys every binding may have, whatever its provider. `local: true` keeps a binding on its own
+# provider in an env served through a gateway (it means nothing elsewhere).
+COMMON_BINDING_KEYS = frozenset({"type", "connection", "access", "local"})
 
 
 def connection_kinds() -> dict[str, ConnectionKind]:

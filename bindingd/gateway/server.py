@@ -155,6 +155,10 @@ class Router:
     goes to the env of its token, and nothing is used that the policy and the token do not
     both allow."""
 
+    # The services ask the daemon's Runtime for its own gateway session; a gateway serves every
+    # binding itself.
+    gateway = None
+
     def __init__(self, runtimes: dict[str, Runtime], policy: Policy, sessions: Sessions) -> None:
         self.runtimes = runtimes
         self.policy = policy

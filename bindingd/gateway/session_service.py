@@ -142,7 +142,11 @@ class SessionService(session_pb2_grpc.SessionServicer):
             token=session.token,
             expires=claims.exp,
             user=claims.sub,
-            bindings={name: session_pb2.Actions(actions=list(a)) for name, a in claims.bindings.items()},
+            bindings={
+                name: session_pb2.Actions(actions=list(a), type=types.get(name, ""))
+                for name, a in claims.bindings.items()
+            },
+            protected=env.protected,
         )
 
     @session_rpc

@@ -41,10 +41,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from bindingd.config import Config, ConfigError
+from bindingd.providers.gateway.target import UsageError
 from bindingd.runtime import SERVING, UNKNOWN, Runtime
 from bindingd.server.auth import BearerTokenInterceptor, check_token
 from bindingd.server.bindings import BindingsService
 from bindingd.server.calls import add_service
+from bindingd.server.forward import Forwarder
 from bindingd.server.kv import KVService
 from bindingd.server.objects import ObjectsService
 from bindingd.server.queue import QueueService
@@ -314,11 +316,23 @@ class Daemon:
         self, interceptors: list[grpc.aio.ServerInterceptor], options: list[tuple[str, int]] | None = None
     ) -> grpc.aio.Server:
         server = grpc.aio.server(options=[*SERVER_OPTIONS, *(options or [])], interceptors=interceptors)
-        add_service(server, KVService(self.runtime), kv_pb2.DESCRIPTOR.services_by_name["KV"])
-        add_service(server, VarsService(self.runtime), vars_pb2.DESCRIPTOR.services_by_name["Vars"])
-        add_service(server, ObjectsService(self.runtime), objects_pb2.DESCRIPTOR.services_by_name["Objects"])
-        add_service(server, SqlService(self.runtime), database_pb2.DESCRIPTOR.services_by_name["Database"])
-        add_service(server, QueueService(self.runtime), queue_pb2.DESCRIPTOR.services_by_name["Queue"])
+        # Calls naming a binding served through the env's gateway are relayed there.
+        relay = Forwarder(self.runtime)
+        add_service(server, KVService(self.runtime), kv_pb2.DESCRIPTOR.services_by_name["KV"], relay)
+        add_service(
+            server,
+            VarsService(self.runtime),
+            vars_pb2.DESCRIPTOR.services_by_name["Vars"],
+            relay,
+            local_only=("GetAll",),
+        )
+        add_service(
+            server, ObjectsService(self.runtime), objects_pb2.DESCRIPTOR.services_by_name["Objects"], relay
+        )
+        add_service(
+            server, SqlService(self.runtime), database_pb2.DESCRIPTOR.services_by_name["Database"], relay
+        )
+        add_service(server, QueueService(self.runtime), queue_pb2.DESCRIPTOR.services_by_name["Queue"], relay)
         add_service(
             server, BindingsService(self.runtime), bindings_pb2.DESCRIPTOR.services_by_name["Bindings"]
         )
@@ -353,7 +367,10 @@ class Daemon:
         _claim_socket(self.socket_path)
         raise_descriptor_limit()
         token = load_or_create_token(config.runtime_dir, self.options.token) if self.options.listen else ""
-        await self.runtime.start()
+        try:
+            await self.runtime.start(serve_gateway=True)
+        except UsageError as e:  # the env's gateway CA file cannot be read or is not a certificate
+            raise ServeError(str(e)) from None
 
         unix_server = self._build_server([])
         self._servers.append(unix_server)

@@ -201,11 +201,20 @@ def _binding(request: Any) -> str:
     return request.binding if isinstance(request, RequestStream) else binding_of(request)
 
 
-def add_service(server: grpc.aio.Server, servicer: object, service: ServiceDescriptor) -> None:
+def add_service(
+    server: grpc.aio.Server,
+    servicer: object,
+    service: ServiceDescriptor,
+    forwarder: Any = None,
+    *,
+    local_only: tuple[str, ...] = (),
+) -> None:
     """Register `servicer`'s methods for `service`, decoding requests ourselves.
 
     grpc's own decoding answers a malformed request with UNKNOWN; here it is INVALID_ARGUMENT,
-    like every other mistake of the caller.
+    like every other mistake of the caller. With a `forwarder` (bindingd.server.forward), a call
+    naming a binding served through a gateway is relayed there instead (but for the methods in
+    `local_only`, which answer for the whole env).
     """
     handlers = {}
     for method in service.methods:
@@ -213,23 +222,143 @@ def add_service(server: grpc.aio.Server, servicer: object, service: ServiceDescr
         response_class = message_factory.GetMessageClass(method.output_type)
         impl = getattr(servicer, method.name)
         serialize = _serializer(response_class)
+        path = f"/{service.full_name}/{method.name}"
+        relay = None if forwarder is None or method.name in local_only else forwarder
+        name = f"{service.name}.{method.name} (gateway)"
         if method.client_streaming and method.server_streaming:
             handlers[method.name] = grpc.stream_stream_rpc_method_handler(
-                _decoding_stream_stream(impl, request_class), response_serializer=serialize
+                _forwarding_stream(
+                    _decoding_stream_stream(impl, request_class), request_class, relay, path, name, True
+                ),
+                response_serializer=serialize,
             )
         elif method.client_streaming:
             handlers[method.name] = grpc.stream_unary_rpc_method_handler(
-                _decoding_stream(impl, request_class), response_serializer=serialize
+                _forwarding_stream(
+                    _decoding_stream(impl, request_class), request_class, relay, path, name, False
+                ),
+                response_serializer=serialize,
             )
         elif method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                _decoding_unary_stream(impl, request_class), response_serializer=serialize
+                _forwarding_unary_stream(
+                    _decoding_unary_stream(impl, request_class), request_class, relay, path, name
+                ),
+                response_serializer=serialize,
             )
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _decoding(impl, request_class), response_serializer=serialize
+                _forwarding(_decoding(impl, request_class), request_class, relay, path, name),
+                response_serializer=serialize,
             )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
+# -- relaying to a gateway (bindingd.server.forward) ---------------------------------------------
+# Each wrapper reads the binding the request names; a binding served here goes to the servicer
+# as before, one served through the gateway to the forwarder, with the raw bytes it came as.
+
+
+def _forwarding(handle: Any, request_class: Any, forwarder: Any, path: str, name: str) -> Any:
+    if forwarder is None:
+        return handle
+
+    async def route(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        if forwarder.runtime.gateway is None:
+            return await handle(raw, context)
+        binding = binding_of(await _decode(raw, request_class, context))
+        session = forwarder.session_for(binding)
+        if session is None:
+            return await handle(raw, context)
+        call = _Call(name, forwarder.runtime)
+        try:
+            return await forwarder.unary(session, path, binding, raw, context)
+        finally:
+            call.finish(binding)
+
+    return route
+
+
+def _forwarding_unary_stream(handle: Any, request_class: Any, forwarder: Any, path: str, name: str) -> Any:
+    if forwarder is None:
+        return handle
+
+    async def route(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        session, binding = None, ""
+        if forwarder.runtime.gateway is not None:
+            binding = binding_of(await _decode(raw, request_class, context))
+            session = forwarder.session_for(binding)
+        if session is None:
+            async for response in handle(raw, context):
+                yield response
+            return
+        call = _Call(name, forwarder.runtime)
+        try:
+            async for response in forwarder.unary_stream(session, path, binding, raw, context):
+                yield response
+        finally:
+            call.finish(binding)
+
+    return route
+
+
+def _forwarding_stream(
+    handle: Any, request_class: Any, forwarder: Any, path: str, name: str, answers_stream: bool
+) -> Any:
+    """Client-streaming (`answers_stream` False) and bidirectional calls: the first message
+    names the binding; it is read, then the stream goes on whole to wherever it is served."""
+    if forwarder is None:
+        return handle
+
+    async def first_of(raw: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> Any:
+        try:
+            first = await raw.__anext__()
+        except StopAsyncIteration:
+            return None, "", _chain(None, raw)
+        binding = binding_of(await _decode(first, request_class, context))
+        return forwarder.session_for(binding), binding, _chain(first, raw)
+
+    if answers_stream:
+
+        async def route_stream(
+            raw: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            session = None
+            if forwarder.runtime.gateway is not None:
+                session, binding, raw = await first_of(raw, context)
+            if session is None:
+                async for response in handle(raw, context):
+                    yield response
+                return
+            call = _Call(name, forwarder.runtime)
+            try:
+                async for response in forwarder.stream_stream(session, path, binding, raw, context):
+                    yield response
+            finally:
+                call.finish(binding)
+
+        return route_stream
+
+    async def route(raw: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> Any:
+        session = None
+        if forwarder.runtime.gateway is not None:
+            session, binding, raw = await first_of(raw, context)
+        if session is None:
+            return await handle(raw, context)
+        call = _Call(name, forwarder.runtime)
+        try:
+            return await forwarder.stream_unary(session, path, binding, raw, context)
+        finally:
+            call.finish(binding)
+
+    return route
+
+
+async def _chain(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first is not None:
+        yield first
+    async for raw in rest:
+        yield raw
 
 
 def _serializer(response_class: Any) -> Callable[[Any], bytes]:

@@ -9,12 +9,10 @@ process with its own XDG_CONFIG_HOME, so its device key lands in the test's fold
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import pty
 import select
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -31,7 +29,7 @@ import pytest
 from bindingd_client.errors import error_from_rpc
 from bindingd_client.proto import session_pb2, session_pb2_grpc
 from bindingd_client.wire import AUTHORIZATION, BEARER
-from support import DaemonProcess, bindingd_cli, health_status, write_project
+from support import bindingd_cli, write_project
 
 from bindingd.config import ConfigError, load_config
 from bindingd.config.loader import gateway_url_problem
@@ -464,7 +462,7 @@ def test_a_gateway_yaml_env_takes_no_gateway_key(tmp_path: Path) -> None:
         load_gateway_config(tmp_path / "gateway.yaml")
 
 
-def test_serve_says_once_that_the_gateway_is_not_used_yet(tmp_path: Path) -> None:
+def test_serve_with_an_unreadable_gateway_ca_says_so_in_one_line(tmp_path: Path) -> None:
     write_project(
         tmp_path,
         """\
@@ -476,16 +474,7 @@ def test_serve_says_once_that_the_gateway_is_not_used_yet(tmp_path: Path) -> Non
             gateway: { url: "gw.example.com:8443", ca: team-ca.pem }
         """,
     )
-    daemon = DaemonProcess(tmp_path, "--env", "staging").start()
-    try:
-        assert health_status(daemon.endpoint) == "SERVING"
-        daemon.signal(signal.SIGHUP)  # a reload does not say it again
-        time.sleep(0.5)
-    finally:
-        assert daemon.stop() == 0
-    lines = [json.loads(line) for line in daemon.logs().splitlines() if line.startswith("{")]
-    warnings = [line for line in lines if line.get("gateway") == "gw.example.com:8443"]
-    assert len(warnings) == 1, lines
-    assert warnings[0]["level"] == "warning" and "not serve remote bindings" in warnings[0]["event"]
-    serving = next(line for line in lines if line["event"] == "serving")
-    assert serving["bindings"] == 1  # CACHE, as bindingd.yaml configures it
+    result = bindingd_cli("serve", "--env", "staging", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "envs.staging.gateway.ca: cannot read the gateway's CA certificate" in result.stderr

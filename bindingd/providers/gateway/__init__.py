@@ -1,0 +1,1 @@
+"""The developer side of a gateway: reaching it, and the session the daemon keeps with it."""

@@ -1,0 +1,183 @@
+"""Calls to bindings served through a gateway, relayed to it as they came.
+
+The gateway serves the daemon's own gRPC API, so a call to a remote binding goes on unchanged:
+the same method, the request's bytes as received, the access token added, and the answer's
+bytes relayed back, message by message (an object body, a large SQL result or a queue's
+batches pass through as streams; neither hop holds a whole one). The gateway's errors come back
+as it sent them (its reason, binding and env); one that never reached it is said in bindingd's
+words (unreachable, wrong certificate, not logged in), naming the gateway.
+
+What the daemon still decides itself: the developer's `--allow-writes` on a protected env (the
+gateway's policy decides the rest). A call the gateway refused as SESSION_EXPIRED is sent again
+once with a new token, unless part of its request stream was already sent (a client stream is
+not kept to be replayed: the token is checked and renewed before such a call starts instead).
+Nothing else is retried: a call that failed after reaching the gateway may have been applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from bindingd_client.wire import STATUS_DETAILS_KEY
+
+from bindingd.errors import BindingdError, Reason, permission_denied
+from bindingd.providers.gateway.session import GatewaySession, gateway_failure
+from bindingd.server.calls import abort, request_id_of
+
+# Actions that change something: refused on a protected env without --allow-writes.
+WRITE_ACTIONS = frozenset({"write", "send"})
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+class Forwarder:
+    """Relays one env's calls to remote bindings. `runtime` is the daemon's Runtime."""
+
+    def __init__(self, runtime: Any) -> None:
+        # The gateway's own table of each method's policy action (imported here: the gateway's
+        # server module serves this package's services).
+        from bindingd.gateway.server import METHOD_ACTIONS
+
+        self.runtime = runtime
+        self.actions: dict[str, str] = METHOD_ACTIONS
+
+    def session_for(self, binding: str) -> GatewaySession | None:
+        """The gateway session serving `binding`, or None for a binding served here."""
+        session: GatewaySession | None = self.runtime.gateway
+        if session is None or self.runtime.is_local(binding):
+            return None
+        return session
+
+    def _check(self, session: GatewaySession, path: str, binding: str) -> None:
+        action = self.actions.get(path, "")
+        protected = self.runtime.config.protected or session.protected
+        if action in WRITE_ACTIONS and protected and not self.runtime.allow_writes:
+            raise permission_denied(
+                f'env "{session.env}" is protected: writes need --allow-writes on the daemon '
+                f'(bindingd serve --allow-writes) (binding "{binding}", through gateway {session.url})'
+            )
+
+    async def _fail(self, e: BaseException, session: GatewaySession, binding: str, context: Any) -> None:
+        """End the call with `e`: the gateway's own status as it sent it, else bindingd's."""
+        request_id = request_id_of(context)
+        if isinstance(e, grpc.aio.AioRpcError):
+            trailers = e.trailing_metadata() or ()
+            if any(key == STATUS_DETAILS_KEY for key, _ in trailers):
+                kept = tuple((k, v) for k, v in trailers if k == STATUS_DETAILS_KEY)
+                await context.abort(e.code(), e.details() or "", trailing_metadata=kept)
+            e = await gateway_failure(session.target, e)
+        if not isinstance(e, BindingdError):
+            raise e
+        await abort(context, e.with_context(binding=binding, env=session.env, backend="gateway"), request_id)
+
+    # -- the four shapes of call ---------------------------------------------------------------
+
+    async def unary(
+        self, session: GatewaySession, path: str, binding: str, raw: bytes, context: Any
+    ) -> bytes:
+        call = session.channel.unary_unary(
+            path, request_serializer=_identity, response_deserializer=_identity
+        )
+        request_id = request_id_of(context)
+        try:
+            self._check(session, path, binding)
+            token = await session.token()
+            try:
+                return await call(raw, metadata=session.metadata(token, request_id))  # type: ignore[no-any-return]
+            except grpc.aio.AioRpcError as e:
+                if not _expired(e):
+                    raise
+            await session.renew(token)
+            return await call(raw, metadata=session.metadata(await session.token(), request_id))  # type: ignore[no-any-return]
+        except (BindingdError, grpc.aio.AioRpcError) as e:
+            await self._fail(e, session, binding, context)
+            raise AssertionError("unreachable: abort raises") from None
+
+    async def unary_stream(
+        self, session: GatewaySession, path: str, binding: str, raw: bytes, context: Any
+    ) -> AsyncIterator[bytes]:
+        multi = session.channel.unary_stream(
+            path, request_serializer=_identity, response_deserializer=_identity
+        )
+        request_id = request_id_of(context)
+        try:
+            self._check(session, path, binding)
+            token = await session.token()
+            for attempt in (1, 2):
+                sent = False
+                try:
+                    async for response in multi(raw, metadata=session.metadata(token, request_id)):
+                        sent = True
+                        yield response
+                    return
+                except grpc.aio.AioRpcError as e:
+                    if sent or attempt == 2 or not _expired(e):
+                        raise
+                await session.renew(token)
+                token = await session.token()
+        except (BindingdError, grpc.aio.AioRpcError) as e:
+            await self._fail(e, session, binding, context)
+
+    async def stream_unary(
+        self,
+        session: GatewaySession,
+        path: str,
+        binding: str,
+        requests: AsyncIterator[bytes],
+        context: Any,
+    ) -> bytes:
+        call = session.channel.stream_unary(
+            path, request_serializer=_identity, response_deserializer=_identity
+        )
+        try:
+            self._check(session, path, binding)
+            token = await session.token()
+            metadata = session.metadata(token, request_id_of(context))
+            pending = call(requests, metadata=metadata)
+            # The gateway's "header accepted" (see ObjectsService) is what lets the client send
+            # the body: relayed as soon as it comes.
+            await _relay_initial_metadata(pending, context)
+            return await pending  # type: ignore[no-any-return]
+        except (BindingdError, grpc.aio.AioRpcError) as e:
+            await self._fail(e, session, binding, context)
+            raise AssertionError("unreachable: abort raises") from None
+
+    async def stream_stream(
+        self,
+        session: GatewaySession,
+        path: str,
+        binding: str,
+        requests: AsyncIterator[bytes],
+        context: Any,
+    ) -> AsyncIterator[bytes]:
+        multi = session.channel.stream_stream(
+            path, request_serializer=_identity, response_deserializer=_identity
+        )
+        try:
+            self._check(session, path, binding)
+            token = await session.token()
+            pending = multi(requests, metadata=session.metadata(token, request_id_of(context)))
+            await _relay_initial_metadata(pending, context)
+            async for response in pending:
+                yield response
+        except (BindingdError, grpc.aio.AioRpcError) as e:
+            await self._fail(e, session, binding, context)
+
+
+async def _relay_initial_metadata(call: Any, context: Any) -> None:
+    initial = await call.initial_metadata()
+    relayed = tuple((k, v) for k, v in initial or () if not k.startswith("grpc-"))
+    if relayed:
+        await context.send_initial_metadata(relayed)
+
+
+def _expired(e: grpc.aio.AioRpcError) -> bool:
+    if e.code() != grpc.StatusCode.UNAUTHENTICATED:
+        return False
+    from bindingd_client.errors import error_from_rpc
+
+    return error_from_rpc(e).reason == Reason.SESSION_EXPIRED.value
