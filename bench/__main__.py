@@ -23,6 +23,7 @@ import grpc
 import redis.asyncio as aioredis
 from bindingd_client import connect
 
+from bench import gateway as gateway_bench
 from bench import objects
 from bench import queue as queue_bench
 from bench import sql as sql_bench
@@ -149,6 +150,7 @@ def main() -> int:
             rows = asyncio.run(_kv(echo_socket, bindingd_socket, n))
             redis_rows = asyncio.run(_kv_redis(bindingd_socket, n)) if _redis_up() else []
             sql_results = sql_bench.run(echo_socket, n)
+            gateway_lines = gateway_bench.run(echo_socket, n, quick=args.quick)
         finally:
             for proc in (echo, daemon):
                 stop(proc)
@@ -181,6 +183,8 @@ def main() -> int:
         "kv get p50 within 1.5x the echo floor", get_seq.p50_ms / floor_seq.p50_ms, 1.5, lower_is_better=True
     )
     _goal("kv get throughput at least 0.7x the floor's", get_par.calls_per_s / floor_par.calls_per_s, 0.7)
+    print()
+    print("\n".join(gateway_lines))
     print()
     print("\n".join(objects.report(objects.measure(quick=args.quick))))
     print("sql: SELECT 1 through bindingd beside the driver in this process and the echo floor")

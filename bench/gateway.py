@@ -1,0 +1,178 @@
+"""Remote bindings: KV get and an object's body through daemon -> gateway (TLS on loopback) ->
+local provider, beside the echo floor and the same calls on a local binding of the same daemon.
+
+    worker (this process) -> bindingd serve --env staging -> bindingd gateway serve -> local kv
+
+Everything is set up as a team would: `gateway init`, a gateway.yaml with a policy, `gateway
+grant`, `bindingd login` with its own XDG_CONFIG_HOME.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+from bindingd_client import connect
+
+from bench.echo import METHOD
+from bench.measure import Result, interleaved
+from bench.processes import stop
+
+GATEWAY_YAML = """\
+version: 1
+gateway:
+  id: bench-gw
+  listen: "127.0.0.1:{port}"
+  tls: {{ cert: gw/server.pem, key: gw/server.key }}
+  signing_key: gw/signing.key
+  state: {{ kind: sqlite, path: gw/state.sqlite3 }}
+  audit: {{ path: gw/audit.jsonl }}
+bindings:
+  CACHE: {{ type: kv }}
+  ASSETS: {{ type: objects }}
+envs:
+  staging: {{ token_ttl: 3600 }}
+policy:
+  grants:
+    - {{ who: "user:bench", env: staging, bindings: "*", actions: [read, write] }}
+"""
+VALUE = "v" * 100
+OBJECT_MIB = 256
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "bindingd", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"bench: bindingd {' '.join(args)} failed: {result.stderr}")
+    return result.stdout
+
+
+def run(echo_socket: Path, n: int, *, quick: bool) -> list[str]:
+    with tempfile.TemporaryDirectory(prefix="bindingd-bench-gw-") as tmp:
+        root = Path(tmp)
+        admin, laptop = root / "admin", root / "laptop"
+        admin.mkdir()
+        laptop.mkdir()
+        _cli("gateway", "init", "gw", cwd=admin)
+        port = _port()
+        (admin / "gateway.yaml").write_text(GATEWAY_YAML.format(port=port))
+        (laptop / "team-ca.pem").write_bytes((admin / "gw" / "ca.pem").read_bytes())
+        (laptop / "bindingd.yaml").write_text(
+            "version: 1\nbindings:\n  LOCAL_CACHE: { type: kv }\n"
+            f'envs:\n  staging:\n    gateway: {{ url: "localhost:{port}", ca: team-ca.pem }}\n'
+            "    bindings:\n      LOCAL_CACHE: { local: true }\n"
+        )
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "bindingd", "gateway", "serve", "--config", "gateway.yaml"],
+            cwd=admin,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        daemon = None
+        try:
+            environ = {"XDG_CONFIG_HOME": str(root / "xdg")}
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or gateway.poll() is not None:
+                        raise SystemExit("bench: the gateway did not start") from None
+                    time.sleep(0.1)
+            code = _cli("gateway", "grant", "--config", "gateway.yaml", "--user", "bench", cwd=admin)
+            _cli("login", "--env", "staging", "--code", code.splitlines()[-1], cwd=laptop, env=environ)
+            command = [
+                sys.executable,
+                "-m",
+                "bindingd",
+                "serve",
+                "--env",
+                "staging",
+                "--log-level",
+                "warning",
+            ]
+            proc = subprocess.Popen(
+                command,
+                cwd=laptop,
+                env={**os.environ, **environ},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            daemon = proc
+            start_wait = laptop / ".bindingd" / "endpoint"
+            deadline = time.monotonic() + 30
+            while not start_wait.exists():
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit("bench: the daemon did not start")
+                time.sleep(0.05)
+            return asyncio.run(_measure(echo_socket, laptop / ".bindingd" / "bindingd.sock", n, quick))
+        finally:
+            for p in (daemon, gateway):
+                if p is not None:
+                    stop(p)
+
+
+async def _measure(echo_socket: Path, bindingd_socket: Path, n: int, quick: bool) -> list[str]:
+    lines = ["remote bindings: daemon -> gateway (TLS, loopback) -> local kv; ratios to the echo floor"]
+    async with grpc.aio.insecure_channel(f"unix://{echo_socket}") as channel:
+        echo = channel.unary_unary(METHOD)
+        payload = b"k" * 120
+        env = await connect(endpoint=f"unix://{bindingd_socket}")
+        try:
+            await env.CACHE.put("bench", VALUE)
+            await env.LOCAL_CACHE.put("bench", VALUE)
+            for label, in_flight, calls in (("sequential", 1, n), ("64 in flight", 64, 2 * n)):
+                results: dict[str, Result] = await interleaved(
+                    {
+                        f"echo floor, {label}": lambda: echo(payload),
+                        f"kv get (local), {label}": lambda: env.LOCAL_CACHE.get("bench"),
+                        f"kv get (via gateway), {label}": lambda: env.CACHE.get("bench"),
+                    },
+                    calls,
+                    in_flight=in_flight,
+                )
+                floor = results[f"echo floor, {label}"]
+                for r in results.values():
+                    lines.append(
+                        f"{r.name:<34} p50 {r.p50_ms:6.3f} ms ({r.p50_ms / floor.p50_ms:4.2f}x)  "
+                        f"{r.calls_per_s:8.0f} calls/s ({r.calls_per_s / floor.calls_per_s:4.2f}x)"
+                    )
+            mib = 32 if quick else OBJECT_MIB
+            body = os.urandom(1 << 20) * mib
+            started = time.perf_counter()
+            await env.ASSETS.put("big.bin", body)
+            put_s = time.perf_counter() - started
+            started = time.perf_counter()
+            got = await env.ASSETS.get("big.bin")
+            assert got is not None
+            size = len(await got.bytes())
+            get_s = time.perf_counter() - started
+            assert size == len(body)
+            lines.append(
+                f"object of {mib} MiB via gateway: put {mib / put_s:.0f} MiB/s, get {mib / get_s:.0f} MiB/s "
+                "(both hops, TLS on the second)"
+            )
+        finally:
+            await env.aclose()
+    return lines
