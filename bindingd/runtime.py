@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from bindingd.domain.objects import ObjectsProvider
     from bindingd.domain.queue import QueueProvider
     from bindingd.domain.sql import SqlProvider
+    from bindingd.server.metrics import Metrics
 
 log = structlog.get_logger("bindingd.runtime")
 P = TypeVar("P", bound=Provider)
@@ -143,6 +144,8 @@ class Runtime:
         self.last_call_at = time.monotonic()
         # Set when a drain begins: long-lived streams (queue consumers) end at their next poll.
         self.draining = False
+        # Set by `bindingd serve --metrics`: calls.py records each call's outcome there.
+        self.metrics: Metrics | None = None
 
     @property
     def env(self) -> str:
@@ -209,6 +212,11 @@ class Runtime:
     def backend_of(self, name: str) -> str:
         served = self._served.get(name)
         return served.binding.backend if served else ""
+
+    def type_of(self, name: str) -> str | None:
+        """The binding's type, or None when `name` is not a binding of the current config."""
+        served = self._served.get(name)
+        return served.binding.type if served else None
 
     def get(self, name: str) -> Served:
         served = self._served.get(name)

@@ -160,6 +160,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = ServeOptions(
         socket=args.socket.resolve() if args.socket else None,
         listen=args.listen,
+        metrics=args.metrics,
         token=os.environ.get("BINDINGD_TOKEN"),
         allow_writes=args.allow_writes,
         grace_s=args.grace,

@@ -7,6 +7,7 @@ id, and the caller gets INTERNAL with that id and no traceback.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -23,6 +24,7 @@ from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 
 from bindingd.errors import BindingdError, Reason, invalid_argument
+from bindingd.server.metrics import method_kind
 
 log = structlog.get_logger("bindingd.calls")
 
@@ -90,19 +92,28 @@ class RequestStream:
         self._context = context
         self.binding = ""
         self._first = True
+        self.received = 0  # bytes of the messages decoded here or handed out by raw()
 
     def __aiter__(self) -> RequestStream:
         return self
 
     async def __anext__(self) -> Any:
-        return await self.decode(await self._raw.__anext__())
+        raw = await self._raw.__anext__()
+        self.received += len(raw)
+        return await self.decode(raw)
 
     def raw(self) -> AsyncIterator[bytes]:
         """The rest of the messages as received, for a caller that decodes them itself (see
         `bindingd_client.wire.chunk_view`) or with `decode`."""
-        return self._raw
+        return self._counted()
+
+    async def _counted(self) -> AsyncIterator[bytes]:
+        async for raw in self._raw:
+            self.received += len(raw)
+            yield raw
 
     async def decode(self, raw: bytes) -> Any:
+        """`raw` decoded (its bytes were counted by `__anext__` or `raw()`)."""
         request = await _decode(raw, self.request_class, self._context)
         if self._first:
             self._first = False
@@ -111,23 +122,41 @@ class RequestStream:
 
 
 class _Call:
-    """The bookkeeping of one call: in-flight count, debug line, failure → status."""
+    """The bookkeeping of one call: in-flight count, debug line, metrics, failure → status."""
 
-    __slots__ = ("name", "runtime", "started")
+    __slots__ = ("code", "kind", "name", "runtime", "sent", "started")
 
-    def __init__(self, name: str, runtime: Any) -> None:
+    def __init__(self, name: str, kind: tuple[str, str], runtime: Any) -> None:
         self.name = name
+        self.kind = kind
         self.runtime = runtime
         self.started = time.perf_counter()
+        self.code = "OK"
+        self.sent = 0  # response bytes, counted only when metrics are on
         runtime.calls_in_flight += 1
         runtime.last_call_at = time.monotonic()
 
-    def finish(self, binding: str) -> None:
+    def finish(self, request: Any) -> None:
         """Called exactly once, however the call ended (answered, failed, cancelled)."""
-        self.runtime.calls_in_flight -= 1
+        runtime = self.runtime
+        runtime.calls_in_flight -= 1
+        binding = _binding(request)
+        metrics = runtime.metrics
+        if metrics is not None:
+            received = request.received if isinstance(request, RequestStream) else request.ByteSize()
+            seconds = time.perf_counter() - self.started
+            metrics.record(self.kind, binding, self.code, seconds, received, self.sent)
         if log.is_enabled_for(logging.DEBUG):
             ms = round((time.perf_counter() - self.started) * 1000, 3)
             log.debug("call", method=self.name, binding=binding, ms=ms)
+
+    def ended_early(self, exc: BaseException, context: grpc.aio.ServicerContext) -> None:
+        """The call ended without `fail`: cancelled, or aborted already (a malformed message)."""
+        if isinstance(exc, grpc.aio.AbortError):
+            code = context.code()
+            self.code = code.name if isinstance(code, grpc.StatusCode) else "INVALID_ARGUMENT"
+        else:
+            self.code = "CANCELLED"
 
     async def fail(self, exc: Exception, binding: str, context: grpc.aio.ServicerContext) -> NoReturn:
         request_id = request_id_of(context)
@@ -141,11 +170,16 @@ class _Call:
             )
         runtime = self.runtime
         err = failure.with_context(binding=binding, env=runtime.env, backend=runtime.backend_of(binding))
+        self.code = err.code.name
         log.debug(
             "call failed", method=self.name, binding=binding, reason=err.reason.value, request_id=request_id
         )
         await abort(context, err, request_id)
         raise AssertionError("unreachable: abort raises")
+
+
+def _size(response: Any) -> int:
+    return len(response) if isinstance(response, bytes) else int(response.ByteSize())
 
 
 def rpc(
@@ -154,18 +188,23 @@ def rpc(
     """Wrap a servicer method that answers once (unary or client-streaming) of a service that
     has a `runtime`. A client-streaming method receives a `RequestStream`."""
     name = method.__qualname__
+    kind = method_kind(name)
 
     @functools.wraps(method)
     async def wrapper(self: HasRuntime, request: Req, context: grpc.aio.ServicerContext) -> Resp:
-        call = _Call(name, self.runtime)
+        call = _Call(name, kind, self.runtime)
         try:
-            return await method(self, request, context)
-        except grpc.aio.AbortError:
-            raise  # already answered (a malformed message in a request stream)
+            response = await method(self, request, context)
+            if call.runtime.metrics is not None:
+                call.sent = _size(response)
+            return response
+        except (grpc.aio.AbortError, asyncio.CancelledError) as e:
+            call.ended_early(e, context)
+            raise  # already answered (a malformed message in a request stream), or cancelled
         except Exception as e:
             await call.fail(e, _binding(request), context)
         finally:
-            call.finish(_binding(request))
+            call.finish(request)
 
     return wrapper
 
@@ -178,21 +217,25 @@ def rpc_stream(
     A failure after some messages were sent still ends the stream with the table's status.
     """
     name = method.__qualname__
+    kind = method_kind(name)
 
     @functools.wraps(method)
     async def wrapper(
         self: HasRuntime, request: Req, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Resp]:
-        call = _Call(name, self.runtime)
+        call = _Call(name, kind, self.runtime)
         try:
             async for response in method(self, request, context):
+                if call.runtime.metrics is not None:
+                    call.sent += _size(response)
                 yield response
-        except grpc.aio.AbortError:
-            raise  # already answered (a malformed message in a request stream)
+        except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit) as e:
+            call.ended_early(e, context)
+            raise  # already answered (a malformed message in a request stream), or cancelled
         except Exception as e:
             await call.fail(e, _binding(request), context)
         finally:
-            call.finish(_binding(request))
+            call.finish(request)
 
     return wrapper
 
