@@ -124,7 +124,7 @@ class RequestStream:
 class _Call:
     """The bookkeeping of one call: in-flight count, debug line, metrics, failure → status."""
 
-    __slots__ = ("code", "kind", "name", "runtime", "sent", "started")
+    __slots__ = ("code", "kind", "metrics", "name", "runtime", "sent", "started")
 
     def __init__(self, name: str, kind: tuple[str, str], runtime: Any) -> None:
         self.name = name
@@ -133,6 +133,8 @@ class _Call:
         self.started = time.perf_counter()
         self.code = "OK"
         self.sent = 0  # response bytes, counted only when metrics are on
+        # `serve --metrics` sets the runtime's; the gateway's Router has none.
+        self.metrics = getattr(runtime, "metrics", None)
         runtime.calls_in_flight += 1
         runtime.last_call_at = time.monotonic()
 
@@ -141,7 +143,7 @@ class _Call:
         runtime = self.runtime
         runtime.calls_in_flight -= 1
         binding = _binding(request)
-        metrics = runtime.metrics
+        metrics = self.metrics
         if metrics is not None:
             received = request.received if isinstance(request, RequestStream) else request.ByteSize()
             seconds = time.perf_counter() - self.started
@@ -195,7 +197,7 @@ def rpc(
         call = _Call(name, kind, self.runtime)
         try:
             response = await method(self, request, context)
-            if call.runtime.metrics is not None:
+            if call.metrics is not None:
                 call.sent = _size(response)
             return response
         except (grpc.aio.AbortError, asyncio.CancelledError) as e:
@@ -226,7 +228,7 @@ def rpc_stream(
         call = _Call(name, kind, self.runtime)
         try:
             async for response in method(self, request, context):
-                if call.runtime.metrics is not None:
+                if call.metrics is not None:
                     call.sent += _size(response)
                 yield response
         except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit) as e:
