@@ -173,6 +173,8 @@ class _Call:
         runtime = self.runtime
         err = failure.with_context(binding=binding, env=runtime.env, backend=runtime.backend_of(binding))
         self.code = err.code.name
+        if self.metrics is not None:
+            self.metrics.failed(binding, err.reason.value)
         log.debug(
             "call failed", method=self.name, binding=binding, reason=err.reason.value, request_id=request_id
         )

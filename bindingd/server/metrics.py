@@ -83,6 +83,7 @@ class Metrics:
         self.durations: dict[tuple[str, str, str], _Histogram] = {}
         self.bytes: dict[tuple[str, str], int] = {}
         self.queue: dict[tuple[str, str], int] = {}
+        self.errors: dict[tuple[str, str], int] = {}
         self.reloads = {"ok": 0, "failed": 0}
         self.last_reload: tuple[float, bool] | None = None
 
@@ -104,6 +105,12 @@ class Metrics:
             self._add(self.bytes, (binding, "in"), bytes_in)
         if bytes_out:
             self._add(self.bytes, (binding, "out"), bytes_out)
+
+    def failed(self, binding: str, reason: str) -> None:
+        """A call answered with an error of the table: its reason (a fixed set) by binding."""
+        if self.runtime.type_of(binding) is None:
+            binding = ""
+        self._add(self.errors, (binding, reason), 1)
 
     def queue_event(self, binding: str, event: str, n: int = 1) -> None:
         if n:
@@ -154,6 +161,14 @@ class _Collector(Collector):
         for labels, n in m.bytes.items():
             transferred.add_metric(list(labels), n)
         yield transferred
+        errors = CounterMetricFamily(
+            "bindingd_call_errors",
+            "Calls that failed, by binding and error reason (bindingd's error table).",
+            labels=["binding", "reason"],
+        )
+        for labels, n in m.errors.items():
+            errors.add_metric(list(labels), n)
+        yield errors
         served = m.runtime.served()
         in_flight = GaugeMetricFamily(
             "bindingd_calls_in_flight", "Calls using the binding's provider now.", labels=["binding"]

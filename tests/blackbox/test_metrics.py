@@ -92,6 +92,9 @@ def test_metrics_after_calls(tmp_path: Path) -> None:
         assert _value(samples, calls, binding="JOBS", type="queue", op="send_batch", code="OK") == 1
         # The undefined binding's name is the caller's text: counted under binding="".
         assert _value(samples, calls, binding="", type="kv", op="get", code="NOT_FOUND") == 1
+        errors = "bindingd_call_errors_total"
+        assert _value(samples, errors, binding="FROZEN", reason="PERMISSION_DENIED") == 1
+        assert _value(samples, errors, binding="", reason="BINDING_NOT_FOUND") == 1
         for text_of_caller in (*ODD_KEYS, ODD_BINDING, "EVIL", "pwned", "ключ"):
             assert text_of_caller not in text
 
