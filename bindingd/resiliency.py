@@ -228,16 +228,19 @@ class Guarded:
 
 
 class Breakers:
-    """The breakers of the runtime's connections, by connection name; a connection whose entry
-    changed (a reload) gets a fresh one."""
+    """The breakers of the runtime's connections, one per connection name."""
 
     def __init__(self) -> None:
         self.by_name: dict[str, CircuitBreaker] = {}
 
     def of(self, connection: Connection) -> CircuitBreaker:
         breaker = self.by_name.get(connection.name)
-        if breaker is None or breaker.connection != connection:
+        if breaker is None:
             breaker = self.by_name[connection.name] = CircuitBreaker(connection)
+        elif breaker.connection != connection:
+            # A reload: the bindings it keeps and those it rebuilds share the one breaker, with
+            # the entry's new policy.
+            breaker.connection, breaker.policy = connection, connection.resiliency
         return breaker
 
     def guard(self, provider: Any, binding_type: str, connection: Connection | None) -> Any:

@@ -32,6 +32,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from bindingd.resiliency import CLOSED, HALF_OPEN, OPEN
+
 if TYPE_CHECKING:
     from bindingd.runtime import Runtime
 
@@ -197,6 +199,7 @@ class _Collector(Collector):
         for labels, n in queue_counts.items():
             messages.add_metric(list(labels), n)
         yield messages
+        yield from self._connections()
         reloads = CounterMetricFamily(
             "bindingd_reloads", "Config reloads (SIGHUP), by result.", labels=["result"]
         )
@@ -211,6 +214,38 @@ class _Collector(Collector):
             yield GaugeMetricFamily(
                 "bindingd_last_reload_timestamp_seconds", "When the last reload ended.", value=at
             )
+
+    def _connections(self) -> Iterator[Metric]:
+        """Per connection entry: its circuit breaker's state and what the policy did."""
+        state = GaugeMetricFamily(
+            "bindingd_circuit_state",
+            "The connection's circuit breaker: 1 for its current state (closed, open, half_open).",
+            labels=["connection", "state"],
+        )
+        counters = {
+            "retries": CounterMetricFamily(
+                "bindingd_backend_retries",
+                "Idempotent calls sent again after a backend failure.",
+                labels=["connection"],
+            ),
+            "timeouts": CounterMetricFamily(
+                "bindingd_backend_timeouts",
+                "Backend calls cut by the policy's timeout.",
+                labels=["connection"],
+            ),
+            "opened": CounterMetricFamily(
+                "bindingd_circuit_opened",
+                "Times the connection's circuit breaker opened.",
+                labels=["connection"],
+            ),
+        }
+        for name, breaker in self.metrics.runtime.breakers.by_name.items():
+            for each in (CLOSED, OPEN, HALF_OPEN):
+                state.add_metric([name, each], 1 if breaker.state == each else 0)
+            for attribute, family in counters.items():
+                family.add_metric([name], getattr(breaker, attribute))
+        yield state
+        yield from counters.values()
 
 
 def registry_for(metrics: Metrics) -> CollectorRegistry:
