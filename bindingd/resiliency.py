@@ -4,9 +4,9 @@ defaults, are in bindingd.domain.resiliency).
 The runtime wraps each provider of a binding with a connection in a `Guarded` proxy. The proxy
 knows which provider methods reach the backend, their operation class (read, write, consume)
 and whether they are idempotent; other attributes pass through. Each such call is bounded by
-the class's timeout, retried with backoff when it is idempotent and failed for a backend reason
-(unavailable, timed out), and counted by the connection's circuit breaker, shared by every
-binding of that connection. An open breaker answers at once with BackendUnavailable naming the
+the class's timeout, retried with backoff when it is idempotent and the backend was unavailable
+(a refused or reset connection), and counted by the connection's circuit breaker (unavailable
+or timed out), shared by every binding of that connection. An open breaker answers at once with BackendUnavailable naming the
 connection and when it will be tried again; once that time has come, one call goes through as a
 probe (half-open) and its outcome closes the breaker or opens it again.
 """
@@ -217,10 +217,11 @@ class Guarded:
                 breaker.succeeded(probe)
                 return result
             breaker.failed(probe, err)
-            # A SQL statement that ran out of time is slow, not lost: running it again would
-            # only take that long again.
-            slow_sql = self._type == "sql" and err.reason == Reason.BACKEND_TIMEOUT
-            if not idempotent or slow_sql or policy.retry is None or attempt >= policy.retry.max_retries:
+            # Only a refused or reset connection is tried again: a call that timed out would
+            # make its caller wait that long again (the breaker stops a backend that keeps
+            # timing out).
+            retryable = idempotent and err.reason == Reason.BACKEND_UNAVAILABLE
+            if not retryable or policy.retry is None or attempt >= policy.retry.max_retries:
                 raise err
             await asyncio.sleep(policy.retry.backoff(attempt))
             attempt += 1

@@ -8,13 +8,14 @@ breakers tripped by consecutive failures), written per connection in bindingd.ya
         kind: redis
         url: redis://127.0.0.1:6379/0
         resiliency:
-          timeout: { read: 5s, write: 10s, consume: 5s }   # or one duration for all, or off
+          timeout: { read: 30s, write: 30s, consume: 30s }   # or one duration for all, or off
           retry: { max_retries: 2, initial_interval: 50ms, max_interval: 1s }   # or off
           circuit_breaker: { consecutive_failures: 5, open: 10s }   # or off
 
 Every key is optional; what is not written takes the default below. Only idempotent operations
-are retried (KV get/list, object head/get/list, SQL in a read-only transaction, queue receive):
-a write whose outcome is unknown is never sent twice.
+are retried (KV get/list, object head/get/list, SQL in a read-only transaction, queue receive),
+and only after BackendUnavailable (a refused or reset connection): a write whose outcome is
+unknown is never sent twice, and a call that timed out is not made to wait that long again.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ WRITE = "write"
 CONSUME = "consume"
 OP_CLASSES = (READ, WRITE, CONSUME)
 
-DEFAULT_TIMEOUTS = {READ: 5.0, WRITE: 10.0, CONSUME: 5.0}
+# An outer bound on each call, over the provider's own timeouts and connection retries (the
+# s3 and redis `timeout`, the sql statement `timeout`), which normally answer first.
+DEFAULT_TIMEOUTS = {READ: 30.0, WRITE: 30.0, CONSUME: 30.0}
 # Exponential backoff: initial_interval, doubled at each retry up to max_interval, each wait
 # drawn uniformly from its upper half (jitter, so that callers that failed together do not
 # retry together).

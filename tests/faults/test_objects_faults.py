@@ -38,7 +38,7 @@ async def objects_env(
             path_style: true
             timeout: 30
             resiliency: {{ timeout: 800ms, retry: {{ max_retries: 2, initial_interval: 10ms }},
-                           circuit_breaker: {{ consecutive_failures: 3, open: {OPEN_S}s }} }}
+                           circuit_breaker: {{ consecutive_failures: 2, open: {OPEN_S}s }} }}
         bindings:
           FILES: {{ type: objects, connection: store, bucket: {bucket} }}
         """,
@@ -93,8 +93,9 @@ async def test_s3_cut_and_black_hole_end_in_time_then_recover(
     proxy.cut()
     await _fails(files.delete("a.txt"), GONE, 1.5)  # a write: tried once
     assert breaker.retries == 0
-    await _fails(files.head("a.txt"), GONE, 3 * 0.8 + 1.0)  # a read: retried, then open
-    assert breaker.retries >= 1 and breaker.state == "open"
+    # A read: retried when the failure was quick (unavailable), not when it timed out.
+    await _fails(files.head("a.txt"), GONE, 3 * 0.8 + 1.0)
+    assert breaker.state == "open"  # 2 failures in a row at least
     err = await _fails(files.head("a.txt"), BackendUnavailable, 0.2)
     assert 'connection "store" (s3) is failing' in str(err)
     proxy.restore()
@@ -103,7 +104,7 @@ async def test_s3_cut_and_black_hole_end_in_time_then_recover(
     assert head is not None  # the delete never reached the store
 
     proxy.freeze()
-    err = await _fails(files.head("a.txt"), BackendTimeout, 3 * 0.8 + 1.0)
+    err = await _fails(files.head("a.txt"), BackendTimeout, 0.8 + 0.5)
     assert 'connection "store" (s3) did not answer within 0.8s' in str(err)
     proxy.thaw()
     await asyncio.sleep(OPEN_S + 0.1)

@@ -139,14 +139,18 @@ async def test_redis_black_hole_ends_in_backend_timeout_within_the_policy(
     env, proxy, daemon = redis_env
     await env.CACHE.put("k", "v")
     proxy.freeze()
-    # Reads: 3 attempts of 0.8 s each with short backoffs between them.
-    err, _ = await _fails(env.CACHE.get("k"), BackendTimeout, 3 * 0.8 + 1.0)
+    # A timed-out read is not tried again: one attempt of 0.8 s.
+    err, _ = await _fails(env.CACHE.get("k"), BackendTimeout, 0.8 + 0.5)
     assert 'connection "cache" (redis) did not answer within 0.8s' in str(err)
     assert "resiliency.timeout.read" in str(err)
-    # A write: one attempt.
     await _fails(env.CACHE.put("k", "w"), BackendTimeout, 0.8 + 0.5)
+    for _ in range(2):
+        await _fails(env.CACHE.get("k"), BackendTimeout, 0.8 + 0.5)
+    assert daemon.runtime.breakers.by_name["cache"].retries == 0
+    # 4 timeouts in a row: open, answering at once.
+    await _fails(env.CACHE.get("k"), BackendUnavailable, 0.1)
     proxy.thaw()
-    # The breaker opened (4 timeouts in a row); once its open time is over, calls succeed again.
+    # Once its open time is over, calls succeed again.
     await asyncio.sleep(OPEN_S + 0.1)
     deadline = time.monotonic() + 10
     while True:
@@ -237,7 +241,7 @@ def test_check_shows_each_connections_policy_and_bad_values_name_their_line(tmp_
         "circuit breaker open 30s after 5 failures in a row" in out.stdout
     ), out.stdout
     assert (
-        "connection plain (redis): timeout read 5s, write 10s, consume 5s; retry 2 for idempotent ops, "
+        "connection plain (redis): timeout read 30s, write 30s, consume 30s; retry 2 for idempotent ops, "
         "backoff 50ms..1s with jitter; circuit breaker open 10s after 5 failures in a row" in out.stdout
     ), out.stdout
 

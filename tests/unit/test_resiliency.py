@@ -22,7 +22,7 @@ def test_durations() -> None:
 
 def test_timeouts_one_for_all_by_class_or_off() -> None:
     assert dict(resiliency.timeouts("2s")) == {"read": 2.0, "write": 2.0, "consume": 2.0}
-    assert dict(resiliency.timeouts({"write": "30s"})) == {"read": 5.0, "write": 30.0, "consume": 5.0}
+    assert dict(resiliency.timeouts({"write": "1m"})) == {"read": 30.0, "write": 60.0, "consume": 30.0}
     assert dict(resiliency.timeouts(False)) == {"read": None, "write": None, "consume": None}
     with pytest.raises(resiliency.PolicyError, match='unknown operation class "delete"'):
         resiliency.timeouts({"delete": "1s"})
