@@ -6,9 +6,10 @@ knows which provider methods reach the backend, their operation class (read, wri
 and whether they are idempotent; other attributes pass through. Each such call is bounded by
 the class's timeout, retried with backoff when it is idempotent and the backend was unavailable
 (a refused or reset connection), and counted by the connection's circuit breaker (unavailable
-or timed out), shared by every binding of that connection. An open breaker answers at once with BackendUnavailable naming the
-connection and when it will be tried again; once that time has come, one call goes through as a
-probe (half-open) and its outcome closes the breaker or opens it again.
+or timed out), shared by every binding of that connection. An open breaker answers at once
+with BackendUnavailable naming the connection and when it will be tried again; once that time
+has come, one call goes through as a probe (half-open) and its outcome closes the breaker or
+opens it again.
 """
 
 from __future__ import annotations
