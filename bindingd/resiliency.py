@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -137,6 +138,80 @@ class CircuitBreaker:
         )
 
 
+class _Watch:
+    __slots__ = ("cancelling", "deadline", "fired", "task")
+
+    def __init__(self, task: asyncio.Task[Any], deadline: float) -> None:
+        self.task = task
+        self.deadline = deadline
+        self.cancelling = task.cancelling()
+        self.fired = False
+
+    def expired(self) -> bool:
+        """Whether the CancelledError being handled is this deadline's (as asyncio.timeout
+        tells its own from a cancellation of the task)."""
+        return self.fired and self.task.uncancel() <= self.cancelling
+
+
+class _Deadlines:
+    """The deadlines of the calls in flight on one loop, checked by one timer every TICK_S: a
+    timer per call (asyncio.timeout) costs ~7 µs, this ~1 µs, for deadlines TICK_S coarser."""
+
+    TICK_S = 0.05
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.watches: set[_Watch] = set()
+        self.ticking = False
+
+    def watch(self, task: asyncio.Task[Any], timeout: float) -> _Watch:
+        watch = _Watch(task, self.loop.time() + timeout)
+        self.watches.add(watch)
+        if not self.ticking:
+            self.ticking = True
+            self.loop.call_later(self.TICK_S, self._tick)
+        return watch
+
+    def _tick(self) -> None:
+        now = self.loop.time()
+        for watch in list(self.watches):
+            if watch.task.done():
+                self.watches.discard(watch)
+            elif not watch.fired and now >= watch.deadline:
+                watch.fired = True
+                watch.task.cancel()
+        if self.watches:
+            self.loop.call_later(self.TICK_S, self._tick)
+        else:
+            self.ticking = False
+
+
+class _AllDeadlines:
+    """One `_Deadlines` per event loop (tests run loops one after another)."""
+
+    def __init__(self) -> None:
+        self.by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def watch(self, timeout: float) -> _Watch:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = task.get_loop()
+        deadlines = self.by_loop.get(loop)
+        if deadlines is None:
+            deadlines = self.by_loop[loop] = _Deadlines(loop)
+        return deadlines.watch(task, timeout)
+
+    def done(self, watch: _Watch) -> None:
+        deadlines = self.by_loop.get(watch.task.get_loop())
+        if deadlines is not None:
+            deadlines.watches.discard(watch)
+
+
+DEADLINES = _AllDeadlines()
+
+
 def timed_out(connection: Connection, op_class: str, seconds: float) -> BindingdError:
     return BindingdError(
         Reason.BACKEND_TIMEOUT,
@@ -169,6 +244,8 @@ class Guarded:
             retry = idempotent(args) if callable(idempotent) else idempotent
             return await self._call(attr, op_class, retry, args, kwargs)
 
+        # Kept on the instance: the next call finds it without coming here.
+        setattr(self, name, guarded)
         return guarded
 
     def _timeout(self, op_class: str, args: tuple[Any, ...]) -> float | None:
@@ -197,13 +274,13 @@ class Guarded:
         attempt = 0
         while True:
             probe = breaker.admit()
+            watch = None if timeout is None else DEADLINES.watch(timeout)
             try:
-                if timeout is None:
-                    result = await method(*args, **kwargs)
-                else:
-                    async with asyncio.timeout(timeout):
-                        result = await method(*args, **kwargs)
-            except TimeoutError:
+                result = await method(*args, **kwargs)
+            except asyncio.CancelledError:
+                if watch is None or not watch.expired():
+                    breaker.abandoned(probe)
+                    raise
                 breaker.timeouts += 1
                 err = timed_out(breaker.connection, op_class, timeout or 0.0)
             except BindingdError as e:
@@ -217,6 +294,9 @@ class Guarded:
             else:
                 breaker.succeeded(probe)
                 return result
+            finally:
+                if watch is not None:
+                    DEADLINES.done(watch)
             breaker.failed(probe, err)
             # Only a refused or reset connection is tried again: a call that timed out would
             # make its caller wait that long again (the breaker stops a backend that keeps
