@@ -139,18 +139,27 @@ class CircuitBreaker:
 
 
 class _Watch:
-    __slots__ = ("cancelling", "deadline", "fired", "task")
+    __slots__ = ("cancelling", "deadline", "fired", "settled", "task")
 
     def __init__(self, task: asyncio.Task[Any], deadline: float) -> None:
         self.task = task
         self.deadline = deadline
         self.cancelling = task.cancelling()
         self.fired = False
+        self.settled = False
 
     def expired(self) -> bool:
         """Whether the CancelledError being handled is this deadline's (as asyncio.timeout
         tells its own from a cancellation of the task)."""
-        return self.fired and self.task.uncancel() <= self.cancelling
+        return self.settle() and self.task.cancelling() <= self.cancelling
+
+    def settle(self) -> bool:
+        """Take back this deadline's cancellation, once, however the call ended (a provider
+        may have turned it into an error of its own); True when it fired."""
+        if self.fired and not self.settled:
+            self.settled = True
+            self.task.uncancel()
+        return self.fired
 
 
 class _Deadlines:
@@ -296,6 +305,7 @@ class Guarded:
                 return result
             finally:
                 if watch is not None:
+                    watch.settle()
                     DEADLINES.done(watch)
             breaker.failed(probe, err)
             # Only a refused or reset connection is tried again: a call that timed out would
