@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from bindingd_client import connect
 
 from bench import gateway as gateway_bench
+from bench import metrics as metrics_bench
 from bench import objects
 from bench import queue as queue_bench
 from bench import sql as sql_bench
@@ -192,6 +193,9 @@ def main() -> int:
         print(line)
     print()
     for line in queue_bench.run(200 if args.quick else 1000):
+        print(line)
+    print()
+    for line in metrics_bench.run(1000 if args.quick else 8000):
         print(line)
     print()
     return _node(quick=args.quick)

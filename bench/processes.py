@@ -25,9 +25,9 @@ def start(command: list[str], cwd: Path, ready: Path) -> subprocess.Popen[bytes]
     return proc
 
 
-def start_daemon(root: Path) -> subprocess.Popen[bytes]:
-    """`bindingd serve` on the bindingd.yaml in `root`, once it has written its endpoint."""
-    command = [sys.executable, "-m", "bindingd", "serve", "--log-level", "warning"]
+def start_daemon(root: Path, *args: str) -> subprocess.Popen[bytes]:
+    """`bindingd serve ARGS` on the bindingd.yaml in `root`, once it has written its endpoint."""
+    command = [sys.executable, "-m", "bindingd", "serve", "--log-level", "warning", *args]
     return start(command, root, root / ".bindingd" / "endpoint")
 
 

@@ -22,6 +22,7 @@ from bindingd.errors import BindingdError, Reason, backend_unavailable, permissi
 from bindingd.providers.base import Provider
 from bindingd.providers.connections import ProviderContext, SharedConnections
 from bindingd.registry import VALUE_TYPES, create_provider
+from bindingd.resiliency import Breakers
 
 if TYPE_CHECKING:
     from bindingd.domain.kv import KVProvider
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from bindingd.domain.queue import QueueProvider
     from bindingd.domain.sql import SqlProvider
     from bindingd.providers.gateway.session import GatewaySession
+    from bindingd.server.metrics import Metrics
 
 log = structlog.get_logger("bindingd.runtime")
 P = TypeVar("P", bound=Provider)
@@ -115,6 +117,7 @@ def provider_key(binding: Binding) -> tuple[Any, ...]:
         binding.backend_kind,
         connection.name if connection else None,
         tuple(sorted(connection.options.items())) if connection else (),
+        connection.resiliency if connection else None,
         tuple(sorted(binding.options.items())),
     )
 
@@ -139,6 +142,8 @@ class Runtime:
         self._reload_lock = asyncio.Lock()
         # One client per connection entry, shared by the providers of its bindings.
         self.connections = SharedConnections()
+        # One circuit breaker per connection entry; its providers' calls follow its policy.
+        self.breakers = Breakers()
         # Calls being served now, and when the last one began: what a drain waits on.
         self.calls_in_flight = 0
         self.last_call_at = time.monotonic()
@@ -149,6 +154,8 @@ class Runtime:
         # there (bindingd.server.forward).
         self.gateway: GatewaySession | None = None
         self._serve_gateway = False
+        # Set by `bindingd serve --metrics`: calls.py records each call's outcome there.
+        self.metrics: Metrics | None = None
 
     @property
     def env(self) -> str:
@@ -251,6 +258,11 @@ class Runtime:
         served = self._served.get(name)
         return served.binding.backend if served else ""
 
+    def type_of(self, name: str) -> str | None:
+        """The binding's type, or None when `name` is not a binding of the current config."""
+        served = self._served.get(name)
+        return served.binding.type if served else None
+
     def get(self, name: str) -> Served:
         served = self._served.get(name)
         if served is None:
@@ -340,7 +352,8 @@ class Runtime:
             self._on_health(binding.name, NOT_SERVING)
             err = err.with_context(binding=binding.name, env=binding.env, backend=binding.backend)
             return ProviderHandle(None, NOT_SERVING, err.message, error=err)
-        return ProviderHandle(provider)
+        guarded: Provider = self.breakers.guard(provider, binding.type, binding.connection)
+        return ProviderHandle(guarded)
 
     async def probe(self) -> list[Served]:
         """Probe every backend once, concurrently; return every binding with its health."""

@@ -141,6 +141,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = ServeOptions(
         socket=args.socket.resolve() if args.socket else None,
         listen=args.listen,
+        metrics=args.metrics,
         token=os.environ.get("BINDINGD_TOKEN"),
         allow_writes=args.allow_writes,
         grace_s=args.grace,
@@ -203,6 +204,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     config = _load(args)
     served = asyncio.run(_probe(config))
     failures = sum(s.health != "serving" for s in served)
+    # Each connection a binding uses, once, with its resiliency policy.
+    connections = {s.binding.connection.name: s.binding.connection for s in served if s.binding.connection}
     if args.json:
         shown = [
             {
@@ -214,7 +217,12 @@ def cmd_check(args: argparse.Namespace) -> int:
             }
             for s in served
         ]
-        print(json.dumps({"config": str(config.path), "env": config.env, "bindings": shown}, indent=2))
+        policies = [
+            {"name": c.name, "kind": c.kind, "resiliency": c.resiliency.as_json()}
+            for c in connections.values()
+        ]
+        document = {"config": str(config.path), "env": config.env, "bindings": shown, "connections": policies}
+        print(json.dumps(document, indent=2))
         return EXIT_FAILED if failures else 0
     print(f"config {config.path} is valid; env {config.env}")
     for s in served:
@@ -225,6 +233,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             else style.paint("FAIL", style.RED, sys.stdout)
         )
         print(f"{mark}  {b.name} ({b.type}, {b.backend}): {style.printable(s.health_detail)}")
+    for c in connections.values():
+        print(f"connection {c.name} ({c.kind}): {c.resiliency.describe()}")
     return EXIT_FAILED if failures else 0
 
 

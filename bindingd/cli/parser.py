@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the daemon")
     _global_args(serve)
     serve.add_argument("--listen", help="also listen on loopback TCP HOST:PORT (requires the bearer token)")
+    serve.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (loopback)",
+    )
     serve.add_argument("--socket", type=Path, help="unix socket path (default: .bindingd/bindingd.sock)")
     serve.add_argument("--allow-writes", action="store_true", help="allow writes in a protected env")
     serve.add_argument("--grace", type=float, default=10.0, help="seconds to drain calls on SIGTERM")

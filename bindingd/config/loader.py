@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from bindingd.config.schema import Option
 from bindingd.config.urls import RULES as URL_RULES
 from bindingd.config.urls import check_url, secret_parts
 from bindingd.config.yaml_source import Item, describe, read_yaml
+from bindingd.domain import resiliency
 from bindingd.registry import VALUE_TYPES
 
 CONFIG_FILE = "bindingd.yaml"
@@ -127,7 +128,8 @@ class _ConnectionSpec:
     name: str
     kind: str
     item: Item
-    options: dict[str, Item]  # every key but `kind`, unresolved
+    options: dict[str, Item]  # every key but `kind` and `resiliency`, unresolved
+    policy: resiliency.Resiliency = resiliency.DEFAULT
 
 
 @dataclass(frozen=True)
@@ -282,15 +284,50 @@ class Loader:
             kind = self.string(fields["kind"])
             if kind not in schema.connection_kinds():
                 raise self.error(fields["kind"], f'unknown connection kind "{kind}" (allowed: {kinds})')
-            options = {key: value for key, value in fields.items() if key != "kind"}
-            self.check_options(item, options, schema.connection_kinds()[kind].options, ("kind",))
+            options = {key: value for key, value in fields.items() if key not in ("kind", "resiliency")}
+            self.check_options(item, options, schema.connection_kinds()[kind].options, ("kind", "resiliency"))
+            policy = self.resiliency(fields["resiliency"]) if "resiliency" in fields else resiliency.DEFAULT
             url = options.get(URL_RULES[kind].option) if kind in URL_RULES else None
             if url is not None and isinstance(url.value, str) and not has_refs(parse(url.value)):
                 # A URL written out in full is checked in every env; one with references is
                 # checked once resolved, in the selected env only.
                 self.check_url(kind, url, literal_text(parse(url.value)))
-            out[name] = _ConnectionSpec(name, kind, item, options)
+            out[name] = _ConnectionSpec(name, kind, item, options, policy)
         return out
+
+    def resiliency(self, item: Item) -> resiliency.Resiliency:
+        """A connection's `resiliency:` (bindingd.domain.resiliency); each mistake is reported
+        at the line of the value that makes it."""
+        fields = self.mapping(item, nullable=True)
+        self.check_known_keys(fields, resiliency.KEYS)
+        parse = {
+            "timeout": resiliency.timeouts,
+            "retry": resiliency.retry,
+            "circuit_breaker": resiliency.breaker,
+        }
+        parsed: dict[str, Any] = {}
+        for key, sub in fields.items():
+            if isinstance(sub.value, dict):
+                for name, value in sub.value.items():  # each value alone first: its own line
+                    self.policy_value(value, lambda v, n=name, k=key: parse[k]({n: v}))
+            parsed[key] = self.policy_value(sub, parse[key])
+        policy = resiliency.DEFAULT
+        if "timeout" in parsed:
+            policy = replace(policy, timeouts=parsed["timeout"])
+        if "retry" in parsed:
+            policy = replace(policy, retry=parsed["retry"])
+        if "circuit_breaker" in parsed:
+            policy = replace(policy, breaker=parsed["circuit_breaker"])
+        return policy
+
+    def policy_value(self, item: Item, parse: Any) -> Any:
+        def plain(value: Any) -> Any:
+            return {k: plain(v.value) for k, v in value.items()} if isinstance(value, dict) else value
+
+        try:
+            return parse(plain(item.value))
+        except resiliency.PolicyError as e:
+            raise self.error(item, str(e)) from None
 
     def base_bindings(self, section: Item | None) -> dict[str, Item]:
         """The top-level bindings: each a mapping that gives at least its type."""
@@ -580,7 +617,7 @@ class Loader:
         rule = URL_RULES.get(spec.kind)
         if rule is not None and rule.option in options:
             self.check_url(spec.kind, spec.options[rule.option], str(options[rule.option]))
-        return Connection(spec.name, spec.kind, options, self.location(spec.item))
+        return Connection(spec.name, spec.kind, options, self.location(spec.item), spec.policy)
 
     def resolve_options(
         self, options: dict[str, Item], table: dict[str, Option], resolver: Resolver

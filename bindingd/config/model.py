@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bindingd.domain.resiliency import DEFAULT as DEFAULT_RESILIENCY
+from bindingd.domain.resiliency import Resiliency
+
 BINDING_TYPES = ("kv", "objects", "sql", "queue", "var", "secret")
 ACCESS_MODES = ("read-write", "read-only")
 LOCAL = "local"
@@ -33,6 +36,8 @@ class Connection:
     kind: str
     options: Mapping[str, Any] = field(repr=False)
     location: Location | None = None
+    # Timeouts, retries and circuit breaker of the calls through it (`resiliency:`).
+    resiliency: Resiliency = DEFAULT_RESILIENCY
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from bindingd.server.bindings import BindingsService
 from bindingd.server.calls import add_service
 from bindingd.server.forward import Forwarder
 from bindingd.server.kv import KVService
+from bindingd.server.metrics import Metrics, MetricsServer, registry_for
 from bindingd.server.objects import ObjectsService
 from bindingd.server.queue import QueueService
 from bindingd.server.sql import SqlService
@@ -96,6 +97,8 @@ class ServeError(Exception):
 class ServeOptions:
     socket: Path | None = None
     listen: str | None = None
+    # HOST:PORT (loopback) for Prometheus text at /metrics; None: no metrics are kept.
+    metrics: str | None = None
     token: str | None = None
     allow_writes: bool = False
     grace_s: float = 10.0
@@ -125,14 +128,18 @@ def default_socket_path(config: Config) -> Path:
     return folder / f"{digest}.sock"
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
+def parse_listen(
+    listen: str,
+    flag: str = "--listen",
+    doing: str = "listen on",
+    why: str = "without TLS",
+    example: str = "127.0.0.1:7400",
+) -> tuple[str, int]:
     """Split HOST:PORT and refuse anything but a loopback address (no TLS yet)."""
     host, sep, port_text = listen.rpartition(":")
     host = host.strip("[]")
     if not sep or not port_text.isdigit() or not host or not 1 <= int(port_text) <= 65535:
-        raise ServeError(
-            f"--listen {listen!r} is not HOST:PORT with a port 1-65535 (for example 127.0.0.1:7400)"
-        )
+        raise ServeError(f"{flag} {listen!r} is not HOST:PORT with a port 1-65535 (for example {example})")
     if host != "localhost":
         try:
             loopback = ipaddress.ip_address(host).is_loopback
@@ -140,7 +147,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
             loopback = False
         if not loopback:
             raise ServeError(
-                f"refusing to listen on {listen}: without TLS only loopback addresses "
+                f"refusing to {doing} {listen}: {why} only loopback addresses "
                 "(127.0.0.1, ::1, localhost) are allowed"
             )
     return host, int(port_text)
@@ -299,6 +306,9 @@ class Daemon:
         self._listen_file = config.runtime_dir / "listen"
         self._advertised = False
         self._bound = False
+        self.metrics_server: MetricsServer | None = None
+        if options.metrics:
+            self.runtime.metrics = Metrics(self.runtime)
 
     def _set_health(self, name: str, status: str) -> None:
         value = {
@@ -346,6 +356,8 @@ class Daemon:
             await self._start()
         except BaseException:
             await asyncio.gather(*(s.stop(0) for s in self._servers))
+            if self.metrics_server is not None:
+                await self.metrics_server.close()
             await self.runtime.close()
             if self._bound:
                 with contextlib.suppress(FileNotFoundError):
@@ -356,6 +368,14 @@ class Daemon:
         config = self.runtime.config
         if self.options.listen:
             host, port = parse_listen(self.options.listen)
+        if self.options.metrics:
+            metrics_at = parse_listen(
+                self.options.metrics,
+                "--metrics",
+                "serve metrics on",
+                "they have no token, so",
+                "127.0.0.1:9464",
+            )
         _private_dir(config.runtime_dir)
         if self.options.socket is None:
             _private_dir(self.socket_path.parent)
@@ -389,6 +409,12 @@ class Daemon:
                 await server.start()
         finally:
             os.umask(old_umask)
+        if self.runtime.metrics is not None:
+            self.metrics_server = MetricsServer(registry_for(self.runtime.metrics))
+            try:
+                await self.metrics_server.start(*metrics_at)
+            except OSError as e:
+                raise ServeError(f"cannot serve metrics on {self.options.metrics}: {e.strerror}") from e
         os.chmod(self.socket_path, 0o600)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self._advertised = self.options.advertise and self._may_advertise()
@@ -408,6 +434,7 @@ class Daemon:
             config=str(config.path),
             socket=str(self.socket_path),
             tcp=self.options.listen or "",
+            metrics=self.options.metrics or "",
             bindings=len(config.bindings),
             writes_refused=self.runtime.writes_refused,
         )
@@ -460,12 +487,17 @@ class Daemon:
             changes = await self.runtime.reload(config)
         except ConfigError as e:
             log.error("reload failed; still serving the previous config", error=str(e))
-            return False
+            return self._reloaded(False)
         except Exception:
             log.exception("reload failed; still serving the previous config")
-            return False
+            return self._reloaded(False)
         log.info("reloaded", env=config.env, **changes)
-        return True
+        return self._reloaded(True)
+
+    def _reloaded(self, ok: bool) -> bool:
+        if self.runtime.metrics is not None:
+            self.runtime.metrics.reloaded(ok)
+        return ok
 
     async def shutdown(self) -> None:
         """Drain: stop being found, answer what is on its way, then stop within the grace period."""
@@ -487,6 +519,8 @@ class Daemon:
         ):
             await asyncio.sleep(0.05)
         await asyncio.gather(*(s.stop(max(0.0, deadline - loop.time())) for s in self._servers))
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
         await runtime.close()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()

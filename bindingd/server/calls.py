@@ -7,6 +7,7 @@ id, and the caller gets INTERNAL with that id and no traceback.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -23,6 +24,7 @@ from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 
 from bindingd.errors import BindingdError, Reason, invalid_argument
+from bindingd.server.metrics import method_kind
 
 log = structlog.get_logger("bindingd.calls")
 
@@ -90,19 +92,28 @@ class RequestStream:
         self._context = context
         self.binding = ""
         self._first = True
+        self.received = 0  # bytes of the messages decoded here or handed out by raw()
 
     def __aiter__(self) -> RequestStream:
         return self
 
     async def __anext__(self) -> Any:
-        return await self.decode(await self._raw.__anext__())
+        raw = await self._raw.__anext__()
+        self.received += len(raw)
+        return await self.decode(raw)
 
     def raw(self) -> AsyncIterator[bytes]:
         """The rest of the messages as received, for a caller that decodes them itself (see
         `bindingd_client.wire.chunk_view`) or with `decode`."""
-        return self._raw
+        return self._counted()
+
+    async def _counted(self) -> AsyncIterator[bytes]:
+        async for raw in self._raw:
+            self.received += len(raw)
+            yield raw
 
     async def decode(self, raw: bytes) -> Any:
+        """`raw` decoded (its bytes were counted by `__anext__` or `raw()`)."""
         request = await _decode(raw, self.request_class, self._context)
         if self._first:
             self._first = False
@@ -111,23 +122,43 @@ class RequestStream:
 
 
 class _Call:
-    """The bookkeeping of one call: in-flight count, debug line, failure → status."""
+    """The bookkeeping of one call: in-flight count, debug line, metrics, failure → status."""
 
-    __slots__ = ("name", "runtime", "started")
+    __slots__ = ("code", "kind", "metrics", "name", "runtime", "sent", "started")
 
-    def __init__(self, name: str, runtime: Any) -> None:
+    def __init__(self, name: str, kind: tuple[str, str], runtime: Any) -> None:
         self.name = name
+        self.kind = kind
         self.runtime = runtime
         self.started = time.perf_counter()
+        self.code = "OK"
+        self.sent = 0  # response bytes, counted only when metrics are on
+        # `serve --metrics` sets the runtime's; the gateway's Router has none.
+        self.metrics = getattr(runtime, "metrics", None)
         runtime.calls_in_flight += 1
         runtime.last_call_at = time.monotonic()
 
-    def finish(self, binding: str) -> None:
+    def finish(self, request: Any) -> None:
         """Called exactly once, however the call ended (answered, failed, cancelled)."""
-        self.runtime.calls_in_flight -= 1
+        runtime = self.runtime
+        runtime.calls_in_flight -= 1
+        binding = _binding(request)
+        metrics = self.metrics
+        if metrics is not None:
+            received = request.received if isinstance(request, RequestStream) else request.ByteSize()
+            seconds = time.perf_counter() - self.started
+            metrics.record(self.kind, binding, self.code, seconds, received, self.sent)
         if log.is_enabled_for(logging.DEBUG):
             ms = round((time.perf_counter() - self.started) * 1000, 3)
             log.debug("call", method=self.name, binding=binding, ms=ms)
+
+    def ended_early(self, exc: BaseException, context: grpc.aio.ServicerContext) -> None:
+        """The call ended without `fail`: cancelled, or aborted already (a malformed message)."""
+        if isinstance(exc, grpc.aio.AbortError):
+            code = context.code()
+            self.code = code.name if isinstance(code, grpc.StatusCode) else "INVALID_ARGUMENT"
+        else:
+            self.code = "CANCELLED"
 
     async def fail(self, exc: Exception, binding: str, context: grpc.aio.ServicerContext) -> NoReturn:
         request_id = request_id_of(context)
@@ -141,11 +172,18 @@ class _Call:
             )
         runtime = self.runtime
         err = failure.with_context(binding=binding, env=runtime.env, backend=runtime.backend_of(binding))
+        self.code = err.code.name
+        if self.metrics is not None:
+            self.metrics.failed(binding, err.reason.value)
         log.debug(
             "call failed", method=self.name, binding=binding, reason=err.reason.value, request_id=request_id
         )
         await abort(context, err, request_id)
         raise AssertionError("unreachable: abort raises")
+
+
+def _size(response: Any) -> int:
+    return len(response) if isinstance(response, bytes) else int(response.ByteSize())
 
 
 def rpc(
@@ -154,18 +192,23 @@ def rpc(
     """Wrap a servicer method that answers once (unary or client-streaming) of a service that
     has a `runtime`. A client-streaming method receives a `RequestStream`."""
     name = method.__qualname__
+    kind = method_kind(name)
 
     @functools.wraps(method)
     async def wrapper(self: HasRuntime, request: Req, context: grpc.aio.ServicerContext) -> Resp:
-        call = _Call(name, self.runtime)
+        call = _Call(name, kind, self.runtime)
         try:
-            return await method(self, request, context)
-        except grpc.aio.AbortError:
-            raise  # already answered (a malformed message in a request stream)
+            response = await method(self, request, context)
+            if call.metrics is not None:
+                call.sent = _size(response)
+            return response
+        except (grpc.aio.AbortError, asyncio.CancelledError) as e:
+            call.ended_early(e, context)
+            raise  # already answered (a malformed message in a request stream), or cancelled
         except Exception as e:
             await call.fail(e, _binding(request), context)
         finally:
-            call.finish(_binding(request))
+            call.finish(request)
 
     return wrapper
 
@@ -178,21 +221,25 @@ def rpc_stream(
     A failure after some messages were sent still ends the stream with the table's status.
     """
     name = method.__qualname__
+    kind = method_kind(name)
 
     @functools.wraps(method)
     async def wrapper(
         self: HasRuntime, request: Req, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Resp]:
-        call = _Call(name, self.runtime)
+        call = _Call(name, kind, self.runtime)
         try:
             async for response in method(self, request, context):
+                if call.metrics is not None:
+                    call.sent += _size(response)
                 yield response
-        except grpc.aio.AbortError:
-            raise  # already answered (a malformed message in a request stream)
+        except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit) as e:
+            call.ended_early(e, context)
+            raise  # already answered (a malformed message in a request stream), or cancelled
         except Exception as e:
             await call.fail(e, _binding(request), context)
         finally:
-            call.finish(_binding(request))
+            call.finish(request)
 
     return wrapper
 
@@ -224,11 +271,17 @@ def add_service(
         serialize = _serializer(response_class)
         path = f"/{service.full_name}/{method.name}"
         relay = None if forwarder is None or method.name in local_only else forwarder
-        name = f"{service.name}.{method.name} (gateway)"
+        qualname = f"{type(servicer).__name__}.{method.name}"
+        name, kind = f"{qualname} (gateway)", method_kind(qualname)
         if method.client_streaming and method.server_streaming:
             handlers[method.name] = grpc.stream_stream_rpc_method_handler(
                 _forwarding_stream(
-                    _decoding_stream_stream(impl, request_class), request_class, relay, path, name, True
+                    _decoding_stream_stream(impl, request_class),
+                    request_class,
+                    relay,
+                    path,
+                    (name, kind),
+                    True,
                 ),
                 response_serializer=serialize,
             )
@@ -242,13 +295,13 @@ def add_service(
         elif method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
                 _forwarding_unary_stream(
-                    _decoding_unary_stream(impl, request_class), request_class, relay, path, name
+                    _decoding_unary_stream(impl, request_class), request_class, relay, path, (name, kind)
                 ),
                 response_serializer=serialize,
             )
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _forwarding(_decoding(impl, request_class), request_class, relay, path, name),
+                _forwarding(_decoding(impl, request_class), request_class, relay, path, (name, kind)),
                 response_serializer=serialize,
             )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
@@ -259,7 +312,7 @@ def add_service(
 # as before, one served through the gateway to the forwarder, with the raw bytes it came as.
 
 
-def _forwarding(handle: Any, request_class: Any, forwarder: Any, path: str, name: str) -> Any:
+def _forwarding(handle: Any, request_class: Any, forwarder: Any, path: str, name: Any) -> Any:
     if forwarder is None:
         return handle
 
@@ -270,16 +323,16 @@ def _forwarding(handle: Any, request_class: Any, forwarder: Any, path: str, name
         session = forwarder.session_for(binding)
         if session is None:
             return await handle(raw, context)
-        call = _Call(name, forwarder.runtime)
+        call = _Call(name[0], name[1], forwarder.runtime)
         try:
             return await forwarder.unary(session, path, binding, raw, context)
         finally:
-            call.finish(binding)
+            call.finish(_Relayed(binding))
 
     return route
 
 
-def _forwarding_unary_stream(handle: Any, request_class: Any, forwarder: Any, path: str, name: str) -> Any:
+def _forwarding_unary_stream(handle: Any, request_class: Any, forwarder: Any, path: str, name: Any) -> Any:
     if forwarder is None:
         return handle
 
@@ -292,18 +345,18 @@ def _forwarding_unary_stream(handle: Any, request_class: Any, forwarder: Any, pa
             async for response in handle(raw, context):
                 yield response
             return
-        call = _Call(name, forwarder.runtime)
+        call = _Call(name[0], name[1], forwarder.runtime)
         try:
             async for response in forwarder.unary_stream(session, path, binding, raw, context):
                 yield response
         finally:
-            call.finish(binding)
+            call.finish(_Relayed(binding))
 
     return route
 
 
 def _forwarding_stream(
-    handle: Any, request_class: Any, forwarder: Any, path: str, name: str, answers_stream: bool
+    handle: Any, request_class: Any, forwarder: Any, path: str, name: Any, answers_stream: bool
 ) -> Any:
     """Client-streaming (`answers_stream` False) and bidirectional calls: the first message
     names the binding; it is read, then the stream goes on whole to wherever it is served."""
@@ -330,12 +383,12 @@ def _forwarding_stream(
                 async for response in handle(raw, context):
                     yield response
                 return
-            call = _Call(name, forwarder.runtime)
+            call = _Call(name[0], name[1], forwarder.runtime)
             try:
                 async for response in forwarder.stream_stream(session, path, binding, raw, context):
                     yield response
             finally:
-                call.finish(binding)
+                call.finish(_Relayed(binding))
 
         return route_stream
 
@@ -345,13 +398,26 @@ def _forwarding_stream(
             session, binding, raw = await first_of(raw, context)
         if session is None:
             return await handle(raw, context)
-        call = _Call(name, forwarder.runtime)
+        call = _Call(name[0], name[1], forwarder.runtime)
         try:
             return await forwarder.stream_unary(session, path, binding, raw, context)
         finally:
-            call.finish(binding)
+            call.finish(_Relayed(binding))
 
     return route
+
+
+class _Relayed:
+    """What `_Call.finish` reads of a call relayed to the gateway: the binding it named (its
+    bytes are the gateway's to count)."""
+
+    __slots__ = ("binding",)
+
+    def __init__(self, binding: str) -> None:
+        self.binding = binding
+
+    def ByteSize(self) -> int:  # protobuf's name: _Call.finish reads it
+        return 0
 
 
 async def _chain(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

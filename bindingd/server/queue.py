@@ -38,6 +38,12 @@ class QueueService(queue_pb2_grpc.QueueServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
+    def _count(self, binding: str, event: str, n: int) -> None:
+        """Queue figures for `bindingd serve --metrics` (the binding was found: it is defined)."""
+        metrics = getattr(self.runtime, "metrics", None)  # the gateway's Router has none
+        if metrics is not None:
+            metrics.queue_event(binding, event, n)
+
     def _outgoing(self, body: bytes, content_type: str, delay_s: int) -> OutgoingMessage:
         return OutgoingMessage(queue.new_id(), int(self.runtime.clock() * 1000), body, content_type, delay_s)
 
@@ -56,6 +62,7 @@ class QueueService(queue_pb2_grpc.QueueServicer):
             message = self._outgoing(m.body, m.content_type, delay)
             await provider.send([message])
             audit_write(served.binding, "send", message.id, context)
+        self._count(request.binding, "sent", 1)
         return queue_pb2.QueueSendResponse()
 
     @rpc
@@ -75,6 +82,7 @@ class QueueService(queue_pb2_grpc.QueueServicer):
             ]
             await provider.send(messages)
             audit_write(served.binding, "send_batch", f"{len(messages)} messages", context)
+        self._count(request.binding, "sent", len(messages))
         return queue_pb2.QueueSendBatchResponse()
 
     @rpc_stream
@@ -94,6 +102,7 @@ class QueueService(queue_pb2_grpc.QueueServicer):
         while not runtime.draining:
             batch = await self._one_batch(binding, size, max_wait, visibility)
             if batch:
+                self._count(binding, "delivered", len(batch))
                 yield queue_pb2.QueueBatch(messages=[_message(d) for d in batch])
                 if await self._next_request(requests) is None:
                     return
@@ -151,6 +160,8 @@ class QueueService(queue_pb2_grpc.QueueServicer):
                 for r, delay in zip(request.retries, asked, strict=True)
             ]
             settled = await provider.settle(list(request.acks), retries)
+        self._count(request.binding, "acked", settled.acked)
+        self._count(request.binding, "retried", settled.retried)
         return queue_pb2.QueueAckResponse(
             acked=settled.acked, retried=settled.retried, expired=settled.expired
         )

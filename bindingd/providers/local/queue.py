@@ -66,6 +66,8 @@ class LocalQueue:
     """The local queue provider; one per binding, all queues in one file."""
 
     def __init__(self, path: Path, queue: str, dead_letter_queue: str | None, max_retries: int) -> None:
+        # Messages that left after their last retry: bindingd_queue_messages_total{event="dead_lettered"}.
+        self.dead_lettered = 0
         self.path = path
         self.queue = queue
         self.dead_letter_queue = dead_letter_queue
@@ -278,6 +280,7 @@ class LocalQueue:
     def _dead_letter(
         self, conn: sqlite3.Connection, seq: int, message_id: str, attempts: int, now: float
     ) -> None:
+        self.dead_lettered += 1
         if self.dead_letter_queue:
             conn.execute(
                 "UPDATE messages SET queue = ?, attempts = 0, lease_id = NULL, visible_at = ? WHERE seq = ?",

@@ -141,6 +141,8 @@ class NatsQueue:
         dead_letter_queue: str | None,
         ack_wait: float,
     ) -> None:
+        # Messages that left after their last retry: bindingd_queue_messages_total{event="dead_lettered"}.
+        self.dead_lettered = 0
         self.connection = connection
         # For messages: never the credentials the URL may hold.
         self.address = connection_address(connection)
@@ -433,6 +435,7 @@ class NatsQueue:
                 self._dead_letter_subject, msg.data, stream=self.dead_letter_queue, headers=forwarded
             )
         log_dead_letter(log, self.dead_letter_queue, message_id, attempts, stream=self.stream)
+        self.dead_lettered += 1
         await msg.ack_sync(timeout=REQUEST_TIMEOUT_S)
 
     def _start_background(self) -> None:

@@ -75,6 +75,8 @@ class RabbitQueue:
         max_retries: int,
         dead_letter_queue: str | None,
     ) -> None:
+        # Messages that left after their last retry: bindingd_queue_messages_total{event="dead_lettered"}.
+        self.dead_lettered = 0
         self.connection = connection
         # For messages: never the credentials the URL may hold.
         self.address = connection_address(connection)
@@ -336,6 +338,7 @@ class RabbitQueue:
             await self._declare(channel, self.dead_letter_queue)
             await self._republish(channel, message, self.dead_letter_queue, 0)
         log_dead_letter(log, self.dead_letter_queue, message.message_id, attempts, queue=self.queue)
+        self.dead_lettered += 1
         await message.ack()
 
     async def _keep_leases(self) -> None:
