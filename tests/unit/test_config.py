@@ -458,7 +458,13 @@ def test_used_connection_with_missing_variable_fails(tmp_path: Path) -> None:
 
 def test_unused_connection_is_still_checked(tmp_path: Path) -> None:
     cfg = write(tmp_path, UNUSED.replace("url:", "uri:"))
-    assert_error(load_error(cfg), cfg, 4, "connections.unused.uri", 'unknown key "uri" (allowed: kind, url)')
+    assert_error(
+        load_error(cfg),
+        cfg,
+        4,
+        "connections.unused.uri",
+        'unknown key "uri" (allowed: kind, resiliency, url)',
+    )
 
 
 def test_yaml_merge_keys(tmp_path: Path) -> None:
@@ -504,7 +510,7 @@ ERROR_CASES: list[Any] = [
         {},
         5,
         "connections.db.paht",
-        'unknown key "paht" (allowed: kind, path)',
+        'unknown key "paht" (allowed: kind, path, resiliency)',
         id="unknown-connection-key",
     ),
     pytest.param(
@@ -518,7 +524,7 @@ ERROR_CASES: list[Any] = [
         {},
         5,
         "bindings.ASSETS.buckt",
-        'unknown key "buckt" (allowed: access, bucket, connection, type)',
+        'unknown key "buckt" (allowed: access, bucket, connection, local, type)',
         id="unknown-binding-key",
     ),
     pytest.param(
@@ -547,7 +553,7 @@ ERROR_CASES: list[Any] = [
         {},  # checked while loading dev: every env is checked
         7,
         "envs.staging.bindings.CACHE.prefix",
-        'unknown key "prefix" (allowed: access, connection, type)',
+        'unknown key "prefix" (allowed: access, connection, local, type)',
         id="unknown-key-in-other-env-override",
     ),
     pytest.param(
@@ -1086,7 +1092,7 @@ def test_error_str_is_file_line_key_path_message(tmp_path: Path) -> None:
     cfg = write(tmp_path, "version: 1\nbindings:\n  CACHE: { type: kv, prefx: a }\n")
     err = load_error(cfg)
     assert (
-        str(err) == f'{cfg}:3: bindings.CACHE.prefx: unknown key "prefx" (allowed: access, connection, type)'
+        str(err) == f'{cfg}:3: bindings.CACHE.prefx: unknown key "prefx" (allowed: access, connection, local, type)'
     )
 
 
