@@ -1092,7 +1092,8 @@ def test_error_str_is_file_line_key_path_message(tmp_path: Path) -> None:
     cfg = write(tmp_path, "version: 1\nbindings:\n  CACHE: { type: kv, prefx: a }\n")
     err = load_error(cfg)
     assert (
-        str(err) == f'{cfg}:3: bindings.CACHE.prefx: unknown key "prefx" (allowed: access, connection, local, type)'
+        str(err)
+        == f'{cfg}:3: bindings.CACHE.prefx: unknown key "prefx" (allowed: access, connection, local, type)'
     )
 
 
