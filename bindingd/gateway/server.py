@@ -75,6 +75,9 @@ _QUEUE = queue_pb2.DESCRIPTOR.services_by_name["Queue"]
 _VARS = vars_pb2.DESCRIPTOR.services_by_name["Vars"]
 _BINDINGS = bindings_pb2.DESCRIPTOR.services_by_name["Bindings"]
 # The services that need a token: every call to them names (or lists) bindings.
+# Sent by a developer's daemon that may not write to the env (protected, no --allow-writes):
+# its SQL is then served in a read-only transaction even for a caller granted `write`.
+READ_ONLY_HEADER = "x-bindingd-read-only"
 GUARDED = tuple(f"/{s.full_name}/" for s in (_KV, _OBJECTS, _DATABASE, _QUEUE, _VARS, _BINDINGS))
 
 # The policy action of each method. SQL is decided per call (see Router._sql_action): a caller
@@ -125,6 +128,9 @@ class GatewayCall:
     reason: str = ""
     subject: str | None = None
     read_only: bool = False  # sql served read-only: the caller holds `read`, not `write`
+    # The caller asked for reads only (READ_ONLY_HEADER): a developer's daemon on a protected
+    # env without --allow-writes. Honoured whatever the grants.
+    asked_read_only: bool = False
 
     @property
     def user(self) -> str:
@@ -280,7 +286,7 @@ class Router:
 
     def _sql_action(self, call: GatewayCall, binding: Binding) -> tuple[str, Decision]:
         write = self._decide(call, binding.name, binding.type, "write")
-        if write.allow:
+        if write.allow and not call.asked_read_only:
             call.read_only = False
             return "write", write
         read = self._decide(call, binding.name, binding.type, "read")
@@ -448,8 +454,12 @@ class TokenCheck(grpc.aio.ServerInterceptor):
         if handler is None:
             return None  # grpc answers UNIMPLEMENTED
 
+        asked_read_only = any(
+            k == READ_ONLY_HEADER and v == "1" for k, v in details.invocation_metadata or ()
+        )
+
         def begin() -> GatewayCall:
-            return GatewayCall(method, token, claims, groups, started)
+            return GatewayCall(method, token, claims, groups, started, asked_read_only=asked_read_only)
 
         return _around(handler, begin, self.gateway.audit_call)
 

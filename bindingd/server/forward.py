@@ -40,10 +40,11 @@ class Forwarder:
     def __init__(self, runtime: Any) -> None:
         # The gateway's own table of each method's policy action (imported here: the gateway's
         # server module serves this package's services).
-        from bindingd.gateway.server import METHOD_ACTIONS
+        from bindingd.gateway.server import METHOD_ACTIONS, READ_ONLY_HEADER
 
         self.runtime = runtime
         self.actions: dict[str, str] = METHOD_ACTIONS
+        self.read_only_header = READ_ONLY_HEADER
 
     def session_for(self, binding: str) -> GatewaySession | None:
         """The gateway session serving `binding`, or None for a binding served here."""
@@ -52,10 +53,22 @@ class Forwarder:
             return None
         return session
 
+    def _writes_refused(self, session: GatewaySession) -> bool:
+        protected = self.runtime.config.protected or session.protected
+        return bool(protected and not self.runtime.allow_writes)
+
+    def _metadata(
+        self, session: GatewaySession, token: str, path: str, context: Any
+    ) -> tuple[tuple[str, str], ...]:
+        metadata = session.metadata(token, request_id_of(context))
+        if self.actions.get(path) == "sql" and self._writes_refused(session):
+            # SQL cannot be told read or write here: the gateway runs it read-only.
+            metadata += ((self.read_only_header, "1"),)
+        return metadata
+
     def _check(self, session: GatewaySession, path: str, binding: str) -> None:
         action = self.actions.get(path, "")
-        protected = self.runtime.config.protected or session.protected
-        if action in WRITE_ACTIONS and protected and not self.runtime.allow_writes:
+        if action in WRITE_ACTIONS and self._writes_refused(session):
             raise permission_denied(
                 f'env "{session.env}" is protected: writes need --allow-writes on the daemon '
                 f'(bindingd serve --allow-writes) (binding "{binding}", through gateway {session.url})'
@@ -82,17 +95,16 @@ class Forwarder:
         call = session.channel.unary_unary(
             path, request_serializer=_identity, response_deserializer=_identity
         )
-        request_id = request_id_of(context)
         try:
             self._check(session, path, binding)
             token = await session.token()
             try:
-                return await call(raw, metadata=session.metadata(token, request_id))  # type: ignore[no-any-return]
+                return await call(raw, metadata=self._metadata(session, token, path, context))  # type: ignore[no-any-return]
             except grpc.aio.AioRpcError as e:
                 if not _expired(e):
                     raise
             await session.renew(token)
-            return await call(raw, metadata=session.metadata(await session.token(), request_id))  # type: ignore[no-any-return]
+            return await call(raw, metadata=self._metadata(session, await session.token(), path, context))  # type: ignore[no-any-return]
         except (BindingdError, grpc.aio.AioRpcError) as e:
             await self._fail(e, session, binding, context)
             raise AssertionError("unreachable: abort raises") from None
@@ -103,14 +115,13 @@ class Forwarder:
         multi = session.channel.unary_stream(
             path, request_serializer=_identity, response_deserializer=_identity
         )
-        request_id = request_id_of(context)
         try:
             self._check(session, path, binding)
             token = await session.token()
             for attempt in (1, 2):
                 sent = False
                 try:
-                    async for response in multi(raw, metadata=session.metadata(token, request_id)):
+                    async for response in multi(raw, metadata=self._metadata(session, token, path, context)):
                         sent = True
                         yield response
                     return
@@ -136,7 +147,7 @@ class Forwarder:
         try:
             self._check(session, path, binding)
             token = await session.token()
-            metadata = session.metadata(token, request_id_of(context))
+            metadata = self._metadata(session, token, path, context)
             pending = call(requests, metadata=metadata)
             # The gateway's "header accepted" (see ObjectsService) is what lets the client send
             # the body: relayed as soon as it comes.
@@ -160,7 +171,7 @@ class Forwarder:
         try:
             self._check(session, path, binding)
             token = await session.token()
-            pending = multi(requests, metadata=session.metadata(token, request_id_of(context)))
+            pending = multi(requests, metadata=self._metadata(session, token, path, context))
             await _relay_initial_metadata(pending, context)
             async for response in pending:
                 yield response

@@ -57,7 +57,7 @@ GATEWAY_YAML = """\
              actions: [read, write, send, consume] }}
         - {{ who: "group:developers", env: quick, bindings: [CACHE], actions: [read, write] }}
         - {{ who: "group:developers", env: staging, bindings: [API_KEY], actions: [read] }}
-        - {{ who: "group:developers", env: production, bindings: [CACHE], actions: [read, write] }}
+        - {{ who: "group:developers", env: production, bindings: [CACHE, APP_DB], actions: [read, write] }}
       denies:
         - {{ who: "user:alice", env: staging, bindings: [APP_DB], actions: [write] }}
 """
@@ -253,6 +253,12 @@ def test_a_protected_env_refuses_writes_without_allow_writes(tmp_path: Path, gat
             with pytest.raises(PermissionDenied) as info:
                 await env.CACHE.put("k", "v")
             assert "--allow-writes" in str(info.value)
+            # SQL cannot be told read or write by the daemon: the gateway runs it read-only,
+            # although the policy grants alice `write` on APP_DB in production.
+            assert [r["n"] for r in (await env.APP_DB.prepare("SELECT 2 AS n").all()).results] == [2]
+            with pytest.raises(PermissionDenied) as sql:
+                await env.APP_DB.exec("CREATE TABLE t (x)")
+            assert "read-only" in str(sql.value)
         finally:
             await env.aclose()
 
