@@ -45,6 +45,7 @@ from bindingd.runtime import SERVING, UNKNOWN, Runtime
 from bindingd.server.auth import BearerTokenInterceptor, check_token
 from bindingd.server.bindings import BindingsService
 from bindingd.server.calls import add_service
+from bindingd.server.http_app import HttpListeners, http_listen_of, http_socket_path
 from bindingd.server.kv import KVService
 from bindingd.server.objects import ObjectsService
 from bindingd.server.queue import QueueService
@@ -291,6 +292,18 @@ class Daemon:
         )
         self.socket_path = options.socket or default_socket_path(config)
         self._servers: list[grpc.aio.Server] = []
+        # One set of service objects for every listener: a SQL cursor parked by a Query over HTTP
+        # is fetched over HTTP, and both transports run exactly the same code.
+        self._services: list[tuple[object, Any]] = [
+            (KVService(self.runtime), kv_pb2.DESCRIPTOR.services_by_name["KV"]),
+            (VarsService(self.runtime), vars_pb2.DESCRIPTOR.services_by_name["Vars"]),
+            (ObjectsService(self.runtime), objects_pb2.DESCRIPTOR.services_by_name["Objects"]),
+            (SqlService(self.runtime), database_pb2.DESCRIPTOR.services_by_name["Database"]),
+            (QueueService(self.runtime), queue_pb2.DESCRIPTOR.services_by_name["Queue"]),
+            (BindingsService(self.runtime), bindings_pb2.DESCRIPTOR.services_by_name["Bindings"]),
+        ]
+        self.http_socket_path = http_socket_path(self.socket_path)
+        self._http: HttpListeners | None = None
         self._background: set[asyncio.Task[object]] = set()
         self._stop = asyncio.Event()
         self._endpoint_file = config.runtime_dir / "endpoint"
@@ -314,14 +327,8 @@ class Daemon:
         self, interceptors: list[grpc.aio.ServerInterceptor], options: list[tuple[str, int]] | None = None
     ) -> grpc.aio.Server:
         server = grpc.aio.server(options=[*SERVER_OPTIONS, *(options or [])], interceptors=interceptors)
-        add_service(server, KVService(self.runtime), kv_pb2.DESCRIPTOR.services_by_name["KV"])
-        add_service(server, VarsService(self.runtime), vars_pb2.DESCRIPTOR.services_by_name["Vars"])
-        add_service(server, ObjectsService(self.runtime), objects_pb2.DESCRIPTOR.services_by_name["Objects"])
-        add_service(server, SqlService(self.runtime), database_pb2.DESCRIPTOR.services_by_name["Database"])
-        add_service(server, QueueService(self.runtime), queue_pb2.DESCRIPTOR.services_by_name["Queue"])
-        add_service(
-            server, BindingsService(self.runtime), bindings_pb2.DESCRIPTOR.services_by_name["Bindings"]
-        )
+        for servicer, service in self._services:
+            add_service(server, servicer, service)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(SERVICE_NAMES, server)
         return server
@@ -332,6 +339,8 @@ class Daemon:
             await self._start()
         except BaseException:
             await asyncio.gather(*(s.stop(0) for s in self._servers))
+            if self._http is not None:
+                await self._http.stop()
             await self.runtime.close()
             if self._bound:
                 with contextlib.suppress(FileNotFoundError):
@@ -351,6 +360,7 @@ class Daemon:
                 f"--socket {self.socket_path}: the folder {self.socket_path.parent} does not exist"
             )
         _claim_socket(self.socket_path)
+        _claim_socket(self.http_socket_path)
         raise_descriptor_limit()
         token = load_or_create_token(config.runtime_dir, self.options.token) if self.options.listen else ""
         await self.runtime.start()
@@ -370,9 +380,15 @@ class Daemon:
                 _bind(tcp_server, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
             for server in self._servers:
                 await server.start()
+            self._http = HttpListeners(
+                self._services, token if self.options.listen else None, self.options.grace_s
+            )
+            http_tcp = http_listen_of(self.options.listen) if self.options.listen else None
+            await self._http.start(self.http_socket_path, http_tcp)
         finally:
             os.umask(old_umask)
         os.chmod(self.socket_path, 0o600)
+        os.chmod(self.http_socket_path, 0o600)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self._advertised = self.options.advertise and self._may_advertise()
         if self._advertised:
@@ -390,7 +406,9 @@ class Daemon:
             env=config.env,
             config=str(config.path),
             socket=str(self.socket_path),
+            http_socket=str(self.http_socket_path),
             tcp=self.options.listen or "",
+            http_tcp=http_listen_of(self.options.listen) if self.options.listen else "",
             bindings=len(config.bindings),
             writes_refused=self.runtime.writes_refused,
         )
@@ -469,10 +487,15 @@ class Daemon:
             runtime.calls_in_flight or time.monotonic() - runtime.last_call_at < DRAIN_QUIET_S
         ):
             await asyncio.sleep(0.05)
-        await asyncio.gather(*(s.stop(max(0.0, deadline - loop.time())) for s in self._servers))
+        await asyncio.gather(
+            *(s.stop(max(0.0, deadline - loop.time())) for s in self._servers),
+            *([self._http.stop()] if self._http is not None else []),
+        )
         await runtime.close()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            self.http_socket_path.unlink()
         log.info("stopped")
 
 
