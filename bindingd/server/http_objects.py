@@ -111,6 +111,7 @@ def object_headers(meta: objects_pb2.ObjectMeta) -> dict[str, str]:
         "Last-Modified": email.utils.formatdate(meta.uploaded / 1000, usegmt=True),
         "Accept-Ranges": "bytes",
         "x-bindingd-uploaded": str(meta.uploaded),
+        "x-bindingd-version": meta.version,
     }
     http = meta.http_metadata
     for field, header in HTTP_HEADERS.items():
@@ -315,6 +316,10 @@ def _error(
         response.set_status(status)
     elif abort.details and abort.details[0]["debug"].get("reason") == Reason.PRECONDITION_FAILED.value:
         response.set_status(412)
+    if abort.details:
+        # A HEAD answer has no body: the reason rides in a header too (a missing binding's 404
+        # from a missing object's).
+        response.headers["x-bindingd-reason"] = abort.details[0]["debug"]["reason"]
     if request.method == "HEAD":
         response.body = b""
     return response
