@@ -42,7 +42,7 @@ from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 
 from bindingd.errors import BindingdError, Reason, invalid_argument
-from bindingd.server.calls import REQUEST_ID_HEADER, status_metadata
+from bindingd.server.calls import REQUEST_ID_HEADER, RequestStream, status_metadata
 
 log = structlog.get_logger("bindingd.http")
 
@@ -201,6 +201,16 @@ def _media(request: web.BaseRequest) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+def internal(request: web.BaseRequest, request_id: str) -> HttpAbort:
+    """A bug's answer: logged with its traceback and request id, the caller gets only the id."""
+    log.exception("unexpected failure", path=request.path, method=request.method, request_id=request_id)
+    err = BindingdError(
+        Reason.INTERNAL,
+        f"bindingd failed unexpectedly (request id {request_id}); the daemon's log has the details",
+    )
+    return abort_of(err, request_id)
+
+
 def error_response(abort: HttpAbort, request_id: str) -> web.Response:
     return web.json_response(abort.body(), status=abort.http_status, headers={REQUEST_ID_HEADER: request_id})
 
@@ -263,6 +273,10 @@ class ConnectHandler:
         except TimeoutError:
             err = BindingdError(Reason.BACKEND_TIMEOUT, f"the call took longer than its {TIMEOUT_HEADER}")
             return error_response(abort_of(err, context.request_id), context.request_id)
+        except ConnectionError:
+            raise  # the caller went away: nothing to answer
+        except Exception:
+            return error_response(internal(request, context.request_id), context.request_id)
 
     async def _unary(
         self, request: web.Request, method: Method, context: HttpContext, as_json: bool
@@ -280,8 +294,6 @@ class ConnectHandler:
         """A streaming call: enveloped messages in, enveloped messages out, then end-of-stream."""
         raw = _envelopes(request, method.request_class, as_json)
         if method.descriptor.client_streaming:
-            from bindingd.server.calls import RequestStream
-
             request_arg: Any = RequestStream(raw, method.request_class, context.as_grpc())
         else:
             first = await anext(raw, None)
@@ -313,6 +325,8 @@ class ConnectHandler:
         except TimeoutError:
             err = BindingdError(Reason.BACKEND_TIMEOUT, f"the call took longer than its {TIMEOUT_HEADER}")
             end["error"] = abort_of(err, context.request_id).body()
+        except ConnectionError:
+            return response  # the caller went away mid-stream
         if not started:
             await response.prepare(request)
         data = json.dumps(end).encode()

@@ -88,7 +88,7 @@ class HttpListeners:
         await web.UnixSite(runner, str(socket_path)).start()
         self._socket = socket_path
         if listen is not None:
-            from bindingd.server.app import ServeError, parse_listen
+            from bindingd.server.app import ServeError, parse_listen  # app imports this module
 
             host, port = parse_listen(listen)
             runner = await self._runner(self._app(self._token, listen))

@@ -23,14 +23,19 @@ from typing import Any, cast
 from urllib.parse import unquote
 
 import grpc
+import structlog
 from aiohttp import web
 from bindingd_client.proto import objects_pb2
 from bindingd_client.wire import CHUNK_BYTES, chunk_message, chunk_view
+from google.protobuf import json_format
 
+from bindingd.domain.objects import Conditional, ObjectInfo, condition_met
 from bindingd.errors import BindingdError, Reason, invalid_argument
 from bindingd.server.calls import REQUEST_ID_HEADER, RequestStream
-from bindingd.server.http import HttpAbort, HttpContext, abort_of, error_response
+from bindingd.server.http import HttpAbort, HttpContext, abort_of, error_response, internal
 from bindingd.server.objects import ObjectsService
+
+log = structlog.get_logger("bindingd.http")
 
 PREFIX = "/objects/"
 META_PREFIX = "x-amz-meta-"
@@ -128,8 +133,6 @@ def object_headers(meta: objects_pb2.ObjectMeta) -> dict[str, str]:
 
 def _refused_status(cond: objects_pb2.ObjectConditional | None, meta: objects_pb2.ObjectMeta) -> int:
     """412 when If-Match / If-Unmodified-Since failed (the client's copy is stale), else 304."""
-    from bindingd.domain.objects import Conditional, ObjectInfo, condition_met
-
     if cond is None:
         return 304
     matching = Conditional(
@@ -169,6 +172,10 @@ class ObjectsHandler:
             return _error(request, e, context)
         except BindingdError as e:
             return _error(request, abort_of(e, context.request_id), context)
+        except ConnectionError:
+            raise  # the caller went away: nothing to answer
+        except Exception:
+            return _error(request, internal(request, context.request_id), context)
 
     async def _get(
         self, request: web.Request, context: HttpContext, binding: str, key: str
@@ -226,10 +233,24 @@ class ObjectsHandler:
             response = web.StreamResponse(status=status, headers=headers)
             await response.prepare(request)
             assert answers is not None
-            async for raw in answers:
-                chunk = chunk_view(raw) if isinstance(raw, bytes) else None
-                await response.write(chunk if chunk is not None else raw.chunk)
-            await response.write_eof()
+            try:
+                async for raw in answers:
+                    chunk = chunk_view(raw) if isinstance(raw, bytes) else None
+                    await response.write(chunk if chunk is not None else raw.chunk)
+                await response.write_eof()
+            except ConnectionError:
+                pass  # the caller went away
+            except HttpAbort as e:
+                # The status is sent: closing before Content-Length bytes tells the caller the
+                # body is cut short (what a gRPC caller learns from the status).
+                log.warning(
+                    "object body failed after its headers",
+                    binding=binding,
+                    error=e.message,
+                    request_id=context.request_id,
+                )
+                if request.transport is not None:
+                    request.transport.close()
             return response
 
     def _range_error(self, e: BindingdError, request: web.Request) -> HttpAbort:
@@ -278,15 +299,11 @@ class ObjectsHandler:
                 [],
             )
             return _error(request, abort, context, status=412)
-        from google.protobuf import json_format
-
         headers.update({"ETag": result.object.http_etag})
         return web.json_response(json_format.MessageToDict(result.object), headers=headers)
 
 
 def _met(cond: objects_pb2.ObjectConditional, meta: objects_pb2.ObjectMeta) -> bool:
-    from bindingd.domain.objects import Conditional, ObjectInfo, condition_met
-
     fields = {f.name: v for f, v in cond.ListFields()}
     info = ObjectInfo(
         key=meta.key, version=meta.version, size=meta.size, etag=meta.etag, uploaded=meta.uploaded
