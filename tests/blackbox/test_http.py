@@ -347,3 +347,29 @@ async def test_http_socket_path_rule(tmp_path: Path) -> None:
 
     assert http_socket_path(tmp_path / "bindingd.sock") == tmp_path / "http.sock"
     assert http_socket_path(tmp_path / "abc.sock") == tmp_path / "abc.http.sock"
+
+
+def _envelope(message: dict[str, Any]) -> bytes:
+    data = json.dumps(message).encode()
+    return struct.pack(">BI", 0, len(data)) + data
+
+
+async def test_objects_put_and_get_as_connect_streams(http: Http) -> None:
+    """The Objects service itself (client- and server-streaming) also answers over Connect."""
+    headers = {"content-type": "application/connect+json"}
+    body = b"".join(
+        (
+            _envelope({"header": {"binding": "BUCKET", "key": "streamed", "customMetadata": {"a": "1"}}}),
+            _envelope({"chunk": base64.b64encode(b"hello ").decode()}),
+            _envelope({"chunk": base64.b64encode(b"world").decode()}),
+        )
+    )
+    async with http.unix.post("http://b/bindingd.v1.Objects/Put", data=body, headers=headers) as r:
+        (flags, answer), (end_flags, end) = _envelopes(await r.read())
+    assert (flags, end_flags, end) == (0, 2, {}) and answer["stored"] and answer["object"]["size"] == "11"
+    request = _envelope({"binding": "BUCKET", "key": "streamed", "range": {"offset": 6}})
+    async with http.unix.post("http://b/bindingd.v1.Objects/Get", data=request, headers=headers) as r:
+        messages = _envelopes(await r.read())
+    assert messages[0][1]["header"]["object"]["customMetadata"] == {"a": "1"}
+    assert b"".join(base64.b64decode(m["chunk"]) for _, m in messages[1:-1]) == b"world"
+    assert messages[-1] == (2, {})
