@@ -7,6 +7,7 @@ use Bindingd\DaemonUnavailable;
 use Bindingd\AuthenticationFailed;
 use Bindingd\Env;
 use Bindingd\InvalidArgument;
+use Bindingd\PermissionDenied;
 use Bindingd\R2Object;
 use Bindingd\R2ObjectBody;
 use Bindingd\SqlError;
@@ -233,6 +234,17 @@ final class ClientTest extends TestCase
         } catch (WrongBindingType $e) {
             $this->assertSame('WRONG_BINDING_TYPE', $e->reason);
         }
+    }
+
+    public function testReadOnlyBindingRefusesWrites(): void
+    {
+        try {
+            self::$env->FROZEN->put('k', 'v');
+            $this->fail('a read-only binding must refuse a put');
+        } catch (PermissionDenied $e) {
+            $this->assertSame(['PERMISSION_DENIED', 'FROZEN', 'dev', 403], [$e->reason, $e->binding, $e->env, $e->httpStatus]);
+        }
+        $this->assertNull(self::$env->FROZEN->get('k'));
     }
 
     public function testDaemonUnavailable(): void
