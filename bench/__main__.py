@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from bindingd_client import connect
 
 from bench import gateway as gateway_bench
+from bench import http as http_bench
 from bench import metrics as metrics_bench
 from bench import objects
 from bench import queue as queue_bench
@@ -39,6 +40,7 @@ connections:
 bindings:
   CACHE: {{ type: kv }}
   CACHE_REDIS: {{ type: kv, connection: bench-redis, prefix: "bindingd-bench:" }}
+  DB: {{ type: sql }}
 """
 VALUE = "v" * 100
 
@@ -150,6 +152,8 @@ def main() -> int:
         try:
             rows = asyncio.run(_kv(echo_socket, bindingd_socket, n))
             redis_rows = asyncio.run(_kv_redis(bindingd_socket, n)) if _redis_up() else []
+            http_results = asyncio.run(http_bench.measure(bindingd_socket, n))
+            php_result = http_bench.php_kv_get(bindingd_socket, n)
             sql_results = sql_bench.run(echo_socket, n)
             gateway_lines = gateway_bench.run(echo_socket, n, quick=args.quick)
         finally:
@@ -184,6 +188,8 @@ def main() -> int:
         "kv get p50 within 1.5x the echo floor", get_seq.p50_ms / floor_seq.p50_ms, 1.5, lower_is_better=True
     )
     _goal("kv get throughput at least 0.7x the floor's", get_par.calls_per_s / floor_par.calls_per_s, 0.7)
+    print()
+    print("\n".join(http_bench.report(http_results, php_result)))
     print()
     print("\n".join(gateway_lines))
     print()

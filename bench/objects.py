@@ -23,9 +23,10 @@ import statistics
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import psutil
 from bindingd_client import R2ObjectBody, connect
 
@@ -47,6 +48,8 @@ class ObjectFigures:
     # CPU seconds per GiB (user + system, all threads), medians: client and daemon.
     put_cpu: tuple[float, float]
     get_cpu: tuple[float, float]
+    http_put_mb_s: float = 0.0
+    http_get_mb_s: float = 0.0
 
 
 class _PeakRss:
@@ -82,6 +85,9 @@ class _Rounds:
     # (client, daemon) CPU seconds per GiB of each put and get.
     put_cpu: list[tuple[float, float]]
     get_cpu: list[tuple[float, float]]
+    # The same through the HTTP endpoint (/objects on http.sock, aiohttp as the client).
+    http_puts: list[float] = field(default_factory=list)
+    http_gets: list[float] = field(default_factory=list)
 
 
 class _Phase:
@@ -153,9 +159,30 @@ async def _rounds(endpoint: str, root: Path, size: int, rounds: int, daemon: psu
             speed, cpu = get.figures(size)
             done.gets.append(speed)
             done.get_cpu.append(cpu)
+            await _http_round(endpoint, src, size, done)
     finally:
         await env.aclose()
     return done
+
+
+async def _http_round(endpoint: str, src: Path, size: int, done: _Rounds) -> None:
+    """A put (the body streamed from the file) and a get (counted) through /objects."""
+    socket_path = Path(endpoint.removeprefix("unix://")).with_name("http.sock")
+    url = "http://bindingd/objects/ASSETS/bench/http"
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(socket_path))) as session:
+        started = time.perf_counter()
+        with src.open("rb") as f:
+            async with session.put(url, data=f) as r:
+                assert r.status == 200, await r.text()
+        done.http_puts.append(size / MIB / (time.perf_counter() - started))
+        started = time.perf_counter()
+        received = 0
+        async with session.get(url) as r:
+            assert r.status == 200, await r.text()
+            async for chunk in r.content.iter_any():
+                received += len(chunk)
+        assert received == size, f"HTTP get returned {received} of {size} bytes"
+        done.http_gets.append(size / MIB / (time.perf_counter() - started))
 
 
 def measure(*, quick: bool = False) -> ObjectFigures:
@@ -184,6 +211,8 @@ def measure(*, quick: bool = False) -> ObjectFigures:
         load=os.getloadavg(),
         put_cpu=_median_pair(done.put_cpu),
         get_cpu=_median_pair(done.get_cpu),
+        http_put_mb_s=statistics.median(done.http_puts),
+        http_get_mb_s=statistics.median(done.http_gets),
     )
 
 
@@ -200,6 +229,10 @@ def report(figures: ObjectFigures) -> list[str]:
         f"CPU s/GiB client {figures.put_cpu[0]:.2f} daemon {figures.put_cpu[1]:.2f}",
         f"{'objects get (local)':<34} {figures.get_mb_s:8.0f} MiB/s ({figures.get_mb_s / copy:4.2f}x)  "
         f"CPU s/GiB client {figures.get_cpu[0]:.2f} daemon {figures.get_cpu[1]:.2f}",
+        f"{'objects put over HTTP (/objects)':<34} {figures.http_put_mb_s:8.0f} MiB/s "
+        f"({figures.http_put_mb_s / copy:4.2f}x)",
+        f"{'objects get over HTTP (/objects)':<34} {figures.http_get_mb_s:8.0f} MiB/s "
+        f"({figures.http_get_mb_s / copy:4.2f}x)",
         f"{'daemon RSS idle / peak':<34} {figures.idle_rss / MIB:8.1f} / {figures.peak_rss / MIB:.1f} MiB "
         f"(+{(figures.peak_rss - figures.idle_rss) / MIB:.1f} MiB)",
         f"machine load average (1/5/15 min) at the end: {' / '.join(f'{x:.2f}' for x in figures.load)}",

@@ -47,6 +47,7 @@ from bindingd.server.auth import BearerTokenInterceptor, check_token
 from bindingd.server.bindings import BindingsService
 from bindingd.server.calls import add_service
 from bindingd.server.forward import Forwarder
+from bindingd.server.http_app import HttpListeners, http_listen_of, http_socket_path
 from bindingd.server.kv import KVService
 from bindingd.server.metrics import Metrics, MetricsServer, registry_for
 from bindingd.server.objects import ObjectsService
@@ -300,6 +301,18 @@ class Daemon:
         )
         self.socket_path = options.socket or default_socket_path(config)
         self._servers: list[grpc.aio.Server] = []
+        # One set of service objects for every listener: a SQL cursor parked by a Query over HTTP
+        # is fetched over HTTP, and both transports run exactly the same code.
+        self._services: list[tuple[object, Any]] = [
+            (KVService(self.runtime), kv_pb2.DESCRIPTOR.services_by_name["KV"]),
+            (VarsService(self.runtime), vars_pb2.DESCRIPTOR.services_by_name["Vars"]),
+            (ObjectsService(self.runtime), objects_pb2.DESCRIPTOR.services_by_name["Objects"]),
+            (SqlService(self.runtime), database_pb2.DESCRIPTOR.services_by_name["Database"]),
+            (QueueService(self.runtime), queue_pb2.DESCRIPTOR.services_by_name["Queue"]),
+            (BindingsService(self.runtime), bindings_pb2.DESCRIPTOR.services_by_name["Bindings"]),
+        ]
+        self.http_socket_path = http_socket_path(self.socket_path)
+        self._http: HttpListeners | None = None
         self._background: set[asyncio.Task[object]] = set()
         self._stop = asyncio.Event()
         self._endpoint_file = config.runtime_dir / "endpoint"
@@ -326,26 +339,13 @@ class Daemon:
         self, interceptors: list[grpc.aio.ServerInterceptor], options: list[tuple[str, int]] | None = None
     ) -> grpc.aio.Server:
         server = grpc.aio.server(options=[*SERVER_OPTIONS, *(options or [])], interceptors=interceptors)
-        # Calls naming a binding served through the env's gateway are relayed there.
+        # Calls naming a binding served through the env's gateway are relayed there (Vars.GetAll
+        # and Bindings answer for the whole env, merging what the gateway serves).
         relay = Forwarder(self.runtime)
-        add_service(server, KVService(self.runtime), kv_pb2.DESCRIPTOR.services_by_name["KV"], relay)
-        add_service(
-            server,
-            VarsService(self.runtime),
-            vars_pb2.DESCRIPTOR.services_by_name["Vars"],
-            relay,
-            local_only=("GetAll",),
-        )
-        add_service(
-            server, ObjectsService(self.runtime), objects_pb2.DESCRIPTOR.services_by_name["Objects"], relay
-        )
-        add_service(
-            server, SqlService(self.runtime), database_pb2.DESCRIPTOR.services_by_name["Database"], relay
-        )
-        add_service(server, QueueService(self.runtime), queue_pb2.DESCRIPTOR.services_by_name["Queue"], relay)
-        add_service(
-            server, BindingsService(self.runtime), bindings_pb2.DESCRIPTOR.services_by_name["Bindings"]
-        )
+        for servicer, service in self._services:
+            forwarder = None if service.name == "Bindings" else relay
+            local_only = ("GetAll",) if service.name == "Vars" else ()
+            add_service(server, servicer, service, forwarder, local_only=local_only)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(SERVICE_NAMES, server)
         return server
@@ -358,6 +358,8 @@ class Daemon:
             await asyncio.gather(*(s.stop(0) for s in self._servers))
             if self.metrics_server is not None:
                 await self.metrics_server.close()
+            if self._http is not None:
+                await self._http.stop()
             await self.runtime.close()
             if self._bound:
                 with contextlib.suppress(FileNotFoundError):
@@ -385,6 +387,7 @@ class Daemon:
                 f"--socket {self.socket_path}: the folder {self.socket_path.parent} does not exist"
             )
         _claim_socket(self.socket_path)
+        _claim_socket(self.http_socket_path)
         raise_descriptor_limit()
         token = load_or_create_token(config.runtime_dir, self.options.token) if self.options.listen else ""
         try:
@@ -407,6 +410,11 @@ class Daemon:
                 _bind(tcp_server, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
             for server in self._servers:
                 await server.start()
+            self._http = HttpListeners(
+                self._services, token if self.options.listen else None, self.options.grace_s
+            )
+            http_tcp = http_listen_of(self.options.listen) if self.options.listen else None
+            await self._http.start(self.http_socket_path, http_tcp)
         finally:
             os.umask(old_umask)
         if self.runtime.metrics is not None:
@@ -416,6 +424,7 @@ class Daemon:
             except OSError as e:
                 raise ServeError(f"cannot serve metrics on {self.options.metrics}: {e.strerror}") from e
         os.chmod(self.socket_path, 0o600)
+        os.chmod(self.http_socket_path, 0o600)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self._advertised = self.options.advertise and self._may_advertise()
         if self._advertised:
@@ -433,8 +442,10 @@ class Daemon:
             env=config.env,
             config=str(config.path),
             socket=str(self.socket_path),
+            http_socket=str(self.http_socket_path),
             tcp=self.options.listen or "",
             metrics=self.options.metrics or "",
+            http_tcp=http_listen_of(self.options.listen) if self.options.listen else "",
             bindings=len(config.bindings),
             writes_refused=self.runtime.writes_refused,
         )
@@ -518,12 +529,17 @@ class Daemon:
             runtime.calls_in_flight or time.monotonic() - runtime.last_call_at < DRAIN_QUIET_S
         ):
             await asyncio.sleep(0.05)
-        await asyncio.gather(*(s.stop(max(0.0, deadline - loop.time())) for s in self._servers))
+        await asyncio.gather(
+            *(s.stop(max(0.0, deadline - loop.time())) for s in self._servers),
+            *([self._http.stop()] if self._http is not None else []),
+        )
         if self.metrics_server is not None:
             await self.metrics_server.close()
         await runtime.close()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            self.http_socket_path.unlink()
         log.info("stopped")
 
 
