@@ -229,6 +229,14 @@ class Router:
         """SqlService runs a call read-only when this raises (its statement's writes are then
         refused by the backend itself)."""
         call = current_call()
+        if call.read_only and call.asked_read_only:
+            # The caller's daemon asked for reads only, whatever its grants: say why, as the
+            # daemon does for a local protected env.
+            raise permission_denied(
+                f'env "{call.env}" is protected: writes need --allow-writes on the daemon '
+                f"(bindingd serve --allow-writes, or bindingd run --allow-writes) (binding "
+                f'"{binding.name}"): statements run in a read-only transaction'
+            )
         if call.read_only:
             raise permission_denied(
                 f'user "{call.user}" may only read sql binding "{binding.name}" in env "{call.env}" '
@@ -533,15 +541,23 @@ def _status(context: grpc.aio.ServicerContext) -> str:
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig, *, grace_s: float = 10.0) -> None:
+    def __init__(
+        self, config: GatewayConfig, *, grace_s: float = 10.0, clock: Callable[[], float] = time.time
+    ) -> None:
         self.config = config
         self.grace_s = grace_s
+        # The providers' clock (KV expiry, queue delays): tests move it forward. Tokens always
+        # use the wall clock.
+        self.clock = clock
+        # The TCP port listened on, once started.
+        self.port = 0
         self.store: StateStore = _store(config)
         self.sessions = Sessions(
             self.store, gateway_id=config.id, signing_key=tokens.load_signing_key(config.signing_key)
         )
         self.audit = AuditLog(path=config.audit.path) if config.audit.path else AuditLog.stdout()
         self.router = Router({}, config.policy, self.sessions)
+        self.router.clock = clock
         self.health = health.aio.HealthServicer()
         self.session_service: SessionService | None = None
         self._groups: dict[str, tuple[tuple[str, ...], float]] = {}
@@ -630,7 +646,7 @@ class Gateway:
 
     def _new_runtime(self, env: str) -> Runtime:
         # Writes are the policy's to refuse (a grant naming a protected env), not --allow-writes.
-        return Runtime(self.config.runtime_config(env), allow_writes=True)
+        return Runtime(self.config.runtime_config(env), allow_writes=True, clock=self.clock)
 
     def _build_server(self) -> grpc.aio.Server:
         server = grpc.aio.server(
@@ -674,6 +690,7 @@ class Gateway:
             raise ServeError(f"cannot listen on {config.listen}: {e}") from e
         if bound == 0:
             raise ServeError(f"cannot listen on {config.listen}: the address is in use or not available")
+        self.port = bound
         await server.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         log.info(

@@ -16,15 +16,20 @@ Nothing else is retried: a call that failed after reaching the gateway may have 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from bindingd_client.wire import STATUS_DETAILS_KEY
+from bindingd_client.wire import HEADER_ACCEPTED, STATUS_DETAILS_KEY
 
 from bindingd.errors import BindingdError, Reason, permission_denied
 from bindingd.providers.gateway.session import GatewaySession, gateway_failure
 from bindingd.server.calls import abort, request_id_of
+
+# Uploads whose header the gateway answers before the body flows (see ObjectsService._accept).
+ACKED_UPLOADS = frozenset({"/bindingd.v1.Objects/Put", "/bindingd.v1.Objects/UploadPart"})
 
 # Actions that change something: refused on a protected env without --allow-writes.
 WRITE_ACTIONS = frozenset({"write", "send"})
@@ -148,11 +153,11 @@ class Forwarder:
             self._check(session, path, binding)
             token = await session.token()
             metadata = self._metadata(session, token, path, context)
-            pending = call(requests, metadata=metadata)
-            # The gateway's "header accepted" (see ObjectsService) is what lets the client send
-            # the body: relayed as soon as it comes.
-            await _relay_initial_metadata(pending, context)
-            return await pending  # type: ignore[no-any-return]
+            async with _sending(call(metadata=metadata), requests, path in ACKED_UPLOADS) as pending:
+                # The gateway's "header accepted" (see ObjectsService) is what lets the client
+                # send the body: relayed as soon as it comes.
+                await _relay_initial_metadata(pending, context)
+                return await pending  # type: ignore[no-any-return]
         except (BindingdError, grpc.aio.AioRpcError) as e:
             await self._fail(e, session, binding, context)
             raise AssertionError("unreachable: abort raises") from None
@@ -171,12 +176,58 @@ class Forwarder:
         try:
             self._check(session, path, binding)
             token = await session.token()
-            pending = multi(requests, metadata=self._metadata(session, token, path, context))
-            await _relay_initial_metadata(pending, context)
-            async for response in pending:
-                yield response
+            async with _sending(
+                multi(metadata=self._metadata(session, token, path, context)), requests
+            ) as pending:
+                await _relay_initial_metadata(pending, context)
+                async for response in pending:
+                    yield response
         except (BindingdError, grpc.aio.AioRpcError) as e:
             await self._fail(e, session, binding, context)
+
+
+@contextlib.asynccontextmanager
+async def _sending(call: Any, requests: AsyncIterator[bytes], acked: bool = False) -> AsyncIterator[Any]:
+    """`call` (a client- or bidi-streaming call made without a request iterator) with the
+    worker's requests written to it as they come.
+
+    Written here, not by grpc from an iterator: when the gateway ends the call while requests
+    are still coming (a refused object put, after its header), grpc's own request consumer fails
+    with INTERNAL ("Internal error from Core") and the gateway's status is lost; a write to an
+    ended call just stops the pump here, and the call's status says why. A call still open when
+    the relay ends (the worker cancelled, or the daemon stops) is cancelled at the gateway too.
+
+    `acked`: an upload whose header the gateway accepts (HEADER_ACCEPTED) or refuses before the
+    body: the body waits for that answer. grpc marks a write that races the gateway's refusal
+    as INTERNAL, overwriting the refusal it carried."""
+
+    async def pump() -> None:
+        try:
+            first = True
+            async for request in requests:
+                await call.write(request)
+                if first and acked:
+                    first = False
+                    answer = await call.initial_metadata()
+                    if not any(key == HEADER_ACCEPTED for key, _ in answer or ()):
+                        return  # refused: its status is on the way
+            await call.done_writing()
+        except (asyncio.InvalidStateError, grpc.aio.AioRpcError, grpc.aio.UsageError):
+            return  # the call has ended: its status is the answer
+        except Exception:
+            call.cancel()  # the worker's stream broke: the gateway must not wait for the rest
+            raise
+
+    writer = asyncio.get_running_loop().create_task(pump())
+    try:
+        yield call
+    finally:
+        if not call.done():
+            call.cancel()
+        if not writer.done():
+            writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await writer
 
 
 async def _relay_initial_metadata(call: Any, context: Any) -> None:

@@ -23,6 +23,7 @@ from typing import Protocol
 
 import pytest
 import redis
+from conformance.gateway_backend import through_gateway
 from objects_support import MotoServer, s3_project
 from services import ensure, is_up
 from support import MYSQL, POSTGRES, SqlServer, write_project
@@ -364,6 +365,22 @@ BACKENDS: list[Backend] = [
         stop="start-stop-daemon --stop --oknodo --retry 30 --exec /usr/sbin/mariadbd",
     ),
     Backend("redis", kv=redis_kv, service="redis"),
+    # Through a gateway (worker -> daemon -> gateway over TLS -> provider; see gateway_backend):
+    # the local providers, and PostgreSQL's sql as a real remote backend behind it (its kv adds
+    # nothing the local one does not test through the gateway).
+    Backend(
+        "gateway",
+        kv=through_gateway(written(LOCAL_KV)),
+        objects=through_gateway(written(LOCAL_OBJECTS)),
+        sql=SqlSide(through_gateway(sqlite_sql), "sqlite"),
+        knows_upload_ids=True,
+    ),
+    Backend(
+        "gateway-postgres",
+        sql=SqlSide(through_gateway(_server_sql(POSTGRES)), "postgres", POSTGRES),
+        service="postgres",
+        stop="pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main stop",
+    ),
     Backend("s3", objects=s3_objects, spools_to_disk=True, ascii_custom_metadata=True),
     Backend(
         "nats",

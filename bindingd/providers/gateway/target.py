@@ -138,7 +138,8 @@ def gateway_error(t: Target, e: grpc.RpcError) -> BindingdError:
     if client.reason in Reason.__members__ and client.code is not None and client.request_id is not None:
         # The gateway answered with bindingd's ErrorInfo: its message is written for people.
         return BindingdError(Reason(client.reason), client.message, env=t.env)
-    code = e.code() if isinstance(e, grpc.Call) else None
+    # grpc.aio's AioRpcError has code() but is no grpc.Call.
+    code = e.code() if isinstance(e, (grpc.Call, grpc.aio.AioRpcError)) else None
     if code == grpc.StatusCode.UNAVAILABLE:
         return diagnose(t)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
