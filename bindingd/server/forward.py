@@ -31,8 +31,9 @@ from bindingd.server.calls import abort, request_id_of
 # Uploads whose header the gateway answers before the body flows (see ObjectsService._accept).
 ACKED_UPLOADS = frozenset({"/bindingd.v1.Objects/Put", "/bindingd.v1.Objects/UploadPart"})
 
-# Actions that change something: refused on a protected env without --allow-writes.
-WRITE_ACTIONS = frozenset({"write", "send"})
+# Actions that change something: refused on a protected env without --allow-writes. Consuming
+# is one (an ack removes messages), as in the daemon's own QueueService.
+WRITE_ACTIONS = frozenset({"write", "send", "consume"})
 
 
 def _identity(data: bytes) -> bytes:

@@ -106,6 +106,11 @@ class Backend:
     ascii_custom_metadata: bool = False
     # Aborting a multipart upload id nobody made is an error (the store can tell it never was).
     knows_upload_ids: bool = False
+    # Served through a gateway in this test process (gateway_backend): a suite that writes its
+    # own projects (queue) serves them with `gateway_backend.serving_gateway`, and a test that
+    # needs the daemon as a process of its own (killed, drained, `bindingd check`) does not
+    # apply (tests/gateway/test_remote.py runs that path with every hop a process).
+    behind_gateway: bool = False
 
     def serves(self, binding_type: str) -> bool:
         assert binding_type in BINDING_TYPES, binding_type
@@ -373,7 +378,9 @@ BACKENDS: list[Backend] = [
         kv=through_gateway(written(LOCAL_KV)),
         objects=through_gateway(written(LOCAL_OBJECTS)),
         sql=SqlSide(through_gateway(sqlite_sql), "sqlite"),
+        queue=QueueSide("", lambda name: f"queue: {name}", no_cleanup),
         knows_upload_ids=True,
+        behind_gateway=True,
     ),
     Backend(
         "gateway-postgres",

@@ -82,6 +82,7 @@ def gateway_yaml(inner: dict[str, Any], pki: Path) -> dict[str, Any]:
     """The inner project's bindings and connections served by a gateway on a free port."""
     envs: dict[str, Any] = {name: dict(body or {}) for name, body in (inner.get("envs") or {}).items()}
     envs = {
+        **envs,
         "dev": {**envs.get("dev", {}), "token_ttl": 3600},
         "production": {**envs.get("production", {}), "protected": True, "token_ttl": 900},
     }
@@ -100,10 +101,7 @@ def gateway_yaml(inner: dict[str, Any], pki: Path) -> dict[str, Any]:
         "envs": envs,
         "policy": {
             "groups": {"team": [USER]},
-            "grants": [
-                {"who": "group:team", "env": env, "bindings": "*", "actions": "*"}
-                for env in ("dev", "production")
-            ],
+            "grants": [{"who": "group:team", "env": env, "bindings": "*", "actions": "*"} for env in envs],
         },
     }
 
@@ -130,22 +128,13 @@ async def serving_gateway(
 
 
 def developer_config(root: Path, gateway: Gateway, request: pytest.FixtureRequest) -> Path:
-    """The developer's bindingd.yaml: no binding listed, both envs on the gateway; the device
-    key through BINDINGD_GATEWAY_KEY (as a CI job holds it)."""
+    """The developer's bindingd.yaml: no binding listed, every env of the gateway on it; the
+    device key through BINDINGD_GATEWAY_KEY (as a CI job holds it)."""
     creds = credentials(request)
     request.getfixturevalue("monkeypatch").setenv(KEY_ENV, str(creds.device_key))
-    url = f"localhost:{gateway.port}"
-    ca = creds.pki / "ca.pem"
-    return write_project(
-        root,
-        f"""
-        version: 1
-        env: dev
-        envs:
-          dev: {{ gateway: {{ url: "{url}", ca: "{ca}" }} }}
-          production: {{ gateway: {{ url: "{url}", ca: "{ca}" }} }}
-        """,
-    )
+    on_gateway = {"gateway": {"url": f"localhost:{gateway.port}", "ca": str(creds.pki / "ca.pem")}}
+    config = {"version": 1, "env": "dev", "envs": {env: on_gateway for env in gateway.config.envs}}
+    return write_project(root, yaml.safe_dump(config, sort_keys=False))
 
 
 def through_gateway(inner: Any) -> Any:

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bindingd_client import (
@@ -41,6 +42,7 @@ from conformance.backends import (
     serving,
     stop_service,
 )
+from conformance.gateway_backend import developer_config, serving_gateway
 from services import ensure
 from support import DaemonProcess, bindingd_cli, connected, daemon_in_process, write_project
 
@@ -87,16 +89,52 @@ def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]
     backend: Backend = request.param
     if backend.service:
         ensure(backend.service)
-    made = _write(tmp_path, backend)
+    # Behind a gateway, the project written is the gateway's (see `daemon`).
+    made = _write(tmp_path / "gateway" if backend.behind_gateway else tmp_path, backend)
     yield made
     if backend.service:
         ensure(backend.service)
     queue_side(backend).cleanup(made.names)
 
 
+@contextlib.asynccontextmanager
+async def daemon(
+    project: Project, request: pytest.FixtureRequest, env: str | None = None
+) -> AsyncIterator[Any]:
+    """The daemon in this process serving `project`, or, behind a gateway, a gateway serving it
+    and a developer's daemon whose bindings all come from that gateway."""
+    if not project.backend.behind_gateway:
+        async with daemon_in_process(project.config, env=env) as served:
+            yield served
+        return
+    async with serving_gateway(project.config.parent, project.config, request) as gateway:
+        laptop = developer_config(project.config.parent.parent / "laptop", gateway, request)
+        async with daemon_in_process(laptop, env=env) as served:
+            yield served
+
+
+@contextlib.asynccontextmanager
+async def client_of(
+    project: Project, request: pytest.FixtureRequest, env: str | None = None
+) -> AsyncIterator[Env]:
+    async with daemon(project, request, env) as served:
+        client = await connect(endpoint=f"unix://{served.socket_path}")
+        try:
+            yield client
+        finally:
+            await client.aclose()
+
+
+def own_process_only(project: Project) -> None:
+    if project.backend.behind_gateway:
+        pytest.skip(
+            "needs the daemon as a process of its own; tests/gateway/test_remote.py covers the gateway"
+        )
+
+
 @pytest.fixture
-async def env(project: Project) -> AsyncIterator[Env]:
-    async with connected(project.config) as client:
+async def env(project: Project, request: pytest.FixtureRequest) -> AsyncIterator[Env]:
+    async with client_of(project, request) as client:
         yield client
 
 
@@ -303,8 +341,10 @@ async def test_ten_thousand_messages_none_lost_or_duplicated(jobs: Queue) -> Non
 
 
 @pytest.mark.parametrize("env_name", ["review", "production"])
-async def test_writes_refused_where_writes_are_refused(project: Project, env_name: str) -> None:
-    async with connected(project.config, env=env_name) as client:
+async def test_writes_refused_where_writes_are_refused(
+    project: Project, env_name: str, request: pytest.FixtureRequest
+) -> None:
+    async with client_of(project, request, env_name) as client:
         with pytest.raises(PermissionDenied):
             await client.JOBS.send(1)
         with pytest.raises(PermissionDenied):
@@ -314,6 +354,7 @@ async def test_writes_refused_where_writes_are_refused(project: Project, env_nam
 
 
 async def test_sigkill_mid_consume_loses_nothing_acked_or_not(project: Project) -> None:
+    own_process_only(project)
     total = 300
     root = project.config.parent
     daemon = DaemonProcess(root).start()
@@ -354,6 +395,7 @@ async def test_sigkill_mid_consume_loses_nothing_acked_or_not(project: Project) 
 
 
 async def test_consumers_end_promptly_when_the_daemon_drains(project: Project) -> None:
+    own_process_only(project)
     daemon = DaemonProcess(project.config.parent).start()
     client = await connect(endpoint=daemon.endpoint)
     ended = asyncio.Event()
@@ -428,6 +470,7 @@ async def _send_until_accepted(queue: Queue, batch: list[dict[str, object]]) -> 
 
 
 def test_check_probes_every_queue_binding(project: Project) -> None:
+    own_process_only(project)
     result = bindingd_cli("check", cwd=project.config.parent)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "JOBS" in result.stdout and "JOBS_DLQ" in result.stdout
@@ -504,9 +547,11 @@ asyncio.run(main())
 """
 
 
-async def test_a_consumer_process_killed_mid_batch_gets_its_leases_back(project: Project) -> None:
-    async with daemon_in_process(project.config) as daemon:
-        endpoint = f"unix://{daemon.socket_path}"
+async def test_a_consumer_process_killed_mid_batch_gets_its_leases_back(
+    project: Project, request: pytest.FixtureRequest
+) -> None:
+    async with daemon(project, request) as served:
+        endpoint = f"unix://{served.socket_path}"
         client = await connect(endpoint=endpoint)
         try:
             await client.JOBS.send_batch([{"body": i} for i in range(10)])
@@ -529,6 +574,7 @@ async def test_a_consumer_process_killed_mid_batch_gets_its_leases_back(project:
 
 
 async def test_a_binding_that_is_its_own_dead_letter_queue_is_refused(project: Project) -> None:
+    own_process_only(project)
     tag = uuid.uuid4().hex[:8]
     name = f"selfdlq_{tag}"
     side = queue_side(project.backend)
