@@ -221,7 +221,13 @@ def cmd_check(args: argparse.Namespace) -> int:
             {"name": c.name, "kind": c.kind, "resiliency": c.resiliency.as_json()}
             for c in connections.values()
         ]
-        document = {"config": str(config.path), "env": config.env, "bindings": shown, "connections": policies}
+        document = {
+            "config": str(config.path),
+            "env": config.env,
+            "bindings": shown,
+            "connections": policies,
+            "not_served": [{"name": n.name, "kind": n.kind, "reason": n.reason} for n in config.not_served],
+        }
         print(json.dumps(document, indent=2))
         return EXIT_FAILED if failures else 0
     print(f"config {config.path} is valid; env {config.env}")
@@ -235,6 +241,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{mark}  {b.name} ({b.type}, {b.backend}): {style.printable(s.health_detail)}")
     for c in connections.values():
         print(f"connection {c.name} ({c.kind}): {c.resiliency.describe()}")
+    for n in config.not_served:
+        skipped = style.paint("skip", style.YELLOW, sys.stdout)
+        print(f"{skipped}  {style.printable(n.name)} ({n.kind}): not served: {n.reason}")
     return EXIT_FAILED if failures else 0
 
 

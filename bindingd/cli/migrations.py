@@ -47,7 +47,9 @@ class Migration:
 
 
 def folder(config: Config, binding: str) -> Path:
-    return config.root / "migrations" / binding
+    """migrations/<BINDING>/ beside bindingd.yaml; a wrangler file's D1 binding: its
+    `migrations_dir` (default migrations/), as `wrangler d1 migrations` reads it."""
+    return config.migrations.get(binding) or config.root / "migrations" / binding
 
 
 def _sql_binding(config: Config, name: str) -> Binding:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bindingd import logs
-from bindingd.config import schema
+from bindingd.config import schema, wrangler
 from bindingd.config.errors import ConfigError
 from bindingd.config.interpolate import Resolver, TemplateError, has_refs, literal_text, parse
 from bindingd.config.model import (
@@ -56,13 +56,20 @@ _EXPECTED = {str: "a string", int: "an integer", float: "a number", bool: "a boo
 
 
 def find_config(start: Path) -> Path:
-    """The nearest bindingd.yaml in `start` or a parent directory, like wrangler.toml."""
+    """The nearest bindingd.yaml in `start` or a parent directory; without one, a Workers
+    project's wrangler file, found as wrangler finds it (bindingd.config.wrangler)."""
     start = Path(start).resolve()
     for folder in (start, *start.parents):
         candidate = folder / CONFIG_FILE
         if candidate.is_file():
             return candidate
-    raise ConfigError(f"no {CONFIG_FILE} in {start} or any parent directory; create one or pass --config")
+    found = wrangler.find_wrangler(start)
+    if found is not None:
+        return found
+    raise ConfigError(
+        f"no {CONFIG_FILE} (or wrangler.json, wrangler.jsonc, wrangler.toml) in {start} or any "
+        "parent directory; create one or pass --config"
+    )
 
 
 def load_config(
@@ -81,7 +88,43 @@ def load_config(
     environ = os.environ if environ is None else environ
     base = Path.cwd() if cwd is None else Path(cwd)
     file = find_config(base) if path is None else given_file(base / Path(path).expanduser(), "config file")
-    return Loader(file, environ).load(read_root(file, CONFIG_FILE), env)
+    loader = Loader(file, environ)
+    if wrangler.is_wrangler_file(file):
+        # A Workers project with no bindingd.yaml: its wrangler file alone.
+        selected = env or environ.get(ENV_VARIABLE) or DEFAULT_ENV
+        found = wrangler.env_bindings(file, selected, default_env=DEFAULT_ENV)
+        version = Item(VERSION, 1, ("version",))
+        envs = Item({name: Item(None, 1, ("env", name)) for name in found.envs}, 1, ("env",))
+        root = Item({"version": version, "bindings": Item(found.bindings, 1, ()), "envs": envs}, 1, ())
+        return _with_wrangler(loader.load(root, env), found)
+    root = read_root(file, CONFIG_FILE)
+    beside = wrangler.wrangler_beside(file)
+    if beside is None:
+        return loader.load(root, env)
+    # A bindingd.yaml beside a wrangler file: the wrangler bindings of the env, then this file's
+    # (a binding of the same name here replaces the wrangler one whole).
+    top = loader.mapping(root)
+    named = top.get("env")
+    selected = (
+        env or environ.get(ENV_VARIABLE) or (named.value if named and isinstance(named.value, str) else None)
+    )
+    found = wrangler.env_bindings(beside, selected or DEFAULT_ENV, default_env=DEFAULT_ENV)
+    merged = dict(top)
+    own = top.get("bindings")
+    own_bindings = loader.mapping(own, nullable=True) if own is not None else {}
+    merged["bindings"] = Item({**found.bindings, **own_bindings}, own.line if own else 1, ("bindings",))
+    own_envs = top.get("envs")
+    envs_value = dict(loader.mapping(own_envs, nullable=True)) if own_envs is not None else {}
+    for name in found.envs:
+        envs_value.setdefault(name, wrangler.SourcedItem(None, 1, ("env", name), beside))
+    if envs_value:
+        merged["envs"] = Item(envs_value, own_envs.line if own_envs else 1, ("envs",))
+    return _with_wrangler(loader.load(Item(merged, root.line, root.path), env), found)
+
+
+def _with_wrangler(config: Config, found: wrangler.WranglerBindings) -> Config:
+    migrations = {name: folder for name, folder in found.migrations.items() if name in config.bindings}
+    return replace(config, migrations=migrations, not_served=found.not_served)
 
 
 def given_file(file: Path, what: str) -> Path:
@@ -209,10 +252,14 @@ class Loader:
     # -- small checks ----------------------------------------------------------------------
 
     def error(self, where: Item, message: str) -> ConfigError:
-        return ConfigError(message, file=self.file, line=where.line, key_path=where.key_path)
+        return ConfigError(message, file=self.file_of(where), line=where.line, key_path=where.key_path)
 
     def location(self, item: Item) -> Location:
-        return Location(self.file, item.line, item.key_path)
+        return Location(self.file_of(item), item.line, item.key_path)
+
+    def file_of(self, item: Item) -> Path:
+        """The file `item` was written in: a wrangler file's items say so (SourcedItem)."""
+        return getattr(item, "file", None) or self.file
 
     def mapping(self, item: Item, *, nullable: bool = False) -> dict[str, Item]:
         """The keys of a mapping; `nullable` lets an empty `key:` stand for an empty mapping."""

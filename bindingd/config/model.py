@@ -105,6 +105,10 @@ class Config:
     # With a gateway: the bindings this file lists for the env without `local: true` (name ->
     # type); served through the gateway, with the ones it grants beyond them (discovery).
     remote: Mapping[str, str] = field(default_factory=dict)
+    # From a wrangler file (bindingd.config.wrangler): each D1 binding's migrations folder, and
+    # the bindings of kinds bindingd does not serve (listed by `bindingd check`).
+    migrations: Mapping[str, Path] = field(default_factory=dict)
+    not_served: tuple[Any, ...] = ()
 
     @property
     def root(self) -> Path:

@@ -449,6 +449,8 @@ class Daemon:
             bindings=len(config.bindings),
             writes_refused=self.runtime.writes_refused,
         )
+        for skipped in config.not_served:  # a wrangler file's kinds bindingd has no type for
+            log.warning("binding not served", binding=skipped.name, kind=skipped.kind, reason=skipped.reason)
 
     @property
     def _endpoint(self) -> str:

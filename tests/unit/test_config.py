@@ -91,7 +91,10 @@ def test_no_config_anywhere(tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(ConfigError) as info:
         load_config(cwd=empty, environ={})
-    expected = f"no bindingd.yaml in {empty.resolve()} or any parent directory; create one or pass --config"
+    expected = (
+        "no bindingd.yaml (or wrangler.json, wrangler.jsonc, wrangler.toml) in "
+        f"{empty.resolve()} or any parent directory; create one or pass --config"
+    )
     assert str(info.value) == expected
     assert info.value.file is None
     assert info.value.line is None

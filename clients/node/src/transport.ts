@@ -29,6 +29,8 @@ export const ENDPOINT_ENV = "BINDINGD_ENDPOINT";
 export const TOKEN_ENV = "BINDINGD_TOKEN";
 const STATE_DIR = ".bindingd";
 const CONFIG_FILE = "bindingd.yaml";
+// A project's root holds one of these (a Workers project may have only its wrangler file).
+const PROJECT_FILES = [CONFIG_FILE, "wrangler.json", "wrangler.jsonc", "wrangler.toml"];
 const VERSION = "0.1.0";
 
 /** One RPC of the generated service definitions: all a transport needs to make the call. */
@@ -106,13 +108,13 @@ function readTrusted(path: string, what: string): string | null {
 
 /**
  * The nearest `.bindingd` folder from `start` upwards, not above the project's root (the folder
- * of `bindingd.yaml`): a folder outside the project is not this project's daemon.
+ * of `bindingd.yaml` or a wrangler file): a folder outside the project is not this project's daemon.
  */
 function projectState(start: string): string | null {
   let directory = resolve(start);
   for (;;) {
     const state = stateDir(directory);
-    if (state !== null || isFile(join(directory, CONFIG_FILE))) return state;
+    if (state !== null || PROJECT_FILES.some((name) => isFile(join(directory, name)))) return state;
     const parent = dirname(directory);
     if (parent === directory) return null;
     directory = parent;

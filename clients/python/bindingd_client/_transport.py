@@ -40,6 +40,8 @@ ENDPOINT_ENV = "BINDINGD_ENDPOINT"
 TOKEN_ENV = "BINDINGD_TOKEN"
 STATE_DIR = ".bindingd"
 CONFIG_FILE = "bindingd.yaml"
+# A project's root holds one of these (a Workers project may have only its wrangler file).
+PROJECT_FILES = (CONFIG_FILE, "wrangler.json", "wrangler.jsonc", "wrangler.toml")
 
 _STUBS: dict[str, Callable[[Any], Any]] = {
     "Bindings": bindings_pb2_grpc.BindingsStub,
@@ -149,10 +151,11 @@ def _read_trusted(path: Path, what: str) -> str | None:
 
 def _project_state(start: Path) -> Path | None:
     """The nearest ``.bindingd`` folder from `start` upwards, not above the project's root (the
-    folder of ``bindingd.yaml``): a folder outside the project is not this project's daemon."""
+    folder of ``bindingd.yaml`` or a wrangler file): a folder outside the project is not this
+    project's daemon."""
     for directory in (start, *start.parents):
         state = _state_dir(directory)
-        if state is not None or (directory / CONFIG_FILE).is_file():
+        if state is not None or any((directory / name).is_file() for name in PROJECT_FILES):
             return state
     return None
 
