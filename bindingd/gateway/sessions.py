@@ -149,6 +149,7 @@ class Sessions:
         self.signing_key = signing_key
         # The current key and the rotated ones whose tokens have not all expired yet.
         self.public_keys = tokens.keyring([signing_key, *old_keys])
+        self.verified = tokens.VerifiedTokens()
         self.revocations = RevocationCache(store)
         self._clock = clock
         self._challenge_key = challenge_key(signing_key)
@@ -248,6 +249,7 @@ class Sessions:
             now=self._clock(),
             public_keys=self.public_keys,
             is_revoked=self.revocations.is_revoked,
+            verified=self.verified,
         )
 
     # -- ending access -----------------------------------------------------------------------

@@ -283,3 +283,39 @@ def test_thumbprint_is_rfc7638() -> None:
         tokens.thumbprint(Ed25519PublicKey.from_public_bytes(x))
         == "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
     )
+
+
+def test_a_remembered_signature_never_skips_a_check() -> None:
+    """VerifiedTokens spares the signature check of a token seen before, and nothing else: an
+    expired, revoked or other-env token still fails, a key dropped from the keyring no longer
+    vouches for it, and a token differing by one byte is verified afresh (and fails)."""
+    key = new_key()
+    token = mint(key)
+    keys = tokens.keyring([key])
+    cache = tokens.VerifiedTokens()
+
+    def check(t: str, *, now: float = NOW + 1, env: str = "staging", revoked=never, ring=keys) -> Claims:
+        return tokens.verify(
+            t, audience=GW, env=env, now=now, public_keys=ring, is_revoked=revoked, verified=cache
+        )
+
+    assert check(token).sub == "alice"
+    assert cache.get(token, keys) is not None  # remembered
+    for kw, reason in (
+        ({"now": NOW + 901}, Reason.SESSION_EXPIRED),
+        ({"revoked": lambda c: True}, Reason.TOKEN_REVOKED),
+        ({"env": "production"}, Reason.NOT_LOGGED_IN),
+        ({"ring": tokens.keyring([new_key()])}, Reason.NOT_LOGGED_IN),  # the key was rotated out
+    ):
+        with pytest.raises(BindingdError) as info:
+            check(token, **kw)  # type: ignore[arg-type]
+        assert info.value.reason == reason
+    tampered = token[:-8] + ("A" if token[-8] != "A" else "B") + token[-7:]
+    with pytest.raises(BindingdError) as info:
+        check(tampered)
+    assert info.value.reason == Reason.NOT_LOGGED_IN
+    small = tokens.VerifiedTokens(size=2)
+    for n in range(3):
+        t = mint(key, now=NOW + n)
+        small.add(t, verify(t, key, now=NOW + n + 1), keys[next(iter(keys))])
+    assert len(small._entries) == 2  # bounded, oldest out
