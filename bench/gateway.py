@@ -15,7 +15,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
@@ -44,7 +46,9 @@ policy:
     - {{ who: "user:bench", env: staging, bindings: "*", actions: [read, write] }}
 """
 VALUE = "v" * 100
-OBJECT_MIB = 256
+OBJECT_MIB = 1024
+# RSS is sampled this often while an object goes through.
+RSS_EVERY_S = 0.05
 
 
 def _port() -> int:
@@ -126,14 +130,133 @@ def run(echo_socket: Path, n: int, *, quick: bool) -> list[str]:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise SystemExit("bench: the daemon did not start")
                 time.sleep(0.05)
-            return asyncio.run(_measure(echo_socket, laptop / ".bindingd" / "bindingd.sock", n, quick))
+            lines = asyncio.run(
+                _measure(
+                    echo_socket, laptop / ".bindingd" / "bindingd.sock", n, quick, (proc.pid, gateway.pid)
+                )
+            )
+            return lines + _check_costs(admin / "gateway.yaml", lines)
         finally:
             for p in (daemon, gateway):
                 if p is not None:
                     stop(p)
 
 
-async def _measure(echo_socket: Path, bindingd_socket: Path, n: int, quick: bool) -> list[str]:
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class _PeakRss:
+    """The highest RSS of each process while the block runs, sampled from /proc by a thread."""
+
+    def __init__(self, pids: tuple[int, ...]) -> None:
+        self.pids = pids
+        self.idle = {pid: _rss_mib(pid) for pid in pids}
+        self.peak = dict(self.idle)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(RSS_EVERY_S):
+            for pid in self.pids:
+                self.peak[pid] = max(self.peak[pid], _rss_mib(pid))
+
+    def __enter__(self) -> _PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def growth(self, pid: int) -> float:
+        return self.peak[pid] - self.idle[pid]
+
+
+def _check_costs(gateway_yaml: Path, lines: list[str]) -> list[str]:
+    """What the gateway's per-call checks cost, each measured alone in this process: the token
+    check (first sight of a token, with its Ed25519 verification, and a token seen before), the
+    policy decision and the audit line (built and written to a file)."""
+    from bindingd.gateway import tokens
+    from bindingd.gateway.audit import AuditLog
+    from bindingd.gateway.config import load_gateway_config
+
+    config = load_gateway_config(gateway_yaml)
+    key = tokens.load_signing_key(config.signing_key)
+    ring = tokens.keyring([key])
+    now = time.time()
+    minted = [
+        tokens.mint(
+            key,
+            sub="bench",
+            audience=config.id,
+            env="staging",
+            bindings={"CACHE": ["read"]},
+            jkt="bench-device",
+            now=now,
+            ttl_s=3600,
+        )[0]
+        for _ in range(200)
+    ]
+    cache = tokens.VerifiedTokens()
+
+    def verify(token: str, verified: tokens.VerifiedTokens | None) -> None:
+        tokens.verify(
+            token,
+            audience=config.id,
+            env="staging",
+            now=now + 1,
+            public_keys=ring,
+            is_revoked=lambda c: False,
+            verified=verified,
+        )
+
+    def per_call_us(fn: Callable[[], object], n: int) -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - started) / n * 1e6
+
+    fresh = iter(minted)
+    first = per_call_us(lambda: verify(next(fresh), None), len(minted))
+    verify(minted[0], cache)
+    seen = per_call_us(lambda: verify(minted[0], cache), 5000)
+    decide = per_call_us(lambda: config.policy.decide("bench", (), "staging", "CACHE", "kv", "read"), 5000)
+    event = {
+        "event": "call",
+        "decision": "allow",
+        "user": "bench",
+        "jti": "j" * 22,
+        "env": "staging",
+        "binding": "CACHE",
+        "binding_type": "kv",
+        "method": "/bindingd.v1.KV/Get",
+        "action": "read",
+        "subject": "bench",
+        "status": "OK",
+        "request_id": "r" * 16,
+        "latency_ms": 1.234,
+        "bytes_in": 20,
+        "bytes_out": 120,
+        "peer": "ipv4:127.0.0.1:50000",
+    }
+    with tempfile.TemporaryDirectory() as tmp, AuditLog(path=Path(tmp) / "audit.jsonl") as audit:
+        line = per_call_us(lambda: audit.write(event), 5000)
+    whole = next((x for x in lines if x.startswith("kv get (via gateway), sequential")), "")
+    p50 = float(whole.split("p50")[1].split("ms")[0]) * 1000 if whole else float("nan")
+    return [
+        f"gateway checks per call (each alone, this process): token first seen {first:.0f} us, "
+        f"token seen before {seen:.1f} us, policy {decide:.1f} us, audit line {line:.1f} us; "
+        f"the whole call via gateway p50 {p50:.0f} us"
+    ]
+
+
+async def _measure(
+    echo_socket: Path, bindingd_socket: Path, n: int, quick: bool, pids: tuple[int, int]
+) -> list[str]:
     lines = ["remote bindings: daemon -> gateway (TLS, loopback) -> local kv; ratios to the echo floor"]
     async with grpc.aio.insecure_channel(f"unix://{echo_socket}") as channel:
         echo = channel.unary_unary(METHOD)
@@ -158,20 +281,35 @@ async def _measure(echo_socket: Path, bindingd_socket: Path, n: int, quick: bool
                         f"{r.name:<34} p50 {r.p50_ms:6.3f} ms ({r.p50_ms / floor.p50_ms:4.2f}x)  "
                         f"{r.calls_per_s:8.0f} calls/s ({r.calls_per_s / floor.calls_per_s:4.2f}x)"
                     )
+            # The body is made and read a chunk at a time on this side too, so that only the
+            # daemon's and the gateway's memory is measured.
             mib = 32 if quick else OBJECT_MIB
-            body = os.urandom(1 << 20) * mib
-            started = time.perf_counter()
-            await env.ASSETS.put("big.bin", body)
-            put_s = time.perf_counter() - started
-            started = time.perf_counter()
-            got = await env.ASSETS.get("big.bin")
-            assert got is not None
-            size = len(await got.bytes())
-            get_s = time.perf_counter() - started
-            assert size == len(body)
+            chunk = os.urandom(1 << 20)
+
+            async def body() -> AsyncIterator[bytes]:
+                for _ in range(mib):
+                    yield chunk
+
+            daemon_pid, gateway_pid = pids
+            with _PeakRss(pids) as put_rss:
+                started = time.perf_counter()
+                await env.ASSETS.put("big.bin", body())
+                put_s = time.perf_counter() - started
+            with _PeakRss(pids) as get_rss:
+                started = time.perf_counter()
+                got = await env.ASSETS.get("big.bin")
+                assert got is not None
+                size = 0
+                async for part in got.body:
+                    size += len(part)
+                get_s = time.perf_counter() - started
+            assert size == mib << 20
             lines.append(
-                f"object of {mib} MiB via gateway: put {mib / put_s:.0f} MiB/s, get {mib / get_s:.0f} MiB/s "
-                "(both hops, TLS on the second)"
+                f"object of {mib} MiB via gateway (both hops, TLS on the second): "
+                f"put {mib * 1.048576 / put_s:.0f} MB/s, get {mib * 1.048576 / get_s:.0f} MB/s; "
+                "RSS over idle: "
+                f"daemon +{put_rss.growth(daemon_pid):.0f}/+{get_rss.growth(daemon_pid):.0f} MiB, "
+                f"gateway +{put_rss.growth(gateway_pid):.0f}/+{get_rss.growth(gateway_pid):.0f} MiB (put/get)"
             )
         finally:
             await env.aclose()

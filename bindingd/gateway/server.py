@@ -131,6 +131,11 @@ class GatewayCall:
     # The caller asked for reads only (READ_ONLY_HEADER): a developer's daemon on a protected
     # env without --allow-writes. Honoured whatever the grants.
     asked_read_only: bool = False
+    # The caller's address, read when the call starts: grpc's context.peer() reads the C call,
+    # which may be gone by the time a cancelled stream's handler is finalized (a segfault, seen).
+    peer: str = ""
+    bytes_in: int = 0  # request messages as received
+    bytes_out: int = 0  # response messages as sent
 
     @property
     def user(self) -> str:
@@ -488,20 +493,38 @@ def _around(
     begin: Callable[[], GatewayCall],
     end: Callable[[GatewayCall, grpc.aio.ServicerContext], None],
 ) -> grpc.RpcMethodHandler:
-    """`handler` run with its GatewayCall current, and `end` called once it is over."""
-    serdes = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
+    """`handler` run with its GatewayCall current, and `end` called once it is over.
+
+    The call's bytes in and out are counted for its audit line: requests come as the bytes
+    they were sent as (calls.add_service decodes them itself), and responses are serialized
+    here, before the audit line is written, rather than by grpc after it."""
+    deserialize = handler.request_deserializer
+    serialize = handler.response_serializer or _same
+    serdes = {"request_deserializer": deserialize, "response_serializer": _same}
+
+    def take(call: GatewayCall, request: Any) -> Any:
+        if isinstance(request, bytes | bytearray | memoryview):
+            call.bytes_in += len(request)
+            return request
+        if hasattr(request, "__aiter__"):
+            return _counting(request, call)
+        return request
+
+    def give(call: GatewayCall, response: Any) -> Any:
+        data = serialize(response)
+        call.bytes_out += len(data)
+        return data
+
     if handler.response_streaming:
         inner_stream = handler.stream_stream if handler.request_streaming else handler.unary_stream
 
         async def streamed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             call = begin()
+            call.peer = context.peer()
             CURRENT.set(call)
             try:
-                async for response in inner_stream(request, context):
-                    yield response
+                async for response in inner_stream(take(call, request), context):
+                    yield give(call, response)
             finally:
                 end(call, context)
 
@@ -515,9 +538,10 @@ def _around(
 
     async def answered(request: Any, context: grpc.aio.ServicerContext) -> Any:
         call = begin()
+        call.peer = context.peer()
         CURRENT.set(call)
         try:
-            return await inner(request, context)
+            return give(call, await inner(take(call, request), context))
         finally:
             end(call, context)
 
@@ -527,6 +551,17 @@ def _around(
         else grpc.unary_unary_rpc_method_handler
     )
     return make(answered, **serdes)
+
+
+def _same(data: Any) -> Any:
+    return data
+
+
+async def _counting(requests: AsyncIterator[Any], call: GatewayCall) -> AsyncIterator[Any]:
+    async for request in requests:
+        if isinstance(request, bytes | bytearray | memoryview):
+            call.bytes_in += len(request)
+        yield request
 
 
 def _status(context: grpc.aio.ServicerContext) -> str:
@@ -605,7 +640,7 @@ class Gateway:
                 "user": call.user,
                 "jti": call.claims.jti,
                 "device": call.claims.jkt,
-                "peer": context.peer(),
+                "peer": call.peer,
                 "env": call.env,
                 "binding": call.binding,
                 "binding_type": call.binding_type,
@@ -616,6 +651,8 @@ class Gateway:
                 "status": _status(context),
                 "request_id": request_id_of(context),
                 "latency_ms": round((time.perf_counter() - call.started) * 1000, 3),
+                "bytes_in": call.bytes_in,
+                "bytes_out": call.bytes_out,
             }
         )
 

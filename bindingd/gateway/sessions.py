@@ -39,6 +39,10 @@ CODE_TTL_S = 15 * 60  # pinned: an enrolment code is valid 15 minutes
 CODE_BYTES = 20  # 160 bits: 32 base32 characters
 # How often an instance reads new revocations: well within the issue's 5 s.
 REFRESH_S = 1.0
+# How long calls go on while the revocation log cannot be read (the state store down or cut
+# off): long enough for a database failover, short enough that a revocation made meanwhile
+# through another instance is not ignored for long. Past it, calls are refused (fail closed).
+STALE_S = 30.0
 CHALLENGE_TTL_S = 60
 # Another instance's clock may run a little ahead of this one's.
 CHALLENGE_SKEW_S = 5
@@ -92,9 +96,15 @@ class RevocationCache:
     was added since the last refresh (the gateway calls it every second or so: revocation
     takes effect on every instance within the issue's 5 s)."""
 
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: StateStore, clock: Callable[[], float] = time.monotonic) -> None:
         self._store = store
+        self._clock = clock
         self._last_id = 0
+        # When the log was last read in full: a cache that cannot be refreshed for STALE_S may
+        # be missing a revocation another instance recorded (this one cut off from the store,
+        # the others not), so calls are refused until it can be read again.
+        self.refreshed_at = clock()
+        self.stale_after_s = STALE_S
         self._users: dict[str, float] = {}
         self._devices: dict[str, float] = {}
         self._jtis: set[str] = set()
@@ -114,6 +124,12 @@ class RevocationCache:
         for entry in await self._store.revocations_since(self._last_id):
             self.add(entry)
             self._last_id = max(self._last_id, entry.id)
+        if self.stale():
+            log.info("revocations_refreshed_again")
+        self.refreshed_at = self._clock()
+
+    def stale(self) -> bool:
+        return self._clock() - self.refreshed_at > self.stale_after_s
 
     def add(self, entry: Revocation) -> None:
         if entry.kind == RevocationKind.JTI:
@@ -242,6 +258,14 @@ class Sessions:
 
     def verify(self, token: str, env: str) -> Claims:
         """A call's token checked: signature, audience, env, time, the revocations seen so far."""
+        if self.revocations.stale():
+            raise BindingdError(
+                Reason.BACKEND_UNAVAILABLE,
+                f'gateway "{self.gateway_id}" has not been able to read its state store for over '
+                f"{self.revocations.stale_after_s:g} s, so it cannot tell whether a token was "
+                "revoked: calls are refused until the store is back (ask the gateway's admin)",
+                env=env,
+            )
         return tokens.verify(
             token,
             audience=self.gateway_id,

@@ -251,10 +251,16 @@ class SqliteState:
 
 
 def open_state(kind: str, *, path: Path | None = None, dsn: str | None = None) -> StateStore:
-    """The store gateway.yaml's `state:` names (not opened yet): `{kind: sqlite, path}` today,
-    `{kind: postgres, dsn}` next."""
+    """The store gateway.yaml's `state:` names (not opened yet): `{kind: sqlite, path}` for one
+    instance, `{kind: postgres, dsn}` for several (bindingd.gateway.pgstate)."""
     if kind == "sqlite":
         if path is None:
             raise ValueError("a sqlite state store needs a path")
         return SqliteState(path)
-    raise ValueError(f'state store kind "{kind}" is not supported yet (use sqlite)')
+    if kind == "postgres":
+        if not dsn:
+            raise ValueError("a postgres state store needs a dsn")
+        from bindingd.gateway.pgstate import PostgresState
+
+        return PostgresState(dsn)
+    raise ValueError(f'unknown state store kind "{kind}" (use sqlite or postgres)')

@@ -11,7 +11,9 @@ What the daemon still decides itself: the developer's `--allow-writes` on a prot
 gateway's policy decides the rest). A call the gateway refused as SESSION_EXPIRED is sent again
 once with a new token, unless part of its request stream was already sent (a client stream is
 not kept to be replayed: the token is checked and renewed before such a call starts instead).
-Nothing else is retried: a call that failed after reaching the gateway may have been applied.
+A read (KV, objects, vars) whose connection to the gateway failed (UNAVAILABLE without a
+bindingd error: an instance stopped behind a load balancer) is sent again once. Nothing else is
+retried: a write, a send or SQL that failed after leaving may have been applied.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ from bindingd.server.calls import abort, request_id_of
 
 # Uploads whose header the gateway answers before the body flows (see ObjectsService._accept).
 ACKED_UPLOADS = frozenset({"/bindingd.v1.Objects/Put", "/bindingd.v1.Objects/UploadPart"})
+
+# Actions whose calls may be sent again after a failed connection (see Forwarder._may_resend),
+# after a pause that lets the channel pick another address or instance.
+RESENDABLE = frozenset({"read"})
+RESEND_AFTER_S = 0.1
 
 # Actions that change something: refused on a protected env without --allow-writes. Consuming
 # is one (an ack removes messages), as in the daemon's own QueueService.
@@ -71,6 +78,15 @@ class Forwarder:
         if session is None or self.runtime.is_local(binding):
             return None
         return session
+
+    def _may_resend(self, path: str, e: grpc.aio.AioRpcError) -> bool:
+        """Whether a call that failed this way is sent again, once: a read (nothing it does can
+        be done twice) that failed UNAVAILABLE with no bindingd error, i.e. the connection to
+        the gateway failed (an instance behind a load balancer stopped, a reset). A write, a
+        queue send or SQL is never resent: it may have been applied before the failure."""
+        if self.actions.get(path) not in RESENDABLE or e.code() != grpc.StatusCode.UNAVAILABLE:
+            return False
+        return not any(key == STATUS_DETAILS_KEY for key, _ in e.trailing_metadata() or ())
 
     def _writes_refused(self, session: GatewaySession) -> bool:
         protected = self.runtime.config.protected or session.protected
@@ -118,9 +134,12 @@ class Forwarder:
             try:
                 return await call(raw, metadata=self._metadata(session, token, path, context))  # type: ignore[no-any-return]
             except grpc.aio.AioRpcError as e:
-                if not _expired(e):
+                if self._may_resend(path, e):
+                    await asyncio.sleep(RESEND_AFTER_S)
+                elif not _expired(e):
                     raise
-            await session.renew(token)
+                else:
+                    await session.renew(token)
             return await call(raw, metadata=self._metadata(session, await session.token(), path, context))  # type: ignore[no-any-return]
         except (BindingdError, grpc.aio.AioRpcError) as e:
             await self._fail(e, session, binding, context)
@@ -141,9 +160,14 @@ class Forwarder:
                         yield response
                     return
                 except grpc.aio.AioRpcError as e:
-                    if sent or attempt == 2 or not _expired(e):
+                    if sent or attempt == 2:
                         raise
-                await session.renew(token)
+                    if self._may_resend(path, e):
+                        await asyncio.sleep(RESEND_AFTER_S)
+                    elif not _expired(e):
+                        raise
+                    else:
+                        await session.renew(token)
                 token = await session.token()
         except (BindingdError, grpc.aio.AioRpcError) as e:
             await self._fail(e, session, binding, context)

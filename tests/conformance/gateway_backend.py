@@ -78,7 +78,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def gateway_yaml(inner: dict[str, Any], pki: Path) -> dict[str, Any]:
+def gateway_yaml(
+    inner: dict[str, Any], pki: Path, state: dict[str, str] | None = None, audit: str = "audit.jsonl"
+) -> dict[str, Any]:
     """The inner project's bindings and connections served by a gateway on a free port."""
     envs: dict[str, Any] = {name: dict(body or {}) for name, body in (inner.get("envs") or {}).items()}
     envs = {
@@ -93,8 +95,8 @@ def gateway_yaml(inner: dict[str, Any], pki: Path) -> dict[str, Any]:
             "listen": f"127.0.0.1:{_free_port()}",
             "tls": {"cert": str(pki / "server.pem"), "key": str(pki / "server.key")},
             "signing_key": str(pki / "signing.key"),
-            "state": {"kind": "sqlite", "path": "gw-state.sqlite3"},
-            "audit": {"path": "audit.jsonl"},
+            "state": state or {"kind": "sqlite", "path": "gw-state.sqlite3"},
+            "audit": {"path": audit},
         },
         **({"connections": inner["connections"]} if inner.get("connections") else {}),
         "bindings": inner.get("bindings") or {},
@@ -108,14 +110,21 @@ def gateway_yaml(inner: dict[str, Any], pki: Path) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def serving_gateway(
-    gateway_root: Path, inner_config: Path, request: pytest.FixtureRequest, clock: Any = None
+    gateway_root: Path,
+    inner_config: Path,
+    request: pytest.FixtureRequest,
+    clock: Any = None,
+    *,
+    state: dict[str, str] | None = None,
+    name: str = "gateway.yaml",
 ) -> AsyncIterator[Gateway]:
     """A gateway serving the bindings of `inner_config` from `gateway_root` (the folder holding
     it, so its relative paths mean the same), with the session's device key enrolled."""
     creds = credentials(request)
     inner = yaml.safe_load(inner_config.read_text())
-    path = gateway_root / "gateway.yaml"
-    path.write_text(yaml.safe_dump(gateway_yaml(inner, creds.pki), sort_keys=False))
+    path = gateway_root / name
+    audit = f"{Path(name).stem}-audit.jsonl"  # each instance its own
+    path.write_text(yaml.safe_dump(gateway_yaml(inner, creds.pki, state, audit), sort_keys=False))
     gateway = Gateway(load_gateway_config(path), grace_s=0.0, **({"clock": clock} if clock else {}))
     try:
         await gateway.start()
@@ -127,12 +136,15 @@ async def serving_gateway(
         await gateway.shutdown()
 
 
-def developer_config(root: Path, gateway: Gateway, request: pytest.FixtureRequest) -> Path:
+def developer_config(
+    root: Path, gateway: Gateway, request: pytest.FixtureRequest, *, port: int | None = None
+) -> Path:
     """The developer's bindingd.yaml: no binding listed, every env of the gateway on it; the
-    device key through BINDINGD_GATEWAY_KEY (as a CI job holds it)."""
+    device key through BINDINGD_GATEWAY_KEY (as a CI job holds it). `port`: where the developer
+    reaches the gateway, if not at its own port (a load balancer in front of it)."""
     creds = credentials(request)
     request.getfixturevalue("monkeypatch").setenv(KEY_ENV, str(creds.device_key))
-    on_gateway = {"gateway": {"url": f"localhost:{gateway.port}", "ca": str(creds.pki / "ca.pem")}}
+    on_gateway = {"gateway": {"url": f"localhost:{port or gateway.port}", "ca": str(creds.pki / "ca.pem")}}
     config = {"version": 1, "env": "dev", "envs": {env: on_gateway for env in gateway.config.envs}}
     return write_project(root, yaml.safe_dump(config, sort_keys=False))
 

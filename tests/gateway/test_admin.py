@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from bindingd.errors import BindingdError, Reason
 from bindingd.gateway import admin
 from bindingd.gateway.device import DeviceKey
+from bindingd.gateway.pgstate import PostgresState
 from bindingd.gateway.sessions import Sessions
 from bindingd.gateway.state import SqliteState, open_state
 from bindingd.gateway.tokens import SigningKey
@@ -94,7 +95,10 @@ def test_grant_needs_a_user(tmp_path: Path) -> None:
 
 def test_open_state_kinds(tmp_path: Path) -> None:
     assert isinstance(open_state("sqlite", path=tmp_path / "s.sqlite3"), SqliteState)
-    with pytest.raises(ValueError, match="not supported yet"):
-        open_state("postgres", dsn="postgresql://x")
+    assert isinstance(open_state("postgres", dsn="postgresql://x"), PostgresState)
+    with pytest.raises(ValueError, match="needs a dsn"):
+        open_state("postgres")
+    with pytest.raises(ValueError, match='unknown state store kind "oracle"'):
+        open_state("oracle")
     with pytest.raises(ValueError, match="needs a path"):
         open_state("sqlite")

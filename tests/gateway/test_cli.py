@@ -140,10 +140,6 @@ gateway:
         ("version: 1\ngateway: {id: x}\n", 'gateway: missing required key "listen"'),
         (_GATEWAY + "  state: sqlite\n", "gateway.state: expected a mapping, got a string"),
         (_GATEWAY + "  state: { kind: oracle }\n", 'unknown state kind "oracle"'),
-        (
-            _GATEWAY + '  state: { kind: postgres, dsn: "postgresql://u:pw@h/db" }\nenvs:\n  staging: {}\n',
-            'kind "postgres" is not supported yet',
-        ),
         ("gateway: [\n", "invalid YAML"),
     ],
 )

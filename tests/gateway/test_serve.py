@@ -266,6 +266,14 @@ def test_an_allowed_developer_uses_every_binding_type(team: Team) -> None:
     assert str(query["subject"]).startswith("sha256:") and query["action"] == "write"
     upload = team.audit_line(user="alice", env="staging", method="/bindingd.v1.Objects/Put")
     assert upload["subject"] == "logo.png"
+    # Bytes in and out: the messages as sent on the wire, streams included.
+    put_request = kv_pb2.KVPutRequest(binding="CACHE", key="greeting", value=KV_VALUE)
+    assert put["bytes_in"] == put_request.ByteSize() and put["bytes_out"] == 0
+    get = team.audit_line(user="alice", env="staging", method="/bindingd.v1.KV/Get")
+    assert get["bytes_in"] == kv_pb2.KVGetRequest(binding="CACHE", key="greeting").ByteSize()
+    assert get["bytes_out"] > len(KV_VALUE)
+    parts = [objects_pb2.ObjectsPutRequest(header=header), objects_pb2.ObjectsPutRequest(chunk=b"png")]
+    assert upload["bytes_in"] == sum(p.ByteSize() for p in parts) and upload["bytes_out"] > 0
 
 
 def test_a_denied_call_names_who_what_and_where_and_is_audited(team: Team) -> None:

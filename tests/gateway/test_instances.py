@@ -1,0 +1,210 @@
+"""Two gateway instances behind a real load balancer (HAProxy, from Debian's packages), sharing
+one PostgreSQL state store: a developer's calls go on while one instance stops mid-run (issue 14,
+"Several instances").
+
+HAProxy terminates TLS with the gateway's certificate and balances calls (HTTP/2, per request)
+over TLS to the two instances, as a team would put it in front of them; the instances are real
+`Gateway`s served by the test's event loop, the daemon a real daemon in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from bindingd_client import connect
+from bindingd_client.errors import BindingError as ClientError
+from conformance.gateway_backend import credentials, developer_config, serving_gateway
+from support import POSTGRES, daemon_in_process, write_project
+
+from bindingd.server.forward import Forwarder
+
+pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+
+HAPROXY_CFG = """\
+global
+    log stdout format raw local0 warning
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    retries 3
+    option redispatch
+frontend gateways
+    bind 127.0.0.1:{port} ssl crt {pem} alpn h2
+    default_backend instances
+backend instances
+    balance roundrobin
+    default-server ssl verify required ca-file {ca} sni str(localhost) alpn h2 check inter 500ms fall 1
+    server a 127.0.0.1:{a}
+    server b 127.0.0.1:{b}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def dsn() -> AsyncIterator[str]:
+    async with POSTGRES.database() as name:
+        yield POSTGRES.dsn(name)
+
+
+@pytest.fixture
+def haproxy_for(tmp_path: Path) -> Iterator[object]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(pki: Path, a: int, b: int) -> int:
+        port = _free_port()
+        pem = tmp_path / "haproxy.pem"
+        pem.write_bytes((pki / "server.pem").read_bytes() + (pki / "server.key").read_bytes())
+        pem.chmod(0o600)
+        cfg = tmp_path / "haproxy.cfg"
+        cfg.write_text(HAPROXY_CFG.format(port=port, pem=pem, ca=pki / "ca.pem", a=a, b=b))
+        check = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+        log = (tmp_path / "haproxy.log").open("wb")
+        procs.append(subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=log, stderr=log))
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return port
+            except OSError:
+                assert time.monotonic() < deadline, (tmp_path / "haproxy.log").read_text()
+                time.sleep(0.1)
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_calls_go_on_while_one_instance_stops_behind_haproxy(
+    dsn: str, tmp_path: Path, request: pytest.FixtureRequest, haproxy_for: object
+) -> None:
+    root = tmp_path / "team"
+    inner = write_project(
+        root,
+        "version: 1\nbindings:\n  CACHE: { type: kv, connection: pg }\n"
+        f'connections:\n  pg: {{ kind: postgres, dsn: "{dsn}" }}\n',
+    )
+    state = {"kind": "postgres", "dsn": dsn}
+    async with (
+        serving_gateway(root, inner, request, state=state, name="a.yaml") as a,
+        serving_gateway(root, inner, request, state=state, name="b.yaml") as b,
+    ):
+        port = haproxy_for(credentials(request).pki, a.port, b.port)  # type: ignore[operator]
+
+        # The developer's config names the load balancer, not an instance.
+        laptop = developer_config(tmp_path / "laptop", a, request, port=port)
+        async with daemon_in_process(laptop) as daemon:
+            env = await connect(endpoint=f"unix://{daemon.socket_path}")
+            try:
+                await env.CACHE.put("k", "v")
+                failures: list[str] = []
+                calls = 0
+                stop_at = time.monotonic() + 6.0
+                stopped = asyncio.Event()
+
+                async def worker(n: int) -> None:
+                    nonlocal calls
+                    while time.monotonic() < stop_at:
+                        try:
+                            if calls % 5 == 0:
+                                await env.CACHE.put(f"w{n}", str(calls))
+                            else:
+                                assert await env.CACHE.get("k") == "v"
+                            calls += 1
+                        except ClientError as e:
+                            failures.append(f"{type(e).__name__}: {e}")
+                        await asyncio.sleep(0.01)
+
+                async def stop_one() -> None:
+                    await asyncio.sleep(2.0)
+                    await a.shutdown()  # drains: what it is answering completes
+                    stopped.set()
+
+                await asyncio.gather(*(worker(n) for n in range(4)), stop_one())
+                assert stopped.is_set() and calls > 100
+                assert failures == [], failures[:5]
+                # Both instances served calls (HAProxy balanced them), and B went on alone.
+                assert a.audit.path is not None and b.audit.path is not None
+                served_by_a = a.audit.path.read_text().count('"binding":"CACHE"')
+                served_by_b = b.audit.path.read_text().count('"binding":"CACHE"')
+                assert served_by_a > 10 and served_by_b > served_by_a, (served_by_a, served_by_b)
+            finally:
+                await env.aclose()
+
+
+def test_the_daemon_resends_only_reads_whose_connection_failed() -> None:
+    forwarder = Forwarder.__new__(Forwarder)
+    from bindingd.gateway.server import METHOD_ACTIONS
+
+    forwarder.actions = METHOD_ACTIONS
+    reset = grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "reset"
+    )
+    answered = grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(("grpc-status-details-bin", b"x")),
+        "a bindingd error from the gateway",
+    )
+    denied = grpc.aio.AioRpcError(grpc.StatusCode.PERMISSION_DENIED, grpc.aio.Metadata(), grpc.aio.Metadata())
+    assert forwarder._may_resend("/bindingd.v1.KV/Get", reset)
+    assert forwarder._may_resend("/bindingd.v1.Objects/Get", reset)
+    assert not forwarder._may_resend("/bindingd.v1.KV/Get", answered)  # the gateway said why
+    assert not forwarder._may_resend("/bindingd.v1.KV/Get", denied)
+    for write in ("/bindingd.v1.KV/Put", "/bindingd.v1.Queue/Send", "/bindingd.v1.Database/Query"):
+        assert not forwarder._may_resend(write, reset), write
+
+
+async def test_the_network_to_the_gateway_cut_then_restored(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A proxy the test cuts stands for the network between laptop and gateway: calls fail
+    BACKEND_UNAVAILABLE naming the gateway (never a raw gRPC message), and come back by
+    themselves once it is restored, on the same daemon and session."""
+    from bindingd_client import BackendUnavailable
+    from faults.proxy import FaultProxy
+
+    root = tmp_path / "team"
+    inner = write_project(root, "version: 1\nbindings:\n  CACHE: { type: kv }\n")
+    async with serving_gateway(root, inner, request) as gateway:
+        proxy = await FaultProxy(gateway.port).start()
+        laptop = developer_config(tmp_path / "laptop", gateway, request, port=proxy.port)
+        async with daemon_in_process(laptop) as daemon:
+            env = await connect(endpoint=f"unix://{daemon.socket_path}")
+            try:
+                await env.CACHE.put("k", "v")
+                proxy.cut()
+                with pytest.raises(BackendUnavailable) as cut:
+                    await env.CACHE.put("k", "lost?")
+                assert f"localhost:{proxy.port}" in str(cut.value) and "gateway" in str(cut.value)
+                assert "StatusCode" not in str(cut.value) and "grpc" not in str(cut.value).lower()
+                proxy.restore()
+                started = time.monotonic()
+                while True:
+                    try:
+                        value = await env.CACHE.get("k")
+                        break
+                    except BackendUnavailable:
+                        assert time.monotonic() - started < 15, "calls did not come back"
+                        await asyncio.sleep(0.2)
+                assert value in ("v", "lost?")  # a write cut in flight may or may not have landed
+                await env.CACHE.put("k", "after")
+                assert await env.CACHE.get("k") == "after"
+            finally:
+                await env.aclose()
