@@ -411,7 +411,10 @@ class Daemon:
             for server in self._servers:
                 await server.start()
             self._http = HttpListeners(
-                self._services, token if self.options.listen else None, self.options.grace_s
+                self._services,
+                token if self.options.listen else None,
+                self.options.grace_s,
+                Forwarder(self.runtime),
             )
             http_tcp = http_listen_of(self.options.listen) if self.options.listen else None
             await self._http.start(self.http_socket_path, http_tcp)

@@ -42,7 +42,7 @@ from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 
 from bindingd.errors import BindingdError, Reason, invalid_argument
-from bindingd.server.calls import REQUEST_ID_HEADER, RequestStream, status_metadata
+from bindingd.server.calls import REQUEST_ID_HEADER, RequestStream, binding_of, status_metadata
 
 log = structlog.get_logger("bindingd.http")
 
@@ -227,10 +227,26 @@ def _timeout(request: web.BaseRequest) -> float | None:
 class ConnectHandler:
     """Routes `/<service>/<method>` to the servicers, by their descriptors."""
 
-    def __init__(self, services: list[tuple[object, ServiceDescriptor]]) -> None:
+    def __init__(self, services: list[tuple[object, ServiceDescriptor]], forwarder: Any = None) -> None:
         self.methods: dict[str, Method] = {}
         for servicer, service in services:
             self.methods.update(methods_of(servicer, service))
+        # Calls naming a binding served through the env's gateway are relayed there, as the gRPC
+        # services do (bindingd.server.forward); Bindings and Vars.GetAll answer for the whole
+        # env here, merging what the gateway serves.
+        self.forwarder = forwarder
+
+    def _session(self, method: Method, message: Any) -> tuple[Any, str]:
+        """The gateway session serving the binding `message` names, if any, and that name."""
+        full = method.descriptor.full_name
+        if (
+            self.forwarder is None
+            or full.startswith("bindingd.v1.Bindings.")
+            or full == "bindingd.v1.Vars.GetAll"
+        ):
+            return None, ""
+        binding = binding_of(message)
+        return self.forwarder.session_for(binding), binding
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         context = HttpContext(request)
@@ -283,7 +299,14 @@ class ConnectHandler:
     ) -> web.Response:
         body = await request.read()
         message = _parse(body, method.request_class, as_json)
-        response: Message = await method.impl(message, context.as_grpc())
+        session, binding = self._session(method, message)
+        if session is not None:
+            raw = await self.forwarder.unary(
+                session, request.path, binding, message.SerializeToString(), context.as_grpc()
+            )
+            response: Message = method.response_class.FromString(raw)
+        else:
+            response = await method.impl(message, context.as_grpc())
         if as_json:
             return web.Response(body=_to_json(response), content_type=JSON)
         return web.Response(body=response.SerializeToString(), content_type=PROTO)
@@ -293,13 +316,22 @@ class ConnectHandler:
     ) -> web.StreamResponse:
         """A streaming call: enveloped messages in, enveloped messages out, then end-of-stream."""
         raw = _envelopes(request, method.request_class, as_json)
+        first = await anext(raw, None)
+        if first is None and not method.descriptor.client_streaming:
+            raise invalid_argument(f"{method.descriptor.full_name} needs one request message")
+        session, binding = (
+            self._session(method, method.request_class.FromString(first)) if first is not None else (None, "")
+        )
+        rest = _chain(first, raw)
         if method.descriptor.client_streaming:
-            request_arg: Any = RequestStream(raw, method.request_class, context.as_grpc())
+            request_arg: Any = RequestStream(rest, method.request_class, context.as_grpc())
         else:
-            first = await anext(raw, None)
-            if first is None:
-                raise invalid_argument(f"{method.descriptor.full_name} needs one request message")
             request_arg = method.request_class.FromString(first)
+        impl = method.impl
+        if session is not None:
+            impl = self._relay(
+                session, request.path, binding, method, rest if method.descriptor.client_streaming else first
+            )
         media = STREAM_JSON if as_json else STREAM_PROTO
         response = web.StreamResponse(status=200, headers={"content-type": media})
         end: dict[str, Any] = {}
@@ -307,14 +339,14 @@ class ConnectHandler:
         try:
             async with asyncio.timeout(_timeout(request)):
                 if method.descriptor.server_streaming:
-                    async with contextlib.aclosing(method.impl(request_arg, context.as_grpc())) as answers:
+                    async with contextlib.aclosing(impl(request_arg, context.as_grpc())) as answers:
                         async for answer in answers:
                             if not started:
                                 await response.prepare(request)
                                 started = True
                             await response.write(_envelope(answer, method.response_class, as_json))
                 else:
-                    answer = await method.impl(request_arg, context.as_grpc())
+                    answer = await impl(request_arg, context.as_grpc())
                     await response.prepare(request)
                     started = True
                     await response.write(_envelope(answer, method.response_class, as_json))
@@ -333,6 +365,35 @@ class ConnectHandler:
         await response.write(ENVELOPE.pack(END_STREAM, len(data)) + data)
         await response.write_eof()
         return response
+
+    def _relay(
+        self, session: Any, path: str, binding: str, method: Method, request: Any
+    ) -> Callable[..., Any]:
+        """A stand-in for the servicer's method that relays the call to the gateway: `request`
+        is the first message's bytes, or (client streaming) every message's."""
+        forwarder, parse = self.forwarder, method.response_class.FromString
+        descriptor = method.descriptor
+        if descriptor.server_streaming:
+            relay = forwarder.stream_stream if descriptor.client_streaming else forwarder.unary_stream
+
+            async def answers(_: Any, context: Any) -> AsyncIterator[Any]:
+                async for raw in relay(session, path, binding, request, context):
+                    yield parse(raw)
+
+            return answers
+        relay_one = forwarder.stream_unary if descriptor.client_streaming else forwarder.unary
+
+        async def answer(_: Any, context: Any) -> Any:
+            return parse(await relay_one(session, path, binding, request, context))
+
+        return answer
+
+
+async def _chain(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first is not None:
+        yield first
+    async for raw in rest:
+        yield raw
 
 
 def _parse(body: bytes, request_class: Any, as_json: bool) -> Any:

@@ -40,9 +40,15 @@ def http_listen_of(listen: str) -> str:
 
 
 class HttpListeners:
-    def __init__(self, services: list[tuple[object, Any]], token: str | None, grace_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        services: list[tuple[object, Any]],
+        token: str | None,
+        grace_s: float = 10.0,
+        forwarder: Any = None,
+    ) -> None:
         self._grace_s = grace_s
-        self._connect = ConnectHandler(services)
+        self._connect = ConnectHandler(services, forwarder)
         objects_service = next(
             s
             for s, d in services

@@ -1,0 +1,84 @@
+"""HTTP/JSON (Connect) calls to bindings served through a gateway: relayed there as the gRPC
+ones are, so a PHP or curl worker reaches staging the same way (issues 14 and 16)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from conformance.gateway_backend import developer_config, serving_gateway
+from support import daemon_in_process, write_project
+
+INNER = """
+    version: 1
+    bindings:
+      CACHE: { type: kv }
+      APP_DB: { type: sql }
+      JOBS: { type: queue }
+"""
+JSON = {"content-type": "application/json"}
+STREAM = {"content-type": "application/connect+json"}
+
+
+def _envelopes(data: bytes) -> list[tuple[int, Any]]:
+    out = []
+    while data:
+        flags, length = struct.unpack(">BI", data[:5])
+        out.append((flags, json.loads(data[5 : 5 + length])))
+        data = data[5 + length :]
+    return out
+
+
+async def test_connect_json_calls_reach_remote_bindings(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    root = tmp_path / "team"
+    async with serving_gateway(root, write_project(root, INNER), request) as gateway:
+        laptop = developer_config(tmp_path / "laptop", gateway, request)
+        async with daemon_in_process(laptop) as daemon:
+            connector = aiohttp.UnixConnector(path=str(daemon.http_socket_path))
+            async with aiohttp.ClientSession(connector=connector) as http:
+
+                async def call(method: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+                    async with http.post(f"http://b/{method}", data=json.dumps(body), headers=JSON) as r:
+                        return r.status, await r.json(content_type=None)
+
+                assert (await call("bindingd.v1.KV/Put", {"binding": "CACHE", "key": "k", "value": "dg=="}))[
+                    0
+                ] == 200
+                status, got = await call("bindingd.v1.KV/Get", {"binding": "CACHE", "key": "k"})
+                assert status == 200 and base64.b64decode(got["entry"]["value"]) == b"v"
+                status, _ = await call(
+                    "bindingd.v1.Database/Exec", {"binding": "APP_DB", "sql": "CREATE TABLE t (n INTEGER)"}
+                )
+                assert status == 200
+                status, rows = await call(
+                    "bindingd.v1.Database/Query",
+                    {"binding": "APP_DB", "statement": {"sql": "SELECT count(*) AS c FROM t"}},
+                )
+                assert status == 200 and rows["rows"][0]["values"][0]["integer"] == "0"
+                # A server stream through both hops: a queue's consume.
+                message = {"body": base64.b64encode(b"job").decode(), "contentType": "bytes"}
+                assert (await call("bindingd.v1.Queue/Send", {"binding": "JOBS", "message": message}))[
+                    0
+                ] == 200
+                ask = json.dumps({"binding": "JOBS", "batchSize": 10, "maxWaitSeconds": 0.5}).encode()
+                async with http.post(
+                    "http://b/bindingd.v1.Queue/Consume",
+                    data=struct.pack(">BI", 0, len(ask)) + ask,
+                    headers=STREAM,
+                ) as r:
+                    messages = _envelopes(await r.read())
+                assert messages[-1] == (2, {})
+                got_bodies = [base64.b64decode(m["body"]) for _, b in messages[:-1] for m in b["messages"]]
+                assert got_bodies == [b"job"]
+                # The gateway's refusals arrive with its reason: a binding it does not serve.
+                status, err = await call("bindingd.v1.KV/Get", {"binding": "NOPE", "key": "k"})
+                assert status == 404 or status == 400, err
+        audit = (root / "gateway-audit.jsonl").read_text()
+        assert '"method":"/bindingd.v1.KV/Get"' in audit and '"method":"/bindingd.v1.Queue/Consume"' in audit
