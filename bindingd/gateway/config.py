@@ -6,7 +6,8 @@ subclass of `bindingd.config.loader.Loader`), so they mean the same, fail with t
 are never shown). What a gateway adds:
 
     gateway:   id, listen (required); tls {cert, key}, signing_key (required: `gateway init`
-               writes them); state {kind: sqlite, path} | {kind: postgres, dsn} (default: sqlite,
+               writes them); previous_signing_keys [paths] (after a rotation: their tokens
+               verify until they expire); state {kind: sqlite, path} | {kind: postgres, dsn} (default: sqlite,
                gateway-state.sqlite3 beside the file); audit {path} | {stdout: true} (default
                stdout). Paths are relative to the file.
     envs.NAME: protected, token_ttl (seconds, 1 to 86400; default 900 protected, 3600 otherwise)
@@ -34,7 +35,7 @@ from bindingd.config.yaml_source import Item, describe
 from bindingd.gateway.policy import ACTIONS, ACTIONS_BY_TYPE, ANY, WHO_KINDS, Policy, Rule
 
 TOP_LEVEL_KEYS = ("version", "gateway", "connections", "bindings", "envs", "policy")
-GATEWAY_KEYS = ("id", "listen", "tls", "signing_key", "state", "audit")
+GATEWAY_KEYS = ("id", "listen", "tls", "signing_key", "previous_signing_keys", "state", "audit")
 TTL_PROTECTED_S = 900
 TTL_DEFAULT_S = 3600
 TTL_MAX_S = 86_400  # a day: a token is meant to be short-lived
@@ -81,6 +82,8 @@ class GatewayConfig:
     audit: AuditConfig
     envs: Mapping[str, GatewayEnv]
     policy: Policy
+    # Keys that signed tokens before a rotation: their tokens verify until they expire.
+    previous_signing_keys: tuple[Path, ...] = ()
 
     def runtime_config(self, env: str) -> Config:
         """What a bindingd `Runtime` needs to serve `env`: its bindings, with local state of its
@@ -130,6 +133,12 @@ class GatewayLoader(Loader):
         tls_cert = self.path(self.required(settings["tls"], tls, "cert"), resolver)
         tls_key = self.path(self.required(settings["tls"], tls, "key"), resolver)
         signing_key = self.path(self.required(top["gateway"], settings, "signing_key"), resolver)
+        previous: list[Path] = []
+        if "previous_signing_keys" in settings:
+            listed = settings["previous_signing_keys"]
+            if not isinstance(listed.value, list):
+                raise self.error(listed, "expected a list of key files (the keys used before a rotation)")
+            previous = [self.path(item, resolver) for item in listed.value]
         state = self.state(settings.get("state"), resolver)
         audit = self.audit(settings.get("audit"), resolver)
 
@@ -166,6 +175,7 @@ class GatewayLoader(Loader):
             audit=audit,
             envs=envs,
             policy=policy,
+            previous_signing_keys=tuple(previous),
         )
 
     # -- gateway: --------------------------------------------------------------------------

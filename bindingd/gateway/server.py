@@ -588,7 +588,10 @@ class Gateway:
         self.port = 0
         self.store: StateStore = _store(config)
         self.sessions = Sessions(
-            self.store, gateway_id=config.id, signing_key=tokens.load_signing_key(config.signing_key)
+            self.store,
+            gateway_id=config.id,
+            signing_key=tokens.load_signing_key(config.signing_key),
+            old_keys=[tokens.load_signing_key(path).public() for path in config.previous_signing_keys],
         )
         self.audit = AuditLog(path=config.audit.path) if config.audit.path else AuditLog.stdout()
         self.router = Router({}, config.policy, self.sessions)

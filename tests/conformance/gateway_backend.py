@@ -117,6 +117,7 @@ async def serving_gateway(
     *,
     state: dict[str, str] | None = None,
     name: str = "gateway.yaml",
+    settings: dict[str, Any] | None = None,
 ) -> AsyncIterator[Gateway]:
     """A gateway serving the bindings of `inner_config` from `gateway_root` (the folder holding
     it, so its relative paths mean the same), with the session's device key enrolled."""
@@ -124,7 +125,9 @@ async def serving_gateway(
     inner = yaml.safe_load(inner_config.read_text())
     path = gateway_root / name
     audit = f"{Path(name).stem}-audit.jsonl"  # each instance its own
-    path.write_text(yaml.safe_dump(gateway_yaml(inner, creds.pki, state, audit), sort_keys=False))
+    document = gateway_yaml(inner, creds.pki, state, audit)
+    document["gateway"].update(settings or {})  # e.g. a port or signing keys of the test's own
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
     gateway = Gateway(load_gateway_config(path), grace_s=0.0, **({"clock": clock} if clock else {}))
     try:
         await gateway.start()
