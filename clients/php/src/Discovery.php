@@ -76,8 +76,11 @@ final class Discovery
                 self::checkTrusted($state);
                 return $state;
             }
-            if (is_file("$dir/bindingd.yaml")) {
-                return null;
+            // The project's root: bindingd.yaml, or a Workers project's wrangler file.
+            foreach (['bindingd.yaml', 'wrangler.json', 'wrangler.jsonc', 'wrangler.toml'] as $marker) {
+                if (is_file("$dir/$marker")) {
+                    return null;
+                }
             }
             $parent = dirname($dir);
             if ($parent === $dir) {
