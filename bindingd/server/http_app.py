@@ -55,7 +55,7 @@ class HttpListeners:
             if d.full_name == objects_pb2.DESCRIPTOR.services_by_name["Objects"].full_name
         )
         assert isinstance(objects_service, ObjectsService)
-        self._objects = ObjectsHandler(objects_service)
+        self._objects = ObjectsHandler(objects_service, forwarder)
         self._token = token
         self._runners: list[web.AppRunner] = []
         self._socket: Path | None = None

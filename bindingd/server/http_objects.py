@@ -145,21 +145,66 @@ def _refused_status(cond: objects_pb2.ObjectConditional | None, meta: objects_pb
     return 304 if condition_met(matching, info) else 412
 
 
+class _RelayedObjects:
+    """The Objects calls of one binding served through the env's gateway, with the servicer's
+    signatures, so that the handler below serves a remote binding the way it serves a local
+    one: each call is relayed as bytes (bindingd.server.forward), as the gRPC ones are."""
+
+    PATH = "/bindingd.v1.Objects/"
+
+    def __init__(self, forwarder: Any, session: Any, binding: str) -> None:
+        self.forwarder, self.session, self.binding = forwarder, session, binding
+
+    async def Head(self, request: Any, context: Any) -> Any:
+        raw = await self.forwarder.unary(
+            self.session, self.PATH + "Head", self.binding, request.SerializeToString(), context
+        )
+        return objects_pb2.ObjectsHeadResponse.FromString(raw)
+
+    async def Delete(self, request: Any, context: Any) -> Any:
+        raw = await self.forwarder.unary(
+            self.session, self.PATH + "Delete", self.binding, request.SerializeToString(), context
+        )
+        return objects_pb2.ObjectsDeleteResponse.FromString(raw)
+
+    async def Get(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        first = True
+        async for raw in self.forwarder.unary_stream(
+            self.session, self.PATH + "Get", self.binding, request.SerializeToString(), context
+        ):
+            # The header is read as a message; body chunks go on as the bytes they came as.
+            yield objects_pb2.ObjectsGetResponse.FromString(raw) if first else raw
+            first = False
+
+    async def Put(self, requests: RequestStream, context: Any) -> Any:
+        raw = await self.forwarder.stream_unary(
+            self.session, self.PATH + "Put", self.binding, requests.raw(), context
+        )
+        return objects_pb2.ObjectsPutResponse.FromString(raw)
+
+
 class ObjectsHandler:
-    def __init__(self, service: ObjectsService) -> None:
+    def __init__(self, service: ObjectsService, forwarder: Any = None) -> None:
         self.service = service
+        self.forwarder = forwarder
+
+    def _serving(self, binding: str) -> Any:
+        """What serves `binding`'s calls: the servicer here, or a relay to the env's gateway."""
+        session = self.forwarder.session_for(binding) if self.forwarder is not None else None
+        return _RelayedObjects(self.forwarder, session, binding) if session is not None else self.service
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         context = HttpContext(request)
         try:
             binding, key = split_path(request.raw_path)
+            service = self._serving(binding)
             if request.method in ("GET", "HEAD"):
-                return await self._get(request, context, binding, key)
+                return await self._get(service, request, context, binding, key)
             if request.method == "PUT":
-                return await self._put(request, context, binding, key)
+                return await self._put(service, request, context, binding, key)
             if request.method == "DELETE":
                 grpc_context = context.as_grpc()
-                await self.service.Delete(
+                await service.Delete(
                     objects_pb2.ObjectsDeleteRequest(binding=binding, keys=[key]), grpc_context
                 )
                 return web.Response(status=204, headers={REQUEST_ID_HEADER: context.request_id})
@@ -178,7 +223,7 @@ class ObjectsHandler:
             return _error(request, internal(request, context.request_id), context)
 
     async def _get(
-        self, request: web.Request, context: HttpContext, binding: str, key: str
+        self, service: Any, request: web.Request, context: HttpContext, binding: str, key: str
     ) -> web.StreamResponse:
         head_only = request.method == "HEAD"
         cond = _conditional(request)
@@ -189,7 +234,7 @@ class ObjectsHandler:
         if cond is not None:
             get.only_if.CopyFrom(cond)
         if head_only:
-            head = await self.service.Head(
+            head = await service.Head(
                 objects_pb2.ObjectsHeadRequest(binding=binding, key=key), context.as_grpc()
             )
             found, meta, failed = head.found, head.object, False
@@ -197,7 +242,7 @@ class ObjectsHandler:
                 failed = not _met(cond, meta)
             answers: Any = None
         else:
-            answers = cast(Any, self.service.Get(get, context.as_grpc()))
+            answers = cast(Any, service.Get(get, context.as_grpc()))
             try:
                 first = await anext(answers)
             except BindingdError as e:
@@ -264,7 +309,7 @@ class ObjectsHandler:
         return e
 
     async def _put(
-        self, request: web.Request, context: HttpContext, binding: str, key: str
+        self, service: Any, request: web.Request, context: HttpContext, binding: str, key: str
     ) -> web.StreamResponse:
         header = objects_pb2.ObjectsPutHeader(binding=binding, key=key)
         h = request.headers
@@ -289,7 +334,7 @@ class ObjectsHandler:
             objects_pb2.ObjectsPutRequest,
             context.as_grpc(),
         )
-        result = await self.service.Put(stream, context.as_grpc())
+        result = await service.Put(stream, context.as_grpc())
         headers = {REQUEST_ID_HEADER: context.request_id}
         if not result.stored:
             abort = HttpAbort(

@@ -13,6 +13,10 @@
  * or from the web server's working folder like any client.
  *
  * Routes (under /wp-json/ or ?rest_route=):
+ *   GET  bindingd/v1/fragment/recent    the recent posts as an HTML fragment, cached in the KV
+ *                                       binding FRAGMENTS for a minute (X-Bindingd-Cache: hit|miss)
+ *   POST bindingd/v1/guestbook          add {"name", "message"} to a table of the sql binding DB
+ *   GET  bindingd/v1/guestbook          the entries, newest first
  *   POST bindingd/v1/views              count one view (KV binding VIEWS), answer {"views": n}
  *   GET  bindingd/v1/greeting           the GREETING var
  *   PUT  bindingd/v1/files/NAME         store the request body in UPLOADS; needs the header
@@ -38,7 +42,70 @@ function bindingd_demo_error(\Throwable $e): WP_Error
     return new WP_Error('bindingd', $e->getMessage(), ['status' => $status]);
 }
 
+/** The recent posts' HTML, from the cache or made and cached for FRAGMENT_TTL seconds. */
+const BINDINGD_DEMO_FRAGMENT_TTL = 60;
+
 add_action('rest_api_init', static function (): void {
+    register_rest_route('bindingd/v1', '/fragment/recent', [
+        'methods' => 'GET',
+        'permission_callback' => '__return_true',
+        'callback' => static function () {
+            try {
+                $cache = bindingd_demo_env()->FRAGMENTS;
+                $html = $cache->get('fragment:recent');
+                $state = 'hit';
+                if ($html === null) {
+                    $state = 'miss';
+                    $items = array_map(
+                        static fn (WP_Post $post): string => '<li>' . esc_html(get_the_title($post)) . '</li>',
+                        get_posts(['numberposts' => 5])
+                    );
+                    $html = '<ul class="recent">' . implode('', $items) . '</ul>';
+                    $cache->put('fragment:recent', $html, ['expirationTtl' => BINDINGD_DEMO_FRAGMENT_TTL]);
+                }
+            } catch (\Bindingd\BindingError $e) {
+                return bindingd_demo_error($e);
+            }
+            $response = new WP_REST_Response(['html' => $html]);
+            $response->header('X-Bindingd-Cache', $state);
+            return $response;
+        },
+    ]);
+    register_rest_route('bindingd/v1', '/guestbook', [
+        [
+            'methods' => 'POST',
+            'permission_callback' => '__return_true',
+            'args' => [
+                'name' => ['type' => 'string', 'required' => true, 'maxLength' => 100],
+                'message' => ['type' => 'string', 'required' => true, 'maxLength' => 2000],
+            ],
+            'callback' => static function (WP_REST_Request $request) {
+                try {
+                    $db = bindingd_demo_env()->DB;
+                    $db->exec('CREATE TABLE IF NOT EXISTS guestbook (id INTEGER PRIMARY KEY, name TEXT NOT NULL, message TEXT NOT NULL)');
+                    $db->prepare('INSERT INTO guestbook (name, message) VALUES (?, ?)')
+                        ->bind((string) $request['name'], (string) $request['message'])
+                        ->run();
+                    return ['ok' => true];
+                } catch (\Bindingd\BindingError $e) {
+                    return bindingd_demo_error($e);
+                }
+            },
+        ],
+        [
+            'methods' => 'GET',
+            'permission_callback' => '__return_true',
+            'callback' => static function () {
+                try {
+                    $db = bindingd_demo_env()->DB;
+                    $db->exec('CREATE TABLE IF NOT EXISTS guestbook (id INTEGER PRIMARY KEY, name TEXT NOT NULL, message TEXT NOT NULL)');
+                    return $db->prepare('SELECT name, message FROM guestbook ORDER BY id DESC LIMIT 50')->all()['results'];
+                } catch (\Bindingd\BindingError $e) {
+                    return bindingd_demo_error($e);
+                }
+            },
+        ],
+    ]);
     register_rest_route('bindingd/v1', '/views', [
         'methods' => 'POST',
         'permission_callback' => '__return_true',

@@ -33,6 +33,8 @@ PROJECT = """
     version: 1
     bindings:
       VIEWS: { type: kv }
+      FRAGMENTS: { type: kv }
+      DB: { type: sql }
       UPLOADS: { type: objects }
       GREETING: { type: var, value: "Hello from bindingd" }
       UPLOAD_KEY: { type: secret, value: "${env:WP_UPLOAD_KEY}" }
@@ -185,8 +187,32 @@ def test_wordpress_reaches_every_binding_through_the_php_client(
     status, body = site.rest("GET", "/bindingd/v1/files/logo.png")
     assert status == 200 and body == logo
 
+    # A page fragment made once, then served from the KV cache.
+    status, body = site.rest("GET", "/bindingd/v1/fragment/recent")
+    assert status == 200 and "Hello world!" in json.loads(body)["html"]  # WordPress's first post
+    status, again = site.rest("GET", "/bindingd/v1/fragment/recent")
+    assert status == 200 and again == body
+
+    # A table of the sql binding.
+    for name, message in (("ada", "first!"), ("bob", "<b>hi</b> ' OR 1=1 --")):
+        entry = json.dumps({"name": name, "message": message}).encode()
+        status, answer = site.rest(
+            "POST", "/bindingd/v1/guestbook", entry, {"Content-Type": "application/json"}
+        )
+        assert status == 200, answer
+    status, listed = site.rest("GET", "/bindingd/v1/guestbook")
+    assert status == 200 and [e["name"] for e in json.loads(listed)] == ["bob", "ada"]
+
     # The same data, seen by another language's client on the same daemon.
     with connect_sync(endpoint=daemon.endpoint) as env:
+        assert "Hello world!" in env.FRAGMENTS.get("fragment:recent")
+        listed_keys = env.FRAGMENTS.list().keys
+        assert listed_keys[0].expiration is not None  # cached for a while, not for ever
+        rows = env.DB.prepare("SELECT name, message FROM guestbook ORDER BY id").all().results
+        assert rows == [
+            {"name": "ada", "message": "first!"},
+            {"name": "bob", "message": "<b>hi</b> ' OR 1=1 --"},
+        ]
         assert env.VIEWS.get("views") == "3"
         stored = env.UPLOADS.get("logo.png")
         assert stored is not None and stored.bytes() == logo

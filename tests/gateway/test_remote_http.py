@@ -20,6 +20,7 @@ INNER = """
       CACHE: { type: kv }
       APP_DB: { type: sql }
       JOBS: { type: queue }
+      ASSETS: { type: objects }
 """
 JSON = {"content-type": "application/json"}
 STREAM = {"content-type": "application/connect+json"}
@@ -77,8 +78,32 @@ async def test_connect_json_calls_reach_remote_bindings(
                 assert messages[-1] == (2, {})
                 got_bodies = [base64.b64decode(m["body"]) for _, b in messages[:-1] for m in b["messages"]]
                 assert got_bodies == [b"job"]
+                # Object bodies over the plain HTTP endpoint, both ways, through both hops.
+                body = bytes(range(256)) * 4096  # 1 MiB
+                async with http.put(
+                    "http://b/objects/ASSETS/docs/a.bin",
+                    data=body,
+                    headers={"Content-Type": "application/pdf"},
+                ) as r:
+                    assert r.status == 200, await r.text()
+                async with http.get("http://b/objects/ASSETS/docs/a.bin") as r:
+                    assert r.status == 200 and await r.read() == body
+                    assert r.headers["Content-Type"] == "application/pdf"
+                async with http.get(
+                    "http://b/objects/ASSETS/docs/a.bin", headers={"Range": "bytes=10-19"}
+                ) as r:
+                    assert r.status == 206 and await r.read() == body[10:20]
+                async with http.head("http://b/objects/ASSETS/docs/a.bin") as r:
+                    assert r.status == 200 and r.headers["Content-Length"] == str(len(body))
+                async with http.delete("http://b/objects/ASSETS/docs/a.bin") as r:
+                    assert r.status == 204
+                async with http.get("http://b/objects/ASSETS/docs/a.bin") as r:
+                    assert r.status == 404
                 # The gateway's refusals arrive with its reason: a binding it does not serve.
                 status, err = await call("bindingd.v1.KV/Get", {"binding": "NOPE", "key": "k"})
                 assert status == 404 or status == 400, err
         audit = (root / "gateway-audit.jsonl").read_text()
         assert '"method":"/bindingd.v1.KV/Get"' in audit and '"method":"/bindingd.v1.Queue/Consume"' in audit
+        assert (
+            '"method":"/bindingd.v1.Objects/Put"' in audit and '"method":"/bindingd.v1.Objects/Get"' in audit
+        )
