@@ -156,6 +156,8 @@ class Runtime:
         self._serve_gateway = False
         # Set by `bindingd serve --metrics`: calls.py records each call's outcome there.
         self.metrics: Metrics | None = None
+        # Set by `bindingd serve` when OTEL_EXPORTER_OTLP_ENDPOINT is (bindingd.server.tracing).
+        self.tracing: Any = None
 
     @property
     def env(self) -> str:

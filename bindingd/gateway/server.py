@@ -54,6 +54,7 @@ from bindingd.gateway.sessions import Sessions
 from bindingd.gateway.state import StateStore, open_state
 from bindingd.gateway.tokens import Claims
 from bindingd.runtime import InFlight, Runtime, Served
+from bindingd.server import tracing
 from bindingd.server.app import DRAIN_QUIET_S, SERVER_OPTIONS, ServeError, tcp_server_options
 from bindingd.server.bindings import BindingsService
 from bindingd.server.calls import RequestStream, abort, add_service, request_id_of
@@ -169,6 +170,7 @@ class Router:
     # The services ask the daemon's Runtime for its own gateway session; a gateway serves every
     # binding itself.
     gateway = None
+    tracing: Any = None
 
     def __init__(self, runtimes: dict[str, Runtime], policy: Policy, sessions: Sessions) -> None:
         self.runtimes = runtimes
@@ -596,6 +598,9 @@ class Gateway:
         self.audit = AuditLog(path=config.audit.path) if config.audit.path else AuditLog.stdout()
         self.router = Router({}, config.policy, self.sessions)
         self.router.clock = clock
+        # OpenTelemetry, when OTEL_EXPORTER_OTLP_ENDPOINT is set: a span per call, continuing the
+        # developer's daemon's trace (its traceparent).
+        self.router.tracing = tracing.from_environment("bindingd-gateway")
         self.health = health.aio.HealthServicer()
         self.session_service: SessionService | None = None
         self._groups: dict[str, tuple[tuple[str, ...], float]] = {}
@@ -825,6 +830,9 @@ class Gateway:
         with contextlib.suppress(Exception):
             await self.store.close()
         self.audit.close()
+        if self.router.tracing is not None:
+            await asyncio.to_thread(self.router.tracing.close)
+            self.router.tracing = None
 
 
 def _store(config: GatewayConfig) -> StateStore:

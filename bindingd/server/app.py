@@ -43,6 +43,7 @@ from grpc_reflection.v1alpha import reflection
 from bindingd.config import Config, ConfigError
 from bindingd.providers.gateway.target import UsageError
 from bindingd.runtime import SERVING, UNKNOWN, Runtime
+from bindingd.server import tracing
 from bindingd.server.auth import BearerTokenInterceptor, check_token
 from bindingd.server.bindings import BindingsService
 from bindingd.server.calls import add_service
@@ -322,6 +323,7 @@ class Daemon:
         self.metrics_server: MetricsServer | None = None
         if options.metrics:
             self.runtime.metrics = Metrics(self.runtime)
+        self.runtime.tracing = tracing.from_environment()
 
     def _set_health(self, name: str, status: str) -> None:
         value = {
@@ -541,6 +543,8 @@ class Daemon:
         if self.metrics_server is not None:
             await self.metrics_server.close()
         await runtime.close()
+        if runtime.tracing is not None:
+            await asyncio.to_thread(runtime.tracing.close)  # flushes the last spans
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         with contextlib.suppress(FileNotFoundError):

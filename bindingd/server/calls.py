@@ -124,9 +124,11 @@ class RequestStream:
 class _Call:
     """The bookkeeping of one call: in-flight count, debug line, metrics, failure → status."""
 
-    __slots__ = ("code", "kind", "metrics", "name", "runtime", "sent", "started")
+    __slots__ = ("code", "kind", "metrics", "name", "runtime", "sent", "span", "started", "tracing")
 
-    def __init__(self, name: str, kind: tuple[str, str], runtime: Any) -> None:
+    def __init__(
+        self, name: str, kind: tuple[str, str], runtime: Any, context: grpc.aio.ServicerContext | None = None
+    ) -> None:
         self.name = name
         self.kind = kind
         self.runtime = runtime
@@ -135,6 +137,12 @@ class _Call:
         self.sent = 0  # response bytes, counted only when metrics are on
         # `serve --metrics` sets the runtime's; the gateway's Router has none.
         self.metrics = getattr(runtime, "metrics", None)
+        # Set when OTEL_EXPORTER_OTLP_ENDPOINT is (bindingd.server.tracing): a span per call.
+        self.tracing = getattr(runtime, "tracing", None)
+        self.span = None
+        if self.tracing is not None and context is not None:
+            metadata = context.invocation_metadata()
+            self.span = self.tracing.start(name, kind[1], kind[0], runtime.env, metadata)
         runtime.calls_in_flight += 1
         runtime.last_call_at = time.monotonic()
 
@@ -148,6 +156,8 @@ class _Call:
             received = request.received if isinstance(request, RequestStream) else request.ByteSize()
             seconds = time.perf_counter() - self.started
             metrics.record(self.kind, binding, self.code, seconds, received, self.sent)
+        if self.span is not None and self.tracing is not None:
+            self.tracing.end(self.span, binding, self.code)
         if log.is_enabled_for(logging.DEBUG):
             ms = round((time.perf_counter() - self.started) * 1000, 3)
             log.debug("call", method=self.name, binding=binding, ms=ms)
@@ -196,7 +206,7 @@ def rpc(
 
     @functools.wraps(method)
     async def wrapper(self: HasRuntime, request: Req, context: grpc.aio.ServicerContext) -> Resp:
-        call = _Call(name, kind, self.runtime)
+        call = _Call(name, kind, self.runtime, context)
         try:
             response = await method(self, request, context)
             if call.metrics is not None:
@@ -227,7 +237,7 @@ def rpc_stream(
     async def wrapper(
         self: HasRuntime, request: Req, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Resp]:
-        call = _Call(name, kind, self.runtime)
+        call = _Call(name, kind, self.runtime, context)
         try:
             async for response in method(self, request, context):
                 if call.metrics is not None:
@@ -323,7 +333,7 @@ def _forwarding(handle: Any, request_class: Any, forwarder: Any, path: str, name
         session = forwarder.session_for(binding)
         if session is None:
             return await handle(raw, context)
-        call = _Call(name[0], name[1], forwarder.runtime)
+        call = _Call(name[0], name[1], forwarder.runtime, context)
         try:
             return await forwarder.unary(session, path, binding, raw, context)
         finally:
@@ -345,7 +355,7 @@ def _forwarding_unary_stream(handle: Any, request_class: Any, forwarder: Any, pa
             async for response in handle(raw, context):
                 yield response
             return
-        call = _Call(name[0], name[1], forwarder.runtime)
+        call = _Call(name[0], name[1], forwarder.runtime, context)
         try:
             async for response in forwarder.unary_stream(session, path, binding, raw, context):
                 yield response
@@ -383,7 +393,7 @@ def _forwarding_stream(
                 async for response in handle(raw, context):
                     yield response
                 return
-            call = _Call(name[0], name[1], forwarder.runtime)
+            call = _Call(name[0], name[1], forwarder.runtime, context)
             try:
                 async for response in forwarder.stream_stream(session, path, binding, raw, context):
                     yield response
@@ -398,7 +408,7 @@ def _forwarding_stream(
             session, binding, raw = await first_of(raw, context)
         if session is None:
             return await handle(raw, context)
-        call = _Call(name[0], name[1], forwarder.runtime)
+        call = _Call(name[0], name[1], forwarder.runtime, context)
         try:
             return await forwarder.stream_unary(session, path, binding, raw, context)
         finally:

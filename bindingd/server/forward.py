@@ -96,6 +96,8 @@ class Forwarder:
         self, session: GatewaySession, token: str, path: str, context: Any
     ) -> tuple[tuple[str, str], ...]:
         metadata = session.metadata(token, request_id_of(context))
+        if self.runtime.tracing is not None:
+            metadata += self.runtime.tracing.inject()  # the trace goes on at the gateway
         if self.actions.get(path) == "sql" and self._writes_refused(session):
             # SQL cannot be told read or write here: the gateway runs it read-only.
             metadata += ((self.read_only_header, "1"),)
