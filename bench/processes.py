@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -12,9 +13,15 @@ START_TIMEOUT_S = 30.0
 SETTLE_S = 0.3
 
 
-def start(command: list[str], cwd: Path, ready: Path) -> subprocess.Popen[bytes]:
-    """Run `command` in `cwd` and wait until it has made `ready` (its socket or endpoint file)."""
-    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def start(
+    command: list[str], cwd: Path, ready: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Run `command` in `cwd` (with `env` added to the environment) and wait until it has made
+    `ready` (its socket or endpoint file)."""
+    environ = {**os.environ, **env} if env else None
+    proc = subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environ
+    )
     deadline = time.monotonic() + START_TIMEOUT_S
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -25,10 +32,10 @@ def start(command: list[str], cwd: Path, ready: Path) -> subprocess.Popen[bytes]
     return proc
 
 
-def start_daemon(root: Path, *args: str) -> subprocess.Popen[bytes]:
+def start_daemon(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """`bindingd serve ARGS` on the bindingd.yaml in `root`, once it has written its endpoint."""
     command = [sys.executable, "-m", "bindingd", "serve", "--log-level", "warning", *args]
-    return start(command, root, root / ".bindingd" / "endpoint")
+    return start(command, root, root / ".bindingd" / "endpoint", env)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
