@@ -184,6 +184,16 @@ class QueueSettled:
     expired: list[str]
 
 
+@dataclass(frozen=True)
+class QueueBacklog:
+    """Workers' Queue.metrics(): messages stored and not acked, their bytes (0 when the backend
+    cannot tell), and when the oldest was sent (None when none, or the backend cannot tell)."""
+
+    count: int
+    bytes: int
+    oldest_ms: int | None
+
+
 @runtime_checkable
 class QueueProvider(Provider, Protocol):
     """A Cloudflare Queue. Limits are checked by the service before a provider is called.
@@ -204,3 +214,6 @@ class QueueProvider(Provider, Protocol):
 
     async def settle(self, acks: list[str], retries: list[Retry]) -> QueueSettled:
         """Ack (remove) and retry (deliver again after the delay) leased messages."""
+
+    async def backlog(self) -> QueueBacklog:
+        """The queue's backlog (see QueueBacklog)."""

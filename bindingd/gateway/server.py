@@ -99,7 +99,8 @@ _READ_WRITE = {
     },
     _DATABASE: {m.name: SQL for m in _DATABASE.methods},
     # Ack settles what Consume leased: the consumer's action.
-    _QUEUE: {"Send": "send", "SendBatch": "send", "Consume": "consume", "Ack": "consume"},
+    # Metrics is on the producer binding in Workers: the sender's action.
+    _QUEUE: {"Send": "send", "SendBatch": "send", "Consume": "consume", "Ack": "consume", "Metrics": "send"},
     _VARS: {"Get": "read", "GetAll": "read"},
 }
 METHOD_ACTIONS: dict[str, str] = {

@@ -146,6 +146,18 @@ class QueueService(queue_pb2_grpc.QueueServicer):
             ask.cancel()
 
     @rpc
+    async def Metrics(
+        self, request: queue_pb2.QueueMetricsRequest, context: grpc.aio.ServicerContext
+    ) -> queue_pb2.QueueMetricsResponse:
+        """Workers' Queue.metrics(): reads only, so served where sends are refused too."""
+        with self.runtime.use(request.binding, "queue") as served:
+            backlog = await served.provider.backlog()
+        response = queue_pb2.QueueMetricsResponse(backlog_count=backlog.count, backlog_bytes=backlog.bytes)
+        if backlog.oldest_ms is not None:
+            response.oldest_message_timestamp_ms = backlog.oldest_ms
+        return response
+
+    @rpc
     async def Ack(
         self, request: queue_pb2.QueueAckRequest, context: grpc.aio.ServicerContext
     ) -> queue_pb2.QueueAckResponse:

@@ -177,6 +177,31 @@ async def nothing_within(queue: Queue, seconds: float) -> bool:
     return await take(queue, 1, ack=False, timeout=seconds) == []
 
 
+async def test_metrics_tell_the_backlog(jobs: Queue, project: Project) -> None:
+    """Queue.metrics(): what is stored and not acked. RabbitMQ tells only the count of the
+    messages ready for delivery (no bytes, no age): the suite checks what each backend can tell."""
+    empty = await jobs.metrics()
+    assert (empty.backlog_count, empty.backlog_bytes, empty.oldest_message_timestamp) == (0, 0, None)
+    before = time.time()
+    await jobs.send_batch([{"body": "x" * 100, "content_type": "text"} for _ in range(3)])
+    counted = project.backend.name != "rabbitmq"
+    started = time.monotonic()
+    while (m := await jobs.metrics()).backlog_count < 3:  # RabbitMQ counts with a little delay
+        assert time.monotonic() - started < 10, m
+        await asyncio.sleep(0.1)
+    assert m.backlog_count == 3
+    if counted:
+        assert m.backlog_bytes >= 300
+        assert m.oldest_message_timestamp is not None
+        assert before - 1 <= m.oldest_message_timestamp.timestamp() <= time.time() + 1
+    await take(jobs, 3)
+    started = time.monotonic()
+    while (m := await jobs.metrics()).backlog_count:
+        assert time.monotonic() - started < 10, m
+        await asyncio.sleep(0.1)
+    assert m.oldest_message_timestamp is None
+
+
 async def test_send_and_consume_every_content_type(jobs: Queue) -> None:
     before = time.time()
     await jobs.send({"n": 1, "s": "é"})

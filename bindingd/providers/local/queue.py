@@ -25,6 +25,7 @@ import structlog
 from bindingd.config.model import Binding
 from bindingd.domain.queue import (
     OutgoingMessage,
+    QueueBacklog,
     QueueDelivery,
     QueueSettled,
     Retry,
@@ -107,6 +108,21 @@ class LocalQueue:
     async def check(self) -> str:
         self.store.read("SELECT 1")
         return f"sqlite file {self.path.name}, queue {self.queue}"
+
+    async def backlog(self) -> QueueBacklog:
+        await self._flush_pending()
+        ((count, size, oldest),) = self.store.read(
+            "SELECT count(*), coalesce(sum(length(body)), 0), min(timestamp_ms)"
+            " FROM messages WHERE queue = ?",
+            (self.queue,),
+        )
+        return QueueBacklog(int(count), int(size), None if oldest is None else int(oldest))
+
+    async def _flush_pending(self) -> None:
+        """Sends of this daemon still being committed are counted once they are."""
+        if self._flusher is not None and not self._flusher.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._flusher)
 
     async def send(self, messages: list[OutgoingMessage]) -> None:
         """Stored once committed. Sends that arrive while a commit is running are committed

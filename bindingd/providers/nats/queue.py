@@ -50,6 +50,7 @@ from bindingd.config.model import Binding, Connection
 from bindingd.config.urls import connection_address
 from bindingd.domain.queue import (
     OutgoingMessage,
+    QueueBacklog,
     QueueDelivery,
     QueueSettled,
     Retry,
@@ -214,6 +215,30 @@ class NatsQueue:
         except FAILURES as e:
             raise map_error(e, self.connection) from None
         return f"nats at {self.address}, stream {self.stream} ({info.state.messages} messages)"
+
+    async def backlog(self) -> QueueBacklog:
+        """The stream's messages (work-queue retention: an ack removes one), their stored bytes
+        (headers included), and the first one's send time."""
+        js = await self._js()
+        self._require_connected()
+        try:
+            info = await js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            return QueueBacklog(0, 0, None)
+        except FAILURES as e:
+            raise map_error(e, self.connection) from None
+        state = info.state
+        oldest: int | None = None
+        if state.messages:
+            try:
+                first = await js.get_msg(self.stream, state.first_seq)
+                stamp = (first.headers or {}).get(H_TIME)
+                oldest = int(stamp) if stamp and stamp.isdigit() else None
+            except nats.js.errors.NotFoundError:
+                pass  # acked meanwhile
+            except FAILURES as e:
+                raise map_error(e, self.connection) from None
+        return QueueBacklog(int(state.messages), int(state.bytes), oldest)
 
     def _require_connected(self) -> None:
         """Fail at once while the connection is down: a send is then not held back to be

@@ -35,6 +35,7 @@ from bindingd.config.model import Binding, Connection
 from bindingd.config.urls import connection_address
 from bindingd.domain.queue import (
     OutgoingMessage,
+    QueueBacklog,
     QueueDelivery,
     QueueSettled,
     Retry,
@@ -133,6 +134,25 @@ class RabbitQueue:
             raise self._error(e) from None
         count = declared.declaration_result.message_count
         return f"rabbitmq at {self.address}, queue {self.queue} ({count} messages)"
+
+    async def backlog(self) -> QueueBacklog:
+        """RabbitMQ tells only the messages ready for delivery: leased (unacked) and delayed ones
+        are not counted, and neither their bytes nor their age are known (0 and None)."""
+        # A channel of its own: a passive declare of a queue not made yet closes its channel.
+        assert self._client is not None, "provider not started"
+        channel = None
+        try:
+            channel = await (await self._client.connection()).channel()
+            declared = await channel.declare_queue(self.queue, passive=True, timeout=OPERATION_TIMEOUT_S)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return QueueBacklog(0, 0, None)
+        except FAILURES as e:
+            raise self._error(e) from None
+        finally:
+            if channel is not None and not channel.is_closed:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+        return QueueBacklog(int(declared.declaration_result.message_count or 0), 0, None)
 
     def _error(self, e: BaseException) -> BindingdError:
         """An AMQP failure as the error table's reason: a queue declared otherwise is this

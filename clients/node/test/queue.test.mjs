@@ -186,7 +186,17 @@ test("bodies that do not fit their content type are TypeErrors with workerd's wo
   });
   await assert.rejects(env.LIMITS.sendBatch([]), { name: "TypeError", message: "sendBatch() requires at least one message" });
   await assert.rejects(env.LIMITS.send(() => 1), TypeError);
-  await assert.rejects(env.LIMITS.metrics(), /Queue\.metrics\(\) is not supported by bindingd/);
+});
+
+test("metrics() tells the backlog: count, bytes and the oldest message's time", LIMIT, async () => {
+  const before = Date.now();
+  await env.LIMITS.sendBatch([{ body: "x".repeat(100), contentType: "text" }, { body: "y", contentType: "text" }]);
+  const metrics = await env.LIMITS.metrics();
+  assert.ok(metrics.backlogCount >= 2, JSON.stringify(metrics));
+  assert.ok(metrics.backlogBytes >= 101);
+  assert.ok(metrics.oldestMessageTimestamp instanceof Date);
+  assert.ok(metrics.oldestMessageTimestamp.getTime() <= Date.now() + 1000);
+  assert.ok(metrics.oldestMessageTimestamp.getTime() >= before - 3600_000);
 });
 
 test("consume(queue, handler) acks what the handler leaves and retries when it throws, as Workers does", LIMIT, async () => {

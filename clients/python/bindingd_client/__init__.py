@@ -42,7 +42,7 @@ from .objects import (
     R2Objects,
     R2UploadedPart,
 )
-from .queue import Message, MessageBatch, MessageBatchSync, MessageSync, Queue, QueueSync
+from .queue import Message, MessageBatch, MessageBatchSync, MessageSync, Queue, QueueMetrics, QueueSync
 from .sql import (
     D1Database,
     D1DatabaseSync,
@@ -85,6 +85,7 @@ __all__ = [
     "PolicyDenied",
     "PreconditionFailed",
     "Queue",
+    "QueueMetrics",
     "QueueSync",
     "R2Bucket",
     "R2BucketSync",

@@ -18,6 +18,7 @@ import asyncio
 import json
 import queue
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -27,7 +28,7 @@ from .proto import queue_pb2
 if TYPE_CHECKING:
     from ._transport import AsyncTransport, SyncTransport
 
-__all__ = ["Message", "MessageBatch", "MessageBatchSync", "MessageSync", "Queue", "QueueSync"]
+__all__ = ["Message", "MessageBatch", "MessageBatchSync", "MessageSync", "Queue", "QueueMetrics", "QueueSync"]
 
 ContentType = Literal["json", "text", "bytes"]
 _CONTENT_TYPES = ("json", "text", "bytes", "v8")
@@ -88,6 +89,30 @@ def build_send(binding: str, body: Any, content_type: str, delay_seconds: Any) -
         binding=binding, message=_send_item(body, content_type, delay_seconds)
     )
     return Call("Queue.Send", request, _none)
+
+
+@dataclass(frozen=True)
+class QueueMetrics:
+    """Workers' ``Queue.metrics()``: messages stored and not acked, their bytes, and when the
+    oldest was sent (``None`` when there is none, or the backend cannot tell: RabbitMQ counts
+    only messages ready for delivery and knows neither bytes nor age)."""
+
+    backlog_count: int
+    backlog_bytes: int
+    oldest_message_timestamp: datetime | None
+
+
+def _metrics(response: queue_pb2.QueueMetricsResponse) -> QueueMetrics:
+    oldest = (
+        datetime.fromtimestamp(response.oldest_message_timestamp_ms / 1000, UTC)
+        if response.HasField("oldest_message_timestamp_ms")
+        else None
+    )
+    return QueueMetrics(response.backlog_count, response.backlog_bytes, oldest)
+
+
+def build_metrics(binding: str) -> Call[QueueMetrics]:
+    return Call("Queue.Metrics", queue_pb2.QueueMetricsRequest(binding=binding), _metrics)
 
 
 def build_send_batch(binding: str, messages: Iterable[Any], delay_seconds: Any) -> Call[None]:
@@ -235,6 +260,10 @@ class Queue(_QueueBase):
         """Send up to 100 messages (256 KB) at once: all of them, or none if one breaks a limit."""
         await self._transport.call(build_send_batch(self._binding, messages, delay_seconds))
 
+    async def metrics(self) -> QueueMetrics:
+        """The backlog: ``backlog_count``, ``backlog_bytes``, ``oldest_message_timestamp``."""
+        return await self._transport.call(build_metrics(self._binding))
+
     async def consume(
         self,
         *,
@@ -279,6 +308,9 @@ class QueueSync(_QueueBase):
 
     def send_batch(self, messages: Iterable[Mapping[str, Any]], *, delay_seconds: int | None = None) -> None:
         self._transport.call(build_send_batch(self._binding, messages, delay_seconds))
+
+    def metrics(self) -> QueueMetrics:
+        return self._transport.call(build_metrics(self._binding))
 
     def consume(
         self,
