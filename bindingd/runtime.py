@@ -89,17 +89,23 @@ class InFlight(Generic[P]):
     """The context manager of `Runtime.use`, and what its `with` gives: the binding and its
     provider, typed by the binding type asked for (a class: it is on every call's path)."""
 
-    __slots__ = ("_handle", "binding", "provider")
+    __slots__ = ("_handle", "_span", "_tracing", "binding", "provider")
 
-    def __init__(self, served: Served, provider: P) -> None:
+    def __init__(self, served: Served, provider: P, tracing: Any = None) -> None:
         self.binding = served.binding
         self.provider = provider
         self._handle = served.handle
+        # With traces on (bindingd.server.tracing): a child span for the provider's work.
+        self._tracing = tracing
+        self._span: Any = None
 
     def __enter__(self) -> InFlight[P]:
         handle = self._handle
         handle.in_flight += 1
         handle.idle.clear()
+        if self._tracing is not None:
+            b = self.binding
+            self._span = self._tracing.backend(b.name, b.backend_kind, b.backend)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -107,6 +113,8 @@ class InFlight(Generic[P]):
         handle.in_flight -= 1
         if handle.in_flight == 0:
             handle.idle.set()
+        if self._span is not None:
+            self._tracing.end_backend(self._span, exc[0] is not None)
 
 
 def provider_key(binding: Binding) -> tuple[Any, ...]:
@@ -315,7 +323,7 @@ class Runtime:
             self.check_writable(served.binding)
         # lookup() raised for a provider that failed to start; the others have one.
         assert served.provider is not None
-        return InFlight(served, served.provider)
+        return InFlight(served, served.provider, self.tracing)
 
     def check_writable(self, binding: Binding) -> None:
         if self.writes_refused:

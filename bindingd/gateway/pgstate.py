@@ -90,8 +90,9 @@ INSERT_REVOCATION = f"INSERT INTO {_T}.revocations (kind, subject, at) VALUES ($
 SELECT_REVOCATIONS = f"SELECT id, kind, subject, at FROM {_T}.revocations WHERE id > $1 ORDER BY id"
 PRUNE_CODES = f"DELETE FROM {_T}.enrolment_codes WHERE expires_at < $1"
 PRUNE_REVOCATIONS = f"DELETE FROM {_T}.revocations WHERE at < $1"
-# A store that does not answer within this is down, as far as a call is concerned.
-TIMEOUT_S = 5.0
+# A store that does not answer within this is down: short, so that a gateway cut off from it
+# fails closed within the 5 s a revocation is promised to take (sessions.STALE_S).
+TIMEOUT_S = 3.0
 
 
 class PostgresState:

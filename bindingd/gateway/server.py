@@ -231,7 +231,7 @@ class Router:
         if write:
             self.check_writable(served.binding)
         assert served.provider is not None  # lookup() raised for a provider that failed to start
-        return InFlight(served, served.provider)
+        return InFlight(served, served.provider, self.tracing)
 
     def check_writable(self, binding: Binding) -> None:
         """SqlService runs a call read-only when this raises (its statement's writes are then
@@ -477,7 +477,7 @@ class TokenCheck(grpc.aio.ServerInterceptor):
         def begin() -> GatewayCall:
             return GatewayCall(method, token, claims, groups, started, asked_read_only=asked_read_only)
 
-        return _around(handler, begin, self.gateway.audit_call)
+        return _around(handler, begin, self.gateway.audit_call, self.gateway.sessions.check_open)
 
     def _refusal(self, err: BindingdError, method: str, started: float) -> grpc.RpcMethodHandler:
         """Refuse without reading a byte of the request (see bindingd.server.auth)."""
@@ -495,6 +495,7 @@ def _around(
     handler: grpc.RpcMethodHandler,
     begin: Callable[[], GatewayCall],
     end: Callable[[GatewayCall, grpc.aio.ServicerContext], None],
+    still_open: Callable[[Claims], None] = lambda claims: None,
 ) -> grpc.RpcMethodHandler:
     """`handler` run with its GatewayCall current, and `end` called once it is over.
 
@@ -527,6 +528,13 @@ def _around(
             CURRENT.set(call)
             try:
                 async for response in inner_stream(take(call, request), context):
+                    # A download or a large result outliving its token's revocation is cut here,
+                    # before its next message (a consume stream also checks its own asks).
+                    try:
+                        still_open(call.claims)
+                    except BindingdError as e:
+                        call.decision, call.reason = "deny", e.reason.value
+                        await abort(context, e, request_id_of(context))
                     yield give(call, response)
             finally:
                 end(call, context)

@@ -40,9 +40,10 @@ CODE_BYTES = 20  # 160 bits: 32 base32 characters
 # How often an instance reads new revocations: well within the issue's 5 s.
 REFRESH_S = 1.0
 # How long calls go on while the revocation log cannot be read (the state store down or cut
-# off): long enough for a database failover, short enough that a revocation made meanwhile
-# through another instance is not ignored for long. Past it, calls are refused (fail closed).
-STALE_S = 30.0
+# off from this instance): past it, calls are refused (fail closed). With a read every
+# REFRESH_S, a revocation recorded through another instance is in force here within 5 s either
+# way, as promised: seen, or every call refused.
+STALE_S = 4.0
 CHALLENGE_TTL_S = 60
 # Another instance's clock may run a little ahead of this one's.
 CHALLENGE_SKEW_S = 5
@@ -105,6 +106,10 @@ class RevocationCache:
         # the others not), so calls are refused until it can be read again.
         self.refreshed_at = clock()
         self.stale_after_s = STALE_S
+        # Set while refreshes fail (the store down or unreachable), cleared by one that works:
+        # only a failing store makes the cache stale, not a slow event loop or a cache nobody
+        # refreshes (`follow` not running).
+        self.failing = False
         self._users: dict[str, float] = {}
         self._devices: dict[str, float] = {}
         self._jtis: set[str] = set()
@@ -117,19 +122,24 @@ class RevocationCache:
             try:
                 await self.refresh()
             except BindingdError as e:
-                log.warning("revocations_refresh_failed", error=e.message)
+                if not self.failing:
+                    log.warning(
+                        "revocations_refresh_failed", error=e.message, refused_after_s=self.stale_after_s
+                    )
+                self.failing = True
             await asyncio.sleep(interval_s)
 
     async def refresh(self) -> None:
         for entry in await self._store.revocations_since(self._last_id):
             self.add(entry)
             self._last_id = max(self._last_id, entry.id)
-        if self.stale():
+        if self.failing:
             log.info("revocations_refreshed_again")
+        self.failing = False
         self.refreshed_at = self._clock()
 
     def stale(self) -> bool:
-        return self._clock() - self.refreshed_at > self.stale_after_s
+        return self.failing and self._clock() - self.refreshed_at > self.stale_after_s
 
     def add(self, entry: Revocation) -> None:
         if entry.kind == RevocationKind.JTI:
@@ -256,16 +266,22 @@ class Sessions:
         )
         return Session(token, claims)
 
+    def check_open(self, claims: Claims) -> None:
+        """Before each message of a long stream: the token not revoked since the call began,
+        and the revocation log current (see STALE_S)."""
+        self._check_current(claims.env)
+        if self.revocations.is_revoked(claims):
+            raise BindingdError(
+                Reason.TOKEN_REVOKED,
+                f'access to env "{claims.env}" through gateway "{self.gateway_id}" was revoked while '
+                "this stream was open; ask an admin for a new enrolment code (`bindingd gateway "
+                f"grant`) and run `bindingd login --env {claims.env}`",
+                env=claims.env,
+            )
+
     def verify(self, token: str, env: str) -> Claims:
         """A call's token checked: signature, audience, env, time, the revocations seen so far."""
-        if self.revocations.stale():
-            raise BindingdError(
-                Reason.BACKEND_UNAVAILABLE,
-                f'gateway "{self.gateway_id}" has not been able to read its state store for over '
-                f"{self.revocations.stale_after_s:g} s, so it cannot tell whether a token was "
-                "revoked: calls are refused until the store is back (ask the gateway's admin)",
-                env=env,
-            )
+        self._check_current(env)
         return tokens.verify(
             token,
             audience=self.gateway_id,
@@ -275,6 +291,16 @@ class Sessions:
             is_revoked=self.revocations.is_revoked,
             verified=self.verified,
         )
+
+    def _check_current(self, env: str) -> None:
+        if self.revocations.stale():
+            raise BindingdError(
+                Reason.BACKEND_UNAVAILABLE,
+                f'gateway "{self.gateway_id}" has not been able to read its state store for over '
+                f"{self.revocations.stale_after_s:g} s, so it cannot tell whether a token was "
+                "revoked: calls are refused until the store is back (ask the gateway's admin)",
+                env=env,
+            )
 
     # -- ending access -----------------------------------------------------------------------
 

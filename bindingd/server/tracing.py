@@ -9,7 +9,8 @@ trace continues into the gateway (when it exports too). The standard `OTEL_*` va
 (service name, sampler, batch delays, headers).
 
 A span's attributes are the call's method, binding, binding type, operation, env and status:
-never a key, a value, SQL text or anything else the caller chose but the binding's name.
+never a key, a value, SQL text or anything else the caller chose but the binding's name. The
+provider's work on the backend is a child span (`postgres APP_DB`, `local CACHE`, ...).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Tracing:
         self._tracer = provider.get_tracer("bindingd")
         self._propagate = propagate
         self._server = SpanKind.SERVER
+        self._client = SpanKind.CLIENT
         self._error = (Status, StatusCode.ERROR)
         self._in_context = set_span_in_context
         self.service = service
@@ -66,6 +68,29 @@ class Tracing:
         if code != "OK":
             status, error = self._error
             span.set_status(status(error, code))
+        span.end()
+
+    def backend(self, binding: str, backend_kind: str, connection: str) -> Any:
+        """A child span of the call's for the time its provider works on the backend (its
+        round trips: a query, a put, a consume's polls), or None outside a traced call."""
+        parent = CURRENT_SPAN.get()
+        if parent is None:
+            return None
+        return self._tracer.start_span(
+            f"{backend_kind} {binding}",
+            context=self._in_context(parent),
+            kind=self._client,
+            attributes={
+                "bindingd.binding": binding,
+                "bindingd.backend": backend_kind,
+                "bindingd.connection": connection,
+            },
+        )
+
+    def end_backend(self, span: Any, failed: bool) -> None:
+        if failed:
+            status, error = self._error
+            span.set_status(status(error))
         span.end()
 
     def inject(self) -> tuple[tuple[str, str], ...]:

@@ -64,7 +64,7 @@ def test_a_workers_trace_continues_into_the_daemon(tmp_path: Path) -> None:
             with pytest.raises(grpc.RpcError):
                 kv.Get(kv_pb2.KVGetRequest(binding="NOPE", key=SECRET_KEY), metadata=metadata)
         deadline = time.monotonic() + 15
-        while len([s for s in receiver.spans if s.trace_id.hex() == trace_id]) < 2:
+        while len([s for s in receiver.spans if s.trace_id.hex() == trace_id]) < 3:
             assert time.monotonic() < deadline, f"spans received: {[s.name for s in receiver.spans]}"
             time.sleep(0.1)
     finally:
@@ -76,6 +76,9 @@ def test_a_workers_trace_continues_into_the_daemon(tmp_path: Path) -> None:
     assert _attributes(put)["bindingd.binding"] == "CACHE" and _attributes(put)["bindingd.op"] == "put"
     assert _attributes(put)["rpc.grpc.status_code"] == "OK"
     assert _attributes(get)["rpc.grpc.status_code"] == "NOT_FOUND" and get.status.code == 2  # ERROR
+    # The provider's work on the backend: a child span of the call's.
+    backend = ours["local CACHE"]
+    assert backend.parent_span_id == put.span_id and _attributes(backend)["bindingd.backend"] == "local"
     everything = b"".join(s.SerializeToString() for s in receiver.spans)
     assert SECRET_KEY.encode() not in everything and SECRET_VALUE not in everything
 

@@ -154,3 +154,34 @@ def test_admin_commands_with_the_store_down_say_so_in_one_line(tmp_path: Path) -
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and "state store" in lines[0], done.stderr
         assert "pw-N0T-SHOWN" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+
+
+async def test_a_revocation_cuts_an_open_download(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """A download that outlives its token's revocation is cut with TOKEN_REVOKED before its
+    next message, not served to the end."""
+    root = tmp_path / "team"
+    inner = write_project(root, "version: 1\nbindings:\n  ASSETS: { type: objects }\n")
+    async with serving_gateway(root, inner, request) as gateway:
+        laptop = developer_config(tmp_path / "laptop", gateway, request)
+        async with daemon_in_process(laptop) as daemon:
+            env = await connect(endpoint=f"unix://{daemon.socket_path}")
+            try:
+                chunk = bytes(range(256)) * 4096  # 1 MiB
+
+                async def body() -> AsyncIterator[bytes]:
+                    for _ in range(64):
+                        yield chunk
+
+                await env.ASSETS.put("big.bin", body())
+                got = await env.ASSETS.get("big.bin")
+                assert got is not None
+                read = 0
+                with pytest.raises(TokenRevoked):
+                    async for part in got.body:
+                        read += len(part)
+                        if read == len(part):  # after the first chunk: revoke, then read slowly
+                            await gateway.sessions.revoke_user("tester")
+                        await asyncio.sleep(0.01)
+                assert read < 64 * len(chunk)
+            finally:
+                await env.aclose()
