@@ -145,6 +145,21 @@ def _strip_jsonc(text: str) -> str:
     return re.sub(r",(\s*[}\]])", r"\1", "".join(out))
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def read_wrangler(file: Path) -> tuple[dict[str, Any], str]:
     """The file's contents as plain values, and its text (for line numbers)."""
     try:
@@ -165,9 +180,17 @@ def read_wrangler(file: Path) -> tuple[dict[str, Any], str]:
             ) from None
     else:
         try:
-            data = json.loads(_strip_jsonc(text)) if text.strip() else {}
+            data = json.loads(_strip_jsonc(text), object_pairs_hook=_no_duplicates) if text.strip() else {}
         except json.JSONDecodeError as e:
             raise ConfigError(f"invalid JSON: {e.msg}", file=file, line=e.lineno) from None
+        except _DuplicateKey as e:
+            # wrangler keeps the last one silently; a second binding list or vars table is
+            # almost always a mistake, so it is named (at its second appearance).
+            quoted = [n for n, line in enumerate(text.splitlines(), 1) if f'"{e.key}"' in line]
+            line = quoted[1] if len(quoted) > 1 else (quoted[0] if quoted else None)
+            raise ConfigError(
+                f'duplicate key "{e.key}" (the first would be ignored)', file=file, line=line
+            ) from None
     if not isinstance(data, dict):
         raise ConfigError("a wrangler config is an object at the top", file=file, line=1)
     return data, text

@@ -210,6 +210,11 @@ CASES = [
         error=r"wrangler\.json:\d+: invalid JSON",
     ),
     Case(
+        "a-duplicate-json-key-names-its-line",
+        {"wrangler.jsonc": '{\n  "vars": {"A": "1"},\n  // again\n  "vars": {"B": "2"}\n}\n'},
+        error=r'wrangler\.jsonc:4: duplicate key "vars"',
+    ),
+    Case(
         "invalid-toml-names-the-line",
         {"wrangler.toml": 'name = "a"\n\n[vars\nA = 1\n'},
         error=r"wrangler\.toml:3: invalid TOML",
