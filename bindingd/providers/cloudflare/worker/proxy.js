@@ -136,8 +136,21 @@ async function kv(ns, op, a, request, claims) {
     case "delete":
       await ns.delete(a.key);
       return Response.json({});
-    case "list":
-      return Response.json(await ns.list({ prefix: a.prefix, limit: a.limit, cursor: a.cursor || undefined }));
+    case "list": {
+      if (a.after == null) return Response.json(await ns.list({ prefix: a.prefix, limit: a.limit, cursor: a.cursor || undefined }));
+      // The daemon pages by "the keys after this one" (its own cursor, the same for every
+      // backend); KV's cursors are opaque, so walk KV's pages here and skip up to `after`.
+      const keys = [];
+      let cursor;
+      const limit = a.limit ?? 1000;
+      for (;;) {
+        const r = await ns.list({ prefix: a.prefix, cursor });
+        for (const k of r.keys) if (k.name > a.after && keys.length <= limit) keys.push(k);
+        if (r.list_complete || keys.length > limit) break;
+        cursor = r.cursor;
+      }
+      return Response.json({ keys: keys.slice(0, limit), list_complete: keys.length <= limit });
+    }
   }
   return null;
 }
@@ -197,6 +210,8 @@ function blobsOut(rows) {
   });
 }
 function cellOut(v) {
+  // D1 hands BLOBs back as arrays of byte values (no other SQL value is an array).
+  if (Array.isArray(v)) v = Uint8Array.from(v);
   if (v instanceof ArrayBuffer) v = new Uint8Array(v);
   if (ArrayBuffer.isView(v)) return { $blob: btoa(String.fromCharCode(...new Uint8Array(v.buffer, v.byteOffset, v.byteLength))) };
   return v;
