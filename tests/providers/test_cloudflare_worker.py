@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -231,3 +232,88 @@ def test_missing_binding_named(worker: Worker) -> None:
     err = json.loads(body)["error"]
     assert status == 404 and err["reason"] == "BINDING_NOT_FOUND"
     assert '"NOPE"' in err["message"] and "CACHE" in err["message"]
+
+
+# --- the cloudflare providers, through the same Worker ------------------------------------------
+
+
+def _pem(key: Ed25519PrivateKey) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def _binding(name: str, type_: str, url: str, key: str, **options: str) -> Any:
+    from bindingd.config.model import Binding, Connection
+
+    connection = Connection("test-cf", "cloudflare", {"url": url, "key": key})
+    return Binding(name, type_, "staging", connection=connection, options=options)
+
+
+async def _provider(binding: Any, tmp_path: Path) -> Any:
+    from bindingd import registry
+    from bindingd.providers.connections import ProviderContext, SharedConnections
+
+    provider = registry.create_provider(binding, ProviderContext(tmp_path, SharedConnections()))
+    await provider.start()
+    return provider
+
+
+async def test_kv_provider_round_trip(worker: Worker, tmp_path: Path) -> None:
+    kv = await _provider(_binding("CACHE", "kv", worker.url, _pem(worker.key)), tmp_path)
+    try:
+        p = f"prov-{uuid.uuid4().hex}:"
+        await kv.put(p + "a", b"1", None, '{"v": 1}')
+        await kv.put(p + "b", b"2", None, None)
+        rec = await kv.get(p + "a", 0)
+        assert (rec.value, json.loads(rec.metadata_json)) == (b"1", {"v": 1})
+        keys, more = await kv.list(p, None, 1, 0)
+        assert [k.name for k in keys] == [p + "a"] and more
+        keys, more = await kv.list(p, p + "a", 10, 0)
+        assert [k.name for k in keys] == [p + "b"] and not more
+        await kv.delete(p + "a")
+        assert await kv.get(p + "a", 0) is None
+    finally:
+        await kv.close()
+
+
+async def test_provider_errors_named(worker: Worker, tmp_path: Path) -> None:
+    from bindingd.errors import BindingdError, Reason
+
+    missing = await _provider(
+        _binding("CACHE", "kv", worker.url, _pem(worker.key), remote_binding="NOT_ON_WORKER"), tmp_path
+    )
+    wrong = await _provider(_binding("CACHE", "kv", worker.url, _pem(Ed25519PrivateKey.generate())), tmp_path)
+    down = await _provider(_binding("CACHE", "kv", "http://127.0.0.1:9", _pem(worker.key)), tmp_path)
+    queue = await _provider(_binding("JOBS", "queue", worker.url, _pem(worker.key)), tmp_path)
+    try:
+        with pytest.raises(BindingdError) as e:
+            await missing.get("k", 0)
+        assert e.value.reason == Reason.BINDING_NOT_FOUND and "NOT_ON_WORKER" in e.value.message
+        with pytest.raises(BindingdError) as e:
+            await wrong.get("k", 0)
+        assert e.value.reason == Reason.AUTH_FAILED and "bad signature" in e.value.message
+        with pytest.raises(BindingdError) as e:
+            await down.get("k", 0)
+        assert e.value.reason == Reason.BACKEND_UNAVAILABLE and "test-cf" in e.value.message
+        with pytest.raises(BindingdError) as e:
+            await queue.receive(1, 30, 0)
+        assert e.value.reason == Reason.INVALID_ARGUMENT and "not supported from a laptop" in e.value.message
+    finally:
+        for p in (missing, wrong, down, queue):
+            await p.close()
+
+
+async def test_queue_provider_sends(worker: Worker, tmp_path: Path) -> None:
+    from bindingd.domain.queue import OutgoingMessage
+
+    queue = await _provider(_binding("JOBS", "queue", worker.url, _pem(worker.key)), tmp_path)
+    try:
+        one = OutgoingMessage("1", 0, b'{"id": 7}', "json", 0)
+        two = OutgoingMessage("2", 0, b"\x00\x01", "bytes", 0)
+        await queue.send([one])
+        await queue.send([one, two])
+    finally:
+        await queue.close()
