@@ -98,6 +98,17 @@ CONNECTION_KINDS: dict[str, ConnectionKind] = {
         {"url": Option(str, required=True, secret=True)},
         "bindingd.providers.rabbitmq.client",
     ),
+    # A Cloudflare account through bindingd's proxy Worker (bindingd/providers/cloudflare/worker):
+    # `key` is the daemon's Ed25519 signing key, whose public half the Worker holds.
+    "cloudflare": ConnectionKind(
+        frozenset({"kv", "queue"}),
+        {
+            "url": Option(str, required=True),
+            "key": Option(str, required=True, secret=True),
+            "timeout": Option(float),
+        },
+        "bindingd.providers.cloudflare.client",
+    ),
 }
 
 # What every queue provider accepts, named as in Cloudflare's queue consumer and producer settings.
@@ -152,6 +163,14 @@ PROVIDERS: dict[tuple[str, str], ProviderSpec] = {
     ),
     ("queue", "rabbitmq"): ProviderSpec(
         "bindingd.providers.rabbitmq.queue:RabbitQueue", {"queue": Option(str), **QUEUE_OPTIONS}
+    ),
+    # `remote_binding`: the binding's name on the proxy Worker (default: the same name).
+    ("kv", "cloudflare"): ProviderSpec(
+        "bindingd.providers.cloudflare.kv:CloudflareKV", {"remote_binding": Option(str)}
+    ),
+    ("queue", "cloudflare"): ProviderSpec(
+        "bindingd.providers.cloudflare.queue:CloudflareQueue",
+        {"remote_binding": Option(str), **QUEUE_OPTIONS},
     ),
     ("var", "local"): ProviderSpec(None, {"value": Option(str, required=True, exact=True)}),
     ("secret", "local"): ProviderSpec(None, {"value": Option(str, required=True, secret=True, exact=True)}),

@@ -245,9 +245,9 @@ class _Reader:
 
 def _remote_refused(reader: _Reader, name: str, line: int, path: tuple[str, ...]) -> ConfigError:
     return reader.error(
-        f'binding "{name}" is remote: true, but this bindingd cannot reach a Cloudflare account '
-        "yet (the cloudflare connection is not in this version); remove remote: true to serve it "
-        "locally, or define it in a bindingd.yaml beside this file on a backend of your own",
+        f'binding "{name}" is remote: true, which bindingd does not take from a wrangler file yet; '
+        "remove remote: true to serve it locally, or define it in a bindingd.yaml beside this "
+        "file on a connection (kind: cloudflare, the proxy Worker, serves kv and queue sends)",
         line,
         (*path, "remote"),
     )

@@ -932,7 +932,8 @@ ERROR_CASES: list[Any] = [
         {},
         3,
         "connections.pg",
-        'missing required key "kind" (one of: mysql, nats, postgres, rabbitmq, redis, s3, sqlite)',
+        'missing required key "kind" '
+        "(one of: cloudflare, mysql, nats, postgres, rabbitmq, redis, s3, sqlite)",
         id="missing-kind",
     ),
     pytest.param(
@@ -944,7 +945,8 @@ ERROR_CASES: list[Any] = [
         {},
         3,
         "connections.pg.kind",
-        'unknown connection kind "postgress" (allowed: mysql, nats, postgres, rabbitmq, redis, s3, sqlite)',
+        'unknown connection kind "postgress" '
+        "(allowed: cloudflare, mysql, nats, postgres, rabbitmq, redis, s3, sqlite)",
         id="unknown-kind",
     ),
     pytest.param(
