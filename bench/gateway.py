@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from bindingd_client import connect
 
 from bench.echo import METHOD
 from bench.measure import Result, interleaved
+from bench.objects import PeakRss
 from bench.processes import stop
 
 GATEWAY_YAML = """\
@@ -47,8 +47,6 @@ policy:
 """
 VALUE = "v" * 100
 OBJECT_MIB = 1024
-# RSS is sampled this often while an object goes through.
-RSS_EVERY_S = 0.05
 
 
 def _port() -> int:
@@ -140,40 +138,6 @@ def run(echo_socket: Path, n: int, *, quick: bool) -> list[str]:
             for p in (daemon, gateway):
                 if p is not None:
                     stop(p)
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-class _PeakRss:
-    """The highest RSS of each process while the block runs, sampled from /proc by a thread."""
-
-    def __init__(self, pids: tuple[int, ...]) -> None:
-        self.pids = pids
-        self.idle = {pid: _rss_mib(pid) for pid in pids}
-        self.peak = dict(self.idle)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(RSS_EVERY_S):
-            for pid in self.pids:
-                self.peak[pid] = max(self.peak[pid], _rss_mib(pid))
-
-    def __enter__(self) -> _PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def growth(self, pid: int) -> float:
-        return self.peak[pid] - self.idle[pid]
 
 
 def _check_costs(gateway_yaml: Path, lines: list[str]) -> list[str]:
@@ -291,11 +255,11 @@ async def _measure(
                     yield chunk
 
             daemon_pid, gateway_pid = pids
-            with _PeakRss(pids) as put_rss:
+            with PeakRss(daemon_pid) as put_daemon, PeakRss(gateway_pid) as put_gateway:
                 started = time.perf_counter()
                 await env.ASSETS.put("big.bin", body())
                 put_s = time.perf_counter() - started
-            with _PeakRss(pids) as get_rss:
+            with PeakRss(daemon_pid) as get_daemon, PeakRss(gateway_pid) as get_gateway:
                 started = time.perf_counter()
                 got = await env.ASSETS.get("big.bin")
                 assert got is not None
@@ -308,8 +272,8 @@ async def _measure(
                 f"object of {mib} MiB via gateway (both hops, TLS on the second): "
                 f"put {mib * 1.048576 / put_s:.0f} MB/s, get {mib * 1.048576 / get_s:.0f} MB/s; "
                 "RSS over idle: "
-                f"daemon +{put_rss.growth(daemon_pid):.0f}/+{get_rss.growth(daemon_pid):.0f} MiB, "
-                f"gateway +{put_rss.growth(gateway_pid):.0f}/+{get_rss.growth(gateway_pid):.0f} MiB (put/get)"
+                f"daemon +{put_daemon.growth_mib:.0f}/+{get_daemon.growth_mib:.0f} MiB, "
+                f"gateway +{put_gateway.growth_mib:.0f}/+{get_gateway.growth_mib:.0f} MiB (put/get)"
             )
         finally:
             await env.aclose()

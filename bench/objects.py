@@ -52,10 +52,13 @@ class ObjectFigures:
     http_get_mb_s: float = 0.0
 
 
-class _PeakRss:
+class PeakRss:
+    """The highest RSS (bytes) of process `pid` while the block runs, sampled by a thread;
+    `idle` is its RSS when this was made."""
+
     def __init__(self, pid: int) -> None:
         self.process = psutil.Process(pid)
-        self.peak = self.process.memory_info().rss
+        self.peak = self.idle = self.process.memory_info().rss
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -63,13 +66,17 @@ class _PeakRss:
         while not self._stop.wait(0.02):
             self.peak = max(self.peak, self.process.memory_info().rss)
 
-    def __enter__(self) -> _PeakRss:
+    def __enter__(self) -> PeakRss:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+    @property
+    def growth_mib(self) -> float:
+        return (self.peak - self.idle) / (1 << 20)
 
 
 def _cpu_seconds(process: psutil.Process) -> float:
@@ -197,7 +204,7 @@ def measure(*, quick: bool = False) -> ObjectFigures:
             endpoint = f"unix://{root / '.bindingd' / 'bindingd.sock'}"
             process = psutil.Process(daemon.pid)
             idle = process.memory_info().rss
-            with _PeakRss(daemon.pid) as rss:
+            with PeakRss(daemon.pid) as rss:
                 done = asyncio.run(_rounds(endpoint, root, size, rounds, process))
         finally:
             stop(daemon)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -309,3 +311,13 @@ class MysqlServer(SqlServer):
 
 POSTGRES = PostgresServer()
 MYSQL = MysqlServer()
+
+
+def connect_envelopes(data: bytes) -> list[tuple[int, Any]]:
+    """A Connect stream's body as (flags, JSON message) pairs; flags 2 marks the end message."""
+    out = []
+    while data:
+        flags, length = struct.unpack(">BI", data[:5])
+        out.append((flags, json.loads(data[5 : 5 + length])))
+        data = data[5 + length :]
+    return out

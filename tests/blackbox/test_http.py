@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
+from support import connect_envelopes as _envelopes
 from support import daemon_in_process, write_project
 
 from bindingd.server.app import Daemon
@@ -183,15 +184,6 @@ async def test_tcp_wants_the_bearer_token(http: Http) -> None:
     auth = {"authorization": f"Bearer {http.token}"}
     async with http.tcp.post(url, json={"binding": "NAME"}, headers=auth) as r:
         assert r.status == 200 and await r.json() == {"value": "shop"}
-
-
-def _envelopes(data: bytes) -> list[tuple[int, Any]]:
-    out = []
-    while data:
-        flags, length = struct.unpack(">BI", data[:5])
-        out.append((flags, json.loads(data[5 : 5 + length])))
-        data = data[5 + length :]
-    return out
 
 
 async def test_large_sql_result_streams_through_fetch(http: Http) -> None:

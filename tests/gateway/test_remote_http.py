@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from blackbox.test_http import _envelopes
 from conformance.gateway_backend import developer_config, serving_gateway
 from support import daemon_in_process, write_project
 
@@ -24,15 +25,6 @@ INNER = """
 """
 JSON = {"content-type": "application/json"}
 STREAM = {"content-type": "application/connect+json"}
-
-
-def _envelopes(data: bytes) -> list[tuple[int, Any]]:
-    out = []
-    while data:
-        flags, length = struct.unpack(">BI", data[:5])
-        out.append((flags, json.loads(data[5 : 5 + length])))
-        data = data[5 + length :]
-    return out
 
 
 async def test_connect_json_calls_reach_remote_bindings(
