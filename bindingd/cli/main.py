@@ -26,13 +26,12 @@ from bindingd.cli import style
 from bindingd.cli.call import CallUsageError, run_call
 from bindingd.cli.parser import _global_args, build_parser
 from bindingd.config import Config, ConfigError, find_config, load_config
-from bindingd.runtime import Runtime, Served
-from bindingd.server.app import Daemon, ServeError, ServeOptions
-from bindingd.server.memory import tune_malloc
 
 if TYPE_CHECKING:
     import grpc
     from bindingd_client import SyncEnv
+
+    from bindingd.runtime import Served
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -137,6 +136,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logs.configure(
         _log_level(args, "info"), json=None if args.log_format is None else args.log_format == "json"
     )
+    # The server's modules (aiohttp, the gateway's, ...) are imported by the commands that serve
+    # only: they would add a third of a second to every `bindingd call`.
+    from bindingd.server.app import Daemon, ServeError, ServeOptions
+    from bindingd.server.memory import tune_malloc
+
     config = _load(args)
     options = ServeOptions(
         socket=args.socket.resolve() if args.socket else None,
@@ -248,6 +252,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 async def _probe(config: Config) -> list[Served]:
+    from bindingd.runtime import Runtime
+
     runtime = Runtime(config)
     await runtime.start(background_probes=False)
     try:
@@ -398,8 +404,9 @@ def cmd_call(args: argparse.Namespace) -> int:
     if env is not None:
         with env:
             return _call(env, args)
-    # No daemon running: serve this one call from a short-lived one, as wrangler does.
-    with _ephemeral_daemon(args, log_level=_log_level(args, "error")) as (endpoint, code):
+    # No daemon running: serve this one call from a short-lived one, as wrangler does. Its only
+    # caller is this process, whose call has ended when it is stopped: nothing to drain.
+    with _ephemeral_daemon(args, log_level=_log_level(args, "error"), grace=0.0) as (endpoint, code):
         if endpoint is None:
             return code
         with connect_sync(endpoint=endpoint) as env:
@@ -494,9 +501,12 @@ def _in_terminal_foreground() -> bool:
 
 
 @contextlib.contextmanager
-def _ephemeral_daemon(args: argparse.Namespace, *, log_level: str) -> Iterator[tuple[str | None, int]]:
+def _ephemeral_daemon(
+    args: argparse.Namespace, *, log_level: str, grace: float | None = None
+) -> Iterator[tuple[str | None, int]]:
     """A daemon on a private socket for the duration of the block: (endpoint, 0), or
-    (None, exit code) when it did not come up."""
+    (None, exit code) when it did not come up. `grace`: its drain period (serve's default if
+    None)."""
     folder = Path(tempfile.mkdtemp(prefix="bindingd-run-"))
     socket_path = folder / "bindingd.sock"
     command = [
@@ -510,6 +520,8 @@ def _ephemeral_daemon(args: argparse.Namespace, *, log_level: str) -> Iterator[t
         str(os.getpid()),
     ]
     command += ["--log-level", log_level]
+    if grace is not None:
+        command += ["--grace", f"{grace:g}"]
     if args.config:
         command += ["--config", str(args.config)]
     if args.env:

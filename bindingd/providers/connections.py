@@ -28,6 +28,36 @@ def connection_key(connection: Connection) -> tuple[Any, ...]:
     return (connection.name, connection.kind, tuple(sorted(connection.options.items())))
 
 
+@dataclass(frozen=True)
+class PoolFigures:
+    """What a connection entry's client tells about its connections, for /metrics: a kind's
+    client module may define `pool_figures(client) -> PoolFigures`.
+
+    `reconnects`: connections opened to replace one that was lost or closed (None when the
+    client cannot tell)."""
+
+    size: int
+    in_use: int
+    reconnects: int | None = None
+
+
+class OpenedCount:
+    """Counts the connections a pool opens; those beyond the most it has held at once replaced
+    one that was lost or closed: its reconnects."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.peak = 0
+
+    def opened_one(self, size_now: int) -> None:
+        self.opened += 1
+        self.peak = max(self.peak, size_now)
+
+    def reconnects(self, size_now: int) -> int:
+        self.peak = max(self.peak, size_now)
+        return max(0, self.opened - self.peak)
+
+
 @dataclass
 class _Shared:
     client: Any
@@ -80,6 +110,15 @@ class SharedConnections:
 
     def __len__(self) -> int:
         return len(self._clients)
+
+    def figures(self) -> dict[str, PoolFigures]:
+        """Per open connection entry (by name): its pool's figures, where its kind tells them."""
+        out: dict[str, PoolFigures] = {}
+        for (name, kind, _), shared in list(self._clients.items()):
+            tell = getattr(registry.client_module(kind), "pool_figures", None)
+            if tell is not None:
+                out[name] = tell(shared.client)
+        return out
 
 
 @dataclass(frozen=True)

@@ -216,7 +216,7 @@ class _Collector(Collector):
             )
 
     def _connections(self) -> Iterator[Metric]:
-        """Per connection entry: its circuit breaker's state and what the policy did."""
+        """Per connection entry: its circuit breaker's state, what the policy did, and its pool."""
         state = GaugeMetricFamily(
             "bindingd_circuit_state",
             "The connection's circuit breaker: 1 for its current state (closed, open, half_open).",
@@ -246,6 +246,29 @@ class _Collector(Collector):
                 family.add_metric([name], getattr(breaker, attribute))
         yield state
         yield from counters.values()
+        size = GaugeMetricFamily(
+            "bindingd_connection_pool_size",
+            "Connections the connection entry's client holds open to its backend now.",
+            labels=["connection"],
+        )
+        in_use = GaugeMetricFamily(
+            "bindingd_connection_pool_in_use",
+            "Of those, the connections a call is using now (a multiplexed one counts while open).",
+            labels=["connection"],
+        )
+        reconnects = CounterMetricFamily(
+            "bindingd_connection_reconnects",
+            "Connections opened to replace one that was lost or closed (where the client can tell).",
+            labels=["connection"],
+        )
+        for name, figures in self.metrics.runtime.connections.figures().items():
+            size.add_metric([name], figures.size)
+            in_use.add_metric([name], figures.in_use)
+            if figures.reconnects is not None:
+                reconnects.add_metric([name], figures.reconnects)
+        yield size
+        yield in_use
+        yield reconnects
 
 
 def registry_for(metrics: Metrics) -> CollectorRegistry:
@@ -297,7 +320,12 @@ class MetricsServer:
             elif path != b"/metrics":
                 status, body, ctype = "404 Not Found", b"metrics are at /metrics\n", "text/plain"
             else:
-                status, body, ctype = "200 OK", generate_latest(self.registry), CONTENT_TYPE
+                try:
+                    status, body, ctype = "200 OK", generate_latest(self.registry), CONTENT_TYPE
+                except Exception as e:  # a figure that could not be read: said, not a dropped scrape
+                    log.exception("metrics scrape failed")
+                    status, ctype = "500 Internal Server Error", "text/plain"
+                    body = f"bindingd could not collect its metrics: {type(e).__name__}\n".encode()
             writer.write(
                 f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
                 "Connection: close\r\n\r\n".encode()

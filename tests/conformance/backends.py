@@ -111,6 +111,10 @@ class Backend:
     # needs the daemon as a process of its own (killed, drained, `bindingd check`) does not
     # apply (tests/gateway/test_remote.py runs that path with every hop a process).
     behind_gateway: bool = False
+    # The 2 GiB memory test (test_objects_memory) runs on it. It measures the daemon's side only:
+    # behind a gateway that side is the same relay whatever the gateway's provider, so one
+    # gateway entry runs it (the providers themselves run it directly).
+    memory_test: bool = True
 
     def serves(self, binding_type: str) -> bool:
         assert binding_type in BINDING_TYPES, binding_type
@@ -371,8 +375,9 @@ BACKENDS: list[Backend] = [
     ),
     Backend("redis", kv=redis_kv, service="redis"),
     # Through a gateway (worker -> daemon -> gateway over TLS -> provider; see gateway_backend):
-    # the local providers, and PostgreSQL's sql as a real remote backend behind it (its kv adds
-    # nothing the local one does not test through the gateway).
+    # the local providers; and a real remote backend of each type behind it: Redis kv, S3
+    # objects and NATS queues (gateway-remote), PostgreSQL sql (gateway-postgres, which the sql
+    # suite also restarts under the gateway).
     Backend(
         "gateway",
         kv=through_gateway(written(LOCAL_KV)),
@@ -381,6 +386,22 @@ BACKENDS: list[Backend] = [
         queue=QueueSide("", lambda name: f"queue: {name}", no_cleanup),
         knows_upload_ids=True,
         behind_gateway=True,
+    ),
+    Backend(
+        "gateway-remote",
+        kv=through_gateway(redis_kv),
+        objects=through_gateway(s3_objects),
+        queue=QueueSide(
+            f"nats: {{ kind: nats, url: '{NATS_URL}' }}",
+            lambda name: f"connection: nats, stream: {name}, ack_wait: 3",
+            nats_cleanup,
+        ),
+        # Started if down; never stopped by the suites (no `stop`): the restart tests run on
+        # the direct entries.
+        service="nats",
+        ascii_custom_metadata=True,
+        behind_gateway=True,
+        memory_test=False,
     ),
     Backend(
         "gateway-postgres",

@@ -54,7 +54,7 @@ async def _body(block: bytes, size: int) -> AsyncIterator[bytes]:
         yield block
 
 
-@pytest.mark.parametrize("backend", params(serving("objects")))
+@pytest.mark.parametrize("backend", params(serving("objects", lambda b: b.memory_test)))
 @pytest.mark.timeout(900)
 async def test_two_gib_put_and_get_keep_daemon_rss_flat(
     backend: Backend, tmp_path: Path, request: pytest.FixtureRequest

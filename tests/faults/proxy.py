@@ -5,7 +5,11 @@ It forwards 127.0.0.1:<port> to the backend's port and, on demand:
   (a stalled network: no reset, no EOF) until `thaw()`;
 - `cut()`: closes every proxied connection and closes each new one at once (a backend gone
   away) until `restore()`;
-- `latency`: seconds added before each chunk is passed on.
+- `latency`: seconds added before each chunk is passed on;
+- `bytes_per_s`: a slow link, each direction passing at most this many bytes a second;
+- `reset_after(n, direction)`: every proxied connection is reset (RST) once `n` bytes have
+  passed in `direction` ("down": from the backend, "up": to it), mid-message: a link that
+  breaks in the middle of a body or a result, on every attempt, until `restore()`.
 
 It runs on the test's event loop, so only beside `daemon_in_process` (a daemon in this
 process); the shared backends themselves are never stopped.
@@ -23,6 +27,9 @@ class FaultProxy:
         self.thawed = asyncio.Event()
         self.thawed.set()
         self.latency = 0.0
+        self.bytes_per_s = 0.0
+        self.reset_at: dict[str, int] = {}  # direction -> bytes after which a connection is reset
+        self.resets = 0
         self.is_cut = False
         self.server: asyncio.Server | None = None
         self.port = 0
@@ -50,6 +57,11 @@ class FaultProxy:
 
     def restore(self) -> None:
         self.is_cut = False
+        self.reset_at.clear()
+
+    def reset_after(self, n: int, direction: str = "down") -> None:
+        assert direction in ("up", "down"), direction
+        self.reset_at[direction] = n
 
     def open_connections(self) -> int:
         return sum(not closed for closed in self.closed.values())
@@ -68,9 +80,10 @@ class FaultProxy:
             writer.transport.abort()
             return
         self._writers |= {writer, up_writer}
+        ends = (writer, up_writer)
         pumps = {
-            asyncio.create_task(self._pump(reader, up_writer)),
-            asyncio.create_task(self._pump(up_reader, writer)),
+            asyncio.create_task(self._pump(reader, up_writer, "up", ends)),
+            asyncio.create_task(self._pump(up_reader, writer, "down", ends)),
         }
         self._tasks |= pumps
         try:
@@ -85,11 +98,20 @@ class FaultProxy:
             up_writer.close()
             writer.close()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        direction: str,
+        ends: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
+    ) -> None:
+        passed = 0
         with contextlib.suppress(ConnectionError, OSError):
             while True:
                 await self.thawed.wait()
-                data = await reader.read(65536)
+                # A slow link passes small chunks, so that bytes trickle rather than burst.
+                size = max(1024, int(self.bytes_per_s / 20)) if self.bytes_per_s else 65536
+                data = await reader.read(min(size, 65536))
                 if not data:
                     return
                 if self.latency:
@@ -97,8 +119,21 @@ class FaultProxy:
                 await self.thawed.wait()  # frozen: the bytes are held, the sockets stay open
                 if self.is_cut:
                     return
+                limit = self.reset_at.get(direction)
+                if limit is not None and passed + len(data) >= limit:
+                    # Pass what fits, then reset both sides: the peer sees a message cut short.
+                    writer.write(data[: max(0, limit - passed)])
+                    with contextlib.suppress(ConnectionError, OSError):
+                        await writer.drain()
+                    self.resets += 1
+                    for end in ends:
+                        end.transport.abort()
+                    return
+                passed += len(data)
                 writer.write(data)
                 await writer.drain()
+                if self.bytes_per_s:
+                    await asyncio.sleep(len(data) / self.bytes_per_s)
 
     async def close(self) -> None:
         self.thaw()

@@ -17,6 +17,7 @@ from bindingd_client import BackendTimeout, BackendUnavailable, connect
 from conformance.backends import nats_cleanup, rabbit_cleanup
 from support import MYSQL, daemon_in_process, write_project
 
+from tests.faults import free_port, sample, scrape
 from tests.faults.proxy import FaultProxy
 
 POLICY = (
@@ -128,7 +129,7 @@ async def test_queue_cut_and_black_hole_lose_nothing_acked_and_recover(
         """,
     )
     try:
-        async with daemon_in_process(config) as daemon:
+        async with daemon_in_process(config, metrics=f"127.0.0.1:{free_port()}") as daemon:
             env = await connect(endpoint=f"unix://{daemon.socket_path}")
             try:
                 jobs = env.JOBS
@@ -164,6 +165,10 @@ async def test_queue_cut_and_black_hole_lose_nothing_acked_and_recover(
                 # (sent again by this test after a failure: once, or twice if the first landed)
                 assert seen.count("after") >= 1 and seen.count("before the freeze") >= 1
                 assert seen.count({"during": "cut"}) <= 1 and seen.count({"during": "freeze"}) <= 1
+                # The one connection is up again, and the client counted its reconnects.
+                page = await scrape(daemon)
+                assert sample(page, "bindingd_connection_pool_size", connection="q") == 1
+                assert (sample(page, "bindingd_connection_reconnects_total", connection="q") or 0) >= 1
             finally:
                 await env.aclose()
     finally:

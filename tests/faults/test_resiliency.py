@@ -7,7 +7,6 @@ cut, frozen or slowed instead.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ from bindingd_client import BackendTimeout, BackendUnavailable, Env, PermissionD
 from support import POSTGRES, bindingd_cli, daemon_in_process, write_project
 
 from bindingd.server.app import Daemon
+from tests.faults import free_port, sample, scrape
 from tests.faults.proxy import FaultProxy
 
 REDIS_PORT = 6379
@@ -57,7 +57,7 @@ async def redis_env(tmp_path: Path) -> AsyncIterator[tuple[Env, FaultProxy, Daem
         """,
     )
     try:
-        async with daemon_in_process(config, metrics=f"127.0.0.1:{_free_port()}") as daemon:
+        async with daemon_in_process(config, metrics=f"127.0.0.1:{free_port()}") as daemon:
             client = await connect(endpoint=f"unix://{daemon.socket_path}")
             try:
                 yield client, proxy, daemon
@@ -71,20 +71,6 @@ async def redis_env(tmp_path: Path) -> AsyncIterator[tuple[Env, FaultProxy, Daem
         for name in direct.scan_iter(match=f"{prefix}*"):
             direct.unlink(name)
         direct.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _scrape(daemon: Daemon) -> str:
-    reader, writer = await asyncio.open_connection("127.0.0.1", daemon.options.metrics.rpartition(":")[2])
-    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-    answer = await reader.read()
-    writer.close()
-    return answer.decode()
 
 
 async def _fails(call: object, error: type[Exception], within: float) -> tuple[Exception, float]:
@@ -121,10 +107,12 @@ async def test_redis_cut_retries_reads_not_writes_then_opens_and_recovers(
     accepted = proxy.accepted
     await _fails(env.CACHE.get("k"), BackendUnavailable, 0.5)
     assert proxy.accepted == accepted  # open: the backend was not tried
-    text = await _scrape(daemon)
+    text = await scrape(daemon)
     assert 'bindingd_circuit_state{connection="cache",state="open"} 1.0' in text
     assert 'bindingd_backend_retries_total{connection="cache"} 2.0' in text
     assert 'bindingd_circuit_opened_total{connection="cache"} 1.0' in text
+    # The cut sockets are gone from redis-py's pool; none is in use.
+    assert sample(text, "bindingd_connection_pool_in_use", connection="cache") == 0
 
     proxy.restore()
     await asyncio.sleep(OPEN_S + 0.1)

@@ -14,6 +14,7 @@ from bindingd.config.model import Connection
 from bindingd.config.urls import connection_address
 from bindingd.domain.sql import sql_error
 from bindingd.errors import BindingdError, Reason, backend_timeout, backend_unavailable, permission_denied
+from bindingd.providers.connections import PoolFigures
 
 if TYPE_CHECKING:
     from bindingd.providers.mysql.sql import _Pool
@@ -80,6 +81,10 @@ async def open_client(connection: Connection) -> _Pool:
     from bindingd.providers.mysql.sql import _Pool
 
     return _Pool(connect_options(connection), max(int(connection.options.get("max_size") or 10), 1))
+
+
+def pool_figures(pool: _Pool) -> PoolFigures:
+    return pool.figures()
 
 
 async def close_client(pool: _Pool) -> None:

@@ -49,7 +49,7 @@ from bindingd.errors import (
     backend_unavailable,
     permission_denied,
 )
-from bindingd.providers.connections import ProviderContext
+from bindingd.providers.connections import OpenedCount, PoolFigures, ProviderContext
 from bindingd.providers.mysql import driver
 from bindingd.providers.mysql.client import CONNECT_TIMEOUT_S, connect_options, is_connection_error, map_error
 from bindingd.providers.sql_cursor import PageCursor
@@ -168,6 +168,7 @@ class _Pool:
         self._free: list[_Connection] = []
         self._used: set[_Connection] = set()
         self._closing = False
+        self.opened = OpenedCount()
 
     async def acquire(self, slot_wait: float, connect_wait: float, name: str) -> _Connection:
         if self._closing:
@@ -192,7 +193,12 @@ class _Pool:
             self._slots.release()
             raise
         self._used.add(conn)
+        self.opened.opened_one(len(self._used) + len(self._free))
         return conn
+
+    def figures(self) -> PoolFigures:
+        size = len(self._used) + len(self._free)
+        return PoolFigures(size=size, in_use=len(self._used), reconnects=self.opened.reconnects(size))
 
     def release(self, conn: _Connection) -> None:
         if conn not in self._used:

@@ -19,12 +19,15 @@ from nats.js import JetStreamContext
 from bindingd.config.model import Connection
 from bindingd.config.urls import connection_address, safe_address
 from bindingd.errors import BindingdError, Reason, backend_timeout, backend_unavailable, describe
+from bindingd.providers.connections import PoolFigures
 
 log = structlog.get_logger("bindingd.queue.nats")
 
 CONNECT_TIMEOUT_S = 2.0
 FIRST_CONNECT_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 5.0
+# How long closing the connection may take at shutdown.
+CLOSE_TIMEOUT_S = 5.0
 # What nats-py raises for a failed call; `map_error` turns each into the error table's reason.
 FAILURES = (
     nats.errors.Error,
@@ -41,6 +44,7 @@ class NatsClient:
         self.url = url
         # For messages: never the credentials the URL may hold.
         self.where = safe_address("nats", url)
+        self.reconnects = 0
         self._nc: NatsConnection | None = None
         self._js: JetStreamContext | None = None
         self._lock = asyncio.Lock()
@@ -116,17 +120,27 @@ class NatsClient:
             log.warning("nats disconnected; reconnecting", server=self.where)
 
     async def _reconnected(self) -> None:
+        self.reconnects += 1
         log.info("nats reconnected", server=self.where)
 
     async def close(self) -> None:
         self._closing = True
         if self._nc is not None and not self._nc.is_closed:
+            # Bounded: closing flushes, which waits on a server that may be gone (a stop of the
+            # daemon must never hang on a backend).
             with contextlib.suppress(Exception):
-                await self._nc.close()
+                await asyncio.wait_for(self._nc.close(), CLOSE_TIMEOUT_S)
 
 
 async def open_client(connection: Connection) -> NatsClient:
     return NatsClient(connection.options["url"])
+
+
+def pool_figures(client: NatsClient) -> PoolFigures:
+    """One multiplexed connection, which every call uses: size and in use are both 1 while it
+    is connected."""
+    up = int(client.connected)
+    return PoolFigures(size=up, in_use=up, reconnects=client.reconnects)
 
 
 async def close_client(client: NatsClient) -> None:

@@ -19,6 +19,7 @@ from bindingd.config.model import Connection
 from bindingd.config.urls import connection_address
 from bindingd.domain.sql import sql_error
 from bindingd.errors import BindingdError, Reason, backend_timeout, backend_unavailable, permission_denied
+from bindingd.providers.connections import OpenedCount, PoolFigures
 
 log = structlog.get_logger("bindingd.postgres")
 
@@ -97,6 +98,7 @@ class Pool:
         )
         self._ready: asyncio.Task[Any] | None = None
         self._releasing: set[asyncio.Task[None]] = set()
+        self.opened = OpenedCount()
 
     async def _reset(self, conn: asyncpg.Connection) -> None:
         """The pool's reset on release (an open transaction is already rolled back by then):
@@ -111,6 +113,7 @@ class Pool:
         """A new connection: a read-only pool warns once when it logs in as a superuser, whom
         no read-only transaction stops from writing files (COPY ... TO, lo_export) or running
         programs on the server (COPY ... TO PROGRAM)."""
+        self.opened.opened_one(self.pool.get_size())
         if self.read_only and not self.warned and conn.get_settings().is_superuser == "on":
             self.warned = True
             log.warning(
@@ -192,6 +195,15 @@ class Pools:
         pool = self._open[key] = await opening
         return pool
 
+    def figures(self) -> PoolFigures:
+        pools = list(self._open.values())
+        sizes = [p.pool.get_size() for p in pools]
+        return PoolFigures(
+            size=sum(sizes),
+            in_use=sum(size - p.pool.get_idle_size() for p, size in zip(pools, sizes, strict=True)),
+            reconnects=sum(p.opened.reconnects(size) for p, size in zip(pools, sizes, strict=True)),
+        )
+
     async def close(self) -> None:
         pools, self._pools, self._open = list(self._pools.values()), {}, {}
         for opening in pools:
@@ -202,6 +214,10 @@ class Pools:
 async def open_client(connection: Connection) -> Pools:
     """The entry's pools; none is opened, nor the server contacted, until a call needs one."""
     return Pools(connection)
+
+
+def pool_figures(pools: Pools) -> PoolFigures:
+    return pools.figures()
 
 
 async def close_client(pools: Pools) -> None:

@@ -418,8 +418,7 @@ class PostgresSql:
                 break
             except CONNECTION_ERRORS as e:
                 if conn is not None:
-                    conn.terminate()
-                    await pool.pool.release(conn)
+                    await _drop(pool, conn)
                     conn = None
                 if attempt == tries - 1 or isinstance(e, TimeoutError):
                     raise map_error(e, self.connection) from e
@@ -437,10 +436,9 @@ class PostgresSql:
             try:
                 if not conn.is_closed():
                     await asyncio.shield(conn.execute("ROLLBACK", timeout=CLIENT_GRACE_S))
-            except BaseException:
-                conn.terminate()
-            finally:
                 await asyncio.shield(pool.pool.release(conn))
+            except BaseException:
+                await _drop(pool, conn)
             if isinstance(e, Exception) and not isinstance(e, _StaleStatement):
                 raise map_error(e, self.connection) from e
             raise
@@ -496,8 +494,7 @@ class PostgresSql:
                 )
             except CONNECTION_ERRORS as e:
                 # Read-only: running it again is safe, on a fresh connection.
-                conn.terminate()
-                await asyncio.shield(pool.pool.release(conn))
+                await _drop(pool, conn)
                 if attempt == BEGIN_TRIES - 1 or isinstance(e, TimeoutError):
                     raise map_error(e, self.connection) from e
                 await asyncio.sleep(BEGIN_RETRY_DELAY_S * (attempt + 1))
@@ -531,10 +528,9 @@ class PostgresSql:
         try:
             if in_block and not conn.is_closed() and conn.is_in_transaction():
                 await conn.execute("ROLLBACK", timeout=CLIENT_GRACE_S)
-        except BaseException:
-            conn.terminate()
-        finally:
             await pool.pool.release(conn)
+        except BaseException:
+            await _drop(pool, conn)
 
     def _remember_slow(self, sql: str) -> None:
         self._slow_path[sql] = None
@@ -686,3 +682,13 @@ class PostgresSql:
                 except Exception as e:
                     raise batch_error(index, map_error(e, self.connection)) from e
                 _check_still_in_transaction(conn, access, index)
+
+
+async def _drop(pool: Pool, conn: asyncpg.Connection) -> None:
+    """Close a connection that failed mid-call and give it back (the pool opens another). One
+    lost on its own has already gone back: asyncpg detaches it from the pool when it closes, and
+    then terminating or releasing it again raises InterfaceError, which is not the call's error."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
+    with contextlib.suppress(asyncpg.InterfaceError):
+        await asyncio.shield(pool.pool.release(conn))

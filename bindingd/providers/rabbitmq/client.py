@@ -17,8 +17,11 @@ from aio_pika.abc import AbstractRobustConnection
 from bindingd.config.model import Connection
 from bindingd.config.urls import connection_address, safe_address
 from bindingd.errors import BindingdError, Reason, backend_timeout, backend_unavailable, describe
+from bindingd.providers.connections import PoolFigures
 
 CONNECT_TIMEOUT_S = 3.0
+# How long closing the connection may take at shutdown.
+CLOSE_TIMEOUT_S = 5.0
 OPERATION_TIMEOUT_S = 10.0
 # What aio-pika raises for a failed call; `map_error` turns each into the error table's reason.
 FAILURES = (
@@ -40,6 +43,7 @@ class RabbitClient:
         self.where = safe_address("rabbitmq", url)
         self._connection: AbstractRobustConnection | None = None
         self._lock = asyncio.Lock()
+        self.reconnects = 0
 
     async def connection(self) -> AbstractRobustConnection:
         async with self._lock:
@@ -48,6 +52,7 @@ class RabbitClient:
                     self._connection = await aio_pika.connect_robust(
                         self.url, timeout=CONNECT_TIMEOUT_S, reconnect_interval=0.5
                     )
+                    self._connection.reconnect_callbacks.add(self._reconnected)
                 except aio_pika.exceptions.ProbableAuthenticationError as e:
                     raise BindingdError(
                         Reason.AUTH_FAILED,
@@ -59,14 +64,27 @@ class RabbitClient:
                     ) from None
             return self._connection
 
+    def _reconnected(self, *_: object) -> None:
+        self.reconnects += 1
+
+    def figures(self) -> PoolFigures:
+        """One robust connection, which every call uses."""
+        up = int(self._connection is not None and not self._connection.is_closed)
+        return PoolFigures(size=up, in_use=up, reconnects=self.reconnects)
+
     async def close(self) -> None:
         if self._connection is not None:
+            # Bounded: a stop of the daemon must never hang on a backend that went away.
             with contextlib.suppress(Exception):
-                await self._connection.close()
+                await asyncio.wait_for(self._connection.close(), CLOSE_TIMEOUT_S)
 
 
 async def open_client(connection: Connection) -> RabbitClient:
     return RabbitClient(connection.options["url"])
+
+
+def pool_figures(client: RabbitClient) -> PoolFigures:
+    return client.figures()
 
 
 async def close_client(client: RabbitClient) -> None:

@@ -16,6 +16,7 @@ from redis.backoff import NoBackoff
 from bindingd.config.model import Connection
 from bindingd.config.urls import connection_address
 from bindingd.errors import BindingdError, Reason, backend_timeout, backend_unavailable, permission_denied
+from bindingd.providers.connections import PoolFigures
 
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MAX_CONNECTIONS = 50
@@ -46,6 +47,15 @@ async def open_client(connection: Connection) -> aioredis.Redis:
         health_check_interval=30,
     )
     return aioredis.Redis.from_pool(pool)
+
+
+def pool_figures(client: aioredis.Redis) -> PoolFigures:
+    """redis-py keeps its pool's sockets in two collections (free and in use); it reconnects a
+    dropped socket in place, which it does not count, so no reconnects figure."""
+    pool = client.connection_pool
+    free = sum(1 for c in getattr(pool, "_available_connections", ()) if c is not None)
+    in_use = len(getattr(pool, "_in_use_connections", ()))
+    return PoolFigures(size=free + in_use, in_use=in_use)
 
 
 async def close_client(client: aioredis.Redis) -> None:

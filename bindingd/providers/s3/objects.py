@@ -19,6 +19,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bindingd.config.model import Binding, Connection
@@ -246,6 +247,13 @@ class S3Objects:
                     data = await stream.read(CHUNK_BYTES - len(buffer))
                 except (TimeoutError, BotoCoreError, OSError) as e:
                     raise self._error(e, "get") from e
+                except aiohttp.ClientError as e:
+                    # The connection broke mid-body (aiohttp: "payload is not completed"): the
+                    # caller's body ends in this error, never as a shorter object.
+                    raise backend_unavailable(
+                        f"the connection to s3 at {endpoint_of(self.connection)} broke while the "
+                        f"object's body was being read ({type(e).__name__}); try again"
+                    ) from e
                 if not data:
                     break
                 buffer += data
