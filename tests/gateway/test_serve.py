@@ -438,6 +438,99 @@ def test_a_protected_env_needs_a_grant_naming_it_for_a_write(team: Team) -> None
         kv.Put(kv_pb2.KVPutRequest(binding="CACHE", key="k", value=b"v"), metadata=auth(staging))
 
 
+# The policy matrix of GATEWAY_YAML through the real gateway: (user, their grant-time groups,
+# env, binding, action) -> allowed, or denied by the rule named. Rows cover an allow, default
+# deny, deny beating allow, a protected env (only a grant naming it opens a write), a secret
+# (only a grant naming it), and a group given at grant time. Each row is one real call.
+MATRIX = [
+    ("alice", (), "staging", "CACHE", "read", None),
+    ("alice", (), "staging", "CACHE", "write", None),
+    ("bob", (), "staging", "CACHE", "read", None),
+    ("bob", (), "staging", "CACHE", "write", "policy.denies[0]"),  # deny beats grants[0] and [3]
+    ("bob", (), "staging", "ASSETS", "write", None),  # the deny names CACHE only
+    ("alice", (), "staging", "ASSETS", "read", None),
+    ("alice", (), "staging", "JOBS", "send", None),
+    ("alice", (), "staging", "JOBS", "consume", None),
+    ("alice", (), "staging", "API_KEY", "read", None),  # grants[1] names the secret
+    ("alice", (), "staging", "GREETING", "read", None),
+    ("carol", (), "staging", "API_KEY", "read", "default"),
+    ("carol", (), "staging", "CACHE", "read", "default"),
+    ("carol", (), "staging", "JOBS", "send", "default"),
+    ("dave", ("ops",), "staging", "CACHE", "read", None),  # grants[4], by the grant's group
+    ("dave", ("ops",), "staging", "CACHE", "write", "default"),
+    ("alice", (), "production", "CACHE", "read", None),  # grants[3]: env "*" opens reads
+    ("alice", (), "production", "CACHE", "write", "protected"),  # ... but not writes
+    ("alice", (), "production", "ASSETS", "write", "protected"),
+    ("alice", (), "production", "JOBS", "send", "protected"),
+    ("alice", (), "production", "JOBS", "consume", "protected"),
+    ("alice", (), "production", "GREETING", "read", None),
+    ("alice", (), "production", "API_KEY", "read", "secret"),  # bindings "*" skips secrets
+    ("bob", (), "production", "CACHE", "write", "protected"),
+]
+
+
+def _act(channel: grpc.Channel, binding: str, action: str, token: str) -> None:
+    """One call of `action` on `binding`; raises grpc.RpcError when refused."""
+    meta = auth(token)
+    if binding == "CACHE":
+        kv = kv_pb2_grpc.KVStub(channel)
+        if action == "read":
+            kv.Get(kv_pb2.KVGetRequest(binding=binding, key="matrix"), metadata=meta)
+        else:
+            kv.Put(kv_pb2.KVPutRequest(binding=binding, key="matrix", value=b"v"), metadata=meta)
+    elif binding == "ASSETS":
+        objects = objects_pb2_grpc.ObjectsStub(channel)
+        if action == "read":
+            objects.List(objects_pb2.ObjectsListRequest(binding=binding), metadata=meta)
+        else:
+            objects.Delete(objects_pb2.ObjectsDeleteRequest(binding=binding, keys=["matrix"]), metadata=meta)
+    elif binding == "JOBS":
+        queue = queue_pb2_grpc.QueueStub(channel)
+        if action == "send":
+            message = queue_pb2.QueueMessageSend(body=b"job", content_type="bytes")
+            queue.Send(queue_pb2.QueueSendRequest(binding=binding, message=message), metadata=meta)
+        else:
+            ask = queue_pb2.QueueConsumeRequest(binding=binding, batch_size=1, max_wait_seconds=0.1)
+            for _ in queue.Consume(iter([ask]), metadata=meta):
+                break
+    else:
+        vars_pb2_grpc.VarsStub(channel).Get(vars_pb2.VarGetRequest(binding=binding), metadata=meta)
+
+
+@pytest.mark.parametrize(
+    ("user", "groups", "env", "binding", "action", "denied_by"),
+    MATRIX,
+    ids=[f"{u}-{e}-{b}-{a}" for u, _, e, b, a, _ in MATRIX],
+)
+def test_policy_matrix(
+    team: Team, user: str, groups: tuple[str, ...], env: str, binding: str, action: str, denied_by: str | None
+) -> None:
+    token = team.login(user, env=env, groups=groups)
+    before = len(team.audit_lines())
+    with team.channel() as channel:
+        if denied_by is None:
+            _act(channel, binding, action, token)
+        else:
+            err = refused(_act, channel, binding, action, token)
+            assert err.code == "PERMISSION_DENIED" and err.reason == "POLICY_DENIED", err
+            for part in (f'"{user}"', f'"{env}"', f'"{binding}"', action):
+                assert part in err.message, err.message
+            if denied_by.startswith("policy."):
+                assert denied_by in err.message, err.message
+            elif denied_by == "protected":
+                assert "protected" in err.message, err.message
+    # This call's own line (the gateway writes it just after the answer).
+    deadline = time.monotonic() + 5.0
+    while not (mine := [x for x in team.audit_lines()[before:] if x.get("binding") == binding]):
+        assert time.monotonic() < deadline, "no audit line for the call"
+        time.sleep(0.05)
+    line = mine[-1]
+    assert (line["user"], line["env"], line["action"]) == (user, env, action), line
+    assert line["decision"] == ("allow" if denied_by is None else "deny"), line
+    assert line["status"] == ("OK" if denied_by is None else "PERMISSION_DENIED"), line
+    assert line["jti"] and line["request_id"], line
+
+
 def test_a_client_trusting_another_ca_fails_the_handshake(team: Team, tmp_path: Path) -> None:
     assert bindingd_cli("gateway", "init", "other", cwd=tmp_path).returncode == 0
     with team.channel(tmp_path / "other" / "ca.pem") as channel:
