@@ -82,6 +82,7 @@ class CircuitBreaker:
         self.retries = 0
         self.timeouts = 0
         self.opened = 0
+        self.errors: dict[str, int] = {}  # backend failures by reason (each attempt)
 
     def admit(self) -> bool:
         """Raise BackendUnavailable while open; True when this call is the half-open probe."""
@@ -106,6 +107,7 @@ class CircuitBreaker:
         if probe:
             self.probing = False
         self.failures += 1
+        self.errors[err.reason.value] = self.errors.get(err.reason.value, 0) + 1
         self.last_failure = err.message
         breaker = self.policy.breaker
         if breaker is None:

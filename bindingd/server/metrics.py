@@ -239,13 +239,22 @@ class _Collector(Collector):
                 labels=["connection"],
             ),
         }
+        errors = CounterMetricFamily(
+            "bindingd_backend_errors",
+            "Backend failures (each attempt) by the error table's reason: BACKEND_UNAVAILABLE, "
+            "BACKEND_TIMEOUT, ...",
+            labels=["connection", "reason"],
+        )
         for name, breaker in self.metrics.runtime.breakers.by_name.items():
             for each in (CLOSED, OPEN, HALF_OPEN):
                 state.add_metric([name, each], 1 if breaker.state == each else 0)
             for attribute, family in counters.items():
                 family.add_metric([name], getattr(breaker, attribute))
+            for reason, n in breaker.errors.items():
+                errors.add_metric([name, reason], n)
         yield state
         yield from counters.values()
+        yield errors
         size = GaugeMetricFamily(
             "bindingd_connection_pool_size",
             "Connections the connection entry's client holds open to its backend now.",

@@ -111,6 +111,8 @@ async def test_redis_cut_retries_reads_not_writes_then_opens_and_recovers(
     assert 'bindingd_circuit_state{connection="cache",state="open"} 1.0' in text
     assert 'bindingd_backend_retries_total{connection="cache"} 2.0' in text
     assert 'bindingd_circuit_opened_total{connection="cache"} 1.0' in text
+    # 1 write + 3 read attempts failed, each counted by its reason.
+    assert 'bindingd_backend_errors_total{connection="cache",reason="BACKEND_UNAVAILABLE"} 4.0' in text
     # The cut sockets are gone from redis-py's pool; none is in use.
     assert sample(text, "bindingd_connection_pool_in_use", connection="cache") == 0
 
