@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import time
 
 from bindingd.server.app import Daemon
 
@@ -32,3 +34,17 @@ def sample(page: str, name: str, **labels: str) -> float | None:
         if line.startswith(prefix):
             return float(line[len(prefix) :])
     return None
+
+
+def open_fds() -> int:
+    """This process's open file descriptors: the daemon runs in it (daemon_in_process)."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def settled_fds(idle: int, within: float = 10.0) -> int:
+    """The fd count once it is back to `idle` (closed sockets are released by the loop a moment
+    later), or the last count seen when `within` ran out."""
+    deadline = time.monotonic() + within
+    while (now := open_fds()) > idle and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    return now

@@ -17,7 +17,7 @@ from bindingd_client import BackendTimeout, BackendUnavailable, connect
 from conformance.backends import nats_cleanup, rabbit_cleanup
 from support import MYSQL, daemon_in_process, write_project
 
-from tests.faults import free_port, sample, scrape
+from tests.faults import free_port, open_fds, sample, scrape, settled_fds
 from tests.faults.proxy import FaultProxy
 
 POLICY = (
@@ -79,6 +79,7 @@ async def test_mariadb_cut_and_black_hole_then_recovery(tmp_path: Path) -> None:
                 db = env.DB
                 await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)")
                 await db.prepare("INSERT INTO t (id) VALUES (1)").run()
+                idle = open_fds()
                 proxy.cut()
                 await _fails_within(db.prepare("SELECT count(*) AS n FROM t").first("n"), 15)
                 await _fails_within(db.prepare("INSERT INTO t (id) VALUES (2)").run(), 15)
@@ -94,6 +95,9 @@ async def test_mariadb_cut_and_black_hole_then_recovery(tmp_path: Path) -> None:
                 # What was committed is there once; the write cut in flight is all or nothing.
                 rows = await db.prepare("SELECT id FROM t ORDER BY id").all()
                 assert [r["id"] for r in rows.results] in ([1], [1, 2])
+                # The broken connections were closed, not leaked (the daemon and the proxy run in
+                # this process: their sockets are its file descriptors).
+                assert await settled_fds(idle) <= idle
             finally:
                 await env.aclose()
     finally:
@@ -138,6 +142,7 @@ async def test_queue_cut_and_black_hole_lose_nothing_acked_and_recover(
                 acked = {m.body for m in first.messages}
                 assert acked
                 await first.ack_all()
+                idle = open_fds()
                 proxy.cut()
                 await _fails_within(jobs.send({"during": "cut"}), 20)
                 proxy.restore()
@@ -169,6 +174,7 @@ async def test_queue_cut_and_black_hole_lose_nothing_acked_and_recover(
                 page = await scrape(daemon)
                 assert sample(page, "bindingd_connection_pool_size", connection="q") == 1
                 assert (sample(page, "bindingd_connection_reconnects_total", connection="q") or 0) >= 1
+                assert await settled_fds(idle) <= idle
             finally:
                 await env.aclose()
     finally:

@@ -18,7 +18,7 @@ from bindingd_client import BackendTimeout, BackendUnavailable, Env, PermissionD
 from support import POSTGRES, bindingd_cli, daemon_in_process, write_project
 
 from bindingd.server.app import Daemon
-from tests.faults import free_port, sample, scrape
+from tests.faults import free_port, open_fds, sample, scrape, settled_fds
 from tests.faults.proxy import FaultProxy
 
 REDIS_PORT = 6379
@@ -89,6 +89,7 @@ async def test_redis_cut_retries_reads_not_writes_then_opens_and_recovers(
     await env.CACHE.put("k", "v")
     assert await env.CACHE.get("k") == "v"
     breaker = daemon.runtime.breakers.by_name["cache"]
+    idle = open_fds()
 
     proxy.cut()
     # A write is tried once: its outcome is unknown, so it is never sent twice.
@@ -121,6 +122,7 @@ async def test_redis_cut_retries_reads_not_writes_then_opens_and_recovers(
     assert await env.CACHE.get("k") == "v"  # the half-open probe succeeds: closed again
     assert breaker.state == "closed"
     assert await env.CACHE.get("k") == "v"
+    assert await settled_fds(idle) <= idle  # the cut sockets were closed, not leaked
 
 
 async def test_redis_black_hole_ends_in_backend_timeout_within_the_policy(

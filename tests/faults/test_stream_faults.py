@@ -23,7 +23,7 @@ from bindingd_client import BackendTimeout, BackendUnavailable, Env, connect
 from objects_support import ACCESS_KEY, SECRET_KEY, MotoServer
 from support import MYSQL, POSTGRES, SqlServer, daemon_in_process, write_project
 
-from tests.faults import free_port, sample, scrape
+from tests.faults import free_port, open_fds, sample, scrape, settled_fds
 from tests.faults.proxy import FaultProxy
 
 MIB = 1024 * 1024
@@ -33,20 +33,6 @@ POLICY = (
     "resiliency: { timeout: 10s, retry: { max_retries: 2, initial_interval: 10ms }, "
     "circuit_breaker: { consecutive_failures: 50, open: 1s } }"
 )
-
-
-def open_fds() -> int:
-    """This process's open file descriptors: the daemon runs in it (daemon_in_process)."""
-    return len(os.listdir("/proc/self/fd"))
-
-
-async def settled_fds(idle: int, within: float = 10.0) -> int:
-    """The fd count once it is back to `idle` (closed sockets are released by the loop a moment
-    later), or the last count seen when `within` ran out."""
-    deadline = time.monotonic() + within
-    while (now := open_fds()) > idle and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    return now
 
 
 async def _chunks(data: bytes, size: int = 256 * 1024) -> AsyncIterator[bytes]:
