@@ -18,10 +18,11 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psutil
 import pytest
 from bindingd_client import BackendTimeout, BackendUnavailable, Env, connect
 from objects_support import ACCESS_KEY, SECRET_KEY, MotoServer
-from support import MYSQL, POSTGRES, SqlServer, daemon_in_process, write_project
+from support import MYSQL, POSTGRES, DaemonProcess, SqlServer, daemon_in_process, write_project
 
 from tests.faults import free_port, open_fds, sample, scrape, settled_fds
 from tests.faults.proxy import FaultProxy
@@ -132,6 +133,72 @@ async def test_s3_a_slow_link_is_only_slower(s3: tuple[Env, FaultProxy]) -> None
     proxy.bytes_per_s = 0
     got = await env.FILES.get("slow-up")
     assert got is not None and await got.bytes() == data  # type: ignore[attr-defined]
+
+
+async def test_a_daemon_process_returns_to_its_idle_memory_and_fds_after_broken_streams(
+    moto_server: MotoServer, tmp_path: Path
+) -> None:
+    """`bindingd serve` as its own process (the proxy on this test's loop, which runs whenever
+    the test awaits): four downloads and four uploads of 4 MiB broken mid-stream, then its RSS is
+    within 32 MiB of idle and its file descriptors back to idle."""
+    bucket = moto_server.new_bucket()
+    proxy = await FaultProxy(moto_server.port).start()
+    config = write_project(
+        tmp_path,
+        f"""
+        version: 1
+        connections:
+          store:
+            kind: s3
+            endpoint: "http://127.0.0.1:{proxy.port}"
+            region: us-east-1
+            access_key_id: "{ACCESS_KEY}"
+            secret_access_key: "{SECRET_KEY}"
+            path_style: true
+            timeout: 5
+            {POLICY}
+        bindings:
+          FILES: {{ type: objects, connection: store, bucket: {bucket} }}
+        """,
+    )
+    daemon = DaemonProcess(config.parent, "--log-level", "warning")
+    await asyncio.to_thread(daemon.start)
+    try:
+        assert daemon.proc is not None
+        process = psutil.Process(daemon.proc.pid)
+        env = await connect(endpoint=daemon.endpoint)
+        try:
+            data = os.urandom(4 * MIB)
+            for _ in range(3):  # warm: pools, buffers and modules in use before idle is read
+                await env.FILES.put("doc", data)
+                got = await env.FILES.get("doc")
+                assert got is not None and await got.bytes() == data  # type: ignore[attr-defined]
+            idle_rss, idle_fds = process.memory_info().rss, process.num_fds()
+            for _ in range(4):
+                proxy.reset_after(MIB, "down")
+                with pytest.raises(GONE):
+                    body = await env.FILES.get("doc")
+                    assert body is not None
+                    await body.bytes()  # type: ignore[attr-defined]
+                proxy.restore()
+                proxy.reset_after(MIB, "up")
+                with pytest.raises(GONE):
+                    await env.FILES.put("other", _chunks(data))
+                proxy.restore()
+            got = await env.FILES.get("doc")
+            assert got is not None and await got.bytes() == data  # type: ignore[attr-defined]
+            assert await env.FILES.head("other") is None
+            deadline = time.monotonic() + 10
+            while process.num_fds() > idle_fds and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert process.num_fds() <= idle_fds
+            grown = (process.memory_info().rss - idle_rss) / MIB
+            assert grown < 32, f"daemon RSS {grown:.0f} MiB over idle after the broken streams"
+        finally:
+            await env.aclose()
+    finally:
+        assert await asyncio.to_thread(daemon.stop) == 0
+        await proxy.close()
 
 
 # Per server: its connection entry and about 6 MB of rows.
