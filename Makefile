@@ -55,8 +55,14 @@ run: $(RUNTIME)
 	@echo "starting the daemon on examples/shop/bindingd.yaml and running examples/shop/worker.py under it"
 	@$(BIN)/bindingd run --config examples/shop/bindingd.yaml -- $(BIN)/python examples/shop/worker.py
 
+# The suite on two workers, a test file each at a time (their module fixtures and order kept),
+# then, alone, the tests marked `serial` (they stop a shared server, or build the packages).
+# The shared servers are started first, once, rather than by both workers at the same moment.
+# `.venv/bin/pytest` alone runs everything in one process.
 test: setup lint node-test
-	$(BIN)/python -m pytest
+	$(BIN)/python tests/services.py
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not serial"
+	$(BIN)/python -m pytest -m serial
 
 lint: setup
 	$(BIN)/ruff check bindingd clients/python tests bench tools examples

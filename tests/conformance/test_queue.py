@@ -447,6 +447,7 @@ async def test_consumers_end_promptly_when_the_daemon_drains(project: Project) -
         daemon.stop()
 
 
+@pytest.mark.serial  # stops the shared server
 @pytest.mark.parametrize("backend", params(serving("queue", lambda b: bool(b.stop))))
 async def test_backend_restart_mid_run(backend: Backend, tmp_path: Path) -> None:
     ensure(backend.service)

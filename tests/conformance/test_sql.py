@@ -492,6 +492,7 @@ def _restart(backend: Backend) -> None:
     ensure(backend.service)
 
 
+@pytest.mark.serial  # stops the shared server
 @on_servers
 async def test_calls_succeed_after_the_server_restarts(backend: Backend, project: Project) -> None:
     async with connected(project.config) as env:

@@ -18,6 +18,9 @@ import pytest
 
 from .conftest import REPO, run
 
+# Builds and installs the packages: alone, after the parallel part of `make test`.
+pytestmark = pytest.mark.serial
+
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 PROTOS = sorted(p.stem for p in (REPO / "proto/bindingd/v1").glob("*.proto"))
 

@@ -17,6 +17,9 @@ import pytest
 
 from .conftest import REPO, make_venv, run
 
+# Builds and installs the packages: alone, after the parallel part of `make test`.
+pytestmark = pytest.mark.serial
+
 PLACEHOLDER = "/path/to/bindingd"
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 CONFIG = "version: 1\nenv: dev\nbindings:\n  CACHE: { type: kv }\n"
