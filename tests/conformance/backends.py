@@ -115,6 +115,9 @@ class Backend:
     # behind a gateway that side is the same relay whatever the gateway's provider, so one
     # gateway entry runs it (the providers themselves run it directly).
     memory_test: bool = True
+    # A multipart part's etag is its md5, and the object's S3's md5-of-md5s-N; False: the
+    # store's own (R2 makes them opaque).
+    md5_part_etags: bool = True
     # Keys expire by the daemon's clock (the suites' FakeClock moves them); False: the store
     # expires them by its own (Workers KV), so the expiry tests cannot move time forward.
     kv_expiry_follows_clock: bool = True
@@ -423,6 +426,7 @@ BACKENDS: list[Backend] = [
         spools_to_disk=True,
         # A 2 GiB body through Miniflare costs minutes of CI for what the s3 entry measures.
         memory_test=False,
+        md5_part_etags=False,
         kv_expiry_follows_clock=False,
         sql_read_only=False,
         sql_stops_statements=False,

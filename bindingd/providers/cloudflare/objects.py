@@ -37,7 +37,7 @@ from bindingd.domain.objects import (
     PutOptions,
     RangeSpec,
 )
-from bindingd.errors import BindingdError, Reason, backend_unavailable
+from bindingd.errors import BindingdError, Reason, backend_unavailable, invalid_argument
 from bindingd.providers.bodies import hold_temp_file, remove_leftovers, write_body
 from bindingd.providers.cloudflare.client import EMPTY_SHA256
 from bindingd.providers.cloudflare.kv import CloudflareBase
@@ -51,6 +51,9 @@ HTTP_TO_R2 = {
     "content_encoding": "contentEncoding",
     "cache_control": "cacheControl",
 }
+# R2 keeps no sha384 or sha512 of an object: a verified one is kept in its custom metadata under
+# these names (hidden from custom metadata), so head, get and list answer it (as the s3 provider).
+DIGEST_METADATA = {"sha384": "bindingd-sha384", "sha512": "bindingd-sha512"}
 # What R2 (and Miniflare's R2) says of an upload id it does not know.
 _NO_SUCH_UPLOAD = ("10024", "does not exist", "NoSuchUpload")
 
@@ -67,6 +70,11 @@ def _info(o: dict[str, Any]) -> ObjectInfo:
         for name, value in (o.get("checksums") or {}).items()
         if isinstance(value, str) and value
     }
+    custom = dict(o.get("customMetadata") or {})
+    for name, field in DIGEST_METADATA.items():
+        value = custom.pop(field, None)
+        if value:
+            checksums[name] = bytes.fromhex(value)
     return ObjectInfo(
         key=o["key"],
         version=o["version"],
@@ -77,7 +85,7 @@ def _info(o: dict[str, Any]) -> ObjectInfo:
             **{name: http.get(r2) for name, r2 in HTTP_TO_R2.items()},
             cache_expiry=_ms(expiry) if isinstance(expiry, str) else None,
         ),
-        custom_metadata=dict(o.get("customMetadata") or {}),
+        custom_metadata=custom,
         checksums=checksums,
         storage_class=o.get("storageClass") or "Standard",
     )
@@ -245,17 +253,23 @@ class CloudflareObjects(CloudflareBase):
         return path, digests
 
     async def check_put(self, options: PutOptions) -> None:
-        return None
+        _check_reserved(options.custom_metadata)
 
     async def put(self, key: str, body: AsyncIterator[BodyChunk], options: PutOptions) -> ObjectInfo | None:
         path, digests = await self._spool(body, options.checksums, objects.MAX_PUT_BYTES, None)
         try:
             checksums = digests.verify()
+            # R2 compares etags weakly; the contract's if-match is strong: looked at here first,
+            # and passed on so that R2 still refuses a put that raced a change.
+            if options.only_if is not None and not objects.condition_met(options.only_if, await self.head(key)):
+                return None
+            kept_in_metadata = {
+                field: checksums[name].hex() for name, field in DIGEST_METADATA.items() if name in checksums
+            }
             args: dict[str, Any] = {
                 "key": key,
                 "httpMetadata": _http_args(options.http_metadata),
-                "customMetadata": options.custom_metadata,
-                "md5": checksums["md5"].hex(),
+                "customMetadata": {**options.custom_metadata, **kept_in_metadata},
             }
             only_if = _only_if(options.only_if)
             if only_if:
@@ -285,14 +299,27 @@ class CloudflareObjects(CloudflareBase):
     async def create_multipart_upload(
         self, key: str, http_metadata: HttpMetadata, custom_metadata: dict[str, str]
     ) -> str:
+        _check_reserved(custom_metadata)
         r = await self._json(
             "mpCreate", {"key": key, "httpMetadata": _http_args(http_metadata), "customMetadata": custom_metadata}
         )
         return str(r["uploadId"])
 
     def _upload_error(self, e: BindingdError, upload_id: str) -> BindingdError:
-        if e.reason != Reason.AUTH_FAILED and any(s in e.message for s in _NO_SUCH_UPLOAD):
+        if e.reason == Reason.AUTH_FAILED:
+            return e
+        if any(s in e.message for s in _NO_SUCH_UPLOAD):
             return objects.no_such_upload(upload_id)
+        if "(10011)" in e.message:  # R2: a part but the last is smaller than 5 MiB
+            return invalid_argument(
+                f"{e.message}; every part but the last must be at least "
+                f"{objects.MIN_PART_BYTES // (1024 * 1024)} MiB ({objects.MIN_PART_BYTES} bytes)"
+            )
+        if "(10048)" in e.message:  # R2: the parts are not of one size
+            return invalid_argument(
+                f"{e.message}; every part but the last must be the same size, and the last no "
+                "larger than the others"
+            )
         return e
 
     async def check_upload(self, key: str, upload_id: str) -> None:
@@ -333,9 +360,19 @@ class CloudflareObjects(CloudflareBase):
         try:
             await self._json("mpAbort", {"key": key, "uploadId": upload_id})
         except BindingdError as e:
-            if self._upload_error(e, upload_id) is not e:
+            # Miniflare's R2 answers an upload already completed with an internal error.
+            if self._upload_error(e, upload_id) is not e or "(10001)" in e.message:
                 return
             raise
+
+
+def _check_reserved(custom: dict[str, str]) -> None:
+    for name in custom:
+        if name.lower() in DIGEST_METADATA.values():
+            raise invalid_argument(
+                f"custom metadata name {name!r} is reserved by the cloudflare provider (it keeps the "
+                "object's sha384/sha512 checksum there); use another name"
+            )
 
 
 async def _empty() -> AsyncGenerator[bytes, None]:

@@ -185,7 +185,7 @@ async function r2(bucket, op, a, request, claims) {
         httpMetadata: r2Http(a.httpMetadata), customMetadata: a.customMetadata,
         onlyIf: r2Conditional(a.onlyIf), sha256: claims.bh,
       };
-      if (a.md5) opts.md5 = a.md5;
+      // R2 takes one hashing option: sha256, signed; the daemon verified every other digest.
       let o;
       try {
         o = await bucket.put(a.key, request.body ?? new Uint8Array(0), opts);
