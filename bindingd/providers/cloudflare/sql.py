@@ -128,7 +128,14 @@ class CloudflareSql(CloudflareBase):
         return [_result(x) for x in r["results"]]
 
     async def batch(self, statements: list[SqlStatement], access: SqlAccess) -> list[SqlResult]:
-        return await self._batch([self._statement(s) for s in statements], access)
+        self._refuse_read_only(access)
+        translated = []
+        for i, s in enumerate(statements):
+            try:
+                translated.append(self._statement(s))
+            except BindingdError as e:
+                raise batch_error(i, e) from None
+        return await self._batch(translated, access)
 
     async def exec(self, statements: list[str], access: SqlAccess) -> None:
         await self._batch([{"sql": s, "params": []} for s in statements], access)

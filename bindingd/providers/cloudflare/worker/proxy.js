@@ -300,7 +300,14 @@ async function d1(db, op, a) {
       // The daemon's sql provider: rows as arrays with their columns, and D1's meta.
       case "rows": {
         const r = await stmt(a).all();
-        return Response.json(rowsOf(r));
+        const out = rowsOf(r);
+        // No rows, no column names in all()'s answer: a statement that changed nothing is run
+        // again for them (raw() tells columns, not meta); one that wrote is never run twice.
+        if (!out.rows.length && !(r.meta && r.meta.changed_db)) {
+          const [cols] = await stmt(a).raw({ columnNames: true });
+          out.columns = cols ?? [];
+        }
+        return Response.json(out);
       }
       case "rowsBatch": {
         const stmts = a.statements.map(stmt);
