@@ -131,6 +131,10 @@ class Backend:
     # Results of a million rows stream through (the flat-memory test); False: the backend
     # answers a statement whole (D1 through the proxy Worker), so the test does not apply.
     sql_streams_rows: bool = True
+    # Integers bind and come back as 64-bit SQLite INTEGERs; False: the store carries numbers as
+    # JavaScript doubles (D1): integers past 2**53 are rounded, and a bound integer is a REAL
+    # where no column type makes it one (42 stored in a text column reads '42.0').
+    sql_exact_integers: bool = True
 
     def serves(self, binding_type: str) -> bool:
         assert binding_type in BINDING_TYPES, binding_type
@@ -431,6 +435,7 @@ BACKENDS: list[Backend] = [
         sql_read_only=False,
         sql_stops_statements=False,
         sql_streams_rows=False,
+        sql_exact_integers=False,
     ),
     Backend(
         "postgres",

@@ -28,6 +28,7 @@ from bindingd.domain.sql import (
     SqlResult,
     SqlStatement,
     batch_error,
+    normalize,
     translate,
 )
 from bindingd.errors import BindingdError, Reason, backend_timeout, permission_denied
@@ -45,7 +46,7 @@ def _param(value: object) -> object:
 def _cell(value: object) -> object:
     if isinstance(value, dict) and isinstance(value.get("$blob"), str):
         return base64.b64decode(value["$blob"])
-    return value
+    return normalize(value)
 
 
 def _meta(m: dict[str, Any] | None) -> SqlMeta:
