@@ -140,4 +140,3 @@ class CloudflareSql(CloudflareBase):
 
     async def exec(self, statements: list[str], access: SqlAccess) -> None:
         await self._batch([{"sql": s, "params": []} for s in statements], access)
-
