@@ -101,7 +101,7 @@ CONNECTION_KINDS: dict[str, ConnectionKind] = {
     # A Cloudflare account through bindingd's proxy Worker (bindingd/providers/cloudflare/worker):
     # `key` is the daemon's Ed25519 signing key, whose public half the Worker holds.
     "cloudflare": ConnectionKind(
-        frozenset({"kv", "queue"}),
+        frozenset({"kv", "objects", "sql", "queue"}),
         {
             "url": Option(str, required=True),
             "key": Option(str, required=True, secret=True),
@@ -167,6 +167,13 @@ PROVIDERS: dict[tuple[str, str], ProviderSpec] = {
     # `remote_binding`: the binding's name on the proxy Worker (default: the same name).
     ("kv", "cloudflare"): ProviderSpec(
         "bindingd.providers.cloudflare.kv:CloudflareKV", {"remote_binding": Option(str)}
+    ),
+    ("objects", "cloudflare"): ProviderSpec(
+        "bindingd.providers.cloudflare.objects:CloudflareObjects", {"remote_binding": Option(str)}
+    ),
+    # D1 cannot enforce read-only: read-only calls (access: read-only, protected envs) are refused.
+    ("sql", "cloudflare"): ProviderSpec(
+        "bindingd.providers.cloudflare.sql:CloudflareSql", {"remote_binding": Option(str), **_SQL_OPTIONS}
     ),
     ("queue", "cloudflare"): ProviderSpec(
         "bindingd.providers.cloudflare.queue:CloudflareQueue",

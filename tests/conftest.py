@@ -25,3 +25,15 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def cloudflare_worker() -> Iterator[object]:
+    """bindingd's proxy Worker in Miniflare, once per session (tests/cloudflare_support.py)."""
+    from cloudflare_support import start_worker
+
+    worker = start_worker()
+    try:
+        yield worker
+    finally:
+        worker.stop()

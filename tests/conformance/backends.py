@@ -115,6 +115,26 @@ class Backend:
     # behind a gateway that side is the same relay whatever the gateway's provider, so one
     # gateway entry runs it (the providers themselves run it directly).
     memory_test: bool = True
+    # A multipart part's etag is its md5, and the object's S3's md5-of-md5s-N; False: the
+    # store's own (R2 makes them opaque).
+    md5_part_etags: bool = True
+    # Keys expire by the daemon's clock (the suites' FakeClock moves them); False: the store
+    # expires them by its own (Workers KV), so the expiry tests cannot move time forward.
+    kv_expiry_follows_clock: bool = True
+    # Read-only sql calls (RO_DB, a protected env) are served in a read-only transaction;
+    # False: the backend cannot enforce read-only (D1), so every read-only call is refused
+    # (PERMISSION_DENIED) and the suite reads through APP_DB instead.
+    sql_read_only: bool = True
+    # A statement past its time limit or cancelled is stopped on the backend; False: it runs to
+    # its end there (D1 cannot stop one), so the timeout and cancellation tests do not apply.
+    sql_stops_statements: bool = True
+    # Results of a million rows stream through (the flat-memory test); False: the backend
+    # answers a statement whole (D1 through the proxy Worker), so the test does not apply.
+    sql_streams_rows: bool = True
+    # Integers bind and come back as 64-bit SQLite INTEGERs; False: the store carries numbers as
+    # JavaScript doubles (D1): integers past 2**53 are rounded, and a bound integer is a REAL
+    # where no column type makes it one (42 stored in a text column reads '42.0').
+    sql_exact_integers: bool = True
 
     def serves(self, binding_type: str) -> bool:
         assert binding_type in BINDING_TYPES, binding_type
@@ -347,6 +367,35 @@ def rabbit_cleanup(names: list[str]) -> None:
     asyncio.run(delete())
 
 
+# --- cloudflare ----------------------------------------------------------------------------------
+
+
+def _cloudflare(*bindings: tuple[str, str, str, str]) -> MakeProject:
+    """Bindings (name, type, pool prefix, extra options) on the session's proxy Worker in
+    Miniflare (`cloudflare_worker`, tests/conftest.py), each on a KV namespace, R2 bucket or D1
+    database of its own from the Worker's pool; APP_DB, RO_DB and SLOW_DB share one database."""
+
+    @contextlib.asynccontextmanager
+    async def make(
+        root: Path, request: pytest.FixtureRequest, *, timeout: float = 10.0
+    ) -> AsyncIterator[Project]:
+        worker = request.getfixturevalue("cloudflare_worker")
+        db = worker.take("D1_P")
+        lines = "\n".join(
+            f"  {name}: {{ type: {kind}, connection: cf, "
+            f"remote_binding: {db if pool == 'D1_P' else worker.take(pool)}{extra} }}"
+            for name, kind, pool, extra in bindings
+        )
+        config = (
+            "version: 1\nconnections:\n  "
+            + worker.connection()
+            + f"\nbindings:\n{lines}\nenvs:\n  production: {{ protected: true }}\n"
+        )
+        yield Project(write_project(root, config))
+
+    return make
+
+
 # --- the backends --------------------------------------------------------------------------------
 
 BACKENDS: list[Backend] = [
@@ -360,6 +409,34 @@ BACKENDS: list[Backend] = [
         knows_upload_ids=True,
     ),
     Backend("sqlite", sql=SqlSide(sqlite_sql, "sqlite")),
+    # The proxy Worker in Miniflare (workerd with its KV, R2 and D1), one per session. Its queue
+    # binding only sends (consumers are the Worker's own), so the queue suite does not apply.
+    Backend(
+        "cloudflare",
+        kv=_cloudflare(("CACHE", "kv", "KV_P", ""), ("OTHER", "kv", "KV_P", "")),
+        objects=_cloudflare(
+            ("ASSETS", "objects", "R2_P", ""),
+            ("OTHER", "objects", "R2_P", ""),
+            ("READONLY", "objects", "R2_P", ", access: read-only"),
+        ),
+        sql=SqlSide(
+            _cloudflare(
+                ("APP_DB", "sql", "D1_P", ""),
+                ("RO_DB", "sql", "D1_P", ", access: read-only"),
+                ("SLOW_DB", "sql", "D1_P", ", timeout: 1"),
+            ),
+            "sqlite",
+        ),
+        spools_to_disk=True,
+        # A 2 GiB body through Miniflare costs minutes of CI for what the s3 entry measures.
+        memory_test=False,
+        md5_part_etags=False,
+        kv_expiry_follows_clock=False,
+        sql_read_only=False,
+        sql_stops_statements=False,
+        sql_streams_rows=False,
+        sql_exact_integers=False,
+    ),
     Backend(
         "postgres",
         kv=postgres_kv,

@@ -517,7 +517,7 @@ async def test_list_paging_with_delimiter(bucket: R2Bucket) -> None:
     assert [o.key for o in page.objects] == [f"dir2/f{i}" for i in range(4)] and page.delimited_prefixes == []
 
 
-async def test_multipart_upload(bucket: R2Bucket) -> None:
+async def test_multipart_upload(bucket: R2Bucket, backend: Backend) -> None:
     parts_data = [os.urandom(5 * MIB), os.urandom(5 * MIB), os.urandom(5 * MIB)]
     upload = await bucket.create_multipart_upload(
         "mp", http_metadata={"content_type": "application/zip"}, custom_metadata={"by": "test"}
@@ -528,12 +528,15 @@ async def test_multipart_upload(bucket: R2Bucket) -> None:
     resumed = bucket.resume_multipart_upload("mp", upload.upload_id)
     third = await resumed.upload_part(3, parts_data[2])
     second = await resumed.upload_part(2, io.BytesIO(parts_data[1]))
-    assert [p.etag for p in (first, second, third)] == [md5(p) for p in parts_data]
+    if backend.md5_part_etags:
+        assert [p.etag for p in (first, second, third)] == [md5(p) for p in parts_data]
     assert await bucket.head("mp") is None  # nothing visible before complete
     done = await resumed.complete([third, first, second])
     joined = b"".join(parts_data)
     expected_etag = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts_data)).hexdigest() + "-3"
-    assert (done.key, done.size, done.etag) == ("mp", len(joined), expected_etag)
+    assert (done.key, done.size) == ("mp", len(joined))
+    if backend.md5_part_etags:
+        assert done.etag == expected_etag
     assert done.http_metadata == {"content_type": "application/zip"} and done.custom_metadata == {
         "by": "test"
     }
@@ -544,7 +547,7 @@ async def test_multipart_upload(bucket: R2Bucket) -> None:
         await upload.upload_part(4, b"late")
 
 
-async def test_multipart_rules(bucket: R2Bucket) -> None:
+async def test_multipart_rules(bucket: R2Bucket, backend: Backend) -> None:
     upload = await bucket.create_multipart_upload("small")
     one = await upload.upload_part(1, b"too small")
     two = await upload.upload_part(2, b"last")

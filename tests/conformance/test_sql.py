@@ -97,6 +97,12 @@ def db(sql_env: Env) -> D1Database:
     return sql_env.APP_DB
 
 
+def reader(env: Env, backend: Backend) -> D1Database:
+    """The binding the suite reads through beside APP_DB: RO_DB, or APP_DB itself where the
+    backend refuses read-only calls (`sql_read_only`)."""
+    return env.RO_DB if backend.sql_read_only else env.APP_DB
+
+
 async def make_items(db: D1Database) -> None:
     await db.exec(
         "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(100) NOT NULL UNIQUE, qty INTEGER)"
@@ -146,7 +152,8 @@ async def test_all_run_first_raw(db: D1Database, backend: Backend) -> None:
 async def test_types_round_trip(db: D1Database, backend: Backend) -> None:
     await db.exec(DDL[dialect(backend)]["types"])
     blob = bytes(range(256))
-    values = (2**62, -1.5, "héllo ✓ 'quoted' ?", blob, None, True)
+    big, low = (2**62, -(2**63)) if backend.sql_exact_integers else (2**53, -(2**53))
+    values = (big, -1.5, "héllo ✓ 'quoted' ?", blob, None, True)
     first = (
         await db.prepare("INSERT INTO types (i, r, s, b, n, flag) VALUES (?, ?, ?, ?, ?, ?)")
         .bind(*values)
@@ -156,15 +163,15 @@ async def test_types_round_trip(db: D1Database, backend: Backend) -> None:
     assert first.meta["last_row_id"] == 1
     await (
         db.prepare("INSERT INTO types (i, r, s, b, n, flag) VALUES (?, ?, ?, ?, ?, ?)")
-        .bind(-(2**63), 0.0, "", b"", None, False)
+        .bind(low, 0.0, "", b"", None, False)
         .run()
     )
     rows = await db.prepare("SELECT i, r, s, b, n, flag FROM types ORDER BY id").raw()
     # Booleans: SQLite and MySQL store 1/0 (as D1 does); a PostgreSQL boolean answers a bool.
     true, false = (True, False) if dialect(backend) == "postgres" else (1, 0)
     assert rows == [
-        [2**62, -1.5, "héllo ✓ 'quoted' ?", blob, None, true],
-        [-(2**63), 0.0, "", b"", None, false],
+        [big, -1.5, "héllo ✓ 'quoted' ?", blob, None, true],
+        [low, 0.0, "", b"", None, false],
     ]
     assert isinstance(rows[0][3], bytes)
 
@@ -190,6 +197,8 @@ async def test_a_number_bound_where_no_type_is_known_stays_a_number(db: D1Databa
     await make_items(db)
     await db.prepare("INSERT INTO items (id, name) VALUES (?, ?)").bind(1, 42).run()
     # Where the column says text, the number is text, as before.
+    if not backend.sql_exact_integers:
+        return  # bound as a REAL: '42.0'
     assert await db.prepare("SELECT name FROM items WHERE name = ?").bind(42).first("name") == "42"
 
 
@@ -351,6 +360,18 @@ async def test_read_only_binding_refuses_writes_on_the_backend(sql_env: Env, bac
     await make_items(sql_env.APP_DB)
     await sql_env.APP_DB.prepare("INSERT INTO items (id, name) VALUES (1, 'a')").run()
     ro = sql_env.RO_DB
+    if not backend.sql_read_only:
+        # It cannot enforce read-only: every call fails closed, reads too, and names why.
+        for call in (
+            ro.prepare("SELECT name FROM items").first("name"),
+            ro.prepare("INSERT INTO items (id, name) VALUES (2, 'b')").run(),
+            ro.batch([ro.prepare("SELECT 1 AS x")]),
+            ro.exec("UPDATE items SET qty = 1"),
+        ):
+            with pytest.raises(PermissionDenied, match="cannot enforce read-only"):
+                await call
+        assert await sql_env.APP_DB.prepare("SELECT count(*) AS n FROM items").first("n") == 1
+        return
     assert await ro.prepare("SELECT name FROM items").first("name") == "a"
     with pytest.raises(PermissionDenied, match="read-only"):
         await ro.prepare("INSERT INTO items (id, name) VALUES (2, 'b')").run()
@@ -388,10 +409,16 @@ ESCAPES = {
 }
 
 
-async def test_protected_env_refuses_writes(project: Project) -> None:
+async def test_protected_env_refuses_writes(project: Project, backend: Backend) -> None:
     async with connected(project.config) as env:
         await make_items(env.APP_DB)
     async with connected(project.config, env="production") as env:
+        if not backend.sql_read_only:  # reads are refused too: read-only cannot be enforced
+            with pytest.raises(PermissionDenied, match="cannot enforce read-only"):
+                await env.APP_DB.prepare("SELECT count(*) AS n FROM items").first("n")
+            with pytest.raises(PermissionDenied, match="protected"):
+                await env.APP_DB.prepare("INSERT INTO items (id, name) VALUES (1, 'a')").run()
+            return
         assert await env.APP_DB.prepare("SELECT count(*) AS n FROM items").first("n") == 0
         with pytest.raises(PermissionDenied, match="protected"):
             await env.APP_DB.prepare("INSERT INTO items (id, name) VALUES (1, 'a')").run()
@@ -414,6 +441,8 @@ async def _eventually_stopped(backend: Backend, marker: str) -> None:
 
 
 async def test_statement_timeout_cancels_on_the_server(sql_env: Env, backend: Backend) -> None:
+    if not backend.sql_stops_statements:
+        pytest.skip("the backend cannot stop a running statement (D1)")
     slow = DDL[dialect(backend)]["slow"]
     started = time.monotonic()
     with pytest.raises(BackendTimeout, match="SLOW_DB"):
@@ -427,6 +456,8 @@ async def test_statement_timeout_cancels_on_the_server(sql_env: Env, backend: Ba
 
 
 async def test_cancelled_call_cancels_the_query(sql_env: Env, backend: Backend) -> None:
+    if not backend.sql_stops_statements:
+        pytest.skip("the backend cannot stop a running statement (D1)")
     slow = DDL[dialect(backend)]["slow"]
     call = asyncio.ensure_future(sql_env.APP_DB.prepare(slow).all())
     await asyncio.sleep(1.0)
@@ -522,6 +553,8 @@ async def test_million_rows_stream_through_a_daemon_with_flat_memory(
     backend: Backend, project: Project
 ) -> None:
     """A real `bindingd serve` process: its peak RSS stays < 150 MiB above idle."""
+    if not backend.sql_streams_rows:
+        pytest.skip("the backend answers a statement whole (D1): nothing streams")
     daemon = DaemonProcess(
         project.root, "--log-level", "warning", env={"PYTHONPATH": os.pathsep.join(sys.path)}
     )
@@ -553,7 +586,7 @@ async def test_million_rows_stream_through_a_daemon_with_flat_memory(
 # --- connections go back to their pool clean ----------------------------------------------------
 
 
-async def test_a_statement_cannot_leave_a_transaction_open(sql_env: Env) -> None:
+async def test_a_statement_cannot_leave_a_transaction_open(sql_env: Env, backend: Backend) -> None:
     """`BEGIN` run as a single statement must not leave the binding's connection inside a
     transaction: later writes would never commit and later batches would fail."""
     db = sql_env.APP_DB
@@ -562,13 +595,15 @@ async def test_a_statement_cannot_leave_a_transaction_open(sql_env: Env) -> None
         await db.prepare("BEGIN").run()
     await db.prepare("INSERT INTO items (id, name) VALUES (1, 'a')").run()
     # Another connection (the read-only binding's) sees the row: it was committed.
-    assert await sql_env.RO_DB.prepare("SELECT count(*) AS n FROM items").first("n") == 1
+    assert await reader(sql_env, backend).prepare("SELECT count(*) AS n FROM items").first("n") == 1
     results = await db.batch([db.prepare("INSERT INTO items (id, name) VALUES (2, 'b')")])
     assert results[0].meta["changes"] == 1
-    assert await sql_env.RO_DB.prepare("SELECT count(*) AS n FROM items").first("n") == 2
+    assert await reader(sql_env, backend).prepare("SELECT count(*) AS n FROM items").first("n") == 2
 
 
 async def test_a_cancelled_batch_applies_nothing(sql_env: Env, backend: Backend) -> None:
+    if not backend.sql_stops_statements:
+        pytest.skip("the backend cannot stop a running statement (D1)")
     db = sql_env.APP_DB
     await make_items(db)
     slow = DDL[dialect(backend)]["slow"]
@@ -582,7 +617,7 @@ async def test_a_cancelled_batch_applies_nothing(sql_env: Env, backend: Backend)
     await _eventually_stopped(backend, MARKER.get(dialect(backend), ""))
     assert await db.prepare("SELECT count(*) AS n FROM items").first("n") == 0
     await db.prepare("INSERT INTO items (id, name) VALUES (2, 'b')").run()
-    assert await sql_env.RO_DB.prepare("SELECT count(*) AS n FROM items").first("n") == 1
+    assert await reader(sql_env, backend).prepare("SELECT count(*) AS n FROM items").first("n") == 1
 
 
 async def test_parameter_count_mismatch_is_a_clear_sql_error(db: D1Database) -> None:
@@ -659,8 +694,8 @@ async def test_a_batch_failing_at_its_commit_applies_nothing(sql_env: Env, backe
             ]
         )
     await db.prepare("INSERT INTO parents (id) VALUES (2)").run()
-    assert await sql_env.RO_DB.prepare("SELECT id FROM parents").raw() == [[2]]
-    assert await sql_env.RO_DB.prepare("SELECT count(*) AS n FROM children").first("n") == 0
+    assert await reader(sql_env, backend).prepare("SELECT id FROM parents").raw() == [[2]]
+    assert await reader(sql_env, backend).prepare("SELECT count(*) AS n FROM children").first("n") == 0
 
 
 INSERT_RETURNING_1000 = {
@@ -678,6 +713,6 @@ async def test_first_keeps_what_a_large_write_did(sql_env: Env, backend: Backend
     db = sql_env.APP_DB
     await make_items(db)
     assert await db.prepare(INSERT_RETURNING_1000[dialect(backend)]).first("id") == 1
-    assert await sql_env.RO_DB.prepare("SELECT count(*) AS n FROM items").first("n") == 1000
+    assert await reader(sql_env, backend).prepare("SELECT count(*) AS n FROM items").first("n") == 1000
     # A read-only large result dropped early leaves the binding serving.
-    assert await sql_env.RO_DB.prepare("SELECT id FROM items ORDER BY id").first("id") == 1
+    assert await reader(sql_env, backend).prepare("SELECT id FROM items ORDER BY id").first("id") == 1

@@ -196,6 +196,23 @@ def test_tampered_object_body_refused(worker: Worker) -> None:
     assert json.loads(body)["object"] is None
 
 
+def test_tampered_part_body_refused(worker: Worker) -> None:
+    """A part streams to R2 while the Worker hashes it: a part whose bytes are not the signed
+    ones gets no etag, so it cannot be completed into an object."""
+    k = f"mp-{uuid.uuid4().hex}"
+    status, body, _ = worker.call("ASSETS_BUCKET", "mpCreate", {"key": k})
+    assert status == 200, body
+    upload_id = json.loads(body)["uploadId"]
+    path = "/v1/ASSETS_BUCKET/mpPart"
+    args = json.dumps({"key": k, "uploadId": upload_id, "partNumber": 1})
+    auth = sign(worker.key, "POST", path, args, hashlib.sha256(b"signed").hexdigest())
+    refused(worker.raw(path, args, b"evil", auth), "body does not match")
+    status, body, _ = worker.call(
+        "ASSETS_BUCKET", "mpPart", {"key": k, "uploadId": upload_id, "partNumber": 1}, b"signed"
+    )
+    assert status == 200 and json.loads(body)["etag"], body
+
+
 def test_objects_sql_queue(worker: Worker) -> None:
     k = f"obj-{uuid.uuid4().hex}"
     data = b"x" * 300_000

@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import aiohttp
 from cryptography.hazmat.primitives import serialization
@@ -60,7 +60,7 @@ class ProxyClient:
         binding: str,
         op: str,
         args: dict[str, Any],
-        body: bytes | AsyncIterator[bytes] = b"",
+        body: bytes | AsyncIterator[bytes] | BinaryIO = b"",
         body_sha256: str | None = None,
     ) -> tuple[int, bytes, dict[str, str]]:
         """One call on the Worker's binding `binding`; raises the error table's error for a
@@ -74,13 +74,14 @@ class ProxyClient:
         binding: str,
         op: str,
         args: dict[str, Any],
-        body: bytes | AsyncIterator[bytes] = b"",
+        body: bytes | AsyncIterator[bytes] | BinaryIO = b"",
         body_sha256: str | None = None,
     ) -> _Call:
         path = f"/v1/{binding}/{op}"
         args_text = json.dumps(args, separators=(",", ":"))
         if body_sha256 is None:
             assert isinstance(body, bytes), "a streamed body needs its SHA-256"
+            # (a file is streamed with its length: R2 needs it)
             body_sha256 = hashlib.sha256(body).hexdigest()
         headers = {
             "x-bindingd-args": args_text,
@@ -125,7 +126,11 @@ class _Call:
     """`async with client.open(...) as resp`: the response, checked, streamed by the caller."""
 
     def __init__(
-        self, client: ProxyClient, url: str, headers: dict[str, str], body: bytes | AsyncIterator[bytes]
+        self,
+        client: ProxyClient,
+        url: str,
+        headers: dict[str, str],
+        body: bytes | AsyncIterator[bytes] | BinaryIO,
     ) -> None:
         self.client, self.url, self.headers, self.body = client, url, headers, body
         self.resp: aiohttp.ClientResponse | None = None

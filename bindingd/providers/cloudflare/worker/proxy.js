@@ -98,6 +98,19 @@ function objectJson(o) {
   };
 }
 
+function r2Http(h) {
+  // cacheExpiry travels as an ISO date; R2 wants a Date.
+  if (!h) return undefined;
+  const c = { ...h };
+  if (c.cacheExpiry) c.cacheExpiry = new Date(c.cacheExpiry);
+  return c;
+}
+
+// What R2 says of an upload id it does not know (the daemon names it "no such upload").
+function noSuchUpload(e) {
+  return /10024|does not exist|NoSuchUpload/i.test(String(e && e.message));
+}
+
 function r2Conditional(a) {
   // The daemon sends onlyIf with ISO dates; R2 wants Date objects.
   if (!a) return undefined;
@@ -169,10 +182,10 @@ async function r2(bucket, op, a, request, claims) {
     case "put": {
       if (!/^[0-9a-f]{64}$/.test(claims.bh || "")) return fail(401, "AUTH_FAILED", "an object put must sign the body's SHA-256");
       const opts = {
-        httpMetadata: a.httpMetadata, customMetadata: a.customMetadata,
+        httpMetadata: r2Http(a.httpMetadata), customMetadata: a.customMetadata,
         onlyIf: r2Conditional(a.onlyIf), sha256: claims.bh,
       };
-      if (a.md5) opts.md5 = a.md5;
+      // R2 takes one hashing option: sha256, signed; the daemon verified every other digest.
       let o;
       try {
         o = await bucket.put(a.key, request.body ?? new Uint8Array(0), opts);
@@ -183,6 +196,52 @@ async function r2(bucket, op, a, request, claims) {
       if (o === null) return Response.json({ object: null, preconditionFailed: true });
       return Response.json({ object: objectJson(o) });
     }
+    case "mpCreate": {
+      const u = await bucket.createMultipartUpload(a.key, { httpMetadata: r2Http(a.httpMetadata), customMetadata: a.customMetadata });
+      return Response.json({ uploadId: u.uploadId });
+    }
+    case "mpPart": {
+      // R2's uploadPart has no sha256 option: the part is hashed as it streams to R2, and its
+      // etag is answered only when the hash is the signed one (a tampered part is never named
+      // to the daemon, so it cannot be part of a completed object).
+      if (!/^[0-9a-f]{64}$/.test(claims.bh || "")) return fail(401, "AUTH_FAILED", "a part upload must sign the body's SHA-256");
+      const length = Number(request.headers.get("content-length") ?? "0");
+      if (!Number.isSafeInteger(length)) return fail(400, "INVALID_ARGUMENT", "a part needs a content-length");
+      const u = bucket.resumeMultipartUpload(a.key, a.uploadId);
+      const source = request.body ?? new Response(new Uint8Array(0)).body;
+      const [toR2, toHash] = source.tee();
+      const digest = new crypto.DigestStream("SHA-256");
+      const hashing = toHash.pipeTo(digest);
+      const fixed = new FixedLengthStream(length);
+      const piping = toR2.pipeTo(fixed.writable).catch(() => {});
+      let part;
+      try {
+        part = await u.uploadPart(a.partNumber, fixed.readable);
+      } catch (e) {
+        if (noSuchUpload(e)) return fail(400, "INVALID_ARGUMENT", "NoSuchUpload: " + String(e && e.message));
+        throw e;
+      }
+      await piping;
+      await hashing;
+      if (hex(await digest.digest) !== claims.bh) return fail(401, "AUTH_FAILED", "body does not match the signature");
+      return Response.json({ etag: part.etag });
+    }
+    case "mpComplete": {
+      try {
+        const o = await bucket.resumeMultipartUpload(a.key, a.uploadId).complete(a.parts);
+        return Response.json({ object: objectJson(o) });
+      } catch (e) {
+        if (noSuchUpload(e)) return fail(400, "INVALID_ARGUMENT", "NoSuchUpload: " + String(e && e.message));
+        throw e;
+      }
+    }
+    case "mpAbort":
+      try {
+        await bucket.resumeMultipartUpload(a.key, a.uploadId).abort();
+      } catch (e) {
+        if (!noSuchUpload(e)) throw e;
+      }
+      return Response.json({});
     case "delete":
       await bucket.delete(a.keys ?? a.key);
       return Response.json({});
@@ -238,15 +297,70 @@ async function d1(db, op, a) {
         const rs = await db.batch(a.statements.map(stmt));
         return Response.json({ results: rs.map((r) => ({ results: blobsOut(r.results), success: r.success, meta: r.meta })) });
       }
+      // The daemon's sql provider: rows as arrays with their columns, and D1's meta.
+      case "rows": {
+        const r = await stmt(a).all();
+        const out = rowsOf(r);
+        // No rows, no column names in all()'s answer: a statement that changed nothing is run
+        // again for them (raw() tells columns, not meta); one that wrote is never run twice.
+        if (!out.rows.length && !(r.meta && r.meta.changed_db)) {
+          const [cols] = await stmt(a).raw({ columnNames: true });
+          out.columns = cols ?? [];
+        }
+        return Response.json(out);
+      }
+      case "rowsBatch": {
+        const stmts = a.statements.map(stmt);
+        try {
+          const rs = await db.batch(stmts);
+          return Response.json({ results: rs.map(rowsOf) });
+        } catch (e) {
+          // D1 rolled the batch back but does not say which statement failed: find it by
+          // running prefixes that a missing table always rolls back.
+          const i = await failingIndex(db, stmts);
+          return fail(400, "SQL_ERROR", (i === null ? "" : i + "\x1f") + d1Message(e));
+        }
+      }
       case "exec": {
         const r = await db.exec(a.sql);
         return Response.json({ count: r.count, duration: r.duration });
       }
     }
   } catch (e) {
-    return fail(400, "SQL_ERROR", String((e && (e.cause?.message || e.message)) || e));
+    return fail(400, "SQL_ERROR", d1Message(e));
   }
   return null;
+}
+
+function d1Message(e) {
+  return String((e && (e.cause?.message || e.message)) || e);
+}
+
+function rowsOf(r) {
+  const results = r.results || [];
+  const columns = results.length ? Object.keys(results[0]) : [];
+  return { columns, rows: blobsOut(results.map((o) => columns.map((c) => o[c]))), meta: r.meta };
+}
+
+const ROLLBACK_TABLE = "__bindingd_rollback__";
+async function failingIndex(db, stmts) {
+  // The smallest prefix that fails on its own; every try is rolled back by the last statement.
+  const fails = async (k) => {
+    try {
+      await db.batch([...stmts.slice(0, k), db.prepare("SELECT * FROM " + ROLLBACK_TABLE)]);
+      return true; // cannot happen: the table does not exist
+    } catch (e) {
+      return !d1Message(e).includes(ROLLBACK_TABLE);
+    }
+  };
+  let lo = 1, hi = stmts.length;
+  if (!(await fails(hi))) return null;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (await fails(mid)) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo - 1;
 }
 
 async function queue(q, op, a) {
