@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -325,3 +326,19 @@ def connect_envelopes(data: bytes) -> list[tuple[int, Any]]:
         out.append((flags, json.loads(data[5 : 5 + length])))
         data = data[5 + length :]
     return out
+
+
+def listen_port(host: str = "127.0.0.1") -> int:
+    """A free port whose next one is free too: `--listen HOST:PORT` serves HTTP on PORT + 1, and
+    a port picked alone may have its neighbour taken (by another test's connection)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(100):
+        with socket.socket(family) as a, socket.socket(family) as b:
+            a.bind((host, 0))
+            port = int(a.getsockname()[1])
+            try:
+                b.bind((host, port + 1))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no two free neighbouring ports on {host}")

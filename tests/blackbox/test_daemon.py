@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -34,7 +36,7 @@ from google.protobuf import descriptor_pool
 from google.rpc import error_details_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from grpc_status import rpc_status
-from support import DaemonProcess, bindingd_cli, health_status, write_project
+from support import DaemonProcess, bindingd_cli, health_status, listen_port, write_project
 
 SECRET = "s3cr3t-value-never-shown"
 CONFIG = """
@@ -239,9 +241,7 @@ def test_sigterm_drains_in_flight_calls(daemon: DaemonProcess, project: Path) ->
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return listen_port()  # --listen also takes the next port (HTTP)
 
 
 def test_tcp_requires_the_token(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -293,15 +293,19 @@ def test_second_daemon_on_the_same_socket_is_refused(daemon: DaemonProcess, proj
 def test_long_project_path_falls_back_to_a_short_socket(tmp_path: Path) -> None:
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     write_project(deep, CONFIG, dev_vars=f"API_KEY={SECRET}\n")
-    runtime = tmp_path / "xdg"
-    runtime.mkdir(mode=0o700)
+    # A short runtime dir of its own, as /run/user/UID is (tmp_path itself may be long: under
+    # pytest-xdist it has a worker folder more).
+    runtime = Path(tempfile.mkdtemp(prefix="xdg-", dir="/tmp"))
+    runtime.chmod(0o700)
     d = DaemonProcess(deep, env={"XDG_RUNTIME_DIR": str(runtime)})
     d.start(wait=False)
     try:
         endpoint_file = deep / ".bindingd" / "endpoint"
         deadline = time.monotonic() + 30
         while not endpoint_file.exists() and time.monotonic() < deadline:
+            assert d.proc is not None and d.proc.poll() is None, f"daemon exited: {d.logs()}"
             time.sleep(0.05)
+        assert endpoint_file.exists(), f"no endpoint after 30 s: {d.logs()}"
         endpoint = endpoint_file.read_text().strip()
         assert endpoint.startswith(f"unix://{runtime}/")
         assert len(endpoint) - len("unix://") <= 107
@@ -310,6 +314,7 @@ def test_long_project_path_falls_back_to_a_short_socket(tmp_path: Path) -> None:
         assert (result.returncode, result.stdout.strip()) == (0, "Example Shop"), result.stderr
     finally:
         d.stop()
+        shutil.rmtree(runtime, ignore_errors=True)
 
 
 def test_protected_env_refuses_writes(project: Path) -> None:
@@ -601,7 +606,7 @@ async def test_sigterm_answers_calls_already_on_their_way(daemon: DaemonProcess,
 
 
 def test_listen_on_ipv6_loopback(project: Path) -> None:
-    port = _free_port()
+    port = listen_port("::1")
     d = DaemonProcess(project, "--listen", f"[::1]:{port}").start()
     try:
         token = (project / ".bindingd" / "token").read_text().strip()

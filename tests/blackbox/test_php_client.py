@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
-from support import DaemonProcess, write_project
+from support import DaemonProcess, listen_port, write_project
 
 ROOT = Path(__file__).resolve().parents[2]
 PHP_CLIENT = ROOT / "clients" / "php"
@@ -40,23 +39,9 @@ def _php_ready() -> bool:
 pytestmark = pytest.mark.skipif(not _php_ready(), reason="php-cli, php-curl and phpunit are not installed")
 
 
-def _port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-        with socket.socket() as b:
-            try:
-                b.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
-
-
 def test_phpunit_against_a_real_daemon(tmp_path: Path) -> None:
     write_project(tmp_path, CONFIG, dev_vars="SHOP_API_KEY=s3cret\n")
-    port = _port_pair()
+    port = listen_port()
     daemon = DaemonProcess(
         tmp_path, "--listen", f"127.0.0.1:{port}", env={"BINDINGD_TOKEN": "php-t0ken"}
     ).start()

@@ -8,6 +8,7 @@ serves objects.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import threading
@@ -65,7 +66,10 @@ async def test_two_gib_put_and_get_keep_daemon_rss_flat(
 
 
 async def _two_gib_put_and_get(backend: Backend, root: Path) -> None:
-    daemon = DaemonProcess(root).start()
+    daemon = DaemonProcess(root)
+    # In a thread: behind a gateway, the gateway is served by this test's loop (see test_sql's
+    # million rows test).
+    await asyncio.to_thread(daemon.start)
     try:
         env = await connect(endpoint=daemon.endpoint)
         assert daemon.proc is not None
@@ -95,4 +99,4 @@ async def _two_gib_put_and_get(backend: Backend, root: Path) -> None:
         finally:
             await env.aclose()
     finally:
-        assert daemon.stop() == 0
+        assert await asyncio.to_thread(daemon.stop) == 0

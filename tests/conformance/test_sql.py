@@ -558,7 +558,9 @@ async def test_million_rows_stream_through_a_daemon_with_flat_memory(
     daemon = DaemonProcess(
         project.root, "--log-level", "warning", env={"PYTHONPATH": os.pathsep.join(sys.path)}
     )
-    daemon.start()
+    # Waited for in a thread: behind a gateway, the gateway is served by this test's loop, which
+    # must keep running for the daemon to open its session.
+    await asyncio.to_thread(daemon.start)
     try:
         env = await connect(endpoint=daemon.endpoint)
         try:
@@ -580,7 +582,7 @@ async def test_million_rows_stream_through_a_daemon_with_flat_memory(
         finally:
             await env.aclose()
     finally:
-        assert daemon.stop() == 0
+        assert await asyncio.to_thread(daemon.stop) == 0
 
 
 # --- connections go back to their pool clean ----------------------------------------------------

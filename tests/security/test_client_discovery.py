@@ -8,7 +8,6 @@ planted listener is a real gRPC server on loopback that records what it is sent.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 from bindingd_client import DaemonUnavailable, WrongEnv, connect, connect_sync
-from support import DaemonProcess, write_project
+from support import DaemonProcess, listen_port, write_project
 
 NOBODY = 65534
 CONFIG = """
@@ -158,9 +157,7 @@ def test_the_project_token_reaches_the_project_daemon_on_tcp(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_project(tmp_path, CONFIG)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = listen_port()
     d = DaemonProcess(tmp_path, "--listen", f"127.0.0.1:{port}").start()
     try:
         assert (tmp_path / ".bindingd" / "listen").read_text().strip() == f"127.0.0.1:{port}"

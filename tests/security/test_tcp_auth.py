@@ -17,7 +17,7 @@ from bindingd_client import connect_sync
 from bindingd_client.proto import kv_pb2, kv_pb2_grpc, vars_pb2, vars_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from support import DaemonProcess, bindingd_cli, health_status, write_project
+from support import DaemonProcess, bindingd_cli, health_status, listen_port, write_project
 
 SECRET = "tcp-secret-never-without-token"
 CONFIG = """
@@ -34,9 +34,7 @@ H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return listen_port()  # --listen also takes the next port (HTTP)
 
 
 @pytest.fixture
