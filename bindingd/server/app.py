@@ -423,7 +423,9 @@ class Daemon:
         finally:
             os.umask(old_umask)
         if self.runtime.metrics is not None:
-            self.metrics_server = MetricsServer(registry_for(self.runtime.metrics))
+            self.metrics_server = MetricsServer(
+                registry_for(self.runtime.metrics), self.runtime.metrics.read_backlogs
+            )
             try:
                 await self.metrics_server.start(*metrics_at)
             except OSError as e:

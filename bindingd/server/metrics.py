@@ -18,7 +18,7 @@ import bisect
 import contextlib
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -59,6 +59,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # A scrape's request head may be this long, and must arrive this soon.
 MAX_REQUEST_HEAD = 8192
 REQUEST_TIMEOUT_S = 5.0
+# A queue's backlog is read from its backend at each scrape; one that does not answer this soon
+# is left out of that scrape (the others are not held up).
+BACKLOG_TIMEOUT_S = 1.0
 
 
 def method_kind(qualname: str) -> tuple[str, str]:
@@ -88,6 +91,32 @@ class Metrics:
         self.errors: dict[tuple[str, str], int] = {}
         self.reloads = {"ok": 0, "failed": 0}
         self.last_reload: tuple[float, bool] | None = None
+        # binding -> (messages, bytes or None when the backend cannot tell), as of the last scrape.
+        self.backlogs: dict[str, tuple[int, int | None]] = {}
+
+    async def read_backlogs(self) -> None:
+        """Each queue binding's backlog from its backend, just before a scrape: the collector
+        itself cannot wait on a backend. Where the provider cannot tell (or does not answer
+        within BACKLOG_TIMEOUT_S) the binding is left out, rather than shown as empty."""
+
+        async def one(served: Any) -> tuple[str, Any]:
+            try:
+                async with asyncio.timeout(BACKLOG_TIMEOUT_S):
+                    return served.binding.name, await served.provider.backlog()
+            except Exception:
+                return served.binding.name, None
+
+        queues = [
+            s
+            for s in self.runtime.served()
+            if s.binding.type == "queue" and s.provider is not None and hasattr(s.provider, "backlog")
+        ]
+        found = await asyncio.gather(*(one(s) for s in queues))
+        self.backlogs = {
+            name: (b.count, b.bytes if b.bytes or b.count == 0 else None)
+            for name, b in found
+            if b is not None
+        }
 
     def record(
         self, kind: tuple[str, str], binding: str, code: str, seconds: float, bytes_in: int, bytes_out: int
@@ -199,6 +228,22 @@ class _Collector(Collector):
         for labels, n in queue_counts.items():
             messages.add_metric(list(labels), n)
         yield messages
+        backlog = GaugeMetricFamily(
+            "bindingd_queue_backlog_messages",
+            "Messages stored in the queue and not acked, read from the backend at this scrape.",
+            labels=["binding"],
+        )
+        backlog_bytes = GaugeMetricFamily(
+            "bindingd_queue_backlog_bytes",
+            "Their bytes, where the backend can tell (RabbitMQ cannot).",
+            labels=["binding"],
+        )
+        for name, (count, size) in m.backlogs.items():
+            backlog.add_metric([name], count)
+            if size is not None:
+                backlog_bytes.add_metric([name], size)
+        yield backlog
+        yield backlog_bytes
         yield from self._connections()
         reloads = CounterMetricFamily(
             "bindingd_reloads", "Config reloads (SIGHUP), by result.", labels=["result"]
@@ -293,8 +338,11 @@ def registry_for(metrics: Metrics) -> CollectorRegistry:
 class MetricsServer:
     """GET /metrics over plain HTTP/1.x, one request per connection, on the daemon's loop."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, before_scrape: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         self.registry = registry
+        self.before_scrape = before_scrape
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[Any]] = set()
 
@@ -330,6 +378,8 @@ class MetricsServer:
                 status, body, ctype = "404 Not Found", b"metrics are at /metrics\n", "text/plain"
             else:
                 try:
+                    if self.before_scrape is not None and method == b"GET":
+                        await self.before_scrape()
                     status, body, ctype = "200 OK", generate_latest(self.registry), CONTENT_TYPE
                 except Exception as e:  # a figure that could not be read: said, not a dropped scrape
                     log.exception("metrics scrape failed")

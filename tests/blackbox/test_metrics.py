@@ -115,6 +115,9 @@ def test_metrics_after_calls(tmp_path: Path) -> None:
         assert _value(samples, queue, binding="JOBS", event="acked") == 1
         assert _value(samples, queue, binding="JOBS", event="retried") == 1
         assert _value(samples, queue, binding="JOBS", event="dead_lettered") == 1
+        # Read from the queue at the scrape: the third message is leased, not acked.
+        assert _value(samples, "bindingd_queue_backlog_messages", binding="JOBS") == 1
+        assert _value(samples, "bindingd_queue_backlog_bytes", binding="JOBS") > 0
 
         for name in ("CACHE", "FROZEN", "JOBS"):
             assert _value(samples, "bindingd_binding_up", binding=name, backend="local") == 1

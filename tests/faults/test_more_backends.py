@@ -173,6 +173,8 @@ async def test_queue_cut_and_black_hole_lose_nothing_acked_and_recover(
                 # The one connection is up again, and the client counted its reconnects.
                 page = await scrape(daemon)
                 assert sample(page, "bindingd_connection_pool_size", connection="q") == 1
+                # Everything was acked: the backlog read from the server at the scrape is empty.
+                assert sample(page, "bindingd_queue_backlog_messages", binding="JOBS") == 0
                 assert (sample(page, "bindingd_connection_reconnects_total", connection="q") or 0) >= 1
                 assert await settled_fds(idle) <= idle
             finally:
