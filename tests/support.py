@@ -150,6 +150,30 @@ class DaemonProcess:
             time.sleep(0.05)
         raise AssertionError(f"daemon not ready after {timeout}s: {self.logs()}")
 
+    async def served(self, timeout: float = 60.0) -> DaemonProcess:
+        """Wait until it serves without blocking this test's event loop (which may be serving a
+        gateway the daemon opens its session with), asking its health over grpc.aio on the loop
+        rather than from a thread: sync and aio grpc in one process's threads slowed this to
+        tens of seconds under load."""
+        from grpc_health.v1 import health_pb2 as pb
+        from grpc_health.v1 import health_pb2_grpc as pb_grpc
+
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.proc.returncode}: {self.logs()}")
+            if self.socket_path.exists():
+                async with grpc.aio.insecure_channel(self.endpoint) as channel:
+                    try:
+                        answer = await pb_grpc.HealthStub(channel).Check(pb.HealthCheckRequest(), timeout=1.0)
+                        if answer.status == pb.HealthCheckResponse.SERVING:
+                            return self
+                    except grpc.aio.AioRpcError:
+                        pass
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"daemon not ready after {timeout}s: {self.logs()}")
+
     def signal(self, signum: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(signum)

@@ -485,6 +485,7 @@ BACKENDS: list[Backend] = [
         sql=SqlSide(through_gateway(_server_sql(POSTGRES)), "postgres", POSTGRES),
         service="postgres",
         stop="pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main stop",
+        behind_gateway=True,
     ),
     Backend("s3", objects=s3_objects, spools_to_disk=True, ascii_custom_metadata=True),
     Backend(

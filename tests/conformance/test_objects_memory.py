@@ -67,9 +67,9 @@ async def test_two_gib_put_and_get_keep_daemon_rss_flat(
 
 async def _two_gib_put_and_get(backend: Backend, root: Path) -> None:
     daemon = DaemonProcess(root)
-    # In a thread: behind a gateway, the gateway is served by this test's loop (see test_sql's
-    # million rows test).
-    await asyncio.to_thread(daemon.start)
+    # Waited for on the loop: behind a gateway, the gateway is served by this test's loop, which
+    # must keep running for the daemon to open its session.
+    await daemon.start(wait=False).served()
     try:
         env = await connect(endpoint=daemon.endpoint)
         assert daemon.proc is not None

@@ -549,6 +549,16 @@ def _rss_kib(pid: int, field: str) -> int:
     raise AssertionError(f"no {field} for {pid}")
 
 
+# Behind a gateway this runs in the serial part of `make test`: under pytest-xdist the daemon
+# process started beside the worker's in-process gateway did not become ready within 60 s (the
+# cause is not found yet; alone it serves in about a second).
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param(b, id=b.name, marks=[pytest.mark.serial] if b.behind_gateway else [])
+        for b in serving("sql")
+    ],
+)
 async def test_million_rows_stream_through_a_daemon_with_flat_memory(
     backend: Backend, project: Project
 ) -> None:
@@ -558,9 +568,9 @@ async def test_million_rows_stream_through_a_daemon_with_flat_memory(
     daemon = DaemonProcess(
         project.root, "--log-level", "warning", env={"PYTHONPATH": os.pathsep.join(sys.path)}
     )
-    # Waited for in a thread: behind a gateway, the gateway is served by this test's loop, which
+    # Waited for on the loop: behind a gateway, the gateway is served by this test's loop, which
     # must keep running for the daemon to open its session.
-    await asyncio.to_thread(daemon.start)
+    await daemon.start(wait=False).served()
     try:
         env = await connect(endpoint=daemon.endpoint)
         try:
