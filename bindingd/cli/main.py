@@ -126,7 +126,7 @@ def _fail(message: str) -> None:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    return load_config(args.config, env=args.env)
+    return load_config(args.config, env=args.env, remote=getattr(args, "remote", False))
 
 
 # --- serve -------------------------------------------------------------------------------------
@@ -151,7 +151,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         grace_s=args.grace,
         parent_pid=args.child_of,
     )
-    daemon = Daemon(config, lambda: load_config(config.path, env=args.env), options)
+    daemon = Daemon(
+        config, lambda: load_config(config.path, env=args.env, remote=getattr(args, "remote", False)), options
+    )
     tune_malloc()
     try:
         return asyncio.run(daemon.run())
@@ -528,6 +530,8 @@ def _ephemeral_daemon(
         command += ["--env", args.env]
     if getattr(args, "allow_writes", False):
         command.append("--allow-writes")
+    if getattr(args, "remote", False):
+        command.append("--remote")
     daemon = subprocess.Popen(command, start_new_session=True)
     try:
         endpoint = f"unix://{socket_path}"
