@@ -77,6 +77,7 @@ def _main(argv: Sequence[str] | None) -> int:
         "login": cmd_login,
         "logout": cmd_logout,
         "gateway": cmd_gateway,
+        "cloudflare": cmd_cloudflare,
         "completion": cmd_completion,
     }
     from bindingd_client import BindingError
@@ -104,6 +105,13 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
     logs.configure(_log_level(args, "error"))
     return gateway.cmd_gateway(args)
+
+
+def cmd_cloudflare(args: argparse.Namespace) -> int:
+    from bindingd.cli import cloudflare
+
+    logs.configure(_log_level(args, "error"))
+    return cloudflare.cmd_cloudflare(args)
 
 
 def cmd_login(args: argparse.Namespace) -> int:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 LEVELS = ("debug", "info", "warning", "error")
 DESCRIPTION = (
-    "bindingd serve | check | bindings | call | run | migrations | login | logout | gateway | completion"
+    "bindingd serve | check | bindings | call | run | migrations | login | logout | gateway | cloudflare | "
+    "completion"
 )
 
 
@@ -142,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     _global_args(logout)
 
     _gateway_args(sub)
+    _cloudflare_args(sub)
 
     completion = sub.add_parser(
         "completion",
@@ -152,6 +154,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     completion.add_argument("shell", choices=("bash", "zsh", "fish"))
     return parser
+
+
+def _cloudflare_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`bindingd cloudflare deploy` (bindingd/cli/cloudflare.py)."""
+    cloudflare = sub.add_parser("cloudflare", help="deploy the proxy Worker that serves a Cloudflare account")
+    csub = cloudflare.add_subparsers(dest="cloudflare_command", required=True)
+    deploy = csub.add_parser(
+        "deploy",
+        help="write the proxy Worker's wrangler config from the env's bindings and deploy it",
+        description="Write the proxy Worker's wrangler.jsonc (one Worker binding per binding of the env "
+        "on a cloudflare connection), make the connection's signing key if its file does not exist, "
+        "deploy with wrangler, put the public key in as the Worker's secret BINDINGD_PUBLIC_KEY, and "
+        "print the connections: entry to add.",
+    )
+    _global_args(deploy)
+    _remote_arg(deploy)
+    deploy.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="wrangler deploy --dry-run --outdir: build only, offline; no secret put",
+    )
+    deploy.add_argument("--name", help="the Worker's name (default: bindingd-proxy-<env>)")
+    deploy.add_argument(
+        "--out",
+        type=Path,
+        help="folder for the Worker's wrangler.jsonc (default: .bindingd/cloudflare/<env>)",
+    )
+    deploy.add_argument(
+        "--connection", metavar="NAME", help="the cloudflare connection, when the env uses several"
+    )
 
 
 def _gateway_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

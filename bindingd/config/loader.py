@@ -107,7 +107,7 @@ def load_config(
         if remote:
             raise ConfigError(
                 "--remote serves a wrangler file's bindings from the Cloudflare account, and there is "
-                f"no wrangler.json, wrangler.jsonc or wrangler.toml beside it (put `connection:` on "
+                "no wrangler.json, wrangler.jsonc or wrangler.toml beside it (put `connection:` on "
                 "the bindings to serve remotely instead)",
                 file=file,
             )

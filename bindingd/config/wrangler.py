@@ -42,6 +42,7 @@ from typing import Any
 from bindingd.config.errors import ConfigError
 from bindingd.config.interpolate import parse_dotenv
 from bindingd.config.yaml_source import Item
+from bindingd.registry import CLOUDFLARE_DEPLOY_OPTIONS
 
 # wrangler's own order: the whole way up for each name before the next.
 WRANGLER_FILES = ("wrangler.json", "wrangler.jsonc", "wrangler.toml")
@@ -274,7 +275,7 @@ class _Remote:
 
     def connection(self, entry: dict[str, Any], name: str, line: int, path: tuple[str, ...]) -> str:
         why, at = (
-            ("--remote", path) if not entry.get("remote") is True else ("remote: true", (*path, "remote"))
+            ("--remote", path) if entry.get("remote") is not True else ("remote: true", (*path, "remote"))
         )
         if len(self.candidates) == 1:
             return self.candidates[0]
@@ -355,8 +356,11 @@ def env_bindings(
         if not remotes.wanted(entry):
             return fields
         connection = remotes.connection(entry, name, line, path)
-        kept = {k: v for k, v in fields.items() if k != "queue"}  # the Worker's producer names it
-        return {**kept, "connection": connection, "remote_binding": name}
+        # The resource's id as wrangler names it, for `bindingd cloudflare deploy`.
+        ids = {
+            k: entry[k] for k in CLOUDFLARE_DEPLOY_OPTIONS[fields["type"]] if isinstance(entry.get(k), str)
+        }
+        return {**fields, **ids, "connection": connection, "remote_binding": name}
 
     for entry, path in reader.entries(section, "kv_namespaces", prefix):
         name = reader.binding_name(entry, path)
