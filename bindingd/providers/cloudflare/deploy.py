@@ -132,9 +132,17 @@ def make_plan(options: Options, environ: Mapping[str, str], say: Callable[[str],
             else given_file(options.cwd / options.config.expanduser(), "config file")
         )
         yaml_file = file.parent / CONFIG_FILE if wrangler_config.is_wrangler_file(file) else file
-        raw = _raw_cloudflare_connections(yaml_file, environ) if yaml_file.is_file() else {}
+        raw: dict[str, tuple[str | None, Path | None]] = {}
+        used: set[str] = set()
+        if yaml_file.is_file():
+            root = read_root(yaml_file, CONFIG_FILE)
+            raw = _raw_cloudflare_connections(root, yaml_file, environ)
+            used = _used_connections(root, options.env or environ.get("BINDINGD_ENV"))
+            if len(raw) == 1 and wrangler_config.wrangler_beside(yaml_file):
+                used |= set(raw)  # the wrangler file's remote bindings use it
         for name, (_ref, path) in raw.items():
-            if path is not None and not path.exists() and (options.connection in (None, name)):
+            wanted = name in used and options.connection in (None, name)
+            if path is not None and wanted and not path.exists():
                 generate_key(path)
                 say(f"wrote a new signing key for connection {name!r}: {path} (0600)")
         loading_env = dict(environ)
@@ -351,11 +359,10 @@ def _key(text: str, connection: str) -> Ed25519PrivateKey:
 
 
 def _raw_cloudflare_connections(
-    yaml_file: Path, environ: Mapping[str, str]
+    root: Item, yaml_file: Path, environ: Mapping[str, str]
 ) -> dict[str, tuple[str | None, Path | None]]:
     """The `kind: cloudflare` connections of a bindingd.yaml, as written: name -> (the key's
     reference, if it is one, and the file of a `${file:PATH}` key)."""
-    root = read_root(yaml_file, CONFIG_FILE)
     top = root.value if isinstance(root.value, dict) else {}
     connections = top.get("connections")
     out: dict[str, tuple[str | None, Path | None]] = {}
@@ -374,6 +381,26 @@ def _raw_cloudflare_connections(
             path = _expand(match.group(1), yaml_file.parent, environ)
         out[name] = (ref, path)
     return out
+
+
+def _used_connections(root: Item, env: str | None) -> set[str]:
+    """The connections that the bindings of the top level and of `env` (default: the file's
+    `env:`, else dev) name, as written: whose keys a deploy of that env may need."""
+
+    def fields(item: Item | None) -> dict[str, Item]:
+        return item.value if item is not None and isinstance(item.value, dict) else {}
+
+    top = fields(root)
+    named = top.get("env")
+    env = env or (named.value if named is not None and isinstance(named.value, str) else "dev")
+    sections = [top.get("bindings"), fields(fields(top.get("envs")).get(env)).get("bindings")]
+    used = set()
+    for section in sections:
+        for entry in fields(section).values():
+            connection = fields(entry).get("connection")
+            if connection is not None and isinstance(connection.value, str):
+                used.add(connection.value)
+    return used
 
 
 def _expand(arg: str, root: Path, environ: Mapping[str, str]) -> Path:
