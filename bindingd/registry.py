@@ -207,3 +207,20 @@ def client_module(kind: str) -> ModuleType:
     if module is None:
         raise LookupError(f"{kind} connections have no shared client")
     return importlib.import_module(module)
+
+
+# What `bindingd cloudflare deploy` writes into the proxy Worker's wrangler config for a binding
+# on a cloudflare connection, named as wrangler names them: a KV namespace's `id`, an R2 bucket's
+# `bucket_name`, a D1 database's `database_id` (and `database_name`), a queue producer's `queue`.
+# The daemon itself needs none of them (it names the Worker's binding).
+CLOUDFLARE_DEPLOY_OPTIONS: dict[str, tuple[str, ...]] = {
+    "kv": ("id",),
+    "objects": ("bucket_name",),
+    "sql": ("database_id", "database_name"),
+    "queue": ("queue",),
+}
+for _type, _names in CLOUDFLARE_DEPLOY_OPTIONS.items():
+    _spec = PROVIDERS[(_type, "cloudflare")]
+    PROVIDERS[(_type, "cloudflare")] = ProviderSpec(
+        _spec.target, {**_spec.options, **{name: Option(str) for name in _names}}
+    )

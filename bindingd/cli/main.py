@@ -77,6 +77,7 @@ def _main(argv: Sequence[str] | None) -> int:
         "login": cmd_login,
         "logout": cmd_logout,
         "gateway": cmd_gateway,
+        "cloudflare": cmd_cloudflare,
         "completion": cmd_completion,
     }
     from bindingd_client import BindingError
@@ -106,6 +107,13 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     return gateway.cmd_gateway(args)
 
 
+def cmd_cloudflare(args: argparse.Namespace) -> int:
+    from bindingd.cli import cloudflare
+
+    logs.configure(_log_level(args, "error"))
+    return cloudflare.cmd_cloudflare(args)
+
+
 def cmd_login(args: argparse.Namespace) -> int:
     from bindingd.cli import login
 
@@ -126,7 +134,7 @@ def _fail(message: str) -> None:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    return load_config(args.config, env=args.env)
+    return load_config(args.config, env=args.env, remote=getattr(args, "remote", False))
 
 
 # --- serve -------------------------------------------------------------------------------------
@@ -151,7 +159,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         grace_s=args.grace,
         parent_pid=args.child_of,
     )
-    daemon = Daemon(config, lambda: load_config(config.path, env=args.env), options)
+    daemon = Daemon(
+        config, lambda: load_config(config.path, env=args.env, remote=getattr(args, "remote", False)), options
+    )
     tune_malloc()
     try:
         return asyncio.run(daemon.run())
@@ -528,6 +538,8 @@ def _ephemeral_daemon(
         command += ["--env", args.env]
     if getattr(args, "allow_writes", False):
         command.append("--allow-writes")
+    if getattr(args, "remote", False):
+        command.append("--remote")
     daemon = subprocess.Popen(command, start_new_session=True)
     try:
         endpoint = f"unix://{socket_path}"

@@ -12,7 +12,8 @@ from pathlib import Path
 
 LEVELS = ("debug", "info", "warning", "error")
 DESCRIPTION = (
-    "bindingd serve | check | bindings | call | run | migrations | login | logout | gateway | completion"
+    "bindingd serve | check | bindings | call | run | migrations | login | logout | gateway | cloudflare | "
+    "completion"
 )
 
 
@@ -43,6 +44,15 @@ def _global_args(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
     )
 
 
+def _remote_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--remote",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="serve every binding of the wrangler file from the Cloudflare account (the proxy Worker)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bindingd", description=DESCRIPTION)
     # The installed distribution's version: pyproject.toml is its one source.
@@ -53,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the daemon")
     _global_args(serve)
+    _remote_arg(serve)
     serve.add_argument("--listen", help="also listen on loopback TCP HOST:PORT (requires the bearer token)")
     serve.add_argument(
         "--metrics",
@@ -67,14 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate the config and probe every binding's backend")
     _global_args(check)
+    _remote_arg(check)
     check.add_argument("--json", action="store_true", help="print the result as JSON")
 
     bindings = sub.add_parser("bindings", help="table of the bindings of the env")
     _global_args(bindings)
+    _remote_arg(bindings)
     bindings.add_argument("--json", action="store_true", help="print the bindings as a JSON array")
 
     call = sub.add_parser("call", help="one operation on a binding, e.g. `bindingd call CACHE get user:1`")
     _global_args(call)
+    _remote_arg(call)
     call.add_argument("binding")
     # Optional here so that `bindingd call CACHE` can answer with that binding's operations.
     call.add_argument(
@@ -94,18 +108,22 @@ def build_parser() -> argparse.ArgumentParser:
     msub = migrations.add_subparsers(dest="migrations_command", required=True)
     create = msub.add_parser("create", help="add migrations/<BINDING>/NNNN_<name>.sql")
     _global_args(create)
+    _remote_arg(create)
     create.add_argument("binding")
     create.add_argument("name")
     listing = msub.add_parser("list", help="the binding's migrations and whether each is applied")
     _global_args(listing)
+    _remote_arg(listing)
     listing.add_argument("binding")
     apply = msub.add_parser("apply", help="apply the pending migrations, each in its own transaction")
     _global_args(apply)
+    _remote_arg(apply)
     apply.add_argument("binding")
     apply.add_argument("--allow-writes", action="store_true", help="needed to apply in a protected env")
 
     run = sub.add_parser("run", help="start the daemon, run CMD with BINDINGD_ENDPOINT set, stop the daemon")
     _global_args(run)
+    _remote_arg(run)
     run.add_argument("--allow-writes", action="store_true")
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
 
@@ -125,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     _global_args(logout)
 
     _gateway_args(sub)
+    _cloudflare_args(sub)
 
     completion = sub.add_parser(
         "completion",
@@ -135,6 +154,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     completion.add_argument("shell", choices=("bash", "zsh", "fish"))
     return parser
+
+
+def _cloudflare_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`bindingd cloudflare deploy` (bindingd/cli/cloudflare.py)."""
+    cloudflare = sub.add_parser("cloudflare", help="deploy the proxy Worker that serves a Cloudflare account")
+    csub = cloudflare.add_subparsers(dest="cloudflare_command", required=True)
+    deploy = csub.add_parser(
+        "deploy",
+        help="write the proxy Worker's wrangler config from the env's bindings and deploy it",
+        description="Write the proxy Worker's wrangler.jsonc (one Worker binding per binding of the env "
+        "on a cloudflare connection), make the connection's signing key if its file does not exist, "
+        "deploy with wrangler, put the public key in as the Worker's secret BINDINGD_PUBLIC_KEY, and "
+        "print the connections: entry to add.",
+    )
+    _global_args(deploy)
+    _remote_arg(deploy)
+    deploy.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="wrangler deploy --dry-run --outdir: build only, offline; no secret put",
+    )
+    deploy.add_argument("--name", help="the Worker's name (default: bindingd-proxy-<env>)")
+    deploy.add_argument(
+        "--out",
+        type=Path,
+        help="folder for the Worker's wrangler.jsonc (default: .bindingd/cloudflare/<env>)",
+    )
+    deploy.add_argument(
+        "--connection", metavar="NAME", help="the cloudflare connection, when the env uses several"
+    )
 
 
 def _gateway_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

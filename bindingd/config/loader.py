@@ -78,12 +78,14 @@ def load_config(
     env: str | None = None,
     cwd: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    remote: bool = False,
 ) -> Config:
     """Load and check a config, and resolve it for one env.
 
     `path` is `--config` (relative to `cwd`); without it the file is searched from `cwd` up.
     The env is `env` (`--env`), else `$BINDINGD_ENV`, else the file's `env:`, else "dev".
     `environ` stands in for `os.environ` (variables, BINDINGD_ENV and HOME for `~`).
+    `remote` (`--remote`): every binding of the wrangler file from the Cloudflare account.
     """
     environ = os.environ if environ is None else environ
     base = Path.cwd() if cwd is None else Path(cwd)
@@ -92,14 +94,23 @@ def load_config(
     if wrangler.is_wrangler_file(file):
         # A Workers project with no bindingd.yaml: its wrangler file alone.
         selected = env or environ.get(ENV_VARIABLE) or DEFAULT_ENV
-        found = wrangler.env_bindings(file, selected, default_env=DEFAULT_ENV)
+        found = wrangler.env_bindings(file, selected, default_env=DEFAULT_ENV, environ=environ, remote=remote)
         version = Item(VERSION, 1, ("version",))
         envs = Item({name: Item(None, 1, ("env", name)) for name in found.envs}, 1, ("env",))
-        root = Item({"version": version, "bindings": Item(found.bindings, 1, ()), "envs": envs}, 1, ())
-        return _with_wrangler(loader.load(root, env), found)
+        top_items = {"version": version, "bindings": Item(found.bindings, 1, ()), "envs": envs}
+        if found.connections:
+            top_items["connections"] = Item(found.connections, 1, ("connections",))
+        return _with_wrangler(loader.load(Item(top_items, 1, ()), env), found)
     root = read_root(file, CONFIG_FILE)
     beside = wrangler.wrangler_beside(file)
     if beside is None:
+        if remote:
+            raise ConfigError(
+                "--remote serves a wrangler file's bindings from the Cloudflare account, and there is "
+                "no wrangler.json, wrangler.jsonc or wrangler.toml beside it (put `connection:` on "
+                "the bindings to serve remotely instead)",
+                file=file,
+            )
         return loader.load(root, env)
     # A bindingd.yaml beside a wrangler file: the wrangler bindings of the env, then this file's
     # (a binding of the same name here replaces the wrangler one whole).
@@ -108,8 +119,23 @@ def load_config(
     selected = (
         env or environ.get(ENV_VARIABLE) or (named.value if named and isinstance(named.value, str) else None)
     )
-    found = wrangler.env_bindings(beside, selected or DEFAULT_ENV, default_env=DEFAULT_ENV)
+    found = wrangler.env_bindings(
+        beside,
+        selected or DEFAULT_ENV,
+        default_env=DEFAULT_ENV,
+        environ=environ,
+        remote=remote,
+        cloudflare=_cloudflare_connections(loader, top.get("connections")),
+    )
     merged = dict(top)
+    if found.connections:
+        own_connections = top.get("connections")
+        connections = loader.mapping(own_connections, nullable=True) if own_connections is not None else {}
+        merged["connections"] = Item(
+            {**found.connections, **connections},
+            own_connections.line if own_connections else 1,
+            ("connections",),
+        )
     own = top.get("bindings")
     own_bindings = loader.mapping(own, nullable=True) if own is not None else {}
     merged["bindings"] = Item({**found.bindings, **own_bindings}, own.line if own else 1, ("bindings",))
@@ -120,6 +146,20 @@ def load_config(
     if envs_value:
         merged["envs"] = Item(envs_value, own_envs.line if own_envs else 1, ("envs",))
     return _with_wrangler(loader.load(Item(merged, root.line, root.path), env), found)
+
+
+def _cloudflare_connections(loader: Loader, connections: Item | None) -> tuple[str, ...]:
+    """The names of a bindingd.yaml's `kind: cloudflare` connections (the wrangler import's remote
+    bindings use the one there is)."""
+    if connections is None:
+        return ()
+    names = []
+    for name, entry in loader.mapping(connections, nullable=True).items():
+        fields = entry.value if isinstance(entry.value, dict) else {}
+        kind = fields.get("kind")
+        if kind is not None and kind.value == "cloudflare":
+            names.append(name)
+    return tuple(names)
 
 
 def _with_wrangler(config: Config, found: wrangler.WranglerBindings) -> Config:

@@ -12,6 +12,12 @@ upwards, in that order), under the same names, each on its local simulation:
     vars                             -> var (a non-string value as its JSON text)
     .dev.vars (or .env)              -> secret
 
+A binding marked `remote: true` (wrangler's own switch), or every binding with `--remote`, is
+served from the Cloudflare account instead, through the proxy Worker: kind `cloudflare`, the
+Worker's binding of the same name (`remote_binding`). Its connection is the `kind: cloudflare`
+entry of a bindingd.yaml beside the wrangler file, else one made of the variables
+BINDINGD_CLOUDFLARE_URL and BINDINGD_CLOUDFLARE_KEY; with neither, the binding's line says so.
+
 `env.NAME` sections follow wrangler's rules: bindings and vars are not inherited, so an env
 serves exactly what its own section declares. The top level is bindingd's default env ("dev").
 A `bindingd.yaml` beside the wrangler file adds to it and overrides it binding by binding (its
@@ -29,17 +35,23 @@ import json
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bindingd.config.errors import ConfigError
 from bindingd.config.interpolate import parse_dotenv
 from bindingd.config.yaml_source import Item
+from bindingd.registry import CLOUDFLARE_DEPLOY_OPTIONS
 
 # wrangler's own order: the whole way up for each name before the next.
 WRANGLER_FILES = ("wrangler.json", "wrangler.jsonc", "wrangler.toml")
 DEFAULT_MIGRATIONS_DIR = "migrations"
+# Where remote bindings find the proxy Worker when no bindingd.yaml beside names a connection.
+URL_VARIABLE = "BINDINGD_CLOUDFLARE_URL"
+KEY_VARIABLE = "BINDINGD_CLOUDFLARE_KEY"
+# The name of the connection made of those variables.
+VARIABLES_CONNECTION = "cloudflare"
 
 # Binding kinds of wrangler's config that bindingd does not serve, and what they are.
 UNSUPPORTED: dict[str, str] = {
@@ -90,6 +102,8 @@ class WranglerBindings:
     bindings: dict[str, Item]  # bindingd.yaml-shaped binding definitions, by name
     migrations: dict[str, Path]  # sql binding -> its migrations folder
     not_served: tuple[NotServed, ...]
+    # Connections the import adds (the one made of BINDINGD_CLOUDFLARE_*), by name.
+    connections: dict[str, Item] = field(default_factory=dict)
 
 
 def find_wrangler(start: Path) -> Path | None:
@@ -243,22 +257,79 @@ class _Reader:
         return name
 
 
-def _remote_refused(reader: _Reader, name: str, line: int, path: tuple[str, ...]) -> ConfigError:
-    return reader.error(
-        f'binding "{name}" is remote: true, which bindingd does not take from a wrangler file yet; '
-        "remove remote: true to serve it locally, or define it in a bindingd.yaml beside this "
-        "file on a connection (kind: cloudflare, the proxy Worker, serves kv and queue sends)",
-        line,
-        (*path, "remote"),
-    )
+class _Remote:
+    """Which connection serves the remote bindings, found on first need (a project with no
+    remote binding needs no connection)."""
+
+    def __init__(
+        self, reader: _Reader, every: bool, candidates: tuple[str, ...], environ: Mapping[str, str]
+    ) -> None:
+        self.reader = reader
+        self.every = every
+        self.candidates = candidates
+        self.environ = environ
+        self.added: dict[str, Item] = {}
+
+    def wanted(self, entry: dict[str, Any]) -> bool:
+        return self.every or entry.get("remote") is True
+
+    def connection(self, entry: dict[str, Any], name: str, line: int, path: tuple[str, ...]) -> str:
+        why, at = (
+            ("--remote", path) if entry.get("remote") is not True else ("remote: true", (*path, "remote"))
+        )
+        if len(self.candidates) == 1:
+            return self.candidates[0]
+        if self.candidates:
+            raise self.reader.error(
+                f'binding "{name}" is {why}, and bindingd.yaml has several cloudflare connections '
+                f"({', '.join(self.candidates)}): keep one, or define {name} in bindingd.yaml with its "
+                "connection",
+                line,
+                at,
+            )
+        url, key = self.environ.get(URL_VARIABLE), self.environ.get(KEY_VARIABLE)
+        if url and key:
+            if not self.added:
+                here = ("connections", VARIABLES_CONNECTION)
+                self.added[VARIABLES_CONNECTION] = self.reader.item(
+                    {
+                        "kind": "cloudflare",
+                        "url": f"${{env:{URL_VARIABLE}}}",
+                        "key": f"${{env:{KEY_VARIABLE}}}",
+                    },
+                    line,
+                    here,
+                )
+            return VARIABLES_CONNECTION
+        missing = " and ".join(v for v, value in ((URL_VARIABLE, url), (KEY_VARIABLE, key)) if not value)
+        raise self.reader.error(
+            f'binding "{name}" is {why} (served from the Cloudflare account) but no cloudflare '
+            f"connection is set: add a bindingd.yaml beside {self.reader.file.name} with the "
+            "connections: entry that `bindingd cloudflare deploy` prints "
+            "({ kind: cloudflare, url: ..., key: ... }), or set "
+            f"{missing}",
+            line,
+            at,
+        )
 
 
 def env_bindings(
-    file: Path, env: str | None, *, default_env: str, environ: Mapping[str, str] | None = None
+    file: Path,
+    env: str | None,
+    *,
+    default_env: str,
+    environ: Mapping[str, str] | None = None,
+    remote: bool = False,
+    cloudflare: tuple[str, ...] = (),
 ) -> WranglerBindings:
-    """The bindings of `env` (None or `default_env` and no such env section: the top level)."""
+    """The bindings of `env` (None or `default_env` and no such env section: the top level).
+
+    `remote`: every binding from the account (`--remote`), not only the `remote: true` ones.
+    `cloudflare`: the names of the `kind: cloudflare` connections of a bindingd.yaml beside.
+    """
     data, text = read_wrangler(file)
     reader = _Reader(file, text)
+    remotes = _Remote(reader, remote, cloudflare, {} if environ is None else environ)
     sections = data.get("env") or {}
     if not isinstance(sections, dict):
         raise reader.error("expected a table of env sections", reader.line_of("env"), ("env",))
@@ -278,25 +349,31 @@ def env_bindings(
             raise reader.error(f'binding "{name}" is defined twice', line, path)
         bindings[name] = reader.item(fields, line, path)
 
-    def check_remote(entry: dict[str, Any], name: str, line: int, path: tuple[str, ...]) -> None:
-        if entry.get("remote") is True:
-            raise _remote_refused(reader, name, line, path)
+    def where(
+        entry: dict[str, Any], name: str, line: int, path: tuple[str, ...], fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        """`fields` for the local simulation, or the Worker's binding of the same name."""
+        if not remotes.wanted(entry):
+            return fields
+        connection = remotes.connection(entry, name, line, path)
+        # The resource's id as wrangler names it, for `bindingd cloudflare deploy`.
+        ids = {
+            k: entry[k] for k in CLOUDFLARE_DEPLOY_OPTIONS[fields["type"]] if isinstance(entry.get(k), str)
+        }
+        return {**fields, **ids, "connection": connection, "remote_binding": name}
 
     for entry, path in reader.entries(section, "kv_namespaces", prefix):
         name = reader.binding_name(entry, path)
         line = reader.line_of(name)
-        check_remote(entry, name, line, path)
-        add(name, {"type": "kv"}, line, path)
+        add(name, where(entry, name, line, path, {"type": "kv"}), line, path)
     for entry, path in reader.entries(section, "r2_buckets", prefix):
         name = reader.binding_name(entry, path)
         line = reader.line_of(name)
-        check_remote(entry, name, line, path)
-        add(name, {"type": "objects"}, line, path)
+        add(name, where(entry, name, line, path, {"type": "objects"}), line, path)
     for entry, path in reader.entries(section, "d1_databases", prefix):
         name = reader.binding_name(entry, path)
         line = reader.line_of(name)
-        check_remote(entry, name, line, path)
-        add(name, {"type": "sql"}, line, path)
+        add(name, where(entry, name, line, path, {"type": "sql"}), line, path)
         folder = entry.get("migrations_dir", DEFAULT_MIGRATIONS_DIR)
         if not isinstance(folder, str) or not folder:
             raise reader.error("expected a folder name", line, (*path, "migrations_dir"))
@@ -314,7 +391,6 @@ def env_bindings(
     for entry, path in reader.entries(queues, "producers", (*prefix, "queues")):
         name = reader.binding_name(entry, path)
         line = reader.line_of(name)
-        check_remote(entry, name, line, path)
         queue = entry.get("queue", name)
         if not isinstance(queue, str) or not queue:
             raise reader.error("expected the queue's name", line, (*path, "queue"))
@@ -325,7 +401,7 @@ def env_bindings(
         for key in ("max_retries", "dead_letter_queue", "retry_delay"):
             if key in consumer:
                 fields[key] = consumer[key]
-        add(name, fields, line, path)
+        add(name, where(entry, name, line, path, fields), line, path)
 
     vars_ = section.get("vars") or {}
     if not isinstance(vars_, dict):
@@ -357,7 +433,9 @@ def env_bindings(
                     str(name), key, f"{what}: bindingd has no such binding type", reader.line_of(str(name))
                 )
             )
-    return WranglerBindings(file, tuple(sections), bindings, migrations, tuple(not_served))
+    return WranglerBindings(
+        file, tuple(sections), bindings, migrations, tuple(not_served), dict(remotes.added)
+    )
 
 
 def _literal(value: str) -> str:

@@ -97,6 +97,10 @@ JSONC = """\
 
 REMOTE_JSONC = '{\n  "kv_namespaces": [\n    {"binding": "CACHE", "id": "x", "remote": true}\n  ]\n}\n'
 TWICE_TOML = '[[kv_namespaces]]\nbinding = "A"\n[[r2_buckets]]\nbinding = "A"\nbucket_name = "b"\n'
+# An Ed25519 private key, its 32 raw bytes in base64 (not a real account's).
+CF_KEY = "nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A="
+CF_URL = "https://bindingd-proxy.example.workers.dev"
+CF_VARIABLES = {"BINDINGD_CLOUDFLARE_URL": CF_URL, "BINDINGD_CLOUDFLARE_KEY": CF_KEY}
 DOCS_QUEUE = {"queue": "my-queue", "max_retries": 10, "dead_letter_queue": "my-queue-dlq"}
 
 
@@ -110,6 +114,9 @@ class Case:
     values: dict[str, str] = field(default_factory=dict)  # var/secret values
     not_served: list[str] = field(default_factory=list)
     error: str = ""  # regex on the one-line error: file:line: key.path: message
+    environ: dict[str, str] = field(default_factory=dict)
+    remote: bool = False  # --remote
+    backends: dict[str, str] = field(default_factory=dict)  # name -> "local" or the connection
 
 
 CASES = [
@@ -200,9 +207,77 @@ CASES = [
         not_served=["MY_DURABLE_OBJECT", "AUTH", "AI"],
     ),
     Case(
-        "remote-true-is-refused-by-name",
+        "remote-true-without-a-connection-says-what-to-add",
         {"wrangler.jsonc": REMOTE_JSONC},
-        error=r"wrangler\.jsonc:3: kv_namespaces\.0\.remote: binding \"CACHE\" is remote: true.*",
+        error=r"wrangler\.jsonc:3: kv_namespaces\.0\.remote: binding \"CACHE\" is remote: true "
+        r".*no cloudflare connection is set: add a bindingd\.yaml beside wrangler\.jsonc .*kind: cloudflare"
+        r".*or set BINDINGD_CLOUDFLARE_URL and BINDINGD_CLOUDFLARE_KEY$",
+    ),
+    Case(
+        "remote-true-names-the-missing-variable",
+        {"wrangler.jsonc": REMOTE_JSONC},
+        environ={"BINDINGD_CLOUDFLARE_URL": CF_URL},
+        error=r"wrangler\.jsonc:3: .*or set BINDINGD_CLOUDFLARE_KEY$",
+    ),
+    Case(
+        "remote-true-through-the-variables",
+        {"wrangler.jsonc": REMOTE_JSONC.replace("]\n}", '],\n  "r2_buckets": [{"binding": "B"}]\n}')},
+        environ=CF_VARIABLES,
+        served={"CACHE": ("kv", {"remote_binding": "CACHE"}), "B": ("objects", {})},
+        backends={"CACHE": "cloudflare", "B": "local"},
+    ),
+    Case(
+        # --remote: every binding of the env from the account; vars and secrets stay as they are.
+        "every-binding-remote-on-the-bindingd-yaml-connection",
+        {
+            "wrangler.toml": DOCS_TOML,
+            "bindingd.yaml": """\
+                version: 1
+                connections:
+                  cf: { kind: cloudflare, url: "https://p.example.workers.dev", key: "${env:CF_KEY}" }
+            """,
+        },
+        remote=True,
+        environ={"CF_KEY": CF_KEY},
+        served={
+            "MY_KV": ("kv", {"remote_binding": "MY_KV"}),
+            "MY_BUCKET": ("objects", {"remote_binding": "MY_BUCKET"}),
+            "DB": ("sql", {"remote_binding": "DB"}),
+            # The queue is the Worker's producer binding's; the consumer settings are kept.
+            "MY_QUEUE": (
+                "queue",
+                {"remote_binding": "MY_QUEUE", "max_retries": 10, "dead_letter_queue": "my-queue-dlq"},
+            ),
+            "API_HOST": ("var", {}),
+            "SERVICE_X_DATA": ("var", {}),
+        },
+        backends={"MY_KV": "cf", "MY_BUCKET": "cf", "DB": "cf", "MY_QUEUE": "cf", "API_HOST": "local"},
+        not_served=["MY_DURABLE_OBJECT", "AUTH", "AI"],
+    ),
+    Case(
+        "remote-with-several-cloudflare-connections",
+        {
+            "wrangler.jsonc": REMOTE_JSONC,
+            "bindingd.yaml": """\
+                version: 1
+                connections:
+                  a: { kind: cloudflare, url: "https://a.example.workers.dev", key: k }
+                  b: { kind: cloudflare, url: "https://b.example.workers.dev", key: k }
+            """,
+        },
+        error=r"wrangler\.jsonc:3: kv_namespaces\.0\.remote: .*several cloudflare connections \(a, b\)",
+    ),
+    Case(
+        "remote-flag-without-a-connection-names-the-binding",
+        {"wrangler.toml": '[[d1_databases]]\nbinding = "DB"\ndatabase_id = "x"\n'},
+        remote=True,
+        error=r"wrangler\.toml:2: d1_databases\.0: binding \"DB\" is --remote .*no cloudflare connection",
+    ),
+    Case(
+        "remote-flag-needs-a-wrangler-file",
+        {"bindingd.yaml": "version: 1\nbindings:\n  C: { type: kv }\n"},
+        remote=True,
+        error=r"bindingd\.yaml: --remote serves a wrangler file's bindings",
     ),
     Case(
         "invalid-json-names-the-line",
@@ -253,11 +328,13 @@ def test_wrangler_configs(case: Case, tmp_path: Path) -> None:
     _write(tmp_path, case.files)
     if case.served is None:
         with pytest.raises(ConfigError) as err:
-            load_config(cwd=tmp_path, env=case.env, environ={})
+            load_config(cwd=tmp_path, env=case.env, environ=case.environ, remote=case.remote)
         assert re.search(case.error, str(err.value)), str(err.value)
         assert "\n" not in str(err.value)
         return
-    config = load_config(cwd=tmp_path, env=case.env, environ={})
+    config = load_config(cwd=tmp_path, env=case.env, environ=case.environ, remote=case.remote)
+    for name, backend in case.backends.items():
+        assert config.bindings[name].backend == backend, name
     got = {
         name: (b.type, {k: v for k, v in b.options.items() if k in case.served.get(name, ("", {}))[1]})
         for name, b in config.bindings.items()
@@ -288,3 +365,15 @@ def test_migrations_dir_is_the_d1_bindings_folder(tmp_path: Path) -> None:
     assert folder(config, "APP_DB") == tmp_path / "db" / "migrations"
     (tmp_path / "wrangler.jsonc").write_text('{"d1_databases": [{"binding": "DB", "database_id": "x"}]}')
     assert folder(load_config(cwd=tmp_path, environ={}), "DB") == tmp_path / "migrations"
+
+
+def test_the_variables_connection_is_resolved_and_kept_secret(tmp_path: Path) -> None:
+    """BINDINGD_CLOUDFLARE_URL / _KEY make a connection named cloudflare, read like any other."""
+    _write(tmp_path, {"wrangler.jsonc": REMOTE_JSONC})
+    config = load_config(cwd=tmp_path, environ=CF_VARIABLES)
+    connection = config.bindings["CACHE"].connection
+    assert connection is not None
+    assert (connection.name, connection.kind) == ("cloudflare", "cloudflare")
+    assert connection.options["url"] == CF_URL
+    assert connection.options["key"] == CF_KEY
+    assert CF_KEY not in repr(config)

@@ -168,13 +168,13 @@ async def open_client(connection: Connection) -> ProxyClient:
             f'cloudflare connection "{connection.name}": url must be https:// (plain http only on loopback)'
         )
     timeout = float(connection.options.get("timeout", DEFAULT_TIMEOUT_S))
+    # The key first: a bad key must not leave a session open ("Unclosed client session").
+    key = load_key(str(connection.options["key"]), connection.name)
     session = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
         connector=aiohttp.TCPConnector(limit=64),
     )
-    return ProxyClient(
-        connection, url, load_key(str(connection.options["key"]), connection.name), session, timeout
-    )
+    return ProxyClient(connection, url, key, session, timeout)
 
 
 async def close_client(client: ProxyClient) -> None:
