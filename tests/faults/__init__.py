@@ -7,6 +7,8 @@ import os
 import socket
 import time
 
+from objects_support import ACCESS_KEY, SECRET_KEY
+
 from bindingd.server.app import Daemon
 
 
@@ -48,3 +50,31 @@ async def settled_fds(idle: int, within: float = 10.0) -> int:
     while (now := open_fds()) > idle and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     return now
+
+
+def s3_behind_proxy(
+    proxy_port: int,
+    bucket: str,
+    resiliency: str,
+    *,
+    timeout: float,
+    connection: str = "store",
+    binding: str = "FILES",
+) -> str:
+    """A bindingd.yaml with one objects binding on `bucket` of moto_server, reached through the
+    fault proxy at `proxy_port`; `resiliency` is the connection's policy (a YAML flow mapping)."""
+    return f"""
+        version: 1
+        connections:
+          {connection}:
+            kind: s3
+            endpoint: "http://127.0.0.1:{proxy_port}"
+            region: us-east-1
+            access_key_id: "{ACCESS_KEY}"
+            secret_access_key: "{SECRET_KEY}"
+            path_style: true
+            timeout: {timeout:g}
+            resiliency: {resiliency}
+        bindings:
+          {binding}: {{ type: objects, connection: {connection}, bucket: {bucket} }}
+        """

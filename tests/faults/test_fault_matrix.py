@@ -19,10 +19,9 @@ from typing import Any
 import pytest
 from bindingd_client import BackendTimeout, BackendUnavailable, Env, connect
 from conformance.backends import nats_cleanup, rabbit_cleanup
-from objects_support import ACCESS_KEY, SECRET_KEY
 from support import MYSQL, POSTGRES, daemon_in_process, write_project
 
-from tests.faults import open_fds, settled_fds
+from tests.faults import open_fds, s3_behind_proxy, settled_fds
 from tests.faults.proxy import FaultProxy
 
 GONE = (BackendUnavailable, BackendTimeout)
@@ -193,21 +192,14 @@ async def test_every_fault_on_s3(moto_server: Any, tmp_path: Path) -> None:
     proxy = await FaultProxy(moto_server.port).start()
     config = write_project(
         tmp_path,
-        f"""
-        version: 1
-        connections:
-          c:
-            kind: s3
-            endpoint: "http://127.0.0.1:{proxy.port}"
-            region: us-east-1
-            access_key_id: "{ACCESS_KEY}"
-            secret_access_key: "{SECRET_KEY}"
-            path_style: true
-            timeout: {TIMEOUT_S}
-            {POLICY}
-        bindings:
-          X: {{ type: objects, connection: c, bucket: {bucket} }}
-        """,
+        s3_behind_proxy(
+            proxy.port,
+            bucket,
+            POLICY.removeprefix("resiliency: "),
+            timeout=TIMEOUT_S,
+            connection="c",
+            binding="X",
+        ),
     )
     try:
         async with daemon_in_process(config) as daemon:

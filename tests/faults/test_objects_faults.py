@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 from bindingd_client import BackendTimeout, BackendUnavailable, Env, connect
-from objects_support import ACCESS_KEY, SECRET_KEY, MotoServer
+from objects_support import MotoServer
 from support import daemon_in_process, write_project
 
 from bindingd.server.app import Daemon
+from tests.faults import s3_behind_proxy
 from tests.faults.proxy import FaultProxy
 
 OPEN_S = 1.0
@@ -26,22 +27,13 @@ async def objects_env(
     proxy = await FaultProxy(moto_server.port).start()
     config = write_project(
         tmp_path,
-        f"""
-        version: 1
-        connections:
-          store:
-            kind: s3
-            endpoint: "http://127.0.0.1:{proxy.port}"
-            region: us-east-1
-            access_key_id: "{ACCESS_KEY}"
-            secret_access_key: "{SECRET_KEY}"
-            path_style: true
-            timeout: 30
-            resiliency: {{ timeout: 800ms, retry: {{ max_retries: 2, initial_interval: 10ms }},
-                           circuit_breaker: {{ consecutive_failures: 2, open: {OPEN_S}s }} }}
-        bindings:
-          FILES: {{ type: objects, connection: store, bucket: {bucket} }}
-        """,
+        s3_behind_proxy(
+            proxy.port,
+            bucket,
+            "{ timeout: 800ms, retry: { max_retries: 2, initial_interval: 10ms }, "
+            f"circuit_breaker: {{ consecutive_failures: 2, open: {OPEN_S}s }} }}",
+            timeout=30,
+        ),
     )
     try:
         async with daemon_in_process(config) as daemon:

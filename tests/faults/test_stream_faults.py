@@ -21,10 +21,10 @@ from pathlib import Path
 import psutil
 import pytest
 from bindingd_client import BackendTimeout, BackendUnavailable, Env, connect
-from objects_support import ACCESS_KEY, SECRET_KEY, MotoServer
+from objects_support import MotoServer
 from support import MYSQL, POSTGRES, DaemonProcess, SqlServer, daemon_in_process, write_project
 
-from tests.faults import free_port, open_fds, sample, scrape, settled_fds
+from tests.faults import free_port, open_fds, s3_behind_proxy, sample, scrape, settled_fds
 from tests.faults.proxy import FaultProxy
 
 MIB = 1024 * 1024
@@ -46,22 +46,7 @@ async def s3(moto_server: MotoServer, tmp_path: Path) -> AsyncIterator[tuple[Env
     bucket = moto_server.new_bucket()
     proxy = await FaultProxy(moto_server.port).start()
     config = write_project(
-        tmp_path,
-        f"""
-        version: 1
-        connections:
-          store:
-            kind: s3
-            endpoint: "http://127.0.0.1:{proxy.port}"
-            region: us-east-1
-            access_key_id: "{ACCESS_KEY}"
-            secret_access_key: "{SECRET_KEY}"
-            path_style: true
-            timeout: 5
-            {POLICY}
-        bindings:
-          FILES: {{ type: objects, connection: store, bucket: {bucket} }}
-        """,
+        tmp_path, s3_behind_proxy(proxy.port, bucket, POLICY.removeprefix("resiliency: "), timeout=5)
     )
     try:
         async with daemon_in_process(config) as daemon:
@@ -144,22 +129,7 @@ async def test_a_daemon_process_returns_to_its_idle_memory_and_fds_after_broken_
     bucket = moto_server.new_bucket()
     proxy = await FaultProxy(moto_server.port).start()
     config = write_project(
-        tmp_path,
-        f"""
-        version: 1
-        connections:
-          store:
-            kind: s3
-            endpoint: "http://127.0.0.1:{proxy.port}"
-            region: us-east-1
-            access_key_id: "{ACCESS_KEY}"
-            secret_access_key: "{SECRET_KEY}"
-            path_style: true
-            timeout: 5
-            {POLICY}
-        bindings:
-          FILES: {{ type: objects, connection: store, bucket: {bucket} }}
-        """,
+        tmp_path, s3_behind_proxy(proxy.port, bucket, POLICY.removeprefix("resiliency: "), timeout=5)
     )
     daemon = DaemonProcess(config.parent, "--log-level", "warning")
     await asyncio.to_thread(daemon.start)
