@@ -25,7 +25,7 @@ from bindingd_client import connect
 from bench.echo import METHOD
 from bench.measure import Result, interleaved
 from bench.objects import PeakRss
-from bench.processes import stop
+from bench.processes import start, stop
 
 GATEWAY_YAML = """\
 version: 1
@@ -90,8 +90,38 @@ def run(echo_socket: Path, n: int, *, quick: bool) -> list[str]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        daemon = None
+        daemon = relay = echo_tls = None
         try:
+            # The two-hop floor: a bare relay on a unix socket to a bare echo over TLS.
+            gw = admin / "gw"
+            tls_port, relay_socket = _port(), root / "relay.sock"
+            echo_tls = start(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.echo",
+                    "--tls",
+                    str(gw / "server.pem"),
+                    str(gw / "server.key"),
+                    str(tls_port),
+                    str(root / "echo-tls.ready"),
+                ],
+                Path.cwd(),
+                root / "echo-tls.ready",
+            )
+            relay = start(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.echo",
+                    "--relay",
+                    str(relay_socket),
+                    f"localhost:{tls_port}",
+                    str(gw / "ca.pem"),
+                ],
+                Path.cwd(),
+                relay_socket,
+            )
             environ = {"XDG_CONFIG_HOME": str(root / "xdg")}
             deadline = time.monotonic() + 30
             while True:
@@ -130,12 +160,17 @@ def run(echo_socket: Path, n: int, *, quick: bool) -> list[str]:
                 time.sleep(0.05)
             lines = asyncio.run(
                 _measure(
-                    echo_socket, laptop / ".bindingd" / "bindingd.sock", n, quick, (proc.pid, gateway.pid)
+                    echo_socket,
+                    relay_socket,
+                    laptop / ".bindingd" / "bindingd.sock",
+                    n,
+                    quick,
+                    (proc.pid, gateway.pid),
                 )
             )
             return lines + _check_costs(admin / "gateway.yaml", lines)
         finally:
-            for p in (daemon, gateway):
+            for p in (daemon, gateway, relay, echo_tls):
                 if p is not None:
                     stop(p)
 
@@ -188,7 +223,9 @@ def _check_costs(gateway_yaml: Path, lines: list[str]) -> list[str]:
     first = per_call_us(lambda: verify(next(fresh), None), len(minted))
     verify(minted[0], cache)
     seen = per_call_us(lambda: verify(minted[0], cache), 5000)
-    decide = per_call_us(lambda: config.policy.decide("bench", (), "staging", "CACHE", "kv", "read"), 5000)
+    question = ("bench", (), "staging", "CACHE", "kv", "read")
+    decide_first = per_call_us(lambda: config.policy.evaluate(*question), 5000)
+    decide = per_call_us(lambda: config.policy.decide(*question), 5000)
     event = {
         "event": "call",
         "decision": "allow",
@@ -213,17 +250,31 @@ def _check_costs(gateway_yaml: Path, lines: list[str]) -> list[str]:
     p50 = float(whole.split("p50")[1].split("ms")[0]) * 1000 if whole else float("nan")
     return [
         f"gateway checks per call (each alone, this process): token first seen {first:.0f} us, "
-        f"token seen before {seen:.1f} us, policy {decide:.1f} us, audit line {line:.1f} us; "
+        f"token seen before {seen:.1f} us, policy {decide_first:.1f} us to decide "
+        f"({decide:.1f} us decided before), audit line {line:.1f} us (written after the answer); "
         f"the whole call via gateway p50 {p50:.0f} us"
     ]
 
 
 async def _measure(
-    echo_socket: Path, bindingd_socket: Path, n: int, quick: bool, pids: tuple[int, int]
+    echo_socket: Path,
+    relay_socket: Path,
+    bindingd_socket: Path,
+    n: int,
+    quick: bool,
+    pids: tuple[int, int],
 ) -> list[str]:
-    lines = ["remote bindings: daemon -> gateway (TLS, loopback) -> local kv; ratios to the echo floor"]
-    async with grpc.aio.insecure_channel(f"unix://{echo_socket}") as channel:
+    lines = [
+        "remote bindings: daemon -> gateway (TLS, loopback) -> local kv; ratios to the echo floor. "
+        "The relay floor is two bare grpc.aio hops (a relay on a unix socket, an echo over TLS): "
+        "what any two-hop design in grpc.aio costs before it checks, looks up or logs anything"
+    ]
+    async with (
+        grpc.aio.insecure_channel(f"unix://{echo_socket}") as channel,
+        grpc.aio.insecure_channel(f"unix://{relay_socket}") as relay_channel,
+    ):
         echo = channel.unary_unary(METHOD)
+        relay = relay_channel.unary_unary(METHOD)
         payload = b"k" * 120
         env = await connect(endpoint=f"unix://{bindingd_socket}")
         try:
@@ -233,6 +284,7 @@ async def _measure(
                 results: dict[str, Result] = await interleaved(
                     {
                         f"echo floor, {label}": lambda: echo(payload),
+                        f"relay floor, {label}": lambda: relay(payload),
                         f"kv get (local), {label}": lambda: env.LOCAL_CACHE.get("bench"),
                         f"kv get (via gateway), {label}": lambda: env.CACHE.get("bench"),
                     },
@@ -245,6 +297,12 @@ async def _measure(
                         f"{r.name:<34} p50 {r.p50_ms:6.3f} ms ({r.p50_ms / floor.p50_ms:4.2f}x)  "
                         f"{r.calls_per_s:8.0f} calls/s ({r.calls_per_s / floor.calls_per_s:4.2f}x)"
                     )
+                two_hops, via = results[f"relay floor, {label}"], results[f"kv get (via gateway), {label}"]
+                lines.append(
+                    f"  via gateway beside the relay floor, {label}: "
+                    f"p50 {via.p50_ms / two_hops.p50_ms:.2f}x, "
+                    f"calls/s {via.calls_per_s / two_hops.calls_per_s:.2f}x"
+                )
             # The body is made and read a chunk at a time on this side too, so that only the
             # daemon's and the gateway's memory is measured.
             mib = 32 if quick else OBJECT_MIB

@@ -20,7 +20,7 @@ Every reason names the user, the env, the binding and the action, and the rule t
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 ANY = "*"
 # The actions of each binding type, in the order they are listed to people.
@@ -65,6 +65,10 @@ class Rule:
         return (kind == "user" and name == user) or (kind == "group" and name in groups)
 
 
+# At most this many decisions remembered per Policy (cleared when full).
+DECIDED_MAX = 4096
+
+
 @dataclass(frozen=True)
 class Decision:
     allow: bool
@@ -80,6 +84,11 @@ class Policy:
     denies: tuple[Rule, ...] = ()
     groups: Mapping[str, frozenset[str]] | None = None  # group name -> users
     protected_envs: frozenset[str] = frozenset()
+    # Decisions already made: the gateway decides on every call, mostly the same question. A
+    # Policy is never changed (a reload makes a new one), so its answers stay true.
+    _decided: dict[tuple[str, tuple[str, ...], str, str, str, str], Decision] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     def groups_of(self, user: str, groups: Iterable[str] = ()) -> frozenset[str]:
         own = {name for name, users in (self.groups or {}).items() if user in users}
@@ -88,6 +97,18 @@ class Policy:
     def decide(
         self, user: str, groups: Iterable[str], env: str, binding: str, binding_type: str, action: str
     ) -> Decision:
+        key = (user, tuple(groups), env, binding, binding_type, action)
+        decision = self._decided.get(key)
+        if decision is None:
+            if len(self._decided) >= DECIDED_MAX:
+                self._decided.clear()
+            decision = self._decided[key] = self.evaluate(*key)
+        return decision
+
+    def evaluate(
+        self, user: str, groups: Iterable[str], env: str, binding: str, binding_type: str, action: str
+    ) -> Decision:
+        """The decision worked out from the rules, every time (`decide` remembers it)."""
         what = f'{action} on {binding_type} binding "{binding}" in env "{env}"'
         actions = ACTIONS_BY_TYPE.get(binding_type, ())
         if action not in actions:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import io
 import json
@@ -114,3 +115,47 @@ def test_stdout_gets_the_same_lines() -> None:
     assert json.loads(written)["decision"] == "deny"
     with pytest.raises(ValueError, match="exactly one"):
         AuditLog()
+
+
+def test_the_timestamp_is_right_across_seconds_and_zones() -> None:
+    """rfc3339 formats a second's prefix once and reuses it: each time must still be its own."""
+    times = [NOW + datetime.timedelta(milliseconds=ms) for ms in (0, 108, 109, 1109, 61_000, -5)]
+    times.append(NOW.astimezone(datetime.timezone(datetime.timedelta(hours=-7))))  # same instant
+    got = [audit.rfc3339(t) for t in times]
+    assert got == [
+        "2025-03-04T05:06:07.891Z",
+        "2025-03-04T05:06:07.999Z",
+        "2025-03-04T05:06:08.000Z",
+        "2025-03-04T05:06:09.000Z",
+        "2025-03-04T05:07:08.891Z",
+        "2025-03-04T05:06:07.886Z",
+        "2025-03-04T05:06:07.891Z",
+    ]
+
+
+async def test_a_line_written_soon_keeps_its_time_and_its_order(tmp_path: Path) -> None:
+    """A call's line is written after its answer (write_soon): with the time of the call's end,
+    in the order the calls ended, and a log closed by then says so rather than raising."""
+    clock = iter([NOW, NOW + datetime.timedelta(seconds=2), NOW + datetime.timedelta(seconds=3)])
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path=path, clock=lambda: next(clock))
+    log.write_soon({**EVENT, "request_id": "first"})
+    log.write_soon({**EVENT, "request_id": "second"})
+    assert path.read_text() == ""  # not yet: the loop has not been free
+    await asyncio.sleep(0)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(line["request_id"], line["ts"]) for line in lines] == [
+        ("first", "2025-03-04T05:06:07.891Z"),
+        ("second", "2025-03-04T05:06:09.891Z"),
+    ]
+    log.write_soon({**EVENT, "request_id": "late"})
+    log.close()
+    await asyncio.sleep(0)  # logged as not written, never raised into the loop
+    assert '"request_id":"late"' not in path.read_text()
+
+
+def test_without_a_loop_a_line_is_written_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path=path, clock=lambda: NOW) as log:
+        log.write_soon(EVENT)
+        assert json.loads(path.read_text())["request_id"] == "r-1"
