@@ -265,13 +265,15 @@ def add_service(
     forwarder: Any = None,
     *,
     local_only: tuple[str, ...] = (),
+    wrap: Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler] | None = None,
 ) -> None:
     """Register `servicer`'s methods for `service`, decoding requests ourselves.
 
     grpc's own decoding answers a malformed request with UNKNOWN; here it is INVALID_ARGUMENT,
     like every other mistake of the caller. With a `forwarder` (bindingd.server.forward), a call
     naming a binding served through a gateway is relayed there instead (but for the methods in
-    `local_only`, which answer for the whole env).
+    `local_only`, which answer for the whole env). `wrap(path, handler)` is applied to each
+    method's handler once, at registration (the gateway's token check).
     """
     handlers = {}
     for method in service.methods:
@@ -314,6 +316,8 @@ def add_service(
                 _forwarding(_decoding(impl, request_class), request_class, relay, path, (name, kind)),
                 response_serializer=serialize,
             )
+    if wrap is not None:
+        handlers = {name: wrap(f"/{service.full_name}/{name}", h) for name, h in handlers.items()}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
 
 
