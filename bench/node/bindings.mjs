@@ -8,10 +8,11 @@
 // interleaved rounds (bindingd block, Miniflare block, then the other way round) so that load
 // drifting on a shared machine hits both. `make bench` runs this after the Python parts; it is
 // not part of the published package (clients/node ships only dist/).
+import { generateKeyPairSync } from "node:crypto";
 import { createRequire } from "node:module";
 import { cpus, loadavg } from "node:os";
 import { performance } from "node:perf_hooks";
-import { pathToFileURL } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { connect } from "../../clients/node/dist/index.js";
 import { startDaemon } from "../../clients/node/test/support/daemon.mjs";
 
@@ -166,6 +167,92 @@ async function seed(env, mf) {
   }
 }
 
+// --- the cloudflare provider: the daemon -> the proxy Worker (in Miniflare) -> its bindings -----
+
+const PROXY = fileURLToPath(new URL("../../bindingd/providers/cloudflare/worker/proxy.js", import.meta.url));
+
+/** The proxy Worker in its own Miniflare, and a daemon whose CACHE / APP_DB are served through it
+ * (a `cloudflare` connection, signed with a key made here). */
+async function startCloudflare() {
+  const { privateKey } = generateKeyPairSync("ed25519");
+  const jwk = privateKey.export({ format: "jwk" });
+  const proxy = new Miniflare({
+    modules: true,
+    scriptPath: PROXY,
+    compatibilityDate: "2025-01-01",
+    host: "127.0.0.1",
+    port: 0,
+    bindings: { BINDINGD_PUBLIC_KEY: jwk.x },
+    kvNamespaces: ["CACHE"],
+    d1Databases: ["APP_DB"],
+  });
+  const url = (await proxy.ready).toString().replace(/\/$/, "");
+  const key = Buffer.from(jwk.d, "base64url").toString("base64");
+  const daemon = await startDaemon(`version: 1
+connections:
+  cf: { kind: cloudflare, url: "${url}", key: "${key}" }
+bindings:
+  CACHE: { type: kv, connection: cf }
+  APP_DB: { type: sql, connection: cf }
+`);
+  return { proxy, url, daemon };
+}
+
+/** KV get and D1 SELECT 1 through the cloudflare provider beside the same calls on the same
+ * Miniflare's bindings from Node; and an unsigned request to the Worker (refused before any
+ * binding is used): the HTTP hop to workerd alone. */
+async function measureCloudflare(cf) {
+  const env = await connect({ endpoint: cf.daemon.endpoint });
+  try {
+    const direct = { kv: await cf.proxy.getKVNamespace("CACHE"), d1: await cf.proxy.getD1Database("APP_DB") };
+    await env.CACHE.put(KEY, VALUE);
+    if ((await direct.kv.get(KEY)) !== VALUE) throw new Error("the proxy's KV does not hold what bindingd put");
+    const results = await measure([
+      {
+        name: "kv get text via cloudflare",
+        calls: R2_D1_CALLS,
+        bindingd: () => env.CACHE.get(KEY),
+        miniflare: () => direct.kv.get(KEY),
+      },
+      {
+        name: "d1 SELECT 1 first() via cloudflare",
+        calls: R2_D1_CALLS,
+        bindingd: () => env.APP_DB.prepare("SELECT 1").first(),
+        miniflare: () => direct.d1.prepare("SELECT 1").first(),
+      },
+    ]);
+    const hop = new Samples();
+    const refused = async () => {
+      const r = await fetch(`${cf.url}/v1/CACHE/get`, { method: "POST", headers: { "x-bindingd-args": "{}" } });
+      await r.arrayBuffer();
+      if (r.status !== 401) throw new Error(`an unsigned request answered ${r.status}`);
+    };
+    for (let i = 0; i < 50; i++) await refused();
+    await hop.run(refused, R2_D1_CALLS);
+    return { results, hop: hop.result() };
+  } finally {
+    env.close();
+  }
+}
+
+function reportCloudflare({ results, hop }, local) {
+  const lines = [
+    "cloudflare provider: worker -> bindingd -> proxy Worker (HTTP, signed) -> workerd's binding, " +
+      "beside the same call on Miniflare's binding from Node; ratios are via-cloudflare / direct",
+  ];
+  for (const { name, bindingd, miniflare } of results) {
+    lines.push(row(`${name.replace(" via cloudflare", "")}, direct`, miniflare));
+    lines.push(row(name, bindingd, miniflare));
+  }
+  lines.push(
+    `where the time goes (p50): worker -> daemon -> a local kv binding ${local.p50.toFixed(3)} ms; ` +
+      `an unsigned request from Node's fetch to the same Worker, refused before any binding is used, ` +
+      `${hop.p50.toFixed(3)} ms: the HTTP round trip into workerd is most of a call either way ` +
+      `(Miniflare's own bindings from Node make one too)`,
+  );
+  return lines;
+}
+
 async function main() {
   const daemon = await startDaemon(PROJECT);
   let env;
@@ -185,7 +272,16 @@ async function main() {
       d1: await miniflare.getD1Database("DB"),
     };
     await seed(env, mf);
-    for (const line of report(await measure(operations(env, mf)))) console.log(line);
+    const results = await measure(operations(env, mf));
+    for (const line of report(results)) console.log(line);
+    const cf = await startCloudflare();
+    try {
+      const local = results.find((r) => r.name === "kv get text").bindingd;
+      for (const line of reportCloudflare(await measureCloudflare(cf), local)) console.log(line);
+    } finally {
+      await cf.daemon.stop();
+      await cf.proxy.dispose();
+    }
   } finally {
     env?.close();
     await miniflare.dispose();
