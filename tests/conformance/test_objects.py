@@ -573,6 +573,31 @@ async def test_multipart_rules(bucket: R2Bucket, backend: Backend) -> None:
         await (await bucket.create_multipart_upload("y")).upload_part(0, b"data")
 
 
+async def test_a_stale_upload_id_is_refused_before_the_part_flows(bucket: R2Bucket) -> None:
+    """A part for an upload already completed or aborted (resumed by its id) is refused at the
+    part's header, before its body is read: never a whole part sent for nothing."""
+    done = await bucket.create_multipart_upload("stale-done")
+    await done.complete([await done.upload_part(1, b"whole")])
+    aborted = await bucket.create_multipart_upload("stale-aborted")
+    await aborted.upload_part(1, b"part")
+    await aborted.abort()
+    for key, upload_id in (("stale-done", done.upload_id), ("stale-aborted", aborted.upload_id)):
+        read = 0
+
+        async def body() -> AsyncIterator[bytes]:
+            nonlocal read
+            for _ in range(32):
+                read += 1
+                yield b"x" * MIB
+
+        with pytest.raises(InvalidArgument, match="does not exist") as refused:
+            await bucket.resume_multipart_upload(key, upload_id).upload_part(2, body())
+        assert upload_id in str(refused.value) and "create_multipart_upload" in str(refused.value)
+        assert read == 0, f"{read} MiB of the part were read before the refusal"
+    assert await body_of(await bucket.get("stale-done")) == b"whole"
+    assert await bucket.head("stale-aborted") is None
+
+
 async def test_multipart_abort(bucket: R2Bucket) -> None:
     upload = await bucket.create_multipart_upload("ab")
     part = await upload.upload_part(1, os.urandom(MIB))

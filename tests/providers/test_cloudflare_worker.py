@@ -334,3 +334,54 @@ async def test_queue_provider_sends(worker: Worker, tmp_path: Path) -> None:
         await queue.send([one, two])
     finally:
         await queue.close()
+
+
+def _error(result: tuple[int, bytes, dict[str, str]]) -> tuple[int, str, str]:
+    status, body, _ = result
+    err = json.loads(body)["error"]
+    return status, err["reason"], err["message"]
+
+
+def test_store_failures_and_caller_mistakes_are_told_apart(worker: Worker) -> None:
+    """A binding call that throws in the Worker: what the caller got wrong (arguments the runtime
+    refuses, an R2 caller code, a KV 4xx) is INVALID_ARGUMENT; the store's own failure (R2's
+    InternalError 10001 here, which Miniflare answers for completing an upload id it never made)
+    is BACKEND_UNAVAILABLE, naming the binding."""
+    mistakes = [
+        worker.call("ASSETS_BUCKET", "list", {"limit": 5000}),  # R2 10022
+        worker.call("ASSETS_BUCKET", "head", {"key": "k" * 2000}),  # R2 10020
+        worker.call("ASSETS_BUCKET", "get", {"key": "k", "range": {"offset": -1}}),  # RangeError
+        worker.call("ASSETS_BUCKET", "get", {"key": "k", "onlyIf": {"etagMatches": 5}}),  # TypeError
+        worker.call("CACHE", "delete", {"key": "k" * 600}),  # KV 414
+    ]
+    for result in mistakes:
+        status, reason, message = _error(result)
+        assert (status, reason) == (400, "INVALID_ARGUMENT"), message
+    internal = worker.call(
+        "ASSETS_BUCKET",
+        "mpComplete",
+        {"key": "k", "uploadId": "never-made", "parts": [{"partNumber": 1, "etag": "e"}]},
+    )
+    status, reason, message = _error(internal)
+    assert (status, reason) == (503, "BACKEND_UNAVAILABLE"), message
+    assert "(10001)" in message and "ASSETS_BUCKET" in message
+
+
+async def test_store_failure_reaches_the_provider_as_backend_unavailable(
+    worker: Worker, tmp_path: Path
+) -> None:
+    from bindingd.errors import BindingdError, Reason
+
+    bucket = await _provider(
+        _binding("ASSETS", "objects", worker.url, _pem(worker.key), remote_binding="ASSETS_BUCKET"), tmp_path
+    )
+    try:
+        with pytest.raises(BindingdError) as e:
+            await bucket.complete_multipart_upload("k", "never-made", [(1, "e")])
+        assert e.value.reason == Reason.BACKEND_UNAVAILABLE, e.value
+        assert "test-cf" in e.value.message and "(10001)" in e.value.message and "retry" in e.value.message
+        with pytest.raises(BindingdError) as e:
+            await bucket.head("k" * 2000)
+        assert e.value.reason == Reason.INVALID_ARGUMENT, e.value
+    finally:
+        await bucket.close()

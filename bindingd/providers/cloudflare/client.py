@@ -117,9 +117,13 @@ class ProxyClient:
                 f"{message} ({where}); add it to the Worker's wrangler config and redeploy, "
                 "or set remote_binding: to the name it has there",
             )
-        if reason in _PASSED_THROUGH and reason != "INTERNAL":
+        if reason in _PASSED_THROUGH and reason not in ("INTERNAL", "BACKEND_UNAVAILABLE"):
             raise BindingdError(Reason(reason), message)
-        raise backend_unavailable(f"the {where} failed: {message}")
+        # The store's own failure inside the Worker (or a Worker that failed): worth a retry.
+        raise backend_unavailable(
+            f"the {where} failed: {message}; retry, and if it persists check the Worker's logs "
+            "(`wrangler tail`) and Cloudflare's status"
+        )
 
 
 class _Call:

@@ -289,9 +289,13 @@ class CloudflareObjects(CloudflareBase):
         return e
 
     async def check_upload(self, key: str, upload_id: str) -> None:
-        """R2's binding cannot look an upload up without writing to it: a stale id is refused by
-        the part upload itself."""
-        return None
+        """Asked before a part's body is accepted: an upload completed or aborted is refused at
+        once (the Worker's `mpCheck`). An id R2 cannot place (Miniflare: one it never made) is
+        left to the part upload, which refuses it."""
+        try:
+            await self._json("mpCheck", {"key": key, "uploadId": upload_id})
+        except BindingdError as e:
+            raise self._upload_error(e, upload_id) from e
 
     async def upload_part(
         self, key: str, upload_id: str, part_number: int, body: AsyncIterator[BodyChunk]

@@ -233,6 +233,21 @@ async function r2(bucket, op, a, request, claims) {
       if (hex(await digest.digest) !== claims.bh) return fail(401, "AUTH_FAILED", "body does not match the signature");
       return Response.json({ etag: part.etag });
     }
+    case "mpCheck": {
+      // Whether an upload id is live, asked before a part's body is accepted. R2's binding has
+      // no lookup (no ListParts): a complete() naming a part no upload can have is refused with
+      // InvalidPart (10025) while the upload is live, and leaves it live; with NoSuchUpload
+      // (10024) once it was completed or aborted. Anything else (Miniflare answers an id it
+      // never made with 10001) cannot tell: the part upload itself is then the check.
+      const probe = [{ partNumber: 1, etag: "bindingd-upload-check" }];
+      try {
+        await bucket.resumeMultipartUpload(a.key, a.uploadId).complete(probe);
+      } catch (e) {
+        if (noSuchUpload(e)) return fail(400, "INVALID_ARGUMENT", "NoSuchUpload: " + String(e && e.message));
+        return Response.json({ live: /\(10025\)/.test(String(e && e.message)) ? true : null });
+      }
+      return Response.json({ live: true }); // not reached: no part has that etag
+    }
     case "mpComplete": {
       try {
         const o = await bucket.resumeMultipartUpload(a.key, a.uploadId).complete(a.parts);
@@ -384,6 +399,38 @@ async function queue(q, op, a) {
   return null;
 }
 
+// R2's error codes (the "(100NN)" its messages end with) for a request the caller got wrong:
+// https://developers.cloudflare.com/r2/api/error-codes/. Every other code (10001 InternalError,
+// 10043 ServiceUnavailable, 10058 TooManyRequests, ...) is R2's own failure.
+const R2_CALLER_CODES = new Set([
+  "10011", // EntityTooSmall: a part but the last under 5 MiB
+  "10012", // EntityTooLarge / metadata too large
+  "10020", // InvalidObjectName
+  "10022", // InvalidMaxKeys / bad list arguments
+  "10024", // NoSuchUpload
+  "10025", // InvalidPart
+  "10031", // PreconditionFailed
+  "10037", // BadDigest
+  "10039", // InvalidRange
+  "10048", // InvalidPart: parts of unequal sizes
+]);
+
+// A binding call that threw: the caller's mistake (INVALID_ARGUMENT) when the runtime refused the
+// arguments (TypeError, RangeError) or the store says so (an R2 caller code, a KV 4xx); anything
+// else, internal or unknown, is the store's failure (BACKEND_UNAVAILABLE), so the daemon's caller
+// sees a failure worth retrying rather than a mistake of theirs.
+function failureOf(e, kind, name) {
+  const msg = String((e && e.message) || e);
+  if (e instanceof TypeError || e instanceof RangeError || e instanceof SyntaxError) {
+    return fail(400, "INVALID_ARGUMENT", msg);
+  }
+  const r2code = /\((10\d{3})\)\s*$/.exec(msg);
+  if (kind === "objects" && r2code && R2_CALLER_CODES.has(r2code[1])) return fail(400, "INVALID_ARGUMENT", msg);
+  const kvStatus = /^KV \w+ failed: (\d{3})\b/.exec(msg);
+  if (kind === "kv" && kvStatus && kvStatus[1].startsWith("4")) return fail(400, "INVALID_ARGUMENT", msg);
+  return fail(503, "BACKEND_UNAVAILABLE", "the " + kind + " binding " + name + " failed in the proxy Worker: " + msg);
+}
+
 function kindOf(b) {
   // Duck typing on the runtime's binding objects: the Worker does not know its bindings' kinds
   // in advance, wrangler config decides them.
@@ -424,8 +471,7 @@ export default {
       else if (kind === "sql") r = await d1(b, op, a);
       else r = await queue(b, op, a);
     } catch (e) {
-      const msg = String((e && e.message) || e);
-      return fail(400, "INVALID_ARGUMENT", msg);
+      return failureOf(e, kind, name);
     }
     if (!r) return fail(400, "INVALID_ARGUMENT", "operation " + JSON.stringify(op) + " is not supported on " + kind + " binding " + name);
     r.headers.set("x-bindingd-kind", kind);
