@@ -8,8 +8,8 @@ bindings exist, and reflection, Health.List and every other method need the toke
 A refused call is answered before its request is read: grpc reads and deserializes a unary
 request before its handler runs, so the refusal is a streaming handler that never takes a
 message from the request stream. Only what fits the transport's flow-control window arrives
-(measured: six refused 60 MiB calls, +9 MiB), not the up to 64 MiB (or its decompressed size)
-the call announced.
+(1 MiB a stream, `TCP_STREAM_WINDOW`; measured: six refused 60 MiB calls, +4 MiB), not the up
+to 64 MiB (or its decompressed size) the call announced.
 """
 
 from __future__ import annotations

@@ -196,8 +196,10 @@ def test_refused_calls_do_not_cost_their_size(
         for call in calls:
             assert call.code() == grpc.StatusCode.UNAUTHENTICATED, call.details()
         peak = max(peak, _vm_rss(d.proc.pid))
-    # Six bodies of 60 MiB read in full were +620 MiB (+410 MiB with gzip); unread, a few MiB.
-    assert peak - before < 48 * MIB, f"RSS grew by {(peak - before) / MIB:.0f} MiB"
+    # Six bodies of 60 MiB read in full were +620 MiB (+410 MiB with gzip); unread, a few MiB: at
+    # most a stream's window each (1 MiB, TCP_STREAM_WINDOW). With grpc's BDP probe the windows
+    # grew with the timing and this was +5 to +77 MiB.
+    assert peak - before < 24 * MIB, f"RSS grew by {(peak - before) / MIB:.0f} MiB"
 
 
 # --- descriptors: idle TCP peers cannot take the unix socket down ------------------------------
