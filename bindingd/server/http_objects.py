@@ -5,7 +5,10 @@ API: `Range` (one range, `bytes=a-b`, `bytes=a-`, `bytes=-n`; 206 + `Content-Ran
 not satisfiable), `If-Match` / `If-Unmodified-Since` (412), `If-None-Match` /
 `If-Modified-Since` (304 on GET and HEAD, 412 on PUT), the object's `Content-Type`,
 `Content-Language`, `Content-Disposition`, `Content-Encoding`, `Cache-Control` and `Expires`,
-`Content-MD5` (verified; nothing stored on a mismatch) and custom metadata as `x-amz-meta-*`.
+`Content-MD5` (verified; nothing stored on a mismatch) and custom metadata as `x-amz-meta-*`
+(names lower case, percent-encoded UTF-8 where they are not an HTTP token). A response also says
+`x-bindingd-version`, `x-bindingd-uploaded` (ms), `x-bindingd-size` (the whole object's, on 304
+and 412 too) and `x-bindingd-no-content-type: 1` when the object has no Content-Type of its own.
 
 It runs the same `ObjectsService` methods the gRPC server runs, with the HTTP body fed in (or
 out) chunk by chunk: each chunk is awaited only when the provider wants it, and each response
@@ -20,7 +23,7 @@ import contextlib
 import email.utils
 from collections.abc import AsyncIterator
 from typing import Any, cast
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import grpc
 import structlog
@@ -39,6 +42,10 @@ log = structlog.get_logger("bindingd.http")
 
 PREFIX = "/objects/"
 META_PREFIX = "x-amz-meta-"
+NO_CONTENT_TYPE = "x-bindingd-no-content-type"
+# What a custom metadata name may hold in a header name as it is (an HTTP token, RFC 9110)
+# besides letters, digits and "_.-~": everything else, '%' too, is percent-encoded UTF-8.
+_TOKEN_SAFE = "!#$&'*+^`|"
 # Object metadata ↔ the HTTP header that carries it.
 HTTP_HEADERS = {
     "content_type": "Content-Type",
@@ -47,6 +54,12 @@ HTTP_HEADERS = {
     "content_encoding": "Content-Encoding",
     "cache_control": "Cache-Control",
 }
+
+
+def meta_name_out(name: str) -> str:
+    """A custom metadata name as an x-amz-meta-* header name: R2 takes any string ("with space",
+    "Zoë"), a header name only a token, so the rest is percent-encoded (and decoded on a put)."""
+    return quote(name, safe=_TOKEN_SAFE)
 
 
 def split_path(raw_path: str) -> tuple[str, str]:
@@ -117,15 +130,21 @@ def object_headers(meta: objects_pb2.ObjectMeta) -> dict[str, str]:
         "Accept-Ranges": "bytes",
         "x-bindingd-uploaded": str(meta.uploaded),
         "x-bindingd-version": meta.version,
+        # The whole object's size, also where Content-Length is a part's or absent (304, 412).
+        "x-bindingd-size": str(meta.size),
     }
     http = meta.http_metadata
     for field, header in HTTP_HEADERS.items():
         if http.HasField(field):
             headers[header] = getattr(http, field)
+    if not http.HasField("content_type"):
+        # A body's response always carries a Content-Type (aiohttp's default): this says the
+        # object has none of its own, as R2's httpMetadata would show.
+        headers[NO_CONTENT_TYPE] = "1"
     if http.HasField("cache_expiry"):
         headers["Expires"] = email.utils.formatdate(http.cache_expiry / 1000, usegmt=True)
     for name, value in meta.custom_metadata.items():
-        headers[META_PREFIX + name] = value
+        headers[META_PREFIX + meta_name_out(name)] = value
     if meta.checksums.HasField("md5"):
         headers["Content-MD5"] = base64.b64encode(meta.checksums.md5).decode()
     return headers
@@ -320,7 +339,7 @@ class ObjectsHandler:
             header.http_metadata.cache_expiry = _http_date_ms(h["Expires"], "Expires")
         for name, value in h.items():
             if name.lower().startswith(META_PREFIX):
-                header.custom_metadata[name.lower()[len(META_PREFIX) :]] = value
+                header.custom_metadata[unquote(name.lower()[len(META_PREFIX) :])] = value
         if "Content-MD5" in h:
             try:
                 header.checksums.md5 = base64.b64decode(h["Content-MD5"], validate=True)
@@ -356,8 +375,21 @@ def _met(cond: objects_pb2.ObjectConditional, meta: objects_pb2.ObjectMeta) -> b
     return condition_met(Conditional(**fields), info)
 
 
+# What a 412 answer keeps of an object's headers: what identifies the object and its size.
+_CACHE_HEADERS = frozenset(
+    (
+        "ETag",
+        "Last-Modified",
+        REQUEST_ID_HEADER,
+        "x-bindingd-uploaded",
+        "x-bindingd-version",
+        "x-bindingd-size",
+    )
+)
+
+
 def _cache_headers(headers: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in headers.items() if k in ("ETag", "Last-Modified", REQUEST_ID_HEADER)}
+    return {k: v for k, v in headers.items() if k in _CACHE_HEADERS}
 
 
 async def _put_messages(request: web.Request, header: bytes) -> AsyncIterator[bytes]:

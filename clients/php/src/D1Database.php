@@ -23,6 +23,9 @@ final class D1Database
      */
     public function batch(array $statements): array
     {
+        if ($statements === []) {
+            throw new InvalidArgument('D1_ERROR: No SQL statements detected: batch() needs at least one statement', null, $this->binding);
+        }
         $messages = [];
         foreach ($statements as $i => $statement) {
             if (!$statement instanceof D1PreparedStatement) {

@@ -6,6 +6,8 @@ namespace Bindingd;
 /** A statement with its bound values; bind() returns a new statement, as D1's does. */
 final class D1PreparedStatement
 {
+    /** What meta's served_by says (the other clients say the same; D1 names its store). */
+    private const SERVED_BY = 'bindingd';
     private const META = ['duration' => 0.0, 'changes' => 0, 'lastRowId' => 0, 'changedDb' => false, 'rowsRead' => 0, 'rowsWritten' => 0];
 
     /** @param list<mixed> $params */
@@ -56,8 +58,8 @@ final class D1PreparedStatement
         }
         $columns = $answer['columns'] ?? [];
         $row = isset($answer['rows'][0]) ? array_combine($columns, self::values($answer['rows'][0])) : null;
-        if ($column === null) {
-            return $row;
+        if ($column === null || $row === null) {
+            return $row;  // no row: null whatever the column, as in D1
         }
         if (!in_array($column, $columns, true)) {
             throw new SqlError("D1_COLUMN_NOTFOUND: column \"$column\" is not in the result (columns: " . implode(', ', $columns) . ')', null, $this->db->binding);
@@ -85,6 +87,7 @@ final class D1PreparedStatement
             $out[self::snake($name)] = is_float($default) ? (float) $value : (is_bool($default) ? (bool) $value : (int) $value);
         }
         $out['size_after'] = isset($meta['sizeAfter']) ? (int) $meta['sizeAfter'] : null;
+        $out['served_by'] = self::SERVED_BY;
         return ['results' => $results, 'success' => true, 'meta' => $out];
     }
 

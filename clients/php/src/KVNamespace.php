@@ -91,7 +91,8 @@ final class KVNamespace
                 $request[$name] = (string) $options[$name];
             }
         }
-        if (isset($options['limit'])) {
+        // As in Workers: a limit of 0 or less means none (the store's 1000).
+        if (isset($options['limit']) && (int) $options['limit'] > 0) {
             $request['limit'] = (int) $options['limit'];
         }
         $answer = $this->transport->unary('KV/List', $request);

@@ -80,7 +80,7 @@ final class R2Bucket
         $http = $options['httpMetadata'] ?? [];
         foreach (self::HTTP_HEADERS as $field => $header) {
             if (isset($http[$field])) {
-                $headers[] = "$header: " . self::headerValue((string) $http[$field]);
+                $headers[] = self::header($header, self::headerValue((string) $http[$field]));
             }
         }
         if (!isset($http['contentType'])) {
@@ -90,7 +90,9 @@ final class R2Bucket
             $headers[] = 'Expires: ' . self::httpDate($http['cacheExpiry']);
         }
         foreach ($options['customMetadata'] ?? [] as $name => $metaValue) {
-            $headers[] = 'x-amz-meta-' . $name . ': ' . self::headerValue((string) $metaValue);
+            // Any string names custom metadata in R2; a header name is a token, so the name
+            // goes percent-encoded (the daemon decodes it; names are lower case over HTTP).
+            $headers[] = self::header('x-amz-meta-' . rawurlencode((string) $name), self::headerValue((string) $metaValue));
         }
         if (isset($options['md5'])) {
             $md5 = (string) $options['md5'];
@@ -156,7 +158,13 @@ final class R2Bucket
 
     private function path(string $key): string
     {
-        return '/objects/' . rawurlencode($this->binding) . '/' . str_replace('%2F', '/', rawurlencode($key));
+        // A segment that is "." or ".." goes encoded: URL rules would remove it (curl does, as
+        // would a proxy), and the object would be written under another key.
+        $segments = array_map(
+            static fn (string $s): string => $s === '.' || $s === '..' ? str_repeat('%2E', strlen($s)) : rawurlencode($s),
+            explode('/', $key),
+        );
+        return '/objects/' . rawurlencode($this->binding) . '/' . implode('/', $segments);
     }
 
     /** @return list<string> */
@@ -180,7 +188,11 @@ final class R2Bucket
 
     private static function etag(string $etag): string
     {
-        return $etag === '*' || str_contains($etag, '"') ? $etag : "\"$etag\"";
+        if (str_contains($etag, '"')) {
+            // As R2's onlyIf: the etag itself (->etag), not the quoted HTTP form (->httpEtag).
+            throw new \ValueError("onlyIf: an etag must not be wrapped in quotes ($etag): pass ->etag, not ->httpEtag");
+        }
+        return $etag === '*' ? $etag : "\"$etag\"";
     }
 
     private static function httpDate(mixed $when): string
@@ -194,6 +206,9 @@ final class R2Bucket
     private static function range(array $range): string
     {
         if (isset($range['suffix'])) {
+            if (isset($range['offset']) || isset($range['length'])) {
+                throw new \ValueError('a range takes a suffix or an offset and length, not both (as R2 does)');
+            }
             return 'bytes=-' . (int) $range['suffix'];
         }
         $offset = (int) ($range['offset'] ?? 0);
@@ -201,6 +216,12 @@ final class R2Bucket
             return "bytes=$offset-";
         }
         return "bytes=$offset-" . ($offset + (int) $range['length'] - 1);
+    }
+
+    /** A request header line for curl, which drops "Name:" with no value but sends "Name;" as empty. */
+    private static function header(string $name, string $value): string
+    {
+        return $value === '' ? "$name;" : "$name: $value";
     }
 
     private static function headerValue(string $value): string

@@ -17,7 +17,7 @@ class R2Object
         public readonly array $httpMetadata = [],
         /** @var array<string, string> */
         public readonly array $customMetadata = [],
-        /** ['offset' => int, 'length' => int] of a ranged get, else null */
+        /** ['offset' => int, 'length' => int]: what a get or head covers (the part asked for, else the whole object); null from put and list */
         public readonly ?array $range = null,
         public readonly string $storageClass = 'Standard',
     ) {
@@ -53,17 +53,21 @@ class R2Object
                 $http[$field] = $h[$header];
             }
         }
+        if (isset($h['x-bindingd-no-content-type'])) {
+            unset($http['contentType']);  // the response's Content-Type, not the object's
+        }
         if (isset($h['expires'])) {
             $http['cacheExpiry'] = new \DateTimeImmutable($h['expires']);
         }
         $custom = [];
         foreach ($h as $name => $value) {
             if (str_starts_with($name, 'x-amz-meta-')) {
-                $custom[substr($name, 11)] = $value;
+                $custom[rawurldecode(substr($name, 11))] = $value;
             }
         }
-        $range = null;
-        $size = (int) ($h['content-length'] ?? 0);
+        $size = (int) ($h['x-bindingd-size'] ?? $h['content-length'] ?? 0);
+        // What a read covers, as R2 says it: the whole object unless a part was asked for.
+        $range = ['offset' => 0, 'length' => $size];
         if (isset($h['content-range']) && preg_match('#bytes (\d+)-(\d+)/(\d+)#', $h['content-range'], $m)) {
             $range = ['offset' => (int) $m[1], 'length' => (int) $m[2] - (int) $m[1] + 1];
             $size = (int) $m[3];

@@ -45,7 +45,12 @@ final class R2ObjectBody extends R2Object
 
     public function json(): mixed
     {
-        return json_decode($this->text(), true, 512, JSON_THROW_ON_ERROR);
+        $text = $this->text();
+        // A UTF-8 byte order mark is not JSON, but a reader of text skips it (as R2's json() does).
+        if (str_starts_with($text, "\xEF\xBB\xBF")) {
+            $text = substr($text, 3);
+        }
+        return json_decode($text, true, 512, JSON_THROW_ON_ERROR);
     }
 
     /** Copy the body into `$target` (a writable stream) without reading it whole. */

@@ -90,6 +90,8 @@ final class Transport
         $responseHeaders = [];
         $options = [
             CURLOPT_URL => $this->baseUrl . $path,
+            // The path as given: no removal of "." / ".." segments, which are parts of a key.
+            CURLOPT_PATH_AS_IS => true,
             CURLOPT_CUSTOMREQUEST => $verb,
             CURLOPT_RETURNTRANSFER => true,
             CURLOPT_NOBODY => $head,

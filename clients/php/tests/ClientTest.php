@@ -142,6 +142,36 @@ final class ClientTest extends TestCase
         $this->assertSame([], $bucket->list(['prefix' => $key])['objects']);
     }
 
+    /**
+     * Keys with "." / ".." segments are written under themselves: URL rules (curl's, a proxy's)
+     * would remove those segments, and "../X/k" would have reached another binding's URL.
+     */
+    public function testDotSegmentKeysStayTheirOwnKeys(): void
+    {
+        $bucket = self::$env->ASSETS_BUCKET;
+        $prefix = self::key('dots');
+        $keys = ["$prefix/a/../b", "$prefix/./c", "$prefix/d/..", '../ASSETS_BUCKET/' . $prefix, '..', '.'];
+        foreach ($keys as $key) {
+            $this->assertSame($key, $bucket->put($key, "body of $key")->key);
+            $this->assertSame("body of $key", $bucket->get($key)->text());
+        }
+        $listed = array_map(static fn ($o) => $o->key, $bucket->list(['prefix' => "$prefix/"])['objects']);
+        $this->assertSame(["$prefix/./c", "$prefix/a/../b", "$prefix/d/.."], $listed);
+        $this->assertNull($bucket->head("$prefix/b"));
+        $this->assertNull($bucket->head($prefix));
+        $bucket->delete($keys);
+        // Custom metadata names that are no HTTP token, and empty values, arrive as they are.
+        $meta = ['with space' => 'yes', 'empty' => '', 'zoë' => 'ü'];
+        $bucket->put("$prefix/meta", 'x', ['customMetadata' => $meta]);
+        $head = $bucket->head("$prefix/meta");
+        ksort($meta);
+        $got = $head->customMetadata;
+        ksort($got);
+        $this->assertSame($meta, $got);
+        $this->assertSame([], $head->httpMetadata);  // no Content-Type of its own
+        $bucket->delete("$prefix/meta");
+    }
+
     public function testObjectMd5MismatchStoresNothing(): void
     {
         $bucket = self::$env->ASSETS_BUCKET;
