@@ -169,8 +169,17 @@ class KVProvider(Provider, Protocol):
         holding them all."""
 
     async def put(
-        self, key: str, value: bytes, expiration: int | None, metadata_json: str | None
-    ) -> None: ...
+        self,
+        key: str,
+        value: bytes,
+        expiration: int | None,
+        metadata_json: str | None,
+        ttl: int | None = None,
+    ) -> None:
+        """Store `value`, expiring at `expiration` (seconds since the epoch, by the daemon's
+        clock) or never. `ttl` is the caller's expiration_ttl when it gave one, for a store that
+        keeps time by its own clock (Cloudflare): sent as a TTL, a minute-long one is not refused
+        there for the second between the daemon's now and the store's."""
 
     async def delete(self, key: str) -> None: ...
 

@@ -77,7 +77,9 @@ class KVService(kv_pb2_grpc.KVServicer):
         )
         with self.runtime.use(request.binding, "kv", write=True) as served:
             provider = served.provider
-            await provider.put(request.key, request.value, expiration, metadata_json)
+            await provider.put(
+                request.key, request.value, expiration, metadata_json, ttl=opt(request, "expiration_ttl")
+            )
             audit_write(served.binding, "put", request.key, context)
         return kv_pb2.KVPutResponse()
 

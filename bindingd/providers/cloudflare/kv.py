@@ -64,9 +64,20 @@ class CloudflareKV(CloudflareBase):
             out.append(record)
         return out
 
-    async def put(self, key: str, value: bytes, expiration: int | None, metadata_json: str | None) -> None:
+    async def put(
+        self,
+        key: str,
+        value: bytes,
+        expiration: int | None,
+        metadata_json: str | None,
+        ttl: int | None = None,
+    ) -> None:
         args: dict[str, Any] = {"key": key}
-        if expiration is not None:
+        # A TTL as the caller gave it, so Cloudflare counts it from its own clock (the absolute
+        # time from the daemon's could be a second short of KV's 60 s minimum there).
+        if ttl is not None:
+            args["expirationTtl"] = ttl
+        elif expiration is not None:
             args["expiration"] = expiration
         if metadata_json is not None:
             args["metadata"] = json.loads(metadata_json)

@@ -75,7 +75,14 @@ class LocalKV:
         found = {row[0]: KVRecord(*row) for row in rows}
         return [found.get(key) for key in keys]
 
-    async def put(self, key: str, value: bytes, expiration: int | None, metadata_json: str | None) -> None:
+    async def put(
+        self,
+        key: str,
+        value: bytes,
+        expiration: int | None,
+        metadata_json: str | None,
+        ttl: int | None = None,
+    ) -> None:
         await self.store.execute(
             "INSERT INTO kv (key, value, metadata, expiration) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (key) DO UPDATE SET value = excluded.value, metadata = excluded.metadata,"

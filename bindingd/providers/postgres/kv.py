@@ -217,7 +217,14 @@ class PostgresKV:
             for key, name in zip(keys, names, strict=True)
         ]
 
-    async def put(self, key: str, value: bytes, expiration: int | None, metadata_json: str | None) -> None:
+    async def put(
+        self,
+        key: str,
+        value: bytes,
+        expiration: int | None,
+        metadata_json: str | None,
+        ttl: int | None = None,
+    ) -> None:
         await self._write(
             "INSERT INTO {table} (key, value, metadata, expiration) VALUES ($1, $2, $3, $4)"
             " ON CONFLICT (key) DO UPDATE SET value = excluded.value, metadata = excluded.metadata,"

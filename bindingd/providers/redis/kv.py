@@ -117,7 +117,14 @@ class RedisKV:
             raise self._error(e) from None
         return [_record(key, *row, now) for key, row in zip(keys, rows, strict=True)]
 
-    async def put(self, key: str, value: bytes, expiration: int | None, metadata_json: str | None) -> None:
+    async def put(
+        self,
+        key: str,
+        value: bytes,
+        expiration: int | None,
+        metadata_json: str | None,
+        ttl: int | None = None,
+    ) -> None:
         name = self._key(key)
         fields: dict[bytes, bytes] = {b"v": value}
         if metadata_json is not None:
