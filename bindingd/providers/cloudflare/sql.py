@@ -36,6 +36,17 @@ from bindingd.providers.cloudflare.kv import CloudflareBase
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.sql_cursor import PageCursor
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _json_int(text: str) -> int | float:
+    """A JSON integer from the Worker. D1 hands numbers over as JavaScript doubles, and JSON
+    writes a double of integral value without an exponent: -2**63 arrives as
+    -9223372036854776000, which is past int64. Such a number is the double it was (as D1
+    answers it in a Worker), not an integer SQLite could hold, nor text."""
+    value = int(text)
+    return value if INT64_MIN <= value <= INT64_MAX else float(value)
+
 
 def _param(value: object) -> object:
     if isinstance(value, bytes | bytearray | memoryview):
@@ -95,7 +106,7 @@ class CloudflareSql(CloudflareBase):
                 f'sql binding "{self.name}": the statement did not finish within {timeout:g}s '
                 "(D1 cannot stop a statement: it may still finish there)"
             ) from None
-        return json.loads(data)
+        return json.loads(data, parse_int=_json_int)
 
     @staticmethod
     def _statement(s: SqlStatement) -> dict[str, Any]:
