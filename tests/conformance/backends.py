@@ -11,15 +11,16 @@ each suite needs something of its own (the SQL dialect, the queue options naming
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import sqlite3
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 import redis
@@ -65,6 +66,17 @@ class SqlSide:
 
 
 @dataclass(frozen=True)
+class Arrived:
+    """A message as it reached a queue's consumer."""
+
+    id: str
+    body: object
+    content_type: str
+    attempts: int
+    timestamp: float  # when it was sent, seconds since the epoch
+
+
+@dataclass(frozen=True)
 class QueueSide:
     """How a backend serves queue bindings: the suite writes its own projects from these."""
 
@@ -74,6 +86,17 @@ class QueueSide:
     options: Callable[[str], str]
     # Deletes the queues of these names from it.
     cleanup: Callable[[list[str]], None]
+    # Messages are consumed through the daemon. False: its bindings only send (Cloudflare: the
+    # proxy Worker has producer bindings), and the send tests read what arrived from the
+    # backend's own consumer with `arrived` instead.
+    consumes: bool = True
+    # Binding lines (YAML, indented) the project also needs, for `arrived`.
+    extra_bindings: str = ""
+    # What has arrived so far on the queue `name`, in order, read through the daemon's client.
+    arrived: Callable[[Any, str], Awaitable[list[Arrived]]] | None = None
+    # Made per test from the session's fixtures (the Miniflare Worker and its pool), where the
+    # side depends on them; the suite calls it and uses what it returns.
+    per_test: Callable[[pytest.FixtureRequest], QueueSide] | None = None
 
 
 BINDING_TYPES = ("kv", "objects", "sql", "queue")
@@ -396,6 +419,37 @@ def _cloudflare(*bindings: tuple[str, str, str, str]) -> MakeProject:
     return make
 
 
+def _cloudflare_queues(request: pytest.FixtureRequest) -> QueueSide:
+    """Queues on the proxy Worker's spare producers (Q_P<i>, each sending to queue
+    bindingd-q<i>), whose messages a second Worker in the same Miniflare consumes and records in
+    the KV namespace RECEIVED (worker/serve.mjs): the suite reads them through the daemon."""
+    worker = request.getfixturevalue("cloudflare_worker")
+    producers: dict[str, str] = {}
+
+    def options(name: str) -> str:
+        producers[name] = worker.take("Q_P")
+        return f"connection: cf, remote_binding: {producers[name]}"
+
+    async def arrived(env: Any, name: str) -> list[Arrived]:
+        prefix = f"bindingd-q{producers[name].removeprefix('Q_P')}/"
+        keys = (await env.RECEIVED.list(prefix=prefix)).keys
+        out = []
+        for key in keys:
+            r = await env.RECEIVED.get(key.name, "json")
+            body = base64.b64decode(r["body"]) if r["contentType"] == "bytes" else r["body"]
+            out.append(Arrived(r["id"], body, r["contentType"], r["attempts"], r["timestamp"] / 1000))
+        return out
+
+    return QueueSide(
+        worker.connection(),
+        options,
+        no_cleanup,  # the pool's queues are used once
+        consumes=False,
+        extra_bindings="RECEIVED: { type: kv, connection: cf }",
+        arrived=arrived,
+    )
+
+
 # --- the backends --------------------------------------------------------------------------------
 
 BACKENDS: list[Backend] = [
@@ -409,8 +463,9 @@ BACKENDS: list[Backend] = [
         knows_upload_ids=True,
     ),
     Backend("sqlite", sql=SqlSide(sqlite_sql, "sqlite")),
-    # The proxy Worker in Miniflare (workerd with its KV, R2 and D1), one per session. Its queue
-    # binding only sends (consumers are the Worker's own), so the queue suite does not apply.
+    # The proxy Worker in Miniflare (workerd with its KV, R2, D1 and queues), one per session. Its
+    # queue bindings only send: the queue suite's send tests read what arrived from a consumer
+    # Worker beside it, and the consume tests do not apply.
     Backend(
         "cloudflare",
         kv=_cloudflare(("CACHE", "kv", "KV_P", ""), ("OTHER", "kv", "KV_P", "")),
@@ -436,6 +491,7 @@ BACKENDS: list[Backend] = [
         sql_stops_statements=False,
         sql_streams_rows=False,
         sql_exact_integers=False,
+        queue=QueueSide("", str, no_cleanup, consumes=False, per_test=_cloudflare_queues),
     ),
     Backend(
         "postgres",

@@ -58,8 +58,11 @@ class Worker:
             )
         return self.raw(path, args_text, body, auth)
 
-    def raw(self, path: str, args_text: str, body: bytes, auth: str) -> tuple[int, bytes, dict[str, str]]:
-        headers = {"x-bindingd-args": args_text}
+    def raw(
+        self, path: str, args_text: str | None, body: bytes, auth: str
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """`args_text` None: no x-bindingd-args header (the arguments are the body)."""
+        headers = {} if args_text is None else {"x-bindingd-args": args_text}
         if auth:
             headers["authorization"] = auth
         req = urllib.request.Request(self.url.rstrip("/") + path, data=body, method="POST", headers=headers)
@@ -175,6 +178,27 @@ def test_tampered_args_refused(worker: Worker, seeded: str) -> None:
     auth = sign(worker.key, "POST", path, json.dumps({"key": "other"}), hashlib.sha256(b"").hexdigest())
     refused(worker.raw(path, json.dumps({"key": seeded}), b"", auth), "arguments")
     assert kv_get(worker, seeded) == b"original"
+
+
+def test_arguments_in_the_body_are_signed_as_the_body(worker: Worker, seeded: str) -> None:
+    """Arguments too large for a header travel as the body (ProxyClient.open): the signature
+    covers "" as the arguments and the body, so neither can be swapped."""
+    path = "/v1/CACHE/delete"
+    signed = json.dumps({"key": "other"}).encode()
+    auth = sign(worker.key, "POST", path, "", hashlib.sha256(signed).hexdigest())
+    refused(worker.raw(path, None, json.dumps({"key": seeded}).encode(), auth), "body does not match")
+    # Signed for header arguments, sent as the body: the arguments are not the signed ones.
+    args = json.dumps({"key": seeded})
+    auth = sign(worker.key, "POST", path, args, hashlib.sha256(b"").hexdigest())
+    refused(worker.raw(path, None, args.encode(), auth), "arguments")
+    assert kv_get(worker, seeded) == b"original"
+    # Signed as it is sent, it is done.
+    assert worker.call("CACHE", "put", {"key": f"{seeded}-gone"}, b"x")[0] == 200
+    body = json.dumps({"key": f"{seeded}-gone"}).encode()
+    auth = sign(worker.key, "POST", path, "", hashlib.sha256(body).hexdigest())
+    status, answer, _ = worker.raw(path, None, body, auth)
+    assert status == 200, answer
+    assert kv_get(worker, f"{seeded}-gone") is None
 
 
 def test_token_for_another_path_refused(worker: Worker, seeded: str) -> None:

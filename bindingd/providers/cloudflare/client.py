@@ -47,6 +47,10 @@ def load_key(text: str, connection: str) -> Ed25519PrivateKey:
     )
 
 
+# Arguments longer than this travel as the request's body rather than in x-bindingd-args.
+ARGS_HEADER_MAX = 8 * 1024
+
+
 @dataclass
 class ProxyClient:
     connection: Connection
@@ -79,14 +83,19 @@ class ProxyClient:
     ) -> _Call:
         path = f"/v1/{binding}/{op}"
         args_text = json.dumps(args, separators=(",", ":"))
+        headers: dict[str, str] = {}
+        if body == b"" and len(args_text) > ARGS_HEADER_MAX:
+            # Too large for a header (Cloudflare takes 32 KiB of them in all; a 128 KB queue
+            # message or a statement's parameters would be refused with 431): the arguments
+            # are the body, and the signature covers "" as arguments and them as the body.
+            body, args_text = args_text.encode(), ""
+        else:
+            headers["x-bindingd-args"] = args_text
         if body_sha256 is None:
             assert isinstance(body, bytes), "a streamed body needs its SHA-256"
             # (a file is streamed with its length: R2 needs it)
             body_sha256 = hashlib.sha256(body).hexdigest()
-        headers = {
-            "x-bindingd-args": args_text,
-            "authorization": sign(self.key, "POST", path, args_text, body_sha256),
-        }
+        headers["authorization"] = sign(self.key, "POST", path, args_text, body_sha256)
         return _Call(self, self.url + path, headers, body)
 
     async def check_response(self, resp: aiohttp.ClientResponse) -> None:

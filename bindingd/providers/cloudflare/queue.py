@@ -34,9 +34,9 @@ def _message(m: OutgoingMessage) -> dict[str, Any]:
 
 class CloudflareQueue(CloudflareBase):
     async def check(self) -> str:
-        # A send would enqueue something: a probe only makes sure the Worker answers signed calls
-        # and has the binding (an unknown operation on a known binding says which kind it is).
-        await self.client.call(self.remote, "sendBatch", {"messages": []})
+        # A send would enqueue something (and an empty batch is refused by a real producer):
+        # the probe only makes sure the Worker answers signed calls and has the binding.
+        await self.client.call(self.remote, "probe", {})
         return f"proxy Worker {self.client.url}, queue producer {self.remote}"
 
     async def send(self, messages: list[OutgoingMessage]) -> None:

@@ -294,8 +294,14 @@ function cellOut(v) {
   // D1 hands BLOBs back as arrays of byte values (no other SQL value is an array).
   if (Array.isArray(v)) v = Uint8Array.from(v);
   if (v instanceof ArrayBuffer) v = new Uint8Array(v);
-  if (ArrayBuffer.isView(v)) return { $blob: btoa(String.fromCharCode(...new Uint8Array(v.buffer, v.byteOffset, v.byteLength))) };
+  if (ArrayBuffer.isView(v)) return { $blob: b64(new Uint8Array(v.buffer, v.byteOffset, v.byteLength)) };
   return v;
+}
+function b64(bytes) {
+  // In slices: one fromCharCode(...) call per value overflows the stack past ~100 KB.
+  let bin = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(bin);
 }
 function paramIn(v) {
   if (v && typeof v === "object" && typeof v.$blob === "string") return b64urlDecode(v.$blob);
@@ -448,15 +454,26 @@ export default {
     const path = url.pathname;
     const m = /^\/v1\/([A-Za-z_][A-Za-z0-9_]*)\/([A-Za-z]+)$/.exec(path);
     if (!m || request.method !== "POST") return fail(404, "NOT_FOUND", "unknown route " + request.method + " " + path);
-    const argsRaw = request.headers.get("x-bindingd-args") || "{}";
+    // Arguments come in the x-bindingd-args header, or, too large for a header (a queue
+    // message, a statement's parameters), as the JSON body of a call that has no body of its
+    // own: then there is no header, and the signature covers "" as the arguments and the body.
+    const inBody = !request.headers.has("x-bindingd-args");
+    const argsRaw = inBody ? "" : request.headers.get("x-bindingd-args");
     const auth = await authenticate(request, env, path, argsRaw);
     if (auth instanceof Response) return auth;
     const [, name, op] = m;
     let a;
     try {
-      a = JSON.parse(argsRaw);
+      if (inBody) {
+        const bytes = await bodyBytes(request);
+        const bad = await checkBody(auth.claims, bytes);
+        if (bad) return bad;
+        a = JSON.parse(new TextDecoder().decode(bytes));
+      } else {
+        a = JSON.parse(argsRaw);
+      }
     } catch {
-      return fail(400, "INVALID_ARGUMENT", "x-bindingd-args is not JSON");
+      return fail(400, "INVALID_ARGUMENT", "the call's arguments are not JSON");
     }
     const b = name === "BINDINGD_PUBLIC_KEY" ? undefined : env[name];
     const kind = kindOf(b);
@@ -466,7 +483,10 @@ export default {
     }
     let r;
     try {
-      if (kind === "kv") r = await kv(b, op, a, request, auth.claims);
+      // A probe (bindingd check) only says the binding is there and of which kind: nothing is
+      // read or written (a queue has no call that does nothing).
+      if (op === "probe") r = Response.json({});
+      else if (kind === "kv") r = await kv(b, op, a, request, auth.claims);
       else if (kind === "objects") r = await r2(b, op, a, request, auth.claims);
       else if (kind === "sql") r = await d1(b, op, a);
       else r = await queue(b, op, a);
