@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from typing import Any
 
 import asyncpg
@@ -131,6 +132,13 @@ class Pool:
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)
 
+    def in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` (a connection's rollback and release) without a caller waiting on it;
+        close() waits for it as for the releases."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+
     def release_clean(self, conn: asyncpg.Connection) -> None:
         """Give back a connection whose session the caller did not change (only its own fixed
         statements ran, none left open): no session reset, no round trip."""
@@ -144,7 +152,8 @@ class Pool:
                 self.reset_done.add(conn.get_server_pid())
             await self.pool.release(conn, timeout=CLIENT_GRACE_S)
         except Exception as e:  # the connection is terminated; the pool opens another
-            conn.terminate()
+            with contextlib.suppress(asyncpg.InterfaceError):  # released by the failed release
+                conn.terminate()
             with contextlib.suppress(Exception):
                 await self.pool.release(conn)
             log.debug("postgres session reset failed", error=type(e).__name__)

@@ -383,7 +383,7 @@ class PostgresSql:
         except Exception as e:
             raise map_error(e, self.connection) from e
         finally:
-            await asyncio.shield(pool.pool.release(conn))
+            await asyncio.shield(pool.pool.release(conn, timeout=CLIENT_GRACE_S))
         return f"postgres {version} at {connection_address(self.connection)}"
 
     async def _acquire(self, pool: Pool, wait: float, attempt: int, tries: int) -> asyncpg.Connection:
@@ -425,7 +425,7 @@ class PostgresSql:
                 await asyncio.sleep(BEGIN_RETRY_DELAY_S * (attempt + 1))
             except BaseException as e:
                 if conn is not None:
-                    await pool.pool.release(conn)
+                    await pool.pool.release(conn, timeout=CLIENT_GRACE_S)
                 if isinstance(e, Exception):
                     raise map_error(e, self.connection) from e
                 raise
@@ -433,12 +433,12 @@ class PostgresSql:
         try:
             yield conn
         except BaseException as e:
-            try:
-                if not conn.is_closed():
-                    await asyncio.shield(conn.execute("ROLLBACK", timeout=CLIENT_GRACE_S))
-                await asyncio.shield(pool.pool.release(conn))
-            except BaseException:
-                await _drop(pool, conn)
+            if isinstance(e, asyncio.CancelledError):
+                # The caller gave up (its time limit): the call ends now, not when a server
+                # that may not be answering lets the connection go (see _after_cancel).
+                pool.in_background(_after_cancel(pool, conn))
+                raise
+            await _roll_back_and_release(pool, conn)
             if isinstance(e, Exception) and not isinstance(e, _StaleStatement):
                 raise map_error(e, self.connection) from e
             raise
@@ -462,7 +462,7 @@ class PostgresSql:
             raise map_error(e, self.connection) from e
         finally:
             if not released:
-                await pool.pool.release(conn)
+                await pool.pool.release(conn, timeout=CLIENT_GRACE_S)
 
     async def _read_at_once(
         self, statement: SqlStatement, access: SqlAccess
@@ -506,6 +506,9 @@ class PostgresSql:
                 self._remember_slow(statement.sql)
                 return None
             except BaseException as e:
+                if isinstance(e, asyncio.CancelledError):  # as in _transaction
+                    pool.in_background(_after_cancel(pool, conn))
+                    raise
                 await asyncio.shield(self._give_back(pool, conn, in_block))
                 if isinstance(e, Exception) and not isinstance(e, _StaleStatement):
                     raise map_error(e, self.connection) from e
@@ -528,7 +531,7 @@ class PostgresSql:
         try:
             if in_block and not conn.is_closed() and conn.is_in_transaction():
                 await conn.execute("ROLLBACK", timeout=CLIENT_GRACE_S)
-            await pool.pool.release(conn)
+            await pool.pool.release(conn, timeout=CLIENT_GRACE_S)
         except BaseException:
             await _drop(pool, conn)
 
@@ -684,6 +687,31 @@ class PostgresSql:
                 _check_still_in_transaction(conn, access, index)
 
 
+async def _roll_back_and_release(pool: Pool, conn: asyncpg.Connection) -> None:
+    """End a failed call's transaction and give the connection back (dropped if that fails)."""
+    try:
+        if not conn.is_closed():
+            await asyncio.shield(conn.execute("ROLLBACK", timeout=CLIENT_GRACE_S))
+        await asyncio.shield(pool.pool.release(conn, timeout=CLIENT_GRACE_S))
+    except BaseException:
+        await _drop(pool, conn)
+
+
+async def _after_cancel(pool: Pool, conn: asyncpg.Connection) -> None:
+    """A call cancelled mid-statement: asyncpg has sent the server a cancel request, and the
+    connection's next command waits for it, so a bounded reset lets the statement stop on the
+    server (under a black hole the request never completes). The connection is then dropped,
+    its session's state unknown: given back, it would keep the pool a connection larger."""
+    with contextlib.suppress(Exception):
+        await conn.reset(timeout=CLIENT_GRACE_S)
+    await _drop(pool, conn)
+
+
+# Every release is bounded (timeout=CLIENT_GRACE_S): after a statement timed out, asyncpg's
+# release first waits for its cancel request, which under a black hole (the server's address
+# answering nothing) never completes: without a bound, a call hung there for good.
+
+
 async def _drop(pool: Pool, conn: asyncpg.Connection) -> None:
     """Close a connection that failed mid-call and give it back (the pool opens another). One
     lost on its own has already gone back: asyncpg detaches it from the pool when it closes, and
@@ -691,4 +719,4 @@ async def _drop(pool: Pool, conn: asyncpg.Connection) -> None:
     with contextlib.suppress(asyncpg.InterfaceError):
         conn.terminate()
     with contextlib.suppress(asyncpg.InterfaceError):
-        await asyncio.shield(pool.pool.release(conn))
+        await asyncio.shield(pool.pool.release(conn, timeout=CLIENT_GRACE_S))
