@@ -139,6 +139,12 @@ class DaemonProcess:
             self.wait_ready()
         return self
 
+    def _give_up(self) -> None:
+        """A daemon that never became ready is killed, not left running after the test."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
     def wait_ready(self, timeout: float = 30.0) -> None:
         assert self.proc is not None
         deadline = time.monotonic() + timeout
@@ -148,6 +154,7 @@ class DaemonProcess:
             if self.socket_path.exists() and health_status(self.endpoint) == "SERVING":
                 return
             time.sleep(0.05)
+        self._give_up()
         raise AssertionError(f"daemon not ready after {timeout}s: {self.logs()}")
 
     async def served(self, timeout: float = 60.0) -> DaemonProcess:
@@ -172,6 +179,7 @@ class DaemonProcess:
                     except grpc.aio.AioRpcError:
                         pass
             await asyncio.sleep(0.05)
+        self._give_up()
         raise AssertionError(f"daemon not ready after {timeout}s: {self.logs()}")
 
     def signal(self, signum: int) -> None:
