@@ -188,9 +188,14 @@ final class R2Bucket
 
     private static function etag(string $etag): string
     {
-        if (str_contains($etag, '"')) {
+        if (strlen($etag) >= 2 && str_starts_with($etag, '"') && str_ends_with($etag, '"')) {
             // As R2's onlyIf: the etag itself (->etag), not the quoted HTTP form (->httpEtag).
             throw new \ValueError("onlyIf: an etag must not be wrapped in quotes ($etag): pass ->etag, not ->httpEtag");
+        }
+        if (preg_match('/[",\s]/', $etag) === 1) {
+            // R2 takes the string as one strong etag, whatever it holds: W/"..." or a list
+            // equals no object's etag. The header would read it as HTTP syntax, so it says "".
+            return '""';
         }
         return $etag === '*' ? $etag : "\"$etag\"";
     }

@@ -821,6 +821,60 @@ function r2_deleteMany(Env $env): array
     return $out;
 }
 
+function r2_weakEtags(Env $env): array
+{
+    $bucket = $env->ASSETS_BUCKET;
+    $put = $bucket->put('r2-weak/k', 'weak etag body');
+    $weak = "W/\"{$put->etag}\"";
+    $cases = [
+        'etagMatchesWeak' => ['etagMatches' => $weak],
+        'etagMatchesWeakInList' => ['etagMatches' => "\"0123456789abcdef0123456789abcdef\", $weak"],
+        'etagMatchesStrongInList' => ['etagMatches' => "\"0123456789abcdef0123456789abcdef\", \"{$put->etag}\""],
+        'etagDoesNotMatchWeak' => ['etagDoesNotMatch' => $weak],
+        'etagDoesNotMatchWeakOther' => ['etagDoesNotMatch' => 'W/"0123456789abcdef0123456789abcdef"'],
+    ];
+    $out = [];
+    foreach ($cases as $name => $onlyIf) {
+        $out[$name] = attempt(fn () => readBody($bucket->get('r2-weak/k', ['onlyIf' => $onlyIf])));
+    }
+    $out['putIfMatchWeak'] = attempt(function () use ($bucket, $weak) {
+        $result = $bucket->put('r2-weak/k', 'replaced', ['onlyIf' => ['etagMatches' => $weak]]);
+        return ['stored' => $result !== null, 'now' => $bucket->get('r2-weak/k')->text()];
+    });
+    $out['putIfNoneMatchWeak'] = attempt(function () use ($bucket, $weak) {
+        $result = $bucket->put('r2-weak/k', 'replaced', ['onlyIf' => ['etagDoesNotMatch' => $weak]]);
+        return ['stored' => $result !== null, 'now' => $bucket->get('r2-weak/k')->text()];
+    });
+    return $out;
+}
+
+function r2_conditionalPutMissing(Env $env): array
+{
+    $bucket = $env->ASSETS_BUCKET;
+    $past = new \DateTimeImmutable('-1 day');
+    $future = new \DateTimeImmutable('+1 day');
+    $cases = [
+        'etagMatches' => ['etagMatches' => '0123456789abcdef0123456789abcdef'],
+        'etagMatchesStar' => ['etagMatches' => '*'],
+        'etagDoesNotMatch' => ['etagDoesNotMatch' => '0123456789abcdef0123456789abcdef'],
+        'etagDoesNotMatchStar' => ['etagDoesNotMatch' => '*'],
+        'uploadedAfterPast' => ['uploadedAfter' => $past],
+        'uploadedAfterFuture' => ['uploadedAfter' => $future],
+        'uploadedBeforePast' => ['uploadedBefore' => $past],
+        'uploadedBeforeFuture' => ['uploadedBefore' => $future],
+    ];
+    $out = [];
+    foreach ($cases as $name => $onlyIf) {
+        $key = "r2-cput-missing/$name";
+        $out[$name] = attempt(function () use ($bucket, $key, $onlyIf) {
+            $result = $bucket->put($key, 'v', ['onlyIf' => $onlyIf]);
+            return ['result' => $result?->key, 'stored' => $bucket->head($key) !== null];
+        });
+        $out["get_$name"] = attempt(fn () => readBody($bucket->get($key, ['onlyIf' => $onlyIf])));
+    }
+    return $out;
+}
+
 // --------------------------------------------------------------------------------------------
 // D1
 // --------------------------------------------------------------------------------------------
@@ -997,6 +1051,22 @@ function d1_exec(Env $env): array
     return $out;
 }
 
+function d1_blobs(Env $env): array
+{
+    $db = $env->APP_DB;
+    freshTables($db, 'CREATE TABLE d1_blobs (id INTEGER PRIMARY KEY, b BLOB)');
+    $all = bytesUpTo(256);
+    $db->prepare('INSERT INTO d1_blobs (id, b) VALUES (1, ?), (2, ?), (3, ?)')->bind($all, '', substr($all, 250))->run();
+    return [
+        'all' => attempt(fn () => $db->prepare('SELECT id, length(b) AS n, hex(b) AS h FROM d1_blobs ORDER BY id')->all()),
+        'roundTrip' => attempt(function () use ($db) {
+            $back = $db->prepare('SELECT b FROM d1_blobs WHERE id = 1')->first('b');
+            $db->prepare('INSERT INTO d1_blobs (id, b) VALUES (4, ?)')->bind($back)->run();
+            return $db->prepare('SELECT b = (SELECT b FROM d1_blobs WHERE id = 1) AS same FROM d1_blobs WHERE id = 4')->first('same');
+        }),
+    ];
+}
+
 function d1_sqliteFeatures(Env $env): array
 {
     $db = $env->APP_DB;
@@ -1078,11 +1148,14 @@ function scenarios(): array
         'r2/metadata',
         'r2/list',
         'r2/deleteMany',
+        'r2/weakEtags',
+        'r2/conditionalPutMissing',
         'd1/valueTypes',
         'd1/firstAllRunRaw',
         'd1/meta',
         'd1/batch',
         'd1/exec',
+        'd1/blobs',
         'd1/sqliteFeatures',
         'd1/errors',
     ] as $id) {
