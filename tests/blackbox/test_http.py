@@ -266,6 +266,30 @@ async def test_object_put_get_metadata_and_md5(http: Http) -> None:
         assert r.status == 404 and (await r.json())["code"] == "not_found"
 
 
+async def test_object_metadata_names_beyond_a_header_token_and_the_object_s_own_headers(http: Http) -> None:
+    """R2 custom metadata names are any string; a header name is a token, so the rest goes
+    percent-encoded both ways. An empty value stays. The daemon says when the object has no
+    Content-Type of its own, and gives its size and version on a 304 too."""
+    url = "http://b/objects/BUCKET/meta-names"
+    headers = {"x-amz-meta-with%20space": "yes", "x-amz-meta-zo%C3%AB": ""}
+    async with http.unix.put(url, data=b"abc", headers=headers, skip_auto_headers=["Content-Type"]) as r:
+        assert r.status == 200, await r.text()
+        meta = await r.json()
+        assert meta["customMetadata"] == {"with space": "yes", "zoë": ""}
+    async with http.unix.get(url) as r:
+        h = r.headers
+        assert (h["x-amz-meta-with%20space"], h["x-amz-meta-zo%C3%AB"]) == ("yes", "")
+        assert h["x-bindingd-no-content-type"] == "1" and h["x-bindingd-size"] == "3"
+        etag = h["etag"]
+    async with http.unix.get(url, headers={"if-none-match": etag}) as r:
+        assert r.status == 304
+        assert r.headers["x-bindingd-size"] == "3" and r.headers["x-bindingd-version"]
+    async with http.unix.put(url, data=b"abc", headers={"content-type": "text/plain"}) as r:
+        assert r.status == 200
+    async with http.unix.head(url) as r:
+        assert "x-bindingd-no-content-type" not in r.headers and r.headers["content-type"] == "text/plain"
+
+
 async def test_object_ranges(http: Http) -> None:
     data = bytes(range(256)) * 4
     url = "http://b/objects/BUCKET/range.bin"
