@@ -1,7 +1,7 @@
 """A body on its way to a file, for every provider that writes one (the local store's blobs,
-the S3 provider's spool): hashing and writing while the next chunks are received, threads that
-a cancelled call still waits for, and the temp files of a put (held while in use, removed at
-start when a killed daemon left them).
+the spools of the S3 and Cloudflare providers): hashing and writing while the next chunks are
+received, threads that a cancelled call still waits for, and the temp files of a put (held
+while in use, removed at start when a killed daemon left them).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import asyncio
 import fcntl
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import BinaryIO, TypeVar
@@ -122,6 +123,37 @@ async def write_body(
         hashing.task.cancel()
         writing.task.cancel()
         await wait_to_the_end(asyncio.gather(hashing.task, writing.task, return_exceptions=True))
+
+
+async def spool_body(
+    folder: Path,
+    body: AsyncIterator[BodyChunk],
+    digests: Digests,
+    max_bytes: int,
+    too_large: BindingdError,
+    unwritable: Callable[[OSError], BindingdError],
+) -> Path:
+    """`body` in a new temp file of `folder` (held while written, see hold_temp_file), hashed
+    into `digests` and checked against the digests it was given. A provider that sends a body
+    on whole (S3, the Cloudflare proxy) spools it first: its length and digests are known before
+    it leaves. The file is removed if anything fails; a disk that refuses it is `unwritable(e)`."""
+    path = folder / uuid.uuid4().hex
+    try:
+        f = await asyncio.to_thread(open, path, "wb")
+    except OSError as e:
+        raise unwritable(e) from e
+    try:
+        hold_temp_file(f)
+        await write_body(f, body, digests, max_bytes, too_large)
+        await asyncio.to_thread(f.close)
+        digests.verify()
+    except BaseException as e:
+        f.close()
+        path.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise unwritable(e) from e
+        raise
+    return path
 
 
 def hold_temp_file(f: BinaryIO) -> None:

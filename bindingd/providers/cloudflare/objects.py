@@ -11,12 +11,10 @@ Worker's response through in chunks.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 import hashlib
 import json
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,7 @@ from bindingd.domain.objects import (
     RangeSpec,
 )
 from bindingd.errors import BindingdError, Reason, backend_unavailable, invalid_argument
-from bindingd.providers.bodies import hold_temp_file, remove_leftovers, write_body
+from bindingd.providers.bodies import remove_leftovers, spool_body
 from bindingd.providers.cloudflare.client import EMPTY_SHA256
 from bindingd.providers.cloudflare.kv import CloudflareBase
 from bindingd.providers.connections import ProviderContext
@@ -180,26 +178,14 @@ class CloudflareObjects(CloudflareBase):
     ) -> tuple[Path, Digests]:
         """The body in a temp file with its digests (always its SHA-256, which the request
         signs); the file is removed if anything fails."""
-        path = self.spool / uuid.uuid4().hex
         digests = Digests(verify)
         digests.hashes.setdefault("sha256", hashlib.sha256())
-        try:
-            f = await asyncio.to_thread(open, path, "wb")
-        except OSError as e:
-            raise backend_unavailable(f"cannot write the spool folder {self.spool}: {e}") from e
         too_large = objects.put_too_large() if part is None else objects.part_too_large(part)
-        try:
-            hold_temp_file(f)
-            await write_body(f, body, digests, max_bytes, too_large)
-            await asyncio.to_thread(f.close)
-            digests.verify()
-        except BaseException as e:
-            f.close()
-            path.unlink(missing_ok=True)
-            if isinstance(e, OSError):
-                raise backend_unavailable(f"cannot write the spool folder {self.spool}: {e}") from e
-            raise
+        path = await spool_body(self.spool, body, digests, max_bytes, too_large, self._unwritable)
         return path, digests
+
+    def _unwritable(self, e: OSError) -> BindingdError:
+        return backend_unavailable(f"cannot write the spool folder {self.spool}: {e}")
 
     async def check_put(self, options: PutOptions) -> None:
         _check_reserved(options.custom_metadata)

@@ -14,7 +14,6 @@ import base64
 import dataclasses
 import datetime as dt
 import hashlib
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from bindingd.domain.objects import (
     RangeSpec,
 )
 from bindingd.errors import BindingdError, backend_unavailable, invalid_argument, permission_denied
-from bindingd.providers.bodies import hold_temp_file, remove_leftovers, write_body
+from bindingd.providers.bodies import remove_leftovers, spool_body
 from bindingd.providers.connections import ProviderContext
 from bindingd.providers.local.sqlite import private_folder
 from bindingd.providers.s3.client import S3Client, code_of, endpoint_of, map_error, timeout_of
@@ -334,25 +333,13 @@ class S3Objects:
         self, body: AsyncIterator[BodyChunk], verify: dict[str, bytes], max_bytes: int, part: int | None
     ) -> tuple[Path, Digests]:
         """The body in a temp file with its digests; the file is removed if anything fails."""
-        path = self.spool / uuid.uuid4().hex
         digests = Digests(verify)
-        try:
-            f = await asyncio.to_thread(open, path, "wb")
-        except OSError as e:
-            raise backend_unavailable(f"cannot write the spool folder {self.spool}: {e}") from e
         too_large = objects.put_too_large() if part is None else objects.part_too_large(part)
-        try:
-            hold_temp_file(f)
-            await write_body(f, body, digests, max_bytes, too_large)
-            await asyncio.to_thread(f.close)
-            digests.verify()
-        except BaseException as e:
-            f.close()
-            path.unlink(missing_ok=True)
-            if isinstance(e, OSError):
-                raise backend_unavailable(f"cannot write the spool folder {self.spool}: {e}") from e
-            raise
+        path = await spool_body(self.spool, body, digests, max_bytes, too_large, self._unwritable)
         return path, digests
+
+    def _unwritable(self, e: OSError) -> BindingdError:
+        return backend_unavailable(f"cannot write the spool folder {self.spool}: {e}")
 
     async def check_put(self, options: PutOptions) -> None:
         _check_headers(options.custom_metadata)
