@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from bindingd.domain.objects import BodyChunk, Digests
-from bindingd.errors import BindingdError
+from bindingd.errors import BindingdError, backend_unavailable
 
 T = TypeVar("T")
 
@@ -131,17 +131,17 @@ async def spool_body(
     digests: Digests,
     max_bytes: int,
     too_large: BindingdError,
-    unwritable: Callable[[OSError], BindingdError],
 ) -> Path:
     """`body` in a new temp file of `folder` (held while written, see hold_temp_file), hashed
     into `digests` and checked against the digests it was given. A provider that sends a body
     on whole (S3, the Cloudflare proxy) spools it first: its length and digests are known before
-    it leaves. The file is removed if anything fails; a disk that refuses it is `unwritable(e)`."""
+    it leaves. The file is removed if anything fails; a disk that refuses it is
+    BACKEND_UNAVAILABLE, naming the folder."""
     path = folder / uuid.uuid4().hex
     try:
         f = await asyncio.to_thread(open, path, "wb")
     except OSError as e:
-        raise unwritable(e) from e
+        raise _unwritable(folder, e) from e
     try:
         hold_temp_file(f)
         await write_body(f, body, digests, max_bytes, too_large)
@@ -151,9 +151,13 @@ async def spool_body(
         f.close()
         path.unlink(missing_ok=True)
         if isinstance(e, OSError):
-            raise unwritable(e) from e
+            raise _unwritable(folder, e) from e
         raise
     return path
+
+
+def _unwritable(folder: Path, e: OSError) -> BindingdError:
+    return backend_unavailable(f"cannot write the spool folder {folder}: {e}")
 
 
 def hold_temp_file(f: BinaryIO) -> None:

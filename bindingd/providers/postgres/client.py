@@ -128,13 +128,11 @@ class Pool:
         """Give a connection back once its session reset is done, without waiting for it: the
         call's answer does not depend on it (a failed reset drops the connection). `end` (COMMIT
         or ROLLBACK) closes a read-only transaction in the same round trip as the reset."""
-        task = asyncio.get_running_loop().create_task(self._release_quietly(conn, end))
-        self._releasing.add(task)
-        task.add_done_callback(self._releasing.discard)
+        self.in_background(self._release_quietly(conn, end))
 
     def in_background(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run `work` (a connection's rollback and release) without a caller waiting on it;
-        close() waits for it as for the releases."""
+        """Run `work` on a connection (its release, or a cancelled call's drop) without a caller
+        waiting on it; close() waits for what is still running."""
         task = asyncio.get_running_loop().create_task(work)
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)

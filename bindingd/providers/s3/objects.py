@@ -335,11 +335,8 @@ class S3Objects:
         """The body in a temp file with its digests; the file is removed if anything fails."""
         digests = Digests(verify)
         too_large = objects.put_too_large() if part is None else objects.part_too_large(part)
-        path = await spool_body(self.spool, body, digests, max_bytes, too_large, self._unwritable)
+        path = await spool_body(self.spool, body, digests, max_bytes, too_large)
         return path, digests
-
-    def _unwritable(self, e: OSError) -> BindingdError:
-        return backend_unavailable(f"cannot write the spool folder {self.spool}: {e}")
 
     async def check_put(self, options: PutOptions) -> None:
         _check_headers(options.custom_metadata)
