@@ -11,12 +11,11 @@ state store cannot be opened), 2 a usage or config mistake. Errors are one line 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from pathlib import Path
 
-from bindingd import logs
+from bindingd import eventloop, logs
 from bindingd.config import ConfigError
 from bindingd.errors import BindingdError, Reason
 from bindingd.gateway import admin, pki
@@ -89,8 +88,8 @@ def _serve(args: argparse.Namespace) -> int:
     logs.configure(level, json=None if args.log_format is None else args.log_format == "json")
     gateway = Gateway(load_gateway_config(args.config), grace_s=args.grace)
     try:
-        return asyncio.run(gateway.run())
-    except ServeError as e:
+        return eventloop.run(gateway.run())
+    except (ServeError, eventloop.LoopChoiceError) as e:
         _fail(str(e))
         return EXIT_FAILED
 

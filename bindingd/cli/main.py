@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bindingd import logs
+from bindingd import eventloop, logs
 from bindingd.cli import style
 from bindingd.cli.call import CallUsageError, run_call
 from bindingd.cli.parser import _global_args, build_parser
@@ -164,8 +164,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     tune_malloc()
     try:
-        return asyncio.run(daemon.run())
-    except ServeError as e:
+        return eventloop.run(daemon.run())
+    except (ServeError, eventloop.LoopChoiceError) as e:
         _fail(str(e))
         return EXIT_CONFIG
 

@@ -26,6 +26,7 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import functools
 import inspect
 import json
 import signal
@@ -41,6 +42,7 @@ from bindingd_client.proto import bindings_pb2, database_pb2, kv_pb2, objects_pb
 from bindingd_client.wire import AUTHORIZATION, BEARER
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from bindingd import eventloop
 from bindingd.config import ConfigError
 from bindingd.config.model import Binding
 from bindingd.errors import BindingdError, Reason, permission_denied
@@ -57,7 +59,7 @@ from bindingd.runtime import InFlight, Runtime, Served
 from bindingd.server import tracing
 from bindingd.server.app import DRAIN_QUIET_S, SERVER_OPTIONS, ServeError, tcp_server_options
 from bindingd.server.bindings import BindingsService
-from bindingd.server.calls import RequestStream, abort, add_service, request_id_of
+from bindingd.server.calls import REQUEST_ID_HEADER, RequestStream, abort, add_service, request_id_of
 from bindingd.server.kv import KVService
 from bindingd.server.objects import ObjectsService
 from bindingd.server.queue import QueueService
@@ -136,6 +138,7 @@ class GatewayCall:
     peer: str = ""
     bytes_in: int = 0  # request messages as received
     bytes_out: int = 0  # response messages as sent
+    request_id: str = ""  # the caller's x-request-id, else one made for the call
 
     @property
     def user(self) -> str:
@@ -427,10 +430,27 @@ def _observe_stream(requests: RequestStream, subject: Callable[[Any], str]) -> N
 
 
 def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
-    given = next((v for k, v in metadata or () if k == AUTHORIZATION), "")
-    if not isinstance(given, str) or not given.startswith(BEARER):
-        return ""
-    return given[len(BEARER) :].strip()
+    return call_headers(metadata)[0]
+
+
+def call_headers(metadata: Iterable[tuple[str, str | bytes]] | None) -> tuple[str, bool, str]:
+    """The access token (`authorization: Bearer ...`, "" when there is none), whether the
+    caller asked for reads only (READ_ONLY_HEADER) and its request id ("" when it sent none
+    usable), read in one pass over the call's metadata."""
+    token: str | None = None  # the first authorization header decides
+    read_only, request_id = False, ""
+    for key, value in metadata or ():
+        if key == AUTHORIZATION:
+            if token is None:
+                token = ""
+                if isinstance(value, str) and value.startswith(BEARER):
+                    token = value[len(BEARER) :].strip()
+        elif key == REQUEST_ID_HEADER:
+            if not request_id and isinstance(value, str) and 0 < len(value) <= 64:
+                request_id = value
+        elif key == READ_ONLY_HEADER and value == "1":
+            read_only = True
+    return token or "", read_only, request_id
 
 
 # token -> the env it names: a session's token comes with each of its calls, and reading its
@@ -482,18 +502,18 @@ def guarded(gateway: Gateway, method: str, handler: grpc.RpcMethodHandler) -> gr
 
     async def begin(context: grpc.aio.ServicerContext) -> GatewayCall:
         started = time.perf_counter()
-        metadata = context.invocation_metadata() or ()
-        token = bearer_token(metadata)
+        token, asked_read_only, request_id = call_headers(context.invocation_metadata())
+        request_id = request_id or request_id_of(context)  # one made for the call, the same for all
         try:
             claims = gateway.verify(token)
             groups = await gateway.groups_of(claims)
         except BindingdError as err:
-            request_id = request_id_of(context)
             gateway.audit_refusal(err, method, context, request_id, started)
             await abort(context, err, request_id)
             raise AssertionError("unreachable: abort raises") from None
-        asked_read_only = any(k == READ_ONLY_HEADER and v == "1" for k, v in metadata)
-        call = GatewayCall(method, token, claims, groups, started, asked_read_only=asked_read_only)
+        call = GatewayCall(
+            method, token, claims, groups, started, asked_read_only=asked_read_only, request_id=request_id
+        )
         call.peer = context.peer()
         CURRENT.set(call)
         return call
@@ -524,7 +544,7 @@ def guarded(gateway: Gateway, method: str, handler: grpc.RpcMethodHandler) -> gr
                         still_open(call.claims)
                     except BindingdError as e:
                         call.decision, call.reason = "deny", e.reason.value
-                        await abort(context, e, request_id_of(context))
+                        await abort(context, e, call.request_id)
                     yield give(call, response)
             finally:
                 gateway.audit_call(call, context)
@@ -569,6 +589,30 @@ def _status(context: grpc.aio.ServicerContext) -> str:
         # A call cancelled by its client ends without a code of ours.
         return "CANCELLED" if context.cancelled() else "OK"
     return code.name if isinstance(code, grpc.StatusCode) else str(code)
+
+
+def _call_event(call: GatewayCall, status: str, latency_ms: float) -> dict[str, Any]:
+    """The audit line of a call that was let in (its token verified)."""
+    return {
+        "event": "call",
+        "decision": call.decision or "allow",  # "" : the token was accepted, no binding asked
+        "user": call.user,
+        "jti": call.claims.jti,
+        "device": call.claims.jkt,
+        "peer": call.peer,
+        "env": call.env,
+        "binding": call.binding,
+        "binding_type": call.binding_type,
+        "method": call.method,
+        "action": call.action,
+        "subject": call.subject,
+        "reason": call.reason,
+        "status": status,
+        "request_id": call.request_id,
+        "latency_ms": latency_ms,
+        "bytes_in": call.bytes_in,
+        "bytes_out": call.bytes_out,
+    }
 
 
 # -- the gateway ---------------------------------------------------------------------------------
@@ -638,29 +682,10 @@ class Gateway:
         return device.groups
 
     def audit_call(self, call: GatewayCall, context: grpc.aio.ServicerContext) -> None:
-        # Its fields now, its line once the answer is on its way (AuditLog.write_soon).
-        self.audit.write_soon(
-            {
-                "event": "call",
-                "decision": call.decision or "allow",  # "" : the token was accepted, no binding asked
-                "user": call.user,
-                "jti": call.claims.jti,
-                "device": call.claims.jkt,
-                "peer": call.peer,
-                "env": call.env,
-                "binding": call.binding,
-                "binding_type": call.binding_type,
-                "method": call.method,
-                "action": call.action,
-                "subject": call.subject,
-                "reason": call.reason,
-                "status": _status(context),
-                "request_id": request_id_of(context),
-                "latency_ms": round((time.perf_counter() - call.started) * 1000, 3),
-                "bytes_in": call.bytes_in,
-                "bytes_out": call.bytes_out,
-            }
-        )
+        # Its status and latency now; its line, and the rest of its fields, once the answer is
+        # on its way (AuditLog.write_soon).
+        latency_ms = round((time.perf_counter() - call.started) * 1000, 3)
+        self.audit.write_soon(functools.partial(_call_event, call, _status(context), latency_ms))
 
     def audit_refusal(
         self,
@@ -745,6 +770,7 @@ class Gateway:
             listen=config.listen,
             envs=list(config.envs),
             config=str(config.path),
+            loop=eventloop.loop_name(),
         )
 
     def _spawn(self, coro: Any) -> None:

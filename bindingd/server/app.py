@@ -40,6 +40,7 @@ from bindingd_client.wire import MAX_MESSAGE_BYTES
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from bindingd import eventloop
 from bindingd.config import Config, ConfigError
 from bindingd.providers.gateway.target import UsageError
 from bindingd.runtime import SERVING, UNKNOWN, Runtime
@@ -463,6 +464,7 @@ class Daemon:
             http_tcp=http_listen_of(self.options.listen) if self.options.listen else "",
             bindings=len(config.bindings),
             writes_refused=self.runtime.writes_refused,
+            loop=eventloop.loop_name(),
         )
         for skipped in config.not_served:  # a wrangler file's kinds bindingd has no type for
             log.warning("binding not served", binding=skipped.name, kind=skipped.kind, reason=skipped.reason)

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
@@ -38,11 +39,21 @@ class HasRuntime(Protocol):
     runtime: Any
 
 
+# The request id made for a call that came without one. grpc serves each call in a task of its
+# own, so this is per call: its status, its log lines and its audit line all name the same id.
+_MADE_REQUEST_ID: ContextVar[str] = ContextVar("bindingd_made_request_id", default="")
+
+
 def request_id_of(context: grpc.aio.ServicerContext) -> str:
+    """The caller's x-request-id, else one made for this call (the same each time it is asked)."""
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_HEADER and isinstance(value, str) and 0 < len(value) <= 64:
             return value
-    return os.urandom(8).hex()  # 16 hex digits, as a uuid4 prefix was (at a fifth of its cost)
+    made = _MADE_REQUEST_ID.get()
+    if not made:
+        made = os.urandom(8).hex()  # 16 hex digits, as a uuid4 prefix was (at a fifth of its cost)
+        _MADE_REQUEST_ID.set(made)
+    return made
 
 
 def status_metadata(err: BindingdError, request_id: str) -> tuple[tuple[str, bytes], ...]:

@@ -664,3 +664,23 @@ def test_connect_is_a_coroutine_for_asyncio_run(daemon: DaemonProcess) -> None:
             return await env.CACHE.get("chunks")
 
     assert asyncio.run(with_block()) == "h\u00e9llo"
+
+
+def test_the_event_loop_is_uvloop_unless_asked_otherwise(project: Path) -> None:
+    """serve runs on uvloop (bindingd/eventloop.py), BINDINGD_EVENT_LOOP=asyncio on the standard
+    loop, and a choice it does not know is refused in one line before anything is served."""
+    for choice, expected in (("", "uvloop"), ("asyncio", "asyncio")):
+        daemon = DaemonProcess(project, env={"BINDINGD_EVENT_LOOP": choice}).start()
+        try:
+            with connect_sync(endpoint=daemon.endpoint) as env:
+                env.CACHE.put("loop", choice)
+                assert env.CACHE.get("loop") == choice
+        finally:
+            assert daemon.stop() == 0
+        serving = [json.loads(line) for line in daemon.logs().splitlines() if '"serving"' in line]
+        assert serving and serving[-1]["loop"] == expected, daemon.logs()
+        daemon.log_path.unlink()
+    result = bindingd_cli("serve", cwd=project, env={"BINDINGD_EVENT_LOOP": "trio"})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "BINDINGD_EVENT_LOOP='trio'" in result.stderr
+    assert not (project / ".bindingd" / "bindingd.sock").exists()

@@ -291,6 +291,23 @@ def test_a_denied_call_names_who_what_and_where_and_is_audited(team: Team) -> No
     deny = team.audit_line(user="bob", decision="deny")
     assert deny["binding"] == "CACHE" and deny["action"] == "write"
     assert deny["status"] == "PERMISSION_DENIED" and deny["subject"] == "k"
+    # The call came without an x-request-id: the one made for it is the same in its error and
+    # its audit line, so one can be found from the other.
+    assert err.request_id and deny["request_id"] == err.request_id
+
+
+def test_a_refused_token_and_its_audit_line_name_the_same_request_id(team: Team) -> None:
+    with team.channel() as channel:
+        kv = kv_pb2_grpc.KVStub(channel)
+        given = refused(
+            kv.Get,
+            kv_pb2.KVGetRequest(binding="CACHE", key="k"),
+            metadata=(*auth("junk"), ("x-request-id", "req-given-1")),
+        )
+        made = refused(kv.Get, kv_pb2.KVGetRequest(binding="CACHE", key="k"), metadata=auth("junk"))
+    assert given.request_id == "req-given-1" and made.request_id and made.request_id != "req-given-1"
+    lines = [line for line in team.audit_lines() if line.get("reason") == "NOT_LOGGED_IN"]
+    assert {"req-given-1", made.request_id} <= {line["request_id"] for line in lines}
 
 
 def test_no_token_is_not_logged_in_and_health_stays_open(team: Team) -> None:
