@@ -108,8 +108,12 @@ def _scalar(value: Any) -> bool:
     return value is None or isinstance(value, str | int | bool)
 
 
-# Lines waiting for the loop are written together, in writes of at most this many bytes.
+# Lines waiting for the loop are written together, in writes of at most this many bytes: the
+# lines of the calls that ended within WRITE_EVERY_S of the first (or the first MAX_PENDING
+# of them). A write per line cost about 10 us of CPU a call, measured with 64 calls in flight.
 MAX_WRITE = 64 * 1024
+WRITE_EVERY_S = 0.005
+MAX_PENDING = 256
 
 # An event, or what makes it once the loop is free (its fields read after the call's answer).
 Event = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
@@ -136,6 +140,7 @@ class AuditLog:
         self._clock: Callable[[], Stamp] = clock or _wall_clock
         # Lines for the loop to write (write_soon), with their times, in the order they came.
         self._pending: list[tuple[Event, Stamp]] = []
+        self._timer: asyncio.TimerHandle | None = None
         if path is not None:
             self._fd = os.open(
                 path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
@@ -153,26 +158,33 @@ class AuditLog:
         return text
 
     def write_soon(self, event: Event) -> None:
-        """Write `event`'s line once the running loop is free, with the time of now. A call's
-        line is then written just after its answer was handed to grpc rather than before, off
-        the call's latency. `event` may be a function that makes it: its fields are then read
-        at that time too.
+        """Write `event`'s line soon, with the time of now. A call's line is then written after
+        its answer was handed to grpc rather than before, off the call's latency. `event` may
+        be a function that makes it: its fields are then read at that time too.
 
-        Lines keep their order, and those of the calls that ended in one turn of the loop go
-        out in one write (a system call a line was a measurable part of a small call's cost
-        with 64 calls in flight). With no loop running, the line is written at once."""
+        Lines keep their order, and those of the calls that end within WRITE_EVERY_S go out in
+        one write; `close` writes what is still waiting. With no loop running, the line is
+        written at once."""
         now = self._clock()
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self._put(line(event() if callable(event) else event, now) + "\n")
             return
-        self._pending.append((event, now))
-        if len(self._pending) == 1:
-            loop.call_soon(self._write_pending)
+        pending = self._pending
+        pending.append((event, now))
+        if len(pending) == 1:
+            self._timer = loop.call_later(WRITE_EVERY_S, self._write_pending)
+        elif len(pending) >= MAX_PENDING:
+            self._write_pending()
 
     def _write_pending(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         pending, self._pending = self._pending, []
+        if not pending:
+            return
         text: list[str] = []
         size = 0
         try:
@@ -207,6 +219,8 @@ class AuditLog:
             self._stream.flush()
 
     def close(self) -> None:
+        """Write the lines still waiting, then close the file."""
+        self._write_pending()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

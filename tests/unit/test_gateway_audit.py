@@ -135,23 +135,44 @@ def test_the_timestamp_is_right_across_seconds_and_zones() -> None:
 
 async def test_a_line_written_soon_keeps_its_time_and_its_order(tmp_path: Path) -> None:
     """A call's line is written after its answer (write_soon): with the time of the call's end,
-    in the order the calls ended, and a log closed by then says so rather than raising."""
+    in the order the calls ended, the lines of WRITE_EVERY_S in one write."""
     clock = iter([NOW, NOW + datetime.timedelta(seconds=2), NOW + datetime.timedelta(seconds=3)])
     path = tmp_path / "audit.jsonl"
     log = AuditLog(path=path, clock=lambda: next(clock))
     log.write_soon({**EVENT, "request_id": "first"})
-    log.write_soon({**EVENT, "request_id": "second"})
-    assert path.read_text() == ""  # not yet: the loop has not been free
+    log.write_soon(lambda: {**EVENT, "request_id": "second"})  # made when written
     await asyncio.sleep(0)
+    assert path.read_text() == ""  # not yet: they wait for the others of WRITE_EVERY_S
+    await asyncio.sleep(audit.WRITE_EVERY_S * 2)
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [(line["request_id"], line["ts"]) for line in lines] == [
         ("first", "2025-03-04T05:06:07.891Z"),
         ("second", "2025-03-04T05:06:09.891Z"),
     ]
-    log.write_soon({**EVENT, "request_id": "late"})
     log.close()
-    await asyncio.sleep(0)  # logged as not written, never raised into the loop
+
+
+async def test_close_writes_the_lines_still_waiting_and_a_closed_log_never_raises(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path=path, clock=lambda: NOW)
+    for n in range(3):
+        log.write_soon({**EVENT, "request_id": f"r-{n}"})
+    log.close()  # the gateway's shutdown: nothing that was answered goes unaudited
+    assert [json.loads(line)["request_id"] for line in path.read_text().splitlines()] == ["r-0", "r-1", "r-2"]
+    log.write_soon({**EVENT, "request_id": "late"})
+    await asyncio.sleep(audit.WRITE_EVERY_S * 2)  # logged as not written, never raised into the loop
     assert '"request_id":"late"' not in path.read_text()
+
+
+async def test_many_lines_at_once_go_out_without_waiting(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path=path, clock=lambda: NOW)
+    for n in range(audit.MAX_PENDING):
+        log.write_soon({**EVENT, "request_id": f"r-{n}", "subject": "k" * 900})
+    # Written at once (in writes of at most MAX_WRITE bytes), without waiting for the timer.
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["request_id"] for line in lines] == [f"r-{n}" for n in range(audit.MAX_PENDING)]
+    log.close()
 
 
 def test_without_a_loop_a_line_is_written_at_once(tmp_path: Path) -> None:
