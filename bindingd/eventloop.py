@@ -23,16 +23,20 @@ LOOP_ENV = "BINDINGD_EVENT_LOOP"
 CHOICES = ("uvloop", "asyncio")
 
 
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
 class LoopChoiceError(ValueError):
     pass
 
 
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def loop_factory() -> LoopFactory | None:
     """uvloop's loop, unless BINDINGD_EVENT_LOOP says asyncio or uvloop is not installed
-    (None: asyncio's own)."""
-    choice = os.environ.get(LOOP_ENV, "").strip().lower() or "uvloop"
+    (None: asyncio's own). Asked before anything is opened: a choice it does not know is refused."""
+    given = os.environ.get(LOOP_ENV, "")
+    choice = given.strip().lower() or "uvloop"
     if choice not in CHOICES:
-        raise LoopChoiceError(f"{LOOP_ENV}={choice!r} is not one of {', '.join(CHOICES)}")
+        raise LoopChoiceError(f"{LOOP_ENV}={given!r} is not one of {', '.join(CHOICES)}")
     if choice == "asyncio":
         return None
     try:
@@ -47,12 +51,7 @@ def loop_name() -> str:
     return type(asyncio.get_running_loop()).__module__.split(".")[0]
 
 
-def run(main: Coroutine[Any, Any, T]) -> T:
-    """`asyncio.run(main)` on the chosen loop."""
-    try:
-        factory = loop_factory()
-    except LoopChoiceError:
-        main.close()  # never started: no "never awaited" warning after the one-line error
-        raise
+def run(main: Coroutine[Any, Any, T], factory: LoopFactory | None) -> T:
+    """`asyncio.run(main)` on the loop `factory` makes (None: asyncio's own)."""
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)

@@ -86,10 +86,15 @@ def _serve(args: argparse.Namespace) -> int:
 
     level = args.log_level or os.environ.get("BINDINGD_LOG_LEVEL") or "info"
     logs.configure(level, json=None if args.log_format is None else args.log_format == "json")
+    try:
+        loop = eventloop.loop_factory()
+    except eventloop.LoopChoiceError as e:
+        _fail(str(e))
+        return EXIT_CONFIG
     gateway = Gateway(load_gateway_config(args.config), grace_s=args.grace)
     try:
-        return eventloop.run(gateway.run())
-    except (ServeError, eventloop.LoopChoiceError) as e:
+        return eventloop.run(gateway.run(), loop)
+    except ServeError as e:
         _fail(str(e))
         return EXIT_FAILED
 

@@ -149,6 +149,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bindingd.server.app import Daemon, ServeError, ServeOptions
     from bindingd.server.memory import tune_malloc
 
+    try:
+        loop = eventloop.loop_factory()
+    except eventloop.LoopChoiceError as e:
+        _fail(str(e))
+        return EXIT_CONFIG
     config = _load(args)
     options = ServeOptions(
         socket=args.socket.resolve() if args.socket else None,
@@ -164,8 +169,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     tune_malloc()
     try:
-        return eventloop.run(daemon.run())
-    except (ServeError, eventloop.LoopChoiceError) as e:
+        return eventloop.run(daemon.run(), loop)
+    except ServeError as e:
         _fail(str(e))
         return EXIT_CONFIG
 

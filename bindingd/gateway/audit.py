@@ -72,6 +72,8 @@ def _wall_clock() -> int:
 def rfc3339(now: Stamp) -> str:
     """`2025-01-02T03:04:05.678Z`: UTC, milliseconds."""
     global _second
+    if not isinstance(now, int) and now.tzinfo is None:
+        now = now.astimezone(datetime.UTC)  # a naive datetime is local time, as datetime has it
     micros = now if isinstance(now, int) else (now - _EPOCH) // _MICROSECOND
     second, micro = divmod(micros, 1_000_000)
     if _second[0] != second:
@@ -179,31 +181,35 @@ class AuditLog:
             self._write_pending()
 
     def _write_pending(self) -> None:
+        """Write the lines waiting. Never raises: it runs from the loop, and from a call's end
+        when MAX_PENDING are waiting. A line that cannot be made is logged and the others still
+        go out; lines that cannot be written (a full disk, a closed log) are logged, counted."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         pending, self._pending = self._pending, []
-        if not pending:
-            return
         text: list[str] = []
         size = 0
+        for event, now in pending:
+            try:
+                one = line(event() if callable(event) else event, now) + "\n"
+            except Exception:  # a bug in what makes it
+                log.exception("audit line not made")
+                continue
+            if size + len(one) > MAX_WRITE and text:
+                self._put_lines(text)
+                text, size = [], 0
+            text.append(one)
+            size += len(one)
+        if text:
+            self._put_lines(text)
+
+    def _put_lines(self, lines: list[str]) -> None:
+        """Write `lines` in one write; if it fails, say how many were lost."""
         try:
-            for event, now in pending:
-                try:
-                    fields = event() if callable(event) else event
-                except Exception:  # a bug in what makes it: the other lines still go out
-                    log.exception("audit line not made")
-                    continue
-                one = line(fields, now) + "\n"
-                if size + len(one) > MAX_WRITE and text:
-                    self._put("".join(text))
-                    text, size = [], 0
-                text.append(one)
-                size += len(one)
-            if text:
-                self._put("".join(text))
+            self._put("".join(lines))
         except (OSError, ValueError) as e:  # a full disk, or a log closed at shutdown
-            log.error("audit lines not written", error=str(e), lines=len(pending))
+            log.error("audit lines not written", error=str(e), lines=len(lines))
 
     def _put(self, text: str) -> None:
         """`text`: whole lines, each ending in a newline."""

@@ -135,9 +135,11 @@ class HttpContext:
             (v for k, v in self._metadata if k == REQUEST_ID_HEADER and 0 < len(v) <= 64),
             uuid.uuid4().hex[:16],
         )
-        # Request ids must agree between the log and the error body, so a fresh one is pinned.
-        if not any(k == REQUEST_ID_HEADER for k, _ in self._metadata):
-            self._metadata += ((REQUEST_ID_HEADER, self.request_id),)
+        # Request ids must agree between the log and the error body, so a fresh one is pinned
+        # in place of an x-request-id that is missing or not one (empty, over 64 characters).
+        if not any(k == REQUEST_ID_HEADER and v == self.request_id for k, v in self._metadata):
+            kept = tuple((k, v) for k, v in self._metadata if k != REQUEST_ID_HEADER)
+            self._metadata = (*kept, (REQUEST_ID_HEADER, self.request_id))
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self._metadata

@@ -170,6 +170,16 @@ async def test_errors_carry_reason_binding_env_and_connect_status(http: Http) ->
         "bindingd.v1.KV/Get", {"binding": "NOPE"}, headers={**JSON, "x-request-id": "rid-7"}
     )
     assert _reason(body)["request_id"] == "rid-7"
+    # An x-request-id that is not one (empty, over 64 characters): the id made in its place is
+    # the same in the response's header and its error body.
+    for given in ("", "r" * 65):
+        async with http.unix.post(
+            "http://b/bindingd.v1.KV/Get",
+            data=json.dumps({"binding": "NOPE"}),
+            headers={**JSON, "x-request-id": given},
+        ) as r:
+            made = r.headers["x-request-id"]
+            assert made and made != given and _reason(await r.json())["request_id"] == made
 
 
 async def test_tcp_wants_the_bearer_token(http: Http) -> None:

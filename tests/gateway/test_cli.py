@@ -191,3 +191,33 @@ def test_completion_offers_the_gateway_commands_and_their_options(tmp_path: Path
     assert candidates(["gateway", "serve", "--"], tmp_path) == ["--help", "--config", "--grace"]
     assert candidates(["gateway", "init", "gw", "--"], tmp_path) == ["--help", "--host", "--force"]
     assert candidates(["gateway", "revoke", "--"], tmp_path) == ["--help", "--config", "--user", "--token"]
+
+
+def test_gateway_serve_refuses_an_unknown_event_loop_before_opening_anything(tmp_path: Path) -> None:
+    assert bindingd_cli("gateway", "init", "gw", cwd=tmp_path).returncode == 0
+    (tmp_path / "gateway.yaml").write_text(
+        textwrap.dedent(
+            """\
+            version: 1
+            gateway:
+              id: team-gw
+              listen: "127.0.0.1:0"
+              tls: { cert: gw/server.pem, key: gw/server.key }
+              signing_key: gw/signing.key
+              state: { kind: sqlite, path: gw/state.sqlite3 }
+              audit: { path: gw/audit.jsonl }
+            bindings:
+              CACHE: { type: kv }
+            envs:
+              staging: {}
+            """
+        )
+    )
+    before = sorted(p.name for p in (tmp_path / "gw").iterdir())
+    result = bindingd_cli(
+        "gateway", "serve", "--config", "gateway.yaml", cwd=tmp_path, env={"BINDINGD_EVENT_LOOP": "Trio"}
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "BINDINGD_EVENT_LOOP='Trio'" in lines[0] and "uvloop, asyncio" in lines[0]
+    assert sorted(p.name for p in (tmp_path / "gw").iterdir()) == before  # no state, no audit log

@@ -133,19 +133,23 @@ async def test_calls_go_on_while_one_instance_stops_behind_haproxy(
 
                 async def stop_one() -> None:
                     await asyncio.sleep(2.0)
-                    await a.shutdown()  # drains: what it is answering completes
+                    # Drains, as SIGTERM does: what it is answering completes (with no grace,
+                    # calls in flight would end CANCELLED: a hard stop, not this test's).
+                    a.grace_s = 3.0
+                    await a.shutdown()
                     stopped.set()
 
                 await asyncio.gather(*(worker(n) for n in range(4)), stop_one())
                 assert stopped.is_set() and calls > 100
                 assert failures == [], failures[:5]
-                # Both instances served calls (HAProxy balanced them), and B went on alone.
-                assert a.audit.path is not None and b.audit.path is not None
-                served_by_a = a.audit.path.read_text().count('"binding":"CACHE"')
-                served_by_b = b.audit.path.read_text().count('"binding":"CACHE"')
-                assert served_by_a > 10 and served_by_b > served_by_a, (served_by_a, served_by_b)
             finally:
                 await env.aclose()
+    # Both instances served calls (HAProxy balanced them), and B went on alone: counted once both
+    # have stopped, so that their last audit lines are written.
+    assert a.audit.path is not None and b.audit.path is not None
+    served_by_a = a.audit.path.read_text().count('"binding":"CACHE"')
+    served_by_b = b.audit.path.read_text().count('"binding":"CACHE"')
+    assert served_by_a > 10 and served_by_b > served_by_a, (served_by_a, served_by_b)
 
 
 def test_the_daemon_resends_only_reads_whose_connection_failed() -> None:

@@ -180,3 +180,22 @@ def test_without_a_loop_a_line_is_written_at_once(tmp_path: Path) -> None:
     with AuditLog(path=path, clock=lambda: NOW) as log:
         log.write_soon(EVENT)
         assert json.loads(path.read_text())["request_id"] == "r-1"
+
+
+async def test_a_line_that_cannot_be_made_loses_no_other(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path=path, clock=lambda: NOW)
+
+    def broken() -> dict[str, object]:
+        raise RuntimeError("a bug in what makes the line")
+
+    log.write_soon({**EVENT, "request_id": "before"})
+    log.write_soon(broken)
+    log.write_soon({**EVENT, "request_id": "after"})
+    log.close()  # never raises
+    assert [json.loads(line)["request_id"] for line in path.read_text().splitlines()] == ["before", "after"]
+
+
+def test_a_naive_datetime_is_local_time() -> None:
+    naive = NOW.astimezone().replace(tzinfo=None)  # the same instant, as a naive local time
+    assert audit.rfc3339(naive) == audit.rfc3339(NOW) == "2025-03-04T05:06:07.891Z"
