@@ -264,6 +264,7 @@ async def _measure(
     quick: bool,
     pids: tuple[int, int],
 ) -> list[str]:
+    verdicts: list[str] = []
     lines = [
         "remote bindings: daemon -> gateway (TLS, loopback) -> local kv; ratios to the echo floor. "
         "The relay floor is two bare grpc.aio hops (a relay on a unix socket, an echo over TLS): "
@@ -303,6 +304,17 @@ async def _measure(
                     f"p50 {via.p50_ms / two_hops.p50_ms:.2f}x, "
                     f"calls/s {via.calls_per_s / two_hops.calls_per_s:.2f}x"
                 )
+                p50_goal = "kv get via gateway p50 at most 2.5x the echo floor"
+                verdicts.append(
+                    _goal(p50_goal, via.p50_ms / floor.p50_ms, 2.5)
+                    if in_flight == 1
+                    else _goal(
+                        "kv get via gateway, 64 in flight, at least 0.4x the echo floor's calls/s",
+                        via.calls_per_s / floor.calls_per_s,
+                        0.4,
+                        at_least=True,
+                    )
+                )
             # The body is made and read a chunk at a time on this side too, so that only the
             # daemon's and the gateway's memory is measured.
             mib = 32 if quick else OBJECT_MIB
@@ -333,6 +345,19 @@ async def _measure(
                 f"daemon +{put_daemon.growth_mib:.0f}/+{get_daemon.growth_mib:.0f} MiB, "
                 f"gateway +{put_gateway.growth_mib:.0f}/+{get_gateway.growth_mib:.0f} MiB (put/get)"
             )
+            slowest = min(mib * 1.048576 / put_s, mib * 1.048576 / get_s)
+            growth = max(m.growth_mib for m in (put_daemon, put_gateway, get_daemon, get_gateway))
+            met = slowest >= 200 and growth <= 64
+            verdicts.append(
+                f"goal: {mib} MiB via gateway at least 200 MB/s each way, each process within +64 MiB: "
+                f"{slowest:.0f} MB/s, +{growth:.0f} MiB, {'met' if met else 'NOT met'}"
+                + ("" if mib == OBJECT_MIB else f" (the goal is for {OBJECT_MIB} MiB: run without --quick)")
+            )
         finally:
             await env.aclose()
-    return lines
+    return lines + verdicts
+
+
+def _goal(what: str, ratio: float, bound: float, *, at_least: bool = False) -> str:
+    met = ratio >= bound if at_least else ratio <= bound
+    return f"goal: {what}: {ratio:.2f}x, {'met' if met else 'NOT met'}"
