@@ -195,24 +195,7 @@ def test_completion_offers_the_gateway_commands_and_their_options(tmp_path: Path
 
 def test_gateway_serve_refuses_an_unknown_event_loop_before_opening_anything(tmp_path: Path) -> None:
     assert bindingd_cli("gateway", "init", "gw", cwd=tmp_path).returncode == 0
-    (tmp_path / "gateway.yaml").write_text(
-        textwrap.dedent(
-            """\
-            version: 1
-            gateway:
-              id: team-gw
-              listen: "127.0.0.1:0"
-              tls: { cert: gw/server.pem, key: gw/server.key }
-              signing_key: gw/signing.key
-              state: { kind: sqlite, path: gw/state.sqlite3 }
-              audit: { path: gw/audit.jsonl }
-            bindings:
-              CACHE: { type: kv }
-            envs:
-              staging: {}
-            """
-        )
-    )
+    (tmp_path / "gateway.yaml").write_text(textwrap.dedent(GATEWAY_YAML))
     before = sorted(p.name for p in (tmp_path / "gw").iterdir())
     result = bindingd_cli(
         "gateway", "serve", "--config", "gateway.yaml", cwd=tmp_path, env={"BINDINGD_EVENT_LOOP": "Trio"}
