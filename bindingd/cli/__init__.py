@@ -17,11 +17,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bindingd.cli.completion import complete
 
         return complete(args[1:])
-    if {"login", "logout"} & set(args):
-        # gRPC's C core logs a failed TLS handshake itself, raw, at INFO (its absl logging lets
-        # that through when GRPC_VERBOSITY is unset); login says what went wrong in bindingd's
-        # words instead. Read once, when grpc is first imported: so here, before the import.
-        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    # gRPC's C core logs some events itself, raw, at INFO (its absl logging lets them through
+    # when GRPC_VERBOSITY is unset): a failed TLS handshake at login, or "Got goaway ... Cancelling
+    # all calls" when `bindingd call`'s short-lived daemon stops while the channel's connection
+    # is still closing. Every command says what went wrong in bindingd's words instead; errors
+    # still show, and GRPC_VERBOSITY set by the user wins. Read once, when grpc is first
+    # imported: so here, before the import (a daemon started by `call` or `run` inherits it).
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     from bindingd.cli.main import main as run
 
     return run(args)
