@@ -18,10 +18,9 @@ import { fileURLToPath } from "node:url";
 import { Miniflare } from "miniflare";
 import * as client from "../dist/index.js";
 import { runScenario, scenarios } from "./differential/scenarios.mjs";
+import { workerdMiniflare } from "./differential/workerd.mjs";
 import { startDaemon } from "./support/daemon.mjs";
 
-const HERE = fileURLToPath(new URL("./differential/", import.meta.url));
-const COMPATIBILITY_DATE = "2026-07-01";
 const PROXY_WORKER = fileURLToPath(new URL("../../../bindingd/providers/cloudflare/worker/proxy.js", import.meta.url));
 // The proxy Worker's own date, as `bindingd cloudflare deploy` deploys it (deploy.py).
 const PROXY_COMPATIBILITY_DATE = "2025-01-01";
@@ -417,15 +416,7 @@ function signingKeys() {
 }
 
 before(async () => {
-  mf = new Miniflare({
-    modules: true,
-    modulesRoot: HERE,
-    scriptPath: `${HERE}worker.mjs`,
-    compatibilityDate: COMPATIBILITY_DATE,
-    kvNamespaces: ["CACHE"],
-    r2Buckets: ["ASSETS_BUCKET"],
-    d1Databases: ["APP_DB"],
-  });
+  mf = workerdMiniflare();
   // workerd up first: a runtime that fails to start must fail here, before there is a daemon to leave behind.
   await mf.ready;
   const keys = signingKeys();

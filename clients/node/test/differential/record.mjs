@@ -6,13 +6,8 @@
 // Runs each named scenario (all of them without names) in Miniflare against workerd's KV, R2
 // and D1, in the order given, and writes {"binding/name": {result, failed, messages}}.
 import { writeFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
-import { Miniflare } from "miniflare";
 import { scenarios } from "./scenarios.mjs";
-
-const HERE = fileURLToPath(new URL("./", import.meta.url));
-// The same date as differential.test.mjs, so both record the same runtime's answers.
-const COMPATIBILITY_DATE = "2026-07-01";
+import { workerdMiniflare } from "./workerd.mjs";
 
 const [out, ...named] = process.argv.slice(2);
 if (!out) {
@@ -20,15 +15,7 @@ if (!out) {
   process.exit(2);
 }
 const ids = named.length > 0 ? named : Object.entries(scenarios).flatMap(([b, g]) => Object.keys(g).map((n) => `${b}/${n}`));
-const mf = new Miniflare({
-  modules: true,
-  modulesRoot: HERE,
-  scriptPath: `${HERE}worker.mjs`,
-  compatibilityDate: COMPATIBILITY_DATE,
-  kvNamespaces: ["CACHE"],
-  r2Buckets: ["ASSETS_BUCKET"],
-  d1Databases: ["APP_DB"],
-});
+const mf = workerdMiniflare();
 try {
   const answers = {};
   for (const id of ids) {
