@@ -429,10 +429,6 @@ def _observe_stream(requests: RequestStream, subject: Callable[[Any], str]) -> N
 # -- the token check -----------------------------------------------------------------------------
 
 
-def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
-    return call_headers(metadata)[0]
-
-
 def call_headers(metadata: Iterable[tuple[str, str | bytes]] | None) -> tuple[str, bool, str]:
     """The access token (`authorization: Bearer ...`, "" when there is none), whether the
     caller asked for reads only (READ_ONLY_HEADER) and its request id ("" when it sent none

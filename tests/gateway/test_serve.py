@@ -296,6 +296,18 @@ def test_a_denied_call_names_who_what_and_where_and_is_audited(team: Team) -> No
     assert err.request_id and deny["request_id"] == err.request_id
 
 
+def test_only_the_first_authorization_header_counts(team: Team) -> None:
+    """A valid token behind another authorization header is not looked for: the first decides."""
+    token = team.login("alice")
+    with team.channel() as channel:
+        kv = kv_pb2_grpc.KVStub(channel)
+        request = kv_pb2.KVGetRequest(binding="CACHE", key="k")
+        for first in ("Basic YWxpY2U6eA==", "Bearer junk", "Bearer "):
+            err = refused(kv.Get, request, metadata=(("authorization", first), *auth(token)))
+            assert err.code == "UNAUTHENTICATED" and err.reason == "NOT_LOGGED_IN", first
+        kv.Get(request, metadata=(*auth(token), ("authorization", "Basic YWxpY2U6eA==")))
+
+
 def test_a_refused_token_and_its_audit_line_name_the_same_request_id(team: Team) -> None:
     with team.channel() as channel:
         kv = kv_pb2_grpc.KVStub(channel)
