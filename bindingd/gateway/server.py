@@ -57,7 +57,7 @@ from bindingd.gateway.state import StateStore, open_state
 from bindingd.gateway.tokens import Claims
 from bindingd.runtime import InFlight, Runtime, Served
 from bindingd.server import tracing
-from bindingd.server.app import DRAIN_QUIET_S, SERVER_OPTIONS, ServeError, tcp_server_options
+from bindingd.server.app import SERVER_OPTIONS, ServeError, serve_until_quiet, tcp_server_options
 from bindingd.server.bindings import BindingsService
 from bindingd.server.calls import REQUEST_ID_HEADER, RequestStream, abort, add_service, request_id_of
 from bindingd.server.kv import KVService
@@ -837,10 +837,7 @@ class Gateway:
         for runtime in router.runtimes.values():
             runtime.draining = True
         await self.health.enter_graceful_shutdown()
-        while loop.time() < deadline and (
-            router.calls_in_flight or time.monotonic() - router.last_call_at < DRAIN_QUIET_S
-        ):
-            await asyncio.sleep(0.05)
+        await serve_until_quiet(router, self.grace_s)
         if self._server is not None:
             await self._server.stop(max(0.0, deadline - loop.time()))
         await self._close()

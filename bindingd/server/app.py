@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import structlog
@@ -61,8 +61,13 @@ log = structlog.get_logger("bindingd.server")
 
 # The longest path a unix socket address can hold (sun_path is 108 bytes with its NUL).
 MAX_SOCKET_PATH = 107
-# A drain stops the listeners once no call has started for this long.
+# A drain stops the listeners once no call has started for this long...
 DRAIN_QUIET_S = 0.25
+# ...or once this part of the grace period has gone by, whichever is first: the rest is for the
+# calls being answered. A client that never pauses (a load balancer without a health check, a
+# busy worker) would otherwise hold the listeners open until the deadline, and grpc's stop()
+# would then cancel every call in flight.
+DRAIN_LAME_DUCK_PART = 0.5
 # grpc.aio asks grpc-core for one incoming call at a time, so a burst of calls waits in core's
 # pending queue until the event loop takes it. Core's defaults (1000 soft, 3000 hard) drop calls
 # past the soft limit at random with a bare CANCELLED and no ErrorInfo: ~8% of 2000 puts in
@@ -541,13 +546,8 @@ class Daemon:
                 self._endpoint_file.unlink()
                 with contextlib.suppress(FileNotFoundError):
                     self._listen_file.unlink()
-        # grpc's stop() cancels requests that reached the socket but not yet a handler, so keep
-        # serving until calls have stopped arriving for a moment (bounded by the grace period).
         runtime = self.runtime
-        while loop.time() < deadline and (
-            runtime.calls_in_flight or time.monotonic() - runtime.last_call_at < DRAIN_QUIET_S
-        ):
-            await asyncio.sleep(0.05)
+        await serve_until_quiet(runtime, self.options.grace_s)
         await asyncio.gather(
             *(s.stop(max(0.0, deadline - loop.time())) for s in self._servers),
             *([self._http.stop()] if self._http is not None else []),
@@ -562,6 +562,25 @@ class Daemon:
         with contextlib.suppress(FileNotFoundError):
             self.http_socket_path.unlink()
         log.info("stopped")
+
+
+class CallCounter(Protocol):
+    calls_in_flight: int
+    last_call_at: float  # time.monotonic() of the last call's start
+
+
+async def serve_until_quiet(calls: CallCounter, grace_s: float) -> None:
+    """A drain's lame-duck part: go on serving (health already says NOT_SERVING) until no call
+    is running and none has started for DRAIN_QUIET_S, for at most DRAIN_LAME_DUCK_PART of the
+    grace period. grpc's stop() ends with CANCELLED every call that reached the socket but not
+    yet a handler, so stopping while calls still arrive would lose them; a load balancer that
+    checks health has moved its calls to another instance by the end of this wait."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + grace_s * DRAIN_LAME_DUCK_PART
+    while loop.time() < until and (
+        calls.calls_in_flight or time.monotonic() - calls.last_call_at < DRAIN_QUIET_S
+    ):
+        await asyncio.sleep(0.05)
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -36,6 +36,7 @@ ACKED_UPLOADS = frozenset({"/bindingd.v1.Objects/Put", "/bindingd.v1.Objects/Upl
 # Actions whose calls may be sent again after a failed connection (see Forwarder._may_resend),
 # after a pause that lets the channel pick another address or instance.
 RESENDABLE = frozenset({"read"})
+RESEND_ON = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 RESEND_AFTER_S = 0.1
 
 # Actions that change something: refused on a protected env without --allow-writes. Consuming
@@ -81,10 +82,12 @@ class Forwarder:
 
     def _may_resend(self, path: str, e: grpc.aio.AioRpcError) -> bool:
         """Whether a call that failed this way is sent again, once: a read (nothing it does can
-        be done twice) that failed UNAVAILABLE with no bindingd error, i.e. the connection to
-        the gateway failed (an instance behind a load balancer stopped, a reset). A write, a
-        queue send or SQL is never resent: it may have been applied before the failure."""
-        if self.actions.get(path) not in RESENDABLE or e.code() != grpc.StatusCode.UNAVAILABLE:
+        be done twice) that failed with no bindingd error, UNAVAILABLE (the connection to the
+        gateway failed: an instance behind a load balancer stopped, a reset) or CANCELLED by the
+        far side (a stopping gateway ends so the calls that reached it but not yet a handler; a
+        load balancer relays that). A worker's own cancel never gets here: it cancels this
+        handler. A write, a queue send or SQL is never resent: it may have been applied."""
+        if self.actions.get(path) not in RESENDABLE or e.code() not in RESEND_ON:
             return False
         return not any(key == STATUS_DETAILS_KEY for key, _ in e.trailing_metadata() or ())
 

@@ -5,6 +5,11 @@ one PostgreSQL state store: a developer's calls go on while one instance stops m
 HAProxy terminates TLS with the gateway's certificate and balances calls (HTTP/2, per request)
 over TLS to the two instances, as a team would put it in front of them; the instances are real
 `Gateway`s served by the test's event loop, the daemon a real daemon in this process.
+
+Two ways an instance stops: taken out of the load balancer first, then drained (the README's
+procedure: no call fails), or drained while the load balancer still sends it calls (its check
+only connects): what it was answering completes, the reads it cancelled unanswered are sent
+again by the daemon, and a write it cancelled unanswered fails saying so.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -31,6 +38,7 @@ pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy
 HAPROXY_CFG = """\
 global
     log stdout format raw local0 warning
+    stats socket {admin} mode 600 level admin
 defaults
     mode http
     timeout connect 2s
@@ -61,6 +69,17 @@ async def dsn() -> AsyncIterator[str]:
         yield POSTGRES.dsn(name)
 
 
+def haproxy_admin(tmp_path: Path, command: str) -> str:
+    """One command on HAProxy's runtime API (its admin socket), as an operator runs it."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(tmp_path / "haproxy.sock"))
+        s.sendall(command.encode() + b"\n")
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    return answer.decode()
+
+
 @pytest.fixture
 def haproxy_for(tmp_path: Path) -> Iterator[object]:
     procs: list[subprocess.Popen[bytes]] = []
@@ -71,7 +90,11 @@ def haproxy_for(tmp_path: Path) -> Iterator[object]:
         pem.write_bytes((pki / "server.pem").read_bytes() + (pki / "server.key").read_bytes())
         pem.chmod(0o600)
         cfg = tmp_path / "haproxy.cfg"
-        cfg.write_text(HAPROXY_CFG.format(port=port, pem=pem, ca=pki / "ca.pem", a=a, b=b))
+        cfg.write_text(
+            HAPROXY_CFG.format(
+                admin=tmp_path / "haproxy.sock", port=port, pem=pem, ca=pki / "ca.pem", a=a, b=b
+            )
+        )
         check = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
         log = (tmp_path / "haproxy.log").open("wb")
@@ -91,9 +114,28 @@ def haproxy_for(tmp_path: Path) -> Iterator[object]:
         proc.wait(10)
 
 
-async def test_calls_go_on_while_one_instance_stops_behind_haproxy(
-    dsn: str, tmp_path: Path, request: pytest.FixtureRequest, haproxy_for: object
-) -> None:
+@dataclass
+class Run:
+    calls: int = 0
+    failures: list[str] = field(default_factory=list)  # "get: <error>" / "put: <error>"
+    served_by_a: int = 0
+    served_by_b: int = 0
+    cancelled_by_a: int = 0  # calls A's handlers had started and did not answer
+
+
+async def _stop_one_mid_run(
+    dsn: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    haproxy_for: Any,
+    *,
+    workers: int,
+    pause_s: float,
+    take_out_first: bool,
+) -> Run:
+    """Calls from `workers` workers (a put in five, the rest gets) through HAProxy for 6 s;
+    instance A drains and stops after 2 s, as SIGTERM does (grace 3 s), taken out of HAProxy
+    first when `take_out_first`."""
     root = tmp_path / "team"
     inner = write_project(
         root,
@@ -101,11 +143,12 @@ async def test_calls_go_on_while_one_instance_stops_behind_haproxy(
         f'connections:\n  pg: {{ kind: postgres, dsn: "{dsn}" }}\n',
     )
     state = {"kind": "postgres", "dsn": dsn}
+    run = Run()
     async with (
         serving_gateway(root, inner, request, state=state, name="a.yaml") as a,
         serving_gateway(root, inner, request, state=state, name="b.yaml") as b,
     ):
-        port = haproxy_for(credentials(request).pki, a.port, b.port)  # type: ignore[operator]
+        port = haproxy_for(credentials(request).pki, a.port, b.port)
 
         # The developer's config names the load balancer, not an instance.
         laptop = developer_config(tmp_path / "laptop", a, request, port=port)
@@ -113,43 +156,76 @@ async def test_calls_go_on_while_one_instance_stops_behind_haproxy(
             env = await connect(endpoint=f"unix://{daemon.socket_path}")
             try:
                 await env.CACHE.put("k", "v")
-                failures: list[str] = []
-                calls = 0
                 stop_at = time.monotonic() + 6.0
                 stopped = asyncio.Event()
 
                 async def worker(n: int) -> None:
-                    nonlocal calls
                     while time.monotonic() < stop_at:
+                        what = "put" if run.calls % 5 == 0 else "get"
                         try:
-                            if calls % 5 == 0:
-                                await env.CACHE.put(f"w{n}", str(calls))
+                            if what == "put":
+                                await env.CACHE.put(f"w{n}", str(run.calls))
                             else:
                                 assert await env.CACHE.get("k") == "v"
-                            calls += 1
+                            run.calls += 1
                         except ClientError as e:
-                            failures.append(f"{type(e).__name__}: {e}")
-                        await asyncio.sleep(0.01)
+                            run.failures.append(f"{what}: {type(e).__name__}: {e}")
+                        await asyncio.sleep(pause_s)
 
                 async def stop_one() -> None:
                     await asyncio.sleep(2.0)
-                    # Drains, as SIGTERM does: what it is answering completes (with no grace,
-                    # calls in flight would end CANCELLED: a hard stop, not this test's).
+                    if take_out_first:
+                        # What an operator runs before stopping an instance: HAProxy sends it
+                        # no new call, and lets the ones it is answering finish.
+                        assert haproxy_admin(tmp_path, "disable server instances/a").strip() == ""
                     a.grace_s = 3.0
                     await a.shutdown()
                     stopped.set()
 
-                await asyncio.gather(*(worker(n) for n in range(4)), stop_one())
-                assert stopped.is_set() and calls > 100
-                assert failures == [], failures[:5]
+                await asyncio.gather(*(worker(n) for n in range(workers)), stop_one())
+                assert stopped.is_set()
             finally:
                 await env.aclose()
-    # Both instances served calls (HAProxy balanced them), and B went on alone: counted once both
-    # have stopped, so that their last audit lines are written.
+    # Counted once both instances have stopped, so that their last audit lines are written.
     assert a.audit.path is not None and b.audit.path is not None
-    served_by_a = a.audit.path.read_text().count('"binding":"CACHE"')
-    served_by_b = b.audit.path.read_text().count('"binding":"CACHE"')
-    assert served_by_a > 10 and served_by_b > served_by_a, (served_by_a, served_by_b)
+    lines_of_a = a.audit.path.read_text()
+    run.served_by_a = lines_of_a.count('"binding":"CACHE"')
+    run.served_by_b = b.audit.path.read_text().count('"binding":"CACHE"')
+    run.cancelled_by_a = lines_of_a.count('"status":"CANCELLED"')
+    return run
+
+
+async def test_calls_go_on_while_one_instance_stops_behind_haproxy(
+    dsn: str, tmp_path: Path, request: pytest.FixtureRequest, haproxy_for: Any
+) -> None:
+    run = await _stop_one_mid_run(
+        dsn, tmp_path, request, haproxy_for, workers=4, pause_s=0.01, take_out_first=True
+    )
+    assert run.calls > 100
+    assert run.failures == [], run.failures[:5]
+    # Both instances served calls (HAProxy balanced them), and B went on alone.
+    assert run.served_by_a > 10 and run.served_by_b > run.served_by_a, run
+    assert run.cancelled_by_a == 0, run
+
+
+async def test_an_instance_stops_while_haproxy_still_sends_it_calls(
+    dsn: str, tmp_path: Path, request: pytest.FixtureRequest, haproxy_for: Any
+) -> None:
+    """HAProxy's check only connects, so it sends A calls until A's listener closes. A serves
+    them through its drain's lame-duck part, then stops with the rest of its grace period for
+    the calls it is answering: it cancels none of them (before, it waited for a pause in the
+    calls that never came, then stopped with no grace left and cancelled them all). The calls
+    that reached A just as it stopped, before a handler, end CANCELLED with nothing applied: the
+    daemon sends the reads among them again; a write fails, and says what may have happened."""
+    run = await _stop_one_mid_run(
+        dsn, tmp_path, request, haproxy_for, workers=16, pause_s=0.0, take_out_first=False
+    )
+    assert run.calls > 500 and run.served_by_a > 10 and run.served_by_b > run.served_by_a, run
+    assert run.cancelled_by_a == 0, run
+    for failure in run.failures:
+        assert failure.startswith("put: BackendUnavailable:"), failure
+        assert "cancelled the call before answering it" in failure, failure
+        assert "may or may not have been applied" in failure, failure
 
 
 def test_the_daemon_resends_only_reads_whose_connection_failed() -> None:
@@ -167,12 +243,16 @@ def test_the_daemon_resends_only_reads_whose_connection_failed() -> None:
         "a bindingd error from the gateway",
     )
     denied = grpc.aio.AioRpcError(grpc.StatusCode.PERMISSION_DENIED, grpc.aio.Metadata(), grpc.aio.Metadata())
+    # A stopping instance cancels the calls that reached it but not yet a handler.
+    unanswered = grpc.aio.AioRpcError(grpc.StatusCode.CANCELLED, grpc.aio.Metadata(), grpc.aio.Metadata())
     assert forwarder._may_resend("/bindingd.v1.KV/Get", reset)
     assert forwarder._may_resend("/bindingd.v1.Objects/Get", reset)
+    assert forwarder._may_resend("/bindingd.v1.KV/Get", unanswered)
     assert not forwarder._may_resend("/bindingd.v1.KV/Get", answered)  # the gateway said why
     assert not forwarder._may_resend("/bindingd.v1.KV/Get", denied)
     for write in ("/bindingd.v1.KV/Put", "/bindingd.v1.Queue/Send", "/bindingd.v1.Database/Query"):
         assert not forwarder._may_resend(write, reset), write
+        assert not forwarder._may_resend(write, unanswered), write
 
 
 async def test_the_network_to_the_gateway_cut_then_restored(

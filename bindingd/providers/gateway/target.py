@@ -146,6 +146,14 @@ def gateway_error(t: Target, e: grpc.RpcError) -> BindingdError:
         return BindingdError(
             Reason.BACKEND_TIMEOUT, f"gateway {t.url} did not answer within {CALL_TIMEOUT_S:g} s"
         )
+    if code == grpc.StatusCode.CANCELLED:
+        # No bindingd gateway cancels a call it is answering before its grace period is over;
+        # a stopping one (or a load balancer in front of it) cancels what had not reached it yet.
+        return backend_unavailable(
+            f"gateway {t.url} cancelled the call before answering it (an instance stopping, or a "
+            "load balancer in front of it cutting the call): a write may or may not have been "
+            "applied; send it again if it can be applied twice"
+        )
     name = code.name if code is not None else "an unknown status"
     return backend_unavailable(
         f"gateway {t.url} answered with {name} and no bindingd error: is this url a bindingd gateway?"
