@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import aio_pika
 import aio_pika.exceptions
@@ -43,15 +44,16 @@ class RabbitClient:
         self.where = safe_address("rabbitmq", url)
         self._connection: AbstractRobustConnection | None = None
         self._lock = asyncio.Lock()
+        self._closed = False
         self.reconnects = 0
 
     async def connection(self) -> AbstractRobustConnection:
         async with self._lock:
+            if self._closed:
+                raise backend_unavailable(f"the connection to rabbitmq at {self.where} is closed")
             if self._connection is None or self._connection.is_closed:
                 try:
-                    self._connection = await aio_pika.connect_robust(
-                        self.url, timeout=CONNECT_TIMEOUT_S, reconnect_interval=0.5
-                    )
+                    self._connection = await _connect_robust(self.url)
                     self._connection.reconnect_callbacks.add(self._reconnected)
                 except aio_pika.exceptions.ProbableAuthenticationError as e:
                     raise BindingdError(
@@ -73,10 +75,40 @@ class RabbitClient:
         return PoolFigures(size=up, in_use=up, reconnects=self.reconnects)
 
     async def close(self) -> None:
-        if self._connection is not None:
-            # Bounded: a stop of the daemon must never hang on a backend that went away.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._connection.close(), CLOSE_TIMEOUT_S)
+        self._closed = True
+        # After a connect under way (a health check's), which ends within CONNECT_TIMEOUT_S:
+        # else the connection it makes would be left open, with nobody to close it.
+        async with self._lock:
+            connection, self._connection = self._connection, None
+        if connection is not None:
+            await _close(connection)
+
+
+async def _connect_robust(url: str) -> AbstractRobustConnection:
+    """aio_pika.connect_robust, except that a connect that fails or is cancelled closes the
+    connection it made. Unclosed, that connection's reconnect task lives on and shrugs off a
+    cancel ("Connection attempt cancelled. Reconnecting"), so the event loop never finishes
+    closing: a daemon stopped during a health check's first connect hung its test for 300 s."""
+    made: list[AbstractRobustConnection] = []
+
+    def make(*args: Any, **kwargs: Any) -> AbstractRobustConnection:
+        made.append(aio_pika.RobustConnection(*args, **kwargs))
+        return made[-1]
+
+    try:
+        return await aio_pika.connect_robust(
+            url, timeout=CONNECT_TIMEOUT_S, reconnect_interval=0.5, connection_class=make
+        )
+    except BaseException:
+        for connection in made:
+            await _close(connection)
+        raise
+
+
+async def _close(connection: AbstractRobustConnection) -> None:
+    # Bounded: a stop of the daemon must never hang on a backend that went away.
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT_S)
 
 
 async def open_client(connection: Connection) -> RabbitClient:
