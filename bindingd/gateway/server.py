@@ -139,6 +139,10 @@ class GatewayCall:
     bytes_in: int = 0  # request messages as received
     bytes_out: int = 0  # response messages as sent
     request_id: str = ""  # the caller's x-request-id, else one made for the call
+    # The handler was cancelled before it answered: its client went away, or the gateway's
+    # grace period ran out. grpc's context then shows no code and, at a server's stop, not
+    # cancelled() either, so the audit line would say OK.
+    cut: bool = False
 
     @property
     def user(self) -> str:
@@ -542,6 +546,9 @@ def guarded(gateway: Gateway, method: str, handler: grpc.RpcMethodHandler) -> gr
                         call.decision, call.reason = "deny", e.reason.value
                         await abort(context, e, call.request_id)
                     yield give(call, response)
+            except asyncio.CancelledError:
+                call.cut = True
+                raise
             finally:
                 gateway.audit_call(call, context)
 
@@ -557,6 +564,9 @@ def guarded(gateway: Gateway, method: str, handler: grpc.RpcMethodHandler) -> gr
         call = await begin(context)
         try:
             return give(call, await inner(take(call, request), context))
+        except asyncio.CancelledError:
+            call.cut = True
+            raise
         finally:
             gateway.audit_call(call, context)
 
@@ -579,11 +589,12 @@ async def _counting(requests: AsyncIterator[Any], call: GatewayCall) -> AsyncIte
         yield request
 
 
-def _status(context: grpc.aio.ServicerContext) -> str:
+def _status(call: GatewayCall, context: grpc.aio.ServicerContext) -> str:
     code = context.code()
     if code is None:
-        # A call cancelled by its client ends without a code of ours.
-        return "CANCELLED" if context.cancelled() else "OK"
+        # A call cancelled (by its client, or at the end of the grace period) ends without a
+        # code of ours.
+        return "CANCELLED" if call.cut or context.cancelled() else "OK"
     return code.name if isinstance(code, grpc.StatusCode) else str(code)
 
 
@@ -681,7 +692,7 @@ class Gateway:
         # Its status and latency now; its line, and the rest of its fields, once the answer is
         # on its way (AuditLog.write_soon).
         latency_ms = round((time.perf_counter() - call.started) * 1000, 3)
-        self.audit.write_soon(functools.partial(_call_event, call, _status(context), latency_ms))
+        self.audit.write_soon(functools.partial(_call_event, call, _status(call, context), latency_ms))
 
     def audit_refusal(
         self,

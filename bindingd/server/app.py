@@ -63,11 +63,12 @@ log = structlog.get_logger("bindingd.server")
 MAX_SOCKET_PATH = 107
 # A drain stops the listeners once no call has started for this long...
 DRAIN_QUIET_S = 0.25
-# ...or once this part of the grace period has gone by, whichever is first: the rest is for the
-# calls being answered. A client that never pauses (a load balancer without a health check, a
-# busy worker) would otherwise hold the listeners open until the deadline, and grpc's stop()
-# would then cancel every call in flight.
-DRAIN_LAME_DUCK_PART = 0.5
+# ...or when only this much of the grace period is left (half of it, if it is shorter), for the
+# calls being answered. A client that never pauses (a load balancer that does not check health,
+# a busy worker) would otherwise hold the listeners open until the deadline, and grpc's stop()
+# would then cancel every call in flight. Not less: the calls still queued in grpc (a burst sent
+# just before SIGTERM) are cancelled when stop() is called, however much grace is left.
+DRAIN_ANSWER_S = 1.0
 # grpc.aio asks grpc-core for one incoming call at a time, so a burst of calls waits in core's
 # pending queue until the event loop takes it. Core's defaults (1000 soft, 3000 hard) drop calls
 # past the soft limit at random with a bare CANCELLED and no ErrorInfo: ~8% of 2000 puts in
@@ -571,12 +572,12 @@ class CallCounter(Protocol):
 
 async def serve_until_quiet(calls: CallCounter, grace_s: float) -> None:
     """A drain's lame-duck part: go on serving (health already says NOT_SERVING) until no call
-    is running and none has started for DRAIN_QUIET_S, for at most DRAIN_LAME_DUCK_PART of the
-    grace period. grpc's stop() ends with CANCELLED every call that reached the socket but not
+    is running and none has started for DRAIN_QUIET_S, at most until DRAIN_ANSWER_S of the grace
+    period is left. grpc's stop() ends with CANCELLED every call that reached the socket but not
     yet a handler, so stopping while calls still arrive would lose them; a load balancer that
     checks health has moved its calls to another instance by the end of this wait."""
     loop = asyncio.get_running_loop()
-    until = loop.time() + grace_s * DRAIN_LAME_DUCK_PART
+    until = loop.time() + grace_s - min(DRAIN_ANSWER_S, grace_s / 2)
     while loop.time() < until and (
         calls.calls_in_flight or time.monotonic() - calls.last_call_at < DRAIN_QUIET_S
     ):

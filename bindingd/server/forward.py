@@ -11,9 +11,10 @@ What the daemon still decides itself: the developer's `--allow-writes` on a prot
 gateway's policy decides the rest). A call the gateway refused as SESSION_EXPIRED is sent again
 once with a new token, unless part of its request stream was already sent (a client stream is
 not kept to be replayed: the token is checked and renewed before such a call starts instead).
-A read (KV, objects, vars) whose connection to the gateway failed (UNAVAILABLE without a
-bindingd error: an instance stopped behind a load balancer) is sent again once. Nothing else is
-retried: a write, a send or SQL that failed after leaving may have been applied.
+A read (KV, objects) whose connection to the gateway failed (UNAVAILABLE without a bindingd
+error: an instance stopped behind a load balancer), or that a stopping gateway cancelled before
+answering it (CANCELLED without one), is sent again once. Nothing else is retried: a write, a
+send or SQL that failed after leaving may have been applied, and its error says so.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from bindingd.server.calls import abort, request_id_of
 # Uploads whose header the gateway answers before the body flows (see ObjectsService._accept).
 ACKED_UPLOADS = frozenset({"/bindingd.v1.Objects/Put", "/bindingd.v1.Objects/UploadPart"})
 
-# Actions whose calls may be sent again after a failed connection (see Forwarder._may_resend),
-# after a pause that lets the channel pick another address or instance.
+# Actions whose calls may be sent again after a failed connection or a cancel with no answer
+# (see Forwarder._may_resend), after a pause that lets the channel pick another address or
+# instance.
 RESENDABLE = frozenset({"read"})
 RESEND_ON = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 RESEND_AFTER_S = 0.1
@@ -114,7 +116,9 @@ class Forwarder:
                 f'(bindingd serve --allow-writes) (binding "{binding}", through gateway {session.url})'
             )
 
-    async def _fail(self, e: BaseException, session: GatewaySession, binding: str, context: Any) -> None:
+    async def _fail(
+        self, e: BaseException, session: GatewaySession, path: str, binding: str, context: Any
+    ) -> None:
         """End the call with `e`: the gateway's own status as it sent it, else bindingd's."""
         request_id = request_id_of(context)
         if isinstance(e, grpc.aio.AioRpcError):
@@ -122,7 +126,18 @@ class Forwarder:
             if any(key == STATUS_DETAILS_KEY for key, _ in trailers):
                 kept = tuple((k, v) for k, v in trailers if k == STATUS_DETAILS_KEY)
                 await context.abort(e.code(), e.details() or "", trailing_metadata=kept)
+            # grpc says "failed to connect" when the call never left (no connection was made).
+            cut = e.code() in RESEND_ON and "failed to connect" not in (e.details() or "")
             e = await gateway_failure(session.target, e)
+            if cut and self.actions.get(path) not in RESENDABLE:
+                # Cut, or cancelled unanswered, with nothing from the gateway: whether it ran
+                # there cannot be known here, and it is not sent again.
+                e = BindingdError(
+                    e.reason,
+                    f"{e.message}. This call changes something, so it was not sent again: it "
+                    "may or may not have been applied",
+                    env=e.env,
+                )
         if not isinstance(e, BindingdError):
             raise e
         await abort(context, e.with_context(binding=binding, env=session.env, backend="gateway"), request_id)
@@ -147,7 +162,7 @@ class Forwarder:
                     await session.renew(token)
             return await call(raw, metadata=self._metadata(session, await session.token(), path, context))  # type: ignore[no-any-return]
         except (BindingdError, grpc.aio.AioRpcError) as e:
-            await self._fail(e, session, binding, context)
+            await self._fail(e, session, path, binding, context)
             raise AssertionError("unreachable: abort raises") from None
 
     async def unary_stream(
@@ -175,7 +190,7 @@ class Forwarder:
                         await session.renew(token)
                 token = await session.token()
         except (BindingdError, grpc.aio.AioRpcError) as e:
-            await self._fail(e, session, binding, context)
+            await self._fail(e, session, path, binding, context)
 
     async def stream_unary(
         self,
@@ -196,7 +211,7 @@ class Forwarder:
                 await _relay_initial_metadata(pending, context)
                 return await pending  # type: ignore[no-any-return]
         except (BindingdError, grpc.aio.AioRpcError) as e:
-            await self._fail(e, session, binding, context)
+            await self._fail(e, session, path, binding, context)
             raise AssertionError("unreachable: abort raises") from None
 
     async def stream_stream(
@@ -218,7 +233,7 @@ class Forwarder:
                 async for response in pending:
                     yield response
         except (BindingdError, grpc.aio.AioRpcError) as e:
-            await self._fail(e, session, binding, context)
+            await self._fail(e, session, path, binding, context)
 
 
 @contextlib.asynccontextmanager

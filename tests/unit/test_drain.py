@@ -7,7 +7,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from bindingd.server.app import DRAIN_LAME_DUCK_PART, DRAIN_QUIET_S, serve_until_quiet
+from bindingd.server.app import DRAIN_ANSWER_S, DRAIN_QUIET_S, serve_until_quiet
 
 
 @dataclass
@@ -34,10 +34,10 @@ async def test_a_call_being_answered_holds_it() -> None:
 
 async def test_calls_that_never_pause_leave_the_rest_of_the_grace_period_to_those_answered() -> None:
     """A load balancer that does not check health, or a busy worker, keeps calls coming: the wait
-    ends at DRAIN_LAME_DUCK_PART of the grace period, not at its end, where grpc's stop() would
-    have no time left and cancel every call in flight."""
+    ends DRAIN_ANSWER_S before the end of the grace period (half of a shorter one), not at its
+    end, where grpc's stop() would have no time left and cancel every call in flight."""
     calls = Calls()
-    grace_s = 2.0
+    grace_s = 3.0  # longer than 2 * DRAIN_ANSWER_S: the wait ends DRAIN_ANSWER_S before its end
 
     async def arriving() -> None:
         while True:
@@ -51,4 +51,11 @@ async def test_calls_that_never_pause_leave_the_rest_of_the_grace_period_to_thos
         waited = time.monotonic() - started
     finally:
         feeder.cancel()
-    assert grace_s * DRAIN_LAME_DUCK_PART - 0.1 <= waited < grace_s * 0.9, waited
+    assert grace_s - DRAIN_ANSWER_S - 0.1 <= waited < grace_s - DRAIN_ANSWER_S / 2, waited
+
+
+async def test_a_short_grace_period_is_shared_half_and_half() -> None:
+    calls = Calls(calls_in_flight=1)
+    started = time.monotonic()
+    await serve_until_quiet(calls, grace_s=0.6)
+    assert 0.25 <= time.monotonic() - started < 0.5

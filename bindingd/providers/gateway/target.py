@@ -84,7 +84,13 @@ def diagnose(t: Target) -> BindingdError:
         return wrong_certificate(t, e)
     except (ssl.SSLError, OSError) as e:
         return unreachable(t, f"the TLS handshake failed ({type(e).__name__})")
-    return unreachable(t, "it accepted a TLS connection but did not answer gRPC")
+    # Reachable now: the call's own connection was cut, or something else listens there.
+    return backend_unavailable(
+        f'gateway {t.url} (env "{t.env}") accepts TLS connections, but the call got no gRPC '
+        "answer: its connection was cut (an instance stopping, a load balancer, the network), or "
+        "this url is not a bindingd gateway; try again, and check the url in bindingd.yaml if "
+        "it goes on"
+    )
 
 
 def unreachable(t: Target, why: str) -> BindingdError:
@@ -151,8 +157,7 @@ def gateway_error(t: Target, e: grpc.RpcError) -> BindingdError:
         # a stopping one (or a load balancer in front of it) cancels what had not reached it yet.
         return backend_unavailable(
             f"gateway {t.url} cancelled the call before answering it (an instance stopping, or a "
-            "load balancer in front of it cutting the call): a write may or may not have been "
-            "applied; send it again if it can be applied twice"
+            "load balancer in front of it cutting the call); try again"
         )
     name = code.name if code is not None else "an unknown status"
     return backend_unavailable(
