@@ -11,7 +11,7 @@ What the daemon still decides itself: the developer's `--allow-writes` on a prot
 gateway's policy decides the rest). A call the gateway refused as SESSION_EXPIRED is sent again
 once with a new token, unless part of its request stream was already sent (a client stream is
 not kept to be replayed: the token is checked and renewed before such a call starts instead).
-A read (KV, objects) whose connection to the gateway failed (UNAVAILABLE without a bindingd
+A read (KV, objects, vars) whose connection to the gateway failed (UNAVAILABLE without a bindingd
 error: an instance stopped behind a load balancer), or that a stopping gateway cancelled before
 answering it (CANCELLED without one), is sent again once. Nothing else is retried: a write, a
 send or SQL that failed after leaving may have been applied, and its error says so.
@@ -40,10 +40,22 @@ ACKED_UPLOADS = frozenset({"/bindingd.v1.Objects/Put", "/bindingd.v1.Objects/Upl
 RESENDABLE = frozenset({"read"})
 RESEND_ON = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 RESEND_AFTER_S = 0.1
+# Failures with no answer from the gateway after which a call may or may not have run there.
+CUT_ON = RESEND_ON | {grpc.StatusCode.DEADLINE_EXCEEDED}
+# What grpc says of a call that never left: no connection was made (lower case).
+NEVER_LEFT = ("failed to connect", "dns resolution failed", "no reachable endpoints")
 
 # Actions that change something: refused on a protected env without --allow-writes. Consuming
 # is one (an ack removes messages), as in the daemon's own QueueService.
 WRITE_ACTIONS = frozenset({"write", "send", "consume"})
+# Actions whose call may have changed something when it failed unanswered (SQL cannot be told
+# read or write here).
+MAY_CHANGE = WRITE_ACTIONS | {"sql"}
+
+
+def _never_left(e: grpc.aio.AioRpcError) -> bool:
+    details = (e.details() or "").lower()
+    return any(words in details for words in NEVER_LEFT)
 
 
 def _identity(data: bytes) -> bytes:
@@ -126,15 +138,14 @@ class Forwarder:
             if any(key == STATUS_DETAILS_KEY for key, _ in trailers):
                 kept = tuple((k, v) for k, v in trailers if k == STATUS_DETAILS_KEY)
                 await context.abort(e.code(), e.details() or "", trailing_metadata=kept)
-            # grpc says "failed to connect" when the call never left (no connection was made).
-            cut = e.code() in RESEND_ON and "failed to connect" not in (e.details() or "")
+            cut = e.code() in CUT_ON and not _never_left(e)
             e = await gateway_failure(session.target, e)
-            if cut and self.actions.get(path) not in RESENDABLE:
-                # Cut, or cancelled unanswered, with nothing from the gateway: whether it ran
-                # there cannot be known here, and it is not sent again.
+            if cut and self.actions.get(path) in MAY_CHANGE:
+                # Cut, cancelled unanswered or timed out, with nothing from the gateway: whether
+                # it ran there cannot be known here, and it is not sent again.
                 e = BindingdError(
                     e.reason,
-                    f"{e.message}. This call changes something, so it was not sent again: it "
+                    f"{e.message}. This call may change something, so it was not sent again: it "
                     "may or may not have been applied",
                     env=e.env,
                 )

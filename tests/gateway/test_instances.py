@@ -31,7 +31,7 @@ from bindingd_client.errors import BindingError as ClientError
 from conformance.gateway_backend import credentials, developer_config, serving_gateway
 from support import POSTGRES, daemon_in_process, write_project
 
-from bindingd.server.forward import Forwarder
+from bindingd.server.forward import Forwarder, _never_left
 
 pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
 
@@ -252,6 +252,14 @@ def test_the_daemon_resends_only_reads_whose_connection_failed_or_went_unanswere
     for write in ("/bindingd.v1.KV/Put", "/bindingd.v1.Queue/Send", "/bindingd.v1.Database/Query"):
         assert not forwarder._may_resend(write, reset), write
         assert not forwarder._may_resend(write, unanswered), write
+    # A write that failed so says it may have been applied, unless grpc says it never left.
+    never_sent = grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(),
+        "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Connection refused",
+    )
+    assert _never_left(never_sent) and not _never_left(reset) and not _never_left(unanswered)
 
 
 async def test_the_network_to_the_gateway_cut_then_restored(

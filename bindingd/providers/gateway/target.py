@@ -157,7 +157,7 @@ def gateway_error(t: Target, e: grpc.RpcError) -> BindingdError:
         # a stopping one (or a load balancer in front of it) cancels what had not reached it yet.
         return backend_unavailable(
             f"gateway {t.url} cancelled the call before answering it (an instance stopping, or a "
-            "load balancer in front of it cutting the call); try again"
+            "load balancer in front of it cutting the call)"
         )
     name = code.name if code is not None else "an unknown status"
     return backend_unavailable(
