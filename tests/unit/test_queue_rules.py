@@ -80,11 +80,13 @@ def test_nats_attempts_count_on_from_the_daemons_own_figure() -> None:
     from bindingd.providers.nats.queue import attempts_of
 
     assert attempts_of(1, None) == 1  # a first delivery: JetStream's count
-    assert attempts_of(2, (1, 1)) == 2  # naked after attempt 1, delivered again
+    assert attempts_of(2, 1) == 2  # naked after attempt 1, delivered again
     # A duplicate delivery while leased raised JetStream's count to 3 during attempt 2: the next
     # delivery is attempt 3, not 4 (which would dead-letter it unseen with max_retries 2).
-    assert attempts_of(4, (2, 3)) == 3
+    assert attempts_of(4, 2) == 3
     # A lost redelivery (nats-server #5305) came back as JetStream's first delivery.
-    assert attempts_of(1, (2, 2)) == 3
-    # Another daemon sharing the consumer had it once in between: its delivery counts.
-    assert attempts_of(4, (2, 2)) == 4
+    assert attempts_of(1, 2) == 3
+    # JetStream counted more deliveries since the nak than reached this daemon: lost ones (a CI
+    # run saw that dead-letter a message on its second delivery), or another daemon's, which
+    # cannot be told apart. The next attempt is still 3.
+    assert attempts_of(9, 2) == 3

@@ -21,14 +21,19 @@ counts the delivery, and then rewinds its stream cursor instead of putting the m
 (nats-server #5305). The next pull then hands out the message at the cursor as a first delivery
 (`num_delivered` 1), or, when several messages are in flight, another message that is still
 leased. So the daemon remembers each message it naked (stream sequence, message id, its own
-count of attempts, JetStream's count, the delivery's ack subject) and counts on from its own
+count of attempts, the delivery's ack subject) and counts on from its own
 figure (`attempts_of`); it never hands out a message it holds a live lease on (such a duplicate
 only refreshes the lease's handle); and a duplicate, the sign of a lost redelivery, makes it nak
 again, through their old deliveries, the messages naked before it that have not come back
 (`_nak_lost_redeliveries`), instead of leaving them for ack_wait. Without that, a retried
 message waited 30 s, or was dead-lettered after two of its three deliveries (CI saw both).
-Left as is: a delivery to another daemon sharing the consumer counts as an attempt, and such a
-daemon may see one of its leased messages once more after a nak again.
+A message this daemon naked comes back as its next attempt, whatever JetStream counted in
+between: lost deliveries are not always followed by a duplicate that shows them (CI saw a
+message dead-lettered on its second delivery, JetStream's count up by 3 since the nak).
+Left as is: JetStream's count cannot tell a lost delivery from a delivery to another daemon
+sharing the consumer, so that one is not counted either: with several daemons on one consumer a
+message may be delivered more than max_retries + 1 times in all; and such a daemon may see one
+of its leased messages once more after a nak again.
 """
 
 from __future__ import annotations
@@ -77,21 +82,19 @@ H_ID, H_TIME, H_TYPE, H_DUE = "Bindingd-Id", "Bindingd-Timestamp", "Bindingd-Con
 STREAM_NAME_FORBIDDEN = ">*. /\\\t\r\n"
 
 
-def attempts_of(num_delivered: int, naked: tuple[int, int] | None) -> int:
+def attempts_of(num_delivered: int, naked_after: int | None) -> int:
     """The attempt a delivery is, from JetStream's count and, if this daemon naked the message,
-    (the attempts it counted, JetStream's count at the nak).
+    the attempts it had counted then.
 
-    Counted on from the daemon's own attempts, plus the deliveries JetStream made since the nak
-    beyond this one (another daemon sharing the consumer leased it meanwhile). JetStream's
-    absolute count is not used: it also counts a duplicate delivery of a message the daemon held
-    a live lease on, which the daemon never handed out (seen here: a message dead-lettered after
-    only two of its three deliveries reached a consumer), and it restarts at 1 after a lost
-    redelivery (nats-server #5305).
+    Counted on from the daemon's own attempts: the next one. JetStream's count is not used for
+    a message the daemon naked: it also counts a duplicate delivery of a message the daemon held
+    a live lease on, which the daemon never handed out, and deliveries nats-server lost
+    (#5305), after which it may also restart at 1 (seen here: messages dead-lettered after only
+    two of their three deliveries reached a consumer).
     """
-    if naked is None:
+    if naked_after is None:
         return num_delivered
-    attempts, delivered_at_nak = naked
-    return attempts + max(1, num_delivered - delivered_at_nak)
+    return naked_after + 1
 
 
 def default_subject(stream: str) -> str:
@@ -114,7 +117,6 @@ class _Naked:
 
     message_id: str
     attempts: int  # as the daemon counted them
-    delivered: int  # JetStream's count when it was naked
     reply: str  # the ack subject of that delivery: a nak through it still works
     due: float  # time.monotonic() when JetStream was to deliver it again
     renaked: float = 0.0  # the rewind it was last naked again after (see _nak_lost_redeliveries)
@@ -354,11 +356,7 @@ class NatsQueue:
                 self._rewound_at = now
                 continue
             naked = self._naked.pop(seq, None)
-            counted = (
-                (naked.attempts, naked.delivered)
-                if naked is not None and naked.message_id == message_id
-                else None
-            )
+            counted = naked.attempts if naked is not None and naked.message_id == message_id else None
             attempts = attempts_of(msg.metadata.num_delivered, counted)
             if exhausted(attempts - 1, self.max_retries):
                 # Its last lease ran out while no daemon was watching it.
@@ -436,7 +434,6 @@ class NatsQueue:
         self._naked[lease.seq] = _Naked(
             lease.message_id,
             lease.attempts,
-            lease.msg.metadata.num_delivered,
             lease.msg.reply,
             time.monotonic() + delay_s,
         )
@@ -496,8 +493,6 @@ class NatsQueue:
             # Past ack_wait, JetStream redelivers a lost one by itself.
             if naked.renaked < rewound and rewound - self.ack_wait < naked.due <= rewound:
                 naked.renaked = rewound
-                # JetStream counted the lost delivery: not an attempt (see attempts_of).
-                naked.delivered += 1
                 log.debug("redelivery lost; naked again", stream=self.stream, id=naked.message_id)
                 with contextlib.suppress(*FAILURES):
                     await self._client.nak_by_reply(naked.reply)
