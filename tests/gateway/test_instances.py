@@ -15,6 +15,7 @@ again by the daemon, and a write it cancelled unanswered fails saying so.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -26,7 +27,7 @@ from typing import Any
 
 import grpc
 import pytest
-from bindingd_client import connect
+from bindingd_client import Env, connect
 from bindingd_client.errors import BindingError as ClientError
 from conformance.gateway_backend import credentials, developer_config, serving_gateway
 from support import POSTGRES, daemon_in_process, write_project
@@ -262,13 +263,10 @@ def test_the_daemon_resends_only_reads_whose_connection_failed_or_went_unanswere
     assert _never_left(never_sent) and not _never_left(reset) and not _never_left(unanswered)
 
 
-async def test_the_network_to_the_gateway_cut_then_restored(
-    tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    """A proxy the test cuts stands for the network between laptop and gateway: calls fail
-    BACKEND_UNAVAILABLE naming the gateway (never a raw gRPC message), and come back by
-    themselves once it is restored, on the same daemon and session."""
-    from bindingd_client import BackendUnavailable
+@contextlib.asynccontextmanager
+async def _through_a_proxy(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[tuple[Env, Any]]:
+    """A worker's env whose daemon reaches a gateway (KV binding CACHE) through a FaultProxy
+    the test controls, standing for the network between laptop and gateway."""
     from faults.proxy import FaultProxy
 
     root = tmp_path / "team"
@@ -279,26 +277,44 @@ async def test_the_network_to_the_gateway_cut_then_restored(
         async with daemon_in_process(laptop) as daemon:
             env = await connect(endpoint=f"unix://{daemon.socket_path}")
             try:
-                await env.CACHE.put("k", "v")
-                proxy.cut()
-                with pytest.raises(BackendUnavailable) as cut:
-                    await env.CACHE.put("k", "lost?")
-                assert f"localhost:{proxy.port}" in str(cut.value) and "gateway" in str(cut.value)
-                assert "StatusCode" not in str(cut.value) and "grpc" not in str(cut.value).lower()
-                proxy.restore()
-                started = time.monotonic()
-                while True:
-                    try:
-                        value = await env.CACHE.get("k")
-                        break
-                    except BackendUnavailable:
-                        assert time.monotonic() - started < 15, "calls did not come back"
-                        await asyncio.sleep(0.2)
-                assert value in ("v", "lost?")  # a write cut in flight may or may not have landed
-                await env.CACHE.put("k", "after")
-                assert await env.CACHE.get("k") == "after"
+                yield env, proxy
             finally:
                 await env.aclose()
+
+
+async def _get_once_calls_come_back(env: Env, key: str) -> Any:
+    """CACHE's value of `key`, asked until the daemon's channel has reconnected (at most 15 s)."""
+    from bindingd_client import BackendUnavailable
+
+    started = time.monotonic()
+    while True:
+        try:
+            return await env.CACHE.get(key)
+        except BackendUnavailable:
+            assert time.monotonic() - started < 15, "calls did not come back"
+            await asyncio.sleep(0.2)
+
+
+async def test_the_network_to_the_gateway_cut_then_restored(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A proxy the test cuts stands for the network between laptop and gateway: calls fail
+    BACKEND_UNAVAILABLE naming the gateway (never a raw gRPC message), and come back by
+    themselves once it is restored, on the same daemon and session."""
+    from bindingd_client import BackendUnavailable
+
+    async with _through_a_proxy(tmp_path, request) as (env, proxy):
+        await env.CACHE.put("k", "v")
+        proxy.cut()
+        with pytest.raises(BackendUnavailable) as cut:
+            await env.CACHE.put("k", "lost?")
+        assert f"localhost:{proxy.port}" in str(cut.value) and "gateway" in str(cut.value)
+        assert "StatusCode" not in str(cut.value) and "grpc" not in str(cut.value).lower()
+        proxy.restore()
+        value = await _get_once_calls_come_back(env, "k")
+        assert value in ("v", "lost?")  # a write cut in flight may or may not have landed
+        await env.CACHE.put("k", "after")
+        assert await env.CACHE.get("k") == "after"
 
 
 async def test_a_write_whose_answer_was_lost_says_it_may_have_been_applied(
@@ -308,32 +324,14 @@ async def test_a_write_whose_answer_was_lost_says_it_may_have_been_applied(
     been applied. The daemon does not send it again, and its error says so (a read would be
     sent again)."""
     from bindingd_client import BackendUnavailable
-    from faults.proxy import FaultProxy
 
-    root = tmp_path / "team"
-    inner = write_project(root, "version: 1\nbindings:\n  CACHE: { type: kv }\n")
-    async with serving_gateway(root, inner, request) as gateway:
-        proxy = await FaultProxy(gateway.port).start()
-        laptop = developer_config(tmp_path / "laptop", gateway, request, port=proxy.port)
-        async with daemon_in_process(laptop) as daemon:
-            env = await connect(endpoint=f"unix://{daemon.socket_path}")
-            try:
-                await env.CACHE.put("k", "before")
-                proxy.reset_after(0, "down")
-                with pytest.raises(BackendUnavailable) as lost:
-                    await env.CACHE.put("k", "after")
-                message = str(lost.value)
-                assert "may or may not have been applied" in message, message
-                assert f"localhost:{proxy.port}" in message and "grpc" not in message.lower(), message
-                proxy.restore()
-                started = time.monotonic()
-                while True:
-                    try:
-                        value = await env.CACHE.get("k")
-                        break
-                    except BackendUnavailable:
-                        assert time.monotonic() - started < 15, "calls did not come back"
-                        await asyncio.sleep(0.2)
-                assert value in ("before", "after")
-            finally:
-                await env.aclose()
+    async with _through_a_proxy(tmp_path, request) as (env, proxy):
+        await env.CACHE.put("k", "before")
+        proxy.reset_after(0, "down")
+        with pytest.raises(BackendUnavailable) as lost:
+            await env.CACHE.put("k", "after")
+        message = str(lost.value)
+        assert "may or may not have been applied" in message, message
+        assert f"localhost:{proxy.port}" in message and "grpc" not in message.lower(), message
+        proxy.restore()
+        assert await _get_once_calls_come_back(env, "k") in ("before", "after")
