@@ -139,9 +139,10 @@ class GatewayCall:
     bytes_in: int = 0  # request messages as received
     bytes_out: int = 0  # response messages as sent
     request_id: str = ""  # the caller's x-request-id, else one made for the call
-    # The handler was cancelled before it answered: its client went away, or the gateway's
-    # grace period ran out. grpc's context then shows no code and, at a server's stop, not
-    # cancelled() either, so the audit line would say OK.
+    # The handler was cancelled while the gateway drains: its grace period ran out. grpc's
+    # context then shows no code and not cancelled() either, so the audit line would say OK.
+    # (A client's own cancel outside a drain is left to context.cancelled(), as it was: a
+    # consumer that leaves after its first batch is audited as the stream it was served.)
     cut: bool = False
 
     @property
@@ -547,7 +548,7 @@ def guarded(gateway: Gateway, method: str, handler: grpc.RpcMethodHandler) -> gr
                         await abort(context, e, call.request_id)
                     yield give(call, response)
             except asyncio.CancelledError:
-                call.cut = True
+                call.cut = gateway.router.draining
                 raise
             finally:
                 gateway.audit_call(call, context)
@@ -565,7 +566,7 @@ def guarded(gateway: Gateway, method: str, handler: grpc.RpcMethodHandler) -> gr
         try:
             return give(call, await inner(take(call, request), context))
         except asyncio.CancelledError:
-            call.cut = True
+            call.cut = gateway.router.draining
             raise
         finally:
             gateway.audit_call(call, context)
@@ -592,8 +593,8 @@ async def _counting(requests: AsyncIterator[Any], call: GatewayCall) -> AsyncIte
 def _status(call: GatewayCall, context: grpc.aio.ServicerContext) -> str:
     code = context.code()
     if code is None:
-        # A call cancelled (by its client, or at the end of the grace period) ends without a
-        # code of ours.
+        # A call cancelled (by its client, or at the end of a drain's grace period) ends
+        # without a code of ours.
         return "CANCELLED" if call.cut or context.cancelled() else "OK"
     return code.name if isinstance(code, grpc.StatusCode) else str(code)
 
