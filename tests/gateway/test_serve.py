@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -498,9 +499,10 @@ MATRIX = [
 ]
 
 
-def _act(channel: grpc.Channel, binding: str, action: str, token: str) -> None:
-    """One call of `action` on `binding`; raises grpc.RpcError when refused."""
-    meta = auth(token)
+def _act(channel: grpc.Channel, binding: str, action: str, token: str, request_id: str) -> None:
+    """One call of `action` on `binding`, with its own request id; raises grpc.RpcError when
+    refused."""
+    meta = (*auth(token), ("x-request-id", request_id))
     if binding == "CACHE":
         kv = kv_pb2_grpc.KVStub(channel)
         if action == "read":
@@ -535,12 +537,12 @@ def test_policy_matrix(
     team: Team, user: str, groups: tuple[str, ...], env: str, binding: str, action: str, denied_by: str | None
 ) -> None:
     token = team.login(user, env=env, groups=groups)
-    before = len(team.audit_lines())
+    request_id = uuid.uuid4().hex[:16]
     with team.channel() as channel:
         if denied_by is None:
-            _act(channel, binding, action, token)
+            _act(channel, binding, action, token, request_id)
         else:
-            err = refused(_act, channel, binding, action, token)
+            err = refused(_act, channel, binding, action, token, request_id)
             assert err.code == "PERMISSION_DENIED" and err.reason == "POLICY_DENIED", err
             for part in (f'"{user}"', f'"{env}"', f'"{binding}"', action):
                 assert part in err.message, err.message
@@ -548,12 +550,14 @@ def test_policy_matrix(
                 assert denied_by in err.message, err.message
             elif denied_by == "protected":
                 assert "protected" in err.message, err.message
-    # This call's own line (the gateway writes it just after the answer).
+    # This call's own line, by its request id: the gateway writes lines in batches just after
+    # the answers, so the line of the case before may land after this call was made.
     deadline = time.monotonic() + 5.0
-    while not (mine := [x for x in team.audit_lines()[before:] if x.get("binding") == binding]):
+    while not (mine := [x for x in team.audit_lines() if x.get("request_id") == request_id]):
         assert time.monotonic() < deadline, "no audit line for the call"
         time.sleep(0.05)
     line = mine[-1]
+    assert line["binding"] == binding, line
     assert (line["user"], line["env"], line["action"]) == (user, env, action), line
     assert line["decision"] == ("allow" if denied_by is None else "deny"), line
     assert line["status"] == ("OK" if denied_by is None else "PERMISSION_DENIED"), line
